@@ -1,0 +1,98 @@
+"""LocalTarget: this machine, through subprocess and sockets."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from typing import Sequence, TextIO
+
+from checks.errors import CommandNotFound, CommandTimeout, ConnectFailed, InputError, TargetError
+from checks.model import CommandResult
+from checks.targets.base import DEFAULT_TIMEOUT, Connection, FileInfo, decode_stream
+
+# Postfix's tools live in sbin; a non-root PATH often lacks it.
+_EXTRA_PATH = ("/usr/sbin", "/sbin", "/usr/local/sbin")
+
+
+class LocalTarget:
+    where = "local"
+
+    def __init__(self, env: dict[str, str] | None = None) -> None:
+        base = dict(os.environ if env is None else env)
+        parts = base.get("PATH", "/usr/bin:/bin").split(os.pathsep)
+        base["PATH"] = os.pathsep.join(parts + [p for p in _EXTRA_PATH if p not in parts])
+        base.setdefault("LC_ALL", "C")  # Postfix and coreutils messages in English, as the parsers expect
+        self._env = base
+
+    def run(self, argv: Sequence[str], timeout: float = DEFAULT_TIMEOUT) -> CommandResult:
+        argv = tuple(argv)
+        if not argv or not all(isinstance(a, str) for a in argv):
+            raise TargetError(f"invalid command {argv!r}")
+        start = time.monotonic()
+        try:
+            proc = subprocess.run(
+                list(argv), capture_output=True, timeout=timeout, env=self._env, stdin=subprocess.DEVNULL
+            )
+        except FileNotFoundError as exc:
+            raise CommandNotFound(f"{argv[0]}: command not found on this machine") from exc
+        except PermissionError as exc:
+            raise TargetError(f"{argv[0]}: permission denied") from exc
+        except subprocess.TimeoutExpired as exc:
+            raise CommandTimeout(f"{' '.join(argv)}: no answer within {timeout:g} s") from exc
+        return CommandResult(
+            argv=argv,
+            returncode=proc.returncode,
+            stdout=proc.stdout.decode("utf-8", "replace"),
+            stderr=proc.stderr.decode("utf-8", "replace"),
+            duration=time.monotonic() - start,
+        )
+
+    def open_text(self, path: str) -> TextIO:
+        try:
+            raw = open(path, "rb")  # noqa: SIM115 - returned to the caller, who closes it
+        except IsADirectoryError as exc:
+            raise InputError(f"{path}: is a directory") from exc
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+        return decode_stream(raw, path)
+
+    def file_info(self, path: str) -> FileInfo:
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            raise InputError(f"{path}: {exc.strerror or exc}") from exc
+        return FileInfo(path, st.st_size, st.st_mtime)
+
+    def is_dir(self, path: str) -> bool:
+        return os.path.isdir(path)
+
+    def list_dir(self, path: str) -> list[FileInfo]:
+        try:
+            names = sorted(os.listdir(path))
+        except OSError as exc:
+            raise InputError(f"{path}: cannot list directory ({exc.strerror or exc})") from exc
+        out = []
+        for name in names:
+            full = os.path.join(path, name)
+            try:
+                st = os.stat(full)
+            except OSError:
+                continue
+            if os.path.isfile(full):
+                out.append(FileInfo(full, st.st_size, st.st_mtime))
+        return out
+
+    def connect(self, host: str, port: int, timeout: float) -> Connection:
+        try:
+            return socket.create_connection((host, port), timeout=timeout)
+        except socket.timeout as exc:
+            raise ConnectFailed(f"connect to {host}:{port}: timed out after {timeout:g} s", "timeout") from exc
+        except ConnectionRefusedError as exc:
+            raise ConnectFailed(f"connect to {host}:{port}: connection refused", "refused") from exc
+        except socket.gaierror as exc:
+            raise ConnectFailed(f"connect to {host}:{port}: {exc.strerror or exc}", "dns") from exc
+        except OSError as exc:
+            kind = "unreachable" if exc.errno in (101, 113) else "error"  # ENETUNREACH, EHOSTUNREACH
+            raise ConnectFailed(f"connect to {host}:{port}: {exc.strerror or exc}", kind) from exc

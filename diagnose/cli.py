@@ -1,0 +1,73 @@
+"""pfdiag's command line: argparse, main(argv) -> int, one error handler.
+
+Exit codes: 0 ok, 1 a PfdiagError (one clear line), 2 usage error,
+3 a bug (traceback only with --debug), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from checks.errors import PfdiagError, UsageError
+from diagnose import __version__
+
+EPILOG = """\
+examples:
+  pfdiag logs /var/log/mail.log              deferral causes in a log
+  pfdiag logs /var/log --since 24h -f md     rotated logs, last day, Markdown
+  journalctl -u postfix -o json | pfdiag logs -   read a journal export from stdin
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, no usage dump
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="pfdiag",
+        description="Find out why Postfix mail is stuck as status=deferred, and what to do about it.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"pfdiag {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show a traceback on errors")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
+    from diagnose.commands import logs as logs_cmd
+
+    logs_cmd.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 0
+        return int(args.func(args) or 0)
+    except PfdiagError as exc:
+        if debug:
+            raise
+        print(f"pfdiag: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("pfdiag: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # a bug: say so in one line unless --debug
+        if debug:
+            raise
+        print(f"pfdiag: internal error: {type(exc).__name__}: {exc} (run again with --debug for details)", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())
