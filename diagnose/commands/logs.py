@@ -1,15 +1,105 @@
-"""pfdiag logs: deferral analysis of Postfix logs (placeholder until the analyser lands)."""
+"""pfdiag logs: what Postfix's logs say about deferred mail."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import re
+import sys
+import time
+from datetime import datetime
+
+from checks.errors import InputError, UsageError
+from checks.logs import ReadStats, default_sources, read_lines, resolve_sources
+from diagnose.deferrals import DeferralAnalysis
+from diagnose.logreport import render_markdown, render_text, to_dict
+from diagnose.target_options import add_target_options, open_target
+
+HELP = """\
+Reads Postfix logs (plain, .gz, .bz2, .xz; a directory of rotated logs is read
+oldest first; - reads stdin, including `journalctl -o json`) and reports, per
+deferral cause: how often, since when, where to, the delays profile and what it
+means, and what became of the deferred mail.
+
+examples:
+  pfdiag logs                               this machine's Postfix log
+  pfdiag logs /var/log/mail.log.1 /var/log/mail.log
+  pfdiag logs /var/log --since 24h --format md
+  journalctl -u postfix -o json | pfdiag logs -
+"""
+
+_RELATIVE = re.compile(r"^(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def parse_when(text: str, now: float | None = None) -> float:
+    """'24h', '2d12h', '90m' (ago), or an ISO date/time ('2026-11-28', '2026-11-28T10:00')."""
+    now = time.time() if now is None else now
+    value = text.strip()
+    m = _RELATIVE.match(value)
+    if value and m and any(m.groups()):
+        w, d, h, mi, s = (int(g) if g else 0 for g in m.groups())
+        return now - (((w * 7 + d) * 24 + h) * 60 + mi) * 60 - s
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        raise UsageError(f"cannot read the time {text!r}: use 24h, 7d, 90m, or 2026-11-28T10:00") from None
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("logs", help="analyse deferrals in Postfix logs")
-    p.add_argument("paths", nargs="*", metavar="FILE|DIR|-")
+    p = sub.add_parser(
+        "logs",
+        help="deferral causes in Postfix logs",
+        description=HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("paths", nargs="*", metavar="FILE|DIR|-", help="logs to read (default: this Postfix's own log)")
+    p.add_argument("--since", metavar="T", help="only lines at or after T (24h, 7d, or an ISO time)")
+    p.add_argument("--until", metavar="T", help="only lines before T")
+    p.add_argument("-f", "--format", choices=("text", "md", "json"), default="text")
+    p.add_argument("-o", "--output", metavar="FILE", help="write the report to FILE instead of stdout")
+    add_target_options(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    since = parse_when(args.since) if args.since else None
+    until = parse_when(args.until) if args.until else None
+    if since is not None and until is not None and since >= until:
+        raise UsageError("--since must be earlier than --until")
+    target, notice = open_target(args)
+    if args.paths:
+        sources = resolve_sources(target, args.paths)
+    else:
+        sources = default_sources(target)
+    stats = ReadStats()
+    analysis = DeferralAnalysis().add_all(read_lines(target, sources, stats, since, until))
+    if stats.postfix_lines == 0:
+        damage = stats.examples.get("damaged file")
+        if damage:
+            raise InputError(damage[0])
+        raise InputError(f"no Postfix log lines in {', '.join(sources)} ({stats.lines:,} lines read)")
+    report = to_dict(analysis, stats, since, until)
+    if args.format == "json":
+        text = json.dumps(report, indent=2, ensure_ascii=False) + "\n"
+    elif args.format == "md":
+        text = render_markdown(report)
+    else:
+        to_tty = args.output is None and sys.stdout.isatty()
+        text = render_text(report, width=_width(), color=to_tty)
+    if notice and args.format != "json":
+        print(notice, file=sys.stderr)
+    if args.output:
+        try:
+            with open(args.output, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        except OSError as exc:
+            raise InputError(f"{args.output}: cannot write ({exc.strerror})") from exc
+    else:
+        sys.stdout.write(text)
     return 0
+
+
+def _width() -> int:
+    import shutil
+
+    return max(80, min(160, shutil.get_terminal_size((120, 40)).columns))

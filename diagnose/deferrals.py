@@ -1,0 +1,410 @@
+"""Deferral analysis of a stream of Postfix log lines (what `pfdiag logs` reports).
+
+One pass, bounded memory: counters per cause, destination and relay; exact
+quantiles of delays=a/b/c/d from value counts (Postfix rounds delays to two
+significant digits, so the distinct values stay few); and a per-message state
+that is dropped when qmgr logs "removed" or when a message has been silent for
+longer than any queue lifetime, so memory follows the queue, not the log.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from checks.postfix.logline import LogLine
+from checks.postfix.status import (
+    ATTEMPT_PREFIXES,
+    COMPANION_PREFIXES,
+    Delivery,
+    Expiry,
+    parse_delivery,
+    parse_pix,
+    parse_qmgr_from,
+)
+from diagnose.classify import Classification, classify
+
+EOD_CAUSES = ("E09", "E10")  # end-of-data timeout / lost after end of data: duplicate risk
+DEFERRED = ("deferred", "SOFTBOUNCE")
+EVICT_AFTER = 10 * 86400.0  # longer than any sane maximal_queue_lifetime (default 5d)
+MAX_KEYS = 5000  # per-counter cap on distinct domains/relays: memory must not follow the log
+PARTS = ("a", "b", "c", "d")
+
+
+class CappedCounter(Counter):
+    """A Counter that stops adding new keys past a cap (counted under '(other)')."""
+
+    def bump(self, key: str, n: int = 1) -> None:
+        if key in self or len(self) < MAX_KEYS:
+            self[key] += n
+        else:
+            self["(other)"] += n
+
+
+def quantile(values: Counter, q: float) -> float | None:
+    """Exact quantile (nearest rank) of a value->count multiset."""
+    total = sum(values.values())
+    if not total:
+        return None
+    rank = max(1, round(q * total + 0.5 - 1e-9)) if q < 1 else total
+    seen = 0
+    for value in sorted(values):
+        seen += values[value]
+        if seen >= rank:
+            return value
+    return max(values)
+
+
+@dataclass
+class CauseStats:
+    cause_id: str
+    events: int = 0  # deferral status lines that name this cause directly
+    collateral: int = 0  # "delivery temporarily suspended: <this cause>" lines
+    attempts: int = 0  # soft failures at a non-last MX (no status= line)
+    messages: int = 0
+    first_seen: float | None = None
+    last_seen: float | None = None
+    domains: CappedCounter = field(default_factory=CappedCounter)
+    relays: CappedCounter = field(default_factory=CappedCounter)
+    phases: Counter = field(default_factory=Counter)
+    dsns: Counter = field(default_factory=Counter)
+    delays: dict[str, Counter] = field(default_factory=lambda: {p: Counter() for p in PARTS})
+    example: str | None = None
+    softbounce: int = 0
+
+    def seen(self, ts: float | None) -> None:
+        if ts is None:
+            return
+        if self.first_seen is None or ts < self.first_seen:
+            self.first_seen = ts
+        if self.last_seen is None or ts > self.last_seen:
+            self.last_seen = ts
+
+
+@dataclass
+class PlaceStats:
+    """Outcomes for one destination domain or one relay."""
+
+    sent: int = 0
+    deferred: int = 0
+    collateral: int = 0
+    bounced: int = 0
+    causes: Counter = field(default_factory=Counter)
+
+
+class _Rcpt:
+    __slots__ = ("deferrals", "eod", "final")
+
+    def __init__(self) -> None:
+        self.deferrals = 0
+        self.eod = False
+        self.final: str | None = None
+
+
+class _Msg:
+    __slots__ = ("last", "size", "sender", "rcpts", "causes", "eod")
+
+    def __init__(self, ts: float) -> None:
+        self.last = ts
+        self.size: int | None = None
+        self.sender: str | None = None
+        self.rcpts: dict[str, _Rcpt] = {}
+        self.causes: set[str] = set()
+        self.eod = False
+
+
+@dataclass
+class Outcomes:
+    """What became of recipients that were deferred at least once."""
+
+    delivered_later: int = 0
+    bounced_later: int = 0
+    expired: int = 0
+    deleted: int = 0  # removed by postsuper (an operator) while deferred
+    still_deferred: int = 0  # no end seen by the end of the log
+    unresolved: int = 0  # no final status seen: lines missing from the log, or silent for days
+
+
+@dataclass
+class EndOfData:
+    """Deliveries that met an end-of-data timeout: the receiver may already have
+    the message, so a later successful attempt may have delivered it twice."""
+
+    messages: int = 0
+    recipients: int = 0
+    delivered_later: int = 0  # possible duplicates
+    still_deferred: int = 0
+    expired_or_bounced: int = 0
+    sizes: Counter = field(default_factory=Counter)  # message size buckets of affected mail
+    hosts: CappedCounter = field(default_factory=CappedCounter)
+    pix_workarounds: CappedCounter = field(default_factory=CappedCounter)
+
+
+class DeferralAnalysis:
+    """Feed LogLines with add(); read the results after finish()."""
+
+    def __init__(self) -> None:
+        self.causes: dict[str, CauseStats] = {}
+        self.domains: dict[str, PlaceStats] = {}
+        self.relays: dict[str, PlaceStats] = {}
+        self.statuses: Counter = Counter()
+        self.outcomes = Outcomes()
+        self.eod = EndOfData()
+        self.companions: Counter = Counter()
+        self.companion_examples: dict[str, str] = {}
+        self.first_ts: float | None = None
+        self.last_ts: float | None = None
+        self.deferral_lines = 0
+        self.collateral_lines = 0
+        self.messages_deferred = 0
+        self.truncated_reasons = 0
+        self._msgs: OrderedDict[str, _Msg] = OrderedDict()
+        self._finished = False
+
+    # -- feeding -----------------------------------------------------------------
+
+    def add_all(self, lines: Iterable[LogLine]) -> "DeferralAnalysis":
+        for line in lines:
+            self.add(line)
+        return self
+
+    def add(self, line: LogLine) -> None:
+        ts = line.ts
+        if ts is not None:
+            if self.first_ts is None or ts < self.first_ts:
+                self.first_ts = ts
+            if self.last_ts is None or ts > self.last_ts:
+                self.last_ts = ts
+        qid = line.queue_id
+        text = line.text
+        if "status=" in text:
+            event = parse_delivery(text)
+            if isinstance(event, Delivery):
+                self._delivery(line, qid, event)
+            elif isinstance(event, Expiry) and qid:
+                self._expiry(qid, event)
+            return
+        if qid is None or qid == "NOQUEUE":
+            if text.startswith(COMPANION_PREFIXES):
+                self._companion(line)
+            return
+        if text == "removed":
+            self._finalise(self._msgs.pop(qid, None), deleted=line.program == "postsuper")
+            return
+        if text.startswith("from=<"):
+            entry = parse_qmgr_from(text)
+            if entry is not None:
+                msg = self._msg(qid, ts)
+                msg.size, msg.sender = entry.size, entry.sender
+            return
+        if text.startswith("enabling PIX"):
+            pix = parse_pix(text)
+            if pix is not None:
+                self.eod.pix_workarounds.bump(f"{pix.host}[{pix.addr}]")
+                self._companion(line, "PIX workarounds enabled")
+            return
+        if line.program in ("smtp", "lmtp") and text.startswith(ATTEMPT_PREFIXES):
+            # a soft failure at one MX host before the next one is tried
+            c = classify(text)
+            stats = self._cause(c.cause_id)
+            stats.attempts += 1
+            stats.seen(ts)
+            if stats.example is None:
+                stats.example = line.raw
+
+    def _msg(self, qid: str, ts: float | None) -> _Msg:
+        msg = self._msgs.get(qid)
+        now = ts if ts is not None else (self.last_ts or 0.0)
+        if msg is None:
+            msg = self._msgs[qid] = _Msg(now)
+            self._evict(now)
+        else:
+            msg.last = now
+            self._msgs.move_to_end(qid)
+        return msg
+
+    def _evict(self, now: float) -> None:
+        msgs = self._msgs
+        while msgs:
+            qid, oldest = next(iter(msgs.items()))
+            if now - oldest.last <= EVICT_AFTER:
+                break
+            del msgs[qid]
+            self._finalise(oldest)
+
+    def _cause(self, cause_id: str) -> CauseStats:
+        stats = self.causes.get(cause_id)
+        if stats is None:
+            stats = self.causes[cause_id] = CauseStats(cause_id)
+        return stats
+
+    def _place(self, table: dict[str, PlaceStats], key: str) -> PlaceStats:
+        place = table.get(key)
+        if place is None:
+            if len(table) >= MAX_KEYS:
+                key = "(other)"
+                place = table.get(key)
+            if place is None:
+                place = table[key] = PlaceStats()
+        return place
+
+    def _delivery(self, line: LogLine, qid: str | None, d: Delivery) -> None:
+        status = d.status
+        self.statuses[status] += 1
+        ts = line.ts
+        domain = d.domain or "(none)"
+        if status not in DEFERRED:
+            msg = self._msgs.get(qid) if qid else None
+            rcpt = msg.rcpts.get(d.to) if msg is not None else None
+            if status == "sent":
+                self._place(self.domains, domain).sent += 1
+                if d.relay_host:
+                    self._place(self.relays, d.relay_host).sent += 1
+            elif status == "bounced":
+                self._place(self.domains, domain).bounced += 1
+            if rcpt is not None and rcpt.final is None and status in ("sent", "bounced"):
+                rcpt.final = status
+                self._resolve(rcpt)
+            return
+        if d.truncated:
+            self.truncated_reasons += 1
+        c = classify(d.reason, status=status, dsn=d.dsn)
+        self.deferral_lines += 1
+        stats = self._cause(c.cause_id)
+        stats.seen(ts)
+        if c.collateral:
+            self.collateral_lines += 1
+            stats.collateral += 1
+        else:
+            stats.events += 1
+            if stats.example is None:
+                stats.example = line.raw
+            if c.phase:
+                stats.phases[c.phase] += 1
+            if d.dsn:
+                stats.dsns[d.dsn] += 1
+            if d.delays is not None:
+                for part, value in zip(PARTS, d.delays):
+                    stats.delays[part][value] += 1
+        if status == "SOFTBOUNCE":
+            stats.softbounce += 1
+        stats.domains.bump(domain)
+        relay = d.relay_host or c.host or (c.addr and f"[{c.addr}]")
+        if relay:
+            stats.relays.bump(relay)
+        place = self._place(self.domains, domain)
+        if c.collateral:
+            place.collateral += 1
+        else:
+            place.deferred += 1
+        place.causes[c.cause_id] += 1
+        if relay and not c.collateral:
+            rp = self._place(self.relays, relay)
+            rp.deferred += 1
+            rp.causes[c.cause_id] += 1
+        if qid is None or qid == "NOQUEUE":  # a bare status message: nothing to follow up
+            stats.messages += 1
+            return
+        msg = self._msg(qid, ts)
+        if c.cause_id not in msg.causes:
+            msg.causes.add(c.cause_id)
+            stats.messages += 1
+        rcpt = msg.rcpts.get(d.to)
+        if rcpt is None:
+            if not msg.rcpts:  # the first deferral of this message
+                self.messages_deferred += 1
+            rcpt = msg.rcpts[d.to] = _Rcpt()
+        rcpt.deferrals += 1
+        if c.cause_id in EOD_CAUSES and not c.collateral:
+            if not rcpt.eod:
+                rcpt.eod = True
+                self.eod.recipients += 1
+            if not msg.eod:
+                msg.eod = True
+                self.eod.messages += 1
+                self.eod.sizes[_size_bucket(msg.size)] += 1
+            self.eod.hosts.bump(c.host or relay or "(unknown)")
+
+    def _expiry(self, qid: str, e: Expiry) -> None:
+        self.statuses[e.status] += 1
+        msg = self._msgs.get(qid)
+        if msg is None:
+            return
+        for rcpt in msg.rcpts.values():
+            if rcpt.final is None:
+                rcpt.final = "expired"
+                self._resolve(rcpt)
+
+    def _resolve(self, rcpt: _Rcpt) -> None:
+        if rcpt.deferrals == 0:
+            return
+        final = rcpt.final
+        if final == "sent":
+            self.outcomes.delivered_later += 1
+            if rcpt.eod:
+                self.eod.delivered_later += 1
+        elif final == "bounced":
+            self.outcomes.bounced_later += 1
+            if rcpt.eod:
+                self.eod.expired_or_bounced += 1
+        elif final == "expired":
+            self.outcomes.expired += 1
+            if rcpt.eod:
+                self.eod.expired_or_bounced += 1
+
+    def _finalise(self, msg: _Msg | None, deleted: bool = False) -> None:
+        """A message left the queue (or fell silent): settle recipients without an end."""
+        if msg is None:
+            return
+        for rcpt in msg.rcpts.values():
+            if rcpt.final is None and rcpt.deferrals:
+                if deleted:
+                    self.outcomes.deleted += 1
+                else:  # removed without a final line we saw, or silent for days: a log gap
+                    self.outcomes.unresolved += 1
+
+    def _companion(self, line: LogLine, kind: str | None = None) -> None:
+        if kind is None:
+            kind = _companion_kind(line.text)
+        self.companions[kind] += 1
+        self.companion_examples.setdefault(kind, line.raw)
+
+    def finish(self) -> "DeferralAnalysis":
+        """Messages still in state at the end of the log are still deferred."""
+        if self._finished:
+            return self
+        self._finished = True
+        for msg in self._msgs.values():
+            for rcpt in msg.rcpts.values():
+                if rcpt.final is None and rcpt.deferrals:
+                    self.outcomes.still_deferred += 1
+                    if rcpt.eod:
+                        self.eod.still_deferred += 1
+        self._msgs.clear()
+        return self
+
+    @property
+    def messages_in_state(self) -> int:
+        return len(self._msgs)
+
+
+def _size_bucket(size: int | None) -> str:
+    if size is None:
+        return "unknown"
+    for limit, label in ((2048, "<2 KB"), (16384, "2-16 KB"), (131072, "16-128 KB"), (1048576, "128 KB-1 MB")):
+        if size < limit:
+            return label
+    return ">=1 MB"
+
+
+def _companion_kind(text: str) -> str:
+    for prefix in COMPANION_PREFIXES:
+        if text.startswith(prefix):
+            return prefix.strip().rstrip(":")
+    return text[:40]
+
+
+def classification_of(reason: str, status: str | None = None) -> Classification:
+    """Exposed for renderers that show an example's details."""
+    return classify(reason, status=status)

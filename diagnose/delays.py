@@ -1,0 +1,84 @@
+"""What a cause's delays=a/b/c/d profile says (postfix-deferrals.md §1.3).
+
+a: arrival -> active queue (for retried mail this is the message's age)
+b: active queue -> delivery agent (waiting for a free smtp process / concurrency)
+c: connection setup (DNS, TCP, greeting, EHLO, STARTTLS)
+d: transmission, from MAIL FROM on
+Times are compared with Postfix's timeouts: the defaults unless the caller
+passes this server's effective values.
+"""
+
+from __future__ import annotations
+
+DEFAULT_TIMEOUTS: dict[str, float] = {
+    "smtp_connect_timeout": 30.0,
+    "smtp_helo_timeout": 300.0,
+    "smtp_starttls_timeout": 300.0,
+    "smtp_mail_timeout": 300.0,
+    "smtp_rcpt_timeout": 300.0,
+    "smtp_data_init_timeout": 120.0,
+    "smtp_data_xfer_timeout": 180.0,
+    "smtp_data_done_timeout": 600.0,
+}
+
+
+def _near(value: float, target: float, tolerance: float = 0.1) -> bool:
+    return target > 0 and abs(value - target) <= max(1.0, target * tolerance)
+
+
+def explain(profile: dict[str, dict[str, float | None]], timeouts: dict[str, float] | None = None) -> list[str]:
+    """Plain-language readings of a {part: {"median": x, "p95": y}} profile."""
+    t = {**DEFAULT_TIMEOUTS, **(timeouts or {})}
+    med = {p: (profile.get(p) or {}).get("median") for p in "abcd"}
+    p95 = {p: (profile.get(p) or {}).get("p95") for p in "abcd"}
+    if any(med[p] is None for p in "bcd"):
+        return ["no delays= fields on these lines (Postfix before 2.3, or another program): no timing profile"]
+    b, c, d = float(med["b"] or 0), float(med["c"] or 0), float(med["d"] or 0)
+    out: list[str] = []
+    if c == 0 and d == 0:
+        out.append("c = d = 0: no SMTP session was attempted; the queue manager or the retry service deferred the mail")
+    done = t["smtp_data_done_timeout"]
+    if _near(d, done):
+        out.append(
+            f"d ≈ {d:g} s ≈ smtp_data_done_timeout ({done:g} s): Postfix sent the whole message and waited the full "
+            "end-of-data timeout for the final reply"
+        )
+    elif d > 0 and p95["d"] is not None and abs(float(p95["d"]) - d) <= max(1.0, 0.05 * d) and d < done * 0.9 and d >= 5:
+        out.append(
+            f"d clusters at {d:g} s (p95 {float(p95['d']):g} s), below every SMTP timeout: a fixed cut-off on the path, "
+            "such as a NAT or firewall idle timeout, ends these sessions"
+        )
+    for name, label in (
+        ("smtp_rcpt_timeout", "MAIL FROM/RCPT TO (callouts or tarpitting at the receiver)"),
+        ("smtp_data_init_timeout", "the DATA command"),
+    ):
+        if d > 0 and not _near(d, done) and _near(d, t[name]):
+            out.append(f"d ≈ {d:g} s ≈ {name} ({t[name]:g} s): the receiver stopped answering during {label}")
+            break
+    else:
+        xfer = t["smtp_data_xfer_timeout"]
+        if d > xfer and not _near(d, done) and d < done * 0.9:
+            out.append(
+                f"d ≈ {d:g} s, more than smtp_data_xfer_timeout ({xfer:g} s): time spent writing the body; "
+                "a stall while sending it (bandwidth, path MTU) fits"
+            )
+    connect = t["smtp_connect_timeout"]
+    if d == 0 and c > 0:
+        k = round(c / connect) if connect else 0
+        if k >= 1 and _near(c, k * connect, 0.15):
+            out.append(
+                f"c ≈ {c:g} s ≈ {k} × smtp_connect_timeout ({connect:g} s), d = 0: {k} address(es) never answered the TCP connect"
+            )
+        elif _near(c, t["smtp_helo_timeout"]):
+            out.append(
+                f"c ≈ {c:g} s ≈ smtp_helo_timeout ({t['smtp_helo_timeout']:g} s): the greeting or EHLO reply never came"
+            )
+        else:
+            out.append(f"c ≈ {c:g} s, d = 0: the failure happened while setting up the connection (DNS, TCP, greeting, TLS)")
+    if b >= 60:
+        out.append(
+            f"b ≈ {b:g} s: mail waited for a free delivery agent (process limit, destination concurrency or rate delay)"
+        )
+    if not out:
+        out.append(f"median a/b/c/d = {med['a']:g}/{b:g}/{c:g}/{d:g} s: nothing stands out")
+    return out

@@ -1,0 +1,322 @@
+"""`pfdiag logs` results: one dict (the documented JSON, docs/logs-json.md), and
+text/Markdown renderings of that same dict, so every format says the same thing.
+Renderers return strings; they never print.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from checks.logs import ReadStats
+from diagnose import delays as delays_mod
+from diagnose.deferrals import PARTS, DeferralAnalysis, quantile
+
+SCHEMA = "pfdiag.logs/1"
+TOP = 5
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _cause_meta(cause_id: str) -> tuple[str, str, bool]:
+    """(slug, title, is_root_cause) from the catalog; tolerant of unknown ids."""
+    try:
+        from diagnose.causes import get_cause
+
+        cause = get_cause(cause_id)
+        return cause.slug, cause.title, bool(getattr(cause, "root", True))
+    except Exception:
+        return cause_id, cause_id, cause_id != "E11"
+
+
+def _profile(counters: dict[str, Any]) -> dict[str, dict[str, float | None]]:
+    return {p: {"median": quantile(counters[p], 0.5), "p95": quantile(counters[p], 0.95)} for p in PARTS}
+
+
+def to_dict(
+    analysis: DeferralAnalysis,
+    stats: ReadStats,
+    since: float | None = None,
+    until: float | None = None,
+    timeouts: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    a = analysis.finish()
+    root_events = sum(c.events for c in a.causes.values())
+    causes = []
+    for c in sorted(a.causes.values(), key=lambda c: (-(c.events + c.collateral), c.cause_id)):
+        if not (c.events or c.collateral or c.attempts):
+            continue
+        slug, title, root = _cause_meta(c.cause_id)
+        profile = _profile(c.delays)
+        has_delays = any(c.delays[p] for p in PARTS)
+        causes.append(
+            {
+                "id": c.cause_id,
+                "slug": slug,
+                "title": title,
+                "root_cause": root,
+                "deferrals": c.events,
+                "collateral": c.collateral,
+                "other_mx_failures": c.attempts,
+                "softbounce": c.softbounce,
+                "messages": c.messages,
+                "share": round(c.events / root_events, 4) if root_events else 0.0,
+                "first_seen": _iso(c.first_seen),
+                "last_seen": _iso(c.last_seen),
+                "top_domains": c.domains.most_common(TOP),
+                "top_relays": c.relays.most_common(TOP),
+                "phases": dict(c.phases.most_common()),
+                "dsn": dict(c.dsns.most_common(TOP)),
+                "delays": profile if has_delays else None,
+                "delays_meaning": delays_mod.explain(profile, timeouts) if has_delays else [],
+                "example": c.example,
+            }
+        )
+
+    def places(table: dict, key: str) -> list[dict[str, Any]]:
+        rows = [
+            {
+                key: name,
+                "deferred": p.deferred,
+                "collateral": p.collateral,
+                "sent": p.sent,
+                "bounced": p.bounced,
+                "causes": dict(p.causes.most_common(TOP)),
+            }
+            for name, p in table.items()
+            if p.deferred or p.collateral
+        ]
+        rows.sort(key=lambda r: (-(r["deferred"] + r["collateral"]), r[key]))
+        return rows[:50]
+
+    eod = a.eod
+    return {
+        "schema": SCHEMA,
+        "generated": _iso(time.time()),
+        "window": {
+            "since": _iso(since),
+            "until": _iso(until),
+            "first_line": _iso(a.first_ts),
+            "last_line": _iso(a.last_ts),
+        },
+        "input": {
+            "files": stats.files,
+            "lines": stats.lines,
+            "postfix_lines": stats.postfix_lines,
+            "other_program_lines": stats.other_lines,
+            "outside_window": stats.outside_window,
+            "without_timestamp": stats.no_timestamp,
+            "malformed": {
+                kind: {"count": n, "examples": stats.examples.get(kind, [])} for kind, n in sorted(stats.malformed.items())
+            },
+            "truncated_reasons": a.truncated_reasons,
+        },
+        "totals": {
+            "statuses": dict(a.statuses.most_common()),
+            "deferral_lines": a.deferral_lines,
+            "root_deferral_lines": root_events,
+            "collateral_lines": a.collateral_lines,
+            "messages_deferred": a.messages_deferred,
+        },
+        "causes": causes,
+        "domains": places(a.domains, "domain"),
+        "relays": places(a.relays, "relay"),
+        "outcomes": {
+            "delivered_later": a.outcomes.delivered_later,
+            "bounced_later": a.outcomes.bounced_later,
+            "expired": a.outcomes.expired,
+            "deleted": a.outcomes.deleted,
+            "still_deferred": a.outcomes.still_deferred,
+            "unresolved": a.outcomes.unresolved,
+        },
+        "end_of_data": {
+            "messages": eod.messages,
+            "recipients": eod.recipients,
+            "delivered_later_possible_duplicates": eod.delivered_later,
+            "still_deferred": eod.still_deferred,
+            "expired_or_bounced": eod.expired_or_bounced,
+            "message_sizes": dict(eod.sizes.most_common()),
+            "hosts": eod.hosts.most_common(TOP),
+            "pix_workarounds": eod.pix_workarounds.most_common(TOP),
+        },
+        "companions": {k: {"count": n, "example": a.companion_examples.get(k)} for k, n in a.companions.most_common()},
+    }
+
+
+# -- text (rich) -------------------------------------------------------------------
+
+
+def _short(iso: str | None) -> str:
+    """'2026-11-28T10:00:00Z' -> '2026-11-28 10:00' for narrow table cells."""
+    return iso[:16].replace("T", " ") if iso else "?"
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _top(pairs: list) -> str:
+    return ", ".join(f"{k} ({n})" for k, n in pairs) or "-"
+
+
+def _prof(p: dict | None) -> str:
+    if not p:
+        return "-"
+    return " / ".join(f"{(p[x]['median'] or 0):g}|{(p[x]['p95'] or 0):g}" for x in PARTS)
+
+
+def render_text(report: dict[str, Any], width: int = 120, color: bool = False) -> str:
+    from rich.console import Console
+    from rich.table import Table
+
+    buf = io.StringIO()
+    con = Console(file=buf, width=width, force_terminal=color, no_color=not color, highlight=False)
+    inp, tot = report["input"], report["totals"]
+    w = report["window"]
+    con.print(f"[bold]Postfix deferrals[/bold]  {w['first_line'] or '?'} .. {w['last_line'] or '?'}")
+    con.print(
+        f"read {inp['lines']:,} lines from {len(inp['files'])} file(s): {inp['postfix_lines']:,} Postfix, "
+        f"{inp['other_program_lines']:,} from other programs"
+        + (f", {inp['outside_window']:,} outside the time window" if inp["outside_window"] else "")
+    )
+    sts = tot["statuses"]
+    con.print(
+        "deliveries: " + (", ".join(f"{k} {v:,}" for k, v in sts.items()) or "none")
+        + f"; {tot['messages_deferred']:,} message(s) deferred at least once"
+    )
+    if not report["causes"]:
+        con.print("\n[green]No deferrals in this log.[/green]")
+    else:
+        t = Table(title="Deferral causes", title_justify="left", show_lines=False)
+        for col in ("cause", "deferrals", "share", "collateral", "msgs", "first / last seen", "top destinations", "delays a/b/c/d (median|p95 s)"):
+            t.add_column(col, overflow="fold")
+        for c in report["causes"]:
+            label = f"{c['id']} {c['title']}" + ("" if c["root_cause"] else " (collateral)")
+            t.add_row(
+                label,
+                f"{c['deferrals']:,}",
+                _pct(c["share"]),
+                f"{c['collateral']:,}",
+                f"{c['messages']:,}",
+                f"{_short(c['first_seen'])}\n{_short(c['last_seen'])}",
+                _top(c["top_domains"][:3]),
+                _prof(c["delays"]),
+            )
+        con.print(t)
+        for c in report["causes"]:
+            con.print(f"\n[bold]{c['id']} {c['title']}[/bold]: {c['deferrals']:,} deferral(s), {c['collateral']:,} collateral")
+            if c["top_relays"]:
+                con.print(f"  relays: {_top(c['top_relays'])}")
+            for line in c["delays_meaning"]:
+                con.print(f"  - {line}")
+            if c["example"]:
+                con.print(f"  e.g. {c['example']}", soft_wrap=True)
+        _render_places(con, Table, report["domains"], "domain", "Deferred destinations")
+        _render_places(con, Table, report["relays"], "relay", "Deferred relays (next hops)")
+    o = report["outcomes"]
+    con.print(
+        f"\nrecipients deferred at least once: delivered later {o['delivered_later']:,}, bounced later {o['bounced_later']:,}, "
+        f"expired {o['expired']:,}, deleted {o['deleted']:,}, still deferred at the end of the log {o['still_deferred']:,}"
+        + (f", no end seen {o['unresolved']:,}" if o["unresolved"] else "")
+    )
+    e = report["end_of_data"]
+    if e["messages"]:
+        con.print(
+            f"\n[bold yellow]End-of-data timeouts[/bold yellow]: {e['messages']:,} message(s) ({e['recipients']:,} recipient(s)). "
+            f"{e['delivered_later_possible_duplicates']:,} were delivered by a later attempt and MAY HAVE ARRIVED TWICE; "
+            f"{e['still_deferred']:,} still deferred; {e['expired_or_bounced']:,} expired or bounced."
+        )
+        con.print(f"  hosts: {_top(e['hosts'])}; sizes: {_top(list(e['message_sizes'].items()))}")
+        if e["pix_workarounds"]:
+            con.print(f"  Postfix enabled PIX firewall workarounds for: {_top(e['pix_workarounds'])}")
+    if inp["malformed"]:
+        con.print("\n[bold]Lines that could not be read[/bold] (skipped, counted):")
+        for kind, m in inp["malformed"].items():
+            con.print(f"  {kind}: {m['count']:,}")
+            for ex in m["examples"][:2]:
+                con.print(f"    {ex}", soft_wrap=True)
+    return buf.getvalue()
+
+
+def _render_places(con: Any, table_cls: Any, rows: list[dict], key: str, title: str) -> None:
+    if not rows:
+        return
+    t = table_cls(title=title, title_justify="left")
+    for col in (key, "deferred", "collateral", "sent", "bounced", "causes"):
+        t.add_column(col, overflow="fold")
+    for r in rows[:10]:
+        t.add_row(r[key], f"{r['deferred']:,}", f"{r['collateral']:,}", f"{r['sent']:,}", f"{r['bounced']:,}", _top(list(r["causes"].items())))
+    con.print(t)
+
+
+# -- Markdown ----------------------------------------------------------------------
+
+
+def _md_cell(value: Any) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    inp, tot, w = report["input"], report["totals"], report["window"]
+    out = [
+        "## Postfix deferrals",
+        "",
+        f"Log window: {w['first_line'] or '?'} .. {w['last_line'] or '?'}; "
+        f"{inp['lines']:,} lines read, {inp['postfix_lines']:,} from Postfix; "
+        f"{tot['deferral_lines']:,} deferral lines ({tot['collateral_lines']:,} collateral), "
+        f"{tot['messages_deferred']:,} messages deferred at least once.",
+        "",
+    ]
+    if report["causes"]:
+        out += [
+            "| cause | deferrals | share | collateral | messages | first seen | last seen | top destinations | delays a/b/c/d median\\|p95 (s) |",
+            "|---|---:|---:|---:|---:|---|---|---|---|",
+        ]
+        for c in report["causes"]:
+            out.append(
+                "| "
+                + " | ".join(
+                    _md_cell(x)
+                    for x in (
+                        f"{c['id']} {c['title']}",
+                        c["deferrals"],
+                        _pct(c["share"]),
+                        c["collateral"],
+                        c["messages"],
+                        c["first_seen"] or "?",
+                        c["last_seen"] or "?",
+                        _top(c["top_domains"][:3]),
+                        _prof(c["delays"]),
+                    )
+                )
+                + " |"
+            )
+        for c in report["causes"]:
+            out += ["", f"### {c['id']} {c['title']}", ""]
+            for line in c["delays_meaning"]:
+                out.append(f"- {line}")
+            if c["example"]:
+                out += ["", "```", c["example"], "```"]
+    else:
+        out.append("No deferrals in this log.")
+    o, e = report["outcomes"], report["end_of_data"]
+    out += [
+        "",
+        f"Recipients deferred at least once: delivered later {o['delivered_later']}, bounced later {o['bounced_later']}, "
+        f"expired {o['expired']}, deleted {o['deleted']}, still deferred {o['still_deferred']}, no end seen {o['unresolved']}.",
+    ]
+    if e["messages"]:
+        out += [
+            "",
+            f"**End-of-data timeouts:** {e['messages']} message(s); {e['delivered_later_possible_duplicates']} delivered "
+            "by a later attempt and may have arrived twice.",
+        ]
+    if inp["malformed"]:
+        out += ["", "Unreadable lines (skipped): " + ", ".join(f"{k} {m['count']}" for k, m in inp["malformed"].items())]
+    return "\n".join(out) + "\n"
