@@ -34,7 +34,8 @@ MONTHS = {m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", 
 _PROGRAM = re.compile(r"(postfix[^\s\[\]:/]*)((?:/[^\s\[\]:/]+)+)?(?:\[(\d+)\])?(:?)(?: |$)")
 _VENDOR_TOKEN = re.compile(r"\[ID \d+ [\w.]+\] ")
 # Short ids are hex; long ids (enable_long_queue_ids) are base-52 time, "z", base-51 inode.
-_QUEUE_ID = re.compile(r"([0-9A-F]{5,15}|[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-y]{6,}z[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-y]{2,}|NOQUEUE): ")
+# Long: 6+4 base-52 digits of seconds and microseconds (z included), "z", base-51 inode (no z).
+_QUEUE_ID = re.compile(r"([0-9A-F]{5,15}|[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-z]{10}z[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-y]+|NOQUEUE): ")
 
 _TRADITIONAL = re.compile(r"([A-Z][a-z]{2}) {1,2}(\d{1,2}) (\d\d):(\d\d):(\d\d)(\.\d+)?$")
 _YEAR_FIRST = re.compile(r"(\d{4}) ([A-Z][a-z]{2}) {1,2}(\d{1,2}) (\d\d):(\d\d):(\d\d)(\.\d+)?$")
@@ -228,7 +229,7 @@ class LineParser:
         'QUEUEID: to=<...>, ..., status=...' or even 'to=<...>, ..., status=...'."""
         q = _QUEUE_ID.match(line)
         text = line[q.end():] if q else line
-        if "status=" in text and (text.startswith(("to=<", "from=<"))):
+        if "status=" in text and text.startswith(("to=", "from=")):
             return LogLine(None, None, "", "", None, q[1] if q else None, text, line, False)
         if q and (text.startswith("from=<") or text == "removed"):
             return LogLine(None, None, "", "", None, q[1], text, line, False)
