@@ -23,6 +23,7 @@ from checks.postfix.status import (
     parse_pix,
     parse_qmgr_from,
 )
+from checks.postfix.status import FAST_STATUS as STATUS_FAST
 from diagnose.classify import Classification, classify
 
 EOD_CAUSES = ("E09", "E10")  # end-of-data timeout / lost after end of data: duplicate risk
@@ -141,6 +142,27 @@ class EndOfData:
     pix_workarounds: CappedCounter = field(default_factory=CappedCounter)
 
 
+def wanted(raw: str) -> bool:
+    """Could this raw line matter to the analysis? A cheap superset test, so that
+    connect/disconnect/cleanup noise is counted but never parsed."""
+    return (
+        "status=" in raw
+        or "removed" in raw
+        or "size=" in raw
+        or "TLS" in raw
+        or "connect to " in raw
+        or ": host " in raw
+        or "conversation with" in raw
+        or "lost connection with" in raw
+        or "warning:" in raw
+        or "PIX" in raw
+        or "SASL" in raw
+        or "certificate" in raw
+        or "Host or domain" in raw
+        or "SMTPS" in raw
+    )
+
+
 class DeferralAnalysis:
     """Feed LogLines with add(); read the results after finish()."""
 
@@ -179,9 +201,23 @@ class DeferralAnalysis:
         qid = line.queue_id
         text = line.text
         if "status=" in text:
+            m = STATUS_FAST.match(text)
+            if m is not None:  # the common full form: no Delivery object on the hot path
+                to, _, relay, _, _, a, b, c, d, _, dsn, status, reason = m.groups()
+                if status in DEFERRED:
+                    delays = (float(a), float(b), float(c), float(d))
+                    self._deferral(line, qid, to, status, relay, dsn, delays, reason, False)
+                else:
+                    self._final(qid, to, status, relay)
+                return
             event = parse_delivery(text)
             if isinstance(event, Delivery):
-                self._delivery(line, qid, event)
+                if event.status in DEFERRED:
+                    self._deferral(
+                        line, qid, event.to, event.status, event.relay, event.dsn, event.delays, event.reason, event.truncated
+                    )
+                else:
+                    self._final(qid, event.to, event.status, event.relay)
             elif isinstance(event, Expiry) and qid:
                 self._expiry(qid, event)
             return
@@ -249,27 +285,43 @@ class DeferralAnalysis:
                 place = table[key] = PlaceStats()
         return place
 
-    def _delivery(self, line: LogLine, qid: str | None, d: Delivery) -> None:
-        status = d.status
+    def _final(self, qid: str | None, to: str, status: str, relay: str | None) -> None:
+        """A non-deferral status: sent, bounced, ... (the hot path of a healthy log)."""
         self.statuses[status] += 1
-        ts = line.ts
-        domain = d.domain or "(none)"
-        if status not in DEFERRED:
-            msg = self._msgs.get(qid) if qid else None
-            rcpt = msg.rcpts.get(d.to) if msg is not None else None
-            if status == "sent":
-                self._place(self.domains, domain).sent += 1
-                if d.relay_host:
-                    self._place(self.relays, d.relay_host).sent += 1
-            elif status == "bounced":
-                self._place(self.domains, domain).bounced += 1
-            if rcpt is not None and rcpt.final is None and status in ("sent", "bounced"):
+        domain = to[to.rfind("@") + 1 :].lower() if "@" in to else "(none)"
+        if status == "sent":
+            self._place(self.domains, domain).sent += 1
+            if relay and relay != "none":
+                self._place(self.relays, relay.partition("[")[0]).sent += 1
+        elif status == "bounced":
+            self._place(self.domains, domain).bounced += 1
+        else:
+            return
+        msg = self._msgs.get(qid) if qid else None
+        if msg is not None:
+            rcpt = msg.rcpts.get(to)
+            if rcpt is not None and rcpt.final is None:
                 rcpt.final = status
                 self._resolve(rcpt)
-            return
-        if d.truncated:
+
+    def _deferral(
+        self,
+        line: LogLine,
+        qid: str | None,
+        to: str,
+        status: str,
+        relay_field: str | None,
+        dsn: str | None,
+        delays: tuple[float, float, float, float] | None,
+        reason: str,
+        truncated: bool,
+    ) -> None:
+        self.statuses[status] += 1
+        ts = line.ts
+        domain = to[to.rfind("@") + 1 :].lower() if "@" in to else "(none)"
+        if truncated:
             self.truncated_reasons += 1
-        c = classify(d.reason, status=status, dsn=d.dsn)
+        c = classify(reason, status=status, dsn=dsn)
         self.deferral_lines += 1
         stats = self._cause(c.cause_id)
         stats.seen(ts)
@@ -282,15 +334,19 @@ class DeferralAnalysis:
                 stats.example = line.raw
             if c.phase:
                 stats.phases[c.phase] += 1
-            if d.dsn:
-                stats.dsns[d.dsn] += 1
-            if d.delays is not None:
-                for part, value in zip(PARTS, d.delays):
-                    stats.delays[part][value] += 1
+            if dsn:
+                stats.dsns[dsn] += 1
+            if delays is not None:
+                parts = stats.delays
+                parts["a"][delays[0]] += 1
+                parts["b"][delays[1]] += 1
+                parts["c"][delays[2]] += 1
+                parts["d"][delays[3]] += 1
         if status == "SOFTBOUNCE":
             stats.softbounce += 1
         stats.domains.bump(domain)
-        relay = d.relay_host or c.host or (c.addr and f"[{c.addr}]")
+        relay_host = relay_field.partition("[")[0] if relay_field and relay_field != "none" else None
+        relay = relay_host or c.host or (c.addr and f"[{c.addr}]")
         if relay:
             stats.relays.bump(relay)
         place = self._place(self.domains, domain)
@@ -310,11 +366,11 @@ class DeferralAnalysis:
         if c.cause_id not in msg.causes:
             msg.causes.add(c.cause_id)
             stats.messages += 1
-        rcpt = msg.rcpts.get(d.to)
+        rcpt = msg.rcpts.get(to)
         if rcpt is None:
             if not msg.rcpts:  # the first deferral of this message
                 self.messages_deferred += 1
-            rcpt = msg.rcpts[d.to] = _Rcpt()
+            rcpt = msg.rcpts[to] = _Rcpt()
         rcpt.deferrals += 1
         if c.cause_id in EOD_CAUSES and not c.collateral:
             if not rcpt.eod:

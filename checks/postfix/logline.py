@@ -37,6 +37,13 @@ _VENDOR_TOKEN = re.compile(r"\[ID \d+ [\w.]+\] ")
 # Long: 6+4 base-52 digits of seconds and microseconds (z included), "z", base-51 inode (no z).
 _QUEUE_ID = re.compile(r"([0-9A-F]{5,15}|[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-z]{10}z[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-y]+|NOQUEUE): ")
 
+# The commonest envelopes in one match (traditional syslog and RFC 3339), with the
+# queue id: most lines of a busy log take this path; everything else falls back.
+_FAST = re.compile(
+    r"((?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d)|(?:\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?)) "
+    r"(\S+) (postfix[^\s\[\]:/]*)/([^\s\[\]:]+)\[(\d+)\]: "
+    r"(?:([0-9A-F]{5,15}|[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-z]{10}z[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-y]+|NOQUEUE): )?"
+)
 _TRADITIONAL = re.compile(r"([A-Z][a-z]{2}) {1,2}(\d{1,2}) (\d\d):(\d\d):(\d\d)(\.\d+)?$")
 _YEAR_FIRST = re.compile(r"(\d{4}) ([A-Z][a-z]{2}) {1,2}(\d{1,2}) (\d\d):(\d\d):(\d\d)(\.\d+)?$")
 _ISO = re.compile(
@@ -102,30 +109,21 @@ class StampParser:
     def __init__(self, years: YearTracker | None = None, tz: timezone | None = None) -> None:
         self.years = years or YearTracker()
         self.tz = tz  # None: naive stamps are local time, as syslog writes them
-        self._cache: dict[str, tuple[int, float]] = {}  # stamp -> (inferred year or 0, epoch)
-        self._year_used = 0
+        self._cache: dict[str, float] = {}
 
     def parse(self, stamp: str) -> float | None:
-        if not stamp:
-            return None
+        # A hit needs no year check: the tracker sees every new second as a miss,
+        # and the cache is cleared long before a yearless stamp could recur.
         hit = self._cache.get(stamp)
         if hit is not None:
-            year, value = hit
-            if year and stamp[0].isalpha():
-                # yearless: the tracker must see every month; recompute after a year boundary
-                m = _TRADITIONAL.match(stamp)
-                if m and self.years.year_for(MONTHS.get(m[1], 1), int(m[2])) != year:
-                    return self._store(stamp)
-            return value
-        return self._store(stamp)
-
-    def _store(self, stamp: str) -> float | None:
-        self._year_used = 0
+            return hit
+        if not stamp:
+            return None
         value = self._parse(stamp)
         if value is not None:
             if len(self._cache) > 4096:
                 self._cache.clear()
-            self._cache[stamp] = (self._year_used, value)
+            self._cache[stamp] = value
         return value
 
     def _naive(self, y: int, mo: int, d: int, h: int, mi: int, s: int, frac: str | None) -> float:
@@ -142,7 +140,7 @@ class StampParser:
                 if month is None:
                     return None
                 day = int(m[2])
-                year = self._year_used = self.years.year_for(month, day)
+                year = self.years.year_for(month, day)
                 return self._naive(year, month, day, int(m[3]), int(m[4]), int(m[5]), m[6])
             m = _ISO.match(stamp)
             if m:
@@ -200,6 +198,10 @@ class LineParser:
     def parse(self, line: str) -> LogLine | None:
         """A LogLine, or None when the line is not from Postfix at all."""
         line = line.rstrip("\r\n")
+        f = _FAST.match(line)
+        if f is not None and not line.startswith("[ID ", f.end()):
+            ts = self.stamps.parse(f[1])
+            return LogLine(ts, f[2], f[3], f[4], int(f[5]), f[6], line[f.end():], line, ts is None)
         if line.startswith("{"):
             return self._parse_json(line)
         m = _find_program(line)

@@ -12,6 +12,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+# The full modern form in one match; anything else takes the tolerant path below.
+# Groups: to, orig_to, relay, conn_use, delay, a, b, c, d, tls, dsn, status, reason.
+FAST_STATUS = re.compile(
+    r"to=<([^>]*)>, (?:orig_to=<([^>]*)>, )?relay=([^,\s]*), (?:conn_use=(\d+), )?delay=([\d.]+), "
+    r"delays=([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+), (?:tls=([^,\s]*), )?dsn=([\d.]+), status=(\S+) \((.*)\)"
+)
 _FIELD = re.compile(r"(\w+)=(<[^>]*>|[^,]*)")
 _QMGR_FROM = re.compile(r"from=<([^>]*)>, size=(\d+), nrcpt=(\d+)")
 _PIX = re.compile(r"enabling PIX workarounds: (\S+) for ([^\[\s]*)\[([^\]]+)\](?::(\d+))?")
@@ -72,6 +78,20 @@ def _float(value: str | None) -> float | None:
 
 def parse_delivery(text: str) -> Delivery | Expiry | None:
     """Parse a status line's message (after the queue id). None when it is not one."""
+    m = FAST_STATUS.match(text)
+    if m is not None:
+        return Delivery(
+            to=m[1],
+            status=m[12],
+            reason=m[13],
+            orig_to=m[2],
+            relay=m[3] or None,
+            conn_use=int(m[4]) if m[4] else None,
+            delay=float(m[5]),
+            delays=(float(m[6]), float(m[7]), float(m[8]), float(m[9])),
+            tls=m[10],
+            dsn=m[11],
+        )
     idx = text.find("status=")
     if idx < 0 or (idx and text[idx - 1] not in " ,"):
         return None
