@@ -10,10 +10,10 @@ import os
 import re
 import sys
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, TextIO
+from typing import Iterable, Iterator, TextIO
 
 from checks.errors import InputError
-from checks.postfix.logline import LineParser, LogLine, looks_like_postfix
+from checks.postfix.logline import SKIPPED, LineParser, LogLine, looks_like_postfix
 from checks.targets.base import FileInfo, Target, decode_stream
 
 STDIN = "-"
@@ -134,15 +134,15 @@ def read_lines(
     stats: ReadStats,
     since: float | None = None,
     until: float | None = None,
-    wanted: Callable[[str], bool] | None = None,
+    skip_daemons: frozenset[str] = frozenset(),
 ) -> Iterator[LogLine]:
     """Stream Postfix lines from the sources in order, within [since, until).
 
     Lines from other programs are counted and skipped; lines that mention
     Postfix but cannot be read are counted as malformed, with examples.
-    `wanted` is a cheap test on the raw line: lines it rejects are only counted
-    (as Postfix lines when they say so), never parsed — most of a busy log is
-    connect/disconnect noise that no analysis reads."""
+    Lines of the daemons in `skip_daemons` are counted but not parsed further:
+    most of a busy log is smtpd/cleanup/postscreen noise that an analysis of
+    deliveries never reads."""
     for path in sources:
         stats.files.append(path)
         reference = None
@@ -154,7 +154,7 @@ def read_lines(
         parser = LineParser(reference_time=reference)
         try:
             with _open(target, path) as stream:
-                yield from _stream(path, stream, parser, stats, since, until, wanted)
+                yield from _stream(path, stream, parser, stats, since, until, skip_daemons)
         except InputError as exc:  # a damaged rotated file: keep what was read, say so
             stats.malformed_line("damaged file", str(exc))
 
@@ -166,22 +166,20 @@ def _stream(
     stats: ReadStats,
     since: float | None,
     until: float | None,
-    wanted: Callable[[str], bool] | None,
+    skip: frozenset[str],
 ) -> Iterator[LogLine]:
     first = True
-    skipped = skipped_postfix = 0
+    skipped = 0
     for line in stream:
         if first:
             first = False
             if "\x00" in line:
                 raise InputError(f"{path}: binary data, not a text log")
-        if wanted is not None and not wanted(line):
+        rec = parser.parse(line, skip)
+        if rec is SKIPPED:
             skipped += 1
-            if "postfix" in line:
-                skipped_postfix += 1
             continue
         stats.lines += 1
-        rec = parser.parse(line)
         if rec is None:
             if looks_like_postfix(line):
                 stats.malformed_line("unrecognised line", line.rstrip("\n"))
@@ -199,5 +197,4 @@ def _stream(
             continue
         yield rec
     stats.lines += skipped
-    stats.postfix_lines += skipped_postfix
-    stats.other_lines += skipped - skipped_postfix
+    stats.postfix_lines += skipped

@@ -21,7 +21,6 @@ from checks.postfix.status import (
     Expiry,
     parse_delivery,
     parse_pix,
-    parse_qmgr_from,
 )
 from checks.postfix.status import FAST_STATUS as STATUS_FAST
 from diagnose.classify import Classification, classify
@@ -29,7 +28,8 @@ from diagnose.classify import Classification, classify
 EOD_CAUSES = ("E09", "E10")  # end-of-data timeout / lost after end of data: duplicate risk
 DEFERRED = ("deferred", "SOFTBOUNCE")
 EVICT_AFTER = 10 * 86400.0  # longer than any sane maximal_queue_lifetime (default 5d)
-MAX_KEYS = 5000  # per-counter cap on distinct domains/relays: memory must not follow the log
+MAX_KEYS = 5000
+MAX_SIZES = 200_000  # sizes of messages whose "removed" line never came are dropped oldest first  # per-counter cap on distinct domains/relays: memory must not follow the log
 PARTS = ("a", "b", "c", "d")
 
 
@@ -104,12 +104,11 @@ class _Rcpt:
 
 
 class _Msg:
-    __slots__ = ("last", "size", "sender", "rcpts", "causes", "eod")
+    __slots__ = ("last", "size", "rcpts", "causes", "eod")
 
     def __init__(self, ts: float) -> None:
         self.last = ts
         self.size: int | None = None
-        self.sender: str | None = None
         self.rcpts: dict[str, _Rcpt] = {}
         self.causes: set[str] = set()
         self.eod = False
@@ -142,25 +141,11 @@ class EndOfData:
     pix_workarounds: CappedCounter = field(default_factory=CappedCounter)
 
 
-def wanted(raw: str) -> bool:
-    """Could this raw line matter to the analysis? A cheap superset test, so that
-    connect/disconnect/cleanup noise is counted but never parsed."""
-    return (
-        "status=" in raw
-        or "removed" in raw
-        or "size=" in raw
-        or "TLS" in raw
-        or "connect to " in raw
-        or ": host " in raw
-        or "conversation with" in raw
-        or "lost connection with" in raw
-        or "warning:" in raw
-        or "PIX" in raw
-        or "SASL" in raw
-        or "certificate" in raw
-        or "Host or domain" in raw
-        or "SMTPS" in raw
-    )
+# Daemons whose lines never carry a delivery outcome or its evidence: on a busy
+# server they are most of the log (connect/disconnect, message-id, postscreen).
+NOISE_DAEMONS = frozenset(
+    ("smtpd", "cleanup", "postscreen", "anvil", "pickup", "tlsproxy", "dnsblog", "scache", "tlsmgr", "proxymap", "sendmail", "postdrop")
+)
 
 
 class DeferralAnalysis:
@@ -181,7 +166,8 @@ class DeferralAnalysis:
         self.collateral_lines = 0
         self.messages_deferred = 0
         self.truncated_reasons = 0
-        self._msgs: OrderedDict[str, _Msg] = OrderedDict()
+        self._msgs: OrderedDict[str, _Msg] = OrderedDict()  # messages with a deferral
+        self._sizes: dict[str, int] = {}  # queue id -> size, for every message in the queue
         self._finished = False
 
     # -- feeding -----------------------------------------------------------------
@@ -226,13 +212,22 @@ class DeferralAnalysis:
                 self._companion(line)
             return
         if text == "removed":
-            self._finalise(self._msgs.pop(qid, None), deleted=line.program == "postsuper")
+            self._sizes.pop(qid, None)
+            msg = self._msgs.pop(qid, None)
+            if msg is not None:
+                self._finalise(msg, deleted=line.program == "postsuper")
             return
         if text.startswith("from=<"):
-            entry = parse_qmgr_from(text)
-            if entry is not None:
-                msg = self._msg(qid, ts)
-                msg.size, msg.sender = entry.size, entry.sender
+            # every message passes here: keep only its size, in a flat dict
+            k = text.find(", size=")
+            if k > 0:
+                end = text.find(",", k + 7)
+                size = text[k + 7 : end]
+                if size.isdigit():
+                    sizes = self._sizes
+                    sizes[qid] = int(size)
+                    if len(sizes) > MAX_SIZES:
+                        del sizes[next(iter(sizes))]
             return
         if text.startswith("enabling PIX"):
             pix = parse_pix(text)
@@ -254,6 +249,7 @@ class DeferralAnalysis:
         now = ts if ts is not None else (self.last_ts or 0.0)
         if msg is None:
             msg = self._msgs[qid] = _Msg(now)
+            msg.size = self._sizes.get(qid)
             self._evict(now)
         else:
             msg.last = now

@@ -71,6 +71,10 @@ class LogLine:
         return self.service.rpartition("/")[2]
 
 
+# Returned instead of a LogLine for lines of daemons the caller asked to skip.
+SKIPPED = LogLine(None, None, "", "", None, None, "", "")
+
+
 class YearTracker:
     """Infers the year of yearless (traditional syslog) timestamps.
 
@@ -195,13 +199,22 @@ class LineParser:
     def __init__(self, reference_time: float | None = None, tz: timezone | None = None) -> None:
         self.stamps = StampParser(YearTracker(reference_time), tz)
 
-    def parse(self, line: str) -> LogLine | None:
-        """A LogLine, or None when the line is not from Postfix at all."""
-        line = line.rstrip("\r\n")
+    def parse(self, line: str, skip: frozenset[str] = frozenset()) -> LogLine | None:
+        """A LogLine, or None when the line is not from Postfix at all.
+
+        Lines of the daemons named in `skip` (the last part of the service name)
+        return SKIPPED without being parsed further: cheap counting of noise."""
         f = _FAST.match(line)
-        if f is not None and not line.startswith("[ID ", f.end()):
-            ts = self.stamps.parse(f[1])
-            return LogLine(ts, f[2], f[3], f[4], int(f[5]), f[6], line[f.end():], line, ts is None)
+        if f is not None:
+            stamp, host, name, service, pid, qid = f.groups()
+            if service in skip or service.rpartition("/")[2] in skip:
+                return SKIPPED
+            end = f.end()
+            if not line.startswith("[ID ", end):
+                line = line.rstrip("\r\n")
+                ts = self.stamps.parse(stamp)
+                return LogLine(ts, host, name, service, int(pid), qid, line[end:], line, ts is None)
+        line = line.rstrip("\r\n")
         if line.startswith("{"):
             return self._parse_json(line)
         m = _find_program(line)
@@ -211,6 +224,8 @@ class LineParser:
         service = path[1:] if path else ""
         if not service and not pid:
             return None  # a bare word "postfix" in some other program's message
+        if skip and service.rpartition("/")[2] in skip:
+            return SKIPPED
         text = line[m.end():]
         if text.startswith("[ID "):
             v = _VENDOR_TOKEN.match(text)

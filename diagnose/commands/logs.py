@@ -11,7 +11,7 @@ from datetime import datetime
 
 from checks.errors import InputError, UsageError
 from checks.logs import ReadStats, default_sources, read_lines, resolve_sources
-from diagnose.deferrals import DeferralAnalysis, wanted
+from diagnose.deferrals import NOISE_DAEMONS, DeferralAnalysis
 from diagnose.logreport import render_markdown, render_text, to_dict
 from diagnose.target_options import add_target_options, open_target
 
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         sources = default_sources(target)
     stats = ReadStats()
-    analysis = DeferralAnalysis().add_all(read_lines(target, sources, stats, since, until, wanted))
+    analysis = DeferralAnalysis().add_all(read_lines(target, sources, stats, since, until, NOISE_DAEMONS))
     if stats.postfix_lines == 0:
         damage = stats.examples.get("damaged file")
         if damage:
