@@ -40,6 +40,16 @@ class ReadStats:
     malformed: dict[str, int] = field(default_factory=dict)
     examples: dict[str, list[str]] = field(default_factory=dict)
 
+    def merge(self, other: "ReadStats") -> None:
+        """Add the counts of another chunk of the same sources."""
+        for name in ("lines", "postfix_lines", "other_lines", "outside_window", "no_timestamp"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.files.extend(f for f in other.files if f not in self.files)
+        for kind, n in other.malformed.items():
+            self.malformed[kind] = self.malformed.get(kind, 0) + n
+            ex = self.examples.setdefault(kind, [])
+            ex.extend(other.examples.get(kind, [])[: MAX_EXAMPLES - len(ex)])
+
     def malformed_line(self, kind: str, line: str) -> None:
         self.malformed[kind] = self.malformed.get(kind, 0) + 1
         ex = self.examples.setdefault(kind, [])
@@ -122,38 +132,121 @@ def default_sources(target: Target) -> list[str]:
     )
 
 
-def _open(target: Target, path: str) -> TextIO:
-    if path == STDIN:
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of one source: a whole file, or a byte range of a plain local file
+    (start and end fall on line starts)."""
+
+    path: str
+    start: int = 0
+    end: int | None = None
+
+
+class _Limited(io.RawIOBase):
+    """At most `left` bytes of a binary file: one chunk's byte range."""
+
+    def __init__(self, raw: io.BufferedReader, left: int) -> None:
+        self._raw, self._left = raw, left
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        if self._left <= 0:
+            return 0
+        data = self._raw.read(min(len(buffer), self._left))
+        n = len(data)
+        buffer[:n] = data
+        self._left -= n
+        return n
+
+    def close(self) -> None:
+        try:
+            self._raw.close()
+        finally:
+            super().close()
+
+
+def _local_path(target: Target, path: str) -> str | None:
+    """A path this process can open directly, when the target has one."""
+    local = getattr(target, "local_path", None)
+    return local(path) if callable(local) else None
+
+
+def plan_chunks(target: Target, sources: Iterable[str], pieces: int, min_bytes: int) -> list[Chunk]:
+    """Sources split for parallel reading, in time order. Only plain local files
+    of at least 2 x min_bytes are split (a compressed stream cannot be entered in
+    the middle); each piece starts at a line start."""
+    chunks: list[Chunk] = []
+    for path in sources:
+        local = _local_path(target, path) if path != STDIN else None
+        if local is None or pieces < 2:
+            chunks.append(Chunk(path))
+            continue
+        size = os.path.getsize(local)
+        with open(local, "rb") as fh:
+            if size < 2 * min_bytes or fh.read(6).startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ")):
+                chunks.append(Chunk(path))
+                continue
+            n = max(2, min(pieces, size // min_bytes))
+            bounds = [0]
+            for k in range(1, n):
+                fh.seek(size * k // n)
+                fh.readline()
+                pos = fh.tell()
+                if bounds[-1] < pos < size:
+                    bounds.append(pos)
+            bounds.append(size)
+        chunks.extend(Chunk(path, a, b) for a, b in zip(bounds, bounds[1:]))
+    return chunks
+
+
+def _open_chunk(target: Target, chunk: Chunk) -> TextIO:
+    if chunk.path == STDIN:
         return decode_stream(sys.stdin.buffer, "stdin") if hasattr(sys.stdin, "buffer") else io.StringIO(sys.stdin.read())
-    return target.open_text(path)
+    if chunk.end is None:
+        return target.open_text(chunk.path)
+    local = _local_path(target, chunk.path)
+    assert local is not None, "byte ranges are planned for local files only"
+    try:
+        raw = open(local, "rb")  # noqa: SIM115 - closed through the returned stream
+    except OSError as exc:
+        raise InputError(f"{chunk.path}: cannot read ({exc.strerror or exc})") from exc
+    raw.seek(chunk.start)
+    return decode_stream(io.BufferedReader(_Limited(raw, chunk.end - chunk.start), 1 << 16), chunk.path)  # type: ignore[arg-type]
 
 
 def read_lines(
     target: Target,
-    sources: Iterable[str],
+    sources: Iterable[str | Chunk],
     stats: ReadStats,
     since: float | None = None,
     until: float | None = None,
     skip_daemons: frozenset[str] = frozenset(),
+    births: set[str] | None = None,
 ) -> Iterator[LogLine]:
-    """Stream Postfix lines from the sources in order, within [since, until).
+    """Stream Postfix lines from the sources (paths or chunks) in order, within [since, until).
 
     Lines from other programs are counted and skipped; lines that mention
     Postfix but cannot be read are counted as malformed, with examples.
     Lines of the daemons in `skip_daemons` are counted but not parsed further:
     most of a busy log is smtpd/cleanup/postscreen noise that an analysis of
-    deliveries never reads."""
-    for path in sources:
-        stats.files.append(path)
+    deliveries never reads. `births` collects the queue ids whose creation
+    (cleanup's first line) was seen, for parallel chunk analysis."""
+    for source in sources:
+        chunk = source if isinstance(source, Chunk) else Chunk(source)
+        path = chunk.path
+        if chunk.start == 0:
+            stats.files.append(path)
         reference = None
         if path != STDIN:
             try:
                 reference = target.file_info(path).mtime
             except InputError:
                 reference = None
-        parser = LineParser(reference_time=reference)
+        parser = LineParser(reference_time=reference, births=births)
         try:
-            with _open(target, path) as stream:
+            with _open_chunk(target, chunk) as stream:
                 yield from _stream(path, stream, parser, stats, since, until, skip_daemons)
         except InputError as exc:  # a damaged rotated file: keep what was read, say so
             stats.malformed_line("damaged file", str(exc))

@@ -42,6 +42,10 @@ class CappedCounter(Counter):
         else:
             self["(other)"] += n
 
+    def merge(self, other: Counter) -> None:
+        for key, n in other.items():
+            self.bump(key, n)
+
 
 def quantile(values: Counter, q: float) -> float | None:
     """Exact quantile (nearest rank) of a value->count multiset."""
@@ -72,7 +76,26 @@ class CauseStats:
     dsns: Counter = field(default_factory=Counter)
     delays: dict[str, Counter] = field(default_factory=lambda: {p: Counter() for p in PARTS})
     example: str | None = None
+    example_ts: float | None = None
     softbounce: int = 0
+
+    def example_from(self, line: LogLine) -> None:
+        if self.example is None:
+            self.example, self.example_ts = line.raw, line.ts
+
+    def merge(self, o: "CauseStats") -> None:
+        for name in ("events", "collateral", "attempts", "messages", "softbounce"):
+            setattr(self, name, getattr(self, name) + getattr(o, name))
+        self.seen(o.first_seen)
+        self.seen(o.last_seen)
+        self.domains.merge(o.domains)
+        self.relays.merge(o.relays)
+        self.phases.update(o.phases)
+        self.dsns.update(o.dsns)
+        for part in PARTS:
+            self.delays[part].update(o.delays[part])
+        if o.example is not None and (self.example is None or (o.example_ts or 0) < (self.example_ts or 0)):
+            self.example, self.example_ts = o.example, o.example_ts
 
     def seen(self, ts: float | None) -> None:
         if ts is None:
@@ -92,6 +115,13 @@ class PlaceStats:
     collateral: int = 0
     bounced: int = 0
     causes: Counter = field(default_factory=Counter)
+
+    def merge(self, o: "PlaceStats") -> None:
+        self.sent += o.sent
+        self.deferred += o.deferred
+        self.collateral += o.collateral
+        self.bounced += o.bounced
+        self.causes.update(o.causes)
 
 
 class _Rcpt:
@@ -151,7 +181,12 @@ NOISE_DAEMONS = frozenset(
 class DeferralAnalysis:
     """Feed LogLines with add(); read the results after finish()."""
 
-    def __init__(self) -> None:
+    def __init__(self, births: set[str] | None = None) -> None:
+        # Chunk mode (a piece of a log after the first): messages not born in this
+        # chunk may carry state from earlier chunks, so their lines are kept in
+        # `unborn` for the merge to replay in order, instead of being counted here.
+        self.births = births
+        self.unborn: list[LogLine] = []
         self.causes: dict[str, CauseStats] = {}
         self.domains: dict[str, PlaceStats] = {}
         self.relays: dict[str, PlaceStats] = {}
@@ -180,12 +215,18 @@ class DeferralAnalysis:
     def add(self, line: LogLine) -> None:
         ts = line.ts
         if ts is not None:
-            if self.first_ts is None or ts < self.first_ts:
-                self.first_ts = ts
             if self.last_ts is None or ts > self.last_ts:
                 self.last_ts = ts
+                if self.first_ts is None:
+                    self.first_ts = ts
+            elif self.first_ts is None or ts < self.first_ts:  # type: ignore[operator]
+                self.first_ts = ts
         qid = line.queue_id
         text = line.text
+        births = self.births
+        if births is not None and qid is not None and qid != "NOQUEUE" and qid not in births:
+            self.unborn.append(line)
+            return
         if "status=" in text:
             m = STATUS_FAST.match(text)
             if m is not None:  # the common full form: no Delivery object on the hot path
@@ -212,6 +253,8 @@ class DeferralAnalysis:
                 self._companion(line)
             return
         if text == "removed":
+            if births is not None:
+                births.discard(qid)  # gone: a later message may reuse the id
             self._sizes.pop(qid, None)
             msg = self._msgs.pop(qid, None)
             if msg is not None:
@@ -241,8 +284,7 @@ class DeferralAnalysis:
             stats = self._cause(c.cause_id)
             stats.attempts += 1
             stats.seen(ts)
-            if stats.example is None:
-                stats.example = line.raw
+            stats.example_from(line)
 
     def _msg(self, qid: str, ts: float | None) -> _Msg:
         msg = self._msgs.get(qid)
@@ -284,21 +326,26 @@ class DeferralAnalysis:
     def _final(self, qid: str | None, to: str, status: str, relay: str | None) -> None:
         """A non-deferral status: sent, bounced, ... (the hot path of a healthy log)."""
         self.statuses[status] += 1
-        domain = to[to.rfind("@") + 1 :].lower() if "@" in to else "(none)"
+        at = to.rfind("@")
+        domain = to[at + 1 :].lower() if at >= 0 else "(none)"
         if status == "sent":
-            self._place(self.domains, domain).sent += 1
+            place = self.domains.get(domain) or self._place(self.domains, domain)
+            place.sent += 1
             if relay and relay != "none":
-                self._place(self.relays, relay.partition("[")[0]).sent += 1
+                host = relay.partition("[")[0]
+                place = self.relays.get(host) or self._place(self.relays, host)
+                place.sent += 1
         elif status == "bounced":
             self._place(self.domains, domain).bounced += 1
         else:
             return
-        msg = self._msgs.get(qid) if qid else None
-        if msg is not None:
-            rcpt = msg.rcpts.get(to)
-            if rcpt is not None and rcpt.final is None:
-                rcpt.final = status
-                self._resolve(rcpt)
+        if qid is not None:
+            msg = self._msgs.get(qid)
+            if msg is not None:
+                rcpt = msg.rcpts.get(to)
+                if rcpt is not None and rcpt.final is None:
+                    rcpt.final = status
+                    self._resolve(rcpt)
 
     def _deferral(
         self,
@@ -326,8 +373,7 @@ class DeferralAnalysis:
             stats.collateral += 1
         else:
             stats.events += 1
-            if stats.example is None:
-                stats.example = line.raw
+            stats.example_from(line)
             if c.phase:
                 stats.phases[c.phase] += 1
             if dsn:
@@ -434,6 +480,44 @@ class DeferralAnalysis:
                     if rcpt.eod:
                         self.eod.still_deferred += 1
         self._msgs.clear()
+        return self
+
+    def merge(self, o: "DeferralAnalysis") -> "DeferralAnalysis":
+        """Append the analysis of the next chunk of the same log (see births):
+        first replay its lines about older messages on this state, then add its
+        counts and the open states of the messages born in it."""
+        for line in o.unborn:
+            self.add(line)
+        for qid, msg in o._msgs.items():
+            older = self._msgs.pop(qid, None)
+            if older is not None:  # an id reused while we never saw the old message leave
+                self._finalise(older)
+            self._msgs[qid] = msg
+        self._sizes.update(o._sizes)
+        while len(self._sizes) > MAX_SIZES:
+            del self._sizes[next(iter(self._sizes))]
+        for cid, cs in o.causes.items():
+            self._cause(cid).merge(cs)
+        for table, other in ((self.domains, o.domains), (self.relays, o.relays)):
+            for key, place in other.items():
+                self._place(table, key).merge(place)
+        self.statuses.update(o.statuses)
+        for name in ("delivered_later", "bounced_later", "expired", "deleted", "still_deferred", "unresolved"):
+            setattr(self.outcomes, name, getattr(self.outcomes, name) + getattr(o.outcomes, name))
+        for name in ("messages", "recipients", "delivered_later", "still_deferred", "expired_or_bounced"):
+            setattr(self.eod, name, getattr(self.eod, name) + getattr(o.eod, name))
+        self.eod.sizes.update(o.eod.sizes)
+        self.eod.hosts.merge(o.eod.hosts)
+        self.eod.pix_workarounds.merge(o.eod.pix_workarounds)
+        self.companions.update(o.companions)
+        for kind, ex in o.companion_examples.items():
+            self.companion_examples.setdefault(kind, ex)
+        for ts in (o.first_ts, o.last_ts):
+            if ts is not None:
+                self.first_ts = ts if self.first_ts is None else min(self.first_ts, ts)
+                self.last_ts = ts if self.last_ts is None else max(self.last_ts, ts)
+        for name in ("deferral_lines", "collateral_lines", "messages_deferred", "truncated_reasons"):
+            setattr(self, name, getattr(self, name) + getattr(o, name))
         return self
 
     @property

@@ -58,6 +58,10 @@ class LocalTarget:
             raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
         return decode_stream(raw, path)
 
+    def local_path(self, path: str) -> str:
+        """Where this process can open the file itself (for parallel chunk reading)."""
+        return path
+
     def file_info(self, path: str) -> FileInfo:
         try:
             st = os.stat(path)

@@ -109,6 +109,10 @@ class SnapshotTarget:
             raise InputError(f"{path}: missing from {self.where} ({exc.strerror})") from exc
         return decode_stream(raw, f"{self.where}:{path}")
 
+    def local_path(self, path: str) -> str:
+        """Where this process can open the recorded copy itself."""
+        return self._stored(self._file(path)["stored"])
+
     def file_info(self, path: str) -> FileInfo:
         rec = self._file(path)
         return FileInfo(rec["path"], int(rec.get("size", 0)), float(rec.get("mtime", 0.0)))

@@ -10,9 +10,9 @@ import time
 from datetime import datetime
 
 from checks.errors import InputError, UsageError
-from checks.logs import ReadStats, default_sources, read_lines, resolve_sources
-from diagnose.deferrals import NOISE_DAEMONS, DeferralAnalysis
+from checks.logs import default_sources, resolve_sources
 from diagnose.logreport import render_markdown, render_text, to_dict
+from diagnose.logscan import analyse_logs
 from diagnose.target_options import add_target_options, open_target
 
 HELP = """\
@@ -57,6 +57,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--until", metavar="T", help="only lines before T")
     p.add_argument("-f", "--format", choices=("text", "md", "json"), default="text")
     p.add_argument("-o", "--output", metavar="FILE", help="write the report to FILE instead of stdout")
+    p.add_argument("-j", "--jobs", type=int, metavar="N", help="worker processes (default: one per CPU for big logs)")
     add_target_options(p)
     p.set_defaults(func=run)
 
@@ -71,8 +72,7 @@ def run(args: argparse.Namespace) -> int:
         sources = resolve_sources(target, args.paths)
     else:
         sources = default_sources(target)
-    stats = ReadStats()
-    analysis = DeferralAnalysis().add_all(read_lines(target, sources, stats, since, until, NOISE_DAEMONS))
+    analysis, stats = analyse_logs(target, sources, since, until, workers=args.jobs)
     if stats.postfix_lines == 0:
         damage = stats.examples.get("damaged file")
         if damage:

@@ -1,0 +1,74 @@
+"""Run the deferral analysis over logs, in parallel when that pays.
+
+Big plain log files are cut into byte ranges at line starts (checks.logs.plan_chunks)
+and analysed by worker processes at once. A message's lines can straddle a cut,
+so each worker after the first counts only the messages born in its own range
+(cleanup's first line seen there) and hands back the lines of older messages;
+merging the results in log order replays those lines on the state built so far.
+The result is the same as one pass, which the tests check.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from typing import Sequence
+
+from checks.logs import STDIN, Chunk, ReadStats, plan_chunks, read_lines
+from checks.targets import Target
+from diagnose.deferrals import NOISE_DAEMONS, DeferralAnalysis
+
+CHUNK_MIN_BYTES = 24 * 1024 * 1024  # below this the fork and pickling cost more than they save
+MAX_WORKERS = 8
+
+_TARGET: Target | None = None  # handed to forked workers without pickling it
+
+
+def available_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _analyse(
+    target: Target, chunks: Sequence[str | Chunk], since: float | None, until: float | None, first: bool
+) -> tuple[DeferralAnalysis, ReadStats]:
+    stats = ReadStats()
+    births = None if first else set()
+    analysis = DeferralAnalysis(births=births)
+    analysis.add_all(read_lines(target, chunks, stats, since, until, NOISE_DAEMONS, births))
+    analysis.births = None  # the set is only needed while reading; do not send it back
+    return analysis, stats
+
+
+def _work(chunk: Chunk, since: float | None, until: float | None, first: bool) -> tuple[DeferralAnalysis, ReadStats]:
+    assert _TARGET is not None
+    return _analyse(_TARGET, [chunk], since, until, first)
+
+
+def analyse_logs(
+    target: Target,
+    sources: Sequence[str],
+    since: float | None = None,
+    until: float | None = None,
+    workers: int | None = None,
+) -> tuple[DeferralAnalysis, ReadStats]:
+    """(finished analysis, read statistics) of the sources, oldest first."""
+    n = available_cpus() if workers is None else max(1, workers)
+    n = min(n, MAX_WORKERS)
+    chunks = plan_chunks(target, sources, n, CHUNK_MIN_BYTES) if n > 1 and STDIN not in sources else []
+    if len(chunks) < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        analysis, stats = _analyse(target, list(sources), since, until, first=True)
+        return analysis.finish(), stats
+    global _TARGET
+    _TARGET = target
+    try:
+        with ProcessPoolExecutor(max_workers=min(n, len(chunks)), mp_context=multiprocessing.get_context("fork")) as pool:
+            futures = [pool.submit(_work, chunk, since, until, i == 0) for i, chunk in enumerate(chunks)]
+            analysis, stats = futures[0].result()
+            for future in futures[1:]:
+                part, part_stats = future.result()
+                analysis.merge(part)
+                stats.merge(part_stats)
+    finally:
+        _TARGET = None
+    return analysis.finish(), stats

@@ -1,0 +1,90 @@
+"""Parallel chunked analysis must give exactly the one-pass result, including
+for messages whose lines straddle a chunk boundary (deferred early, delivered,
+expired or still queued much later)."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from checks.logs import Chunk, plan_chunks
+from checks.targets import LocalTarget
+from diagnose import logscan
+from diagnose.logreport import to_dict
+
+EOD = "conversation with mx.slow.test[192.0.2.25] timed out while sending end of data -- message may be sent more than once"
+REASONS = (
+    "connect to mx.dead.test[192.0.2.99]:25: Connection timed out",
+    "host mx.grey.test[192.0.2.4] said: 450 4.7.1 <u@grey.test>: Recipient address rejected: Greylisted (in reply to RCPT TO command)",
+    EOD,
+    "delivery temporarily suspended: " + EOD,
+)
+
+
+def _stamp(t: int) -> str:
+    d, rest = divmod(t, 86400)
+    return f"Nov {1 + d:2d} {rest // 3600:02d}:{rest // 60 % 60:02d}:{rest % 60:02d}"
+
+
+def write_log(path, messages=3000, seed=7):
+    """Messages with retries spread over days, so that many straddle any cut."""
+    rnd = random.Random(seed)
+    events = []
+    for i in range(messages):
+        q = f"{i + 0x10000:X}"
+        t = i * 40
+        events.append((t, f"postfix/cleanup[2]: {q}: message-id=<{i}@here.test>"))
+        events.append((t, f"postfix/smtpd[3]: connect from client.here.test[198.51.100.7]"))
+        deferrals = rnd.choice((0, 0, 1, 2, 5))
+        for k in range(deferrals):
+            t += rnd.randint(60, 20000)
+            reason = rnd.choice(REASONS)
+            prog = "qmgr" if reason.startswith("delivery") else "smtp"
+            events.append((t, f"postfix/qmgr[1]: {q}: from=<s@here.test>, size={rnd.randint(300, 90000)}, nrcpt=1 (queue active)"))
+            events.append((t, f"postfix/{prog}[4]: {q}: to=<r{i}@d{i % 9}.test>, relay=none, delay=600, delays=0.1/0/0.2/600, dsn=4.4.2, status=deferred ({reason})"))
+        end = rnd.random()
+        t += rnd.randint(60, 20000)
+        if end < 0.8:
+            events.append((t, f"postfix/smtp[4]: {q}: to=<r{i}@d{i % 9}.test>, relay=mx.d.test[192.0.2.1]:25, delay=1, delays=0.1/0/0.2/0.5, dsn=2.0.0, status=sent (250 ok)"))
+            events.append((t, f"postfix/qmgr[1]: {q}: removed"))
+        elif end < 0.9:
+            events.append((t, f"postfix/qmgr[1]: {q}: from=<s@here.test>, status=expired, returned to sender"))
+            events.append((t, f"postfix/qmgr[1]: {q}: removed"))
+        # else: still queued at the end of the log
+    events.sort(key=lambda e: e[0])
+    with open(path, "w") as fh:
+        for t, text in events:
+            fh.write(f"{_stamp(t)} mx {text}\n")
+
+
+def _report(path, workers, monkeypatch, min_bytes):
+    monkeypatch.setattr(logscan, "CHUNK_MIN_BYTES", min_bytes)
+    analysis, stats = logscan.analyse_logs(LocalTarget(), [str(path)], workers=workers)
+    report = to_dict(analysis, stats)
+    report.pop("generated")
+    return json.dumps(report, sort_keys=True, indent=1)
+
+
+@pytest.mark.parametrize("workers", [2, 3, 5])
+def test_parallel_equals_one_pass(tmp_path, monkeypatch, workers):
+    log = tmp_path / "mail.log"
+    write_log(log)
+    size = log.stat().st_size
+    chunks = plan_chunks(LocalTarget(), [str(log)], workers, size // (workers * 2))
+    assert len(chunks) == workers and all(isinstance(c, Chunk) for c in chunks)
+    assert sum(c.end - c.start for c in chunks) == size
+    serial = _report(log, 1, monkeypatch, size)
+    parallel = _report(log, workers, monkeypatch, size // (workers * 2))
+    assert parallel == serial
+    assert json.loads(serial)["outcomes"]["delivered_later"] > 100  # the log does exercise straddling
+
+
+def test_compressed_files_are_not_split(tmp_path):
+    import gzip
+
+    path = tmp_path / "mail.log.1.gz"
+    with gzip.open(path, "wt") as fh:
+        fh.write("x\n" * 100000)
+    assert plan_chunks(LocalTarget(), [str(path)], 4, 10) == [Chunk(str(path))]
