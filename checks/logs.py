@@ -9,6 +9,7 @@ import io
 import os
 import re
 import sys
+from datetime import tzinfo
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, TextIO
 
@@ -224,6 +225,7 @@ def read_lines(
     until: float | None = None,
     skip_daemons: frozenset[str] = frozenset(),
     births: set[str] | None = None,
+    tz: tzinfo | None = None,
 ) -> Iterator[LogLine]:
     """Stream Postfix lines from the sources (paths or chunks) in order, within [since, until).
 
@@ -232,7 +234,8 @@ def read_lines(
     Lines of the daemons in `skip_daemons` are counted but not parsed further:
     most of a busy log is smtpd/cleanup/postscreen noise that an analysis of
     deliveries never reads. `births` collects the queue ids whose creation
-    (cleanup's first line) was seen, for parallel chunk analysis."""
+    (cleanup's first line) was seen, for parallel chunk analysis. `tz` is the
+    zone of timestamps without an offset (default: this machine's)."""
     for source in sources:
         chunk = source if isinstance(source, Chunk) else Chunk(source)
         path = chunk.path
@@ -244,7 +247,7 @@ def read_lines(
                 reference = target.file_info(path).mtime
             except InputError:
                 reference = None
-        parser = LineParser(reference_time=reference, births=births)
+        parser = LineParser(reference_time=reference, tz=tz, births=births)
         try:
             with _open_chunk(target, chunk) as stream:
                 yield from _stream(path, stream, parser, stats, since, until, skip_daemons)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+from datetime import tzinfo
 from concurrent.futures import ProcessPoolExecutor
 from typing import Sequence
 
@@ -30,19 +31,26 @@ def available_cpus() -> int:
 
 
 def _analyse(
-    target: Target, chunks: Sequence[str | Chunk], since: float | None, until: float | None, first: bool
+    target: Target,
+    chunks: Sequence[str | Chunk],
+    since: float | None,
+    until: float | None,
+    first: bool,
+    tz: tzinfo | None = None,
 ) -> tuple[DeferralAnalysis, ReadStats]:
     stats = ReadStats()
     births = None if first else set()
     analysis = DeferralAnalysis(births=births)
-    analysis.add_all(read_lines(target, chunks, stats, since, until, NOISE_DAEMONS, births))
+    analysis.add_all(read_lines(target, chunks, stats, since, until, NOISE_DAEMONS, births, tz))
     analysis.births = None  # the set is only needed while reading; do not send it back
     return analysis, stats
 
 
-def _work(chunk: Chunk, since: float | None, until: float | None, first: bool) -> tuple[DeferralAnalysis, ReadStats]:
+def _work(
+    chunk: Chunk, since: float | None, until: float | None, first: bool, tz: tzinfo | None
+) -> tuple[DeferralAnalysis, ReadStats]:
     assert _TARGET is not None
-    return _analyse(_TARGET, [chunk], since, until, first)
+    return _analyse(_TARGET, [chunk], since, until, first, tz)
 
 
 def analyse_logs(
@@ -51,19 +59,20 @@ def analyse_logs(
     since: float | None = None,
     until: float | None = None,
     workers: int | None = None,
+    tz: tzinfo | None = None,
 ) -> tuple[DeferralAnalysis, ReadStats]:
     """(finished analysis, read statistics) of the sources, oldest first."""
     n = available_cpus() if workers is None else max(1, workers)
     n = min(n, MAX_WORKERS)
     chunks = plan_chunks(target, sources, n, CHUNK_MIN_BYTES) if n > 1 and STDIN not in sources else []
     if len(chunks) < 2 or "fork" not in multiprocessing.get_all_start_methods():
-        analysis, stats = _analyse(target, list(sources), since, until, first=True)
+        analysis, stats = _analyse(target, list(sources), since, until, True, tz)
         return analysis.finish(), stats
     global _TARGET
     _TARGET = target
     try:
         with ProcessPoolExecutor(max_workers=min(n, len(chunks)), mp_context=multiprocessing.get_context("fork")) as pool:
-            futures = [pool.submit(_work, chunk, since, until, i == 0) for i, chunk in enumerate(chunks)]
+            futures = [pool.submit(_work, chunk, since, until, i == 0, tz) for i, chunk in enumerate(chunks)]
             analysis, stats = futures[0].result()
             for future in futures[1:]:
                 part, part_stats = future.result()

@@ -24,7 +24,7 @@ import json
 import re
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, tzinfo
 
 MONTHS = {m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
 
@@ -110,7 +110,7 @@ class YearTracker:
 class StampParser:
     """Timestamp text -> epoch seconds, memoised: many lines share a second."""
 
-    def __init__(self, years: YearTracker | None = None, tz: timezone | None = None) -> None:
+    def __init__(self, years: YearTracker | None = None, tz: tzinfo | None = None) -> None:
         self.years = years or YearTracker()
         self.tz = tz  # None: naive stamps are local time, as syslog writes them
         self._cache: dict[str, float] = {}
@@ -197,7 +197,7 @@ class LineParser:
     """Parses lines of one stream (one file): keeps the year and stamp caches."""
 
     def __init__(
-        self, reference_time: float | None = None, tz: timezone | None = None, births: set[str] | None = None
+        self, reference_time: float | None = None, tz: tzinfo | None = None, births: set[str] | None = None
     ) -> None:
         self.stamps = StampParser(YearTracker(reference_time), tz)
         # Queue ids whose creation we saw: cleanup logs a message's first line

@@ -7,7 +7,7 @@ import json
 import re
 import sys
 import time
-from datetime import datetime
+from datetime import datetime, timedelta, timezone, tzinfo
 
 from checks.errors import InputError, UsageError
 from checks.logs import default_sources, resolve_sources
@@ -45,6 +45,23 @@ def parse_when(text: str, now: float | None = None) -> float:
         raise UsageError(f"cannot read the time {text!r}: use 24h, 7d, 90m, or 2026-11-28T10:00") from None
 
 
+def parse_zone(name: str | None) -> tzinfo | None:
+    if not name:
+        return None
+    if name.upper() in ("UTC", "Z"):
+        return timezone.utc
+    m = re.fullmatch(r"([+-])(\d\d):?(\d\d)", name)
+    if m:
+        delta = timedelta(hours=int(m[2]), minutes=int(m[3]))
+        return timezone(-delta if m[1] == "-" else delta)
+    try:
+        from zoneinfo import ZoneInfo
+
+        return ZoneInfo(name)
+    except Exception:
+        raise UsageError(f"unknown time zone {name!r}: use an IANA name like Europe/Berlin, UTC, or +01:00") from None
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "logs",
@@ -57,6 +74,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--until", metavar="T", help="only lines before T")
     p.add_argument("-f", "--format", choices=("text", "md", "json"), default="text")
     p.add_argument("-o", "--output", metavar="FILE", help="write the report to FILE instead of stdout")
+    p.add_argument("--tz", metavar="ZONE", help="time zone of timestamps without an offset (e.g. Europe/Berlin, UTC; default: this machine's)")
     p.add_argument("-j", "--jobs", type=int, metavar="N", help="worker processes (default: one per CPU for big logs)")
     add_target_options(p)
     p.set_defaults(func=run)
@@ -65,6 +83,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     since = parse_when(args.since) if args.since else None
     until = parse_when(args.until) if args.until else None
+    if args.jobs is not None and args.jobs < 1:
+        raise UsageError("--jobs must be at least 1")
     if since is not None and until is not None and since >= until:
         raise UsageError("--since must be earlier than --until")
     target, notice = open_target(args)
@@ -72,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         sources = resolve_sources(target, args.paths)
     else:
         sources = default_sources(target)
-    analysis, stats = analyse_logs(target, sources, since, until, workers=args.jobs)
+    analysis, stats = analyse_logs(target, sources, since, until, workers=args.jobs, tz=parse_zone(args.tz))
     if stats.postfix_lines == 0:
         damage = stats.examples.get("damaged file")
         if damage:

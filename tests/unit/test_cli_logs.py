@@ -91,3 +91,15 @@ def test_version_and_help(capsys):
     assert "pfdiag" in capsys.readouterr().out
     assert main([]) == 0
     assert "logs" in capsys.readouterr().out
+
+
+def test_time_zone_option(tmp_path, capsys):
+    log = tmp_path / "mail.log"
+    log.write_text("Nov 28 10:00:00 mx postfix/qmgr[1]: ABCDE1: removed\n" + GREYLIST_LOG.replace("Dec  7 13:28:02", "Nov 28 10:00:00"))
+    assert main(["logs", str(log), "-f", "json", "--tz", "UTC"]) == 0
+    utc = json.loads(capsys.readouterr().out)["window"]["first_line"]
+    assert main(["logs", str(log), "-f", "json", "--tz", "+02:00"]) == 0
+    plus2 = json.loads(capsys.readouterr().out)["window"]["first_line"]
+    assert utc.endswith("T10:00:00Z") and plus2.endswith("T08:00:00Z")
+    assert main(["logs", str(log), "--tz", "Mars/Olympus"]) == 2
+    assert "unknown time zone" in capsys.readouterr().err
