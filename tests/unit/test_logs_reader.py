@@ -93,12 +93,3 @@ def test_time_window_and_other_programs(tmp_path):
     assert got == ["ABCDE2", "ABCDE3"]  # a line without a readable time cannot be filtered out
     assert (stats.other_lines, stats.outside_window, stats.no_timestamp) == (1, 1, 1)
     assert stats.malformed == {"unreadable timestamp": 1}
-
-
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every file")
-def test_unreadable_file(tmp_path):
-    path = tmp_path / "mail.log"
-    path.write_text("x")
-    path.chmod(0)
-    with pytest.raises(InputError, match="cannot read"):
-        list(read_lines(LocalTarget(), [str(path)], ReadStats()))
