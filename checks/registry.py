@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib
 import inspect
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from typing import Any, Callable, Iterable, Mapping
 
 from checks.model import Finding
@@ -80,6 +79,8 @@ def load_checks(include_plugins: bool = True) -> tuple[list[CheckSpec], list[Loa
     for name in BUILTIN_MODULES:
         specs.extend(_specs_in(importlib.import_module(name), "builtin"))
     if include_plugins:
+        from importlib.metadata import entry_points  # imported late: it costs start-up time
+
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             origin = f"{ep.dist.name if ep.dist else '?'}:{ep.name}"
             try:
