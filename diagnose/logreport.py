@@ -168,7 +168,7 @@ def _top(pairs: list) -> str:
 def _prof(p: dict | None) -> str:
     if not p:
         return "-"
-    return " / ".join(f"{(p[x]['median'] or 0):g}|{(p[x]['p95'] or 0):g}" for x in PARTS)
+    return " / ".join(f"{_num(p[x]['median'])}|{_num(p[x]['p95'])}" for x in PARTS)
 
 
 def render_text(report: dict[str, Any], width: int = 120, color: bool = False) -> str:
@@ -179,9 +179,9 @@ def render_text(report: dict[str, Any], width: int = 120, color: bool = False) -
     con = Console(file=buf, width=width, force_terminal=color, no_color=not color, highlight=False)
     inp, tot = report["input"], report["totals"]
     w = report["window"]
-    con.print(f"[bold]Postfix deferrals[/bold]  {w['first_line'] or '?'} .. {w['last_line'] or '?'}")
+    con.print(f"[bold]Postfix deferrals[/bold]  {_short(w['first_line'])} .. {_short(w['last_line'])} (UTC)")
     con.print(
-        f"read {inp['lines']:,} lines from {len(inp['files'])} file(s): {inp['postfix_lines']:,} Postfix, "
+        f"read {inp['lines']:,} lines from {len(inp['files'])} file(s): {inp['postfix_lines']:,} from Postfix, "
         f"{inp['other_program_lines']:,} from other programs"
         + (f", {inp['outside_window']:,} outside the time window" if inp["outside_window"] else "")
     )
@@ -193,48 +193,64 @@ def render_text(report: dict[str, Any], width: int = 120, color: bool = False) -
     if not report["causes"]:
         con.print("\n[green]No deferrals in this log.[/green]")
     else:
-        t = Table(title="Deferral causes", title_justify="left", show_lines=False)
-        for col in ("cause", "deferrals", "share", "collateral", "msgs", "first / last seen", "top destinations", "delays a/b/c/d (median|p95 s)"):
-            t.add_column(col, overflow="fold")
+        wide = width >= 110  # narrow terminals get the essentials; details follow per cause
+        t = Table(title="\nDeferral causes (most frequent first)", title_justify="left", box=None, pad_edge=False)
+        t.add_column("cause", overflow="fold", min_width=24)
+        for col in ("deferrals", "share", "collateral", "msgs"):
+            t.add_column(col, justify="right", no_wrap=True)
+        t.add_column("last seen", no_wrap=True)
+        if wide:
+            t.add_column("top destinations", overflow="ellipsis", no_wrap=True, max_width=40)
         for c in report["causes"]:
             label = f"{c['id']} {c['title']}" + ("" if c["root_cause"] else " (collateral)")
-            t.add_row(
+            row = [
                 label,
                 f"{c['deferrals']:,}",
                 _pct(c["share"]),
                 f"{c['collateral']:,}",
                 f"{c['messages']:,}",
-                f"{_short(c['first_seen'])}\n{_short(c['last_seen'])}",
-                _top(c["top_domains"][:3]),
-                _prof(c["delays"]),
-            )
+                _short(c["last_seen"]),
+            ]
+            if wide:
+                row.append(_top(c["top_domains"][:2]))
+            t.add_row(*row)
         con.print(t)
         for c in report["causes"]:
-            con.print(f"\n[bold]{c['id']} {c['title']}[/bold]: {c['deferrals']:,} deferral(s), {c['collateral']:,} collateral")
+            con.print(
+                f"\n[bold]{c['id']} {c['title']}[/bold] — {c['deferrals']:,} deferral(s), {c['collateral']:,} collateral, "
+                f"{c['messages']:,} message(s), {_short(c['first_seen'])} .. {_short(c['last_seen'])}"
+            )
+            con.print(f"  to:      {_top(c['top_domains'])}")
             if c["top_relays"]:
-                con.print(f"  relays: {_top(c['top_relays'])}")
+                con.print(f"  via:     {_top(c['top_relays'])}")
+            if c["delays"]:
+                parts = "  ".join(f"{p} {_num(c['delays'][p]['median'])}|{_num(c['delays'][p]['p95'])}" for p in PARTS)
+                con.print(f"  delays:  {parts}  (median|p95 s)")
             for line in c["delays_meaning"]:
-                con.print(f"  - {line}")
+                con.print(f"           - {line}")
+            if c["other_mx_failures"]:
+                con.print(f"  also {c['other_mx_failures']:,} failure(s) at one MX host before the next was tried")
             if c["example"]:
-                con.print(f"  e.g. {c['example']}", soft_wrap=True)
-        _render_places(con, Table, report["domains"], "domain", "Deferred destinations")
-        _render_places(con, Table, report["relays"], "relay", "Deferred relays (next hops)")
+                con.print(f"  e.g.     {c['example']}", soft_wrap=True)
+        _render_places(con, Table, report["domains"], "domain", "Destinations with deferrals", width)
+        _render_places(con, Table, report["relays"], "relay", "Next hops with deferrals", width)
     o = report["outcomes"]
     con.print(
-        f"\nrecipients deferred at least once: delivered later {o['delivered_later']:,}, bounced later {o['bounced_later']:,}, "
+        f"\nRecipients deferred at least once: delivered later {o['delivered_later']:,}, bounced later {o['bounced_later']:,}, "
         f"expired {o['expired']:,}, deleted {o['deleted']:,}, still deferred at the end of the log {o['still_deferred']:,}"
         + (f", no end seen {o['unresolved']:,}" if o["unresolved"] else "")
+        + "."
     )
     e = report["end_of_data"]
     if e["messages"]:
         con.print(
-            f"\n[bold yellow]End-of-data timeouts[/bold yellow]: {e['messages']:,} message(s) ({e['recipients']:,} recipient(s)). "
-            f"{e['delivered_later_possible_duplicates']:,} were delivered by a later attempt and MAY HAVE ARRIVED TWICE; "
+            f"\n[bold yellow]End-of-data timeouts[/bold yellow]: {e['messages']:,} message(s), {e['recipients']:,} recipient(s). "
+            f"{e['delivered_later_possible_duplicates']:,} recipient(s) got the mail from a later attempt and MAY HAVE IT TWICE; "
             f"{e['still_deferred']:,} still deferred; {e['expired_or_bounced']:,} expired or bounced."
         )
-        con.print(f"  hosts: {_top(e['hosts'])}; sizes: {_top(list(e['message_sizes'].items()))}")
+        con.print(f"  hosts: {_top(e['hosts'])}; message sizes: {_top(list(e['message_sizes'].items()))}")
         if e["pix_workarounds"]:
-            con.print(f"  Postfix enabled PIX firewall workarounds for: {_top(e['pix_workarounds'])}")
+            con.print(f"  Postfix turned on its PIX firewall workarounds for: {_top(e['pix_workarounds'])}")
     if inp["malformed"]:
         con.print("\n[bold]Lines that could not be read[/bold] (skipped, counted):")
         for kind, m in inp["malformed"].items():
@@ -244,14 +260,22 @@ def render_text(report: dict[str, Any], width: int = 120, color: bool = False) -
     return buf.getvalue()
 
 
-def _render_places(con: Any, table_cls: Any, rows: list[dict], key: str, title: str) -> None:
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:g}"
+
+
+def _render_places(con: Any, table_cls: Any, rows: list[dict], key: str, title: str, width: int) -> None:
     if not rows:
         return
-    t = table_cls(title=title, title_justify="left")
-    for col in (key, "deferred", "collateral", "sent", "bounced", "causes"):
-        t.add_column(col, overflow="fold")
+    t = table_cls(title=f"\n{title}", title_justify="left", box=None, pad_edge=False)
+    t.add_column(key, overflow="ellipsis", no_wrap=True, max_width=max(16, min(48, width - 64)))
+    for col in ("deferred", "collateral", "sent", "bounced"):
+        t.add_column(col, justify="right", no_wrap=True)
+    t.add_column("causes", overflow="fold", min_width=16)
     for r in rows[:10]:
         t.add_row(r[key], f"{r['deferred']:,}", f"{r['collateral']:,}", f"{r['sent']:,}", f"{r['bounced']:,}", _top(list(r["causes"].items())))
+    if len(rows) > 10:
+        t.add_row(f"... {len(rows) - 10} more (see --format json)", "", "", "", "", "")
     con.print(t)
 
 
