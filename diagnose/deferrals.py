@@ -534,8 +534,15 @@ def _size_bucket(size: int | None) -> str:
     return ">=1 MB"
 
 
+_COMPANION_BY_WORD: dict[str, tuple[str, ...]] = {}
+for _prefix in COMPANION_PREFIXES:
+    _COMPANION_BY_WORD.setdefault(_prefix.split(" ", 1)[0], ())
+    _COMPANION_BY_WORD[_prefix.split(" ", 1)[0]] += (_prefix,)
+
+
 def _companion_kind(text: str) -> str:
-    for prefix in COMPANION_PREFIXES:
+    """The companion prefix a line starts with (looked up by its first word)."""
+    for prefix in _COMPANION_BY_WORD.get(text.split(" ", 1)[0], ()):
         if text.startswith(prefix):
             return prefix.strip().rstrip(":")
     return text[:40]

@@ -114,6 +114,7 @@ class StampParser:
         self.years = years or YearTracker()
         self.tz = tz  # None: naive stamps are local time, as syslog writes them
         self._cache: dict[str, float] = {}
+        self._hours: dict[tuple[int, int, int, int], float] = {}  # (y, mo, d, h) -> epoch of hh:00:00
 
     def parse(self, stamp: str) -> float | None:
         # A hit needs no year check: the tracker sees every new second as a miss,
@@ -131,10 +132,22 @@ class StampParser:
         return value
 
     def _naive(self, y: int, mo: int, d: int, h: int, mi: int, s: int, frac: str | None) -> float:
+        # Local time is resolved once per hour (mktime is slow, and zones change
+        # offset on the hour); minutes and seconds are then plain arithmetic.
         extra = float(frac) if frac else 0.0
-        if self.tz is not None:
-            return datetime(y, mo, d, h, mi, s, tzinfo=self.tz).timestamp() + extra
-        return time.mktime((y, mo, d, h, mi, s, 0, 0, -1)) + extra
+        key = (y, mo, d, h)
+        base = self._hours.get(key)
+        if base is None:
+            if self.tz is not None:
+                base = datetime(y, mo, d, h, tzinfo=self.tz).timestamp()
+            else:
+                base = time.mktime((y, mo, d, h, 0, 0, 0, 0, -1))
+            if len(self._hours) > 1024:
+                self._hours.clear()
+            self._hours[key] = base
+        if not (0 <= mi < 60 and 0 <= s < 61):
+            raise ValueError("minute or second out of range")
+        return base + mi * 60 + s + extra
 
     def _parse(self, stamp: str) -> float | None:
         try:
@@ -213,11 +226,15 @@ class LineParser:
             # Noise first, without a regex: "... postfix/smtpd[123]: ..." is most of a busy log.
             i = line.find(" postfix/")
             if i > 0:
-                j = line.find("[", i + 9, i + 40)
-                if j > 0 and line[i + 9 : j] in skip:
-                    if self.births is not None and line[i + 9 : j] == "cleanup":
-                        self._birth(line, j)
-                    return SKIPPED
+                j = line.find("[", i + 9, i + 48)
+                if j > 0:
+                    daemon = line[i + 9 : j]
+                    if "/" in daemon:  # postfix/submission/smtpd: the daemon is the last part
+                        daemon = daemon[daemon.rfind("/") + 1 :]
+                    if daemon in skip:
+                        if self.births is not None and daemon == "cleanup":
+                            self._birth(line, j)
+                        return SKIPPED
         f = _FAST.match(line)
         if f is not None:
             stamp, host, name, service, pid, qid = f.groups()
@@ -230,6 +247,8 @@ class LineParser:
                 line = line.rstrip("\r\n")
                 ts = self.stamps.parse(stamp)
                 return LogLine(ts, host, name, service, int(pid), qid, line[end:], line, ts is None)
+        if "postfix" not in line and "status=" not in line and "removed" not in line and line[:1] != "{":
+            return None  # another program's line: the commonest miss, decided cheaply
         line = line.rstrip("\r\n")
         if line.startswith("{"):
             return self._parse_json(line)
