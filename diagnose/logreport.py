@@ -49,7 +49,7 @@ def to_dict(
     a = analysis.finish()
     root_events = sum(c.events for c in a.causes.values())
     causes = []
-    for c in sorted(a.causes.values(), key=lambda c: (-(c.events + c.collateral), c.cause_id)):
+    for c in sorted(a.causes.values(), key=lambda c: (-c.events, -c.collateral, c.cause_id)):
         if not (c.events or c.collateral or c.attempts):
             continue
         slug, title, root = _cause_meta(c.cause_id)
@@ -180,6 +180,8 @@ def render_text(report: dict[str, Any], width: int = 120, color: bool = False) -
     inp, tot = report["input"], report["totals"]
     w = report["window"]
     con.print(f"[bold]Postfix deferrals[/bold]  {_short(w['first_line'])} .. {_short(w['last_line'])} (UTC)")
+    if report.get("timeouts"):
+        con.print(f"timings compared with: {report['timeouts']['source']}")
     con.print(
         f"read {inp['lines']:,} lines from {len(inp['files'])} file(s): {inp['postfix_lines']:,} from Postfix, "
         f"{inp['other_program_lines']:,} from other programs"
@@ -195,12 +197,12 @@ def render_text(report: dict[str, Any], width: int = 120, color: bool = False) -
     else:
         wide = width >= 110  # narrow terminals get the essentials; details follow per cause
         t = Table(title="\nDeferral causes (most frequent first)", title_justify="left", box=None, pad_edge=False)
-        t.add_column("cause", overflow="fold", min_width=24)
+        t.add_column("cause", overflow="fold", min_width=44 if wide else 24)
         for col in ("deferrals", "share", "collateral", "msgs"):
             t.add_column(col, justify="right", no_wrap=True)
         t.add_column("last seen", no_wrap=True)
         if wide:
-            t.add_column("top destinations", overflow="ellipsis", no_wrap=True, max_width=40)
+            t.add_column("top destination", overflow="ellipsis", no_wrap=True, max_width=32)
         for c in report["causes"]:
             label = f"{c['id']} {c['title']}" + ("" if c["root_cause"] else " (collateral)")
             row = [
@@ -212,7 +214,7 @@ def render_text(report: dict[str, Any], width: int = 120, color: bool = False) -
                 _short(c["last_seen"]),
             ]
             if wide:
-                row.append(_top(c["top_domains"][:2]))
+                row.append(_top(c["top_domains"][:1]))
             t.add_row(*row)
         con.print(t)
         for c in report["causes"]:

@@ -9,7 +9,10 @@ import sys
 import time
 from datetime import datetime, timedelta, timezone, tzinfo
 
-from checks.errors import InputError, UsageError
+from checks.errors import InputError, PfdiagError, UsageError
+from checks.postfix.postconf import PostfixConfig
+from checks.targets import Target
+from diagnose.delays import DEFAULT_TIMEOUTS
 from checks.logs import default_sources, resolve_sources
 from diagnose.logreport import render_markdown, render_text, to_dict
 from diagnose.logscan import analyse_logs
@@ -98,7 +101,9 @@ def run(args: argparse.Namespace) -> int:
         if damage:
             raise InputError(damage[0])
         raise InputError(f"no Postfix log lines in {', '.join(sources)} ({stats.lines:,} lines read)")
-    report = to_dict(analysis, stats, since, until)
+    timeouts, source = effective_timeouts(target)
+    report = to_dict(analysis, stats, since, until, timeouts)
+    report["timeouts"] = {"source": source, "values": timeouts or DEFAULT_TIMEOUTS}
     if args.format == "json":
         text = json.dumps(report, indent=2, ensure_ascii=False) + "\n"
     elif args.format == "md":
@@ -117,6 +122,32 @@ def run(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return 0
+
+
+def effective_timeouts(target: Target) -> tuple[dict[str, float] | None, str]:
+    """This server's smtp client timeouts (master.cf -o overrides of the smtp
+    service included), so that a delays profile is read against what Postfix
+    really waited; Postfix's defaults when the target has no postconf."""
+    try:
+        defaults = target.run(["postconf", "-d"], timeout=20)
+        explicit = target.run(["postconf", "-n"], timeout=20)
+    except PfdiagError:
+        return None, "Postfix defaults (no postconf here)"
+    if not (defaults.ok and explicit.ok):
+        return None, "Postfix defaults (postconf failed)"
+    try:
+        overrides = target.run(["postconf", "-P"], timeout=20)
+        p_text = overrides.stdout if overrides.ok else None
+    except PfdiagError:
+        p_text = None
+    config = PostfixConfig.from_outputs(postconf_d=defaults.stdout, postconf_n=explicit.stdout, postconf_p=p_text)
+    values = {}
+    for name in DEFAULT_TIMEOUTS:
+        try:
+            values[name] = config.time(name, "smtp/unix")
+        except PfdiagError:
+            values[name] = DEFAULT_TIMEOUTS[name]
+    return values, f"postconf on {target.where}"
 
 
 def _width() -> int:

@@ -1,0 +1,49 @@
+"""Build the demo snapshot shipped in the package (diagnose/data/demo-snapshot.tar.gz)
+from the real lab captures in tests/data/lab/ (see its README). Run after refreshing
+the captures: `.venv/bin/python -m tests.lab.make_demo`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from checks.model import CommandResult
+from checks.targets.bundle import SnapshotWriter
+
+REPO = Path(__file__).resolve().parents[2]
+LAB = REPO / "tests" / "data" / "lab"
+OUT = REPO / "diagnose" / "data" / "demo-snapshot.tar.gz"
+
+COMMANDS = {
+    ("postqueue", "-j"): "postqueue-j.jsonl",
+    ("postqueue", "-p"): "postqueue-p.txt",
+    ("postconf", "-n"): "postconf-n.txt",
+    ("postconf", "-d"): "postconf-d.txt",
+    ("postconf", "-P"): "postconf-P.txt",
+    ("postconf", "-M"): "postconf-M.txt",
+}
+
+
+def build(out: Path = OUT) -> Path:
+    log = LAB / "postfix.log"
+    w = SnapshotWriter(host="lab", postfix_version="3.7.11", extra={"origin": "pfdiag test lab (tests/data/lab)"})
+    for argv, name in COMMANDS.items():
+        path = LAB / name
+        if path.exists():
+            w.add_command(CommandResult(argv, 0, path.read_text(encoding="utf-8", errors="replace"), ""))
+    maillog = ""
+    for line in (LAB / "postconf-n.txt").read_text().splitlines():
+        if line.startswith("maillog_file ="):
+            maillog = line.split("=", 1)[1].strip()
+    w.add_command(CommandResult(("postconf", "-h", "maillog_file"), 0, "/var/log/mail.log\n", ""))
+    # the log keeps its real name too, so the configuration and the files agree
+    w.add_file("/var/log/mail.log", log.read_bytes(), os.stat(log).st_mtime)
+    if maillog and maillog != "/var/log/mail.log":
+        w.extra["lab_maillog_file"] = maillog
+    out.parent.mkdir(parents=True, exist_ok=True)
+    w.write(str(out))
+    return out
+
+
+if __name__ == "__main__":
+    print(build())
