@@ -83,6 +83,6 @@ def test_silent_messages_are_dropped_after_days():
     parser = LineParser()
     a = DeferralAnalysis()
     a.add(parser.parse("Nov 1 10:00:00 mx postfix/smtp[2]: AAAA01: to=<a@x.test>, relay=none, delay=1, dsn=4.4.1, status=deferred (connect to x[192.0.2.1]:25: Connection refused)"))
-    a.add(parser.parse("Nov 20 10:00:00 mx postfix/qmgr[1]: BBBB01: from=<s@here.test>, size=900, nrcpt=1 (queue active)"))
+    a.add(parser.parse("Nov 20 10:00:00 mx postfix/smtp[2]: BBBB01: to=<b@x.test>, relay=none, delay=1, dsn=4.4.1, status=deferred (connect to x[192.0.2.1]:25: Connection refused)"))
     assert a.messages_in_state == 1
     assert a.outcomes.unresolved == 1
