@@ -77,7 +77,9 @@ def test_every_corpus_log_is_read_without_a_crash(capsys):
         assert code in (0, 1), f"{path.name}: exit {code}: {err}"
         assert "Traceback" not in err and "internal error" not in err, f"{path.name}: {err}"
         if code == 0:
-            json.loads(out)
+            report = json.loads(out)
+            unclassified = [c["example"] for c in report["causes"] if c["id"] == "unclassified"]
+            assert not unclassified, f"{path.name}: deferrals left unclassified: {unclassified}"
             ok += 1
         else:
             assert "no Postfix log lines" in err, f"{path.name}: {err}"
