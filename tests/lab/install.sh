@@ -7,6 +7,7 @@ command -v postconf >/dev/null || need+=(postfix)
 [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v ip >/dev/null || need+=(iproute2)
+command -v openssl >/dev/null || need+=(openssl)  # the TLS peers make a self-signed certificate
 command -v pflogsumm >/dev/null || need+=(pflogsumm)
 command -v swaks >/dev/null || need+=(swaks)
 command -v tmux >/dev/null || need+=(tmux)
