@@ -37,8 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show a traceback on errors")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
     from diagnose.commands import logs as logs_cmd
+    from diagnose.commands import queue as queue_cmd
+    from diagnose.commands import config as config_cmd
 
     logs_cmd.add_parser(sub)
+    queue_cmd.add_parser(sub)
+    config_cmd.add_parser(sub)
     return parser
 
 

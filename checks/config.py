@@ -1,0 +1,197 @@
+"""Postfix's timeout, backoff, lifetime and concurrency settings: effective value, default,
+where it is overridden, and why a value is risky (postfix-deferrals.md §2.1-2.2).
+
+Three commands, each run once with the whole parameter list:
+    postconf -h P...      effective main.cf values (unknown names only warn on stderr)
+    postconf -d -h P...   compiled-in defaults
+    postconf -P           master.cf "-o" overrides, e.g. smtp/unix/smtp_data_done_timeout
+plus two files read through the target: $queue_directory/etc/resolv.conf (what a chrooted
+smtp(8) resolves with) and /etc/resolv.conf.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from checks.errors import CommandNotFound, InputError, PfdiagError
+from checks.postfix.postconf import TIME_UNITS, PostfixConfig, parse_postconf_h, parse_postconf_p, parse_time
+from checks.postfix.retry import RetrySettings, risky_settings
+from checks.targets import Target
+
+# §2.1: SMTP/LMTP client and receiving-side timeouts.
+TIMEOUTS = (
+    "smtp_connect_timeout", "smtp_helo_timeout", "smtp_starttls_timeout", "smtp_xforward_timeout",
+    "smtp_mail_timeout", "smtp_rcpt_timeout", "smtp_data_init_timeout", "smtp_data_xfer_timeout",
+    "smtp_data_done_timeout", "smtp_rset_timeout", "smtp_quit_timeout", "smtp_per_request_deadline",
+    "smtp_min_data_rate", "smtp_pix_workaround_delay_time", "smtp_pix_workaround_threshold_time",
+    "lmtp_connect_timeout", "lmtp_lhlo_timeout", "milter_connect_timeout", "milter_command_timeout",
+    "milter_content_timeout", "smtpd_proxy_timeout",
+)  # fmt: skip
+# §2.2: queueing, retry, concurrency.
+QUEUEING = (
+    "queue_run_delay", "minimal_backoff_time", "maximal_backoff_time", "maximal_queue_lifetime",
+    "bounce_queue_lifetime", "delay_warning_time", "default_destination_concurrency_limit",
+    "initial_destination_concurrency", "default_destination_recipient_limit",
+    "default_destination_rate_delay", "default_destination_concurrency_failed_cohort_limit",
+    "transport_retry_time", "qmgr_message_active_limit", "qmgr_message_recipient_limit",
+    "smtp_mx_address_limit", "smtp_mx_session_limit", "smtp_skip_5xx_greeting",
+    "smtp_defer_if_no_mx_address_found", "smtp_sasl_auth_soft_bounce", "soft_bounce",
+    "default_process_limit",
+)  # fmt: skip
+PARAMETERS = TIMEOUTS + QUEUEING
+# Read alongside, not shown in the table: where the queue (and the smtp chroot) lives.
+_CONTEXT = ("queue_directory", "daemon_directory")
+HOST_RESOLV = "/etc/resolv.conf"
+
+
+def postfix_argv(program: str, config_dir: str | None, *args: str) -> list[str]:
+    """argv of a Postfix tool for one instance: `-c DIR` selects a non-default config directory."""
+    return [program, *(("-c", config_dir) if config_dir else ()), *args]
+
+
+@dataclass(frozen=True, slots=True)
+class ParamRow:
+    name: str
+    effective: str | None  # main.cf value (or the default); None: this Postfix does not know it
+    default: str | None
+    where: tuple[str, ...]  # "main.cf", "master.cf smtp/unix -o ..."; empty: the default applies
+    risks: tuple[str, ...] = ()
+
+
+@dataclass
+class ConfigReport:
+    rows: list[ParamRow]
+    config: PostfixConfig
+    settings: RetrySettings  # the effective retry settings (main.cf; qmgr reads no -o for these normally)
+    risks: list[tuple[str, str]] = field(default_factory=list)  # (parameter or topic, why)
+    queue_directory: str | None = None
+    daemon_directory: str | None = None
+    unknown: tuple[str, ...] = ()  # parameters this Postfix version does not know
+    argv: tuple[tuple[str, ...], ...] = ()  # the commands run
+
+
+def _postconf(target: Target, argv: list[str]) -> tuple[str, str]:
+    try:
+        res = target.run(argv)
+    except CommandNotFound:
+        raise InputError("postconf not found: is Postfix installed here?") from None
+    if res.returncode != 0:
+        msg = (res.stderr.strip() or res.stdout.strip()).splitlines()
+        shown = argv if len(argv) <= 6 else [*argv[:5], f"... ({len(argv) - 5} more)"]
+        raise InputError(f"{' '.join(shown)} failed (exit {res.returncode}): {msg[-1] if msg else 'no message'}")
+    return res.stdout, res.stderr
+
+
+def read_config(target: Target, config_dir: str | None = None, names: Sequence[str] = PARAMETERS) -> ConfigReport:
+    wanted = list(names) + [n for n in _CONTEXT if n not in names]
+    eff_argv = postfix_argv("postconf", config_dir, "-h", *wanted)
+    def_argv = postfix_argv("postconf", config_dir, "-d", "-h", *wanted)
+    p_argv = postfix_argv("postconf", config_dir, "-P")
+    out, err = _postconf(target, eff_argv)
+    values = parse_postconf_h(out, wanted, err)
+    out, err = _postconf(target, def_argv)
+    defaults = parse_postconf_h(out, wanted, err)
+    out, _ = _postconf(target, p_argv)
+    overrides = parse_postconf_p(out)
+    cfg = PostfixConfig(values=values, defaults=defaults, overrides=overrides)
+    settings = RetrySettings.from_config(cfg)
+    report = ConfigReport(
+        rows=[], config=cfg, settings=settings,
+        queue_directory=values.get("queue_directory"), daemon_directory=values.get("daemon_directory"),
+        unknown=tuple(n for n in names if n not in values),
+        argv=(tuple(eff_argv), tuple(def_argv), tuple(p_argv)),
+    )  # fmt: skip
+    report.risks = assess(cfg, settings) + resolv_risks(target, report.queue_directory)
+    by_name: dict[str, list[str]] = {}
+    for name, why in report.risks:
+        by_name.setdefault(name, []).append(why)
+    for name in names:
+        if name not in values and name not in defaults:
+            continue
+        where = []
+        if name in values and name in defaults and _norm(values[name]) != _norm(defaults[name]):
+            where.append("main.cf")
+        for (svc, kind, pname), val in sorted(overrides.items()):
+            if pname == name:
+                where.append(f"master.cf {svc}/{kind} -o {name}={val}")
+        report.rows.append(ParamRow(name, values.get(name), defaults.get(name), tuple(where), tuple(by_name.get(name, ()))))
+    return report
+
+
+def _norm(value: str) -> str:
+    return " ".join(value.split())
+
+
+def _seconds(cfg: PostfixConfig, name: str, service: str | None = None) -> float | None:
+    try:
+        return cfg.time(name, service)
+    except (InputError, PfdiagError):
+        return None
+
+
+def assess(cfg: PostfixConfig, settings: RetrySettings) -> list[tuple[str, str]]:
+    """(parameter, why) for every risky value: the retry model's own list plus the ones
+    that need the whole configuration (duplicates, soft_bounce, master.cf overrides)."""
+    out = list(risky_settings(settings))
+    done = _seconds(cfg, "smtp_data_done_timeout")
+    if done is not None and done < 600:
+        out.append(("smtp_data_done_timeout",
+                    f"{done:g}s is below 600s (RFC 5321's 10 minutes): a slow server that is still "
+                    "processing the message gets cut off after accepting it, and the retry delivers "
+                    "it twice (\"message may be sent more than once\")"))  # fmt: skip
+    for (svc, kind, name), value in sorted(cfg.overrides.items()):
+        if name.endswith(("_timeout", "_deadline")) or name in TIME_UNITS or name in QUEUEING:
+            if name == "smtp_data_done_timeout":
+                secs = _seconds(cfg, name, f"{svc}/{kind}")
+                if secs is not None and secs < 600 and (done is None or done >= 600):
+                    out.append((name, f"master.cf {svc}/{kind} sets {value}: below 600s for that "
+                                      "transport only, so duplicates come from it alone"))  # fmt: skip
+            out.append((name, f"master.cf overrides it for {svc}/{kind} (-o {name}={value}): "
+                              "postconf -h shows the main.cf value, not what this transport uses"))  # fmt: skip
+    if cfg.values.get("soft_bounce", "no").strip().lower() == "yes":
+        out.append(("soft_bounce", "yes: permanent (5xx) failures are deferred instead of returned, so "
+                                   "undeliverable mail piles up in the deferred queue until it expires"))  # fmt: skip
+    return out
+
+
+def _read(target: Target, path: str) -> str | None:
+    try:
+        with target.open_text(path) as fh:
+            return fh.read()
+    except PfdiagError:
+        return None
+
+
+def _resolv_lines(text: str) -> list[str]:
+    return [ln.split("#")[0].strip() for ln in text.splitlines() if ln.split("#")[0].strip()]
+
+
+def resolv_risks(target: Target, queue_directory: str | None) -> list[tuple[str, str]]:
+    """A chrooted smtp(8) resolves with $queue_directory/etc/resolv.conf: a stale copy sends
+    its DNS lookups somewhere else than the host's (Debian copies it at start only)."""
+    if not queue_directory:
+        return []
+    chroot_path = f"{queue_directory.rstrip('/')}/etc/resolv.conf"
+    chroot, host = _read(target, chroot_path), _read(target, HOST_RESOLV)
+    if chroot is None or host is None or _resolv_lines(chroot) == _resolv_lines(host):
+        return []
+    return [("resolv.conf", f"{chroot_path} differs from {HOST_RESOLV}: chrooted delivery agents resolve "
+                            "with the old copy (postfix reload or restart refreshes it on Debian)")]  # fmt: skip
+
+
+def seconds_of(cfg: PostfixConfig, name: str) -> float | None:
+    return _seconds(cfg, name)
+
+
+def parse_assignment(text: str) -> tuple[str, str]:
+    """'name=value' from --propose; InputError names what is wrong."""
+    name, eq, value = text.partition("=")
+    name, value = name.strip(), value.strip()
+    if not eq or not name or not name.replace("_", "").isalnum():
+        raise InputError(f"--propose {text!r}: use NAME=VALUE, e.g. minimal_backoff_time=120s")
+    if "\n" in value:
+        raise InputError(f"--propose {text!r}: a value cannot span lines")
+    if name in TIME_UNITS or name in PARAMETERS and (name.endswith(("_time", "_timeout", "_delay", "_lifetime"))):
+        parse_time(value, TIME_UNITS.get(name, "s"), name=name)  # refuse what Postfix would refuse
+    return name, value
