@@ -332,7 +332,7 @@ def run_action(args: argparse.Namespace, target: Target) -> int:
         chosen, missing = list(read.messages), []
     else:
         chosen, missing = act.select(read.messages, sel, cause_of)
-    if missing:
+    if missing and chosen:
         print(f"pfdiag: not found in the queue (delivered, expired or removed?): {', '.join(missing)}", file=sys.stderr)
     if not chosen and action != "flush":
         if missing and len(missing) == len(sel.ids):
