@@ -113,6 +113,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("selectors, --yes and --dry-run go with an action: pfdiag queue hold --id ID (see --help)")
     read = read_queue(target, args.config_dir)
     settings, cfg = _config(target, args.config_dir, read.notes)
+    if cfg is not None and isinstance(target, LocalTarget):
+        try:  # root's postqueue reads the queue even when Postfix is down: say so
+            act.ensure_running(target, args.config_dir, cfg.daemon_directory)
+        except InputError:
+            read.notes.insert(0, "Postfix is NOT running (master -t): nothing is delivered or retried until `postfix start`")
     shape = None if args.shape_queues == "all" else [q.strip() for q in args.shape_queues.split(",") if q.strip()]
     report = build_report(read, settings, target, cfg.queue_directory if cfg else None,
                           by=args.by, top=args.top, shape_queues=shape)  # fmt: skip
