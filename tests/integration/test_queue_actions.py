@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from diagnose.cli import main
+from diagnose.commands.config import SEED
 from tests.lab.postfix import Injected, PostfixLab
 from tests.lab.scenarios import SENDER
 
@@ -170,6 +171,26 @@ def test_unknown_id_is_not_found(postfix_lab, pool, capsys, tmp_path):
                         "--action-log", str(log))  # fmt: skip
     assert rc == 1 and "not found" in err and err.count("\n") == 1
     assert not log.exists()  # nothing ran
+
+
+def test_config_apply_seed_then_restore(postfix_lab, capsys, tmp_path):
+    log = tmp_path / "config.log"
+    before = postfix_lab.postconf("-h", "minimal_backoff_time", "queue_run_delay").split()
+    rc, _, err = pfdiag(capsys, postfix_lab, "config", "--propose", "seed", "--apply", "--action-log", str(log))
+    assert rc == 0 and "nothing was changed" in err  # no terminal, no --yes
+    assert not log.exists()
+    try:
+        rc, out, err = pfdiag(capsys, postfix_lab, "config", "--propose", "seed", "--apply", "--yes", "--action-log", str(log))
+        assert rc == 0, err
+        assert postfix_lab.postconf("-h", "minimal_backoff_time", "queue_run_delay").split() == ["120s", "100s"]
+        records = [json.loads(line) for line in log.read_text().splitlines()]
+        assert [r["argv"][-1] for r in records] == ["bounce_queue_lifetime=24h", "reload"]
+        assert records[0]["before"]["minimal_backoff_time"] == before[0]
+    finally:
+        # the lab's main.cf leaves these at their defaults: remove what --apply wrote
+        postfix_lab.postconf_edit("-X", *SEED)
+        assert postfix_lab.postconf("-h", "minimal_backoff_time", "queue_run_delay").split() == before
+        postfix_lab.reload()
 
 
 def test_stopped_postfix_is_a_clear_error_and_loses_nothing(postfix_lab, pool, capsys, tmp_path):
