@@ -24,6 +24,22 @@ COMMANDS = {
 }
 
 
+def _add_postconf_h(w: SnapshotWriter) -> None:
+    """`postconf -h NAMES` and `postconf -d -h NAMES` as pfdiag config asks them,
+    answered from the captured -n/-d outputs (postconf prints raw values, in order)."""
+    from checks.config import _CONTEXT, PARAMETERS
+    from checks.postfix.postconf import parse_postconf
+
+    defaults = parse_postconf((LAB / "postconf-d.txt").read_text())
+    effective = {**defaults, **parse_postconf((LAB / "postconf-n.txt").read_text())}
+    effective["maillog_file"] = "/var/log/mail.log"
+    wanted = list(PARAMETERS) + [n for n in _CONTEXT if n not in PARAMETERS]
+    for argv, table in ((("postconf", "-h"), effective), (("postconf", "-d", "-h"), defaults)):
+        known = [n for n in wanted if n in table]
+        unknown = "".join(f"postconf: warning: {n}: unknown parameter\n" for n in wanted if n not in table)
+        w.add_command(CommandResult((*argv, *wanted), 0, "".join(table[n] + "\n" for n in known), unknown))
+
+
 def build(out: Path = OUT) -> Path:
     log = LAB / "postfix.log"
     w = SnapshotWriter(host="lab", postfix_version="3.7.11", extra={"origin": "pfdiag test lab (tests/data/lab)"})
@@ -36,6 +52,7 @@ def build(out: Path = OUT) -> Path:
         if line.startswith("maillog_file ="):
             maillog = line.split("=", 1)[1].strip()
     w.add_command(CommandResult(("postconf", "-h", "maillog_file"), 0, "/var/log/mail.log\n", ""))
+    _add_postconf_h(w)
     # the log keeps its real name too, so the configuration and the files agree
     w.add_file("/var/log/mail.log", log.read_bytes(), os.stat(log).st_mtime)
     if maillog and maillog != "/var/log/mail.log":
