@@ -94,7 +94,15 @@ def run(args: argparse.Namespace) -> int:
     if args.paths:
         sources = resolve_sources(target, args.paths)
     else:
-        sources = default_sources(target)
+        try:
+            sources = default_sources(target)
+        except InputError as exc:
+            if args.snapshot or args.demo:
+                raise
+            # a first look on a machine without a Postfix log: show what pfdiag does, and say why
+            target, _ = open_target(argparse.Namespace(demo=True, snapshot=None))
+            notice = f"pfdiag: {exc}.\npfdiag: showing the demo snapshot shipped with pfdiag instead (a recorded test-lab Postfix)."
+            sources = default_sources(target)
     analysis, stats = analyse_logs(target, sources, since, until, workers=args.jobs, tz=parse_zone(args.tz))
     if stats.postfix_lines == 0:
         damage = stats.examples.get("damaged file")
@@ -111,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         to_tty = args.output is None and sys.stdout.isatty()
         text = render_text(report, width=_width(), color=to_tty)
-    if notice and args.format != "json":
+    if notice:  # stderr: never mixed into the report
         print(notice, file=sys.stderr)
     if args.output:
         try:

@@ -105,3 +105,15 @@ def test_time_zone_option(tmp_path, capsys):
     assert utc.endswith("T10:00:00Z") and plus2.endswith("T08:00:00Z")
     assert main(["logs", str(log), "--tz", "Mars/Olympus"]) == 2
     assert "unknown time zone" in capsys.readouterr().err
+
+
+def test_without_a_local_log_the_demo_is_shown_and_said(capsys, monkeypatch):
+    import checks.logs
+
+    monkeypatch.setattr(checks.logs, "DEFAULT_LOGS", ("/nonexistent/mail.log",))
+    monkeypatch.setenv("PATH", "/nonexistent")  # no postconf -> no maillog_file either
+    monkeypatch.setattr("checks.targets.local._EXTRA_PATH", ())
+    assert main(["logs", "-f", "json"]) == 0
+    out, err = capsys.readouterr()
+    assert "no Postfix log found here" in err and "demo snapshot" in err
+    assert json.loads(out)["causes"][0]["id"] == "E09"
