@@ -25,6 +25,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
+from checks.postfix.text import text_lines as _lines
 from checks.errors import InputError
 
 __all__ = [
@@ -92,18 +93,6 @@ class ConfStats:
         self.malformed += 1
         if len(self.examples) < 5:
             self.examples.append((lineno, why, text[:200]))
-
-
-def _lines(text_or_lines: str | bytes | Iterable[str | bytes]) -> Iterator[str]:
-    if isinstance(text_or_lines, bytes):
-        text_or_lines = text_or_lines.decode("utf-8", "replace")
-    if isinstance(text_or_lines, str):
-        yield from text_or_lines.splitlines()
-        return
-    for line in text_or_lines:
-        if isinstance(line, bytes):
-            line = line.decode("utf-8", "replace")
-        yield line.rstrip("\r\n")
 
 
 def _is_tool_message(line: str) -> bool:

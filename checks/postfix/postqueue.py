@@ -33,6 +33,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 
+from checks.postfix.text import text_lines as _lines
+
 __all__ = [
     "QUEUE_ID_RE",
     "QUEUE_NAMES",
@@ -172,18 +174,6 @@ class QueueListing(Iterator[QueuedMessage]):
     @property
     def examples(self) -> list[tuple[int, str, str]]:
         return self.stats.examples
-
-
-def _lines(text_or_lines: str | bytes | Iterable[str | bytes]) -> Iterator[str]:
-    if isinstance(text_or_lines, bytes):
-        text_or_lines = text_or_lines.decode("utf-8", "replace")
-    if isinstance(text_or_lines, str):
-        yield from text_or_lines.splitlines()
-        return
-    for line in text_or_lines:
-        if isinstance(line, bytes):
-            line = line.decode("utf-8", "replace")
-        yield line.rstrip("\r\n")
 
 
 # ---------------------------------------------------------------- postqueue -j
