@@ -18,6 +18,10 @@ examples:
   pfdiag logs /var/log/mail.log              deferral causes in a log
   pfdiag logs /var/log --since 24h -f md     rotated logs, last day, Markdown
   journalctl -u postfix -o json | pfdiag logs -   read a journal export from stdin
+  pfdiag queue                               what is queued, why, and when it is retried
+  pfdiag queue hold --cause E09              hold the mail of one cause (dry run first)
+  pfdiag config --propose seed               faster retries: the change and its timeline
+  pfdiag logs --demo                         try it all on the shipped demo snapshot
 """
 
 
