@@ -45,6 +45,13 @@ _DOWN = re.compile(r"mail system is down|Queue report unavailable", re.I)
 _BAD_OPTION = re.compile(r"invalid option|illegal option|usage:", re.I)
 
 
+def _now(target: Target, now: float | None) -> float:
+    """The moment the listing describes: a recording's own time, not today's."""
+    if now is not None:
+        return now
+    return getattr(target, "recorded_at", None) or time.time()
+
+
 @dataclass
 class QueueRead:
     messages: list[QueuedMessage]
@@ -84,14 +91,14 @@ def read_queue(target: Target, config_dir: str | None = None, now: float | None 
             raise InputError(_explain_failure(argv, res.stderr, res.stdout, res.returncode))
         stats = ParseStats()
         msgs = list(parse_mailq(res.stdout, stats=stats))
-        return QueueRead(msgs, "postqueue -p", tuple(argv), stats, time.time() if now is None else now, notes)
+        return QueueRead(msgs, "postqueue -p", tuple(argv), stats, _now(target, now), notes)
     if res.returncode != 0:
         raise InputError(_explain_failure(argv, res.stderr, res.stdout, res.returncode))
     stats = ParseStats()
     msgs = list(parse_postqueue_json(res.stdout, stats))
     if stats.malformed:
         notes.append(f"{stats.malformed} malformed line(s) in the postqueue -j output were skipped")
-    return QueueRead(msgs, "postqueue -j", tuple(argv), stats, time.time() if now is None else now, notes)
+    return QueueRead(msgs, "postqueue -j", tuple(argv), stats, _now(target, now), notes)
 
 
 # ------------------------------------------------------------------ counts and matrix

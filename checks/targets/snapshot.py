@@ -24,6 +24,7 @@ import shutil
 import tarfile
 import tempfile
 import weakref
+from datetime import datetime
 from typing import Any, Sequence, TextIO
 
 from checks.errors import CommandNotFound, ConnectRefused, InputError
@@ -53,6 +54,17 @@ class SnapshotTarget:
         self.manifest = manifest
         self._commands = {tuple(c["argv"]): c for c in manifest.get("commands", [])}
         self._files = {f["path"]: f for f in manifest.get("files", [])}
+
+    @property
+    def recorded_at(self) -> float | None:
+        """When the bundle was recorded: "now" for anything computed from it (queue ages)."""
+        created = self.manifest.get("created")
+        if not isinstance(created, str):
+            return None
+        try:
+            return datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return None
 
     def _unpack(self, location: str) -> str:
         if os.path.isdir(location):

@@ -5,6 +5,7 @@ the captures: `.venv/bin/python -m tests.lab.make_demo`."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from checks.model import CommandResult
@@ -42,7 +43,10 @@ def _add_postconf_h(w: SnapshotWriter) -> None:
 
 def build(out: Path = OUT) -> Path:
     log = LAB / "postfix.log"
-    w = SnapshotWriter(host="lab", postfix_version="3.7.11", extra={"origin": "pfdiag test lab (tests/data/lab)"})
+    captured = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(os.stat(LAB / "postqueue-j.jsonl").st_mtime))
+    w = SnapshotWriter(
+        host="lab", postfix_version="3.7.11", extra={"origin": "pfdiag test lab (tests/data/lab)", "created": captured}
+    )
     for argv, name in COMMANDS.items():
         path = LAB / name
         if path.exists():

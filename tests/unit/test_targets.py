@@ -105,3 +105,10 @@ def test_snapshot_entries_cannot_escape_the_bundle(tmp_path):
     )
     with pytest.raises(InputError, match="outside the bundle"):
         SnapshotTarget(str(d)).open_text("/etc/passwd")
+
+
+def test_snapshot_knows_when_it_was_recorded(tmp_path):
+    w = SnapshotWriter(extra={"created": "2026-11-28T17:43:41Z"})
+    out = tmp_path / "b.tar.gz"
+    w.write(str(out))
+    assert SnapshotTarget(str(out)).recorded_at == 1795887821.0
