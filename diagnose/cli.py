@@ -43,10 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     from diagnose.commands import logs as logs_cmd
     from diagnose.commands import queue as queue_cmd
     from diagnose.commands import config as config_cmd
+    from diagnose.commands import probe as probe_cmd
 
     logs_cmd.add_parser(sub)
     queue_cmd.add_parser(sub)
     config_cmd.add_parser(sub)
+    probe_cmd.add_parser(sub)
     return parser
 
 

@@ -1,0 +1,451 @@
+"""pfdiag probe DESTINATION: one SMTP conversation timed phase by phase against Postfix's
+own smtp_*_timeout values, and (with --send-test) the end-of-data size ladder (E09)."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import re
+import socket
+import sys
+import time
+from dataclasses import dataclass, fields
+from typing import Any
+
+from checks.config import read_config
+from checks.errors import ConnectRefused, PfdiagError, UsageError
+from checks.model import Finding, Severity
+from checks.smtp import (
+    BODY,
+    DATA,
+    DEFAULT_LADDER_SIZES,
+    END_OF_DATA,
+    SMTPS_PORTS,
+    LadderVerdict,
+    MessageResult,
+    PhaseTimeouts,
+    ProbeResult,
+    conclude_ladder,
+    probe_address,
+    send_test_messages,
+    to_findings,
+)
+from checks.targets import SnapshotTarget
+from diagnose import actions as act
+from diagnose.causes import get_cause
+from diagnose.target_options import add_target_options, open_target
+
+SCHEMA = "pfdiag.probe/1"
+EXIT_PROBLEM = 4
+DEFAULT_BUDGET = 120.0
+_MAX_SIZE = 64 << 20
+# No DNS for these (RFC 2606 / 6761): they never resolve, tests use [127.0.0.1].
+_RESERVED_TLDS = ("test", "invalid", "example")
+# --timeouts short: quick looks; a phase that needs longer is "would-time-out" only for this probe.
+SHORT_TIMEOUTS = PhaseTimeouts(
+    smtp_connect_timeout=10, smtp_helo_timeout=30, smtp_starttls_timeout=30, smtp_mail_timeout=30,
+    smtp_rcpt_timeout=30, smtp_data_init_timeout=30, smtp_data_xfer_timeout=30, smtp_data_done_timeout=60,
+    smtp_rset_timeout=10, smtp_quit_timeout=10,
+)  # fmt: skip
+_TIMEOUT_NAMES = tuple(f.name for f in fields(PhaseTimeouts))
+
+HELP = """\
+Talks SMTP to DESTINATION the way Postfix's smtp(8) client does (connect, greeting,
+EHLO, STARTTLS, MAIL, [RCPT], RSET, QUIT: nothing is sent by default) and times every
+phase against this Postfix's smtp_*_timeout values. With --send-test it delivers real
+test messages of growing size to --to and tells a path-MTU black hole from a receiver
+that is slow after "." (E09) or an SMTP-inspecting firewall.
+
+DESTINATION:
+  [host]:port, [host]     no MX lookup (like Postfix's brackets)
+  host:port, domain       MX lookup is not implemented yet: the host's own A/AAAA is probed
+  port defaults to 25; 465 speaks TLS from the first byte (SMTPS)
+
+exit status: 0 every phase ok, 1 error (e.g. a snapshot/--demo target: a probe needs a
+live target), 2 usage error, 4 a problem found (a phase slow, timing out, failing, or a
+size ladder that is not healthy)
+
+examples:
+  pfdiag probe '[192.0.2.25]'
+  pfdiag probe mx.example.net:25 --rcpt postmaster@example.net --timeouts short
+  pfdiag probe '[192.0.2.25]' --send-test --to me@example.net --sizes 300,4096,65536
+"""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("probe", help="talk SMTP to a server, time each phase against Postfix's timeouts",
+                       description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("destination", metavar="DESTINATION", help="[host]:port, [host], host:port or domain")
+    p.add_argument("--helo", metavar="NAME", help="EHLO name (default: smtp_helo_name of this Postfix, else the FQDN)")
+    p.add_argument("--from", dest="mail_from", metavar="ADDR", default="", help="MAIL FROM address (default: <>)")
+    p.add_argument("--rcpt", metavar="ADDR", help="also try RCPT TO (then RSET and QUIT; nothing is sent)")
+    p.add_argument("--starttls", choices=("auto", "yes", "no"), default="auto", help="auto: when offered (default)")
+    p.add_argument("--budget", type=float, default=DEFAULT_BUDGET, metavar="SECONDS",
+                   help=f"total time to spend (default {DEFAULT_BUDGET:g}); a phase cut short by it is 'undecided'")
+    p.add_argument("--timeouts", choices=("postfix", "short"), default="postfix",
+                   help="postfix: this server's smtp_*_timeout values (defaults if postconf fails); short: quick look")
+    p.add_argument("-c", "--config-dir", metavar="DIR", help="Postfix configuration directory (postconf -c DIR)")
+    p.add_argument("--send-test", action="store_true", help="send REAL test messages of growing size (needs --to)")
+    p.add_argument("--to", metavar="ADDRESS", help="recipient of the test messages: a mailbox you control")
+    p.add_argument("--sizes", metavar="N,N,...", help=f"test message body sizes in bytes "
+                   f"(default {','.join(map(str, DEFAULT_LADDER_SIZES))})")  # fmt: skip
+    p.add_argument("--yes", action="store_true", help="send the test messages without asking")
+    p.add_argument("-f", "--format", choices=("text", "md", "json"), default="text")
+    add_target_options(p)
+    p.set_defaults(func=run)
+
+
+# --- destination -------------------------------------------------------------------------
+
+_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+@dataclass(frozen=True)
+class Destination:
+    text: str
+    host: str  # hostname or IP literal, no brackets
+    port: int
+    bracketed: bool
+    is_ip: bool
+
+
+def _valid_host(host: str) -> bool:
+    name = host[:-1] if host.endswith(".") else host
+    return 0 < len(name) <= 253 and all(_LABEL.match(label) for label in name.split("."))
+
+
+def _ip(text: str) -> str | None:
+    t = text[5:] if text.lower().startswith("ipv6:") else text
+    try:
+        return str(ipaddress.ip_address(t))
+    except ValueError:
+        return None
+
+
+def parse_destination(text: str) -> Destination:
+    bad = UsageError(f"invalid destination {text!r}: use [host]:port, [host], host:port or a domain")
+    s = text.strip()
+    if not s or any(c.isspace() or ord(c) < 32 for c in s):
+        raise bad
+    port_text = None
+    if s.startswith("["):
+        end = s.find("]")
+        if end < 0:
+            raise bad
+        host, rest, bracketed = s[1:end], s[end + 1 :], True
+        if rest:
+            if not rest.startswith(":"):
+                raise bad
+            port_text = rest[1:]
+    else:
+        bracketed = False
+        if s.count(":") > 1:  # a bare IPv6 literal
+            host = s
+        elif ":" in s:
+            host, port_text = s.split(":", 1)
+        else:
+            host = s
+    port = 25
+    if port_text is not None:
+        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+            raise UsageError(f"invalid port in destination {text!r}: 1..65535")
+        port = int(port_text)
+    ip = _ip(host)
+    if ip is None and (host.count(":") or not _valid_host(host) or host.replace(".", "").isdigit()):
+        raise bad
+    return Destination(text, ip or host.rstrip("."), port, bracketed, ip is not None)
+
+
+def resolve(dest: Destination) -> tuple[list[str], list[str]]:
+    """(addresses, notes). Only A/AAAA of the host itself; reserved names are never looked up."""
+    notes = []
+    if not dest.bracketed:
+        notes.append("MX lookup not implemented yet, probing the host's address")
+    if dest.is_ip:
+        return [dest.host], notes
+    tld = dest.host.lower().rsplit(".", 1)[-1]
+    if tld in _RESERVED_TLDS:
+        raise PfdiagError(f"{dest.host}: .{tld} names never resolve (RFC 2606/6761); give an address, e.g. [127.0.0.1]:{dest.port}")
+    try:
+        infos = socket.getaddrinfo(dest.host, dest.port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise PfdiagError(f"{dest.host}: no address ({getattr(exc, 'strerror', None) or exc})") from None
+    addrs = list(dict.fromkeys(str(i[4][0]) for i in infos))
+    if not addrs:
+        raise PfdiagError(f"{dest.host}: no address")
+    if len(addrs) > 1:
+        notes.append(f"{dest.host} has {len(addrs)} addresses; probing {addrs[0]} only (not probed: {', '.join(addrs[1:])})")
+    return addrs, notes
+
+
+def parse_sizes(text: str | None) -> tuple[int, ...]:
+    if text is None:
+        return DEFAULT_LADDER_SIZES
+    out = []
+    for part in text.split(","):
+        p = part.strip()
+        if not p.isdigit() or not 1 <= int(p) <= _MAX_SIZE:
+            raise UsageError(f"--sizes: {part!r} is not a size in bytes (1..{_MAX_SIZE})")
+        out.append(int(p))
+    if not out:
+        raise UsageError("--sizes needs at least one size")
+    return tuple(out)
+
+
+# --- settings from this Postfix ------------------------------------------------------------
+
+
+def postfix_settings(target: Any, args: argparse.Namespace) -> tuple[PhaseTimeouts, str, str, list[str]]:
+    """(timeouts, where the timeouts came from, HELO name, notes)."""
+    notes: list[str] = []
+    values: dict[str, str] | None = None
+    need_helo = not args.helo
+    if args.timeouts == "postfix" or need_helo:
+        try:
+            rep = read_config(target, args.config_dir, names=(*_TIMEOUT_NAMES, "smtp_helo_name", "myhostname"))
+            values = {k: v for k, v in rep.config.values.items() if v is not None}
+        except PfdiagError as exc:
+            notes.append(f"could not read this Postfix's settings ({exc})")
+    if args.timeouts == "short":
+        timeouts, source = SHORT_TIMEOUTS, "short (--timeouts short: quick look, not Postfix's values)"
+    elif values is not None:
+        try:
+            timeouts = PhaseTimeouts.from_postconf({k: v for k, v in values.items() if k in _TIMEOUT_NAMES})
+            source = "this Postfix's effective values (postconf" + (f" -c {args.config_dir}" if args.config_dir else "") + ")"
+        except PfdiagError as exc:
+            timeouts, source = PhaseTimeouts(), f"Postfix defaults (postconf value unusable: {exc})"
+    else:
+        timeouts, source = PhaseTimeouts(), "Postfix defaults (this Postfix's values could not be read)"
+    helo = args.helo
+    if not helo:
+        cand = (values or {}).get("smtp_helo_name") or (values or {}).get("myhostname") or ""
+        helo = cand if cand and "$" not in cand else socket.getfqdn()
+    return timeouts, source, helo, notes
+
+
+# --- the document --------------------------------------------------------------------------
+
+
+def _phase_dict(p: Any) -> dict[str, Any]:
+    return {"phase": p.name, "seconds": p.seconds, "verdict": p.verdict.value, "timeout_param": p.timeout_param,
+            "timeout": p.timeout_value, "reply_code": p.reply_code, "enhanced_code": p.enhanced_code,
+            "text": p.text, "detail": p.detail, "cause_id": p.cause_id}  # fmt: skip
+
+
+def _finding_dict(f: Finding) -> dict[str, Any]:
+    title = None
+    if f.cause_id:
+        try:
+            title = get_cause(f.cause_id).title
+        except KeyError:
+            title = None
+    return {"severity": str(f.severity), "cause_id": f.cause_id, "cause_title": title, "summary": f.summary}
+
+
+def _probe_dict(r: ProbeResult) -> dict[str, Any]:
+    return {
+        "host": r.host, "port": r.port, "seconds": r.seconds, "completed": r.completed,
+        "phases": [_phase_dict(p) for p in r.phases],
+        "banner": r.banner, "masked_banner": r.masked_banner, "esmtp": r.esmtp,
+        "capabilities": list(r.capabilities), "starttls_offered": r.starttls_offered,
+        "tls": None if r.tls is None else {"protocol": r.tls.protocol, "cipher": r.tls.cipher, "bits": r.tls.bits},
+        "tls_capabilities": list(r.tls_capabilities), "error": r.error, "notes": list(r.notes),
+        "transcript": list(r.transcript),
+    }  # fmt: skip
+
+
+def _ladder_dict(v: LadderVerdict, results: tuple[MessageResult, ...]) -> dict[str, Any]:
+    by_size = {m.size: m for m in results}
+    steps = []
+    for st in v.steps:
+        m = by_size.get(st.size)
+        data = m.probe.phase(DATA) if m else None
+        eod = m.probe.phase(END_OF_DATA) if m else None
+        body = m.probe.phase(BODY) if m else None
+        steps.append({
+            "size": st.size, "message_id": st.message_id, "outcome": st.outcome, "detail": st.detail,
+            "data_seconds": st.data_seconds, "data_reply": data.reply_code if data else None,
+            "body_seconds": st.body_seconds, "body_verdict": body.verdict.value if body else None,
+            "eod_seconds": st.eod_seconds, "eod_reply": eod.reply_code if eod else None,
+            "eod_text": eod.text if eod else "",
+        })  # fmt: skip
+    return {"kind": v.kind, "explanation": v.explanation, "cause_id": v.cause_id,
+            "first_failing_size": v.first_failing_size, "suggestions": list(v.suggestions), "steps": steps,
+            "message_ids": [st.message_id for st in v.steps]}  # fmt: skip
+
+
+def build(dest: Destination, address: str, notes: list[str], timeouts: PhaseTimeouts, source: str, helo: str,
+          probe: ProbeResult, ladder: tuple[LadderVerdict, tuple[MessageResult, ...]] | None) -> dict[str, Any]:
+    findings = to_findings(probe)
+    if ladder is not None:
+        findings += to_findings(ladder[0])
+    worst = max((f.severity for f in findings), default=Severity.OK)
+    return {
+        "schema": SCHEMA,
+        "destination": dest.text, "host": dest.host, "address": address, "port": dest.port,
+        "helo": helo, "timeouts_source": source,
+        "timeouts": {n: getattr(timeouts, n) for n in _TIMEOUT_NAMES},
+        "notes": notes,
+        "probe": _probe_dict(probe),
+        "ladder": None if ladder is None else _ladder_dict(*ladder),
+        "findings": [_finding_dict(f) for f in findings],
+        "problem": worst >= Severity.WARNING,
+    }  # fmt: skip
+
+
+# --- rendering -----------------------------------------------------------------------------
+
+
+def _code(p: dict[str, Any]) -> str:
+    if p["reply_code"] is None:
+        return "-"
+    return f"{p['reply_code']}" + (f" {p['enhanced_code']}" if p["enhanced_code"] else "")
+
+
+def _short(text: str, width: int = 60) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _secs(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
+def _header_lines(doc: dict[str, Any]) -> list[str]:
+    pr = doc["probe"]
+    out = [f"SMTP probe of {doc['destination']} -> {doc['address']} port {doc['port']} as EHLO {doc['helo']}"]
+    out += [f"note: {n}" for n in doc["notes"]]
+    out.append(f"timeouts: {doc['timeouts_source']}")
+    out.append(f"banner: {pr['banner'] or '(none)'}")
+    if pr["masked_banner"]:
+        out.append("masked banner: SMTP-inspecting firewall (Cisco PIX/ASA fixup) in the path")
+    offered = {True: "yes", False: "no", None: "unknown (no EHLO answer)"}[pr["starttls_offered"]]
+    caps = ", ".join(pr["capabilities"]) or "-"
+    out.append(f"capabilities: {caps}; STARTTLS offered: {offered}")
+    tls = pr["tls"]
+    out.append("TLS: " + (f"{tls['protocol']} {tls['cipher']} ({tls['bits']} bits)" if tls else "not used"))
+    return out
+
+
+def _phase_rows(doc: dict[str, Any]) -> list[list[str]]:
+    return [[p["phase"], f"{p['seconds']:.3f}", p["verdict"], f"{p['timeout_param']}={p['timeout']:g}",
+             _code(p), _short(p["text"] or p["detail"])] for p in doc["probe"]["phases"]]  # fmt: skip
+
+
+def _ladder_rows(lad: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for st in lad["steps"]:
+        data = f"{_secs(st['data_seconds'])} s -> {st['data_reply'] or '-'}"
+        eod = f"{_secs(st['eod_seconds'])} s -> {st['eod_reply'] or '-'}"
+        rows.append([str(st["size"]), data, f"{_secs(st['body_seconds'])} s", eod, st["outcome"], st["message_id"]])
+    return rows
+
+
+_PHASE_HEAD = ["phase", "seconds", "verdict", "Postfix timeout", "reply", "text"]
+_LADDER_HEAD = ["size", "DATA -> 354", "body write", "'.' -> reply", "verdict", "Message-ID"]
+
+
+def _table(head: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [head, *rows]]
+
+
+def _finding_line(f: dict[str, Any]) -> str:
+    cause = f" [{f['cause_id']} {f['cause_title']}]" if f["cause_id"] else ""
+    return f"{f['severity']}{cause}: {f['summary']}"
+
+
+def render_text(doc: dict[str, Any]) -> str:
+    out = _header_lines(doc) + [""] + _table(_PHASE_HEAD, _phase_rows(doc))
+    if doc["probe"]["notes"]:
+        out += [""] + [f"* {n}" for n in doc["probe"]["notes"]]
+    lad = doc["ladder"]
+    if lad:
+        out += ["", "End-of-data size ladder:"] + _table(_LADDER_HEAD, _ladder_rows(lad))
+        out += ["", f"conclusion: {lad['kind']}" + (f" ({lad['cause_id']})" if lad["cause_id"] else "")
+                + f": {lad['explanation']}"]  # fmt: skip
+        out += [f"  - {s}" for s in lad["suggestions"]]
+        out.append("Message-IDs sent (look for duplicates at the recipient): " + " ".join(lad["message_ids"]))
+    out += ["", "Findings:"] + [f"  {_finding_line(f)}" for f in doc["findings"]]
+    return "\n".join(out) + "\n"
+
+
+def _md_table(head: list[str], rows: list[list[str]]) -> list[str]:
+    esc = lambda c: c.replace("|", "\\|")  # noqa: E731
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(map(esc, r)) + " |" for r in rows]
+
+
+def render_md(doc: dict[str, Any]) -> str:
+    out = [f"# SMTP probe of {doc['destination']}", ""] + [f"- {ln}" for ln in _header_lines(doc)[1:]]
+    out += ["", "## Phases", ""] + _md_table(_PHASE_HEAD, _phase_rows(doc))
+    if doc["probe"]["notes"]:
+        out += [""] + [f"- {n}" for n in doc["probe"]["notes"]]
+    lad = doc["ladder"]
+    if lad:
+        out += ["", "## End-of-data size ladder", ""] + _md_table(_LADDER_HEAD, _ladder_rows(lad))
+        out += ["", f"**{lad['kind']}**" + (f" ({lad['cause_id']})" if lad["cause_id"] else "") + f": {lad['explanation']}", ""]
+        out += [f"- {s}" for s in lad["suggestions"]]
+        out += ["", "Message-IDs sent: " + ", ".join(f"`{m}`" for m in lad["message_ids"])]
+    out += ["", "## Findings", ""] + [f"- {_finding_line(f)}" for f in doc["findings"]]
+    return "\n".join(out) + "\n"
+
+
+# --- run -----------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace) -> int:
+    dest = parse_destination(args.destination)
+    if args.budget is None or not args.budget > 0 or args.budget > 86400:
+        raise UsageError("--budget must be a number of seconds, 0 < SECONDS <= 86400")
+    sizes = parse_sizes(args.sizes)
+    if args.send_test and not (args.to and args.to.strip()):
+        raise UsageError("--send-test needs --to ADDRESS (a mailbox you control at the destination)")
+    if (args.to or args.sizes) and not args.send_test:
+        raise UsageError("--to and --sizes go with --send-test")
+    target, notice = open_target(args)
+    if isinstance(target, SnapshotTarget):
+        raise PfdiagError("a probe needs a live target: a snapshot (or --demo) is a recording and cannot open connections")
+    if notice and args.format != "json":
+        print(notice, file=sys.stderr)
+    if args.send_test and not act.confirm(
+        f"Send {len(sizes)} REAL test message(s) ({','.join(map(str, sizes))} bytes) to <{args.to}> via {dest.text}?",
+        yes=args.yes, dry_run=False, interactive=sys.stdin.isatty(),
+    ):
+        if not sys.stdin.isatty():
+            raise UsageError("--send-test sends real mail: confirm on a terminal or pass --yes")
+        raise PfdiagError("not confirmed: no test message was sent")
+    addresses, notes = resolve(dest)
+    address = addresses[0]
+    timeouts, source, helo, more = postfix_settings(target, args)
+    notes += more
+    starttls = {"auto": "auto", "yes": True, "no": False}[args.starttls]
+    wrapper = dest.port in SMTPS_PORTS
+    if wrapper:
+        notes.append(f"port {dest.port}: TLS from the first byte (SMTPS wrappermode)")
+    ladder = None
+    try:
+        if args.send_test:
+            t0 = time.monotonic()
+            results = send_test_messages(
+                target, address, dest.port, helo_name=helo, mail_from=args.mail_from, rcpt_to=args.to.strip(),
+                sizes=sizes, timeouts=timeouts, budget_per_message=args.budget / len(sizes), starttls=starttls,
+                wrappermode=wrapper)  # fmt: skip
+            notes.append(f"phases below are from the first test session ({results[0].size} B); "
+                         f"{len(results)} session(s) in {time.monotonic() - t0:.1f} s, budget {args.budget / len(sizes):.3g} s each")
+            probe = results[0].probe
+            ladder = (conclude_ladder(results), results)
+        else:
+            probe = probe_address(target, address, dest.port, helo_name=helo, mail_from=args.mail_from,
+                                  rcpt_to=args.rcpt, timeouts=timeouts, starttls=starttls,
+                                  total_budget=args.budget, wrappermode=wrapper)  # fmt: skip
+    except ConnectRefused as exc:
+        raise PfdiagError(f"a probe needs a live target: {exc}") from None
+    doc = build(dest, address, notes, timeouts, source, helo, probe, ladder)
+    if args.format == "json":
+        text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+    elif args.format == "md":
+        text = render_md(doc)
+    else:
+        text = render_text(doc)
+    sys.stdout.write(text)
+    return EXIT_PROBLEM if doc["problem"] else 0

@@ -1,0 +1,143 @@
+"""pfdiag probe: the command line against loopback peers (tests/peers.py), fast settings."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from diagnose.cli import main
+from diagnose.commands.probe import parse_destination
+from checks.errors import UsageError
+from tests.peers import Banner421Peer, PixPeer, SilentPeer, SizeStallPeer, SlowAfterDotPeer, SmtpPeer
+
+FAST = ["--timeouts", "short", "--helo", "client.test"]
+
+
+def dest(peer) -> str:
+    return f"[{peer.host}]:{peer.port}"
+
+
+def run_json(capsys, *argv: str) -> tuple[int, dict]:
+    code = main(["probe", *argv, "-f", "json"])
+    out = capsys.readouterr().out
+    return code, json.loads(out)
+
+
+def causes(doc: dict) -> set[str]:
+    return {f["cause_id"] for f in doc["findings"] if f["cause_id"]}
+
+
+def test_healthy_peer(capsys):
+    with SmtpPeer() as peer:
+        code, doc = run_json(capsys, dest(peer), *FAST, "--budget", "5", "--rcpt", "someone@peer.test")
+    assert code == 0 and doc["schema"] == "pfdiag.probe/1"
+    phases = [p["phase"] for p in doc["probe"]["phases"]]
+    assert phases[:5] == ["connect", "banner", "ehlo", "mail", "rcpt"]
+    assert {p["verdict"] for p in doc["probe"]["phases"]} == {"ok"}
+    assert doc["probe"]["starttls_offered"] is False and doc["ladder"] is None
+    assert doc["probe"]["phases"][1]["timeout_param"] == "smtp_helo_timeout"
+    assert not peer.messages  # nothing sent by default
+
+
+def test_healthy_peer_text_output(capsys):
+    with SmtpPeer() as peer:
+        code = main(["probe", dest(peer), *FAST, "--budget", "5"])
+    out = capsys.readouterr().out
+    assert code == 0
+    for word in ("banner: 220", "STARTTLS offered: no", "smtp_connect_timeout=10", "Findings:", "timeouts: short"):
+        assert word in out
+
+
+def test_silent_peer_banner_undecided(capsys):
+    with SilentPeer() as peer:
+        code, doc = run_json(capsys, dest(peer), *FAST, "--budget", "0.6")
+    banner = doc["probe"]["phases"][1]
+    assert code == 4 and banner["phase"] == "banner"
+    assert banner["verdict"] in ("undecided", "would-time-out") and banner["cause_id"] == "E04"
+    assert "E04" in causes(doc)
+    assert any(f["cause_title"] for f in doc["findings"] if f["cause_id"] == "E04")
+
+
+def test_421_peer(capsys):
+    with Banner421Peer() as peer:
+        code, doc = run_json(capsys, dest(peer), *FAST, "--budget", "5")
+    assert code == 4 and "E05" in causes(doc)
+    assert doc["probe"]["phases"][1]["reply_code"] == 421
+
+
+def test_pix_masked_banner_note(capsys):
+    with PixPeer() as peer:
+        code = main(["probe", dest(peer), *FAST, "--budget", "5"])
+    out = capsys.readouterr().out
+    assert code == 4
+    assert "masked banner: SMTP-inspecting firewall" in out and "E09" in out
+
+
+def test_slow_after_dot_ladder(capsys):
+    with SlowAfterDotPeer(delay=3.0) as peer:
+        code, doc = run_json(capsys, dest(peer), *FAST, "--budget", "2", "--send-test", "--to", "x@y.test",
+                             "--yes", "--sizes", "300,4096")  # fmt: skip
+    lad = doc["ladder"]
+    assert code == 4 and lad["kind"] == "slow-after-data" and lad["cause_id"] == "E09"
+    assert [st["size"] for st in lad["steps"]] == [300, 4096]
+    assert all(st["data_reply"] == 354 for st in lad["steps"])
+    assert len(lad["message_ids"]) == 2 and lad["suggestions"]
+
+
+def test_size_stall_ladder(capsys):
+    with SizeStallPeer(limit=8192) as peer:
+        code = main(["probe", dest(peer), *FAST, "--budget", "2", "--send-test", "--to", "x@y.test",
+                     "--yes", "--sizes", "300,16384"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 4
+    assert "conclusion: size-correlated-stall" in out and "tracepath" in out
+    assert "Message-IDs sent" in out and "<pfdiag-" in out
+
+
+def test_send_test_without_to_is_usage_error(capsys):
+    assert main(["probe", "[127.0.0.1]:9", "--send-test", "--yes"]) == 2
+    assert "--to" in capsys.readouterr().err
+
+
+def test_send_test_without_yes_and_no_terminal_is_refused(capsys, monkeypatch):
+    monkeypatch.setattr("sys.stdin.isatty", lambda: False, raising=False)
+    assert main(["probe", "[127.0.0.1]:9", "--send-test", "--to", "x@y.test"]) == 2
+    assert "--yes" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("junk", ["", "[127.0.0.1", "[127.0.0.1]:99999", "host:port", "bad host", "a..b",
+                                  "-x.example.net", "[1.2.3]:25", "<x>", "[127.0.0.1]x"])
+def test_junk_destination(capsys, junk):
+    assert main(["probe", junk]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pfdiag: ") and err.count("\n") == 1
+
+
+def test_reserved_name_is_not_resolved(capsys):
+    assert main(["probe", "mx.peer.test", *FAST]) == 1
+    assert ".test names never resolve" in capsys.readouterr().err
+
+
+def test_demo_target_needs_live(capsys):
+    assert main(["probe", "[127.0.0.1]:25", "--demo"]) == 1
+    err = capsys.readouterr().err
+    assert "needs a live target" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("text, host, port, bracketed", [
+    ("[127.0.0.1]:2525", "127.0.0.1", 2525, True),
+    ("[mx.example.net]", "mx.example.net", 25, True),
+    ("mx.example.net:587", "mx.example.net", 587, False),
+    ("example.net", "example.net", 25, False),
+    ("[ipv6:::1]:25", "::1", 25, True),
+    ("2001:db8::1", "2001:db8::1", 25, False),
+])  # fmt: skip
+def test_parse_destination(text, host, port, bracketed):
+    d = parse_destination(text)
+    assert (d.host, d.port, d.bracketed) == (host, port, bracketed)
+
+
+def test_parse_destination_rejects_bad_port():
+    with pytest.raises(UsageError):
+        parse_destination("[127.0.0.1]:0")
