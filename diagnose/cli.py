@@ -40,15 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pfdiag {__version__}")
     parser.add_argument("--debug", action="store_true", help="show a traceback on errors")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
-    from diagnose.commands import logs as logs_cmd
-    from diagnose.commands import queue as queue_cmd
-    from diagnose.commands import config as config_cmd
-    from diagnose.commands import probe as probe_cmd
+    from diagnose.commands import command_modules
 
-    logs_cmd.add_parser(sub)
-    queue_cmd.add_parser(sub)
-    config_cmd.add_parser(sub)
-    probe_cmd.add_parser(sub)
+    for module in command_modules():
+        module.add_parser(sub)
     return parser
 
 

@@ -4,6 +4,8 @@ before/after timeline; --apply runs `postconf -e` + `postfix reload` after confi
 
 from __future__ import annotations
 
+ORDER = 30  # place in pfdiag --help
+
 import argparse
 import dataclasses
 import json

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+ORDER = 10  # place in pfdiag --help
+
 import argparse
 import json
 import re

@@ -3,6 +3,8 @@ own smtp_*_timeout values, and (with --send-test) the end-of-data size ladder (E
 
 from __future__ import annotations
 
+ORDER = 40  # place in pfdiag --help
+
 import argparse
 import ipaddress
 import json

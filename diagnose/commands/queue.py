@@ -3,6 +3,8 @@ guarded queue actions (hold, release, requeue, retry, expire, delete, flush)."""
 
 from __future__ import annotations
 
+ORDER = 20  # place in pfdiag --help
+
 import argparse
 import json
 import sys
