@@ -1,0 +1,204 @@
+"""The built-in checks a diagnosis runs (registered in checks/registry.py BUILTIN_MODULES).
+
+Each is a ``@check`` function ``(ctx) -> list[Finding]``; its docstring is what
+``pfdiag checks`` and ``pfdiag explain`` show. They read what the engine already collected
+from ``ctx.options`` (``collected``: the ConfigReport; ``probe_targets``: next hops worth
+talking to) so that nothing is asked of the mail host twice.
+
+A check that does not apply (a snapshot cannot be probed; no next hop to probe) returns
+an INFO finding that says why, so the report shows what was not looked at.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Mapping, Sequence
+
+from checks.errors import PfdiagError
+from checks.model import Evidence, Finding, Severity
+from checks.registry import Context, check
+
+RFC_DATA_DONE = 600.0  # RFC 5321 4.5.3.2.6: wait at least 10 minutes for the reply to "."
+
+
+def _is_live(ctx: Context) -> bool:
+    from checks.targets import SnapshotTarget
+
+    return not isinstance(ctx.target, SnapshotTarget)
+
+
+def _config_report(ctx: Context) -> Any:
+    from checks.config import read_config
+
+    rep = (ctx.options.get("collected") or {}).get("config_report")
+    return rep if rep is not None else read_config(ctx.target, ctx.options.get("config_dir"))
+
+
+@check("config.timeouts", title="timeout and retry settings", tags=("config",))
+def config_timeouts(ctx: Context) -> list[Finding]:
+    """Postfix's effective timeout, backoff and lifetime settings (main.cf and master.cf -o
+    overrides) against their defaults: a lowered smtp_data_done_timeout makes Postfix give up
+    on a slow receiver early and retry a message that may already have been delivered (E09);
+    other risky values (queue_run_delay above minimal_backoff_time, soft_bounce...) are warnings."""
+    rep = _config_report(ctx)
+    where = ctx.target.where
+    out: list[Finding] = []
+    for name, why in rep.risks:
+        row = next((r for r in rep.rows if r.name == name), None)
+        excerpt = f"{name} = {row.effective}" if row is not None else name
+        cause = "E09" if name == "smtp_data_done_timeout" else None
+        values: dict[str, Any] = {"parameter": name, "effective": row.effective if row else None,
+                                  "default": row.default if row else None}  # fmt: skip
+        if row is not None and getattr(row, "where", None):
+            values["set_in"] = list(row.where)
+        if cause:
+            values["hypothesis"] = "local-timeout"
+            values["seconds"] = _seconds(rep, name)
+        out.append(Finding("config.timeouts", Severity.WARNING, f"{name}: {why}", cause,
+                           (Evidence(f"postconf -h {name}", excerpt, where),), values))  # fmt: skip
+    if not out:
+        out.append(Finding("config.timeouts", Severity.OK, "timeouts, backoff and lifetimes are within safe ranges",
+                           evidence=(Evidence("postconf -n / -d / -P", "", where),)))  # fmt: skip
+    return out
+
+
+def _seconds(rep: Any, name: str) -> float | None:
+    from checks.config import seconds_of
+
+    try:
+        return seconds_of(rep.config, name)
+    except PfdiagError:
+        return None
+
+
+@check("postfix.running", title="is Postfix running", tags=("postfix",))
+def postfix_running(ctx: Context) -> list[Finding]:
+    """Whether the Postfix master process runs (``postfix status``). A stopped Postfix
+    retries nothing: deferred mail then waits however the backoff settings look."""
+    if not _is_live(ctx):
+        return [Finding("postfix.running", Severity.INFO, "a snapshot: whether Postfix ran is not recorded")]
+    argv = ["postfix"] + (["-c", ctx.options["config_dir"]] if ctx.options.get("config_dir") else []) + ["status"]
+    res = ctx.target.run(argv, timeout=20)
+    text = (res.stderr or res.stdout).strip()
+    ev = (Evidence(" ".join(argv), text[:400], ctx.target.where),)
+    if res.ok:
+        return [Finding("postfix.running", Severity.OK, "Postfix is running", evidence=ev)]
+    if "not running" in text:
+        return [Finding("postfix.running", Severity.PROBLEM,
+                        "Postfix is NOT running: nothing is delivered or retried until `postfix start`",
+                        evidence=ev, values={"running": False})]  # fmt: skip
+    return [Finding("postfix.running", Severity.WARNING, f"could not tell whether Postfix runs: {text or res.returncode}",
+                    evidence=ev)]  # fmt: skip
+
+
+def _timeouts(ctx: Context) -> Any:
+    from checks.smtp import PhaseTimeouts
+
+    try:
+        rep = _config_report(ctx)
+        names = {f for f in PhaseTimeouts.__dataclass_fields__}
+        return PhaseTimeouts.from_postconf({k: v for k, v in rep.config.values.items() if k in names and v is not None})
+    except PfdiagError:
+        return PhaseTimeouts()
+
+
+def _helo(ctx: Context) -> str:
+    import socket
+
+    try:
+        values = _config_report(ctx).config.values
+    except PfdiagError:
+        values = {}
+    for name in ("smtp_helo_name", "myhostname"):
+        v = values.get(name)
+        if v and "$" not in v:
+            return v
+    return socket.getfqdn()
+
+
+def _probe_targets(ctx: Context) -> Sequence[Mapping[str, Any]]:
+    return ctx.options.get("probe_targets") or ()
+
+
+@check("smtp.nexthops", title="talk SMTP to the next hops of deferred mail", tags=("smtp", "probe"))
+def smtp_nexthops(ctx: Context) -> list[Finding]:
+    """Talks SMTP, the way Postfix's smtp client does, to the next hops that deferred mail
+    is waiting for (connect, greeting, EHLO, STARTTLS, MAIL FROM; nothing is sent), all at
+    once within the budget, timing each phase against this Postfix's timeouts. A masked
+    greeting (asterisks) gives away an SMTP-inspecting firewall (E09)."""
+    from concurrent.futures import ThreadPoolExecutor, wait
+
+    from checks.smtp import probe_address, to_findings
+
+    if not _is_live(ctx):
+        return [Finding("smtp.nexthops", Severity.INFO, "a snapshot cannot be probed: next hops were not contacted")]
+    hops = list(_probe_targets(ctx))[:10]
+    if not hops:
+        return [Finding("smtp.nexthops", Severity.INFO, "no next hop of deferred mail needs a probe")]
+    budget = float(ctx.options.get("budget") or 60.0)
+    timeouts, helo = _timeouts(ctx), _helo(ctx)
+    started = time.monotonic()
+
+    def one(hop: Mapping[str, Any]) -> list[Finding]:
+        left = max(1.0, budget - (time.monotonic() - started) - 1.0)
+        res = probe_address(ctx.target, hop["host"], int(hop["port"]), helo_name=helo, timeouts=timeouts,
+                            total_budget=left)  # fmt: skip
+        found = to_findings(res)
+        return [_tag(f, hop) for f in found]
+
+    out: list[Finding] = []
+    pool = ThreadPoolExecutor(max_workers=len(hops), thread_name_prefix="pfdiag-probe")
+    futures = {pool.submit(one, hop): hop for hop in hops}
+    finished, pending = wait(futures, timeout=budget)
+    pool.shutdown(wait=False, cancel_futures=True)
+    for fut in futures:
+        hop = futures[fut]
+        if fut in pending:
+            out.append(Finding("smtp.nexthops", Severity.ERROR, f"{hop['host']}:{hop['port']}: probe ran out of budget",
+                               values={"domain": hop.get("domain")}))  # fmt: skip
+        elif fut.exception() is not None:
+            exc = fut.exception()
+            out.append(Finding("smtp.nexthops", Severity.ERROR, f"{hop['host']}:{hop['port']}: probe failed: {exc}",
+                               values={"domain": hop.get("domain")}))  # fmt: skip
+        else:
+            out.extend(fut.result())
+    return out
+
+
+def _tag(f: Finding, hop: Mapping[str, Any]) -> Finding:
+    values = dict(f.values)
+    values.setdefault("domain", hop.get("domain"))
+    values.setdefault("for_cause", hop.get("cause_id"))
+    return Finding(f.check_id, f.severity, f.summary, f.cause_id, f.evidence, values)
+
+
+@check("smtp.eod_ladder", title="end-of-data test with real messages (asked first)", tags=("smtp", "send"))
+def smtp_eod_ladder(ctx: Context) -> list[Finding]:
+    """Only when the operator said yes and named a recipient (answers send_test=yes,
+    test_to=ADDRESS): sends real test messages of growing size to that mailbox through the
+    next hop of its domain and times the body and the reply to "." separately. A stall that
+    starts at a size is a path-MTU black hole; a slow reply at every size is a receiver slow
+    after DATA; failures behind a masked greeting point at an SMTP-inspecting firewall."""
+    from checks.smtp import DEFAULT_LADDER_SIZES, conclude_ladder, send_test_messages, to_findings
+
+    if ctx.answers.get("send_test") != "yes":
+        return [Finding("smtp.eod_ladder", Severity.INFO, "no test message was sent (not asked for)")]
+    rcpt = ctx.answers.get("test_to") or ""
+    if "@" not in rcpt:
+        return [Finding("smtp.eod_ladder", Severity.ERROR, "send_test=yes needs test_to=ADDRESS")]
+    if not _is_live(ctx):
+        return [Finding("smtp.eod_ladder", Severity.INFO, "a snapshot cannot send test messages")]
+    domain = rcpt.rsplit("@", 1)[1].lower()
+    hops = list(_probe_targets(ctx))
+    hop = next((h for h in hops if (h.get("domain") or "").lower() == domain), None)
+    hop = hop or next((h for h in hops if h.get("cause_id") in ("E09", "E10", "E08")), None)
+    if hop is None:
+        return [Finding("smtp.eod_ladder", Severity.ERROR, f"no next hop known for {domain}: no test message was sent")]
+    timeouts, helo = _timeouts(ctx), _helo(ctx)
+    budget = float(ctx.options.get("budget") or 120.0)
+    sizes = tuple(ctx.options.get("ladder_sizes") or DEFAULT_LADDER_SIZES)
+    per = max(5.0, min(timeouts.smtp_data_done_timeout + timeouts.smtp_data_xfer_timeout, budget / max(1, len(sizes))))
+    results = send_test_messages(ctx.target, hop["host"], int(hop["port"]), helo_name=helo,
+                                 mail_from=ctx.answers.get("test_from") or "", rcpt_to=rcpt, sizes=sizes,
+                                 timeouts=timeouts, budget_per_message=per)  # fmt: skip
+    return [_tag(f, hop) for f in to_findings(conclude_ladder(results))]

@@ -1,0 +1,217 @@
+"""pfdiag report: the whole diagnosis without a single question, for tickets and scripts."""
+
+from __future__ import annotations
+
+ORDER = 1  # place in pfdiag --help: the main command
+
+import argparse
+import sys
+from typing import Any
+
+from checks.errors import InputError, UsageError
+from diagnose.target_options import add_target_options
+
+HELP = """\
+Runs the diagnosis (logs, queue and configuration at once, then the checks they call
+for: SMTP probes of the next hops of deferred mail, ...) and writes the root-cause
+report: causes ranked with their confidence, evidence and fix. It never asks: answers
+come from --answer/--answers or safe defaults (no test message is sent unless
+send_test=yes and test_to=ADDRESS are given). Without a local Postfix it says so and
+diagnoses the demo snapshot shipped with pfdiag.
+
+answers (KEY=VALUE):
+  symptom=eod|stuck|slow|none     what was noticed, when nothing is deferred
+  send_test=yes|no                may real test messages be sent (end-of-data test)
+  test_to=ADDRESS                 their recipient: a mailbox you control
+  (target, host and snapshot follow from --host/--snapshot/--demo)
+
+exit status (documented in docs/report-json.md):
+  0 no problem found   4 deferrals with a root cause   5 warnings only
+  1 could not diagnose (evidence unreadable or no deferral explained)   2 usage error
+
+examples:
+  pfdiag report                                 this machine, text for the terminal
+  pfdiag report --demo                          the shipped demo: a full report anywhere
+  pfdiag report -f md --redact -o ticket.md     for a support ticket, addresses redacted
+  pfdiag report --host mx1 -f json              a mail host over SSH
+  pfdiag report --snapshot mx1.tar.gz -f html -o mx1.html
+  pfdiag report --answer send_test=yes --answer test_to=me@example.net
+"""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="the whole diagnosis, no questions: ranked root causes and fixes",
+                       description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    add_report_options(p)
+    p.set_defaults(func=run)
+
+
+def add_report_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--answer", action="append", default=[], metavar="KEY=VALUE", help="an answer (repeatable)")
+    p.add_argument("--answers", metavar="FILE", help="answers from a file: KEY=VALUE lines, or a JSON object")
+    p.add_argument("-f", "--format", choices=("text", "md", "json", "html"), default="text")
+    p.add_argument("-o", "--output", metavar="FILE", help="write the report here instead of stdout")
+    p.add_argument("--redact", action="store_true", help="replace addresses, client IPs and own hostnames with tokens")
+    p.add_argument("--budget", type=float, default=180.0, metavar="SECONDS", help="total time for all checks (default 180)")
+    p.add_argument("--since", metavar="WHEN", help="only log lines since then: 24h, 7d, 2026-11-28T10:00")
+    p.add_argument("-c", "--config-dir", metavar="DIR", help="Postfix configuration directory (postconf -c DIR)")
+    p.add_argument("--log", dest="log_paths", action="append", metavar="PATH", help="log file or directory (default: found)")
+    p.add_argument("--no-plugins", action="store_true", help="run only the built-in checks")
+    add_target_options(p)
+
+
+def read_answers(args: argparse.Namespace) -> dict[str, str]:
+    from diagnose.flow import check_answers
+
+    raw: dict[str, Any] = {}
+    if args.answers:
+        raw.update(_answers_file(args.answers))
+    for item in args.answer:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--answer {item!r}: expected KEY=VALUE")
+        raw[key.strip()] = value.strip()
+    for key in ("target", "host", "snapshot"):
+        if key in raw:
+            raise UsageError(f"answer {key!r} comes from --host/--snapshot/--demo in report mode")
+    answers = check_answers(raw)
+    if getattr(args, "demo", False):
+        answers["target"] = "demo"
+    elif getattr(args, "snapshot", None):
+        answers["target"], answers["snapshot"] = "snapshot", args.snapshot
+    elif getattr(args, "host", None):
+        answers["target"], answers["host"] = "ssh", args.host
+    else:
+        answers["target"] = "local"
+    return answers
+
+
+def _answers_file(path: str) -> dict[str, Any]:
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read answers ({exc.strerror})") from None
+    if text.lstrip().startswith("{"):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        if not isinstance(data, dict):
+            raise InputError(f"{path}: expected a JSON object of answers")
+        return {str(k): str(v) for k, v in data.items()}
+    out = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            raise InputError(f"{path}:{n}: expected KEY=VALUE, got {line!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def session_options(args: argparse.Namespace, interactive: bool = False) -> Any:
+    from diagnose.commands.logs import parse_when
+    from diagnose.session import Options
+
+    if args.budget <= 0:
+        raise UsageError("--budget must be positive")
+    ssh = {k: getattr(args, k) for k in ("identity", "accept_new_host_key", "known_hosts", "ssh_config", "ssh_timeout")
+           if hasattr(args, k)}  # fmt: skip
+    return Options(budget=args.budget, config_dir=args.config_dir, since=parse_when(args.since) if args.since else None,
+                   log_paths=args.log_paths, interactive=interactive, include_plugins=not args.no_plugins, ssh=ssh)  # fmt: skip
+
+
+def open_with_fallback(answers: Any, opts: Any) -> Any:
+    """Like session.open_from_answers; a machine without Postfix gets the demo, with a notice."""
+    from checks.logs import default_sources
+    from diagnose.session import open_from_answers
+
+    target, notice = open_from_answers(answers, opts)
+    if answers.get("target") == "local" and not opts.log_paths:
+        try:
+            default_sources(target)
+        except InputError as exc:
+            probe = target.run(["postconf", "-h", "mail_version"], timeout=10) if _has_postconf(target) else None
+            if probe is None or not probe.ok:
+                answers["target"] = "demo"
+                target, _ = open_from_answers(answers, opts)
+                notice = (f"pfdiag: no Postfix here ({exc}).\n"
+                          "pfdiag: diagnosing the demo snapshot shipped with pfdiag instead (a recorded test-lab Postfix).")  # fmt: skip
+    return target, notice
+
+
+def _has_postconf(target: Any) -> bool:
+    import shutil
+
+    return shutil.which("postconf") is not None
+
+
+def progress_printer(enabled: bool) -> Any:
+    """Progress lines on stderr in a terminal; nothing otherwise (never in the report)."""
+    if not enabled:
+        return lambda *a: None
+
+    def show(step: str, state: str, detail: str) -> None:
+        mark = {"start": "..", "ok": "ok", "error": "!!", "timeout": "!!", "skipped": "--"}.get(state, state)
+        text = detail if state == "start" else (detail or "")
+        print(f"  [{mark}] {step}{': ' + text if text else ''}", file=sys.stderr, flush=True)
+
+    return show
+
+
+def render(doc: dict[str, Any], fmt: str, to_tty: bool) -> str:
+    from diagnose import report
+
+    if fmt == "json":
+        return report.to_json(doc)
+    if fmt == "md":
+        return report.render_markdown(doc)
+    if fmt == "html":
+        from diagnose.html import render_html
+
+        return render_html(doc)
+    import shutil
+
+    return report.render_text(doc, width=min(120, shutil.get_terminal_size((100, 24)).columns), color=to_tty)
+
+
+def redact(doc: dict[str, Any]) -> dict[str, Any]:
+    from diagnose.redact import Redactor
+
+    own = [x for x in (doc.get("target", {}).get("where"),) if x]
+    red = Redactor(own_hostnames=own)
+    out = red.value(doc)
+    out["redacted"] = True
+    return out
+
+
+def write(text: str, output: str | None) -> None:
+    if output:
+        try:
+            with open(output, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        except OSError as exc:
+            raise InputError(f"{output}: cannot write ({exc.strerror})") from None
+    else:
+        sys.stdout.write(text)
+
+
+def run(args: argparse.Namespace) -> int:
+    from diagnose import report, session
+
+    answers = read_answers(args)
+    opts = session_options(args)
+    show = progress_printer(sys.stderr.isatty() and args.format != "json")
+    outcome = session.run(session.report_mode_answerer, answers, opts, show, open_target=open_with_fallback)
+    for notice in outcome.notices:
+        print(notice, file=sys.stderr)
+    doc = report.build(outcome.facts, outcome.answers)
+    if args.redact:
+        doc = redact(doc)
+    write(render(doc, args.format, args.output is None and sys.stdout.isatty()), args.output)
+    return int(doc["verdict"]["exit_code"])

@@ -1,0 +1,184 @@
+"""From the evidence of one diagnosis to ranked causes (pure: no I/O).
+
+A cause is ranked by where it was seen and how much mail it holds up:
+
+* root causes before collateral (``delivery temporarily suspended`` is the consequence of
+  an earlier failure: it is counted under its inner cause and a bare E11 ranks last);
+* then by impact: recipients waiting in the queue now, then messages deferred in the logs;
+* confidence says how sure the attribution is: the exact Postfix text was matched (base),
+  seen both in the logs and in the queue, confirmed by a check (a probe, the config), and
+  for the end-of-data timeout (E09/E10) the best-supported underlying cause.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+from checks.model import Finding, Severity
+from diagnose.causes import Cause, get_cause
+from diagnose.eod import Hypothesis, hypotheses
+
+PROBE_FAMILIES = ("connection", "tls", "reply")
+EOD_CAUSES = ("E09", "E10")
+REMOTE_FAMILIES = ("reply",)
+_RELAY = re.compile(r"relay=(?P<host>[^\[\s,]+)\[(?P<addr>[^\]]+)\]:(?P<port>\d+)")
+_HOP = re.compile(r"(?:connect to|conversation with|connection with|host|to) (?P<host>[^\[\s]+)\[(?P<addr>[^\]]+)\](?::(?P<port>\d+))?")
+
+
+@dataclass
+class RankedCause:
+    id: str
+    cause: Cause
+    queued_recipients: int = 0
+    queued_messages: int = 0
+    log_deferrals: int = 0
+    log_messages: int = 0
+    collateral_lines: int = 0
+    domains: list[tuple[str, int]] = field(default_factory=list)
+    relays: list[tuple[str, int]] = field(default_factory=list)
+    first_seen: str | None = None
+    last_seen: str | None = None
+    examples: list[str] = field(default_factory=list)  # real log lines / queue reasons
+    delays: dict[str, Any] | None = None
+    delays_meaning: list[str] = field(default_factory=list)
+    confirmations: list[Finding] = field(default_factory=list)
+    why: list[str] = field(default_factory=list)  # how the confidence was reached, in words
+    confidence: float = 0.0
+    hypotheses: list[Hypothesis] = field(default_factory=list)
+    duplicates_possible: int = 0
+    hop: dict[str, Any] | None = None  # {"host", "addr", "port"} from a real log line
+    queue_ids: list[str] = field(default_factory=list)
+
+    @property
+    def root(self) -> bool:
+        return self.cause.root
+
+    @property
+    def impact(self) -> int:
+        return self.queued_recipients * 2 + self.log_messages
+
+    @property
+    def top_domain(self) -> str | None:
+        return self.domains[0][0] if self.domains else None
+
+
+def confidence_label(x: float) -> str:
+    return "high" if x >= 0.8 else "medium" if x >= 0.5 else "low"
+
+
+def hop_of(text: str) -> dict[str, Any] | None:
+    m = _RELAY.search(text) or _HOP.search(text)
+    if not m:
+        return None
+    port = m.group("port")
+    return {"host": m.group("host"), "addr": m.group("addr"), "port": int(port) if port else None}
+
+
+def _cause_or_unclassified(cid: str) -> Cause:
+    try:
+        return get_cause(cid)
+    except KeyError:
+        return get_cause("unclassified")
+
+
+def rank(logs: Mapping[str, Any] | None, queue: Mapping[str, Any] | None, findings: Iterable[Finding],
+         timeouts: Mapping[str, float] | None = None) -> list[RankedCause]:  # fmt: skip
+    found = list(findings)
+    table: dict[str, RankedCause] = {}
+
+    def get(cid: str) -> RankedCause:
+        if cid not in table:
+            table[cid] = RankedCause(cid, _cause_or_unclassified(cid))
+        return table[cid]
+
+    log_causes = {c["id"]: c for c in (logs or {}).get("causes", [])}
+    for cid, c in log_causes.items():
+        rc = get(cid)
+        rc.log_deferrals, rc.log_messages = int(c.get("deferrals", 0)), int(c.get("messages", 0))
+        rc.collateral_lines = int(c.get("collateral", 0))
+        rc.domains = [(d, int(n)) for d, n in c.get("top_domains", [])]
+        rc.relays = [(r, int(n)) for r, n in c.get("top_relays", [])]
+        rc.first_seen, rc.last_seen = c.get("first_seen"), c.get("last_seen")
+        if c.get("example"):
+            rc.examples.append(c["example"])
+            rc.hop = hop_of(c["example"])
+        rc.delays, rc.delays_meaning = c.get("delays"), list(c.get("delays_meaning") or [])
+    for g in (queue or {}).get("groups", []):
+        cid = g.get("cause_id")
+        if not cid or cid == "no-reason":
+            continue
+        rc = get(cid)
+        rc.queued_recipients += int(g.get("recipients", 0))
+        ids = [m for m in g.get("messages", []) if m not in rc.queue_ids]
+        rc.queue_ids.extend(ids)
+        rc.queued_messages = len(rc.queue_ids)
+        if g.get("domain") and all(d != g["domain"] for d, _ in rc.domains):
+            rc.domains.append((g["domain"], int(g.get("recipients", 0))))
+        if g.get("example_reason") and len(rc.examples) < 3:
+            rc.examples.append(g["example_reason"])
+            rc.hop = rc.hop or hop_of(g["example_reason"])
+
+    eod = (logs or {}).get("end_of_data") or {}
+    for rc in table.values():
+        _confidence(rc, found, log_causes, eod, timeouts)
+    return sorted(table.values(), key=lambda r: (not r.root, r.id == "unclassified", -r.impact, -r.confidence, r.id))
+
+
+def _confidence(rc: RankedCause, found: list[Finding], log_causes: Mapping[str, Any], eod: Mapping[str, Any],
+                timeouts: Mapping[str, float] | None) -> None:  # fmt: skip
+    if rc.id == "unclassified":
+        rc.confidence = 0.25
+        rc.why.append("no known Postfix message matched: the reason text is kept verbatim below")
+        return
+    c = 0.6
+    rc.why.append("the deferral text matches Postfix's own message for this cause")
+    if rc.log_deferrals and rc.queued_recipients:
+        c += 0.15
+        rc.why.append(f"seen in the logs ({rc.log_deferrals} deferrals) and still in the queue "
+                      f"({rc.queued_recipients} recipients)")  # fmt: skip
+    elif rc.queued_recipients:
+        c += 0.1
+        rc.why.append(f"{rc.queued_recipients} recipient(s) wait in the queue with this reason")
+    elif rc.log_deferrals:
+        rc.why.append(f"seen in the logs only ({rc.log_deferrals} deferrals); nothing with this reason is queued now")
+        c -= 0.1
+    for f in found:
+        if f.cause_id == rc.id and f.severity >= Severity.WARNING and f.check_id != "config.timeouts":
+            rc.confirmations.append(f)
+    if rc.confirmations:
+        c += 0.2
+        rc.why.append("confirmed by a check: " + rc.confirmations[0].summary)
+    if rc.id in EOD_CAUSES:
+        rc.hypotheses = hypotheses(log_causes.get(rc.id, {"id": rc.id}), eod, timeouts, found)
+        rc.duplicates_possible = int(eod.get("delivered_later_possible_duplicates") or 0)
+        if rc.hypotheses:
+            best = rc.hypotheses[0]
+            rc.why.append(f"most likely underlying cause: {best.title.lower()} ({confidence_label(best.score)} "
+                          f"confidence)")  # fmt: skip
+            c += 0.1 * best.score
+        for f in found:
+            if f.check_id == "config.timeouts" and f.cause_id == rc.id:
+                rc.confirmations.append(f)
+    rc.confidence = round(max(0.05, min(0.98, c)), 2)
+
+
+def probe_targets(ranked: Iterable[RankedCause], limit: int = 10) -> list[dict[str, Any]]:
+    """The next hops worth talking to: those of root causes that happen on the wire, with a
+    port known from a real log line. Deduplicated by address and port, most important first."""
+    out: list[dict[str, Any]] = []
+    seen: set[tuple[str, int]] = set()
+    for rc in ranked:
+        if not rc.root or rc.cause.family not in PROBE_FAMILIES or not rc.hop:
+            continue
+        port = rc.hop.get("port") or 25
+        key = (rc.hop["addr"], port)
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append({"host": rc.hop["addr"], "name": rc.hop["host"], "port": port, "domain": rc.top_domain,
+                    "cause_id": rc.id})  # fmt: skip
+        if len(out) >= limit:
+            break
+    return out

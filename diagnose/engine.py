@@ -1,0 +1,215 @@
+"""Run what a diagnosis needs, concurrently and within a time budget, and keep what came back.
+
+A diagnosis gathers evidence in two rounds:
+
+1. *collect*: the logs analysis, the queue report and the configuration report, at once
+   (three daemon threads; each is what ``pfdiag logs|queue|config`` computes);
+2. *checks*: every registered check (built-in and plugins, checks/registry.py), with the
+   collected facts in ``Context.options["facts"]``, again at once. The built-in probe checks
+   read the facts to decide which next hops to talk to.
+
+A step that fails or runs out of budget becomes a StepStatus with the reason; the facts
+that did come back are kept. One broken step or plugin never stops a diagnosis.
+Correlating the evidence into ranked causes is diagnose/correlate.py's job.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from checks.errors import PfdiagError
+from checks.model import Evidence, Finding, Severity
+from checks.registry import CheckSpec, Context, LoadProblem, load_checks
+from checks.targets import Target
+
+DEFAULT_BUDGET = 180.0
+Progress = Callable[[str, str, str], None]  # (step id, state: start|ok|error|timeout|skipped, detail)
+
+
+@dataclass
+class StepStatus:
+    id: str
+    title: str
+    state: str = "pending"  # ok | error | timeout | skipped
+    seconds: float = 0.0
+    detail: str = ""
+    where: str = ""
+
+
+@dataclass
+class Facts:
+    """Everything one diagnosis saw. Plain dicts so that reports and tests can read them."""
+
+    where: str
+    logs: dict[str, Any] | None = None
+    queue: dict[str, Any] | None = None
+    config: dict[str, Any] | None = None
+    config_report: Any = None  # checks.config.ConfigReport, handed to the checks
+    probe_targets: list[dict[str, Any]] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    steps: list[StepStatus] = field(default_factory=list)
+    plugin_problems: list[LoadProblem] = field(default_factory=list)
+    live: bool = True  # False for snapshots: nothing can be probed
+    started: float = field(default_factory=time.time)
+
+
+def _noop(step: str, state: str, detail: str) -> None:
+    pass
+
+
+def run_parallel(jobs: Mapping[str, tuple[str, Callable[[], Any]]], budget: float, where: str,
+                 progress: Progress = _noop) -> tuple[dict[str, Any], list[StepStatus]]:  # fmt: skip
+    """Run each job in a daemon thread; wait for all of them until ``budget`` seconds.
+
+    A job still running at the deadline is reported as a timeout and abandoned (daemon
+    threads do not keep pfdiag alive); its result, if it ever comes, is ignored."""
+    results: dict[str, Any] = {}
+    statuses = {jid: StepStatus(jid, title, where=where) for jid, (title, _) in jobs.items()}
+    done = {jid: threading.Event() for jid in jobs}
+    lock = threading.Lock()
+
+    def work(jid: str, func: Callable[[], Any]) -> None:
+        st = statuses[jid]
+        t0 = time.monotonic()
+        try:
+            value = func()
+            state, detail = "ok", ""
+        except PfdiagError as exc:
+            value, state, detail = None, "error", str(exc)
+        except Exception as exc:  # a bug or a broken plugin: reported, never fatal
+            value, state, detail = None, "error", f"{type(exc).__name__}: {exc}"
+        with lock:
+            if st.state == "pending":
+                st.state, st.detail, st.seconds = state, detail, round(time.monotonic() - t0, 3)
+                results[jid] = value
+        progress(jid, state, detail)
+        done[jid].set()
+
+    deadline = time.monotonic() + budget
+    for jid, (_, func) in jobs.items():
+        progress(jid, "start", statuses[jid].title)
+        threading.Thread(target=work, args=(jid, func), name=f"pfdiag-{jid}", daemon=True).start()
+    for jid, ev in done.items():
+        if not ev.wait(max(0.0, deadline - time.monotonic())):
+            with lock:
+                st = statuses[jid]
+                if st.state == "pending":
+                    st.state, st.seconds = "timeout", round(budget, 3)
+                    st.detail = f"did not finish within the {budget:g} s budget"
+                    progress(jid, "timeout", st.detail)
+    return results, list(statuses.values())
+
+
+# ------------------------------------------------------------------ round 1: collect
+
+
+def collect_logs(target: Target, since: float | None, paths: list[str] | None = None) -> dict[str, Any]:
+    from checks.logs import default_sources, resolve_sources
+    from diagnose.commands.logs import effective_timeouts
+    from diagnose.delays import DEFAULT_TIMEOUTS
+    from diagnose.logreport import to_dict
+    from diagnose.logscan import analyse_logs
+
+    sources = resolve_sources(target, paths) if paths else default_sources(target)
+    analysis, stats = analyse_logs(target, sources, since, None)
+    timeouts, source = effective_timeouts(target)
+    report = to_dict(analysis, stats, since, None, timeouts)
+    report["timeouts"] = {"source": source, "values": timeouts or DEFAULT_TIMEOUTS}
+    return report
+
+
+def collect_queue(target: Target, config_dir: str | None) -> dict[str, Any]:
+    from checks.queue import read_queue
+    from diagnose.commands.queue import _config, build_report
+
+    read = read_queue(target, config_dir)
+    settings, cfg = _config(target, config_dir, read.notes)
+    return build_report(read, settings, target, cfg.queue_directory if cfg else None)
+
+
+def collect_config(target: Target, config_dir: str | None) -> tuple[dict[str, Any], Any]:
+    from checks.config import read_config
+    from diagnose.commands.config import build
+
+    rep = read_config(target, config_dir)
+    return build(rep, {}), rep
+
+
+def collect(target: Target, *, budget: float = DEFAULT_BUDGET, config_dir: str | None = None,
+            log_paths: list[str] | None = None, since: float | None = None, progress: Progress = _noop) -> Facts:  # fmt: skip
+    """Round 1: logs, queue and configuration at once, within ``budget`` seconds."""
+    from checks.targets import SnapshotTarget
+    from diagnose.correlate import probe_targets, rank
+
+    facts = Facts(where=target.where, live=not isinstance(target, SnapshotTarget))
+    jobs = {
+        "logs": ("read the Postfix logs", lambda: collect_logs(target, since, log_paths)),
+        "queue": ("read the mail queue", lambda: collect_queue(target, config_dir)),
+        "config": ("read the configuration", lambda: collect_config(target, config_dir)),
+    }
+    results, steps = run_parallel(jobs, budget, target.where, progress)
+    facts.logs, facts.queue = results.get("logs"), results.get("queue")
+    if results.get("config"):
+        facts.config, facts.config_report = results["config"]
+    facts.steps.extend(steps)
+    for st in steps:
+        if st.state in ("error", "timeout"):
+            facts.findings.append(Finding(f"collect.{st.id}", Severity.ERROR, f"{st.title}: {st.detail}",
+                                          evidence=(Evidence(st.title, st.detail, target.where),)))  # fmt: skip
+    facts.probe_targets = probe_targets(rank(facts.logs, facts.queue, []))
+    return facts
+
+
+def gather(target: Target, answers: Mapping[str, str], *, budget: float = DEFAULT_BUDGET,
+           config_dir: str | None = None, log_paths: list[str] | None = None, since: float | None = None,
+           progress: Progress = _noop, include_plugins: bool = True) -> Facts:  # fmt: skip
+    """Both rounds; about ``budget`` seconds at most (two thirds for collecting, the rest
+    and anything left over for the checks)."""
+    t0 = time.monotonic()
+    facts = collect(target, budget=budget * 2 / 3, config_dir=config_dir, log_paths=log_paths, since=since,
+                    progress=progress)  # fmt: skip
+    remaining = max(5.0, budget - (time.monotonic() - t0))
+    run_checks(facts, target, answers, remaining, config_dir, progress, include_plugins)
+    return facts
+
+
+# ------------------------------------------------------------------ round 2: registered checks
+
+
+def run_checks(facts: Facts, target: Target, answers: Mapping[str, str], budget: float, config_dir: str | None,
+               progress: Progress = _noop, include_plugins: bool = True) -> None:  # fmt: skip
+    specs, problems = load_checks(include_plugins=include_plugins)
+    facts.plugin_problems.extend(problems)
+    ctx = Context(target=target, answers=dict(answers),
+                  options={"collected": {"config_report": facts.config_report}, "probe_targets": facts.probe_targets,
+                           "config_dir": config_dir, "budget": budget})  # fmt: skip
+    jobs: dict[str, tuple[str, Callable[[], Any]]] = {}
+    for spec in specs:
+        jobs[spec.id] = (spec.title, _runner(spec, ctx))
+    results, steps = run_parallel(jobs, budget, target.where, progress)
+    by_id = {s.id: s for s in specs}
+    for st in steps:
+        spec = by_id[st.id]
+        found = results.get(st.id) or []
+        if st.state in ("error", "timeout"):
+            facts.findings.append(Finding(st.id, Severity.ERROR, f"check {st.id} ({spec.origin}) {st.state}: {st.detail}",
+                                          evidence=(Evidence(f"check {st.id}", st.detail, target.where),)))  # fmt: skip
+        facts.findings.extend(found)
+    for prob in problems:
+        facts.findings.append(Finding("plugins", Severity.ERROR, f"plugin {prob.origin} could not be loaded: {prob.error}",
+                                      evidence=(Evidence(prob.origin, prob.error, "local"),)))  # fmt: skip
+    facts.steps.extend(steps)
+
+
+def _runner(spec: CheckSpec, ctx: Context) -> Callable[[], list[Finding]]:
+    def call() -> list[Finding]:
+        out = list(spec.func(ctx) or ())
+        bad = [f for f in out if not isinstance(f, Finding)]
+        if bad:
+            raise TypeError(f"returned {type(bad[0]).__name__}, not Finding")
+        return out
+
+    return call

@@ -1,0 +1,174 @@
+"""The decision model of a diagnosis: what to ask, what to run, when to stop. Pure.
+
+``next_step(answers, state)`` looks at what the operator has answered and what the
+evidence already shows, and returns the one next thing to do:
+
+  Ask(question)   only what the evidence cannot settle: where the Postfix is, what the
+                  symptom is (only when nothing is deferred), whether test messages may be
+                  sent and to whom (only for an end-of-data problem on a live target),
+                  whether to act on the queue (only when there is something to act on);
+  Run(phase)      "collect" (logs, queue, config) or "checks" (probes and the rest);
+  Done()          write the report.
+
+The wizard (questions on a terminal) and ``pfdiag report`` (answers from flags, a file or
+defaults) are two answerers of this same model, so the same answers give the same report.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from checks.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Question:
+    key: str
+    kind: str  # select | confirm | text
+    message: str
+    choices: tuple[tuple[str, str], ...] = ()  # (value, label)
+    default: str | None = None  # used by report mode when not answered; None = required there
+    validate: str | None = None  # name of a validator in VALIDATORS
+    help: str = ""
+
+
+@dataclass(frozen=True)
+class Ask:
+    question: Question
+
+
+@dataclass(frozen=True)
+class Run:
+    phase: str  # collect | checks
+
+
+@dataclass(frozen=True)
+class Done:
+    pass
+
+
+@dataclass(frozen=True)
+class State:
+    """What the evidence says so far (diagnose.flow_state builds it from Facts)."""
+
+    collected: bool = False
+    checked: bool = False
+    live: bool = True
+    deferred: bool = False  # any deferral in the logs or the queue
+    eod: bool = False  # an end-of-data timeout (E09/E10) among the causes
+    queue_actions: int = 0  # guarded queue actions the report offers
+    interactive: bool = False  # the wizard may offer to act; report mode never acts
+
+
+Step = Ask | Run | Done
+
+_ADDR = re.compile(r"^[^@\s<>\"(),;:\\\[\]]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
+_HOST = re.compile(r"^(?:[A-Za-z0-9_.-]+@)?(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)(?::\d{1,5})?$")
+
+
+def valid_address(text: str) -> str | None:
+    """None when fine, else why not (questionary shows the message)."""
+    t = text.strip()
+    if not _ADDR.match(t) or ".." in t.split("@", 1)[1]:
+        return "an e-mail address like postmaster@example.net (a mailbox you control)"
+    return None
+
+
+def valid_host(text: str) -> str | None:
+    t = text.strip()
+    if not t or not _HOST.match(t):
+        return "[user@]host[:port] or an ssh_config alias"
+    host = t.split("@", 1)[-1]
+    if host.startswith("["):
+        try:
+            ipaddress.ip_address(host[1 : host.index("]")])
+        except ValueError:
+            return "the address in [...] is not an IP address"
+    return None
+
+
+def valid_bundle(text: str) -> str | None:
+    return None if os.path.exists(text.strip()) else f"no such file or directory: {text.strip()}"
+
+
+VALIDATORS = {"address": valid_address, "host": valid_host, "bundle": valid_bundle}
+
+Q_TARGET = Question("target", "select", "Where is the Postfix whose mail is stuck?",
+                    (("local", "this machine"), ("ssh", "a mail host over SSH"),
+                     ("snapshot", "a snapshot bundle (pfdiag snapshot)"), ("demo", "the demo snapshot shipped with pfdiag")),
+                    default="local")  # fmt: skip
+Q_HOST = Question("host", "text", "SSH host ([user@]host[:port] or an ssh_config alias):", validate="host")
+Q_SNAPSHOT = Question("snapshot", "text", "Path of the snapshot bundle (.tar.gz or directory):", validate="bundle")
+Q_SYMPTOM = Question("symptom", "select", "Nothing is deferred right now. What did you notice?",
+                     (("eod", "'timed out while sending end of data' in the log"),
+                      ("stuck", "mail stays in the queue"), ("slow", "mail arrives late"),
+                      ("none", "nothing specific: a health check")),
+                     default="none")  # fmt: skip
+Q_SEND = Question("send_test", "confirm",
+                  "End-of-data timeouts: may pfdiag send 6 small-to-large REAL test messages to a mailbox you name, "
+                  "to tell a path-MTU problem from a slow receiver?", default="no",
+                  help="each message carries a clear subject and a Message-ID the report quotes")  # fmt: skip
+Q_TO = Question("test_to", "text", "Recipient of the test messages (a mailbox you control at the affected domain):",
+                validate="address")  # fmt: skip
+Q_ACT = Question("act_on_queue", "confirm", "Review the queue actions now (each is shown and confirmed separately)?",
+                 default="no")  # fmt: skip
+
+QUESTIONS = {q.key: q for q in (Q_TARGET, Q_HOST, Q_SNAPSHOT, Q_SYMPTOM, Q_SEND, Q_TO, Q_ACT)}
+
+
+def next_step(answers: Mapping[str, str], state: State) -> Step:
+    a = answers
+    if "target" not in a:
+        return Ask(Q_TARGET)
+    if a["target"] == "ssh" and "host" not in a:
+        return Ask(Q_HOST)
+    if a["target"] == "snapshot" and "snapshot" not in a:
+        return Ask(Q_SNAPSHOT)
+    if not state.collected:
+        return Run("collect")
+    if not state.checked:
+        if not state.deferred and "symptom" not in a:
+            return Ask(Q_SYMPTOM)
+        wants_eod = state.eod or a.get("symptom") == "eod"
+        if state.live and wants_eod and "send_test" not in a:
+            return Ask(Q_SEND)
+        if a.get("send_test") == "yes" and "test_to" not in a:
+            return Ask(Q_TO)
+        return Run("checks")
+    if state.interactive and state.queue_actions and "act_on_queue" not in a:
+        return Ask(Q_ACT)
+    return Done()
+
+
+def check_answers(answers: Mapping[str, str]) -> dict[str, str]:
+    """Validate answers given up front (flags, a file): unknown keys, choices, formats."""
+    out: dict[str, str] = {}
+    for key, value in answers.items():
+        q = QUESTIONS.get(key)
+        if q is None:
+            raise UsageError(f"unknown answer {key!r}: known are {', '.join(sorted(QUESTIONS))}")
+        value = str(value).strip()
+        if q.kind == "confirm":
+            low = value.lower()
+            if low not in ("yes", "no", "y", "n", "true", "false"):
+                raise UsageError(f"answer {key} must be yes or no, not {value!r}")
+            value = "yes" if low in ("yes", "y", "true") else "no"
+        elif q.kind == "select" and value not in {v for v, _ in q.choices}:
+            raise UsageError(f"answer {key} must be one of {', '.join(v for v, _ in q.choices)}, not {value!r}")
+        elif q.validate:
+            why = VALIDATORS[q.validate](value)
+            if why:
+                raise UsageError(f"answer {key}={value!r}: expected {why}")
+        out[key] = value
+    return out
+
+
+def default_answer(q: Question) -> str:
+    """Report mode never prompts: a question without a safe default is a usage error."""
+    if q.default is None:
+        raise UsageError(f"missing answer: {q.key} ({q.message.rstrip(':')}); give it with --answer {q.key}=...")
+    return q.default

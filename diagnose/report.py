@@ -1,0 +1,357 @@
+"""The root-cause report: one dict (schema pfdiag.report/1, docs/report-json.md) and its
+renderings. Renderers return strings and never print; redaction is a pass over the dict.
+
+Exit codes of ``pfdiag report`` (and of the wizard) follow the verdict:
+  0 no problem found, 4 deferrals with a root cause, 5 warnings only, 1 could not diagnose
+  (the evidence could not be read, or no deferral could be explained); 2 usage error.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Mapping
+
+from checks.model import Finding, Severity
+from diagnose import __version__
+from diagnose.correlate import EOD_CAUSES, REMOTE_FAMILIES, RankedCause, confidence_label, rank
+from diagnose.engine import Facts
+
+SCHEMA = "pfdiag.report/1"
+EXIT = {"no-problem": 0, "root-cause": 4, "warnings": 5, "undiagnosed": 1}
+HEADLINES = {
+    "no-problem": "No deferred mail and nothing risky found",
+    "root-cause": "Deferred mail: root cause found",
+    "warnings": "No deferred mail, but warnings",
+    "undiagnosed": "Could not diagnose",
+}
+MAX_CAUSES = 12
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def _fill(text: str, rc: RankedCause) -> str:
+    hop = rc.hop or {}
+    subs = {"<domain>": rc.top_domain, "<addr>": hop.get("addr"), "<host>": hop.get("host"),
+            "<port>": str(hop["port"]) if hop.get("port") else None, "<mx-host>": hop.get("host")}  # fmt: skip
+    for key, value in subs.items():
+        if value:
+            text = text.replace(key, value)
+    return text
+
+
+def _fix_kind(text: str) -> str:
+    low = text.lower()
+    if "postmaster@" in low or "contact" in low or low.startswith("ask "):
+        return "contact"
+    if "master.cf" in low:
+        return "master.cf"
+    if "postconf -e" in low or "postconf -x" in low or "main.cf" in low:
+        return "postconf"
+    if "pfdiag queue" in low or "postqueue" in low or "postsuper" in low:
+        return "queue"
+    return "action"
+
+
+def _fixes(rc: RankedCause) -> list[dict[str, str]]:
+    fixes = list(rc.cause.fixes)
+    if rc.id in EOD_CAUSES and rc.hypotheses:
+        keys = [k for h in rc.hypotheses[:2] for k in h.fix_keywords]
+        chosen = [f for f in fixes if any(f.startswith(k) or k in f[:40] for k in keys)]
+        rest = [f for f in fixes if f not in chosen and ("twice" in f or "duplicate" in f.lower())]
+        fixes = chosen + rest or fixes
+    out = [{"kind": _fix_kind(f), "text": _fill(f, rc)} for f in fixes]
+    if rc.cause.family in REMOTE_FAMILIES and rc.top_domain and not any(f["kind"] == "contact" for f in out):
+        out.append({"kind": "contact", "text": f"The cause is on the receiving side: contact postmaster@{rc.top_domain}"})
+    return out
+
+
+def _queue_actions(rc: RankedCause) -> list[dict[str, Any]]:
+    """Guarded pfdiag queue commands for the mail of this cause, gentlest first."""
+    if not rc.queued_recipients:
+        return []
+    sel = ["--cause", rc.id]
+    acts = [
+        {"action": "retry", "argv": ["pfdiag", "queue", "retry", *sel],
+         "why": "after the fix: try this mail now instead of waiting for the next retry (postqueue -i per message)"},
+        {"action": "hold", "argv": ["pfdiag", "queue", "hold", *sel],
+         "why": "while you fix it: keep the mail, stop the retries (release it later with pfdiag queue release)"},
+    ]  # fmt: skip
+    if rc.id in EOD_CAUSES:
+        acts.reverse()  # every retry may deliver a duplicate: hold first
+    return acts
+
+
+def _evidence(rc: RankedCause, facts: Facts) -> list[dict[str, str]]:
+    where = facts.where
+    out = [{"kind": "log" if i == 0 and rc.log_deferrals else "queue" if not rc.log_deferrals else "log",
+            "source": "mail log" if rc.log_deferrals and i == 0 else "postqueue -j", "excerpt": ex, "where": where}
+           for i, ex in enumerate(rc.examples[:3])]  # fmt: skip
+    for m in rc.delays_meaning[:2]:
+        out.append({"kind": "delays", "source": "delays=a/b/c/d in the log", "excerpt": m, "where": where})
+    for f in rc.confirmations[:4]:
+        for ev in f.evidence[:1]:
+            out.append({"kind": "check", "source": f"{f.check_id}: {ev.source}", "excerpt": f.summary, "where": ev.where})
+    return out
+
+
+def _cause_dict(i: int, rc: RankedCause, facts: Facts) -> dict[str, Any]:
+    c = rc.cause
+    return {
+        "rank": i, "id": rc.id, "slug": c.slug, "title": c.title, "family": c.family, "root_cause": rc.root,
+        "confidence": rc.confidence, "confidence_label": confidence_label(rc.confidence), "why": rc.why,
+        "impact": {"queued_recipients": rc.queued_recipients, "queued_messages": rc.queued_messages,
+                   "log_deferrals": rc.log_deferrals, "log_messages": rc.log_messages,
+                   "collateral_lines": rc.collateral_lines},
+        "domains": [{"domain": d, "count": n} for d, n in rc.domains[:8]],
+        "relays": [{"relay": r, "count": n} for r, n in rc.relays[:5]],
+        "next_hop": rc.hop, "first_seen": rc.first_seen, "last_seen": rc.last_seen,
+        "meaning": c.meaning, "evidence": _evidence(rc, facts),
+        "underlying": [{"id": h.id, "title": h.title, "score": round(h.score, 2), "label": confidence_label(h.score),
+                        "evidence": h.evidence, "against": h.against} for h in rc.hypotheses],
+        "possible_duplicates": rc.duplicates_possible if rc.id in EOD_CAUSES else None,
+        "fixes": _fixes(rc), "confirm_with": [_fill(x, rc) for x in c.checks],
+        "queue_actions": _queue_actions(rc), "queue_ids": rc.queue_ids[:50],
+    }  # fmt: skip
+
+
+def _finding_dict(f: Finding) -> dict[str, Any]:
+    return {"check": f.check_id, "severity": str(f.severity), "summary": f.summary, "cause_id": f.cause_id,
+            "evidence": [{"source": e.source, "excerpt": e.excerpt, "where": e.where} for e in f.evidence]}  # fmt: skip
+
+
+def _retry(facts: Facts) -> dict[str, Any] | None:
+    cfg = facts.config or {}
+    if not cfg.get("timeline"):
+        return None
+    return {"settings": cfg.get("settings"), "timeline": cfg.get("timeline"), "risks": cfg.get("risks", [])}
+
+
+def _queue_summary(facts: Facts) -> dict[str, Any] | None:
+    q = facts.queue
+    if q is None:
+        return None
+    fcs = [m["forecast"] for m in q.get("messages", []) if m.get("forecast")]
+    nxt = min((f["next_attempt_earliest"] for f in fcs), default=None)
+    exp = min((f["expires_at"] for f in fcs), default=None)
+    arrivals = [{"arrival": m["arrival_time"], "queue": m["queue_name"],
+                 "causes": sorted({r["cause_id"] for r in m["recipients"] if r.get("cause_id")})}
+                for m in q.get("messages", [])[:2000]]  # fmt: skip
+    return {"counts": q.get("counts"), "total_messages": q.get("total_messages"),
+            "total_recipients": q.get("total_recipients"), "oldest": q.get("oldest"),
+            "next_attempt": nxt, "first_expiry": exp, "now": q.get("now"), "arrivals": arrivals,
+            "notes": q.get("notes", [])}  # fmt: skip
+
+
+def build(facts: Facts, answers: Mapping[str, str]) -> dict[str, Any]:
+    timeouts = ((facts.logs or {}).get("timeouts") or {}).get("values")
+    ranked = rank(facts.logs, facts.queue, facts.findings, timeouts)
+    causes = [_cause_dict(i + 1, rc, facts) for i, rc in enumerate(ranked[:MAX_CAUSES])]
+    warnings = [f for f in facts.findings if f.severity in (Severity.WARNING, Severity.PROBLEM) and not f.cause_id]
+    warnings += [f for f in facts.findings if f.check_id == "config.timeouts" and f.severity >= Severity.WARNING and f.cause_id]
+    errors = [f for f in facts.findings if f.severity == Severity.ERROR]
+    deferred = bool(ranked) or bool(((facts.queue or {}).get("counts") or {}).get("deferred"))
+    evidence_failed = facts.logs is None and facts.queue is None
+    if evidence_failed or (deferred and (not ranked or all(r.id == "unclassified" for r in ranked))):
+        status = "undiagnosed"
+    elif deferred:
+        status = "root-cause"
+    elif warnings:
+        status = "warnings"
+    else:
+        status = "no-problem"
+    top = causes[0] if causes else None
+    headline = HEADLINES[status]
+    if top and status == "root-cause":
+        headline = f"{top['id']} {top['title']}"
+        if top["underlying"]:
+            headline += f" - most likely: {top['underlying'][0]['title'].lower()}"
+    return {
+        "schema": SCHEMA,
+        "pfdiag_version": __version__,
+        "generated": _iso(time.time()),
+        "target": {"where": facts.where, "live": facts.live},
+        "answers": dict(answers),
+        "verdict": {"status": status, "exit_code": EXIT[status], "headline": headline,
+                    "summary": _summary(status, ranked, facts)},
+        "causes": causes,
+        "more_causes": max(0, len(ranked) - MAX_CAUSES),
+        "warnings": [_finding_dict(f) for f in warnings],
+        "errors": [_finding_dict(f) for f in errors],
+        "findings": [_finding_dict(f) for f in facts.findings],
+        "queue": _queue_summary(facts),
+        "retry": _retry(facts),
+        "log_window": (facts.logs or {}).get("window"),
+        "log_input": {k: v for k, v in ((facts.logs or {}).get("input") or {}).items() if k != "files"} or None,
+        "outcomes": (facts.logs or {}).get("outcomes"),
+        "end_of_data": (facts.logs or {}).get("end_of_data"),
+        "steps": [{"id": s.id, "title": s.title, "state": s.state, "seconds": s.seconds, "detail": s.detail,
+                   "where": s.where} for s in facts.steps],
+        "probed": facts.probe_targets,
+    }  # fmt: skip
+
+
+def _summary(status: str, ranked: list[RankedCause], facts: Facts) -> str:
+    if status == "undiagnosed" and facts.logs is None and facts.queue is None:
+        return "neither the logs nor the queue could be read: see the errors below"
+    roots = [r for r in ranked if r.root and r.id != "unclassified"]
+    if not roots:
+        return "nothing is deferred" if status != "undiagnosed" else "deferrals found, but none matched a known cause"
+    waiting = sum(r.queued_recipients for r in ranked)
+    parts = [f"{len(roots)} root cause(s)", f"{waiting} recipient(s) waiting in the queue"]
+    dup = next((r.duplicates_possible for r in ranked if r.id in EOD_CAUSES and r.duplicates_possible), 0)
+    if dup:
+        parts.append(f"{dup} message(s) may have been delivered twice (end-of-data timeout, then a later success)")
+    return "; ".join(parts)
+
+
+# ------------------------------------------------------------------ renderings
+
+
+def to_json(doc: Mapping[str, Any]) -> str:
+    import json
+
+    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+
+
+def _ago(ts: float | None, now: float | None) -> str:
+    if ts is None or now is None:
+        return "-"
+    s = ts - now
+    sign = "in " if s >= 0 else ""
+    s = abs(s)
+    text = f"{s:.0f} s" if s < 120 else f"{s / 60:.0f} min" if s < 7200 else f"{s / 3600:.1f} h" if s < 172800 else f"{s / 86400:.1f} d"
+    return f"{sign}{text}" + ("" if sign else " ago")
+
+
+def render_markdown(doc: Mapping[str, Any]) -> str:
+    v = doc["verdict"]
+    out = [f"# pfdiag report: {v['headline']}", "",
+           f"- **Verdict:** {v['status']} (exit {v['exit_code']}) - {v['summary']}",
+           f"- **Where:** `{doc['target']['where']}`" + ("" if doc["target"]["live"] else " (recorded snapshot)"),
+           f"- **Generated:** {doc['generated']} by pfdiag {doc['pfdiag_version']}", ""]  # fmt: skip
+    q = doc.get("queue")
+    if q:
+        counts = ", ".join(f"{k} {n}" for k, n in (q.get("counts") or {}).items() if n)
+        out += [f"- **Queue:** {q.get('total_messages', 0)} message(s) ({counts or 'empty'}); "
+                f"next retry {_ago(q.get('next_attempt'), q.get('now'))}; first expiry {_ago(q.get('first_expiry'), q.get('now'))}", ""]  # fmt: skip
+    if doc["causes"]:
+        out += ["## Causes, most important first", "",
+                "| # | Cause | Confidence | Queued rcpts | Deferred msgs (log) | Top destination |",
+                "|---|---|---|---|---|---|"]  # fmt: skip
+        for c in doc["causes"]:
+            dom = c["domains"][0]["domain"] if c["domains"] else "-"
+            root = "" if c["root_cause"] else " (collateral)"
+            out.append(f"| {c['rank']} | {c['id']} {_md(c['title'])}{root} | {c['confidence_label']} ({c['confidence']:.2f}) "
+                       f"| {c['impact']['queued_recipients']} | {c['impact']['log_messages']} | {dom} |")  # fmt: skip
+        out.append("")
+        for c in doc["causes"][:5]:
+            out += _md_cause(c)
+    if doc["warnings"]:
+        out += ["## Warnings", ""] + [f"- {_md(w['summary'])}" for w in doc["warnings"]] + [""]
+    if doc.get("retry"):
+        t = doc["retry"]["timeline"]
+        out += ["## Retry schedule", "", f"Attempts after arrival: {t.get('summary')}; "
+                f"{t.get('attempt_count')} attempts before the message expires and bounces "
+                f"(after {_dur(t.get('lifetime'))}).", ""]  # fmt: skip
+    if doc["errors"]:
+        out += ["## What could not be checked", ""] + [f"- {_md(e['summary'])}" for e in doc["errors"]] + [""]
+    out += ["## Checks run", "", "| Check | State | Seconds | Where |", "|---|---|---|---|"]
+    out += [f"| {s['id']} | {s['state']} | {s['seconds']:.2f} | {s['where']} |" for s in doc["steps"]]
+    return "\n".join(out) + "\n"
+
+
+def _md(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _dur(seconds: float | None) -> str:
+    if not seconds:
+        return "-"
+    return f"{seconds / 86400:g} d" if seconds >= 86400 else f"{seconds / 3600:g} h"
+
+
+def _md_cause(c: Mapping[str, Any]) -> list[str]:
+    out = [f"### {c['rank']}. {c['id']} {c['title']}", "", c["meaning"], ""]
+    out += [f"- confidence **{c['confidence_label']}**: " + "; ".join(c["why"])]
+    if c.get("possible_duplicates"):
+        out.append(f"- **{c['possible_duplicates']} message(s) may have been delivered twice**")
+    out.append("")
+    if c["underlying"]:
+        out += ["Underlying cause, best supported first:", ""]
+        for h in c["underlying"]:
+            out.append(f"1. **{h['title']}** ({h['label']}, {h['score']:.2f})")
+            out += [f"   - {_md(e)}" for e in h["evidence"]] + [f"   - against: {_md(a)}" for a in h["against"]]
+        out.append("")
+    if c["evidence"]:
+        out += ["Evidence:", "", "```"] + [f"[{e['where']}] {e['excerpt']}" for e in c["evidence"]] + ["```", ""]
+    if c["fixes"]:
+        out += ["Fix:", ""] + [f"- ({f['kind']}) {_md(f['text'])}" for f in c["fixes"]] + [""]
+    if c["queue_actions"]:
+        out += ["Queue (guarded: dry run and confirmation first):", ""]
+        out += [f"- `{' '.join(a['argv'])}` - {a['why']}" for a in c["queue_actions"]] + [""]
+    return out
+
+
+def render_text(doc: Mapping[str, Any], width: int = 100, color: bool = False) -> str:
+    """For the terminal: rich panels and tables."""
+    from io import StringIO
+
+    from rich.console import Console
+    from rich.panel import Panel
+    from rich.table import Table
+
+    buf = StringIO()
+    con = Console(file=buf, width=width, force_terminal=color, color_system="standard" if color else None,
+                  highlight=False, soft_wrap=False)  # fmt: skip
+    v = doc["verdict"]
+    style = {"root-cause": "bold red", "warnings": "yellow", "no-problem": "green", "undiagnosed": "bold magenta"}[v["status"]]
+    body = f"{v['summary']}\nwhere: {doc['target']['where']}" + ("" if doc["target"]["live"] else " (recorded snapshot)")
+    q = doc.get("queue")
+    if q:
+        counts = ", ".join(f"{k} {n}" for k, n in (q.get("counts") or {}).items() if n)
+        body += (f"\nqueue: {q.get('total_messages', 0)} message(s) ({counts or 'empty'}); next retry "
+                 f"{_ago(q.get('next_attempt'), q.get('now'))}; first expiry {_ago(q.get('first_expiry'), q.get('now'))}")  # fmt: skip
+    con.print(Panel(body, title=f"[{style}]{v['headline']}[/]", title_align="left"))
+    if doc["causes"]:
+        t = Table(title="Causes, most important first", title_justify="left", expand=False)
+        for col in ("#", "cause", "confidence", "queued", "log msgs", "destination"):
+            t.add_column(col, overflow="fold")
+        for c in doc["causes"]:
+            dom = c["domains"][0]["domain"] if c["domains"] else "-"
+            t.add_row(str(c["rank"]), f"{c['id']} {c['title']}" + ("" if c["root_cause"] else " (collateral)"),
+                      f"{c['confidence_label']} {c['confidence']:.2f}", str(c["impact"]["queued_recipients"]),
+                      str(c["impact"]["log_messages"]), dom)  # fmt: skip
+        con.print(t)
+        for c in doc["causes"][:3]:
+            con.print()
+            con.print(f"[bold]{c['rank']}. {c['id']} {c['title']}[/]  ({c['confidence_label']} confidence)")
+            con.print(f"  {c['meaning']}")
+            for w in c["why"]:
+                con.print(f"  - {w}")
+            if c.get("possible_duplicates"):
+                con.print(f"  [bold red]! {c['possible_duplicates']} message(s) may have been delivered twice[/]")
+            for h in c["underlying"][:3]:
+                con.print(f"  [bold]? {h['title']}[/] ({h['label']} {h['score']:.2f})")
+                for e in h["evidence"]:
+                    con.print(f"      + {e}")
+                for a in h["against"]:
+                    con.print(f"      - {a}")
+            for e in c["evidence"][:3]:
+                con.print(f"  [dim]evidence ({e['where']}):[/] {e['excerpt']}", overflow="fold")
+            for f in c["fixes"][:4]:
+                con.print(f"  [green]fix ({f['kind']}):[/] {f['text']}", overflow="fold")
+            for a in c["queue_actions"]:
+                con.print(f"  [cyan]queue:[/] {' '.join(a['argv'])}  [dim]{a['why']}[/]", overflow="fold")
+    for w in doc["warnings"]:
+        con.print(f"[yellow]warning:[/] {w['summary']}", overflow="fold")
+    if doc.get("retry"):
+        t = doc["retry"]["timeline"]
+        con.print(f"\n[bold]Retry schedule[/] (after arrival): {t.get('summary')}; {t.get('attempt_count')} attempts "
+                  f"before the message expires after {_dur(t.get('lifetime'))}")  # fmt: skip
+    for e in doc["errors"]:
+        con.print(f"[magenta]not checked:[/] {e['summary']}", overflow="fold")
+    if doc.get("more_causes"):
+        con.print(f"[dim]{doc['more_causes']} more cause(s) in the JSON/Markdown report[/]")
+    return buf.getvalue()

@@ -1,0 +1,116 @@
+"""Drive the flow (diagnose/flow.py) with an answerer until the report is ready.
+
+The answerer is the only difference between the wizard (questionary on a terminal) and
+``pfdiag report`` (answers given up front, defaults for the rest, never a prompt). It may
+return BACK to undo its last answer: answers that decided where to look throw the
+evidence away; answers that decided the checks re-run only the checks.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from checks.targets import Target
+from diagnose import engine, flow
+from diagnose.correlate import EOD_CAUSES, rank
+
+BACK = object()
+Answerer = Callable[[flow.Question, Mapping[str, str]], Any]  # -> str or BACK
+_WHERE_KEYS = ("target", "host", "snapshot")
+_CHECK_KEYS = ("symptom", "send_test", "test_to")
+
+
+@dataclass
+class Options:
+    budget: float = engine.DEFAULT_BUDGET
+    config_dir: str | None = None
+    since: float | None = None
+    log_paths: list[str] | None = None
+    interactive: bool = False
+    include_plugins: bool = True
+    ssh: Mapping[str, Any] = field(default_factory=dict)  # extra --host options (identity, known hosts...)
+
+
+@dataclass
+class Outcome:
+    facts: engine.Facts
+    answers: dict[str, str]
+    target: Target
+    notices: list[str]
+
+
+def state_of(facts: engine.Facts | None, checked: bool, interactive: bool) -> flow.State:
+    if facts is None:
+        return flow.State(interactive=interactive)
+    ranked = rank(facts.logs, facts.queue, facts.findings)
+    deferred = bool(ranked) or bool(((facts.queue or {}).get("counts") or {}).get("deferred"))
+    actions = sum(1 for r in ranked if r.queued_recipients and facts.live)
+    return flow.State(True, checked, facts.live, deferred, any(r.id in EOD_CAUSES for r in ranked), actions, interactive)
+
+
+def open_from_answers(answers: Mapping[str, str], opts: Options) -> tuple[Target, str | None]:
+    from diagnose.target_options import open_target
+
+    kind = answers.get("target", "local")
+    ns = argparse.Namespace(snapshot=None, demo=False, host=None, **dict(opts.ssh))
+    if kind == "demo":
+        ns.demo = True
+    elif kind == "snapshot":
+        ns.snapshot = answers["snapshot"]
+    elif kind == "ssh":
+        ns.host = answers["host"]
+    return open_target(ns)
+
+
+def run(answer: Answerer, given: Mapping[str, str], opts: Options,
+        progress: engine.Progress = engine._noop,
+        open_target: Callable[[Mapping[str, str], Options], tuple[Target, str | None]] = open_from_answers) -> Outcome:  # fmt: skip
+    answers = dict(given)
+    asked: list[str] = []
+    facts: engine.Facts | None = None
+    target: Target | None = None
+    checked = False
+    notices: list[str] = []
+    while True:
+        step = flow.next_step(answers, state_of(facts, checked, opts.interactive))
+        if isinstance(step, flow.Ask):
+            value = answer(step.question, answers)
+            if value is BACK:
+                if not asked:
+                    continue
+                key = asked.pop()
+                answers.pop(key, None)
+                if key in _WHERE_KEYS:
+                    facts, target, checked = None, None, False
+                elif key in _CHECK_KEYS and facts is not None:
+                    checked = False
+                    _forget_checks(facts)
+                continue
+            answers[step.question.key] = str(value)
+            asked.append(step.question.key)
+        elif isinstance(step, flow.Run) and step.phase == "collect":
+            target, notice = open_target(answers, opts)
+            if notice:
+                notices.append(notice)
+            facts = engine.collect(target, budget=opts.budget * 2 / 3, config_dir=opts.config_dir,
+                                   log_paths=opts.log_paths, since=opts.since, progress=progress)  # fmt: skip
+        elif isinstance(step, flow.Run):
+            assert facts is not None and target is not None
+            engine.run_checks(facts, target, answers, max(10.0, opts.budget / 3), opts.config_dir, progress,
+                              opts.include_plugins)  # fmt: skip
+            checked = True
+        else:
+            assert facts is not None and target is not None
+            return Outcome(facts, answers, target, notices)
+
+
+def _forget_checks(facts: engine.Facts) -> None:
+    keep = {"logs", "queue", "config"}
+    facts.steps = [s for s in facts.steps if s.id in keep]
+    facts.findings = [f for f in facts.findings if f.check_id.startswith("collect.")]
+
+
+def report_mode_answerer(question: flow.Question, answers: Mapping[str, str]) -> str:
+    return flow.default_answer(question)
