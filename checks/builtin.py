@@ -83,7 +83,8 @@ def postfix_running(ctx: Context) -> list[Finding]:
     ev = (Evidence(" ".join(argv), text[:400], ctx.target.where),)
     if res.ok:
         return [Finding("postfix.running", Severity.OK, "Postfix is running", evidence=ev)]
-    if "not running" in text:
+    # postfix-script exits 1 when the master is not running; its message may go to syslog only
+    if "not running" in text or (res.returncode == 1 and not text):
         return [Finding("postfix.running", Severity.PROBLEM,
                         "Postfix is NOT running: nothing is delivered or retried until `postfix start`",
                         evidence=ev, values={"running": False})]  # fmt: skip

@@ -769,3 +769,8 @@ def get_cause(cause_id: str) -> Cause:
     if found is None:
         raise KeyError(f"unknown cause id {cause_id!r}")
     return found
+
+
+def all_causes() -> list[Cause]:
+    """Every catalog entry in id order, "unclassified" last."""
+    return [*_CATALOG, UNCLASSIFIED]

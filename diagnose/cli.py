@@ -47,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _wizard(argv: list[str]) -> int:
+    """`pfdiag` alone on a terminal: the guided wizard, with report's options."""
+    return main(["wizard", *argv])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
@@ -54,7 +59,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser = build_parser()
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
+            if sys.stdin.isatty() and sys.stdout.isatty():
+                return _wizard(argv)
             parser.print_help()
+            print("\n(run pfdiag in a terminal for the guided wizard, or pfdiag report for the same diagnosis without questions)")
             return 0
         return int(args.func(args) or 0)
     except PfdiagError as exc:

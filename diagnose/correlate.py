@@ -83,8 +83,14 @@ def _cause_or_unclassified(cid: str) -> Cause:
         return get_cause("unclassified")
 
 
+def _in_domain(name: str, domain: str) -> bool:
+    name, domain = name.lower().rstrip("."), domain.lower().rstrip(".")
+    return name == domain or name.endswith("." + domain)
+
+
 def rank(logs: Mapping[str, Any] | None, queue: Mapping[str, Any] | None, findings: Iterable[Finding],
-         timeouts: Mapping[str, float] | None = None) -> list[RankedCause]:  # fmt: skip
+         timeouts: Mapping[str, float] | None = None, domain: str | None = None) -> list[RankedCause]:  # fmt: skip
+    """Ranked causes; with ``domain``, only those seen for mail to that domain (or its subdomains)."""
     found = list(findings)
     table: dict[str, RankedCause] = {}
 
@@ -94,20 +100,34 @@ def rank(logs: Mapping[str, Any] | None, queue: Mapping[str, Any] | None, findin
         return table[cid]
 
     log_causes = {c["id"]: c for c in (logs or {}).get("causes", [])}
+    # With a domain, the counts come from that domain's own rows (logs: per domain and
+    # cause; queue: per cause and domain), not from the causes' totals.
+    focus = {}
+    if domain:
+        for row in (logs or {}).get("domains", []):
+            if _in_domain(row.get("domain", ""), domain):
+                for cid, n in (row.get("causes") or {}).items():
+                    focus[cid] = focus.get(cid, 0) + int(n)
     for cid, c in log_causes.items():
+        if domain and cid not in focus:
+            continue
         rc = get(cid)
-        rc.log_deferrals, rc.log_messages = int(c.get("deferrals", 0)), int(c.get("messages", 0))
+        if domain:
+            rc.log_deferrals = rc.log_messages = focus[cid]
+            rc.domains = [(d, int(n)) for d, n in c.get("top_domains", []) if _in_domain(d, domain)]
+        else:
+            rc.log_deferrals, rc.log_messages = int(c.get("deferrals", 0)), int(c.get("messages", 0))
+            rc.domains = [(d, int(n)) for d, n in c.get("top_domains", [])]
+            rc.relays = [(r, int(n)) for r, n in c.get("top_relays", [])]
         rc.collateral_lines = int(c.get("collateral", 0))
-        rc.domains = [(d, int(n)) for d, n in c.get("top_domains", [])]
-        rc.relays = [(r, int(n)) for r, n in c.get("top_relays", [])]
         rc.first_seen, rc.last_seen = c.get("first_seen"), c.get("last_seen")
-        if c.get("example"):
+        if c.get("example") and (not domain or domain.lower() in c["example"].lower()):
             rc.examples.append(c["example"])
             rc.hop = hop_of(c["example"])
         rc.delays, rc.delays_meaning = c.get("delays"), list(c.get("delays_meaning") or [])
     for g in (queue or {}).get("groups", []):
         cid = g.get("cause_id")
-        if not cid or cid == "no-reason":
+        if not cid or cid == "no-reason" or (domain and not _in_domain(g.get("domain") or "", domain)):
             continue
         rc = get(cid)
         rc.queued_recipients += int(g.get("recipients", 0))
@@ -116,7 +136,7 @@ def rank(logs: Mapping[str, Any] | None, queue: Mapping[str, Any] | None, findin
         rc.queued_messages = len(rc.queue_ids)
         if g.get("domain") and all(d != g["domain"] for d, _ in rc.domains):
             rc.domains.append((g["domain"], int(g.get("recipients", 0))))
-        if g.get("example_reason") and len(rc.examples) < 3:
+        if g.get("example_reason") and len(rc.examples) < 3 and g["example_reason"] not in rc.examples:
             rc.examples.append(g["example_reason"])
             rc.hop = rc.hop or hop_of(g["example_reason"])
 

@@ -139,7 +139,8 @@ def collect_config(target: Target, config_dir: str | None) -> tuple[dict[str, An
 
 
 def collect(target: Target, *, budget: float = DEFAULT_BUDGET, config_dir: str | None = None,
-            log_paths: list[str] | None = None, since: float | None = None, progress: Progress = _noop) -> Facts:  # fmt: skip
+            log_paths: list[str] | None = None, since: float | None = None, progress: Progress = _noop,
+            domain: str | None = None) -> Facts:  # fmt: skip
     """Round 1: logs, queue and configuration at once, within ``budget`` seconds."""
     from checks.targets import SnapshotTarget
     from diagnose.correlate import probe_targets, rank
@@ -159,7 +160,7 @@ def collect(target: Target, *, budget: float = DEFAULT_BUDGET, config_dir: str |
         if st.state in ("error", "timeout"):
             facts.findings.append(Finding(f"collect.{st.id}", Severity.ERROR, f"{st.title}: {st.detail}",
                                           evidence=(Evidence(st.title, st.detail, target.where),)))  # fmt: skip
-    facts.probe_targets = probe_targets(rank(facts.logs, facts.queue, []))
+    facts.probe_targets = probe_targets(rank(facts.logs, facts.queue, [], domain=domain))
     return facts
 
 

@@ -34,6 +34,7 @@ class Hypothesis:
     evidence: list[str] = field(default_factory=list)
     against: list[str] = field(default_factory=list)
     fix_keywords: tuple[str, ...] = ()
+    measured: bool = False  # a test measured it just now: log-based doubts do not outweigh it
 
 
 TITLES = {
@@ -104,14 +105,14 @@ def hypotheses(cause: Mapping[str, Any] | None, end_of_data: Mapping[str, Any] |
             h.evidence.append(f"a probe of {f.values.get('host')}:{f.values.get('port')} got a masked greeting")
         ladder = f.values.get("ladder")
         if ladder == "inspecting-firewall":
-            hs["firewall"].score = 0.9
+            hs["firewall"].score, hs["firewall"].measured = 0.9, True
             hs["firewall"].evidence.append(f"the end-of-data test: {f.summary}")
         elif ladder == "size-correlated-stall":
-            hs["pmtu"].score = 0.9
+            hs["pmtu"].score, hs["pmtu"].measured = 0.9, True
             hs["pmtu"].evidence.append(f"the end-of-data test: {f.summary}")
         elif ladder == "slow-after-data":
             key = "nat-idle" if f.cause_id == "E10" and lost_form else "slow-receiver"
-            hs[key].score = max(hs[key].score, 0.85)
+            hs[key].score, hs[key].measured = max(hs[key].score, 0.85), True
             hs[key].evidence.append(f"the end-of-data test: {f.summary}")
         elif ladder == "healthy":
             for key in ("pmtu", "slow-receiver", "firewall"):
@@ -130,7 +131,10 @@ def hypotheses(cause: Mapping[str, Any] | None, end_of_data: Mapping[str, Any] |
         hs["slow-receiver"].evidence.append(f"small messages fail as well ({_sizes(eod)}): not a size problem")
 
     # the wait itself
-    if d_med is not None and not lost_form and _near(d_med, done_timeout) and done_timeout >= RFC_DATA_DONE:
+    # A full timeout of silence fits a slow receiver, but also a black hole that swallowed the
+    # last packets: it only speaks for the receiver when small messages failed as well.
+    if (d_med is not None and not lost_form and _near(d_med, done_timeout) and done_timeout >= RFC_DATA_DONE
+            and large is not True):
         hs["slow-receiver"].score = max(hs["slow-receiver"].score, 0.5)
         hs["slow-receiver"].evidence.append(f"d (the wait after '.') is {d_med:g} s: the full "
                                             f"{done_timeout:g} s timeout ran out in silence")  # fmt: skip
@@ -153,7 +157,7 @@ def hypotheses(cause: Mapping[str, Any] | None, end_of_data: Mapping[str, Any] |
         hs["sporadic"].evidence.append(f"{len(domains)} destinations, at most 2 failures each")
 
     for h in hs.values():
-        if h.against:
+        if h.against and not h.measured:
             h.score *= 0.5
     ranked = sorted((h for h in hs.values() if h.score > 0), key=lambda h: -h.score)
     return ranked

@@ -95,7 +95,14 @@ def valid_bundle(text: str) -> str | None:
     return None if os.path.exists(text.strip()) else f"no such file or directory: {text.strip()}"
 
 
-VALIDATORS = {"address": valid_address, "host": valid_host, "bundle": valid_bundle}
+_DOMAIN = re.compile(r"^(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(?:\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?$")
+
+
+def valid_domain(text: str) -> str | None:
+    return None if _DOMAIN.match(text.strip()) else "a domain name like example.com"
+
+
+VALIDATORS = {"address": valid_address, "host": valid_host, "bundle": valid_bundle, "domain": valid_domain}
 
 Q_TARGET = Question("target", "select", "Where is the Postfix whose mail is stuck?",
                     (("local", "this machine"), ("ssh", "a mail host over SSH"),
@@ -117,7 +124,11 @@ Q_TO = Question("test_to", "text", "Recipient of the test messages (a mailbox yo
 Q_ACT = Question("act_on_queue", "confirm", "Review the queue actions now (each is shown and confirmed separately)?",
                  default="no")  # fmt: skip
 
-QUESTIONS = {q.key: q for q in (Q_TARGET, Q_HOST, Q_SNAPSHOT, Q_SYMPTOM, Q_SEND, Q_TO, Q_ACT)}
+# Never asked: the evidence names the destinations. Given (--domain, --answer domain=...), it
+# focuses the diagnosis on the mail to that domain, as in "mail to example.com is stuck".
+Q_DOMAIN = Question("domain", "text", "Only the mail to this domain:", default="", validate="domain")
+
+QUESTIONS = {q.key: q for q in (Q_TARGET, Q_HOST, Q_SNAPSHOT, Q_SYMPTOM, Q_SEND, Q_TO, Q_ACT, Q_DOMAIN)}
 
 
 def next_step(answers: Mapping[str, str], state: State) -> Step:

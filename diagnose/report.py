@@ -146,12 +146,13 @@ def _queue_summary(facts: Facts) -> dict[str, Any] | None:
 
 def build(facts: Facts, answers: Mapping[str, str]) -> dict[str, Any]:
     timeouts = ((facts.logs or {}).get("timeouts") or {}).get("values")
-    ranked = rank(facts.logs, facts.queue, facts.findings, timeouts)
+    domain = answers.get("domain") or None
+    ranked = rank(facts.logs, facts.queue, facts.findings, timeouts, domain=domain)
     causes = [_cause_dict(i + 1, rc, facts) for i, rc in enumerate(ranked[:MAX_CAUSES])]
     warnings = [f for f in facts.findings if f.severity in (Severity.WARNING, Severity.PROBLEM) and not f.cause_id]
     warnings += [f for f in facts.findings if f.check_id == "config.timeouts" and f.severity >= Severity.WARNING and f.cause_id]
     errors = [f for f in facts.findings if f.severity == Severity.ERROR]
-    deferred = bool(ranked) or bool(((facts.queue or {}).get("counts") or {}).get("deferred"))
+    deferred = bool(ranked) or (not domain and bool(((facts.queue or {}).get("counts") or {}).get("deferred")))
     evidence_failed = facts.logs is None and facts.queue is None
     if evidence_failed or (deferred and (not ranked or all(r.id == "unclassified" for r in ranked))):
         status = "undiagnosed"

@@ -20,6 +20,7 @@ BACK = object()
 Answerer = Callable[[flow.Question, Mapping[str, str]], Any]  # -> str or BACK
 _WHERE_KEYS = ("target", "host", "snapshot")
 _CHECK_KEYS = ("symptom", "send_test", "test_to")
+_NOT_ASKED = ("domain",)
 
 
 @dataclass
@@ -41,11 +42,11 @@ class Outcome:
     notices: list[str]
 
 
-def state_of(facts: engine.Facts | None, checked: bool, interactive: bool) -> flow.State:
+def state_of(facts: engine.Facts | None, checked: bool, interactive: bool, domain: str | None = None) -> flow.State:
     if facts is None:
         return flow.State(interactive=interactive)
-    ranked = rank(facts.logs, facts.queue, facts.findings)
-    deferred = bool(ranked) or bool(((facts.queue or {}).get("counts") or {}).get("deferred"))
+    ranked = rank(facts.logs, facts.queue, facts.findings, domain=domain)
+    deferred = bool(ranked) or (not domain and bool(((facts.queue or {}).get("counts") or {}).get("deferred")))
     actions = sum(1 for r in ranked if r.queued_recipients and facts.live)
     return flow.State(True, checked, facts.live, deferred, any(r.id in EOD_CAUSES for r in ranked), actions, interactive)
 
@@ -74,7 +75,7 @@ def run(answer: Answerer, given: Mapping[str, str], opts: Options,
     checked = False
     notices: list[str] = []
     while True:
-        step = flow.next_step(answers, state_of(facts, checked, opts.interactive))
+        step = flow.next_step(answers, state_of(facts, checked, opts.interactive, answers.get("domain") or None))
         if isinstance(step, flow.Ask):
             value = answer(step.question, answers)
             if value is BACK:
@@ -95,7 +96,8 @@ def run(answer: Answerer, given: Mapping[str, str], opts: Options,
             if notice:
                 notices.append(notice)
             facts = engine.collect(target, budget=opts.budget * 2 / 3, config_dir=opts.config_dir,
-                                   log_paths=opts.log_paths, since=opts.since, progress=progress)  # fmt: skip
+                                   log_paths=opts.log_paths, since=opts.since, progress=progress,
+                                   domain=answers.get("domain") or None)  # fmt: skip
         elif isinstance(step, flow.Run):
             assert facts is not None and target is not None
             engine.run_checks(facts, target, answers, max(10.0, opts.budget / 3), opts.config_dir, progress,

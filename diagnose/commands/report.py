@@ -23,6 +23,7 @@ answers (KEY=VALUE):
   symptom=eod|stuck|slow|none     what was noticed, when nothing is deferred
   send_test=yes|no                may real test messages be sent (end-of-data test)
   test_to=ADDRESS                 their recipient: a mailbox you control
+  domain=DOMAIN                   only the mail to this domain (the same as --domain)
   (target, host and snapshot follow from --host/--snapshot/--demo)
 
 exit status (documented in docs/report-json.md):
@@ -53,6 +54,7 @@ def add_report_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", metavar="FILE", help="write the report here instead of stdout")
     p.add_argument("--redact", action="store_true", help="replace addresses, client IPs and own hostnames with tokens")
     p.add_argument("--budget", type=float, default=180.0, metavar="SECONDS", help="total time for all checks (default 180)")
+    p.add_argument("--domain", metavar="DOMAIN", help="only the mail to this domain (and its subdomains)")
     p.add_argument("--since", metavar="WHEN", help="only log lines since then: 24h, 7d, 2026-11-28T10:00")
     p.add_argument("-c", "--config-dir", metavar="DIR", help="Postfix configuration directory (postconf -c DIR)")
     p.add_argument("--log", dest="log_paths", action="append", metavar="PATH", help="log file or directory (default: found)")
@@ -74,6 +76,8 @@ def read_answers(args: argparse.Namespace) -> dict[str, str]:
     for key in ("target", "host", "snapshot"):
         if key in raw:
             raise UsageError(f"answer {key!r} comes from --host/--snapshot/--demo in report mode")
+    if getattr(args, "domain", None):
+        raw["domain"] = args.domain
     answers = check_answers(raw)
     if getattr(args, "demo", False):
         answers["target"] = "demo"

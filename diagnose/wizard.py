@@ -1,0 +1,159 @@
+"""The guided wizard: ``pfdiag`` on a terminal. The only module that imports questionary.
+
+It answers diagnose/flow.py's questions by asking the operator (select, confirm, text with
+validation; "back" undoes the last answer), shows the checks' progress, prints the report,
+and then offers the fixes: each queue action is shown as a dry run and confirmed on its
+own, then carried out by the guarded ``pfdiag queue`` actions (logged, backups first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Mapping
+
+from diagnose import flow, session
+
+BACK_LABEL = "<- back"
+_BACK_TEXT = "<"
+
+
+def _style() -> Any:
+    import questionary
+
+    return questionary.Style([("qmark", "fg:ansicyan bold"), ("question", "bold"), ("answer", "fg:ansigreen bold"),
+                              ("pointer", "fg:ansicyan bold"), ("highlighted", "fg:ansicyan bold")])  # fmt: skip
+
+
+class Asker:
+    """Answers flow questions on the terminal; KeyboardInterrupt (Ctrl-C) ends the wizard."""
+
+    def __init__(self, out: Any) -> None:
+        self.out = out
+        self.answered = 0
+
+    def __call__(self, q: flow.Question, answers: Mapping[str, str]) -> Any:
+        import questionary
+
+        can_go_back = self.answered > 0
+        if q.help:
+            self.out.print(f"[dim]{q.help}[/]")
+        if q.kind == "select" or q.kind == "confirm":
+            choices = list(q.choices) if q.kind == "select" else [("yes", "yes"), ("no", "no")]
+            items = [questionary.Choice(label, value=value) for value, label in choices]
+            if can_go_back:
+                items.append(questionary.Choice(BACK_LABEL, value=session.BACK))
+            default = next((c for c in items if c.value == q.default), None)
+            value = questionary.select(q.message, choices=items, default=default, style=_style()).unsafe_ask()
+        else:
+            validator = flow.VALIDATORS.get(q.validate or "")
+
+            def check(text: str) -> bool | str:
+                if can_go_back and text.strip() == _BACK_TEXT:
+                    return True
+                why = validator(text) if validator else None
+                return True if why is None else why
+
+            hint = f" ({_BACK_TEXT} to go back)" if can_go_back else ""
+            value = questionary.text(q.message + hint, validate=check, style=_style()).unsafe_ask()
+            if can_go_back and value.strip() == _BACK_TEXT:
+                value = session.BACK
+            elif isinstance(value, str):
+                value = value.strip()
+        if value is session.BACK:
+            self.answered = max(0, self.answered - 1)
+        else:
+            self.answered += 1
+        return value
+
+
+def _progress(out: Any) -> Any:
+    marks = {"ok": "[green]done[/]", "error": "[red]failed[/]", "timeout": "[red]out of time[/]", "skipped": "[dim]skipped[/]"}
+    titles: dict[str, str] = {}
+
+    def show(step: str, state: str, detail: str) -> None:
+        if state == "start":
+            titles[step] = detail
+            out.print(f"  [cyan]...[/] {detail}")
+        else:
+            extra = f": {detail}" if detail else ""
+            out.print(f"  {marks.get(state, state)} {titles.get(step, step)}{extra}")
+
+    return show
+
+
+def run(args: argparse.Namespace) -> int:
+    import questionary
+    from rich.console import Console
+
+    from diagnose import report
+    from diagnose.commands.report import open_with_fallback, render, session_options
+
+    out = Console(stderr=True, highlight=False)
+    out.print("[bold]pfdiag[/] - why is Postfix mail deferred, and what to do about it. "
+              "[dim](Ctrl-C quits; nothing is changed without asking)[/]")  # fmt: skip
+    opts = session_options(args, interactive=True)
+    given: dict[str, str] = {}
+    if getattr(args, "demo", False):
+        given["target"] = "demo"
+    elif getattr(args, "snapshot", None):
+        given.update(target="snapshot", snapshot=args.snapshot)
+    elif getattr(args, "host", None):
+        given.update(target="ssh", host=args.host)
+    try:
+        outcome = session.run(Asker(out), given, opts, _progress(out), open_target=open_with_fallback)
+        for notice in outcome.notices:
+            out.print(f"[yellow]{notice}[/]")
+        doc = report.build(outcome.facts, outcome.answers)
+        sys.stdout.write(render(doc, "text", sys.stdout.isatty()))
+        sys.stdout.flush()
+        if outcome.answers.get("act_on_queue") == "yes":
+            offer_queue_actions(doc, outcome, out)
+        save = questionary.select("Save this report for a ticket?", style=_style(),
+                                  choices=[questionary.Choice("no", value="no"),
+                                           questionary.Choice("Markdown", value="md"),
+                                           questionary.Choice("Markdown, redacted", value="md-redacted"),
+                                           questionary.Choice("HTML page", value="html"),
+                                           questionary.Choice("JSON", value="json")]).unsafe_ask()  # fmt: skip
+        if save != "no":
+            fmt = save.split("-")[0]
+            path = questionary.text("File name:", default=f"pfdiag-report.{fmt}", style=_style(),
+                                    validate=lambda t: bool(t.strip()) or "a file name").unsafe_ask()  # fmt: skip
+            from diagnose.commands.report import redact, write
+
+            write(render(redact(doc) if save.endswith("redacted") else doc, fmt, False), path.strip())
+            out.print(f"saved {path.strip()}")
+        return int(doc["verdict"]["exit_code"])
+    except KeyboardInterrupt:
+        out.print("[dim]pfdiag: stopped; nothing was changed[/]")
+        return 130
+
+
+def _target_argv(outcome: session.Outcome, args: argparse.Namespace) -> list[str]:
+    a = outcome.answers
+    argv: list[str] = []
+    if a.get("target") == "ssh":
+        argv += ["--host", a["host"]]
+    if getattr(args, "config_dir", None):
+        argv += ["-c", args.config_dir]
+    return argv
+
+
+def offer_queue_actions(doc: Mapping[str, Any], outcome: session.Outcome, out: Any, args: Any = None) -> None:
+    """Each action: the dry run first (exactly which messages, which commands), then its
+    own confirmation, then the guarded action with --yes (it logs what it did)."""
+    import questionary
+
+    from diagnose.cli import main as cli_main
+
+    extra = _target_argv(outcome, args or argparse.Namespace())
+    for cause in doc["causes"]:
+        for action in cause["queue_actions"]:
+            argv = list(action["argv"][1:]) + extra
+            out.print(f"\n[bold]{cause['id']} {cause['title']}[/]: {action['why']}")
+            cli_main(argv + ["--dry-run"])
+            if questionary.confirm(f"Run `{' '.join(action['argv'])}` now?", default=False, style=_style()).unsafe_ask():
+                rc = cli_main(argv + ["--yes"])
+                out.print("[green]done[/]" if rc == 0 else f"[red]exit {rc}[/]")
+            else:
+                out.print("[dim]skipped[/]")

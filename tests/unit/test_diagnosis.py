@@ -1,0 +1,173 @@
+"""Correlation and the E09 separator as tables of evidence -> conclusion, and the report
+built from the real demo capture (a recorded lab Postfix)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from checks.model import Evidence, Finding, Severity
+from checks.targets import SnapshotTarget
+from diagnose import engine, report
+from diagnose.correlate import hop_of, probe_targets, rank
+from diagnose.eod import hypotheses
+from diagnose.target_options import demo_path
+
+
+def e09(d_median: float, d_p95: float | None = None, cid: str = "E09", domains: list | None = None) -> dict[str, Any]:
+    return {"id": cid, "delays": {"d": {"median": d_median, "p95": d_p95 if d_p95 is not None else d_median}},
+            "top_domains": domains or [["example.net", 5]]}
+
+
+def cfg_override(seconds: float) -> Finding:
+    return Finding("config.timeouts", Severity.WARNING, "lowered", "E09", (),
+                   {"hypothesis": "local-timeout", "parameter": "smtp_data_done_timeout",
+                    "effective": f"{seconds:g}s", "default": "600s", "seconds": seconds})
+
+
+def ladder(kind: str, cause: str | None = "E09") -> Finding:
+    return Finding("smtp.eod_ladder", Severity.PROBLEM, f"ladder {kind}", cause, (), {"ladder": kind})
+
+
+def best(hs: list) -> str:
+    return hs[0].id if hs else "none"
+
+
+@pytest.mark.parametrize(
+    "cause, eod, timeouts, findings, expected",
+    [
+        # the seed admin's own override: Postfix gives up at its lowered limit
+        (e09(30), {"message_sizes": {"<2 KB": 3}}, {"smtp_data_done_timeout": 30}, [cfg_override(30)], "local-timeout"),
+        # a full 600 s of silence, small messages too, later successes: a slow receiver
+        (e09(600), {"message_sizes": {"<2 KB": 4, "2-16 KB": 2}, "delivered_later_possible_duplicates": 3},
+         {"smtp_data_done_timeout": 600}, [], "slow-receiver"),
+        # only big messages fail: the path MTU
+        (e09(600), {"message_sizes": {"16-128 KB": 5, "128 KB-1 MB": 2}}, {"smtp_data_done_timeout": 600}, [], "pmtu"),
+        # the ladder measured it: size-correlated stall beats everything the logs suggest
+        (e09(600), {"message_sizes": {"<2 KB": 4}}, {"smtp_data_done_timeout": 600},
+         [ladder("size-correlated-stall")], "pmtu"),
+        (e09(600), {"message_sizes": {"16-128 KB": 4}}, {"smtp_data_done_timeout": 600},
+         [ladder("slow-after-data")], "slow-receiver"),
+        # Postfix's own PIX workaround lines, and a probe that sees the masked greeting
+        (e09(600), {"pix_workarounds": [["mx.example.net[192.0.2.1]", 6]]}, {"smtp_data_done_timeout": 600},
+         [Finding("smtp.probe", Severity.WARNING, "masked", "E09", (), {"masked_banner": True, "host": "192.0.2.1", "port": 25})],
+         "firewall"),
+        (e09(600), {}, {"smtp_data_done_timeout": 600}, [ladder("inspecting-firewall")], "firewall"),
+        # the "lost connection" form, always after the same wait below the timeout: a NAT idle timer
+        (e09(300, 302, "E10"), {}, {"smtp_data_done_timeout": 600}, [], "nat-idle"),
+        # a handful of failures spread over many destinations
+        (e09(600, domains=[["a.example", 1], ["b.example", 2], ["c.example", 1], ["d.example", 1], ["e.example", 1]]),
+         {}, {"smtp_data_done_timeout": 900}, [], "sporadic"),
+    ],
+)
+def test_eod_hypotheses(cause: dict, eod: dict, timeouts: dict, findings: list, expected: str) -> None:
+    hs = hypotheses(cause, eod, timeouts, findings)
+    assert best(hs) == expected, [(h.id, h.score) for h in hs]
+    assert hs[0].evidence, "the best hypothesis must say why"
+
+
+def test_a_healthy_ladder_counts_against_the_network_causes() -> None:
+    hs = hypotheses(e09(600), {"message_sizes": {"16-128 KB": 3}}, {"smtp_data_done_timeout": 600}, [ladder("healthy", None)])
+    pm = next(h for h in hs if h.id == "pmtu")
+    assert pm.against and pm.score < 0.45
+
+
+def logs_doc(causes: list[dict], domains: list[dict] | None = None) -> dict:
+    return {"causes": causes, "domains": domains or [], "end_of_data": {}}
+
+
+def cause(cid: str, n: int, domain: str, example: str = "", collateral: int = 0) -> dict:
+    return {"id": cid, "deferrals": n, "messages": n, "collateral": collateral, "top_domains": [[domain, n]],
+            "top_relays": [], "example": example}
+
+
+def test_rank_root_causes_before_collateral_and_unclassified() -> None:
+    logs = logs_doc([cause("E11", 50, "a.example"), cause("unclassified", 40, "b.example"),
+                     cause("E21", 3, "c.example"), cause("E02", 10, "d.example")])
+    queue = {"groups": [{"cause_id": "E21", "domain": "c.example", "recipients": 20, "messages": ["A1B2C3D4E5"],
+                         "example_reason": "host mx.c.example[192.0.2.3] said: 451 4.7.1 greylisted"}]}
+    ids = [r.id for r in rank(logs, queue, [])]
+    assert ids == ["E21", "E02", "unclassified", "E11"]
+
+
+def test_confidence_grows_with_corroboration() -> None:
+    logs = logs_doc([cause("E02", 5, "d.example", "connect to mx.d.example[192.0.2.4]:25: Connection refused"),
+                     cause("E21", 5, "c.example")])
+    queue = {"groups": [{"cause_id": "E02", "domain": "d.example", "recipients": 2, "messages": ["B1"], "example_reason": "x"}]}
+    probe = Finding("smtp.probe", Severity.PROBLEM, "refused", "E02", (Evidence("SMTP probe", "", "local"),))
+    by_id = {r.id: r for r in rank(logs, queue, [probe])}
+    assert by_id["E02"].confidence > by_id["E21"].confidence
+    assert by_id["E02"].confirmations == [probe]
+
+
+def test_domain_focus_counts_only_that_domain() -> None:
+    logs = logs_doc([cause("E21", 9, "c.example"), cause("E02", 4, "d.example")],
+                    [{"domain": "c.example", "causes": {"E21": 9}}, {"domain": "d.example", "causes": {"E02": 4}}])
+    ranked = rank(logs, {"groups": []}, [], domain="d.example")
+    assert [(r.id, r.log_deferrals) for r in ranked] == [("E02", 4)]
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Nov 28 17:43:35 lab postfix/smtp[1]: X: to=<u@x.test>, relay=mx.x.test[192.0.2.9]:2525, delay=1",
+         {"host": "mx.x.test", "addr": "192.0.2.9", "port": 2525}),
+        ("connect to mx.x.test[2001:db8::1]:25: Connection timed out", {"host": "mx.x.test", "addr": "2001:db8::1", "port": 25}),
+        ("conversation with mx.x.test[192.0.2.9] timed out while sending end of data", {"host": "mx.x.test", "addr": "192.0.2.9", "port": None}),
+        ("Host or domain name not found. Name service error for name=x.test type=MX", None),
+    ],
+)
+def test_hop_of(text: str, expected: dict | None) -> None:
+    assert hop_of(text) == expected
+
+
+def test_probe_targets_only_wire_causes_with_a_port() -> None:
+    logs = logs_doc([cause("E21", 3, "c.example", "relay=mx.c.example[192.0.2.3]:25, status=deferred"),
+                     cause("E32", 9, "local.example", "connect to 127.0.0.1[127.0.0.1]:10024: Connection refused"),
+                     cause("E13", 2, "dns.example", "Host or domain name not found")])
+    hops = probe_targets(rank(logs, None, []))
+    assert hops == [{"host": "192.0.2.3", "name": "mx.c.example", "port": 25, "domain": "c.example", "cause_id": "E21"}]
+
+
+@pytest.fixture(scope="module")
+def demo_doc() -> dict:
+    facts = engine.gather(SnapshotTarget(demo_path()), {}, budget=60)
+    return report.build(facts, {"target": "demo"})
+
+
+def test_demo_report_names_root_causes_with_evidence_and_fixes(demo_doc: dict) -> None:
+    assert demo_doc["schema"] == "pfdiag.report/1"
+    assert demo_doc["verdict"]["status"] == "root-cause" and demo_doc["verdict"]["exit_code"] == 4
+    ids = [c["id"] for c in demo_doc["causes"]]
+    assert {"E09", "E21", "E27", "E04", "E16", "E19"} <= set(ids)
+    for c in demo_doc["causes"]:
+        assert c["evidence"] and c["fixes"] and 0 < c["confidence"] <= 1
+        assert all(e["where"] == "snapshot:demo-snapshot.tar.gz" for e in c["evidence"])
+    roots = [c["root_cause"] for c in demo_doc["causes"]]
+    assert roots == sorted(roots, reverse=True), "collateral must rank below every root cause"
+
+
+def test_demo_report_separates_the_end_of_data_causes(demo_doc: dict) -> None:
+    c = next(c for c in demo_doc["causes"] if c["id"] == "E09")
+    under = [h["id"] for h in c["underlying"]]
+    # the lab runs with smtp_data_done_timeout = 5s, and its PIX peer masks the greeting
+    assert under[0] == "local-timeout" and "firewall" in under
+    assert c["possible_duplicates"] == 4
+    assert c["queue_actions"][0]["action"] == "hold", "every retry may duplicate: hold first"
+    assert any("smtp_data_done_timeout" in f["text"] for f in c["fixes"])
+
+
+def test_demo_report_cannot_probe_a_snapshot(demo_doc: dict) -> None:
+    states = {s["id"]: s["state"] for s in demo_doc["steps"]}
+    assert states["logs"] == states["queue"] == states["config"] == "ok"
+    info = [f for f in demo_doc["findings"] if f["check"] == "smtp.nexthops"]
+    assert info and "snapshot" in info[0]["summary"]
+
+
+@pytest.mark.parametrize("fmt", ["md", "text"])
+def test_renderings_carry_the_ranking(demo_doc: dict, fmt: str) -> None:
+    text = report.render_markdown(demo_doc) if fmt == "md" else report.render_text(demo_doc, width=120)
+    first, second = demo_doc["causes"][0]["id"], demo_doc["causes"][1]["id"]
+    assert first in text and second in text and text.index(first) < text.index(second)
+    assert "twice" in text

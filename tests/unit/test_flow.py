@@ -1,0 +1,110 @@
+"""The decision model: what is asked, when, and what report mode does without asking."""
+
+from __future__ import annotations
+
+import pytest
+
+from checks.errors import UsageError
+from diagnose import flow
+from diagnose.flow import Ask, Done, Run, State, check_answers, default_answer, next_step
+
+LIVE_EOD = State(collected=True, live=True, deferred=True, eod=True)
+
+
+def key(step: object) -> str:
+    if isinstance(step, Ask):
+        return f"ask:{step.question.key}"
+    if isinstance(step, Run):
+        return f"run:{step.phase}"
+    assert isinstance(step, Done)
+    return "done"
+
+
+@pytest.mark.parametrize(
+    "answers, state, expected",
+    [
+        ({}, State(), "ask:target"),
+        ({"target": "ssh"}, State(), "ask:host"),
+        ({"target": "snapshot"}, State(), "ask:snapshot"),
+        ({"target": "local"}, State(), "run:collect"),
+        ({"target": "ssh", "host": "mx1"}, State(), "run:collect"),
+        # deferrals found: the symptom is settled by the evidence, never asked
+        ({"target": "local"}, State(collected=True, deferred=True), "run:checks"),
+        # nothing deferred: ask what was noticed
+        ({"target": "local"}, State(collected=True), "ask:symptom"),
+        ({"target": "local", "symptom": "none"}, State(collected=True), "run:checks"),
+        # end-of-data problem on a live target: may we send, and to whom
+        ({"target": "local"}, LIVE_EOD, "ask:send_test"),
+        ({"target": "local", "send_test": "no"}, LIVE_EOD, "run:checks"),
+        ({"target": "local", "send_test": "yes"}, LIVE_EOD, "ask:test_to"),
+        ({"target": "local", "send_test": "yes", "test_to": "me@example.net"}, LIVE_EOD, "run:checks"),
+        # the operator says so even though the logs do not show it
+        ({"target": "local", "symptom": "eod"}, State(collected=True), "ask:send_test"),
+        # a snapshot cannot send anything: not asked
+        ({"target": "demo"}, State(collected=True, live=False, deferred=True, eod=True), "run:checks"),
+        # after the checks: act on the queue only interactively and only with something to act on
+        ({"target": "local"}, State(True, True, True, True, False, 2, True), "ask:act_on_queue"),
+        ({"target": "local"}, State(True, True, True, True, False, 2, False), "done"),
+        ({"target": "local"}, State(True, True, True, True, False, 0, True), "done"),
+        ({"target": "local", "act_on_queue": "no"}, State(True, True, True, True, False, 2, True), "done"),
+    ],
+)
+def test_next_step(answers: dict[str, str], state: State, expected: str) -> None:
+    assert key(next_step(answers, state)) == expected
+
+
+def test_next_step_is_pure() -> None:
+    answers = {"target": "local"}
+    before = dict(answers)
+    assert key(next_step(answers, LIVE_EOD)) == key(next_step(answers, LIVE_EOD))
+    assert answers == before
+
+
+def test_report_mode_defaults_are_safe_and_required_answers_fail() -> None:
+    assert default_answer(flow.Q_SEND) == "no"  # never sends by default
+    assert default_answer(flow.Q_ACT) == "no"
+    assert default_answer(flow.Q_SYMPTOM) == "none"
+    for q in (flow.Q_TO, flow.Q_HOST, flow.Q_SNAPSHOT):
+        with pytest.raises(UsageError, match=q.key):
+            default_answer(q)
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ({"send_test": "Y"}, {"send_test": "yes"}),
+        ({"send_test": "false"}, {"send_test": "no"}),
+        ({"symptom": "eod"}, {"symptom": "eod"}),
+        ({"test_to": " me@example.net "}, {"test_to": "me@example.net"}),
+        ({"domain": "Example.COM"}, {"domain": "Example.COM"}),
+    ],
+)
+def test_check_answers_normalises(raw: dict[str, str], expected: dict[str, str]) -> None:
+    assert check_answers(raw) == expected
+
+
+@pytest.mark.parametrize(
+    "raw, match",
+    [
+        ({"colour": "blue"}, "unknown answer"),
+        ({"send_test": "maybe"}, "yes or no"),
+        ({"symptom": "bad"}, "one of"),
+        ({"test_to": "not-an-address"}, "e-mail address"),
+        ({"test_to": "a@b..c"}, "e-mail address"),
+        ({"host": "mx1; rm -rf /"}, "host"),
+        ({"domain": "-bad.example"}, "domain"),
+    ],
+)
+def test_check_answers_rejects(raw: dict[str, str], match: str) -> None:
+    with pytest.raises(UsageError, match=match):
+        check_answers(raw)
+
+
+@pytest.mark.parametrize("text", ["mx1", "root@mx1.example.net:2222", "admin@[192.0.2.1]:22", "mail-gw"])
+def test_valid_hosts(text: str) -> None:
+    assert flow.valid_host(text) is None
+
+
+@pytest.mark.parametrize("text", ["", "a b", "mx1;ls", "[300.1.1.1]", "$(id)"])
+def test_invalid_hosts(text: str) -> None:
+    assert flow.valid_host(text) is not None
