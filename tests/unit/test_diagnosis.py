@@ -148,6 +148,12 @@ def test_demo_report_names_root_causes_with_evidence_and_fixes(demo_doc: dict) -
     assert roots == sorted(roots, reverse=True), "collateral must rank below every root cause"
 
 
+def test_demo_collateral_is_counted_under_its_root_cause(demo_doc: dict) -> None:
+    refused = next(c for c in demo_doc["causes"] if c["id"] == "E32")
+    assert refused["impact"]["collateral_lines"] == 10  # "delivery temporarily suspended: connect to ..."
+    assert all(c["id"] != "E11" for c in demo_doc["causes"])
+
+
 def test_demo_report_separates_the_end_of_data_causes(demo_doc: dict) -> None:
     c = next(c for c in demo_doc["causes"] if c["id"] == "E09")
     under = [h["id"] for h in c["underlying"]]

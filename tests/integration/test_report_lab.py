@@ -1,0 +1,116 @@
+"""End-to-end: `pfdiag report --format json` against the live lab Postfix names the right
+root cause first, with the right evidence, for every failure mode; and with everything at
+once, root causes rank above collateral.
+
+One message per scenario of tests.lab.scenarios is injected at once (plus a second one for
+the end-of-data stall, and a burst to the refused peer so that Postfix suspends that
+destination: collateral); the module
+waits for every first attempt, then runs pfdiag in-process (main([...])) with the lab's
+config dir, log file and a --since at the injection, focused with --domain on one scenario's
+domain at a time (as in a ticket: "mail to X is stuck").
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from diagnose.cli import main
+from tests.lab.postfix import PostfixLab
+from tests.lab.scenarios import SCENARIOS, SENDER, PeerSet
+
+pytestmark = pytest.mark.lab
+
+# scenario -> the root cause pfdiag must name first (E32: the lab's next hops are 127.0.0.1,
+# so a refused connection or a resource error there is a local next hop by design)
+EXPECTED = {
+    "eod-stall": "E09", "refused": "E32", "no-banner": "E04", "no-ehlo": "E06", "banner-421": "E05",
+    "greylist": "E21", "mailbox-full": "E27", "queue-write-error": "E32", "drop-rcpt": "E07",
+    "body-stall": "E08", "starttls-garbage": "E18", "no-starttls": "E16", "self-signed": "E19",
+    "pix": "E09", "slow-data-late": "E09",
+}  # fmt: skip
+DELIVERED = ("healthy", "tls-ok", "slow-data")
+
+
+@pytest.fixture(scope="module")
+def lab_window(postfix_lab: PostfixLab, smtp_peers: PeerSet) -> dict[str, Any]:
+    names = {s.name for s in SCENARIOS}
+    assert set(EXPECTED) | set(DELIVERED) == names, "a new lab scenario needs its expected cause here"
+    postfix_lab.clear_queue()
+    time.sleep(1.1)  # log stamps have whole seconds: start the window after older lines
+    since = datetime.now().isoformat(timespec="seconds")
+    with ThreadPoolExecutor(8) as pool:
+        injected = list(pool.map(lambda s: postfix_lab.inject(SENDER, s.recipients, size=s.size, subject=s.name),
+                                 SCENARIOS))  # fmt: skip
+        extra = [postfix_lab.inject(SENDER, ["second@eod-stall.test"], subject="eod-stall second")]
+        # a burst to a refused destination: once the first connection fails, Postfix marks it
+        # dead and defers the rest unseen, "delivery temporarily suspended: ...": collateral
+        extra += list(pool.map(lambda n: postfix_lab.inject(SENDER, [f"burst{n}@refused.test"], subject="burst"),
+                               range(6)))  # fmt: skip
+    for inj in [*injected, *extra]:
+        postfix_lab.wait_first_attempt(inj, timeout=60)
+    return {"since": since}
+
+
+def report(capsys: pytest.CaptureFixture[str], lab: PostfixLab, window: dict[str, Any], *extra: str) -> tuple[int, dict]:
+    rc = main(["report", "-f", "json", "-c", str(lab.config_dir), "--log", str(lab.log_path),
+               "--since", window["since"], "--budget", "40", *extra])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert out, err
+    return rc, json.loads(out)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_each_failure_mode_is_named_first(name: str, postfix_lab: PostfixLab, lab_window: dict, capsys) -> None:
+    rc, doc = report(capsys, postfix_lab, lab_window, "--domain", f"{name}.test")
+    assert rc == 4 and doc["verdict"]["status"] == "root-cause"
+    top = doc["causes"][0]
+    assert top["id"] == EXPECTED[name], [(c["id"], c["domains"]) for c in doc["causes"]]
+    assert top["root_cause"] and top["domains"][0]["domain"] == f"{name}.test"
+    assert top["impact"]["queued_recipients"] >= 1, "the message still waits in the real queue"
+    logs = [e for e in top["evidence"] if e["kind"] == "log"]
+    queue = [e for e in top["evidence"] if e["kind"] == "queue"]
+    assert (logs or queue) and all(e["where"] == "local" for e in top["evidence"])
+    states = {s["id"]: s["state"] for s in doc["steps"]}
+    assert states["logs"] == states["queue"] == states["config"] == "ok"
+
+
+def test_delivered_mail_is_no_problem(postfix_lab: PostfixLab, lab_window: dict, capsys) -> None:
+    for name in DELIVERED:
+        rc, doc = report(capsys, postfix_lab, lab_window, "--domain", f"{name}.test")
+        assert doc["causes"] == [], name
+        assert doc["verdict"]["status"] in ("no-problem", "warnings") and rc in (0, 5)
+
+
+def test_end_of_data_evidence_separates_the_causes(postfix_lab: PostfixLab, lab_window: dict, capsys) -> None:
+    rc, doc = report(capsys, postfix_lab, lab_window, "--domain", "pix.test")
+    top = doc["causes"][0]
+    under = {h["id"]: h for h in top["underlying"]}
+    # the lab lowers smtp_data_done_timeout to 5s (a local override) and the PIX peer masks its greeting
+    assert "local-timeout" in under and "firewall" in under
+    assert any("PIX" in e for e in under["firewall"]["evidence"])
+    assert top["queue_actions"][0]["action"] == "hold"
+
+
+def test_everything_at_once_ranks_roots_above_collateral(postfix_lab: PostfixLab, lab_window: dict, capsys) -> None:
+    rc, doc = report(capsys, postfix_lab, lab_window)
+    ids = [c["id"] for c in doc["causes"]]
+    assert set(EXPECTED.values()) <= set(ids) | {c for c in EXPECTED.values() if doc["more_causes"]}
+    roots = [c["root_cause"] for c in doc["causes"]]
+    assert roots == sorted(roots, reverse=True)
+    refused = next(c for c in doc["causes"] if c["id"] == "E32")
+    suspended = [ln for ln in postfix_lab.log_lines() if "refused.test" in ln and "temporarily suspended" in ln]
+    if suspended:  # Postfix does not always mark a loopback next hop dead (the demo capture shows it did)
+        assert refused["impact"]["collateral_lines"] >= 1, "suspended deliveries count under their root cause"
+    assert all(c["id"] != "E11" for c in doc["causes"]), "collateral is folded into its root cause"
+    eod = next(c for c in doc["causes"] if c["id"] == "E09")
+    assert eod["impact"]["queued_recipients"] >= 3  # eod-stall x2, pix, slow-data-late
+    probed = {(p["domain"], p["cause_id"]) for p in doc["probed"]}
+    assert probed, "live target: the next hops of deferred mail are probed"
+    probe_findings = [f for f in doc["findings"] if f["check"].startswith("smtp.")]
+    assert probe_findings and all(f["evidence"][0]["where"] == "local" for f in probe_findings if f["evidence"])
