@@ -67,11 +67,11 @@ def _fixes(rc: RankedCause) -> list[dict[str, str]]:
     return out
 
 
-def _queue_actions(rc: RankedCause) -> list[dict[str, Any]]:
-    """Guarded pfdiag queue commands for the mail of this cause, gentlest first."""
+def _queue_actions(rc: RankedCause, domain: str | None = None) -> list[dict[str, Any]]:
+    """Guarded pfdiag queue commands for the mail of this cause (and domain), gentlest first."""
     if not rc.queued_recipients:
         return []
-    sel = ["--cause", rc.id]
+    sel = ["--cause", rc.id] + (["--domain", domain] if domain else [])
     acts = [
         {"action": "retry", "argv": ["pfdiag", "queue", "retry", *sel],
          "why": "after the fix: try this mail now instead of waiting for the next retry (postqueue -i per message)"},
@@ -96,7 +96,7 @@ def _evidence(rc: RankedCause, facts: Facts) -> list[dict[str, str]]:
     return out
 
 
-def _cause_dict(i: int, rc: RankedCause, facts: Facts) -> dict[str, Any]:
+def _cause_dict(i: int, rc: RankedCause, facts: Facts, domain: str | None = None) -> dict[str, Any]:
     c = rc.cause
     return {
         "rank": i, "id": rc.id, "slug": c.slug, "title": c.title, "family": c.family, "root_cause": rc.root,
@@ -112,7 +112,7 @@ def _cause_dict(i: int, rc: RankedCause, facts: Facts) -> dict[str, Any]:
                         "evidence": h.evidence, "against": h.against} for h in rc.hypotheses],
         "possible_duplicates": rc.duplicates_possible if rc.id in EOD_CAUSES else None,
         "fixes": _fixes(rc), "confirm_with": [_fill(x, rc) for x in c.checks],
-        "queue_actions": _queue_actions(rc), "queue_ids": rc.queue_ids[:50],
+        "queue_actions": _queue_actions(rc, domain), "queue_ids": rc.queue_ids[:50],
     }  # fmt: skip
 
 
@@ -148,7 +148,7 @@ def build(facts: Facts, answers: Mapping[str, str]) -> dict[str, Any]:
     timeouts = ((facts.logs or {}).get("timeouts") or {}).get("values")
     domain = answers.get("domain") or None
     ranked = rank(facts.logs, facts.queue, facts.findings, timeouts, domain=domain)
-    causes = [_cause_dict(i + 1, rc, facts) for i, rc in enumerate(ranked[:MAX_CAUSES])]
+    causes = [_cause_dict(i + 1, rc, facts, domain) for i, rc in enumerate(ranked[:MAX_CAUSES])]
     warnings = [f for f in facts.findings if f.severity in (Severity.WARNING, Severity.PROBLEM) and not f.cause_id]
     warnings += [f for f in facts.findings if f.check_id == "config.timeouts" and f.severity >= Severity.WARNING and f.cause_id]
     errors = [f for f in facts.findings if f.severity == Severity.ERROR]

@@ -67,7 +67,10 @@ def open_from_answers(answers: Mapping[str, str], opts: Options) -> tuple[Target
 
 def run(answer: Answerer, given: Mapping[str, str], opts: Options,
         progress: engine.Progress = engine._noop,
-        open_target: Callable[[Mapping[str, str], Options], tuple[Target, str | None]] = open_from_answers) -> Outcome:  # fmt: skip
+        open_target: Callable[[Mapping[str, str], Options], tuple[Target, str | None]] = open_from_answers,
+        on_checked: Callable[[engine.Facts, Mapping[str, str]], None] | None = None) -> Outcome:  # fmt: skip
+    """Ask, collect, check until the flow is done. ``on_checked`` sees the evidence each time
+    the checks have run (the wizard prints the report there, before asking to act on it)."""
     answers = dict(given)
     asked: list[str] = []
     facts: engine.Facts | None = None
@@ -103,6 +106,8 @@ def run(answer: Answerer, given: Mapping[str, str], opts: Options,
             engine.run_checks(facts, target, answers, max(10.0, opts.budget / 3), opts.config_dir, progress,
                               opts.include_plugins)  # fmt: skip
             checked = True
+            if on_checked is not None:
+                on_checked(facts, answers)
         else:
             assert facts is not None and target is not None
             return Outcome(facts, answers, target, notices)

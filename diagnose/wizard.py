@@ -100,15 +100,19 @@ def run(args: argparse.Namespace) -> int:
         given.update(target="snapshot", snapshot=args.snapshot)
     elif getattr(args, "host", None):
         given.update(target="ssh", host=args.host)
+    if getattr(args, "domain", None):
+        given.update(flow.check_answers({"domain": args.domain}))
     try:
-        outcome = session.run(Asker(out), given, opts, _progress(out), open_target=open_with_fallback)
+        def show(facts: Any, answers: Mapping[str, str]) -> None:
+            sys.stdout.write(render(report.build(facts, answers), "text", sys.stdout.isatty()))
+            sys.stdout.flush()
+
+        outcome = session.run(Asker(out), given, opts, _progress(out), open_target=open_with_fallback, on_checked=show)
         for notice in outcome.notices:
             out.print(f"[yellow]{notice}[/]")
         doc = report.build(outcome.facts, outcome.answers)
-        sys.stdout.write(render(doc, "text", sys.stdout.isatty()))
-        sys.stdout.flush()
         if outcome.answers.get("act_on_queue") == "yes":
-            offer_queue_actions(doc, outcome, out)
+            offer_queue_actions(doc, outcome, out, args)
         save = questionary.select("Save this report for a ticket?", style=_style(),
                                   choices=[questionary.Choice("no", value="no"),
                                            questionary.Choice("Markdown", value="md"),
@@ -140,20 +144,30 @@ def _target_argv(outcome: session.Outcome, args: argparse.Namespace) -> list[str
 
 
 def offer_queue_actions(doc: Mapping[str, Any], outcome: session.Outcome, out: Any, args: Any = None) -> None:
-    """Each action: the dry run first (exactly which messages, which commands), then its
-    own confirmation, then the guarded action with --yes (it logs what it did)."""
+    """Pick actions from a list; each picked one is shown as a dry run (exactly which messages,
+    which commands) and confirmed on its own, then run by the guarded action with --yes (it
+    logs what it did; delete is never offered here)."""
     import questionary
 
     from diagnose.cli import main as cli_main
 
     extra = _target_argv(outcome, args or argparse.Namespace())
+    items = []
     for cause in doc["causes"]:
+        n = cause["impact"]["queued_messages"]
         for action in cause["queue_actions"]:
-            argv = list(action["argv"][1:]) + extra
-            out.print(f"\n[bold]{cause['id']} {cause['title']}[/]: {action['why']}")
-            cli_main(argv + ["--dry-run"])
-            if questionary.confirm(f"Run `{' '.join(action['argv'])}` now?", default=False, style=_style()).unsafe_ask():
-                rc = cli_main(argv + ["--yes"])
-                out.print("[green]done[/]" if rc == 0 else f"[red]exit {rc}[/]")
-            else:
-                out.print("[dim]skipped[/]")
+            label = f"{action['action']:<6} {cause['id']} ({n} message(s)): {action['why']}"
+            items.append(questionary.Choice(label, value=(cause, action)))
+    if not items:
+        return
+    picked = questionary.checkbox("Which queue actions? (space selects, enter confirms; none is fine)",
+                                  choices=items, style=_style()).unsafe_ask()  # fmt: skip
+    for cause, action in picked or []:
+        argv = list(action["argv"][1:]) + extra
+        out.print(f"\n[bold]{cause['id']} {cause['title']}[/]: {action['why']}")
+        cli_main(argv + ["--dry-run"])
+        if questionary.confirm(f"Run `{' '.join(action['argv'])}` now?", default=False, style=_style()).unsafe_ask():
+            rc = cli_main(argv + ["--yes"])
+            out.print("[green]done[/]" if rc == 0 else f"[red]exit {rc}[/]")
+        else:
+            out.print("[dim]skipped[/]")
