@@ -37,6 +37,7 @@ examples:
   pfdiag report --host mx1 -f json              a mail host over SSH
   pfdiag report --snapshot mx1.tar.gz -f html -o mx1.html
   pfdiag report --answer send_test=yes --answer test_to=me@example.net
+  pfdiag report --inventory hosts.ini -f md     every mail host, compared
 """
 
 
@@ -44,6 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="the whole diagnosis, no questions: ranked root causes and fixes",
                        description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     add_report_options(p)
+    add_fleet_options(p)
     p.set_defaults(func=run)
 
 
@@ -60,6 +62,13 @@ def add_report_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log", dest="log_paths", action="append", metavar="PATH", help="log file or directory (default: found)")
     p.add_argument("--no-plugins", action="store_true", help="run only the built-in checks")
     add_target_options(p)
+
+
+def add_fleet_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("many hosts at once (over SSH)")
+    g.add_argument("--hosts", metavar="H1,H2,...", help="diagnose these mail hosts in parallel and compare them")
+    g.add_argument("--inventory", metavar="FILE", help="hosts from a file: one per line, or an Ansible INI/YAML inventory")
+    g.add_argument("--concurrency", type=int, default=8, metavar="N", help="hosts diagnosed at once (default 8)")
 
 
 def read_answers(args: argparse.Namespace) -> dict[str, str]:
@@ -208,6 +217,8 @@ def write(text: str, output: str | None) -> None:
 def run(args: argparse.Namespace) -> int:
     from diagnose import report, session
 
+    if getattr(args, "hosts", None) or getattr(args, "inventory", None):
+        return run_fleet(args)
     answers = read_answers(args)
     opts = session_options(args)
     show = progress_printer(sys.stderr.isatty() and args.format != "json")
@@ -218,4 +229,42 @@ def run(args: argparse.Namespace) -> int:
     if args.redact:
         doc = redact(doc)
     write(render(doc, args.format, args.output is None and sys.stdout.isatty()), args.output)
+    return int(doc["verdict"]["exit_code"])
+
+
+def run_fleet(args: argparse.Namespace) -> int:
+    from diagnose import fleet, report, session
+
+    if args.hosts and args.inventory:
+        raise UsageError("--hosts and --inventory cannot be used together")
+    if args.snapshot or args.demo or getattr(args, "host", None):
+        raise UsageError("--hosts/--inventory go without --host, --snapshot and --demo")
+    if args.format == "html":
+        raise UsageError("a fleet report comes as text, md or json (one host: -f html)")
+    hosts = fleet.parse_hosts(args.hosts) if args.hosts else fleet.read_inventory(args.inventory)
+    answers = read_answers(args)
+    answers.pop("target", None)
+    opts = session_options(args)
+    tty = sys.stderr.isatty() and args.format != "json"
+
+    def one(h: Any) -> dict[str, Any]:
+        given = {**answers, "target": "ssh", "host": h.address}
+        outcome = session.run(session.report_mode_answerer, given, opts)
+        try:
+            return report.build(outcome.facts, outcome.answers)
+        finally:
+            close = getattr(outcome.target, "close", None)
+            if callable(close):
+                close()
+
+    def progress(host: str, state: str) -> None:
+        if tty:
+            print(f"  [{host}] {state}", file=sys.stderr, flush=True)
+
+    doc = fleet.build(fleet.run_fleet(hosts, one, concurrency=args.concurrency, progress=progress))
+    if args.redact:
+        doc = redact(doc)
+    text = report.to_json(doc) if args.format == "json" else fleet.render_markdown(doc) if args.format == "md" \
+        else fleet.render_text(doc)  # fmt: skip
+    write(text, args.output)
     return int(doc["verdict"]["exit_code"])

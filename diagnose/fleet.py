@@ -1,0 +1,271 @@
+"""Many mail hosts at once: the same diagnosis on each, over SSH, then a comparison.
+
+A cause seen on every host points at something they share (the receiving provider: rate
+limits, reputation, its outage); a cause seen on one host only points at that host (its
+network, its DNS, its configuration). An unreachable host is a finding of the fleet report,
+not a failed run.
+
+Hosts come from ``--hosts h1,h2`` or ``--inventory FILE``: one ``[user@]host[:port]`` per
+line, an Ansible INI inventory (groups, ``ansible_host``/``ansible_user``/``ansible_port``,
+``mail[01:03].example.net`` ranges), or an Ansible YAML inventory.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping
+
+from checks.errors import InputError, PfdiagError, UsageError
+from diagnose.flow import valid_host
+
+SCHEMA = "pfdiag.fleet/1"
+DEFAULT_CONCURRENCY = 8
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    name: str  # how the report calls it (the inventory name)
+    address: str  # what --host gets: [user@]host[:port] or an ssh_config alias
+
+
+@dataclass
+class HostResult:
+    host: HostSpec
+    doc: dict[str, Any] | None
+    error: str | None
+    seconds: float
+
+
+def _spec(name: str, address: str | None = None) -> HostSpec:
+    address = (address or name).strip()
+    why = valid_host(address)
+    if why:
+        raise UsageError(f"invalid host {address!r}: expected {why}")
+    return HostSpec(name.strip(), address)
+
+
+def parse_hosts(text: str) -> list[HostSpec]:
+    items = [h.strip() for h in text.split(",") if h.strip()]
+    if not items:
+        raise UsageError("--hosts needs at least one host")
+    return _unique([_spec(h) for h in items])
+
+
+def _unique(specs: Iterable[HostSpec]) -> list[HostSpec]:
+    seen: dict[str, HostSpec] = {}
+    for s in specs:
+        seen.setdefault(s.name, s)
+    return list(seen.values())
+
+
+_RANGE = re.compile(r"\[(\d+):(\d+)\]")
+
+
+def _expand(pattern: str) -> list[str]:
+    """Ansible's numeric host ranges: mail[01:03].example.net -> mail01, mail02, mail03."""
+    m = _RANGE.search(pattern)
+    if not m:
+        return [pattern]
+    lo, hi = m.group(1), m.group(2)
+    if int(hi) < int(lo) or int(hi) - int(lo) > 10_000:
+        raise UsageError(f"bad host range in {pattern!r}")
+    width = len(lo) if lo.startswith("0") else 0
+    out = []
+    for n in range(int(lo), int(hi) + 1):
+        out.extend(_expand(pattern[: m.start()] + str(n).zfill(width) + pattern[m.end() :]))
+    return out
+
+
+def _address(name: str, vars_: Mapping[str, Any]) -> str:
+    host = str(vars_.get("ansible_host") or name)
+    user, port = vars_.get("ansible_user"), vars_.get("ansible_port")
+    if ":" in host and not host.startswith("["):  # an IPv6 literal
+        host = f"[{host}]"
+    return (f"{user}@" if user else "") + host + (f":{port}" if port else "")
+
+
+def read_inventory(path: str) -> list[HostSpec]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the inventory ({exc.strerror})") from None
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith(("#", ";"))]
+    if not lines:
+        raise InputError(f"{path}: the inventory names no host")
+    if path.endswith((".yml", ".yaml")) or lines[0].rstrip().endswith(":") or lines[0].startswith("---"):
+        specs = _yaml_inventory(text, path)
+    elif any(ln.lstrip().startswith("[") and ln.rstrip().endswith("]") for ln in lines) or any("=" in ln for ln in lines):
+        specs = _ini_inventory(lines, path)
+    else:
+        specs = [_spec(ln.split()[0]) for ln in lines]
+    if not specs:
+        raise InputError(f"{path}: the inventory names no host")
+    return _unique(specs)
+
+
+def _ini_inventory(lines: list[str], path: str) -> list[HostSpec]:
+    specs: list[HostSpec] = []
+    section = ""
+    for n, raw in enumerate(lines, 1):
+        line = raw.strip()
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1]
+            continue
+        if section.endswith((":vars", ":children")):
+            continue  # group variables and group-of-groups lines name no host
+        words = line.split()
+        vars_: dict[str, str] = {}
+        for w in words[1:]:
+            key, sep, value = w.partition("=")
+            if not sep:
+                raise InputError(f"{path}: line {n}: expected key=value after the host name, got {w!r}")
+            vars_[key] = value.strip("'\"")
+        for name in _expand(words[0]):
+            specs.append(_spec(name, _address(name, vars_)))
+    return specs
+
+
+def _yaml_inventory(text: str, path: str) -> list[HostSpec]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not a valid YAML inventory ({str(exc).splitlines()[0]})") from None
+    specs: list[HostSpec] = []
+
+    def walk(group: Any) -> None:
+        if not isinstance(group, Mapping):
+            return
+        for name, vars_ in (group.get("hosts") or {}).items():
+            for n in _expand(str(name)):
+                specs.append(_spec(n, _address(n, vars_ if isinstance(vars_, Mapping) else {})))
+        for child in (group.get("children") or {}).values():
+            walk(child)
+
+    if not isinstance(data, Mapping):
+        raise InputError(f"{path}: a YAML inventory is a mapping of groups (all: hosts: ...)")
+    for group in data.values():
+        walk(group)
+    return specs
+
+
+# ------------------------------------------------------------------ running
+
+
+def run_fleet(hosts: list[HostSpec], diagnose_one: Callable[[HostSpec], dict[str, Any]], *,
+              concurrency: int = DEFAULT_CONCURRENCY,
+              progress: Callable[[str, str], None] = lambda h, s: None) -> list[HostResult]:  # fmt: skip
+    """Diagnose every host, at most ``concurrency`` at once. A host that fails is a result."""
+    if concurrency < 1:
+        raise UsageError("--concurrency must be at least 1")
+    lock = threading.Lock()
+
+    def one(h: HostSpec) -> HostResult:
+        progress(h.name, "start")
+        t0 = time.monotonic()
+        try:
+            doc = diagnose_one(h)
+            res = HostResult(h, doc, None, round(time.monotonic() - t0, 3))
+        except PfdiagError as exc:
+            res = HostResult(h, None, str(exc), round(time.monotonic() - t0, 3))
+        except Exception as exc:  # a bug on one host must not cost the others
+            res = HostResult(h, None, f"internal error: {type(exc).__name__}: {exc}", round(time.monotonic() - t0, 3))
+        with lock:
+            progress(h.name, "error: " + res.error if res.error else res.doc["verdict"]["status"])  # type: ignore[index]
+        return res
+
+    with ThreadPoolExecutor(max_workers=min(concurrency, len(hosts)), thread_name_prefix="pfdiag-host") as pool:
+        return list(pool.map(one, hosts))
+
+
+def compare(results: list[HostResult]) -> dict[str, Any]:
+    """Which causes every reachable host shares, and which only one host has."""
+    reachable = [r for r in results if r.doc is not None]
+    seen: dict[str, dict[str, Any]] = {}
+    for r in reachable:
+        for c in r.doc["causes"]:  # type: ignore[index]
+            entry = seen.setdefault(c["id"], {"id": c["id"], "title": c["title"], "hosts": [], "queued_recipients": 0,
+                                              "domains": set()})  # fmt: skip
+            entry["hosts"].append(r.host.name)
+            entry["queued_recipients"] += c["impact"]["queued_recipients"]
+            entry["domains"].update(d["domain"] for d in c["domains"][:5])
+    n = len(reachable)
+    rows = []
+    for e in sorted(seen.values(), key=lambda e: (-len(e["hosts"]), -e["queued_recipients"], e["id"])):
+        spread = "every host" if n > 1 and len(e["hosts"]) == n else "one host" if n > 1 and len(e["hosts"]) == 1 else "some hosts"
+        meaning = {
+            "every host": "shared by all hosts: look at what they have in common - the receiving side "
+                          "(a provider's rate limit or your reputation with it), a shared relay, or shared DNS",
+            "one host": f"only {e['hosts'][0]}: look at that host - its network path, its resolver, its configuration",
+            "some hosts": "on some hosts: compare what those hosts share (network segment, relay, configuration)",
+        }[spread]  # fmt: skip
+        rows.append({**e, "domains": sorted(e["domains"]), "spread": spread, "meaning": meaning})
+    return {"reachable": n, "unreachable": [{"host": r.host.name, "address": r.host.address, "error": r.error}
+                                            for r in results if r.doc is None], "causes": rows}  # fmt: skip
+
+
+def build(results: list[HostResult]) -> dict[str, Any]:
+    statuses = [r.doc["verdict"]["status"] for r in results if r.doc is not None]  # type: ignore[index]
+    if "root-cause" in statuses:
+        status, code = "root-cause", 4
+    elif not statuses:
+        status, code = "undiagnosed", 1
+    elif any(r.doc is None for r in results) or "warnings" in statuses or "undiagnosed" in statuses:
+        status, code = "warnings", 5
+    else:
+        status, code = "no-problem", 0
+    return {
+        "schema": SCHEMA,
+        "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "verdict": {"status": status, "exit_code": code},
+        "hosts": [{"host": r.host.name, "address": r.host.address, "seconds": r.seconds, "error": r.error,
+                   "status": r.doc["verdict"]["status"] if r.doc else "unreachable",
+                   "headline": r.doc["verdict"]["headline"] if r.doc else r.error,
+                   "report": r.doc} for r in results],  # fmt: skip
+        "comparison": compare(results),
+    }
+
+
+def render_markdown(doc: Mapping[str, Any]) -> str:
+    out = [f"# pfdiag fleet report: {len(doc['hosts'])} host(s), verdict {doc['verdict']['status']}", "",
+           "| Host | Status | Headline | Seconds |", "|---|---|---|---|"]  # fmt: skip
+    for h in doc["hosts"]:
+        out.append(f"| {h['host']} | {h['status']} | {str(h['headline']).replace('|', '/')} | {h['seconds']:.1f} |")
+    cmp_ = doc["comparison"]
+    out += ["", "## Causes across hosts", "", "| Cause | Hosts | Spread | What it suggests |", "|---|---|---|---|"]
+    for c in cmp_["causes"]:
+        out.append(f"| {c['id']} {c['title']} | {', '.join(c['hosts'])} | {c['spread']} | {c['meaning']} |")
+    if cmp_["unreachable"]:
+        out += ["", "## Unreachable hosts", ""] + [f"- {u['host']} ({u['address']}): {u['error']}" for u in cmp_["unreachable"]]
+    return "\n".join(out) + "\n"
+
+
+def render_text(doc: Mapping[str, Any], width: int = 100) -> str:
+    from io import StringIO
+
+    from rich.console import Console
+    from rich.table import Table
+
+    buf = StringIO()
+    con = Console(file=buf, width=width, color_system=None, highlight=False)
+    t = Table(title=f"{len(doc['hosts'])} host(s): {doc['verdict']['status']}", title_justify="left")
+    for col in ("host", "status", "headline", "s"):
+        t.add_column(col, overflow="fold")
+    for h in doc["hosts"]:
+        t.add_row(h["host"], h["status"], str(h["headline"]), f"{h['seconds']:.1f}")
+    con.print(t)
+    t = Table(title="Causes across hosts", title_justify="left")
+    for col in ("cause", "hosts", "spread", "what it suggests"):
+        t.add_column(col, overflow="fold")
+    for c in doc["comparison"]["causes"]:
+        t.add_row(f"{c['id']} {c['title']}", ", ".join(c["hosts"]), c["spread"], c["meaning"])
+    con.print(t)
+    for u in doc["comparison"]["unreachable"]:
+        con.print(f"unreachable: {u['host']} ({u['address']}): {u['error']}")
+    return buf.getvalue()
