@@ -229,6 +229,8 @@ def run(args: argparse.Namespace) -> int:
     if args.redact:
         doc = redact(doc)
     write(render(doc, args.format, args.output is None and sys.stdout.isatty()), args.output)
+    if answers.get("target") == "local" and outcome.answers.get("target") == "demo":
+        return 0  # a first look on a machine without Postfix: the demo's verdict is not this machine's
     return int(doc["verdict"]["exit_code"])
 
 

@@ -161,3 +161,14 @@ def test_report_runs_plugins_and_survives_broken_ones(plugin_site: Path) -> None
     assert [c["id"] for c in doc["causes"]][:2] == ["E32", "E09"], "plugins do not disturb the ranking"
     res = _pfdiag(plugin_site, "report", "--demo", "-f", "json", "--no-plugins")
     assert "acme.relay_ok" not in res.stdout
+
+
+def test_without_postfix_report_shows_the_demo_and_says_so(tmp_path: Path) -> None:
+    # a machine without Postfix: no postconf on PATH, no log
+    env = {"PATH": str(Path(sys.executable).parent), "HOME": str(tmp_path), "LANG": "C.UTF-8"}
+    res = subprocess.run([sys.executable, "-m", "diagnose.cli", "report", "-f", "json"], capture_output=True,
+                         text=True, env=env, cwd=tmp_path, timeout=120)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "no Postfix here" in res.stderr and "demo snapshot" in res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["target"]["where"] == "snapshot:demo-snapshot.tar.gz" and doc["causes"]
