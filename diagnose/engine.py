@@ -48,6 +48,7 @@ class Facts:
     queue: dict[str, Any] | None = None
     config: dict[str, Any] | None = None
     config_report: Any = None  # checks.config.ConfigReport, handed to the checks
+    identity: dict[str, str] = field(default_factory=dict)  # myhostname, mydomain, mydestination
     probe_targets: list[dict[str, Any]] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     steps: list[StepStatus] = field(default_factory=list)
@@ -130,12 +131,25 @@ def collect_queue(target: Target, config_dir: str | None) -> dict[str, Any]:
     return build_report(read, settings, target, cfg.queue_directory if cfg else None)
 
 
-def collect_config(target: Target, config_dir: str | None) -> tuple[dict[str, Any], Any]:
-    from checks.config import read_config
+IDENTITY = ("myhostname", "mydomain", "mydestination")
+
+
+def collect_config(target: Target, config_dir: str | None) -> tuple[dict[str, Any], Any, dict[str, str]]:
+    from checks.config import postfix_argv, read_config
     from diagnose.commands.config import build
 
     rep = read_config(target, config_dir)
-    return build(rep, {}), rep
+    identity: dict[str, str] = {}
+    try:  # this server's own names: what redaction must hide
+        res = target.run(postfix_argv("postconf", config_dir, "-x", *IDENTITY), timeout=20)
+        if res.ok:
+            for line in res.stdout.splitlines():
+                name, sep, value = line.partition(" = ")
+                if sep and name.strip() in IDENTITY:
+                    identity[name.strip()] = value.strip()
+    except PfdiagError:
+        pass
+    return build(rep, {}), rep, identity
 
 
 def collect(target: Target, *, budget: float = DEFAULT_BUDGET, config_dir: str | None = None,
@@ -154,7 +168,7 @@ def collect(target: Target, *, budget: float = DEFAULT_BUDGET, config_dir: str |
     results, steps = run_parallel(jobs, budget, target.where, progress)
     facts.logs, facts.queue = results.get("logs"), results.get("queue")
     if results.get("config"):
-        facts.config, facts.config_report = results["config"]
+        facts.config, facts.config_report, facts.identity = results["config"]
     facts.steps.extend(steps)
     for st in steps:
         if st.state in ("error", "timeout"):

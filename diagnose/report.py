@@ -8,6 +8,7 @@ Exit codes of ``pfdiag report`` (and of the wizard) follow the verdict:
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any, Mapping
 
@@ -144,6 +145,24 @@ def _queue_summary(facts: Facts) -> dict[str, Any] | None:
             "notes": q.get("notes", [])}  # fmt: skip
 
 
+_SYSLOG_HOST = re.compile(r"^(?:\w{3} [ \d]\d \d\d:\d\d:\d\d|\d{4}-\d\d-\d\dT\S+) (\S+) \S*postfix")
+
+
+def _server(facts: Facts) -> dict[str, Any]:
+    """This server's own names (what redaction hides): postconf, else the syslog host field."""
+    ident = facts.identity or {}
+    host = ident.get("myhostname")
+    if not host:
+        for c in (facts.logs or {}).get("causes", []):
+            m = _SYSLOG_HOST.match(c.get("example") or "")
+            if m:
+                host = m.group(1)
+                break
+    dest = [d for d in re.split(r"[\s,]+", ident.get("mydestination", "")) if d and "$" not in d and ":" not in d
+            and "/" not in d and d != "localhost"]  # fmt: skip
+    return {"myhostname": host or None, "mydomain": ident.get("mydomain") or None, "mydestination": dest}
+
+
 def build(facts: Facts, answers: Mapping[str, str]) -> dict[str, Any]:
     timeouts = ((facts.logs or {}).get("timeouts") or {}).get("values")
     domain = answers.get("domain") or None
@@ -173,6 +192,7 @@ def build(facts: Facts, answers: Mapping[str, str]) -> dict[str, Any]:
         "pfdiag_version": __version__,
         "generated": _iso(time.time()),
         "target": {"where": facts.where, "live": facts.live},
+        "server": _server(facts),
         "answers": dict(answers),
         "verdict": {"status": status, "exit_code": EXIT[status], "headline": headline,
                     "summary": _summary(status, ranked, facts)},

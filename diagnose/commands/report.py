@@ -194,11 +194,19 @@ def render(doc: dict[str, Any], fmt: str, to_tty: bool) -> str:
 
 
 def redact(doc: dict[str, Any]) -> dict[str, Any]:
+    """Addresses, client IPs and this server's names become stable keyed tokens (diagnose/redact.py);
+    a fleet report redacts every host's report with one key, so tokens match across hosts."""
     from diagnose.redact import Redactor
 
-    own = [x for x in (doc.get("target", {}).get("where"),) if x]
-    red = Redactor(own_hostnames=own)
-    out = red.value(doc)
+    servers = [doc.get("server") or {}] + [(h.get("report") or {}).get("server") or {} for h in doc.get("hosts", [])]
+    hosts = [s.get("myhostname") for s in servers if s.get("myhostname")]
+    hosts += [h["address"].split("@")[-1].split(":")[0] for h in doc.get("hosts", []) if h.get("address")]
+    where = str((doc.get("target") or {}).get("where") or "")
+    if where.startswith("ssh:"):
+        hosts.append(where[4:])
+    domains = [s.get("mydomain") for s in servers if s.get("mydomain")]
+    domains += [d for s in servers for d in s.get("mydestination") or [] if d != "localhost"]
+    out = Redactor(own_hostnames=hosts, own_domains=domains).value(doc)
     out["redacted"] = True
     return out
 

@@ -1,0 +1,95 @@
+"""Redaction for support tickets: stable keyed tokens in place of who and where.
+
+Replaced: every address's local part (``user-3fa2c1``), the server's own domains
+(``domain-8b21e0.invalid``) and hostnames (``host-77aa01``), client IP addresses (``ip-5d0c9a``,
+v4 and v6). Kept, because the diagnosis needs them and they identify no one of the customer's:
+status and enhanced codes, reason texts, queue ids, timestamps, other organisations' domains
+and the hostnames and addresses of the next hops Postfix talked to (``relay=mx.example[...]``,
+``connect to ...``, ``host ... said``).
+
+Tokens are HMAC-SHA256 with a random key per Redactor: the same input gives the same token
+within one report or bundle (so "the same recipient failed 12 times" survives), and nothing
+outside it can map a token back. The key is never written anywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import os
+import re
+from typing import Any, Iterable
+
+_ADDRESS = re.compile(r"(?<![\w.+=-])([\w.!#$%&'*+/=?^`{|}~-]{1,64})@([A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*)")
+_IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w]|\.\d)")
+_IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{0,4}|(?:\d{1,3}\.){3}\d{1,3})(?![\w:])")
+# a next hop Postfix talked to: its address stays (a provider's MX is no secret)
+_NEXT_HOP = re.compile(r"(?:relay=|connect to |conversation with |connection with |host |to )([^\s\[\]]+)\[$")
+_KEEP_IPS = ("127.0.0.1", "::1", "0.0.0.0", "::")
+_LOGIN = re.compile(r"\b(sasl_username|sasl_sender|user|login)=([^\s,;>]+)")
+
+
+class Redactor:
+    def __init__(self, key: bytes | None = None, own_hostnames: Iterable[str] = (), own_domains: Iterable[str] = ()) -> None:
+        self._key = key if key is not None else os.urandom(32)
+        names = {h.lower().rstrip(".") for h in own_hostnames if h and h.strip()}
+        # syslog writes the short name ("mx1" for mx1.example.net): that is this server too
+        self._alias = {n.split(".", 1)[0]: n for n in sorted(names) if "." in n and len(n.split(".", 1)[0]) >= 3}
+        names |= set(self._alias)
+        self.own_hostnames = sorted(names, key=len, reverse=True)
+        self.own_domains = sorted({d.lower().rstrip(".") for d in own_domains if d and d.strip()}, key=len, reverse=True)
+        self._cache: dict[str, str] = {}
+
+    def token(self, kind: str, value: str) -> str:
+        k = f"{kind}\0{value.lower()}"
+        if k not in self._cache:
+            self._cache[k] = hmac.new(self._key, k.encode(), hashlib.sha256).hexdigest()[:6]
+        return f"{kind}-{self._cache[k]}"
+
+    def _is_own_domain(self, domain: str) -> bool:
+        d = domain.lower().rstrip(".")
+        return any(d == o or d.endswith("." + o) for o in self.own_domains) or d in self.own_hostnames
+
+    def _domain(self, domain: str) -> str:
+        return self.token("domain", domain) + ".invalid" if self._is_own_domain(domain) else domain
+
+    def text(self, s: str) -> str:
+        if not s:
+            return s
+        s = _ADDRESS.sub(lambda m: f"{self.token('user', m.group(1))}@{self._domain(m.group(2))}", s)
+        for name in self.own_hostnames:
+            tok = self.token("host", self._alias.get(name, name))  # "mx1" and "mx1.example.net": one token
+            s = re.sub(rf"(?<![\w.-]){re.escape(name)}(?![\w.-])", tok, s, flags=re.IGNORECASE)
+        for dom in self.own_domains:  # hosts inside an own domain first, then the domain itself
+            s = re.sub(rf"(?<![\w.-])((?:[\w-]+\.)+){re.escape(dom)}(?![\w-])",
+                       lambda m: self.token("host", m.group(0)), s, flags=re.IGNORECASE)  # fmt: skip
+            s = re.sub(rf"(?<![\w.-]){re.escape(dom)}(?![\w-])", self.token("domain", dom) + ".invalid", s, flags=re.IGNORECASE)
+        s = _LOGIN.sub(lambda m: f"{m.group(1)}={self.token('login', m.group(2))}", s)
+        s = _IPV4.sub(lambda m: self._ip(m, s), s)
+        s = _IPV6.sub(lambda m: self._ip(m, s), s)
+        return s
+
+    def _ip(self, m: re.Match[str], s: str) -> str:
+        text = m.group(0)
+        try:
+            ip = ipaddress.ip_address(text)
+        except ValueError:
+            return text
+        if str(ip) in _KEEP_IPS:
+            return text
+        before = s[max(0, m.start() - 300) : m.start()]
+        hop = _NEXT_HOP.search(before)
+        if hop and not hop.group(1).startswith(("host-", "unknown")):
+            return text
+        return self.token("ip", str(ip))
+
+    def value(self, obj: Any) -> Any:
+        """The same structure with every string redacted (dict keys are field names: kept)."""
+        if isinstance(obj, str):
+            return self.text(obj)
+        if isinstance(obj, dict):
+            return {k: self.value(v) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return [self.value(v) for v in obj]
+        return obj
