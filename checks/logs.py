@@ -202,9 +202,14 @@ def plan_chunks(target: Target, sources: Iterable[str], pieces: int, min_bytes: 
     return chunks
 
 
-def _open_chunk(target: Target, chunk: Chunk) -> TextIO:
+def _open_chunk(target: Target, chunk: Chunk, since: float | None = None) -> TextIO:
     if chunk.path == STDIN:
         return decode_stream(sys.stdin.buffer, "stdin") if hasattr(sys.stdin, "buffer") else io.StringIO(sys.stdin.read())
+    filtered = getattr(target, "open_filtered", None)
+    if chunk.end is None and callable(filtered):
+        # a remote host greps its own log: only Postfix lines cross the network, and a
+        # rotated file last written before --since is not read at all
+        return filtered(chunk.path, since_epoch=since, pattern="postfix")
     if chunk.end is None:
         return target.open_text(chunk.path)
     local = _local_path(target, chunk.path)
@@ -249,7 +254,7 @@ def read_lines(
                 reference = None
         parser = LineParser(reference_time=reference, tz=tz, births=births)
         try:
-            with _open_chunk(target, chunk) as stream:
+            with _open_chunk(target, chunk, since) as stream:
                 yield from _stream(path, stream, parser, stats, since, until, skip_daemons)
         except InputError as exc:  # a damaged rotated file: keep what was read, say so
             stats.malformed_line("damaged file", str(exc))

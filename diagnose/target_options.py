@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from importlib import resources
 
 from checks.errors import UsageError
@@ -14,8 +15,17 @@ DEMO_SNAPSHOT = "demo-snapshot.tar.gz"
 
 def add_target_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("where to look")
+    g.add_argument("--host", metavar="[USER@]HOST[:PORT]",
+                   help="a mail host over SSH (an ssh_config alias works: HostName, User, Port, IdentityFile, ProxyJump)")
     g.add_argument("--snapshot", metavar="BUNDLE", help="read a snapshot bundle (.tar.gz or directory) instead of this machine")
     g.add_argument("--demo", action="store_true", help="use the demo snapshot shipped with pfdiag")
+    s = p.add_argument_group("SSH (with --host)")
+    s.add_argument("--ssh-config", metavar="FILE", help="ssh_config to read (default ~/.ssh/config)")
+    s.add_argument("--known-hosts", metavar="FILE", help="known_hosts to verify against (default ~/.ssh/known_hosts)")
+    s.add_argument("--accept-new-host-key", action="store_true",
+                   help="trust an unknown host key and save it (like OpenSSH's accept-new); a CHANGED key is always refused")
+    s.add_argument("--ssh-timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="connect and per-command timeout over SSH (default 30)")  # fmt: skip
 
 
 def demo_path() -> str:
@@ -25,13 +35,40 @@ def demo_path() -> str:
     return path
 
 
+def _passphrase_prompt() -> object:
+    """Ask for a key's passphrase only when someone is there to answer."""
+    if not sys.stdin.isatty():
+        return None
+    import getpass
+
+    def ask(text: str) -> str | None:
+        try:
+            return getpass.getpass(f"{text}: ")
+        except (EOFError, KeyboardInterrupt):
+            return None
+
+    return ask
+
+
 def open_target(args: argparse.Namespace) -> tuple[Target, str | None]:
     """(target, notice for the user or None)."""
-    if getattr(args, "demo", False) and getattr(args, "snapshot", None):
-        raise UsageError("--demo and --snapshot cannot be used together")
+    chosen = [o for o in ("demo", "snapshot", "host") if getattr(args, o, None)]
+    if len(chosen) > 1:
+        raise UsageError(f"--{chosen[0]} and --{chosen[1]} cannot be used together")
     if getattr(args, "demo", False):
         snap = SnapshotTarget(demo_path())
         return snap, "pfdiag: using the demo snapshot shipped with pfdiag (a recorded test-lab Postfix), not this machine"
     if getattr(args, "snapshot", None):
         return SnapshotTarget(args.snapshot), None
+    if getattr(args, "host", None):
+        from checks.targets.ssh import SSHTarget
+
+        timeout = float(getattr(args, "ssh_timeout", None) or 30.0)
+        if timeout <= 0:
+            raise UsageError("--ssh-timeout must be positive")
+        target = SSHTarget.open(args.host, accept_new_host_key=bool(getattr(args, "accept_new_host_key", False)),
+                                known_hosts=getattr(args, "known_hosts", None),
+                                ssh_config=getattr(args, "ssh_config", None), connect_timeout=min(timeout, 30.0),
+                                command_timeout=max(timeout, 30.0), password_prompt=_passphrase_prompt())  # type: ignore[arg-type]  # fmt: skip
+        return target, None
     return LocalTarget(), None

@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             sources = default_sources(target)
         except InputError as exc:
-            if args.snapshot or args.demo:
+            if args.snapshot or args.demo or getattr(args, "host", None):
                 raise
             # a first look on a machine without a Postfix log: show what pfdiag does, and say why
             target, _ = open_target(argparse.Namespace(demo=True, snapshot=None))

@@ -1,0 +1,127 @@
+"""The same diagnosis over SSH (paramiko -> the lab's real sshd on 127.0.0.1 -> the lab's real
+Postfix): every failure mode's root cause named first, with the evidence marked as measured on
+the mail host (probes go through direct-tcpip channels from there); host keys verified from
+the command line; and a fleet of three aliases of that host plus one that is down.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from diagnose.cli import main
+from tests.integration.test_report_lab import EXPECTED
+from tests.lab import sshd as lab
+from tests.lab.postfix import PostfixLab, free_port
+from tests.lab.scenarios import SCENARIOS, SENDER, PeerSet
+
+pytestmark = pytest.mark.lab
+
+
+def _need(reason: str | None) -> None:
+    if reason is None:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true and the SSH lab cannot run: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[lab.Sshd]:
+    _need(lab.missing())
+    with lab.running_sshd() as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def _no_user_agent(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+
+
+@pytest.fixture(scope="module")
+def ssh(server: lab.Sshd, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    d = tmp_path_factory.mktemp("ssh")
+    common = f"  HostName 127.0.0.1\n  Port {server.port}\n  User root\n  IdentityFile {server.user_key}\n"
+    down = f"  HostName 127.0.0.1\n  Port {free_port()}\n  User root\n  IdentityFile {server.user_key}\n"
+    cfg = d / "ssh_config"
+    cfg.write_text("".join(f"Host mx{i}\n{common}" for i in (1, 2, 3)) + f"Host mxdown\n{down}")
+    kh = d / "known_hosts"
+    kh.write_text(server.known_hosts_line())
+    return {"config": str(cfg), "known_hosts": str(kh), "dir": str(d)}
+
+
+@pytest.fixture(scope="module")
+def window(postfix_lab: PostfixLab, smtp_peers: PeerSet) -> dict[str, Any]:
+    postfix_lab.clear_queue()
+    time.sleep(1.1)
+    since = datetime.now().isoformat(timespec="seconds")
+    with ThreadPoolExecutor(8) as pool:
+        injected = list(pool.map(lambda s: postfix_lab.inject(SENDER, s.recipients, size=s.size, subject=s.name),
+                                 SCENARIOS))  # fmt: skip
+    for inj in injected:
+        postfix_lab.wait_first_attempt(inj, timeout=60)
+    return {"since": since}
+
+
+def _ssh_args(ssh: dict[str, str]) -> list[str]:
+    return ["--ssh-config", ssh["config"], "--known-hosts", ssh["known_hosts"]]
+
+
+def report(capsys, lab_: PostfixLab, window: dict, ssh: dict[str, str], *extra: str) -> tuple[int, dict]:
+    rc = main(["report", "-f", "json", "-c", str(lab_.config_dir), "--log", str(lab_.log_path),
+               "--since", window["since"], "--budget", "40", *_ssh_args(ssh), *extra])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert out, err
+    return rc, json.loads(out)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_each_failure_mode_over_ssh(name: str, postfix_lab: PostfixLab, window: dict, ssh: dict, capsys) -> None:
+    rc, doc = report(capsys, postfix_lab, window, ssh, "--host", "mx1", "--domain", f"{name}.test")
+    assert rc == 4 and doc["target"]["where"] == "ssh:mx1"
+    top = doc["causes"][0]
+    assert top["id"] == EXPECTED[name], [(c["id"], c["domains"]) for c in doc["causes"]]
+    assert top["evidence"] and all(e["where"] == "ssh:mx1" for e in top["evidence"])
+    assert {s["id"]: s["state"] for s in doc["steps"]}["logs"] == "ok"
+
+
+def test_probes_start_from_the_mail_host(postfix_lab: PostfixLab, window: dict, ssh: dict, capsys) -> None:
+    rc, doc = report(capsys, postfix_lab, window, ssh, "--host", "mx1", "--domain", "no-banner.test")
+    probes = [f for f in doc["findings"] if f["check"].startswith("smtp.") and f["evidence"]]
+    assert probes, doc["findings"]
+    assert all(f["evidence"][0]["where"] == "ssh:mx1" for f in probes)
+    # the no-banner peer accepts the connection and never greets: the probe names the cause too
+    assert any(f["cause_id"] == "E04" for f in probes)
+
+
+def test_unknown_host_key_is_refused_from_the_command_line(postfix_lab: PostfixLab, ssh: dict, capsys, tmp_path: Path) -> None:
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    rc = main(["report", "-f", "json", "--host", "mx1", "--ssh-config", ssh["config"], "--known-hosts", str(empty),
+               "-c", str(postfix_lab.config_dir)])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1
+    assert "SHA256:" in err[0] and "--accept-new-host-key" in err[0]
+    assert empty.read_text() == "", "nothing is trusted without the flag"
+
+
+def test_fleet_of_three_and_one_down(postfix_lab: PostfixLab, window: dict, ssh: dict, capsys) -> None:
+    rc = main(["report", "-f", "json", "-c", str(postfix_lab.config_dir), "--log", str(postfix_lab.log_path),
+               "--since", window["since"], "--budget", "40", "--hosts", "mx1,mx2,mx3,mxdown", "--domain", "greylist.test",
+               *_ssh_args(ssh)])  # fmt: skip
+    doc = json.loads(capsys.readouterr().out)
+    assert rc == 4 and doc["schema"] == "pfdiag.fleet/1"
+    status = {h["host"]: h["status"] for h in doc["hosts"]}
+    assert status == {"mx1": "root-cause", "mx2": "root-cause", "mx3": "root-cause", "mxdown": "unreachable"}
+    cmp_ = doc["comparison"]
+    assert cmp_["reachable"] == 3 and [u["host"] for u in cmp_["unreachable"]] == ["mxdown"]
+    e21 = next(c for c in cmp_["causes"] if c["id"] == "E21")
+    assert e21["spread"] == "every host" and sorted(e21["hosts"]) == ["mx1", "mx2", "mx3"]
