@@ -107,49 +107,105 @@ def run_parallel(jobs: Mapping[str, tuple[str, Callable[[], Any]]], budget: floa
 # ------------------------------------------------------------------ round 1: collect
 
 
-def collect_logs(target: Target, since: float | None, paths: list[str] | None = None) -> dict[str, Any]:
+class _Once:
+    """A value computed once, by whichever thread asks first (the others wait for it)."""
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self._make, self._lock, self._done, self._value, self._error = make, threading.Lock(), False, None, None
+
+    def __call__(self) -> Any:
+        with self._lock:
+            if not self._done:
+                try:
+                    self._value = self._make()
+                except Exception as exc:  # every caller sees the same failure
+                    self._error = exc
+                self._done = True
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+def _timeouts_of(rep: Any) -> dict[str, float]:
+    """The smtp client's effective timeouts (master.cf -o of the smtp service included)."""
+    from diagnose.delays import DEFAULT_TIMEOUTS
+
+    values = {}
+    for name, default in DEFAULT_TIMEOUTS.items():
+        try:
+            values[name] = rep.config.time(name, "smtp/unix")
+        except PfdiagError:
+            values[name] = default
+    return values
+
+
+def collect_logs(target: Target, since: float | None, paths: list[str] | None = None,
+                 config: Callable[[], Any] | None = None) -> dict[str, Any]:  # fmt: skip
     from checks.logs import default_sources, resolve_sources
-    from diagnose.commands.logs import effective_timeouts
     from diagnose.delays import DEFAULT_TIMEOUTS
     from diagnose.logreport import to_dict
     from diagnose.logscan import analyse_logs
 
     sources = resolve_sources(target, paths) if paths else default_sources(target)
     analysis, stats = analyse_logs(target, sources, since, None)
-    timeouts, source = effective_timeouts(target)
+    try:
+        timeouts, source = (_timeouts_of(config()), f"postconf on {target.where}") if config else (None, "")
+    except PfdiagError:
+        timeouts, source = None, "Postfix defaults (postconf failed)"
+    if config is None:
+        from diagnose.commands.logs import effective_timeouts
+
+        timeouts, source = effective_timeouts(target)
     report = to_dict(analysis, stats, since, None, timeouts)
     report["timeouts"] = {"source": source, "values": timeouts or DEFAULT_TIMEOUTS}
     return report
 
 
-def collect_queue(target: Target, config_dir: str | None) -> dict[str, Any]:
+def collect_queue(target: Target, config_dir: str | None, config: Callable[[], Any] | None = None) -> dict[str, Any]:
+    from checks.postfix.retry import DEFAULTS
     from checks.queue import read_queue
     from diagnose.commands.queue import _config, build_report
 
     read = read_queue(target, config_dir)
-    settings, cfg = _config(target, config_dir, read.notes)
+    if config is None:
+        settings, cfg = _config(target, config_dir, read.notes)
+    else:
+        try:
+            cfg = config()
+            settings = cfg.settings
+        except PfdiagError as exc:
+            read.notes.append(f"retry settings not readable ({exc}): forecasts use Postfix's defaults")
+            settings, cfg = DEFAULTS, None
     return build_report(read, settings, target, cfg.queue_directory if cfg else None)
 
 
 IDENTITY = ("myhostname", "mydomain", "mydestination")
 
 
-def collect_config(target: Target, config_dir: str | None) -> tuple[dict[str, Any], Any, dict[str, str]]:
-    from checks.config import postfix_argv, read_config
+def read_identity(target: Target, config_dir: str | None) -> dict[str, str]:
+    """This server's own names (what redaction must hide); empty when postconf cannot say."""
+    from checks.config import postfix_argv
+
+    identity: dict[str, str] = {}
+    try:
+        res = target.run(postfix_argv("postconf", config_dir, "-x", *IDENTITY), timeout=20)
+    except PfdiagError:
+        return identity
+    if res.ok:
+        for line in res.stdout.splitlines():
+            name, sep, value = line.partition(" = ")
+            if sep and name.strip() in IDENTITY:
+                identity[name.strip()] = value.strip()
+    return identity
+
+
+def collect_config(target: Target, config_dir: str | None, config: Callable[[], Any] | None = None
+                   ) -> tuple[dict[str, Any], Any, dict[str, str]]:  # fmt: skip
+    from checks.config import read_config
     from diagnose.commands.config import build
 
-    rep = read_config(target, config_dir)
-    identity: dict[str, str] = {}
-    try:  # this server's own names: what redaction must hide
-        res = target.run(postfix_argv("postconf", config_dir, "-x", *IDENTITY), timeout=20)
-        if res.ok:
-            for line in res.stdout.splitlines():
-                name, sep, value = line.partition(" = ")
-                if sep and name.strip() in IDENTITY:
-                    identity[name.strip()] = value.strip()
-    except PfdiagError:
-        pass
-    return build(rep, {}), rep, identity
+    rep = config() if config else read_config(target, config_dir)
+    return build(rep, {}), rep, read_identity(target, config_dir)
 
 
 def collect(target: Target, *, budget: float = DEFAULT_BUDGET, config_dir: str | None = None,
@@ -159,11 +215,16 @@ def collect(target: Target, *, budget: float = DEFAULT_BUDGET, config_dir: str |
     from checks.targets import SnapshotTarget
     from diagnose.correlate import probe_targets, rank
 
+    from checks.config import read_config
+
     facts = Facts(where=target.where, live=not isinstance(target, SnapshotTarget))
+    # logs (for the effective timeouts), queue (for the backoff settings) and config all
+    # need postconf's answers: asked once, over SSH that is a third of the round trips
+    config = _Once(lambda: read_config(target, config_dir))
     jobs = {
-        "logs": ("read the Postfix logs", lambda: collect_logs(target, since, log_paths)),
-        "queue": ("read the mail queue", lambda: collect_queue(target, config_dir)),
-        "config": ("read the configuration", lambda: collect_config(target, config_dir)),
+        "logs": ("read the Postfix logs", lambda: collect_logs(target, since, log_paths, config)),
+        "queue": ("read the mail queue", lambda: collect_queue(target, config_dir, config)),
+        "config": ("read the configuration", lambda: collect_config(target, config_dir, config)),
     }
     results, steps = run_parallel(jobs, budget, target.where, progress)
     facts.logs, facts.queue = results.get("logs"), results.get("queue")
