@@ -189,10 +189,14 @@ def smtp_eod_ladder(ctx: Context) -> list[Finding]:
         return [Finding("smtp.eod_ladder", Severity.ERROR, "send_test=yes needs test_to=ADDRESS")]
     if not _is_live(ctx):
         return [Finding("smtp.eod_ladder", Severity.INFO, "a snapshot cannot send test messages")]
+    from checks.nexthop import first_address
+
     domain = rcpt.rsplit("@", 1)[1].lower()
     hops = list(_probe_targets(ctx))
     hop = next((h for h in hops if (h.get("domain") or "").lower() == domain), None)
-    hop = hop or next((h for h in hops if h.get("cause_id") in ("E09", "E10", "E08")), None)
+    if hop is None:  # the recipient's next hop, the way Postfix would find it
+        found = first_address(ctx.target, domain, ctx.options.get("config_dir"))
+        hop = {**found, "domain": domain, "cause_id": None} if found else None
     if hop is None:
         return [Finding("smtp.eod_ladder", Severity.ERROR, f"no next hop known for {domain}: no test message was sent")]
     timeouts, helo = _timeouts(ctx), _helo(ctx)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from checks.model import Finding, Severity
 from diagnose.causes import Cause, get_cause
@@ -184,21 +184,30 @@ def _confidence(rc: RankedCause, found: list[Finding], log_causes: Mapping[str, 
     rc.confidence = round(max(0.05, min(0.98, c)), 2)
 
 
-def probe_targets(ranked: Iterable[RankedCause], limit: int = 10) -> list[dict[str, Any]]:
-    """The next hops worth talking to: those of root causes that happen on the wire, with a
-    port known from a real log line. Deduplicated by address and port, most important first."""
+def probe_targets(ranked: Iterable[RankedCause], limit: int = 10,
+                  resolve: Callable[[str], dict[str, Any] | None] | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """The next hops worth talking to: those of root causes that happen on the wire. The hop
+    Postfix really used (a log line with the port) comes first; without one, ``resolve``
+    finds the domain's next hop the way Postfix would (transport maps, relayhost, MX).
+    Deduplicated by address and port, most important first."""
     out: list[dict[str, Any]] = []
     seen: set[tuple[str, int]] = set()
     for rc in ranked:
-        if not rc.root or rc.cause.family not in PROBE_FAMILIES or not rc.hop:
+        if not rc.root or rc.cause.family not in PROBE_FAMILIES:
             continue
-        port = rc.hop.get("port") or 25
-        key = (rc.hop["addr"], port)
+        hop = None
+        if rc.hop and rc.hop.get("port"):
+            hop = {"host": rc.hop["addr"], "name": rc.hop["host"], "port": rc.hop["port"], "source": "the log"}
+        elif resolve is not None and rc.top_domain:
+            hop = resolve(rc.top_domain)
+        if hop is None:
+            continue
+        key = (hop["host"], int(hop["port"]))
         if key in seen:
             continue
         seen.add(key)
-        out.append({"host": rc.hop["addr"], "name": rc.hop["host"], "port": port, "domain": rc.top_domain,
-                    "cause_id": rc.id})  # fmt: skip
+        out.append({"host": hop["host"], "name": hop.get("name") or hop["host"], "port": int(hop["port"]),
+                    "domain": rc.top_domain, "cause_id": rc.id, "source": hop.get("source", "")})  # fmt: skip
         if len(out) >= limit:
             break
     return out

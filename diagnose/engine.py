@@ -235,7 +235,14 @@ def collect(target: Target, *, budget: float = DEFAULT_BUDGET, config_dir: str |
         if st.state in ("error", "timeout"):
             facts.findings.append(Finding(f"collect.{st.id}", Severity.ERROR, f"{st.title}: {st.detail}",
                                           evidence=(Evidence(st.title, st.detail, target.where),)))  # fmt: skip
-    facts.probe_targets = probe_targets(rank(facts.logs, facts.queue, [], domain=domain))
+    resolve = None
+    if facts.live:
+        from checks.nexthop import first_address
+
+        def resolve(d: str) -> dict[str, Any] | None:
+            return first_address(target, d, config_dir)
+
+    facts.probe_targets = probe_targets(rank(facts.logs, facts.queue, [], domain=domain), resolve=resolve)
     return facts
 
 

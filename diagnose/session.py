@@ -9,6 +9,7 @@ evidence away; answers that decided the checks re-run only the checks.
 from __future__ import annotations
 
 import argparse
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -77,6 +78,7 @@ def run(answer: Answerer, given: Mapping[str, str], opts: Options,
     target: Target | None = None
     checked = False
     notices: list[str] = []
+    collect_started = time.monotonic()
     while True:
         step = flow.next_step(answers, state_of(facts, checked, opts.interactive, answers.get("domain") or None))
         if isinstance(step, flow.Ask):
@@ -98,12 +100,14 @@ def run(answer: Answerer, given: Mapping[str, str], opts: Options,
             target, notice = open_target(answers, opts)
             if notice:
                 notices.append(notice)
+            collect_started = time.monotonic()
             facts = engine.collect(target, budget=opts.budget * 2 / 3, config_dir=opts.config_dir,
                                    log_paths=opts.log_paths, since=opts.since, progress=progress,
                                    domain=answers.get("domain") or None)  # fmt: skip
         elif isinstance(step, flow.Run):
             assert facts is not None and target is not None
-            engine.run_checks(facts, target, answers, max(10.0, opts.budget / 3), opts.config_dir, progress,
+            left = opts.budget - (time.monotonic() - collect_started)  # what collecting did not use
+            engine.run_checks(facts, target, answers, max(10.0, left), opts.config_dir, progress,
                               opts.include_plugins)  # fmt: skip
             checked = True
             if on_checked is not None:

@@ -127,7 +127,21 @@ def test_probe_targets_only_wire_causes_with_a_port() -> None:
                      cause("E32", 9, "local.example", "connect to 127.0.0.1[127.0.0.1]:10024: Connection refused"),
                      cause("E13", 2, "dns.example", "Host or domain name not found")])
     hops = probe_targets(rank(logs, None, []))
-    assert hops == [{"host": "192.0.2.3", "name": "mx.c.example", "port": 25, "domain": "c.example", "cause_id": "E21"}]
+    assert hops == [{"host": "192.0.2.3", "name": "mx.c.example", "port": 25, "domain": "c.example", "cause_id": "E21",
+                     "source": "the log"}]
+
+
+def test_probe_targets_resolve_a_domain_without_a_logged_port() -> None:
+    logs = logs_doc([cause("E09", 3, "slow.example", "conversation with mx.slow.example[192.0.2.8] timed out while "
+                                                     "sending end of data -- message may be sent more than once")])
+    asked = []
+
+    def resolve(domain: str) -> dict:
+        asked.append(domain)
+        return {"host": "192.0.2.8", "name": "mx.slow.example", "port": 2525, "source": "transport_maps"}
+
+    hops = probe_targets(rank(logs, None, []), resolve=resolve)
+    assert asked == ["slow.example"] and hops[0]["port"] == 2525 and hops[0]["cause_id"] == "E09"
 
 
 @pytest.fixture(scope="module")

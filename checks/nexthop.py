@@ -1,0 +1,247 @@
+"""Where Postfix's smtp client would deliver mail for a domain: the next hop, as Postfix finds it.
+
+Order (transport(5), postconf(5)):
+1. transport_maps, looked up through the target with ``postmap -q`` (so every map type
+   Postfix knows works): the domain itself, then ``.parent`` entries for each parent
+   domain, then ``*``. ``transport:nexthop``, where nexthop is ``[host]:port`` (no MX
+   lookup), ``host:port`` or empty (the recipient domain). error:, discard:, retry: and
+   local transports have no SMTP next hop.
+2. relayhost, when set (``[host]`` = no MX lookup).
+3. the domain itself: MX records in preference order (Postfix shuffles equal preferences;
+   here they are sorted by name so that a report is reproducible), else its A/AAAA.
+Each host's addresses follow inet_protocols and smtp_address_preference, and at most
+smtp_mx_address_limit addresses are kept, as Postfix does.
+
+DNS goes through a resolver the caller passes; with none, only bracketed next hops resolve.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from checks.config import postfix_argv
+from checks.errors import PfdiagError, UsageError
+from checks.targets import Target
+
+NO_SMTP = ("error", "discard", "retry", "local", "virtual", "pipe", "lmtp-local", "hold")
+_DOMAIN = re.compile(r"^(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(?:\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*$")
+
+
+@dataclass(frozen=True)
+class Address:
+    host: str  # the name Postfix would log (MX host, or the IP for a literal)
+    addr: str
+    port: int
+    source: str  # "transport_maps: .example.com smtp:[10.0.0.1]:2525", "MX 10 mx1.example.com", ...
+
+
+@dataclass
+class NextHop:
+    domain: str
+    transport: str = "smtp"  # the master.cf service that delivers (its -o overrides apply)
+    nexthop: str = ""  # as configured: "[host]:port", "host", "" (the domain)
+    source: str = ""  # where the route came from
+    addresses: list[Address] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    deliverable_by_smtp: bool = True
+
+
+def _postmap(target: Target, config_dir: str | None, key: str, table: str) -> str | None:
+    res = target.run(postfix_argv("postmap", config_dir, "-q", key, table), timeout=20)
+    if res.returncode == 0:
+        return res.stdout.strip().splitlines()[0] if res.stdout.strip() else ""
+    return None  # 1: not found (other failures are reported by the caller's notes)
+
+
+def _postconf(target: Target, config_dir: str | None, *names: str) -> dict[str, str]:
+    res = target.run(postfix_argv("postconf", config_dir, "-x", *names), timeout=20)
+    out: dict[str, str] = {}
+    for line in res.stdout.splitlines():
+        k, sep, v = line.partition(" = ")
+        if sep:
+            out[k.strip()] = v.strip()
+    return out
+
+
+def _lookup_keys(domain: str) -> list[str]:
+    labels = domain.split(".")
+    return [domain] + ["." + ".".join(labels[i:]) for i in range(1, len(labels))] + ["*"]
+
+
+def split_nexthop(text: str, default_port: int = 25) -> tuple[str, int, bool]:
+    """"[host]:port" / "host:port" / "[ipv6]" -> (host, port, bracketed)."""
+    t = text.strip()
+    if t.startswith("["):
+        end = t.find("]")
+        if end < 0:
+            raise UsageError(f"bad next hop {text!r}")
+        host, rest = t[1:end], t[end + 1 :]
+        port = int(rest[1:]) if rest.startswith(":") and rest[1:].isdigit() else default_port
+        return host, port, True
+    host, _, port = t.rpartition(":") if t.count(":") == 1 else (t, "", "")
+    if not host:
+        host, port = t, ""
+    return host, int(port) if port.isdigit() else default_port, False
+
+
+def resolve_nexthop(target: Target, domain: str, config_dir: str | None = None, resolver: Any = None) -> NextHop:
+    d = domain.strip().lower().rstrip(".")
+    if not _DOMAIN.match(d):
+        raise UsageError(f"invalid domain {domain!r}")
+    hop = NextHop(d)
+    try:
+        conf = _postconf(target, config_dir, "transport_maps", "relayhost", "inet_protocols", "smtp_address_preference",
+                         "smtp_mx_address_limit", "default_transport", "relay_transport")  # fmt: skip
+    except PfdiagError as exc:
+        conf = {}
+        hop.notes.append(f"postconf failed ({exc}): Postfix's defaults assumed")
+    routed = False
+    for table in [t for t in re.split(r"[\s,]+", conf.get("transport_maps", "")) if t]:
+        for key in _lookup_keys(d):
+            try:
+                value = _postmap(target, config_dir, key, table)
+            except PfdiagError as exc:
+                hop.notes.append(f"postmap -q {key} {table} failed: {exc}")
+                break
+            if value is None:
+                continue
+            transport, _, nexthop = value.partition(":")
+            hop.transport = transport or conf.get("default_transport", "smtp") or "smtp"
+            hop.nexthop, hop.source, routed = nexthop, f"transport_maps {table}: {key} {value}", True
+            break
+        if routed:
+            break
+    if not routed and conf.get("relayhost"):
+        hop.transport = conf.get("relay_transport", "relay").split(":")[0] or "relay"
+        hop.nexthop, hop.source = conf["relayhost"], f"relayhost = {conf['relayhost']}"
+    elif not routed:
+        hop.transport = (conf.get("default_transport") or "smtp").split(":")[0]
+        hop.source = "the domain's own MX records (no transport map entry, no relayhost)"
+    if hop.transport in NO_SMTP:
+        hop.deliverable_by_smtp = False
+        hop.notes.append(f"transport {hop.transport!r}: no SMTP next hop")
+        return hop
+    target_host, port, bracketed = split_nexthop(hop.nexthop or d)
+    limit = int(conf.get("smtp_mx_address_limit") or 5)
+    protocols = conf.get("inet_protocols", "all")
+    preference = conf.get("smtp_address_preference", "any")
+    if _is_ip(target_host):
+        hop.addresses.append(Address(target_host, target_host, port, hop.source))
+        return hop
+    if resolver is None:
+        hop.notes.append(f"{target_host}: not resolved (no resolver for this target)")
+        return hop
+    hosts: list[tuple[str, str]] = []  # (host, how found)
+    if bracketed:
+        hosts.append((target_host, hop.source))
+    else:
+        mx = _query(resolver, target_host, "MX", hop)
+        if mx:
+            for pref, name in sorted(mx, key=lambda r: (r[0], r[1])):
+                if name in (".", ""):
+                    hop.notes.append(f"{target_host} has a null MX: it accepts no mail")
+                    return hop
+                hosts.append((name, f"MX {pref} {name} of {target_host}"))
+        else:
+            hosts.append((target_host, f"A/AAAA of {target_host} (no MX)"))
+    for name, how in hosts:
+        addrs = _addresses(resolver, name, protocols, preference, hop)
+        for a in addrs:
+            if len(hop.addresses) >= limit:
+                hop.notes.append(f"smtp_mx_address_limit = {limit}: further addresses are not tried")
+                return hop
+            hop.addresses.append(Address(name, a, port, how))
+    return hop
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text[5:] if text.lower().startswith("ipv6:") else text)
+        return True
+    except ValueError:
+        return False
+
+
+def _query(resolver: Any, name: str, rtype: str, hop: NextHop) -> list[tuple[int, str]]:
+    import dns.exception
+    import dns.resolver
+
+    try:
+        answer = resolver.resolve(name, rtype)
+    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+        return []
+    except dns.exception.DNSException as exc:
+        hop.notes.append(f"{rtype} {name}: {type(exc).__name__}")
+        return []
+    if rtype == "MX":
+        return [(int(r.preference), r.exchange.to_text(omit_final_dot=True)) for r in answer]
+    return [(0, r.to_text()) for r in answer]
+
+
+def _addresses(resolver: Any, name: str, protocols: str, preference: str, hop: NextHop) -> list[str]:
+    want4 = protocols in ("all", "ipv4") or "ipv4" in protocols
+    want6 = protocols in ("all", "ipv6") or "ipv6" in protocols
+    v4 = [a for _, a in _query(resolver, name, "A", hop)] if want4 else []
+    v6 = [a for _, a in _query(resolver, name, "AAAA", hop)] if want6 else []
+    if preference == "ipv6":
+        return v6 + v4
+    if preference == "ipv4":
+        return v4 + v6
+    return v4 + v6  # "any": Postfix picks randomly; this keeps a report reproducible
+
+
+def describe(hop: NextHop) -> dict[str, Any]:
+    return {"domain": hop.domain, "transport": hop.transport, "nexthop": hop.nexthop, "source": hop.source,
+            "addresses": [a.__dict__ for a in hop.addresses], "notes": hop.notes,
+            "deliverable_by_smtp": hop.deliverable_by_smtp}  # fmt: skip
+
+
+def resolve_many(target: Target, domains: Sequence[str], config_dir: str | None = None, resolver: Any = None) -> list[NextHop]:
+    return [resolve_nexthop(target, d, config_dir, resolver) for d in domains]
+
+
+RESERVED_TLDS = ("test", "invalid", "example", "localhost")  # RFC 2606 / 6761: never asked of DNS
+
+
+def resolver_for(target: Target) -> Any:
+    """The resolver a probe uses for `target`'s point of view, or None when it has none here:
+    this machine's own resolver for a local target; nothing for a snapshot or a remote host
+    (their DNS view is not this machine's: bracketed and transport-mapped hops still resolve)."""
+    from checks.targets import LocalTarget
+
+    if not isinstance(target, LocalTarget):
+        return None
+    import dns.resolver
+
+    r = dns.resolver.Resolver()
+    r.lifetime = 5.0
+    return _NoReserved(r)
+
+
+class _NoReserved:
+    """A resolver that refuses reserved names instead of sending them to the network."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def resolve(self, name: str, rtype: str) -> Any:
+        import dns.resolver
+
+        if name.rstrip(".").rsplit(".", 1)[-1].lower() in RESERVED_TLDS:
+            raise dns.resolver.NXDOMAIN()
+        return self.inner.resolve(name, rtype)
+
+
+def first_address(target: Target, domain: str, config_dir: str | None = None) -> dict[str, Any] | None:
+    """{host, addr, port, transport, source} of the first address Postfix would try, or None."""
+    try:
+        hop = resolve_nexthop(target, domain, config_dir, resolver_for(target))
+    except PfdiagError:
+        return None
+    if not hop.addresses:
+        return None
+    a = hop.addresses[0]
+    return {"host": a.addr, "name": a.host, "port": a.port, "transport": hop.transport, "source": a.source}

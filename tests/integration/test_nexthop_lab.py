@@ -1,0 +1,59 @@
+"""Next hops found the way Postfix finds them, against the lab's real transport map (postmap -q
+through the target), and the end-of-data test reached through it from `pfdiag report`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from checks.nexthop import _lookup_keys, first_address, resolve_nexthop, split_nexthop
+from checks.targets import LocalTarget
+from diagnose.cli import main
+from tests.lab.postfix import PostfixLab
+from tests.lab.scenarios import PeerSet
+
+pytestmark = pytest.mark.lab
+
+
+def test_transport_map_route(postfix_lab: PostfixLab, smtp_peers: PeerSet) -> None:
+    hop = resolve_nexthop(LocalTarget(), "greylist.test", str(postfix_lab.config_dir))
+    assert hop.transport == "smtp" and hop.source.startswith("transport_maps")
+    assert [(a.addr, a.port) for a in hop.addresses] == [("127.0.0.1", smtp_peers.port("greylist"))]
+
+
+def test_unrouted_reserved_domain_is_never_asked_of_dns(postfix_lab: PostfixLab) -> None:
+    # not in the transport map, no relayhost: MX lookup - refused for an RFC 6761 name, no packet sent
+    assert first_address(LocalTarget(), "nowhere.invalid", str(postfix_lab.config_dir)) is None
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [("[192.0.2.1]:2525", ("192.0.2.1", 2525, True)), ("[2001:db8::1]", ("2001:db8::1", 25, True)),
+     ("mx.example.net:587", ("mx.example.net", 587, False)), ("example.net", ("example.net", 25, False))],
+)
+def test_split_nexthop(text: str, expected: tuple) -> None:
+    assert split_nexthop(text) == expected
+
+
+def test_lookup_keys_follow_transport5() -> None:
+    assert _lookup_keys("a.b.example") == ["a.b.example", ".b.example", ".example", "*"]
+
+
+def test_report_runs_the_size_ladder_when_asked(postfix_lab: PostfixLab, smtp_peers: PeerSet, capsys) -> None:
+    """The seed problem measured: the receiver answers '.' only after 8 s (over the lab's 5 s
+    smtp_data_done_timeout) at every size: a receiver slow after DATA, not the path MTU."""
+    rc = main(["report", "-f", "json", "-c", str(postfix_lab.config_dir), "--log", str(postfix_lab.log_path),
+               "--since", "1m", "--budget", "150", "--domain", "slow-data-late.test",
+               "--answer", "symptom=eod", "--answer", "send_test=yes", "--answer", "test_to=me@slow-data-late.test"])  # fmt: skip
+    doc = json.loads(capsys.readouterr().out)
+    ladder = [f for f in doc["findings"] if "end-of-data test:" in f["summary"]]
+    assert ladder and "slow-after-data" in ladder[0]["summary"], doc["findings"]
+    assert ladder[0]["cause_id"] == "E09"
+    excerpt = ladder[0]["evidence"][0]["excerpt"]
+    assert excerpt.count("<pfdiag-") == 6, "every test message's Message-ID is quoted, to look for duplicates"
+    assert {s["id"]: s["state"] for s in doc["steps"]}["smtp.eod_ladder"] == "ok"
+    if doc["causes"]:
+        top = doc["causes"][0]
+        assert top["id"] == "E09" and top["underlying"][0]["id"] in ("slow-receiver", "local-timeout")
+    assert rc in (0, 4, 5)
