@@ -61,7 +61,8 @@ that is slow after "." (E09) or an SMTP-inspecting firewall.
 
 DESTINATION:
   [host]:port, [host]     no MX lookup (like Postfix's brackets)
-  host:port, domain       MX lookup is not implemented yet: the host's own A/AAAA is probed
+  domain                  routed like Postfix: transport_maps, relayhost, MX, A/AAAA
+  host:port               the host's own A/AAAA, no MX lookup
   port defaults to 25; 465 speaks TLS from the first byte (SMTPS)
 
 exit status: 0 every phase ok, 1 error (e.g. a snapshot/--demo target: a probe needs a
@@ -179,6 +180,28 @@ def resolve(dest: Destination) -> tuple[list[str], list[str]]:
     if len(addrs) > 1:
         notes.append(f"{dest.host} has {len(addrs)} addresses; probing {addrs[0]} only (not probed: {', '.join(addrs[1:])})")
     return addrs, notes
+
+
+def route(target: Any, dest: Destination, config_dir: str | None) -> tuple[Destination, list[str], list[str]]:
+    """A bare domain goes where Postfix would send its mail: transport_maps, relayhost, MX."""
+    from checks.nexthop import resolve_nexthop, resolver_for
+
+    hop = resolve_nexthop(target, dest.host, config_dir, resolver_for(target))
+    if not hop.source.startswith("transport_maps") and dest.host.lower().rsplit(".", 1)[-1] in _RESERVED_TLDS:
+        resolve(dest)  # says why a reserved name is never looked up
+    if not hop.deliverable_by_smtp:
+        raise PfdiagError(f"{dest.host}: Postfix does not deliver it over SMTP ({'; '.join(hop.notes)})")
+    if not hop.addresses:
+        addresses, notes = resolve(dest)
+        return dest, addresses, [f"next hop: {hop.source}", *hop.notes, *notes]
+    first = hop.addresses[0]
+    notes = [f"next hop of {dest.host}: {hop.source}; transport {hop.transport}",
+             f"first address Postfix tries: {first.host}[{first.addr}]:{first.port} ({first.source})", *hop.notes]
+    others = [f"{a.addr}:{a.port}" for a in hop.addresses[1:]]
+    if others:
+        notes.append(f"then, if that fails: {', '.join(others)}")
+    routed = Destination(dest.text, first.addr, first.port, True, True)
+    return routed, [a.addr for a in hop.addresses], notes
 
 
 def parse_sizes(text: str | None) -> tuple[int, ...]:
@@ -416,7 +439,10 @@ def run(args: argparse.Namespace) -> int:
         if not sys.stdin.isatty():
             raise UsageError("--send-test sends real mail: confirm on a terminal or pass --yes")
         raise PfdiagError("not confirmed: no test message was sent")
-    addresses, notes = resolve(dest)
+    if not dest.bracketed and not dest.is_ip and ":" not in dest.text:
+        dest, addresses, notes = route(target, dest, args.config_dir)
+    else:
+        addresses, notes = resolve(dest)
     address = addresses[0]
     timeouts, source, helo, more = postfix_settings(target, args)
     notes += more
