@@ -109,11 +109,12 @@ def resolve_sources(target: Target, paths: Iterable[str]) -> list[str]:
     return ordered + ([STDIN] if stdin else [])
 
 
-def default_sources(target: Target) -> list[str]:
-    """The local Postfix's own log: maillog_file if set, else the usual syslog files."""
+def default_sources(target: Target, config_dir: str | None = None) -> list[str]:
+    """The Postfix's own log: maillog_file if set (of the instance in config_dir), else the usual syslog files."""
     candidates: list[str] = []
     try:
-        result = target.run(["postconf", "-h", "maillog_file"], timeout=10)
+        argv = ["postconf", *(["-c", config_dir] if config_dir else []), "-h", "maillog_file"]
+        result = target.run(argv, timeout=10)
         value = result.stdout.strip()
         if result.ok and value and value.startswith("/") and not value.startswith("/dev/"):
             candidates.append(value)

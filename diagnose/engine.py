@@ -140,13 +140,13 @@ def _timeouts_of(rep: Any) -> dict[str, float]:
 
 
 def collect_logs(target: Target, since: float | None, paths: list[str] | None = None,
-                 config: Callable[[], Any] | None = None) -> dict[str, Any]:  # fmt: skip
+                 config: Callable[[], Any] | None = None, config_dir: str | None = None) -> dict[str, Any]:  # fmt: skip
     from checks.logs import default_sources, resolve_sources
     from diagnose.delays import DEFAULT_TIMEOUTS
     from diagnose.logreport import to_dict
     from diagnose.logscan import analyse_logs
 
-    sources = resolve_sources(target, paths) if paths else default_sources(target)
+    sources = resolve_sources(target, paths) if paths else default_sources(target, config_dir)
     analysis, stats = analyse_logs(target, sources, since, None)
     try:
         timeouts, source = (_timeouts_of(config()), f"postconf on {target.where}") if config else (None, "")
@@ -222,7 +222,7 @@ def collect(target: Target, *, budget: float = DEFAULT_BUDGET, config_dir: str |
     # need postconf's answers: asked once, over SSH that is a third of the round trips
     config = _Once(lambda: read_config(target, config_dir))
     jobs = {
-        "logs": ("read the Postfix logs", lambda: collect_logs(target, since, log_paths, config)),
+        "logs": ("read the Postfix logs", lambda: collect_logs(target, since, log_paths, config, config_dir)),
         "queue": ("read the mail queue", lambda: collect_queue(target, config_dir, config)),
         "config": ("read the configuration", lambda: collect_config(target, config_dir, config)),
     }

@@ -64,7 +64,10 @@ def analyse_logs(
     """(finished analysis, read statistics) of the sources, oldest first."""
     n = available_cpus() if workers is None else max(1, workers)
     n = min(n, MAX_WORKERS)
-    chunks = plan_chunks(target, sources, n, CHUNK_MIN_BYTES) if n > 1 and STDIN not in sources else []
+    # Workers are forked: only for files this process can open itself. A remote target's
+    # connection (an SSH session and its threads) must never be shared with a forked child.
+    local = callable(getattr(target, "local_path", None))
+    chunks = plan_chunks(target, sources, n, CHUNK_MIN_BYTES) if n > 1 and local and STDIN not in sources else []
     if len(chunks) < 2 or "fork" not in multiprocessing.get_all_start_methods():
         analysis, stats = _analyse(target, list(sources), since, until, True, tz)
         return analysis.finish(), stats

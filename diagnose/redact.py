@@ -27,6 +27,8 @@ _IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{0,4}|(?
 # a next hop Postfix talked to: its address stays (a provider's MX is no secret)
 _NEXT_HOP = re.compile(r"(?:relay=|connect to |conversation with |connection with |host |to )([^\s\[\]]+)\[$")
 _KEEP_IPS = ("127.0.0.1", "::1", "0.0.0.0", "::")
+# where a log names the client that connected to this server
+_CLIENT = re.compile(r"(?:connect from|client=|from|rhost=|ip=)\s?[^\[\s]*\[([0-9A-Fa-f:.]+)\]")
 _LOGIN = re.compile(r"\b(sasl_username|sasl_sender|user|login)=([^\s,;>]+)")
 
 
@@ -40,6 +42,16 @@ class Redactor:
         self.own_hostnames = sorted(names, key=len, reverse=True)
         self.own_domains = sorted({d.lower().rstrip(".") for d in own_domains if d and d.strip()}, key=len, reverse=True)
         self._cache: dict[str, str] = {}
+        self.clients: set[str] = set()  # addresses seen as clients: hidden everywhere, next-hop context or not
+
+    def learn(self, text: str) -> None:
+        """Note the client addresses in text, so that the same address is hidden wherever it
+        appears later (a client elsewhere may be a next hop here). Call on everything first."""
+        for m in _CLIENT.finditer(text or ""):
+            try:
+                self.clients.add(str(ipaddress.ip_address(m.group(1))))
+            except ValueError:
+                continue
 
     def token(self, kind: str, value: str) -> str:
         k = f"{kind}\0{value.lower()}"
@@ -78,6 +90,8 @@ class Redactor:
             return text
         if str(ip) in _KEEP_IPS:
             return text
+        if str(ip) in self.clients:
+            return self.token("ip", str(ip))
         before = s[max(0, m.start() - 300) : m.start()]
         hop = _NEXT_HOP.search(before)
         if hop and not hop.group(1).startswith(("host-", "unknown")):

@@ -206,7 +206,11 @@ def redact(doc: dict[str, Any]) -> dict[str, Any]:
         hosts.append(where[4:])
     domains = [s.get("mydomain") for s in servers if s.get("mydomain")]
     domains += [d for s in servers for d in s.get("mydestination") or [] if d != "localhost"]
-    out = Redactor(own_hostnames=hosts, own_domains=domains).value(doc)
+    red = Redactor(own_hostnames=hosts, own_domains=domains)
+    import json
+
+    red.learn(json.dumps(doc))
+    out = red.value(doc)
     out["redacted"] = True
     return out
 
