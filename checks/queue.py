@@ -232,9 +232,11 @@ def forecast_message(
     if mtime is None:
         # Assumption (documented): the last attempt ended now, so qmgr set mtime = now + delay.
         assumed = now + next_delay(now - m.arrival_time, settings)
-        fc = forecast(m.arrival_time, assumed, now, settings, null_sender=m.null_sender, forced_expire=m.forced_expire)
+        fc = forecast(m.arrival_time, assumed, now, settings, null_sender=m.null_sender, forced_expire=m.forced_expire,
+                      max_listed=1)  # fmt: skip
         return MessageForecast(m.queue_id, "assumed", now, fc.next_attempt_latest, fc.expires_at,
                                fc.expires_at_latest, fc)  # fmt: skip
-    fc = forecast(m.arrival_time, mtime, now, settings, null_sender=m.null_sender, forced_expire=m.forced_expire)
+    fc = forecast(m.arrival_time, mtime, now, settings, null_sender=m.null_sender, forced_expire=m.forced_expire,
+                  max_listed=1)  # fmt: skip
     return MessageForecast(m.queue_id, "file", fc.next_attempt_earliest, fc.next_attempt_latest,
                            fc.expires_at, fc.expires_at_latest, fc)  # fmt: skip

@@ -30,7 +30,8 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see {self.prog} --help)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole CLI; with ``command`` (what the user asked for) only that subcommand is loaded."""
     parser = _Parser(
         prog="pfdiag",
         description="Find out why Postfix mail is stuck as status=deferred, and what to do about it.",
@@ -42,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
     from diagnose.commands import command_modules
 
-    for module in command_modules():
+    for module in command_modules(command):
         module.add_parser(sub)
     return parser
 
@@ -56,7 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:
-        parser = build_parser()
+        # the first word that is not an option names the subcommand: load only that one
+        first = next((a for a in argv if not a.startswith("-")), None)
+        parser = build_parser(first)
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
             if sys.stdin.isatty() and sys.stdout.isatty():

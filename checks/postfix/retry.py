@@ -270,14 +270,16 @@ def timeline(
     while True:
         ends = at + duration
         if forced_expire or ends >= expire_at:
-            listed(Attempt(number, at, eligible, ends, "expired", None))
+            if len(attempts) < max_listed:
+                attempts.append(Attempt(number, at, eligible, ends, "expired", None))
             return Timeline(arrival, tuple(attempts), lifetime, warning_sent, ends, number)
         outcome = "deferred"
         if warn_pending and ends >= warn_at:
             outcome, warn_pending, warning_sent = "warned", False, ends
         delay = next_delay(ends - arrival, settings)
         next_eligible = ends + delay
-        listed(Attempt(number, at, eligible, ends, outcome, next_eligible))
+        if len(attempts) < max_listed:  # a forecast asks for counts only: build no records then
+            attempts.append(Attempt(number, at, eligible, ends, outcome, next_eligible))
         next_at = _pickup(next_eligible, settings, lag, scan_phase)
         # The delay stays at its maximum from here on (the age only grows), and pickups on the
         # scan grid are a fixed whole number of scans apart: the rest is periodic.
@@ -330,6 +332,7 @@ def forecast(
     null_sender: bool = False,
     forced_expire: bool = False,
     attempt_duration: float = 0.0,
+    max_listed: int = 1000,
 ) -> Forecast:
     """Next attempt and expiry of a message in the DEFERRED queue, from its arrival time,
     its queue file's mtime (the time qmgr made it eligible again) and the current time."""
@@ -353,8 +356,10 @@ def forecast(
         and not null_sender
         and not (last is not None and last >= warn_time - 1)
     )
+    # Only counts, the warning and the expiry are needed here: listing the attempts of every
+    # queued message would cost 10,000 x 2 x dozens of records for a big queue.
     common = dict(null_sender=null_sender, forced_expire=forced_expire, attempt_duration=attempt_duration,
-                  warning_pending=warning_pending)
+                  warning_pending=warning_pending, max_listed=max_listed)
     early = timeline(settings, message_arrival, first_attempt=earliest, first_eligible=mtime, lag="none", **common)  # type: ignore[arg-type]
     late = timeline(settings, message_arrival, first_attempt=latest, first_eligible=mtime, lag="max", **common)  # type: ignore[arg-type]
     lifetime_ends = message_arrival + settings.lifetime(null_sender)

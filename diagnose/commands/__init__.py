@@ -11,12 +11,21 @@ import pkgutil
 from types import ModuleType
 
 
-def command_modules() -> list[ModuleType]:
+# subcommand name -> module name, where they differ
+ALIASES = {"checks": "listchecks"}
+
+
+def command_modules(only: str | None = None) -> list[ModuleType]:
+    """Every command module; with ``only`` (the subcommand the user typed), just that one,
+    so that running one command does not import what every other command needs."""
+    names = [info.name for info in pkgutil.iter_modules(__path__) if not info.name.startswith("_")]
+    if only is not None:
+        wanted = ALIASES.get(only, only)
+        if wanted in names:
+            names = [wanted]
     mods = []
-    for info in pkgutil.iter_modules(__path__):
-        if info.name.startswith("_"):
-            continue
-        mod = importlib.import_module(f"{__name__}.{info.name}")
+    for name in names:
+        mod = importlib.import_module(f"{__name__}.{name}")
         if callable(getattr(mod, "add_parser", None)):
             mods.append(mod)
     return sorted(mods, key=lambda m: (getattr(m, "ORDER", 100), m.__name__))

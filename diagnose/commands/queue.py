@@ -113,8 +113,15 @@ def run(args: argparse.Namespace) -> int:
     sel = act.Selection(args.id, args.cause, args.domain, args.queue, args.all_deferred)
     if not sel.empty or args.yes or args.dry_run:
         raise UsageError("selectors, --yes and --dry-run go with an action: pfdiag queue hold --id ID (see --help)")
-    read = read_queue(target, args.config_dir)
-    settings, cfg = _config(target, args.config_dir, read.notes)
+    # postqueue and the three postconf runs wait on Postfix, not on us: ask at the same time
+    from concurrent.futures import ThreadPoolExecutor
+
+    notes: list[str] = []
+    with ThreadPoolExecutor(1) as pool:
+        config_job = pool.submit(_config, target, args.config_dir, notes)
+        read = read_queue(target, args.config_dir)
+        settings, cfg = config_job.result()
+    read.notes.extend(notes)
     if cfg is not None and isinstance(target, LocalTarget):
         try:  # root's postqueue reads the queue even when Postfix is down: say so
             act.ensure_running(target, args.config_dir, cfg.daemon_directory)
@@ -124,7 +131,9 @@ def run(args: argparse.Namespace) -> int:
     report = build_report(read, settings, target, cfg.queue_directory if cfg else None,
                           by=args.by, top=args.top, shape_queues=shape)  # fmt: skip
     if args.format == "json":
-        sys.stdout.write(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+        # indented for people; a big queue gets compact JSON, which the C encoder writes ~5x faster
+        indent = 2 if len(report["messages"]) <= 1000 else None
+        sys.stdout.write(json.dumps(report, indent=indent, ensure_ascii=False) + "\n")
     elif args.format == "md":
         sys.stdout.write(render_md(report))
     else:
