@@ -1,0 +1,162 @@
+"""DNS checks against real DNS servers on loopback: the lab's dnsmasq zone for every mail-DNS
+case, a small authoritative server of ours for DNSBL answers and for hostile behaviour, and
+the mail host's own view through SSH (DNS over TCP through a direct-tcpip channel)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from checks import dns as d
+from checks.model import Severity
+from checks.targets import LocalTarget
+from diagnose.cli import main
+from tests.integration.test_report_ssh import _no_user_agent, server, ssh  # noqa: F401 - fixtures
+from tests.lab.authdns import AuthDns
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.fixture
+def r(dns_server):  # noqa: ANN001
+    return d.make_resolver(["127.0.0.1"], port=dns_server.port, timeout=3)
+
+
+def causes(results) -> set:  # noqa: ANN001
+    return {f.cause_id for f in d.to_findings(results) if f.severity >= Severity.PROBLEM}
+
+
+@pytest.mark.parametrize(
+    "name, rdtype, status",
+    [("ok.test", "MX", "ok"), ("nxdomain.test", "A", "nxdomain"), ("mx.nodata.test", "A", "nodata"),
+     ("servfail.test", "A", "servfail"), ("mx.ok.test", "A", "ok")],
+)
+def test_lookup_statuses_are_told_apart(r, name: str, rdtype: str, status: str) -> None:  # noqa: ANN001
+    ans = d.lookup(r, name, rdtype)
+    assert ans.status == status and ans.latency >= 0
+
+
+def test_mx_in_preference_order(r) -> None:  # noqa: ANN001
+    res = d.mx_check(r, "ok.test")
+    assert [(h.preference, h.exchange) for h in res.hosts] == [(10, "mx.ok.test"), (20, "mx2.ok.test")]
+    assert causes(res) == set()
+
+
+@pytest.mark.parametrize(
+    "domain, cause",
+    [("nullmx.test", "E13"), ("noaddr.test", "E13"), ("nodata.test", "E13"), ("mxservfail.test", "E12")],
+)
+def test_mx_problems(r, domain: str, cause: str) -> None:  # noqa: ANN001
+    assert cause in causes(d.mx_check(r, domain))
+
+
+def test_mx_that_is_a_cname_is_a_warning(r) -> None:  # noqa: ANN001
+    fs = d.to_findings(d.mx_check(r, "cname.test"))
+    assert any(f.severity == Severity.WARNING and "CNAME" in f.summary for f in fs)
+
+
+def test_fcrdns(r) -> None:  # noqa: ANN001
+    assert d.fcrdns(r, "127.0.0.25").confirmed_names == ("fcrdns.test",)
+    assert causes(d.fcrdns(r, "127.0.0.26")) == {"E24"}
+
+
+def test_spf_dmarc_mta_sts_tlsa(r) -> None:  # noqa: ANN001
+    spf = d.spf_check(r, "ok.test")
+    assert spf.record == "v=spf1 ip4:127.0.0.0/8 -all" and spf.lookups == 0 and not spf.errors
+    assert d.dmarc_check(r, "ok.test").tags.get("p") == "reject"
+    assert d.mta_sts_txt(r, "ok.test").id == "20260101T000000"
+    tlsa = d.tlsa_check(r, "mx.ok.test")
+    assert tlsa.answer.ok and tlsa.answer.records[0].startswith("3 1 1 ")
+
+
+@pytest.fixture
+def bl() -> Iterator[AuthDns]:
+    srv = AuthDns({
+        ("2.0.0.127.bl.test", "A"): ["127.0.0.2"], ("2.0.0.127.bl.test", "TXT"): ['"listed: spam trap hits"'],
+        ("2.0.0.127.refused.test", "A"): ["127.255.255.254"],  # Spamhaus: query via a public resolver
+    })  # fmt: skip
+    yield srv
+    srv.close()
+
+
+def test_dnsbl_listed_vs_zone_error_vs_clean(bl: AuthDns) -> None:
+    res = d.dnsbl_check(d.make_resolver(["127.0.0.1"], port=bl.port), "127.0.0.2", ["bl.test", "refused.test", "clean.test"])
+    by_zone = {z.zone: z.status for z in res.zones}
+    assert by_zone["bl.test"] == d.LISTED and by_zone["clean.test"] == d.NOT_LISTED
+    assert by_zone["refused.test"] not in (d.LISTED, d.NOT_LISTED), "a zone's error code is not a listing"
+    assert res.listed == ("bl.test",)
+
+
+@pytest.mark.parametrize("mode, statuses", [("silent", {"timeout"}), ("garbage", {"timeout", "error"}),
+                                            ("wrong-id", {"timeout", "error"})])
+def test_hostile_servers_end_within_budget(mode: str, statuses: set) -> None:
+    srv = AuthDns({("x.test", "A"): ["127.0.0.9"]}, mode=mode)
+    try:
+        t0 = time.monotonic()
+        ans = d.lookup(d.make_resolver(["127.0.0.1"], port=srv.port, timeout=2), "x.test", "A")
+        assert time.monotonic() - t0 < 4 and ans.status in statuses, ans
+    finally:
+        srv.close()
+
+
+def test_truncated_udp_falls_back_to_tcp() -> None:
+    srv = AuthDns({("big.test", "A"): ["127.0.0.9"]}, mode="truncated")
+    try:
+        ans = d.lookup(d.make_resolver(["127.0.0.1"], port=srv.port, timeout=3), "big.test", "A")
+        assert ans.status == "ok" and ans.records == ("127.0.0.9",)
+    finally:
+        srv.close()
+
+
+def test_mail_host_view_over_ssh(dns_server, ssh: dict, r) -> None:  # noqa: ANN001
+    from checks.targets.ssh import SSHTarget
+
+    with SSHTarget.open("mx1", ssh_config=ssh["config"], known_hosts=ssh["known_hosts"]) as t:
+        remote, described = d.resolver_for(t, f"127.0.0.1:{dns_server.port}")
+        assert "asked from ssh:mx1" in described
+        # (not servfail.test: the lab's dnsmasq forwards it to a UDP-only responder, and over
+        # TCP dnsmasq then closes the connection instead of answering SERVFAIL)
+        for name, rdtype in (("ok.test", "MX"), ("nxdomain.test", "A"), ("mx.nodata.test", "A"), ("mx.ok.test", "A")):
+            a, b = d.lookup(remote, name, rdtype), d.lookup(r, name, rdtype)
+            assert (a.status, sorted(a.records)) == (b.status, sorted(b.records)), (name, a, b)
+        assert causes(d.mx_check(remote, "nullmx.test")) == {"E13"}
+
+
+def test_dns_command(dns_server, capsys) -> None:  # noqa: ANN001
+    rc = main(["dns", "nullmx.test", "--resolver", f"127.0.0.1:{dns_server.port}", "--format", "json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert rc == 4 and doc["schema"] == "pfdiag.dns/1" and doc["problem"]
+    assert any(f["cause_id"] == "E13" for f in doc["findings"])
+    rc = main(["dns", "ok.test", "--resolver", f"127.0.0.1:{dns_server.port}", "--format", "json", "--no-compare"])
+    doc = json.loads(capsys.readouterr().out)
+    assert rc == 0 and any(f["check"] == "dns.tlsa" for f in doc["findings"])
+    rc = main(["dns", "127.0.0.26", "--resolver", f"127.0.0.1:{dns_server.port}", "--no-dnsbl", "--format", "json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert rc == 4 and any(f["cause_id"] == "E24" for f in doc["findings"])
+
+
+def test_dns_command_over_ssh(dns_server, ssh: dict, capsys) -> None:  # noqa: ANN001
+    rc = main(["dns", "ok.test", "--host", "mx1", "--ssh-config", ssh["config"], "--known-hosts", ssh["known_hosts"],
+               "--resolver", f"127.0.0.1:{dns_server.port}", "--format", "json"])  # fmt: skip
+    doc = json.loads(capsys.readouterr().out)
+    assert rc == 0 and doc["where"] == "ssh:mx1"
+    assert all(e["where"] == "ssh:mx1" for f in doc["findings"] for e in f["evidence"])
+
+
+def test_spf_counts_lookups_through_includes() -> None:
+    recs = {("big.test", "TXT"): ['"v=spf1 ' + " ".join(f"include:i{n}.test" for n in range(6)) + ' -all"']}
+    for n in range(6):
+        recs[(f"i{n}.test", "TXT")] = ['"v=spf1 a mx -all"']  # 2 more lookups each
+    recs[("bad.test", "TXT")] = ['"v=spf1 ip4:300.1.1.1 -all"']
+    srv = AuthDns(recs)
+    try:
+        res = d.make_resolver(["127.0.0.1"], port=srv.port, timeout=3)
+        big = d.spf_check(res, "big.test")
+        assert big.lookups > d.SPF_LOOKUP_LIMIT  # counting stops once the limit is passed (RFC 7208 4.6.4)
+        assert any(f.severity >= Severity.WARNING for f in d.to_findings(big))
+        assert d.spf_check(res, "bad.test").errors, "an invalid ip4 is a permerror"
+    finally:
+        srv.close()
