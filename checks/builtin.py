@@ -207,3 +207,34 @@ def smtp_eod_ladder(ctx: Context) -> list[Finding]:
                                  mail_from=ctx.answers.get("test_from") or "", rcpt_to=rcpt, sizes=sizes,
                                  timeouts=timeouts, budget_per_message=per)  # fmt: skip
     return [_tag(f, hop) for f in to_findings(conclude_ladder(results))]
+
+
+@check("dns.destinations", title="DNS of the destinations that defer for DNS reasons", tags=("dns",))
+def dns_destinations(ctx: Context) -> list[Finding]:
+    """For mail deferred because of DNS (E12-E15), asks the destination's MX and address
+    records again, from the mail host's point of view (its resolv.conf; over SSH the queries
+    go from the mail host), and tells a lasting failure (SERVFAIL, null MX, an MX without an
+    address) from one that has cleared up. Names under reserved TLDs (.test, .invalid,
+    .example) are never sent to a real resolver; give report --resolver IP[:PORT] for a lab."""
+    from checks import dns as d
+    from checks.nexthop import RESERVED_TLDS
+
+    domains = list(ctx.options.get("dns_targets") or ())[:5]
+    if not domains:
+        return [Finding("dns.destinations", Severity.INFO, "no mail is deferred for a DNS reason")]
+    source = ctx.options.get("dns_resolver") or "system"
+    if not _is_live(ctx) and source in ("system", "chroot"):
+        return [Finding("dns.destinations", Severity.INFO, "a snapshot has no live DNS: the lookups were not repeated")]
+    queue_dir = getattr(_config_report(ctx), "queue_directory", None) or "/var/spool/postfix"
+    resolver, described = d.resolver_for(ctx.target, source, queue_dir)
+    where = ctx.target.where if type(resolver).__name__ == "TargetResolver" else "local"
+    out: list[Finding] = []
+    for domain in domains:
+        if source in ("system", "chroot") and domain.rsplit(".", 1)[-1].lower() in RESERVED_TLDS:
+            out.append(Finding("dns.destinations", Severity.INFO, f"{domain}: a reserved name, not asked of {described}"))
+            continue
+        for f in d.to_findings(d.mx_check(resolver, domain)):
+            ev = tuple(type(e)(e.source, e.excerpt, where) for e in f.evidence)
+            out.append(Finding("dns.destinations", f.severity, f"{f.summary} (asked: {described})", f.cause_id, ev,
+                               {**f.values, "domain": domain}))  # fmt: skip
+    return out

@@ -50,6 +50,7 @@ class Facts:
     config_report: Any = None  # checks.config.ConfigReport, handed to the checks
     identity: dict[str, str] = field(default_factory=dict)  # myhostname, mydomain, mydestination
     probe_targets: list[dict[str, Any]] = field(default_factory=list)
+    dns_targets: list[str] = field(default_factory=list)  # destinations deferred for DNS reasons
     findings: list[Finding] = field(default_factory=list)
     steps: list[StepStatus] = field(default_factory=list)
     plugin_problems: list[LoadProblem] = field(default_factory=list)
@@ -242,7 +243,10 @@ def collect(target: Target, *, budget: float = DEFAULT_BUDGET, config_dir: str |
         def resolve(d: str) -> dict[str, Any] | None:
             return first_address(target, d, config_dir)
 
-    facts.probe_targets = probe_targets(rank(facts.logs, facts.queue, [], domain=domain), resolve=resolve)
+    ranked = rank(facts.logs, facts.queue, [], domain=domain)
+    facts.probe_targets = probe_targets(ranked, resolve=resolve)
+    facts.dns_targets = list(dict.fromkeys(rc.top_domain for rc in ranked
+                                           if rc.cause.family == "dns" and rc.top_domain))  # fmt: skip
     return facts
 
 
@@ -263,11 +267,12 @@ def gather(target: Target, answers: Mapping[str, str], *, budget: float = DEFAUL
 
 
 def run_checks(facts: Facts, target: Target, answers: Mapping[str, str], budget: float, config_dir: str | None,
-               progress: Progress = _noop, include_plugins: bool = True) -> None:  # fmt: skip
+               progress: Progress = _noop, include_plugins: bool = True, dns_resolver: str | None = None) -> None:  # fmt: skip
     specs, problems = load_checks(include_plugins=include_plugins)
     facts.plugin_problems.extend(problems)
     ctx = Context(target=target, answers=dict(answers),
                   options={"collected": {"config_report": facts.config_report}, "probe_targets": facts.probe_targets,
+                           "dns_targets": facts.dns_targets, "dns_resolver": dns_resolver,
                            "config_dir": config_dir, "budget": budget})  # fmt: skip
     jobs: dict[str, tuple[str, Callable[[], Any]]] = {}
     for spec in specs:

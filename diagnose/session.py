@@ -33,6 +33,7 @@ class Options:
     interactive: bool = False
     include_plugins: bool = True
     ssh: Mapping[str, Any] = field(default_factory=dict)  # extra --host options (identity, known hosts...)
+    dns_resolver: str | None = None  # system | chroot | IP[:PORT] for the DNS checks
 
 
 @dataclass
@@ -108,7 +109,7 @@ def run(answer: Answerer, given: Mapping[str, str], opts: Options,
             assert facts is not None and target is not None
             left = opts.budget - (time.monotonic() - collect_started)  # what collecting did not use
             engine.run_checks(facts, target, answers, max(10.0, left), opts.config_dir, progress,
-                              opts.include_plugins)  # fmt: skip
+                              opts.include_plugins, opts.dns_resolver)  # fmt: skip
             checked = True
             if on_checked is not None:
                 on_checked(facts, answers)

@@ -61,6 +61,8 @@ def add_report_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--config-dir", metavar="DIR", help="Postfix configuration directory (postconf -c DIR)")
     p.add_argument("--log", dest="log_paths", action="append", metavar="PATH", help="log file or directory (default: found)")
     p.add_argument("--no-plugins", action="store_true", help="run only the built-in checks")
+    p.add_argument("--resolver", metavar="system|chroot|IP[:PORT]",
+                   help="DNS checks ask this resolver (default: the mail host's resolv.conf)")
     add_target_options(p)
 
 
@@ -136,7 +138,8 @@ def session_options(args: argparse.Namespace, interactive: bool = False) -> Any:
     ssh = {k: getattr(args, k) for k in ("accept_new_host_key", "known_hosts", "ssh_config", "ssh_timeout")
            if hasattr(args, k)}  # fmt: skip
     return Options(budget=args.budget, config_dir=args.config_dir, since=parse_when(args.since) if args.since else None,
-                   log_paths=args.log_paths, interactive=interactive, include_plugins=not args.no_plugins, ssh=ssh)  # fmt: skip
+                   log_paths=args.log_paths, interactive=interactive, include_plugins=not args.no_plugins, ssh=ssh,
+                   dns_resolver=getattr(args, "resolver", None))  # fmt: skip
 
 
 def open_with_fallback(answers: Any, opts: Any) -> Any:

@@ -160,3 +160,23 @@ def test_spf_counts_lookups_through_includes() -> None:
         assert d.spf_check(res, "bad.test").errors, "an invalid ip4 is a permerror"
     finally:
         srv.close()
+
+
+@pytest.mark.parametrize("domain", ["servfail.test", "mxservfail.test"])
+def test_report_confirms_a_dns_deferral_by_asking_again(domain: str, dns_lab, dns_server, capsys) -> None:  # noqa: ANN001
+    """A Postfix in the lab's DNS namespace defers for a SERVFAIL; pfdiag report names E12 and
+    its DNS check asks the same zone again (the same dnsmasq zone, on loopback) and confirms it."""
+    from datetime import datetime
+
+    pf = dns_lab.postfix
+    time.sleep(1.1)
+    since = datetime.now().isoformat(timespec="seconds")
+    pf.wait_first_attempt(pf.inject("lab@sender.test", [f"user@{domain}"], subject=domain), timeout=30)
+    rc = main(["report", "-f", "json", "-c", str(pf.config_dir), "--log", str(pf.log_path), "--since", since,
+               "--domain", domain, "--resolver", f"127.0.0.1:{dns_server.port}", "--budget", "30"])  # fmt: skip
+    doc = json.loads(capsys.readouterr().out)
+    top = doc["causes"][0]
+    assert rc == 4 and top["id"] == "E12", [(c["id"], c["domains"]) for c in doc["causes"]]
+    confirm = [f for f in doc["findings"] if f["check"] == "dns.destinations" and f["cause_id"] == "E12"]
+    assert confirm, doc["findings"]
+    assert any("dns.destinations" in e["source"] for e in top["evidence"]), "the confirmation is shown as evidence"
