@@ -94,6 +94,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sizes", metavar="N,N,...", help=f"test message body sizes in bytes "
                    f"(default {','.join(map(str, DEFAULT_LADDER_SIZES))})")  # fmt: skip
     p.add_argument("--yes", action="store_true", help="send the test messages without asking")
+    p.add_argument("--compare-here", action="store_true",
+                   help="with --host: also probe from this machine and compare the two vantage points")
     p.add_argument("-f", "--format", choices=("text", "md", "json"), default="text")
     add_target_options(p)
     p.set_defaults(func=run)
@@ -319,6 +321,29 @@ def build(dest: Destination, address: str, notes: list[str], timeouts: PhaseTime
     }  # fmt: skip
 
 
+def compare_vantage(there: dict[str, Any], here: dict[str, Any], where: str, port: int) -> dict[str, Any]:
+    """The same probe from the mail host and from this machine: where does it break?"""
+
+    def first_bad(p: dict[str, Any]) -> dict[str, Any] | None:
+        return next((ph for ph in p["phases"] if ph["verdict"] not in ("ok", "slow")), None)
+
+    bad_there, bad_here = first_bad(there), first_bad(here)
+    if bad_there and not bad_here:
+        if bad_there["phase"] == "connect":
+            why = (f"from {where} the connection to port {port} fails ({bad_there['detail']}) while it works from here: "
+                   f"outbound port {port} is blocked on the mail host or its network (provider, firewall, security group)")  # fmt: skip
+        else:
+            why = f"from {where} it fails at {bad_there['phase']} ({bad_there['detail']}), from here it works: the mail host's path or address is treated differently"
+    elif bad_here and not bad_there:
+        why = f"from here it fails at {bad_here['phase']}, from {where} it works: this machine's network is the odd one out"
+    elif bad_there and bad_here:
+        why = f"it fails from both vantage points ({bad_there['phase']} / {bad_here['phase']}): the destination itself"
+    else:
+        why = "both vantage points reach the destination alike"
+    return {"where": [where, "local"], "differs": bool(bad_there) != bool(bad_here), "conclusion": why,
+            "there": there, "here": here}  # fmt: skip
+
+
 # --- rendering -----------------------------------------------------------------------------
 
 
@@ -392,6 +417,11 @@ def render_text(doc: dict[str, Any]) -> str:
         out += [f"  - {s}" for s in lad["suggestions"]]
         out.append("Message-IDs sent (look for duplicates at the recipient): " + " ".join(lad["message_ids"]))
     out += ["", "Findings:"] + [f"  {_finding_line(f)}" for f in doc["findings"]]
+    if doc.get("compare"):
+        c = doc["compare"]
+        out += ["", f"Compared with this machine: {c['conclusion']}"]
+        for label, p in ((c["where"][0], c["there"]), ("this machine", c["here"])):
+            out.append(f"  {label}: " + ", ".join(f"{ph['phase']} {ph['verdict']}" for ph in p["phases"]))
     return "\n".join(out) + "\n"
 
 
@@ -469,6 +499,17 @@ def run(args: argparse.Namespace) -> int:
     except ConnectRefused as exc:
         raise PfdiagError(f"a probe needs a live target: {exc}") from None
     doc = build(dest, address, notes, timeouts, source, helo, probe, ladder)
+    doc["where"] = target.where
+    if getattr(args, "compare_here", False):
+        from checks.targets import LocalTarget
+
+        if isinstance(target, LocalTarget):
+            raise UsageError("--compare-here compares a mail host (--host) with this machine")
+        here = probe_address(LocalTarget(), address, dest.port, helo_name=helo, mail_from=args.mail_from,
+                             rcpt_to=args.rcpt, timeouts=timeouts, starttls=starttls, total_budget=args.budget,
+                             wrappermode=wrapper)  # fmt: skip
+        doc["compare"] = compare_vantage(doc["probe"], _probe_dict(here), target.where, dest.port)
+        doc["problem"] = doc["problem"] or doc["compare"]["differs"]
     if args.format == "json":
         text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
     elif args.format == "md":
