@@ -79,7 +79,8 @@ examples:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("probe", help="talk SMTP to a server, time each phase against Postfix's timeouts",
                        description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("destination", metavar="DESTINATION", help="[host]:port, [host], host:port or domain")
+    p.add_argument("destination", metavar="DESTINATION", nargs="+",
+                   help="[host]:port, [host], host:port or domain; several are probed at once within --budget")
     p.add_argument("--helo", metavar="NAME", help="EHLO name (default: smtp_helo_name of this Postfix, else the FQDN)")
     p.add_argument("--from", dest="mail_from", metavar="ADDR", default="", help="MAIL FROM address (default: <>)")
     p.add_argument("--rcpt", metavar="ADDR", help="also try RCPT TO (then RSET and QUIT; nothing is sent)")
@@ -449,7 +450,74 @@ def render_md(doc: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    dest = parse_destination(args.destination)
+    if len(args.destination) == 1:
+        return run_one(args, args.destination[0])
+    return run_set(args)
+
+
+def run_set(args: argparse.Namespace) -> int:
+    """Several destinations at once: the set takes about as long as its slowest member."""
+    import contextlib
+    import io
+    from concurrent.futures import ThreadPoolExecutor
+
+    if args.send_test or args.compare_here:
+        raise UsageError("--send-test and --compare-here take one destination")
+    dests = [parse_destination(d) for d in args.destination]  # usage errors before any connection
+    if len(dests) > 50:
+        raise UsageError("at most 50 destinations at once")
+    target, notice = open_target(args)
+    if isinstance(target, SnapshotTarget):
+        raise PfdiagError("a probe needs a live target: a snapshot (or --demo) is a recording and cannot open connections")
+    if notice and args.format != "json":
+        print(notice, file=sys.stderr)
+    timeouts, source, helo, notes = postfix_settings(target, args)
+    t0 = time.monotonic()
+
+    def one(text: str) -> dict[str, Any]:
+        try:
+            return _probe_doc(args, target, parse_destination(text), timeouts, source, helo, list(notes))
+        except PfdiagError as exc:
+            return {"schema": SCHEMA, "destination": text, "error": str(exc), "problem": True, "findings": []}
+
+    with ThreadPoolExecutor(max_workers=len(dests), thread_name_prefix="pfdiag-probe") as pool:
+        docs = list(pool.map(one, args.destination))
+    doc = {"schema": "pfdiag.probe-set/1", "seconds": round(time.monotonic() - t0, 3), "where": target.where,
+           "probes": docs, "problem": any(d.get("problem") for d in docs)}  # fmt: skip
+    if args.format == "json":
+        sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+    else:
+        parts = []
+        for d in docs:
+            parts.append(f"== {d['destination']}: {d['error']}\n" if d.get("error") else (render_md(d) if args.format == "md" else render_text(d)))
+        sys.stdout.write("\n".join(parts))
+    return EXIT_PROBLEM if doc["problem"] else 0
+
+
+def _probe_doc(args: argparse.Namespace, target: Any, dest: Destination, timeouts: PhaseTimeouts, source: str,
+               helo: str, notes: list[str]) -> dict[str, Any]:  # fmt: skip
+    if not dest.bracketed and not dest.is_ip and ":" not in dest.text:
+        dest, addresses, more = route(target, dest, args.config_dir)
+    else:
+        addresses, more = resolve(dest)
+    notes += more
+    starttls = {"auto": "auto", "yes": True, "no": False}[args.starttls]
+    wrapper = dest.port in SMTPS_PORTS
+    if wrapper:
+        notes.append(f"port {dest.port}: TLS from the first byte (SMTPS wrappermode)")
+    try:
+        probe = probe_address(target, addresses[0], dest.port, helo_name=helo, mail_from=args.mail_from,
+                              rcpt_to=args.rcpt, timeouts=timeouts, starttls=starttls, total_budget=args.budget,
+                              wrappermode=wrapper)  # fmt: skip
+    except ConnectRefused as exc:
+        raise PfdiagError(f"a probe needs a live target: {exc}") from None
+    doc = build(dest, addresses[0], notes, timeouts, source, helo, probe, None)
+    doc["where"] = target.where
+    return doc
+
+
+def run_one(args: argparse.Namespace, destination: str) -> int:
+    dest = parse_destination(destination)
     if args.budget is None or not args.budget > 0 or args.budget > 86400:
         raise UsageError("--budget must be a number of seconds, 0 < SECONDS <= 86400")
     sizes = parse_sizes(args.sizes)

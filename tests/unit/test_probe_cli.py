@@ -141,3 +141,28 @@ def test_parse_destination(text, host, port, bracketed):
 def test_parse_destination_rejects_bad_port():
     with pytest.raises(UsageError):
         parse_destination("[127.0.0.1]:0")
+
+
+def test_a_set_of_destinations_takes_as_long_as_its_slowest(capsys):
+    import time
+
+    from tests.peers import TarpitPeer
+
+    peers = [TarpitPeer(delay=1.5).start() for _ in range(4)] + [SmtpPeer().start()]
+    try:
+        t0 = time.monotonic()
+        rc = main(["probe", *[f"[127.0.0.1]:{p.port}" for p in peers], *FAST, "--format", "json"])
+        wall = time.monotonic() - t0
+        doc = json.loads(capsys.readouterr().out)
+    finally:
+        for p in peers:
+            p.stop()
+    assert doc["schema"] == "pfdiag.probe-set/1" and len(doc["probes"]) == 5
+    assert wall < 1.5 * 2.2, f"5 probes, the slowest greets after 1.5 s, all took {wall:.1f} s"
+    greet = [next(ph for ph in d["probe"]["phases"] if ph["phase"] == "banner")["seconds"] for d in doc["probes"]]
+    assert sum(1 for g in greet if g >= 1.4) == 4
+    assert rc in (0, 4)
+
+
+def test_a_set_rejects_send_test(capsys):
+    assert main(["probe", "[127.0.0.1]:1", "[127.0.0.1]:2", "--send-test", "--to", "a@b.test", "--yes"]) == 2
