@@ -13,8 +13,22 @@ Public API for check authors::
 Checks never import diagnose; they get a Target and return Findings.
 """
 
-from checks.model import CommandResult, Evidence, Finding, Severity
-from checks.registry import CheckSpec, Context, check
+from __future__ import annotations
+
+from typing import Any
 
 __all__ = ["CheckSpec", "CommandResult", "Context", "Evidence", "Finding", "Severity", "check"]
 __version__ = "0.1.0"
+
+_HOME = {"CommandResult": "checks.model", "Evidence": "checks.model", "Finding": "checks.model",
+         "Severity": "checks.model", "CheckSpec": "checks.registry", "Context": "checks.registry",
+         "check": "checks.registry"}  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    """Imported on first use (PEP 562): `import checks.errors` must not pay for the registry."""
+    if name in _HOME:
+        import importlib
+
+        return getattr(importlib.import_module(_HOME[name]), name)
+    raise AttributeError(f"module 'checks' has no attribute {name!r}")

@@ -22,7 +22,6 @@ is "we could not look", not a fact about the peer.
 
 from __future__ import annotations
 
-import email.utils
 import enum
 import re
 import ssl
@@ -1011,6 +1010,8 @@ def build_test_message(size: int, *, helo_name: str, mail_from: str, rcpt_to: st
                        when: float | None = None) -> tuple[str, str, bytes]:
     """(Message-ID, Subject, message as sent after DATA without the final "."): headers,
     then a body of exactly `size` bytes."""
+    import email.utils  # only when sending: a probe that sends nothing need not load the email package
+
     message_id = f"<pfdiag-{uuid.uuid4().hex[:20]}-{size}@{helo_name}>"
     subject = f"pfdiag end-of-data test {size} bytes"
     headers = (

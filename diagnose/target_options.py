@@ -7,8 +7,12 @@ import os
 import sys
 from importlib import resources
 
+from typing import TYPE_CHECKING
+
 from checks.errors import UsageError
-from checks.targets import LocalTarget, SnapshotTarget, Target
+
+if TYPE_CHECKING:
+    from checks.targets import Target
 
 DEMO_SNAPSHOT = "demo-snapshot.tar.gz"
 
@@ -52,6 +56,8 @@ def _passphrase_prompt() -> object:
 
 def open_target(args: argparse.Namespace) -> tuple[Target, str | None]:
     """(target, notice for the user or None)."""
+    from checks.targets import LocalTarget, SnapshotTarget  # on use: each command loads only its own kind
+
     chosen = [o for o in ("demo", "snapshot", "host") if getattr(args, o, None)]
     if len(chosen) > 1:
         raise UsageError(f"--{chosen[0]} and --{chosen[1]} cannot be used together")

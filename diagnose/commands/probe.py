@@ -15,7 +15,6 @@ import time
 from dataclasses import dataclass, fields
 from typing import Any
 
-from checks.config import read_config
 from checks.errors import ConnectRefused, PfdiagError, UsageError
 from checks.model import Finding, Severity
 from checks.smtp import (
@@ -34,8 +33,6 @@ from checks.smtp import (
     to_findings,
 )
 from checks.targets import SnapshotTarget
-from diagnose import actions as act
-from diagnose.causes import get_cause
 from diagnose.target_options import add_target_options, open_target
 
 SCHEMA = "pfdiag.probe/1"
@@ -231,6 +228,8 @@ def postfix_settings(target: Any, args: argparse.Namespace) -> tuple[PhaseTimeou
     need_helo = not args.helo
     if args.timeouts == "postfix" or need_helo:
         try:
+            from checks.config import read_config
+
             rep = read_config(target, args.config_dir, names=(*_TIMEOUT_NAMES, "smtp_helo_name", "myhostname"))
             values = {k: v for k, v in rep.config.values.items() if v is not None}
         except PfdiagError as exc:
@@ -265,6 +264,8 @@ def _finding_dict(f: Finding) -> dict[str, Any]:
     title = None
     if f.cause_id:
         try:
+            from diagnose.causes import get_cause
+
             title = get_cause(f.cause_id).title
         except KeyError:
             title = None
@@ -516,6 +517,12 @@ def _probe_doc(args: argparse.Namespace, target: Any, dest: Destination, timeout
     return doc
 
 
+def _confirm(prompt: str, **kw: Any) -> bool:
+    from diagnose import actions as act  # only when sending: a plain probe stays light
+
+    return act.confirm(prompt, **kw)
+
+
 def run_one(args: argparse.Namespace, destination: str) -> int:
     dest = parse_destination(destination)
     if args.budget is None or not args.budget > 0 or args.budget > 86400:
@@ -530,7 +537,7 @@ def run_one(args: argparse.Namespace, destination: str) -> int:
         raise PfdiagError("a probe needs a live target: a snapshot (or --demo) is a recording and cannot open connections")
     if notice and args.format != "json":
         print(notice, file=sys.stderr)
-    if args.send_test and not act.confirm(
+    if args.send_test and not _confirm(
         f"Send {len(sizes)} REAL test message(s) ({','.join(map(str, sizes))} bytes) to <{args.to}> via {dest.text}?",
         yes=args.yes, dry_run=False, interactive=sys.stdin.isatty(),
     ):
