@@ -25,12 +25,20 @@ class AuthDns:
     def __init__(self, records: Mapping[tuple[str, str], Sequence[str]] | None = None, mode: str = "normal") -> None:
         self.records = {(n.lower().rstrip(".") + ".", t.upper()): list(v) for (n, t), v in (records or {}).items()}
         self.mode = mode
-        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.udp.bind(("127.0.0.1", 0))
-        self.port = self.udp.getsockname()[1]
-        self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.tcp.bind(("127.0.0.1", self.port))
+        for _attempt in range(20):  # one port for UDP and TCP: the TCP side may be taken, try another
+            self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.udp.bind(("127.0.0.1", 0))
+            self.port = self.udp.getsockname()[1]
+            self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                self.tcp.bind(("127.0.0.1", self.port))
+                break
+            except OSError:
+                self.udp.close()
+                self.tcp.close()
+        else:
+            raise OSError("no free port for both UDP and TCP on 127.0.0.1")
         self.tcp.listen(16)
         self._stop = threading.Event()
         self.queries = 0
