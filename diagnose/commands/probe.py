@@ -323,6 +323,32 @@ def build(dest: Destination, address: str, notes: list[str], timeouts: PhaseTime
     }  # fmt: skip
 
 
+def tls_doc(target: Any, probe: ProbeResult, original: str, address: str, port: int,
+            config_dir: str | None) -> dict[str, Any] | None:  # fmt: skip
+    """The certificate the probe saw, this Postfix's TLS policy for the next hop, and whether
+    Postfix would deliver with it (the verdict Postfix logs when it would not)."""
+    from checks import tls
+
+    domain = None if original.startswith("[") or _ip(original.split(":")[0]) else original.split(":")[0]
+    try:
+        policy = tls.policy_for(target, f"[{address}]:{port}", domain, config_dir)
+    except PfdiagError as exc:
+        policy = tls.Policy("may", f"policy not readable ({exc}): Postfix's default assumed")
+    cert = None
+    if probe.tls is not None and probe.tls.peer_certificate:
+        names = [n for n in (probe.tls.server_hostname, domain) if n]
+        cert = tls.analyze(probe.tls.peer_certificate, names)
+    if probe.starttls_offered is None and cert is None and policy.level in ("none", "may"):
+        return None
+    trusted = False if cert is not None and cert.self_signed else None
+    verdict = tls.judge(policy.level, probe.starttls_offered or port in SMTPS_PORTS, cert, trusted)
+    return {"policy": {"level": policy.level, "source": policy.source, "match": policy.match},
+            "protocol": probe.tls.protocol if probe.tls else None, "cipher": probe.tls.cipher if probe.tls else None,
+            "certificate": tls.describe(cert) if cert else None,
+            "postfix_would_deliver": verdict.accepted, "why": verdict.why, "cause_id": verdict.cause_id,
+            "postfix_would_log": verdict.log_line}  # fmt: skip
+
+
 def compare_vantage(there: dict[str, Any], here: dict[str, Any], where: str, port: int) -> dict[str, Any]:
     """The same probe from the mail host and from this machine: where does it break?"""
 
@@ -419,6 +445,16 @@ def render_text(doc: dict[str, Any]) -> str:
         out += [f"  - {s}" for s in lad["suggestions"]]
         out.append("Message-IDs sent (look for duplicates at the recipient): " + " ".join(lad["message_ids"]))
     out += ["", "Findings:"] + [f"  {_finding_line(f)}" for f in doc["findings"]]
+    if doc.get("tls"):
+        t = doc["tls"]
+        c = t["certificate"]
+        out += ["", f"TLS: {t['protocol'] or '-'} {t['cipher'] or ''}; policy {t['policy']['level']} ({t['policy']['source']})"]
+        if c:
+            out.append(f"  certificate: {c['subject']}, issuer {c['issuer']}, SANs {', '.join(c['sans']) or '-'}, "
+                       f"expires {c['not_after'][:10]} ({c['days_left']} days){', SELF-SIGNED' if c['self_signed'] else ''}"
+                       f"{', name matches ' + c['name_match'] if c['name_match'] else ''}")  # fmt: skip
+        out.append(f"  Postfix would {'deliver' if t['postfix_would_deliver'] else 'NOT deliver'}: {t['why']}"
+                   + (f" (it logs: {t['postfix_would_log']})" if t["postfix_would_log"] and not t["postfix_would_deliver"] else ""))  # fmt: skip
     if doc.get("compare"):
         c = doc["compare"]
         out += ["", f"Compared with this machine: {c['conclusion']}"]
@@ -497,6 +533,7 @@ def run_set(args: argparse.Namespace) -> int:
 
 def _probe_doc(args: argparse.Namespace, target: Any, dest: Destination, timeouts: PhaseTimeouts, source: str,
                helo: str, notes: list[str]) -> dict[str, Any]:  # fmt: skip
+    original = dest.text
     if not dest.bracketed and not dest.is_ip and ":" not in dest.text:
         dest, addresses, more = route(target, dest, args.config_dir)
     else:
@@ -514,6 +551,9 @@ def _probe_doc(args: argparse.Namespace, target: Any, dest: Destination, timeout
         raise PfdiagError(f"a probe needs a live target: {exc}") from None
     doc = build(dest, addresses[0], notes, timeouts, source, helo, probe, None)
     doc["where"] = target.where
+    doc["tls"] = tls_doc(target, probe, original, addresses[0], dest.port, args.config_dir)
+    if doc["tls"] and not doc["tls"]["postfix_would_deliver"]:
+        doc["problem"] = True
     return doc
 
 
@@ -575,6 +615,9 @@ def run_one(args: argparse.Namespace, destination: str) -> int:
         raise PfdiagError(f"a probe needs a live target: {exc}") from None
     doc = build(dest, address, notes, timeouts, source, helo, probe, ladder)
     doc["where"] = target.where
+    doc["tls"] = tls_doc(target, probe, destination, address, dest.port, args.config_dir)
+    if doc["tls"] and not doc["tls"]["postfix_would_deliver"]:
+        doc["problem"] = True
     if getattr(args, "compare_here", False):
         from checks.targets import LocalTarget
 

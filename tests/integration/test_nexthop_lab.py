@@ -66,3 +66,16 @@ def test_probe_a_domain_goes_where_postfix_would(postfix_lab: PostfixLab, smtp_p
     assert f"127.0.0.1" in text and str(smtp_peers.port("greylist")) in text
     assert "transport_maps" in text, "the report says how the next hop was found"
     assert rc in (0, 4)
+
+
+@pytest.mark.parametrize("name, level, deliver", [("self-signed", "verify", False), ("tls-ok", "may", True)])
+def test_probe_judges_tls_with_the_lab_policy(name: str, level: str, deliver: bool, postfix_lab: PostfixLab,
+                                              smtp_peers: PeerSet, capsys) -> None:  # fmt: skip
+    rc = main(["probe", f"{name}.test", "-c", str(postfix_lab.config_dir), "--format", "json", "--budget", "20"])
+    doc = json.loads(capsys.readouterr().out)
+    t = doc["tls"]
+    assert t["policy"]["level"] == level and t["policy"]["source"].startswith("smtp_tls_policy_maps")
+    assert t["certificate"]["self_signed"] is True and t["protocol"].startswith("TLSv1")
+    assert t["postfix_would_deliver"] is deliver
+    if not deliver:
+        assert t["cause_id"] == "E19" and rc == 4 and "Server certificate not verified" in t["postfix_would_log"]

@@ -1,0 +1,198 @@
+"""TLS of a next hop as Postfix would judge it: the certificate, the policy, DANE.
+
+* ``analyze(der, names)``: subject, issuer, SANs, validity and days left, self-signed, and
+  whether a name Postfix would check matches (RFC 6125: SAN dNSNames, one leftmost wildcard
+  label; the CN only without SANs).
+* ``policy_for(target, nexthop, domain)``: the effective smtp_tls_security_level, or the
+  smtp_tls_policy_maps entry for the next hop (``[host]:port``, then the domain and its
+  parents), read through the target with ``postmap -q``.
+* ``judge(level, cert, trusted, tlsa)``: would Postfix deliver at that level with this
+  certificate, and if not, the log line it would write.
+* ``dane_match(der, records)``: TLSA "usage selector mtype data" against the certificate
+  (DANE-EE, usage 3; DANE-TA needs the chain, which a leaf-only capture has not got).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from checks.config import postfix_argv
+from checks.errors import PfdiagError
+from checks.targets import Target
+
+LEVELS = ("none", "may", "encrypt", "dane", "dane-only", "fingerprint", "verify", "secure")
+
+
+@dataclass(frozen=True)
+class CertInfo:
+    subject: str
+    issuer: str
+    sans: tuple[str, ...]
+    not_before: str
+    not_after: str
+    days_left: int
+    expired: bool
+    not_yet_valid: bool
+    self_signed: bool
+    names_checked: tuple[str, ...]
+    name_match: str | None  # the name that matched, or None
+    sha256: str
+
+
+def _wild_match(pattern: str, name: str) -> bool:
+    p, n = pattern.lower().rstrip("."), name.lower().rstrip(".")
+    if p == n:
+        return True
+    if p.startswith("*.") and "." in n:
+        return n.split(".", 1)[1] == p[2:]  # one label only, never the bare parent
+    return False
+
+
+def analyze(der: bytes, names: Sequence[str] = (), now: dt.datetime | None = None) -> CertInfo:
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    cert = x509.load_der_x509_certificate(der)
+    now = now or dt.datetime.now(dt.timezone.utc)
+    try:
+        sans = tuple(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName))
+    except x509.ExtensionNotFound:
+        sans = ()
+    cns = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    candidates = sans or tuple(str(c) for c in cns)
+    match = next((n for n in names for pat in candidates if _wild_match(pat, n)), None)
+    not_after, not_before = cert.not_valid_after_utc, cert.not_valid_before_utc
+    self_signed = cert.issuer == cert.subject
+    if self_signed:
+        try:  # an issuer equal to the subject, and its own key signed it
+            cert.verify_directly_issued_by(cert)
+        except Exception:  # noqa: BLE001 - a different CA with the same name: not self-signed
+            self_signed = False
+    return CertInfo(
+        subject=cert.subject.rfc4514_string(), issuer=cert.issuer.rfc4514_string(), sans=sans,
+        not_before=not_before.isoformat(), not_after=not_after.isoformat(),
+        days_left=(not_after - now).days, expired=now > not_after, not_yet_valid=now < not_before,
+        self_signed=self_signed, names_checked=tuple(names), name_match=match,
+        sha256=hashlib.sha256(der).hexdigest(),
+    )  # fmt: skip
+
+
+def dane_match(der: bytes, records: Sequence[str]) -> tuple[str, str]:
+    """("match" | "no-match" | "unusable" | "none", which record). Records as dig prints them."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    if not records:
+        return "none", ""
+    cert = x509.load_der_x509_certificate(der)
+    spki = cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    usable = False
+    for rec in records:
+        parts = rec.split()
+        if len(parts) < 4 or not all(p.isdigit() for p in parts[:3]):
+            continue
+        usage, selector, mtype, data = int(parts[0]), int(parts[1]), int(parts[2]), "".join(parts[3:]).lower()
+        if usage != 3 or selector not in (0, 1) or mtype not in (0, 1, 2):
+            continue  # DANE-TA (2) needs the issuer chain; PKIX usages (0, 1) Postfix ignores for SMTP
+        usable = True
+        blob = der if selector == 0 else spki
+        digest = blob.hex() if mtype == 0 else hashlib.sha256(blob).hexdigest() if mtype == 1 else hashlib.sha512(blob).hexdigest()
+        if digest == data:
+            return "match", rec
+    return ("no-match", "") if usable else ("unusable", "")
+
+
+@dataclass
+class Policy:
+    level: str
+    source: str  # "smtp_tls_policy_maps hash:/etc/postfix/tls_policy: [mx]:25 verify", "smtp_tls_security_level"
+    match: str = ""  # match= attribute of a policy entry
+
+
+def _postmap(target: Target, config_dir: str | None, key: str, table: str) -> str | None:
+    res = target.run(postfix_argv("postmap", config_dir, "-q", key, table), timeout=20)
+    return res.stdout.strip().splitlines()[0] if res.returncode == 0 and res.stdout.strip() else None
+
+
+def policy_for(target: Target, nexthop: str, domain: str | None = None, config_dir: str | None = None,
+               service: str = "smtp") -> Policy:  # fmt: skip
+    res = target.run(postfix_argv("postconf", config_dir, "-x", "smtp_tls_security_level", "smtp_tls_policy_maps"), timeout=20)
+    conf = {k.strip(): v.strip() for k, _, v in (line.partition(" = ") for line in res.stdout.splitlines()) if _}
+    try:  # a master.cf -o override of the delivering service wins over main.cf
+        over = target.run(postfix_argv("postconf", config_dir, "-P", f"{service}/unix/smtp_tls_security_level"), timeout=20)
+        m = re.search(r"=\s*(\S+)\s*$", over.stdout.strip()) if over.ok else None
+        if m:
+            conf["smtp_tls_security_level"] = m.group(1)
+    except PfdiagError:
+        pass
+    keys = [nexthop] if nexthop else []
+    if domain:
+        labels = domain.lower().split(".")
+        keys += [domain.lower()] + ["." + ".".join(labels[i:]) for i in range(1, len(labels))]
+    for table in [t for t in re.split(r"[\s,]+", conf.get("smtp_tls_policy_maps", "")) if t]:
+        for key in keys:
+            value = _postmap(target, config_dir, key, table)
+            if value:
+                words = value.split()
+                match = next((w.split("=", 1)[1] for w in words[1:] if w.startswith("match=")), "")
+                return Policy(words[0], f"smtp_tls_policy_maps {table}: {key} {value}", match)
+    return Policy(conf.get("smtp_tls_security_level") or "none", "smtp_tls_security_level (main.cf/master.cf)")
+
+
+@dataclass
+class Judgement:
+    accepted: bool
+    why: str
+    cause_id: str | None = None
+    log_line: str = ""  # what Postfix would log when it refuses
+    notes: list[str] = field(default_factory=list)
+
+
+def judge(level: str, offered: bool | None, cert: CertInfo | None, trusted: bool | None,
+          dane: tuple[str, str] = ("none", "")) -> Judgement:  # fmt: skip
+    """Would Postfix deliver to this next hop at `level`? `trusted`: the chain verified against
+    the CA store (None: not checked)."""
+    lvl = level.lower()
+    if lvl == "none":
+        return Judgement(True, "TLS is not used (security level none)")
+    if lvl == "may":
+        return Judgement(True, "opportunistic TLS: any certificate, or plaintext when TLS fails")
+    if not offered:
+        return Judgement(False, f"level {lvl} requires TLS, and the server does not offer STARTTLS", "E16",
+                         "TLS is required, but was not offered by host ...")
+    if cert is None:
+        return Judgement(False, "no certificate was obtained (the handshake failed)", "E18", "Cannot start TLS: handshake failure")
+    if lvl == "encrypt":
+        return Judgement(True, "encrypt: any certificate is accepted, only TLS itself is required")
+    if lvl in ("dane", "dane-only"):
+        state, rec = dane
+        if state == "match":
+            return Judgement(True, f"DANE: the certificate matches TLSA {rec}")
+        if state == "no-match":
+            return Judgement(False, "DANE: no TLSA record matches the certificate", "E19", "Server certificate not verified")
+        if lvl == "dane-only":
+            return Judgement(False, "dane-only and no usable TLSA record", "E19", "TLSA records unusable")
+        return Judgement(True, "dane without usable TLSA records: Postfix falls back to may")
+    if lvl in ("verify", "secure", "fingerprint"):
+        problems = []
+        if cert.expired:
+            problems.append(f"the certificate expired on {cert.not_after[:10]}")
+        if cert.self_signed:
+            problems.append("it is self-signed")
+        elif trusted is False:
+            problems.append("it is not signed by a CA this system trusts")
+        if cert.name_match is None and lvl != "fingerprint":
+            problems.append(f"no name matches ({', '.join(cert.names_checked) or 'none given'}; certificate: "
+                            f"{', '.join(cert.sans) or cert.subject})")  # fmt: skip
+        if problems:
+            return Judgement(False, f"level {lvl}: " + "; ".join(problems), "E19", "Server certificate not verified")
+        return Judgement(True, f"level {lvl}: a trusted chain and a matching name")
+    return Judgement(True, f"unknown level {lvl!r}: not judged")
+
+
+def describe(cert: CertInfo) -> dict[str, Any]:
+    return {k: getattr(cert, k) for k in cert.__dataclass_fields__}
