@@ -340,13 +340,34 @@ def tls_doc(target: Any, probe: ProbeResult, original: str, address: str, port: 
         cert = tls.analyze(probe.tls.peer_certificate, names)
     if probe.starttls_offered is None and cert is None and policy.level in ("none", "may"):
         return None
-    trusted = False if cert is not None and cert.self_signed else None
+    trusted, trust_detail = (False, "self-signed") if cert is not None and cert.self_signed else (None, "not checked")
+    if cert is not None and not cert.self_signed and policy.level in ("verify", "secure"):
+        trusted, trust_detail = _verify_chain(target, address, port, probe)
     verdict = tls.judge(policy.level, probe.starttls_offered or port in SMTPS_PORTS, cert, trusted)
     return {"policy": {"level": policy.level, "source": policy.source, "match": policy.match},
             "protocol": probe.tls.protocol if probe.tls else None, "cipher": probe.tls.cipher if probe.tls else None,
-            "certificate": tls.describe(cert) if cert else None,
+            "certificate": tls.describe(cert) if cert else None, "trusted": trusted, "trust_detail": trust_detail,
             "postfix_would_deliver": verdict.accepted, "why": verdict.why, "cause_id": verdict.cause_id,
             "postfix_would_log": verdict.log_line}  # fmt: skip
+
+
+def _verify_chain(target: Any, address: str, port: int, probe: ProbeResult) -> tuple[bool | None, str]:
+    """A second handshake that verifies the chain against this system's CA store (as Postfix
+    does at verify/secure with smtp_tls_CAfile/CApath unset... or set to the same store)."""
+    import ssl
+
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False  # names are judged separately, with Postfix's match rules
+    try:
+        again = probe_address(target, address, port, helo_name="pfdiag.invalid", starttls=True, tls_context=ctx,
+                              timeouts=SHORT_TIMEOUTS, total_budget=20, wrappermode=port in SMTPS_PORTS)  # fmt: skip
+    except PfdiagError as exc:
+        return None, f"not checked: {exc}"
+    if again.tls is not None:
+        return True, "the chain verifies against this system's CA store"
+    bad = next((p for p in again.phases if p.verdict.value != "ok"), None)
+    detail = bad.detail if bad else "the verifying handshake failed"
+    return (False, detail) if "verif" in detail.lower() or "certificate" in detail.lower() else (None, f"not checked: {detail}")
 
 
 def compare_vantage(there: dict[str, Any], here: dict[str, Any], where: str, port: int) -> dict[str, Any]:

@@ -79,3 +79,43 @@ def test_probe_judges_tls_with_the_lab_policy(name: str, level: str, deliver: bo
     assert t["postfix_would_deliver"] is deliver
     if not deliver:
         assert t["cause_id"] == "E19" and rc == 4 and "Server certificate not verified" in t["postfix_would_log"]
+
+
+def test_verify_policy_checks_the_chain_against_the_ca_store(postfix_lab: PostfixLab, tmp_path, capsys) -> None:
+    """A certificate issued by a private CA (not self-signed) under a verify policy: the chain
+    does not verify against this system's CA store, so Postfix would not deliver (E19)."""
+    import datetime as dt
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from tests.peers import SmtpPeer
+
+    now = dt.datetime.now(dt.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pfdiag private test CA")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mx.ca-issued.test")])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(ca_name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("mx.ca-issued.test")]), critical=False)
+            .sign(ca_key, hashes.SHA256()))  # fmt: skip
+    pem = tmp_path / "cert.pem"
+    pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(pem))
+    peer = SmtpPeer(tls_context=ctx, lifetime=120).start()
+    try:
+        postfix_lab.route("ca-issued.test", peer.port, tls="verify")
+        postfix_lab.apply()
+        rc = main(["probe", "ca-issued.test", "-c", str(postfix_lab.config_dir), "--format", "json", "--budget", "20"])
+        t = json.loads(capsys.readouterr().out)["tls"]
+    finally:
+        peer.stop()
+    assert t["policy"]["level"] == "verify" and t["certificate"]["self_signed"] is False
+    assert t["trusted"] is False and "certificate" in t["trust_detail"].lower(), t["trust_detail"]
+    assert t["postfix_would_deliver"] is False and t["cause_id"] == "E19" and rc == 4
