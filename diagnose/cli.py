@@ -15,13 +15,17 @@ from diagnose import __version__
 
 EPILOG = """\
 examples:
-  pfdiag logs /var/log/mail.log              deferral causes in a log
-  pfdiag logs /var/log --since 24h -f md     rotated logs, last day, Markdown
-  journalctl -u postfix -o json | pfdiag logs -   read a journal export from stdin
-  pfdiag queue                               what is queued, why, and when it is retried
+  pfdiag                                     on a terminal: the guided wizard
+  pfdiag report                              the whole diagnosis, no questions (--demo: the shipped demo)
+  pfdiag report -f md --redact -o ticket.md  for a support ticket (also -f json, -f html)
+  pfdiag report --host mx1                   a mail host over SSH; --inventory FILE: many hosts
+  pfdiag logs /var/log --since 24h           deferral causes in rotated logs
   pfdiag queue hold --cause E09              hold the mail of one cause (dry run first)
   pfdiag config --propose seed               faster retries: the change and its timeline
-  pfdiag logs --demo                         try it all on the shipped demo snapshot
+  pfdiag probe example.com                   SMTP to the next hop, each phase timed
+  pfdiag dns example.com                     the DNS that decides where mail goes
+  pfdiag snapshot -o mx1.tar.gz --redact     a bundle to diagnose elsewhere (--snapshot FILE)
+  pfdiag explain E09                         what a cause means and how to fix it
 """
 
 
