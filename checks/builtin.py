@@ -75,10 +75,15 @@ def _seconds(rep: Any, name: str) -> float | None:
 def postfix_running(ctx: Context) -> list[Finding]:
     """Whether the Postfix master process runs (``postfix status``). A stopped Postfix
     retries nothing: deferred mail then waits however the backoff settings look."""
-    if not _is_live(ctx):
-        return [Finding("postfix.running", Severity.INFO, "a snapshot: whether Postfix ran is not recorded")]
-    argv = ["postfix"] + (["-c", ctx.options["config_dir"]] if ctx.options.get("config_dir") else []) + ["status"]
-    res = ctx.target.run(argv, timeout=20)
+    from checks.errors import CommandNotFound
+
+    argv = ["postfix"] + (["-c", ctx.options["config_dir"]] if ctx.options.get("config_dir") and _is_live(ctx) else []) + ["status"]
+    try:
+        res = ctx.target.run(argv, timeout=20)
+    except CommandNotFound:
+        if not _is_live(ctx):
+            return [Finding("postfix.running", Severity.INFO, "a snapshot: whether Postfix ran is not recorded")]
+        raise
     text = (res.stderr or res.stdout).strip()
     ev = (Evidence(" ".join(argv), text[:400], ctx.target.where),)
     if res.ok:

@@ -24,7 +24,7 @@ from checks.targets.bundle import SnapshotWriter
 
 EXTRA_COMMANDS = (
     ("postconf", "-n"), ("postconf", "-d"), ("postconf", "-P"), ("postconf", "-M"), ("postqueue", "-p"),
-    ("postconf", "-h", "mail_version"),
+    ("postconf", "-h", "mail_version"), ("postfix", "status"),
 )  # fmt: skip
 RESOLV = "/etc/resolv.conf"
 
