@@ -236,12 +236,11 @@ def collect(target: Target, *, budget: float = DEFAULT_BUDGET, config_dir: str |
         if st.state in ("error", "timeout"):
             facts.findings.append(Finding(f"collect.{st.id}", Severity.ERROR, f"{st.title}: {st.detail}",
                                           evidence=(Evidence(st.title, st.detail, target.where),)))  # fmt: skip
-    resolve = None
+    resolve: Callable[[str], dict[str, Any] | None] | None = None
     if facts.live:
         from checks.nexthop import first_address
 
-        def resolve(d: str) -> dict[str, Any] | None:
-            return first_address(target, d, config_dir)
+        resolve = lambda d: first_address(target, d, config_dir)  # noqa: E731 - the next hop, as Postfix finds it
 
     ranked = rank(facts.logs, facts.queue, [], domain=domain)
     facts.probe_targets = probe_targets(ranked, resolve=resolve)

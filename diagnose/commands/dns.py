@@ -9,7 +9,6 @@ import ipaddress
 import json
 import sys
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import replace
 from typing import Any
 
 from checks.errors import UsageError

@@ -515,8 +515,6 @@ def run(args: argparse.Namespace) -> int:
 
 def run_set(args: argparse.Namespace) -> int:
     """Several destinations at once: the set takes about as long as its slowest member."""
-    import contextlib
-    import io
     from concurrent.futures import ThreadPoolExecutor
 
     if args.send_test or args.compare_here:

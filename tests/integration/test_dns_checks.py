@@ -12,9 +12,7 @@ import pytest
 
 from checks import dns as d
 from checks.model import Severity
-from checks.targets import LocalTarget
 from diagnose.cli import main
-from tests.integration.test_report_ssh import _no_user_agent, server, ssh  # noqa: F401 - fixtures
 from tests.lab.authdns import AuthDns
 
 pytestmark = pytest.mark.lab

@@ -10,7 +10,6 @@ import pytest
 
 from diagnose.cli import main
 from diagnose.commands.probe import compare_vantage
-from tests.integration.test_report_ssh import _no_user_agent, server, ssh  # noqa: F401 - fixtures
 from tests.lab.scenarios import PeerSet
 
 

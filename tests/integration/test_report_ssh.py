@@ -7,9 +7,7 @@ the command line; and a fleet of three aliases of that host plus one that is dow
 from __future__ import annotations
 
 import json
-import os
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -19,43 +17,10 @@ import pytest
 
 from diagnose.cli import main
 from tests.integration.test_report_lab import EXPECTED
-from tests.lab import sshd as lab
-from tests.lab.postfix import PostfixLab, free_port
+from tests.lab.postfix import PostfixLab
 from tests.lab.scenarios import SCENARIOS, SENDER, PeerSet
 
 pytestmark = pytest.mark.lab
-
-
-def _need(reason: str | None) -> None:
-    if reason is None:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true and the SSH lab cannot run: {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[lab.Sshd]:
-    _need(lab.missing())
-    with lab.running_sshd() as running:
-        yield running
-
-
-@pytest.fixture(autouse=True)
-def _no_user_agent(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
-
-
-@pytest.fixture(scope="module")
-def ssh(server: lab.Sshd, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    d = tmp_path_factory.mktemp("ssh")
-    common = f"  HostName 127.0.0.1\n  Port {server.port}\n  User root\n  IdentityFile {server.user_key}\n"
-    down = f"  HostName 127.0.0.1\n  Port {free_port()}\n  User root\n  IdentityFile {server.user_key}\n"
-    cfg = d / "ssh_config"
-    cfg.write_text("".join(f"Host mx{i}\n{common}" for i in (1, 2, 3)) + f"Host mxdown\n{down}")
-    kh = d / "known_hosts"
-    kh.write_text(server.known_hosts_line())
-    return {"config": str(cfg), "known_hosts": str(kh), "dir": str(d)}
 
 
 @pytest.fixture(scope="module")

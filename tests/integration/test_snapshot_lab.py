@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 from diagnose.cli import main
-from tests.integration.test_report_ssh import _no_user_agent, server, ssh  # noqa: F401 - fixtures
 from tests.lab.postfix import PostfixLab
 from tests.lab.scenarios import SENDER, PeerSet
 

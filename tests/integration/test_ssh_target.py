@@ -37,25 +37,7 @@ from tests.lab import sshd as lab
 pytestmark = pytest.mark.lab
 
 
-def _need(reason: str | None) -> None:
-    if reason is None:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true and the SSH lab cannot run: {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[lab.Sshd]:
-    _need(lab.missing())
-    with lab.running_sshd() as running:
-        yield running
-
-
-@pytest.fixture(autouse=True)
-def _no_user_agent(monkeypatch: pytest.MonkeyPatch) -> None:
-    # the developer's own ssh-agent must not log us in (or use up MaxAuthTries)
-    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+from tests.integration.conftest import need_sshd as _need  # server, _no_user_agent: conftest.py
 
 
 def _config(path: Path, server: lab.Sshd, key: Path | None = None) -> str:

@@ -4,7 +4,6 @@ hostile text from logs and remote replies inert, and small even for a huge queue
 from __future__ import annotations
 
 import copy
-import json
 from html.parser import HTMLParser
 from pathlib import Path
 
