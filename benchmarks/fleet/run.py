@@ -25,8 +25,6 @@ import statistics
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -35,8 +33,7 @@ OUT = HERE / "out"
 sys.path.insert(0, str(REPO))
 
 from tests.lab import sshd as sshlab  # noqa: E402
-from tests.lab.postfix import PostfixLab  # noqa: E402
-from tests.lab.scenarios import SCENARIOS, SENDER, PeerSet  # noqa: E402
+from tests.lab.session import scenario_lab  # noqa: E402
 
 PFDIAG = shutil.which("pfdiag", path=str(Path(sys.executable).parent)) or shutil.which("pfdiag") or "pfdiag"
 
@@ -68,22 +65,7 @@ def main() -> int:
     if why:
         raise SystemExit(f"cannot run: {why}")
     results: dict[str, object] = {"host": platform.node(), "python": platform.python_version(), "cpus": os.cpu_count()}
-    peers = PeerSet.start()
-    lab = PostfixLab()
-    for s in SCENARIOS:
-        lab.route(f"{s.name}.test", peers.port(s.name), tls=s.tls)
-    lab.acquire(timeout=1200)
-    try:
-        lab.start()
-        bad = lab.loopback_violations()
-        if bad:
-            raise SystemExit(f"lab is not loopback-only: {bad}")
-        time.sleep(1.1)
-        since = datetime.now().isoformat(timespec="seconds")
-        with ThreadPoolExecutor(8) as pool:
-            injected = list(pool.map(lambda s: lab.inject(SENDER, s.recipients, size=s.size, subject=s.name), SCENARIOS))
-        for inj in injected:
-            lab.wait_first_attempt(inj, timeout=60)
+    with scenario_lab() as (lab, _peers, since):
         with sshlab.running_sshd() as server:
             d = Path(server.root)
             names = [f"mx{i:02d}" for i in range(1, args.hosts + 1)]
@@ -118,9 +100,6 @@ def main() -> int:
             ratio = statistics.median(t10) / statistics.median(t1)
             results["fleet"] = {"hosts": args.hosts, "one_host_s": [round(x, 3) for x in t1],
                                 "all_hosts_s": [round(x, 3) for x in t10], "ratio": round(ratio, 3)}  # fmt: skip
-    finally:
-        lab.stop()
-        peers.stop()
     ok = results["fleet"]["ratio"] <= 2.0  # type: ignore[index]
     results["pass"] = ok
     (OUT / "results.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -28,8 +28,6 @@ import statistics
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -37,8 +35,7 @@ REPO = HERE.parents[1]
 OUT = HERE / "out"
 sys.path.insert(0, str(REPO))
 
-from tests.lab.postfix import PostfixLab  # noqa: E402
-from tests.lab.scenarios import SCENARIOS, SENDER, PeerSet  # noqa: E402
+from tests.lab.session import scenario_lab  # noqa: E402
 
 PFDIAG = shutil.which("pfdiag", path=str(Path(sys.executable).parent)) or shutil.which("pfdiag") or "pfdiag"
 
@@ -59,25 +56,7 @@ def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     results: dict[str, object] = {"host": platform.node(), "python": platform.python_version(), "cpus": os.cpu_count()}
 
-    peers = PeerSet.start()
-    lab = PostfixLab()
-    for s in SCENARIOS:
-        lab.route(f"{s.name}.test", peers.port(s.name), tls=s.tls)
-    print(f"waiting for the lab lock {lab.lock_path} ...", flush=True)
-    lab.acquire(timeout=1200)
-    try:
-        lab.start()
-        bad = lab.loopback_violations()
-        if bad:
-            raise SystemExit(f"lab is not loopback-only: {bad}")
-        time.sleep(1.1)
-        since = datetime.now().isoformat(timespec="seconds")
-        with ThreadPoolExecutor(8) as pool:
-            injected = list(pool.map(lambda s: lab.inject(SENDER, s.recipients, size=s.size, subject=s.name), SCENARIOS))
-        for inj in injected:
-            lab.wait_first_attempt(inj, timeout=60)
-        print(f"lab ready: {len(SCENARIOS)} scenarios injected and attempted", flush=True)
-
+    with scenario_lab() as (lab, _peers, since):
         env = {**lab.env, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
         cfg, log = str(lab.config_dir), str(lab.log_path)
         report = [PFDIAG, "report", "-f", "json", "-c", cfg, "--log", log, "--since", since, "--budget", "60"]
@@ -100,9 +79,6 @@ def main() -> int:
                              "top_cause": doc["causes"][0]["id"] if doc["causes"] else None}  # fmt: skip
         helps = sorted(timed([PFDIAG, "--help"], env, ok=(0,))[0] for _ in range(15))
         results["help_s"] = {"median": round(statistics.median(helps), 3), "min": round(helps[0], 3)}
-    finally:
-        lab.stop()
-        peers.stop()
 
     checks = [
         ("report parallel / sequential", results["report"]["ratio"], 0.5),  # type: ignore[index]
