@@ -522,11 +522,7 @@ def run_set(args: argparse.Namespace) -> int:
     dests = [parse_destination(d) for d in args.destination]  # usage errors before any connection
     if len(dests) > 50:
         raise UsageError("at most 50 destinations at once")
-    target, notice = open_target(args)
-    if isinstance(target, SnapshotTarget):
-        raise PfdiagError("a probe needs a live target: a snapshot (or --demo) is a recording and cannot open connections")
-    if notice and args.format != "json":
-        print(notice, file=sys.stderr)
+    target = _live_target(args)
     timeouts, source, helo, notes = postfix_settings(target, args)
     t0 = time.monotonic()
 
@@ -576,6 +572,15 @@ def _probe_doc(args: argparse.Namespace, target: Any, dest: Destination, timeout
     return doc
 
 
+def _live_target(args: argparse.Namespace) -> Any:
+    target, notice = open_target(args)
+    if isinstance(target, SnapshotTarget):
+        raise PfdiagError("a probe needs a live target: a snapshot (or --demo) is a recording and cannot open connections")
+    if notice and args.format != "json":
+        print(notice, file=sys.stderr)
+    return target
+
+
 def _confirm(prompt: str, **kw: Any) -> bool:
     from diagnose import actions as act  # only when sending: a plain probe stays light
 
@@ -591,11 +596,7 @@ def run_one(args: argparse.Namespace, destination: str) -> int:
         raise UsageError("--send-test needs --to ADDRESS (a mailbox you control at the destination)")
     if (args.to or args.sizes) and not args.send_test:
         raise UsageError("--to and --sizes go with --send-test")
-    target, notice = open_target(args)
-    if isinstance(target, SnapshotTarget):
-        raise PfdiagError("a probe needs a live target: a snapshot (or --demo) is a recording and cannot open connections")
-    if notice and args.format != "json":
-        print(notice, file=sys.stderr)
+    target = _live_target(args)
     if args.send_test and not _confirm(
         f"Send {len(sizes)} REAL test message(s) ({','.join(map(str, sizes))} bytes) to <{args.to}> via {dest.text}?",
         yes=args.yes, dry_run=False, interactive=sys.stdin.isatty(),
