@@ -143,21 +143,35 @@ def session_options(args: argparse.Namespace, interactive: bool = False) -> Any:
 
 
 def open_with_fallback(answers: Any, opts: Any) -> Any:
-    """Like session.open_from_answers; a machine without Postfix gets the demo, with a notice."""
+    """Like session.open_from_answers, but a machine with nothing to diagnose - no Postfix, or an
+    installed Postfix that has no log and is not running (so no queue either) - gets the demo
+    snapshot instead, with a notice that says so. A Postfix with a queue or a log is diagnosed."""
+    from checks.config import postfix_argv
+    from checks.errors import PfdiagError
     from checks.logs import default_sources
     from diagnose.session import open_from_answers
 
     target, notice = open_from_answers(answers, opts)
-    if answers.get("target") == "local" and not opts.log_paths:
+    if answers.get("target") != "local" or opts.log_paths:
+        return target, notice
+    try:
+        default_sources(target, opts.config_dir)
+        return target, notice
+    except InputError as exc:
+        why = str(exc)
+    if _has_postconf(target):
         try:
-            default_sources(target)
-        except InputError as exc:
-            probe = target.run(["postconf", "-h", "mail_version"], timeout=10) if _has_postconf(target) else None
-            if probe is None or not probe.ok:
-                answers["target"] = "demo"
-                target, _ = open_from_answers(answers, opts)
-                notice = (f"pfdiag: no Postfix here ({exc}).\n"
-                          "pfdiag: diagnosing the demo snapshot shipped with pfdiag instead (a recorded test-lab Postfix).")  # fmt: skip
+            queue = target.run(postfix_argv("postqueue", opts.config_dir, "-j"), timeout=20)
+        except PfdiagError:
+            queue = None
+        if queue is not None and queue.ok:
+            return target, notice  # a live queue to look at, even without a log file (journald)
+        why += "; and Postfix is not running here (postqueue -j fails), so there is no queue to read either"
+    answers["target"] = "demo"
+    target, _ = open_from_answers(answers, opts)
+    notice = (f"pfdiag: nothing to diagnose on this machine: {why}.\n"
+              "pfdiag: diagnosing the demo snapshot shipped with pfdiag instead (a recorded test-lab Postfix); "
+              "name a log with --log, or use --host / --snapshot.")  # fmt: skip
     return target, notice
 
 

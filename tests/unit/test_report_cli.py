@@ -169,6 +169,21 @@ def test_without_postfix_report_shows_the_demo_and_says_so(tmp_path: Path) -> No
     res = subprocess.run([sys.executable, "-m", "diagnose.cli", "report", "-f", "json"], capture_output=True,
                          text=True, env=env, cwd=tmp_path, timeout=120)  # fmt: skip
     assert res.returncode == 0, res.stderr
-    assert "no Postfix here" in res.stderr and "demo snapshot" in res.stderr
+    assert "nothing to diagnose on this machine" in res.stderr and "demo snapshot" in res.stderr
     doc = json.loads(res.stdout)
     assert doc["target"]["where"] == "snapshot:demo-snapshot.tar.gz" and doc["causes"]
+
+
+def test_an_idle_installed_postfix_also_gets_the_demo(tmp_path: Path) -> None:
+    """postconf exists but there is no log and postqueue fails (Postfix stopped): nothing to read."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, script in (("postconf", "echo ''"), ("postqueue", "echo 'postqueue: fatal: Queue report unavailable - mail system is down' >&2; exit 69")):
+        f = bin_dir / name
+        f.write_text(f"#!/bin/sh\n{script}\n")
+        f.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8"}
+    res = subprocess.run([sys.executable, "-m", "diagnose.cli", "report", "-f", "json"], capture_output=True,
+                         text=True, env=env, cwd=tmp_path, timeout=120)  # fmt: skip
+    assert res.returncode == 0 and "Postfix is not running here" in res.stderr
+    assert json.loads(res.stdout)["target"]["live"] is False
