@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from importlib import resources
 
 from typing import TYPE_CHECKING
 
@@ -33,6 +32,8 @@ def add_target_options(p: argparse.ArgumentParser) -> None:
 
 
 def demo_path() -> str:
+    from importlib import resources  # ~15 ms: only when the demo is asked for
+
     path = str(resources.files("diagnose") / "data" / DEMO_SNAPSHOT)
     if not os.path.exists(path):
         raise UsageError("this pfdiag was installed without its demo snapshot")

@@ -32,7 +32,6 @@ from checks.smtp import (
     send_test_messages,
     to_findings,
 )
-from checks.targets import SnapshotTarget
 from diagnose.target_options import add_target_options, open_target
 
 SCHEMA = "pfdiag.probe/1"
@@ -573,6 +572,8 @@ def _probe_doc(args: argparse.Namespace, target: Any, dest: Destination, timeout
 
 
 def _live_target(args: argparse.Namespace) -> Any:
+    from checks.targets import SnapshotTarget
+
     target, notice = open_target(args)
     if isinstance(target, SnapshotTarget):
         raise PfdiagError("a probe needs a live target: a snapshot (or --demo) is a recording and cannot open connections")
