@@ -91,6 +91,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sizes", metavar="N,N,...", help=f"test message body sizes in bytes "
                    f"(default {','.join(map(str, DEFAULT_LADDER_SIZES))})")  # fmt: skip
     p.add_argument("--yes", action="store_true", help="send the test messages without asking")
+    p.add_argument("--resolver", metavar="IP[:PORT]",
+                   help="DNS server for a domain's MX lookup (default: the target's own resolver; reserved names never)")
     p.add_argument("--compare-here", action="store_true",
                    help="with --host: also probe from this machine and compare the two vantage points")
     p.add_argument("-f", "--format", choices=("text", "md", "json"), default="text")
@@ -181,18 +183,39 @@ def resolve(dest: Destination) -> tuple[list[str], list[str]]:
     return addrs, notes
 
 
-def route(target: Any, dest: Destination, config_dir: str | None) -> tuple[Destination, list[str], list[str]]:
-    """A bare domain goes where Postfix would send its mail: transport_maps, relayhost, MX."""
-    from checks.nexthop import resolve_nexthop, resolver_for
+def _route_resolver(target: Any, spec: str | None) -> Any:
+    from checks import nexthop
 
-    hop = resolve_nexthop(target, dest.host, config_dir, resolver_for(target))
-    if not hop.source.startswith("transport_maps") and dest.host.lower().rsplit(".", 1)[-1] in _RESERVED_TLDS:
-        resolve(dest)  # says why a reserved name is never looked up
+    if spec:
+        from checks.dns import resolver_for as dns_resolver
+
+        return dns_resolver(target, spec)[0]  # asked for by name: used as given
+    local = nexthop.resolver_for(target)
+    if local is not None or type(target).__name__ != "SSHTarget":
+        return local
+    from checks.dns import resolver_for as dns_resolver
+
+    try:  # the mail host's own resolv.conf, asked from there; reserved names still never
+        return nexthop._NoReserved(dns_resolver(target, "system")[0])
+    except PfdiagError:
+        return None
+
+
+def route(target: Any, dest: Destination, config_dir: str | None,
+          resolver_spec: str | None = None) -> tuple[Destination, list[tuple[str, int]], list[str]]:  # fmt: skip
+    """A bare domain goes where Postfix would send its mail: transport_maps, relayhost, MX.
+    Returns the first next hop and every (address, port) in the order Postfix tries them."""
+    from checks.nexthop import resolve_nexthop
+
+    hop = resolve_nexthop(target, dest.host, config_dir, _route_resolver(target, resolver_spec))
+    reserved = dest.host.lower().rsplit(".", 1)[-1] in _RESERVED_TLDS
+    if reserved and not resolver_spec and not hop.source.startswith("transport_maps"):
+        resolve(dest)  # says why a reserved name is never looked up (unless a server was named)
     if not hop.deliverable_by_smtp:
         raise PfdiagError(f"{dest.host}: Postfix does not deliver it over SMTP ({'; '.join(hop.notes)})")
     if not hop.addresses:
         addresses, notes = resolve(dest)
-        return dest, addresses, [f"next hop: {hop.source}", *hop.notes, *notes]
+        return dest, [(a, dest.port) for a in addresses], [f"next hop: {hop.source}", *hop.notes, *notes]
     first = hop.addresses[0]
     notes = [f"next hop of {dest.host}: {hop.source}; transport {hop.transport}",
              f"first address Postfix tries: {first.host}[{first.addr}]:{first.port} ({first.source})", *hop.notes]
@@ -200,7 +223,7 @@ def route(target: Any, dest: Destination, config_dir: str | None) -> tuple[Desti
     if others:
         notes.append(f"then, if that fails: {', '.join(others)}")
     routed = Destination(dest.text, first.addr, first.port, True, True)
-    return routed, [a.addr for a in hop.addresses], notes
+    return routed, [(a.addr, a.port) for a in hop.addresses], notes
 
 
 def parse_sizes(text: str | None) -> tuple[int, ...]:
@@ -465,6 +488,11 @@ def render_text(doc: dict[str, Any]) -> str:
         out += [f"  - {s}" for s in lad["suggestions"]]
         out.append("Message-IDs sent (look for duplicates at the recipient): " + " ".join(lad["message_ids"]))
     out += ["", "Findings:"] + [f"  {_finding_line(f)}" for f in doc["findings"]]
+    if len(doc.get("addresses") or []) > 1:
+        out += ["", "Every address, in the order Postfix tries them:"]
+        for i, a in enumerate(doc["addresses"], 1):
+            state = "ok" if a["ok"] else f"FAILS: {a['error'] or 'see phases'}"
+            out.append(f"  {i}. {a['address']}:{a['port']}  {state}")
     if doc.get("tls"):
         t = doc["tls"]
         c = t["certificate"]
@@ -549,7 +577,8 @@ def _probe_doc(args: argparse.Namespace, target: Any, dest: Destination, timeout
                helo: str, notes: list[str]) -> dict[str, Any]:  # fmt: skip
     original = dest.text
     if not dest.bracketed and not dest.is_ip and ":" not in dest.text:
-        dest, addresses, more = route(target, dest, args.config_dir)
+        dest, hops, more = route(target, dest, args.config_dir, getattr(args, "resolver", None))
+        addresses = [a for a, _ in hops]
     else:
         addresses, more = resolve(dest)
     notes += more
@@ -569,6 +598,11 @@ def _probe_doc(args: argparse.Namespace, target: Any, dest: Destination, timeout
     if doc["tls"] and not doc["tls"]["postfix_would_deliver"]:
         doc["problem"] = True
     return doc
+
+
+def _address_row(address: str, port: int, r: ProbeResult) -> dict[str, Any]:
+    return {"address": address, "port": port, "ok": all(p.verdict.value in ("ok", "slow") for p in r.phases),
+            "phases": [[p.name, p.verdict.value] for p in r.phases], "error": r.error}  # fmt: skip
 
 
 def _live_target(args: argparse.Namespace) -> Any:
@@ -606,10 +640,11 @@ def run_one(args: argparse.Namespace, destination: str) -> int:
             raise UsageError("--send-test sends real mail: confirm on a terminal or pass --yes")
         raise PfdiagError("not confirmed: no test message was sent")
     if not dest.bracketed and not dest.is_ip and ":" not in dest.text:
-        dest, addresses, notes = route(target, dest, args.config_dir)
+        dest, hops, notes = route(target, dest, args.config_dir, getattr(args, "resolver", None))
     else:
         addresses, notes = resolve(dest)
-    address = addresses[0]
+        hops = [(a, dest.port) for a in addresses]
+    address = hops[0][0]
     timeouts, source, helo, more = postfix_settings(target, args)
     notes += more
     starttls = {"auto": "auto", "yes": True, "no": False}[args.starttls]
@@ -639,6 +674,21 @@ def run_one(args: argparse.Namespace, destination: str) -> int:
     doc["tls"] = tls_doc(target, probe, destination, address, dest.port, args.config_dir)
     if doc["tls"] and not doc["tls"]["postfix_would_deliver"]:
         doc["problem"] = True
+    doc["addresses"] = [_address_row(address, dest.port, probe)]
+    if len(hops) > 1 and not args.send_test:  # Postfix tries the next address when one fails: so do we, at once
+        from concurrent.futures import ThreadPoolExecutor
+
+        def other(hop: tuple[str, int]) -> dict[str, Any]:
+            try:
+                r = probe_address(target, hop[0], hop[1], helo_name=helo, mail_from=args.mail_from, rcpt_to=args.rcpt,
+                                  timeouts=timeouts, starttls=starttls, total_budget=args.budget,
+                                  wrappermode=hop[1] in SMTPS_PORTS)  # fmt: skip
+                return _address_row(hop[0], hop[1], r)
+            except PfdiagError as exc:
+                return {"address": hop[0], "port": hop[1], "ok": False, "phases": [], "error": str(exc)}
+
+        with ThreadPoolExecutor(max_workers=min(8, len(hops) - 1)) as pool:
+            doc["addresses"] += list(pool.map(other, hops[1:]))
     if getattr(args, "compare_here", False):
         from checks.targets import LocalTarget
 

@@ -119,3 +119,25 @@ def test_verify_policy_checks_the_chain_against_the_ca_store(postfix_lab: Postfi
     assert t["policy"]["level"] == "verify" and t["certificate"]["self_signed"] is False
     assert t["trusted"] is False and "certificate" in t["trust_detail"].lower(), t["trust_detail"]
     assert t["postfix_would_deliver"] is False and t["cause_id"] == "E19" and rc == 4
+
+
+def test_probe_follows_mx_preference_to_every_address(dns_server, tmp_path, capsys) -> None:  # noqa: ANN001
+    """A Postfix configuration with no transport map and no relayhost (a real main.cf read by the real
+    postconf): mail for ok.test goes by its MX records (the lab zone: 10 mx.ok.test = 127.0.0.2,
+    20 mx2.ok.test = 127.0.0.3), both tried in that order. Nothing listens on port 25 there, so both
+    attempts fail, each reported."""
+    import shutil
+
+    conf = tmp_path / "postfix"
+    conf.mkdir()
+    (conf / "main.cf").write_text("compatibility_level = 3.6\nrelayhost =\ntransport_maps =\n"
+                                  "default_transport = smtp\ninet_protocols = ipv4\n")  # fmt: skip
+    shutil.copy("/etc/postfix/master.cf", conf / "master.cf")
+    rc = main(["probe", "ok.test", "-c", str(conf), "--resolver", f"127.0.0.1:{dns_server.port}",
+               "--timeouts", "short", "--format", "json", "--budget", "20"])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert out, err
+    doc = json.loads(out)
+    assert [(a["address"], a["port"]) for a in doc["addresses"]] == [("127.0.0.2", 25), ("127.0.0.3", 25)]
+    assert not any(a["ok"] for a in doc["addresses"]) and rc == 4
+    assert any("MX 10 mx.ok.test" in n for n in doc["notes"]) and any("then, if that fails" in n for n in doc["notes"])
