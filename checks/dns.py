@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import dns.exception
+import dns.flags
 import dns.name
 import dns.rcode
 import dns.rdatatype
@@ -91,6 +92,7 @@ def make_resolver(nameservers: Sequence[str] | None, port: int = 53, timeout: fl
     if timeout <= 0:
         raise UsageError(f"make_resolver: timeout must be positive, not {timeout}")
     r = dns.resolver.Resolver(configure=False)
+    r.use_edns(0, dns.flags.DO, 1232)  # ask for DNSSEC, so a validating resolver says so (AD)
     r.nameservers = servers
     r.port = int(port)
     r.timeout = r.lifetime = float(timeout)
@@ -116,6 +118,7 @@ class Answer:
     server: str = ""
     canonical: str = ""  # the name the answer is for, after CNAMEs ("" when none)
     detail: str = ""  # rcode or exception text for error statuses
+    authenticated: bool = False  # the resolver set AD: it validated the answer with DNSSEC
 
     @property
     def ok(self) -> bool:
@@ -138,6 +141,8 @@ class Answer:
             head += f" ({self.detail})"
         if self.via_cname:
             head += f" cname->{self.canonical}"
+        if self.authenticated:
+            head += " ad (DNSSEC-validated)"
         return "\n".join([head, *self.records])
 
     def evidence(self) -> Evidence:
@@ -170,8 +175,8 @@ def lookup(resolver: dns.resolver.Resolver, name: str, rdtype: str) -> Answer:
     server = _servers(resolver)
     start = time.monotonic()
 
-    def done(status: str, records: Iterable[str] = (), canonical: str = "", detail: str = "") -> Answer:
-        return Answer(qname, rdtext, status, tuple(records), time.monotonic() - start, server, canonical, detail)
+    def done(status: str, records: Iterable[str] = (), canonical: str = "", detail: str = "", ad: bool = False) -> Answer:
+        return Answer(qname, rdtext, status, tuple(records), time.monotonic() - start, server, canonical, detail, ad)
 
     try:
         ans = resolver.resolve(qname, rdt, search=False, raise_on_no_answer=False)
@@ -193,9 +198,10 @@ def lookup(resolver: dns.resolver.Resolver, name: str, rdtype: str) -> Answer:
         port = getattr(ans, "port", resolver.port)
         server = f"{ns}#{port}" if port != 53 else str(ns)
     canonical = ans.canonical_name.to_text(omit_final_dot=True) if ans.canonical_name else ""
+    ad = bool(getattr(ans, "response", None) is not None and ans.response.flags & dns.flags.AD)
     if ans.rrset is None or len(ans.rrset) == 0:
-        return done(NODATA, canonical=canonical, detail="NOERROR, no answer")
-    return done(OK, (r.to_text() for r in ans.rrset), canonical)
+        return done(NODATA, canonical=canonical, detail="NOERROR, no answer", ad=ad)
+    return done(OK, (r.to_text() for r in ans.rrset), canonical, ad=ad)
 
 
 def _txt(record: str) -> str:
@@ -634,8 +640,13 @@ class TlsaResult:
                              f"({a.status}): DANE destinations defer", "E12", [a])]  # fmt: skip
         if not a.records:
             return [_finding("dns.tlsa", Severity.INFO, f"no TLSA records for {self.host}:{self.port}", None, [a])]
-        return [_finding("dns.tlsa", Severity.OK, f"{len(a.records)} TLSA record(s) for {self.host}:{self.port}",
-                         None, [a], records=list(a.records))]  # fmt: skip
+        if not a.authenticated:
+            return [_finding("dns.tlsa", Severity.WARNING, f"{len(a.records)} TLSA record(s) for {self.host}:{self.port}, "
+                             "but NOT DNSSEC-validated by this resolver (no AD flag): Postfix uses TLSA only from a "
+                             "validating resolver (smtp_dns_support_level = dnssec), else DANE falls back to "
+                             "opportunistic TLS", None, [a], records=list(a.records), dnssec=False)]  # fmt: skip
+        return [_finding("dns.tlsa", Severity.OK, f"{len(a.records)} DNSSEC-validated TLSA record(s) for "
+                         f"{self.host}:{self.port}", None, [a], records=list(a.records), dnssec=True)]  # fmt: skip
 
 
 def tlsa_check(resolver: dns.resolver.Resolver, mx_host: str, port: int = 25) -> TlsaResult:

@@ -68,6 +68,19 @@ def test_spf_dmarc_mta_sts_tlsa(r) -> None:  # noqa: ANN001
     assert d.mta_sts_txt(r, "ok.test").id == "20260101T000000"
     tlsa = d.tlsa_check(r, "mx.ok.test")
     assert tlsa.answer.ok and tlsa.answer.records[0].startswith("3 1 1 ")
+    # dnsmasq here does not validate: Postfix would not use these records for DANE
+    assert not tlsa.answer.authenticated
+    assert any(f.severity == Severity.WARNING and "NOT DNSSEC-validated" in f.summary for f in d.to_findings(tlsa))
+
+
+def test_tlsa_from_a_validating_resolver_is_usable() -> None:
+    srv = AuthDns({("_25._tcp.mx.sec.test", "TLSA"): ["3 1 1 " + "ab" * 32]}, ad=True)
+    try:
+        tlsa = d.tlsa_check(d.make_resolver(["127.0.0.1"], port=srv.port), "mx.sec.test")
+        assert tlsa.answer.authenticated
+        assert [f.severity for f in d.to_findings(tlsa)] == [Severity.OK]
+    finally:
+        srv.close()
 
 
 @pytest.fixture

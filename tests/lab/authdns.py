@@ -22,7 +22,9 @@ import dns.rrset
 
 
 class AuthDns:
-    def __init__(self, records: Mapping[tuple[str, str], Sequence[str]] | None = None, mode: str = "normal") -> None:
+    def __init__(self, records: Mapping[tuple[str, str], Sequence[str]] | None = None, mode: str = "normal",
+                 ad: bool = False) -> None:  # fmt: skip
+        self.ad = ad  # claim DNSSEC validation (the AD flag), as a validating resolver would
         self.records = {(n.lower().rstrip(".") + ".", t.upper()): list(v) for (n, t), v in (records or {}).items()}
         self.mode = mode
         for _attempt in range(20):  # one port for UDP and TCP: the TCP side may be taken, try another
@@ -53,7 +55,7 @@ class AuthDns:
             return os.urandom(40)
         q = dns.message.from_wire(wire)
         r = dns.message.make_response(q)
-        r.flags |= dns.flags.AA
+        r.flags |= dns.flags.AA | (dns.flags.AD if self.ad else 0)
         if self.mode == "wrong-id":
             r.id = (q.id + 1) % 65536
         question = q.question[0]
