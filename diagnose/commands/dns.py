@@ -122,6 +122,10 @@ def run(args: argparse.Namespace) -> int:
     if "mx" in results and not ip:  # TLSA of the MX hosts: what DANE would use
         for host in [h.exchange for h in getattr(results["mx"], "hosts", ())][:3]:
             findings.extend(d.to_findings(d.tlsa_check(resolver, host)))
+    sts = results.get("mta-sts")
+    if sts is not None and sts.record:  # the policy itself, fetched as an MTA-STS sender would
+        policy = d.mta_sts_policy(target, resolver, subject, timeout=max(2.0, args.budget / 3))
+        findings.extend(policy.findings([h.exchange for h in getattr(results.get("mx"), "hosts", ())]))
     doc = {
         "schema": SCHEMA, "subject": subject, "kind": "ip" if ip else "domain", "where": where,
         "resolver": described, "compared_with": compare[1] if compare else None,

@@ -191,3 +191,72 @@ def test_report_confirms_a_dns_deferral_by_asking_again(domain: str, dns_lab, dn
     confirm = [f for f in doc["findings"] if f["check"] == "dns.destinations" and f["cause_id"] == "E12"]
     assert confirm, doc["findings"]
     assert any("dns.destinations" in e["source"] for e in top["evidence"]), "the confirmation is shown as evidence"
+
+
+def test_mta_sts_policy_fetched_over_https(tmp_path) -> None:  # noqa: ANN001
+    """A real HTTPS server on loopback serves the policy for mta-sts.sts.test (its certificate made
+    here and trusted explicitly); DNS from our server. enforce + an MX outside the policy's mx list
+    is a problem; a wrong certificate name makes the policy unreachable, as for a real sender."""
+    import datetime as dtm
+    import http.server
+    import ssl
+    import threading
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from checks.targets import LocalTarget
+
+    def cert_for(name: str) -> str:
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        now = dtm.datetime.now(dtm.timezone.utc)
+        cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+                .serial_number(x509.random_serial_number()).not_valid_before(now - dtm.timedelta(days=1))
+                .not_valid_after(now + dtm.timedelta(days=30))
+                .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+                .sign(key, hashes.SHA256()))  # fmt: skip
+        path = tmp_path / f"{name}.pem"
+        path.write_bytes(cert.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        return str(path)
+
+    policy = b"version: STSv1\r\nmode: enforce\r\nmx: mx.sts.test\r\nmax_age: 86400\r\n"
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            ok = self.path == "/.well-known/mta-sts.txt"
+            self.send_response(200 if ok else 404)
+            self.send_header("Content-Length", str(len(policy) if ok else 0))
+            self.end_headers()
+            if ok:
+                self.wfile.write(policy)
+
+        def log_message(self, *a: object) -> None:
+            pass
+
+    def serve(pem: str) -> http.server.HTTPServer:
+        httpd = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(pem)
+        httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        return httpd
+
+    good = cert_for("mta-sts.sts.test")
+    dns_srv = AuthDns({("mta-sts.sts.test", "A"): ["127.0.0.1"], ("_mta-sts.sts.test", "TXT"): ['"v=STSv1; id=1"']})
+    httpd = serve(good)
+    try:
+        r = d.make_resolver(["127.0.0.1"], port=dns_srv.port)
+        pol = d.mta_sts_policy(LocalTarget(), r, "sts.test", port=httpd.server_address[1], cafile=good)
+        assert (pol.status, pol.mode, pol.mx) == ("ok", "enforce", ("mx.sts.test",))
+        assert [f.severity for f in pol.findings(["mx.sts.test"])] == [Severity.OK]
+        bad = pol.findings(["mx.other.test"])
+        assert bad[0].severity == Severity.PROBLEM and "not in its mx" in bad[0].summary
+        wrong = d.mta_sts_policy(LocalTarget(), r, "sts.test", port=httpd.server_address[1], cafile=cert_for("elsewhere.test"))
+        assert wrong.status == "unreachable" and "certificate" in wrong.detail
+    finally:
+        httpd.shutdown()
+        dns_srv.close()
