@@ -10,6 +10,7 @@ exceptions; only bad input (an invalid name or IP address) raises ``UsageError``
     lookup(r, name, "MX")           -> Answer(status ok|nxdomain|nodata|servfail|timeout|error)
     mx_check(r, domain)             -> MxResult     (null MX, CNAME targets, no address, A fallback)
     fcrdns(r, ip)                   -> FcrdnsResult (PTR -> A/AAAA must contain the IP)
+    helo_check(r, name, ip)         -> HeloResult   (the HELO name resolves, to the sending IP)
     spf_check / dmarc_check / mta_sts_txt / tlsa_check
     dnsbl_check(r, ip, zones)       -> DnsblResult  (listed / not listed / refused / timeout)
     compare_resolvers(a, b, names)  -> ResolverComparison
@@ -37,7 +38,8 @@ from checks.model import Evidence, Finding, Severity
 
 OK, NXDOMAIN, NODATA, SERVFAIL, TIMEOUT, ERROR = "ok", "nxdomain", "nodata", "servfail", "timeout", "error"
 TEMPORARY = (SERVFAIL, TIMEOUT, ERROR)
-DEFAULT_DNSBL_ZONES = ("zen.spamhaus.org", "bl.spamcop.net", "b.barracudacentral.org", "dnsbl.sorbs.net")
+# SORBS closed in 2024; Barracuda answers only registered resolvers: neither is a default.
+DEFAULT_DNSBL_ZONES = ("zen.spamhaus.org", "bl.spamcop.net", "psbl.surriel.com", "bl.mailspike.net")
 SPF_LOOKUP_LIMIT = 10  # RFC 7208 4.6.4
 SPF_LOOKUP_MECHANISMS = ("include", "a", "mx", "ptr", "exists")
 
@@ -394,6 +396,45 @@ def _same_ip(text: str, addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> 
         return ipaddress.ip_address(text) == addr
     except ValueError:
         return False
+
+
+
+@dataclass(frozen=True)
+class HeloResult:
+    """The HELO name must resolve (E24 'Helo command rejected: Host not found'), ideally to the
+    sending IP."""
+
+    name: str
+    a: Answer
+    aaaa: Answer
+    sending_ip: str | None = None
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        return self.a.records + self.aaaa.records
+
+    def findings(self) -> list[Finding]:
+        ev = [self.a, self.aaaa]
+        if not self.addresses:
+            temp = self.a.temporary or self.aaaa.temporary
+            return [_finding("dns.helo", Severity.PROBLEM,
+                             f"HELO name {self.name} has no address ({self.a.status}/{self.aaaa.status}): receivers "
+                             "reject with 'Helo command rejected: Host not found'", "E12" if temp else "E24", ev)]  # fmt: skip
+        if self.sending_ip and not any(_same_ip(r, _ip(self.sending_ip)) for r in self.addresses):
+            return [_finding("dns.helo", Severity.WARNING,
+                             f"HELO name {self.name} resolves to {', '.join(self.addresses)}, not to the sending IP "
+                             f"{self.sending_ip} (strict receivers check this)", "E24", ev,
+                             addresses=list(self.addresses))]  # fmt: skip
+        return [_finding("dns.helo", Severity.OK, f"HELO name {self.name} resolves to {', '.join(self.addresses)}",
+                         None, ev, addresses=list(self.addresses))]  # fmt: skip
+
+
+def helo_check(resolver: Any, helo: str, sending_ip: str | None = None) -> HeloResult:
+    """A/AAAA of the HELO name, and whether they contain ``sending_ip``."""
+    name = _name(helo)
+    if sending_ip is not None:
+        sending_ip = str(_ip(sending_ip))
+    return HeloResult(name, lookup(resolver, name, "A"), lookup(resolver, name, "AAAA"), sending_ip)
 
 
 # -- SPF (E26)
@@ -929,7 +970,13 @@ def resolver_for(target: Any, source: str = "system", queue_directory: str = "/v
     if source not in ("system", "chroot"):
         host, _, port = source.rpartition(":") if source.count(":") == 1 else (source, "", "")
         host = host.strip("[]") or source
-        port_n = int(port) if port.isdigit() else 53
+        if port and not (port.isdigit() and 0 < int(port) < 65536):
+            raise UsageError(f"--resolver {source!r}: the port must be 1..65535")
+        port_n = int(port) if port else 53
+        try:
+            host = str(ipaddress.ip_address(host))
+        except ValueError:
+            raise UsageError(f"--resolver {source!r}: use system, chroot or IP[:PORT] ([IPv6]:PORT)") from None
         where = "local" if isinstance(target, (LocalTarget, SnapshotTarget)) else target.where
         if isinstance(target, SnapshotTarget):
             return make_resolver([host], port=port_n, timeout=timeout), f"{host}#{port_n} from this machine"

@@ -47,7 +47,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("subject", metavar="DOMAIN|IP")
     p.add_argument("--resolver", default="system", metavar="system|chroot|IP[:PORT]")
-    p.add_argument("--helo", metavar="NAME", help="also check this HELO name's address (and that it maps back to IP)")
+    p.add_argument("--helo", metavar="NAME", help="also check that this HELO name resolves (to the sending IP, if known)")
+    p.add_argument("--sending-ip", action="append", metavar="IP", default=[],
+                   help="the address(es) mail leaves from: reverse DNS (FCrDNS) and DNSBLs (repeatable)")
     p.add_argument("--dnsbl-zones", metavar="Z1,Z2", help="DNSBL zones to ask (default: a common set)")
     p.add_argument("--no-dnsbl", action="store_true", help="do not ask DNSBLs")
     p.add_argument("--no-compare", action="store_true", help="do not compare with the chroot's resolv.conf")
@@ -83,19 +85,28 @@ def run(args: argparse.Namespace) -> int:
     timeout = max(1.0, min(5.0, args.budget / 3))
     resolver, described = d.resolver_for(target, args.resolver, queue_dir, timeout)
     where = target.where if type(resolver).__name__ == "TargetResolver" else "local"
+    sending = []
+    for text in ([ip] if ip else []) + list(args.sending_ip):
+        try:
+            sending.append(str(ipaddress.ip_address(text.strip())))
+        except ValueError:
+            raise UsageError(f"--sending-ip: {text!r} is not an IP address") from None
+    sending = list(dict.fromkeys(sending))
+    zones = [d._name(z.strip()) for z in args.dnsbl_zones.split(",") if z.strip()] if args.dnsbl_zones else list(d.DEFAULT_DNSBL_ZONES)
+    if args.helo:
+        d._name(args.helo)
     jobs: dict[str, Any] = {}
-    if ip:
-        jobs["fcrdns"] = lambda: d.fcrdns(resolver, ip)
+    for addr in sending:
+        jobs[f"fcrdns {addr}"] = lambda addr=addr: d.fcrdns(resolver, addr)
         if not args.no_dnsbl:
-            zones = [z.strip() for z in args.dnsbl_zones.split(",") if z.strip()] if args.dnsbl_zones else list(d.DEFAULT_DNSBL_ZONES)
-            jobs["dnsbl"] = lambda: d.dnsbl_check(resolver, ip, zones)
-    else:
+            jobs[f"dnsbl {addr}"] = lambda addr=addr: d.dnsbl_check(resolver, addr, zones)
+    if not ip:
         jobs["mx"] = lambda: d.mx_check(resolver, subject)
         jobs["spf"] = lambda: d.spf_check(resolver, subject)
         jobs["dmarc"] = lambda: d.dmarc_check(resolver, subject)
         jobs["mta-sts"] = lambda: d.mta_sts_txt(resolver, subject)
     if args.helo:
-        jobs["helo"] = lambda: d.lookup(resolver, args.helo, "A")
+        jobs["helo"] = lambda: d.helo_check(resolver, args.helo, sending[0] if sending else None)
     compare = None
     if not args.no_compare and args.resolver == "system" and not ip:
         try:
@@ -128,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
         findings.extend(policy.findings([h.exchange for h in getattr(results.get("mx"), "hosts", ())]))
     doc = {
         "schema": SCHEMA, "subject": subject, "kind": "ip" if ip else "domain", "where": where,
+        "sending_ips": sending, "helo": args.helo, "budget": args.budget,
         "resolver": described, "compared_with": compare[1] if compare else None,
         "findings": [_finding(f, where) for f in findings], "notes": notes,
     }  # fmt: skip
@@ -135,8 +147,10 @@ def run(args: argparse.Namespace) -> int:
     doc["problem"] = problem
     if args.format == "json":
         sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
-    else:
+    elif args.format == "md" or not sys.stdout.isatty():
         sys.stdout.write(render(doc, md=args.format == "md"))
+    else:
+        _render_rich(doc)
     return EXIT_PROBLEM if problem else 0
 
 
@@ -166,3 +180,23 @@ def render(doc: dict[str, Any], md: bool = False) -> str:
     for n in doc["notes"]:
         out.append(f"note: {n}")
     return "\n".join(out) + "\n"
+
+
+def _render_rich(doc: dict[str, Any]) -> None:
+    """The same lines as render(), coloured by severity on a terminal."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    styles = {"ok": "green", "info": "dim", "warning": "yellow", "problem": "bold red", "error": "magenta"}
+    con = Console(highlight=False)
+    for line, f in zip(render(doc).splitlines(), _line_owners(doc)):
+        con.print(f"[{styles.get(f, '')}]{escape(line)}[/]" if f in styles else escape(line))
+
+
+def _line_owners(doc: dict[str, Any]) -> list[str]:
+    """The severity each line of render() belongs to ("" for headers, evidence and notes)."""
+    out = ["", ""]
+    for f in doc["findings"]:
+        out.append(f["severity"])
+        out += [""] * len(f["evidence"][:2])
+    return out + [""] * len(doc["notes"])
