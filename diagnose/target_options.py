@@ -24,6 +24,7 @@ def add_target_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--demo", action="store_true", help="use the demo snapshot shipped with pfdiag")
     s = p.add_argument_group("SSH (with --host)")
     s.add_argument("--ssh-config", metavar="FILE", help="ssh_config to read (default ~/.ssh/config)")
+    s.add_argument("--identity", metavar="FILE", help="private key file to log in with (like ssh -i), tried first")
     s.add_argument("--known-hosts", metavar="FILE", help="known_hosts to verify against (default ~/.ssh/known_hosts)")
     s.add_argument("--accept-new-host-key", action="store_true",
                    help="trust an unknown host key and save it (like OpenSSH's accept-new); a CHANGED key is always refused")
@@ -62,6 +63,8 @@ def open_target(args: argparse.Namespace) -> tuple[Target, str | None]:
     chosen = [o for o in ("demo", "snapshot", "host") if getattr(args, o, None)]
     if len(chosen) > 1:
         raise UsageError(f"--{chosen[0]} and --{chosen[1]} cannot be used together")
+    if getattr(args, "identity", None) and not getattr(args, "host", None):
+        raise UsageError("--identity needs --host (it is the key to log into the mail host with)")
     if getattr(args, "demo", False):
         snap = SnapshotTarget(demo_path())
         return snap, "pfdiag: using the demo snapshot shipped with pfdiag (a recorded test-lab Postfix), not this machine"
@@ -70,12 +73,14 @@ def open_target(args: argparse.Namespace) -> tuple[Target, str | None]:
     if getattr(args, "host", None):
         from checks.targets.ssh import SSHTarget
 
-        timeout = float(getattr(args, "ssh_timeout", None) or 30.0)
+        given = getattr(args, "ssh_timeout", None)
+        timeout = 30.0 if given is None else float(given)  # 0 is an error, not "the default"
         if timeout <= 0:
             raise UsageError("--ssh-timeout must be positive")
         target = SSHTarget.open(args.host, accept_new_host_key=bool(getattr(args, "accept_new_host_key", False)),
                                 known_hosts=getattr(args, "known_hosts", None),
                                 ssh_config=getattr(args, "ssh_config", None), connect_timeout=min(timeout, 30.0),
-                                command_timeout=max(timeout, 30.0), password_prompt=_passphrase_prompt())  # type: ignore[arg-type]  # fmt: skip
+                                command_timeout=max(timeout, 30.0), password_prompt=_passphrase_prompt(),  # type: ignore[arg-type]
+                                identity=getattr(args, "identity", None))  # fmt: skip
         return target, None
     return LocalTarget(), None

@@ -64,7 +64,7 @@ import stat
 import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import BinaryIO, TextIO
 
 import paramiko
@@ -870,13 +870,21 @@ class SSHTarget:
         connect_timeout: float = 10,
         command_timeout: float = 30,
         password_prompt: PasswordPrompt | None = None,
+        identity: str | None = None,
     ) -> SSHTarget:
         """Connect, verify the host key, log in. Raises UsageError for a bad spec
-        or config, TargetError for everything the network or server says."""
+        or config, TargetError for everything the network or server says.
+        ``identity`` (``--identity``) is the key file for the mail host itself, tried
+        before ssh_config's IdentityFile entries (like ``ssh -i``)."""
         if connect_timeout <= 0 or command_timeout <= 0:
             raise UsageError("SSH timeouts must be positive")
         config, config_path = _load_config(ssh_config)
         hop = _resolve(spec, config, config_path)
+        if identity:
+            key = os.path.expanduser(identity)
+            if not os.path.isfile(key):
+                raise UsageError(f"--identity {identity}: no such key file")
+            hop = replace(hop, identities=(key, *(i for i in hop.identities if i != key)))
         dialer = _Dialer(
             config,
             config_path,
