@@ -106,6 +106,19 @@ def dane_match(der: bytes, records: Sequence[str]) -> tuple[str, str]:
     return ("no-match", "") if usable else ("unusable", "")
 
 
+def dane_state(der: bytes, records: Sequence[str], authenticated: bool) -> tuple[tuple[str, str], str]:
+    """The TLSA verdict Postfix would act on, and why. Postfix uses TLSA records only from a
+    validating resolver (AD set): unvalidated ones count as none (dane falls back to may)."""
+    if records and not authenticated:
+        return ("none", ""), (f"{len(records)} TLSA record(s) not DNSSEC-validated (no AD flag): "
+                              "Postfix ignores them")  # fmt: skip
+    state = dane_match(der, records)
+    return state, {"match": "a DNSSEC-validated TLSA record matches the certificate",
+                   "no-match": "DNSSEC-validated TLSA records, none matches the certificate",
+                   "unusable": "TLSA records only of usages this check cannot match (DANE-TA needs the chain)",
+                   "none": "no TLSA records"}[state[0]]  # fmt: skip
+
+
 @dataclass
 class Policy:
     level: str

@@ -112,6 +112,7 @@ class Destination:
     port: int
     bracketed: bool
     is_ip: bool
+    name: str = ""  # the host name Postfix found the address under (MX or nexthop host): TLSA is asked for it
 
 
 def _valid_host(host: str) -> bool:
@@ -222,7 +223,7 @@ def route(target: Any, dest: Destination, config_dir: str | None,
     others = [f"{a.addr}:{a.port}" for a in hop.addresses[1:]]
     if others:
         notes.append(f"then, if that fails: {', '.join(others)}")
-    routed = Destination(dest.text, first.addr, first.port, True, True)
+    routed = Destination(dest.text, first.addr, first.port, True, True, "" if first.host == first.addr else first.host)
     return routed, [(a.addr, a.port) for a in hop.addresses], notes
 
 
@@ -346,14 +347,14 @@ def build(dest: Destination, address: str, notes: list[str], timeouts: PhaseTime
 
 
 def tls_doc(target: Any, probe: ProbeResult, original: str, address: str, port: int,
-            config_dir: str | None) -> dict[str, Any] | None:  # fmt: skip
+            config_dir: str | None, tlsa_host: str = "", resolver: Any = None) -> dict[str, Any] | None:  # fmt: skip
     """The certificate the probe saw, this Postfix's TLS policy for the next hop, and whether
     Postfix would deliver with it (the verdict Postfix logs when it would not)."""
     from checks import tls
 
     domain = None if original.startswith("[") or _ip(original.split(":")[0]) else original.split(":")[0]
     try:
-        policy = tls.policy_for(target, f"[{address}]:{port}", domain, config_dir)
+        policy = tls.policy_for(target, f"[{tlsa_host or address}]:{port}", domain, config_dir)  # the nexthop as routed
     except PfdiagError as exc:
         policy = tls.Policy("may", f"policy not readable ({exc}): Postfix's default assumed")
     cert = None
@@ -365,12 +366,41 @@ def tls_doc(target: Any, probe: ProbeResult, original: str, address: str, port: 
     trusted, trust_detail = (False, "self-signed") if cert is not None and cert.self_signed else (None, "not checked")
     if cert is not None and not cert.self_signed and policy.level in ("verify", "secure"):
         trusted, trust_detail = _verify_chain(target, address, port, probe)
-    verdict = tls.judge(policy.level, probe.starttls_offered or port in SMTPS_PORTS, cert, trusted)
-    return {"policy": {"level": policy.level, "source": policy.source, "match": policy.match},
+    dane, dane_doc = ("none", ""), None
+    if cert is not None and policy.level in ("dane", "dane-only"):
+        dane, dane_doc = _dane(tls, probe, port, tlsa_host or domain or "", resolver)
+    verdict = tls.judge(policy.level, probe.starttls_offered or port in SMTPS_PORTS, cert, trusted, dane)
+    if dane_doc and dane_doc["state"] == "lookup-failed":
+        verdict = tls.Judgement(False, dane_doc["why"], "E12", f"TLSA lookup error for {dane_doc['tlsa_name']}")
+    return {"dane": dane_doc, "policy": {"level": policy.level, "source": policy.source, "match": policy.match},
             "protocol": probe.tls.protocol if probe.tls else None, "cipher": probe.tls.cipher if probe.tls else None,
             "certificate": tls.describe(cert) if cert else None, "trusted": trusted, "trust_detail": trust_detail,
             "postfix_would_deliver": verdict.accepted, "why": verdict.why, "cause_id": verdict.cause_id,
             "postfix_would_log": verdict.log_line}  # fmt: skip
+
+
+def _dane(tls: Any, probe: ProbeResult, port: int, host: str, resolver: Any) -> tuple[tuple[str, str], dict[str, Any]]:
+    """TLSA for _port._tcp.host from the resolver the route used, with its DNSSEC status."""
+    from checks import nexthop
+
+    doc: dict[str, Any] = {"tlsa_name": f"_{port}._tcp.{host}" if host else None, "records": [], "dnssec": None,
+                           "status": None, "state": "none", "matched": "", "why": ""}  # fmt: skip
+    if not host or _ip(host):
+        doc["why"] = "the next hop is an IP address: no TLSA name, Postfix's dane falls back to may"
+        return ("none", ""), doc
+    if resolver is None or (isinstance(resolver, nexthop._NoReserved) and host.rsplit(".", 1)[-1].lower() in _RESERVED_TLDS):
+        doc["why"] = "TLSA not looked up (no resolver for this target, or a reserved name: use --resolver)"
+        return ("none", ""), doc
+    from checks.dns import lookup
+
+    ans = lookup(getattr(resolver, "inner", resolver), doc["tlsa_name"], "TLSA")
+    doc.update(records=list(ans.records), dnssec=ans.authenticated, status=ans.status)
+    if ans.temporary:  # Postfix defers a dane destination whose TLSA lookup fails
+        doc.update(state="lookup-failed", why=f"TLSA lookup {ans.status}: Postfix defers DANE destinations")
+        return ("no-match", ""), doc
+    state, why = tls.dane_state(probe.tls.peer_certificate, ans.records, ans.authenticated)
+    doc.update(state=state[0], matched=state[1], why=why)
+    return state, doc
 
 
 def _verify_chain(target: Any, address: str, port: int, probe: ProbeResult) -> tuple[bool | None, str]:
@@ -594,7 +624,8 @@ def _probe_doc(args: argparse.Namespace, target: Any, dest: Destination, timeout
         raise PfdiagError(f"a probe needs a live target: {exc}") from None
     doc = build(dest, addresses[0], notes, timeouts, source, helo, probe, None)
     doc["where"] = target.where
-    doc["tls"] = tls_doc(target, probe, original, addresses[0], dest.port, args.config_dir)
+    doc["tls"] = tls_doc(target, probe, original, addresses[0], dest.port, args.config_dir, dest.name,
+                         _route_resolver(target, getattr(args, "resolver", None)))
     if doc["tls"] and not doc["tls"]["postfix_would_deliver"]:
         doc["problem"] = True
     return doc
@@ -671,7 +702,8 @@ def run_one(args: argparse.Namespace, destination: str) -> int:
         raise PfdiagError(f"a probe needs a live target: {exc}") from None
     doc = build(dest, address, notes, timeouts, source, helo, probe, ladder)
     doc["where"] = target.where
-    doc["tls"] = tls_doc(target, probe, destination, address, dest.port, args.config_dir)
+    doc["tls"] = tls_doc(target, probe, destination, address, dest.port, args.config_dir, dest.name,
+                         _route_resolver(target, getattr(args, "resolver", None)))
     if doc["tls"] and not doc["tls"]["postfix_would_deliver"]:
         doc["problem"] = True
     doc["addresses"] = [_address_row(address, dest.port, probe)]

@@ -84,3 +84,18 @@ def test_dane_ee_records() -> None:
     assert tls.dane_match(der, ["2 0 1 " + "00" * 32])[0] == "unusable"
     assert tls.dane_match(der, [])[0] == "none"
     assert tls.judge("dane", True, tls.analyze(der, [], now=NOW), None, ("no-match", ""),).cause_id == "E19"
+
+
+def test_dane_uses_tlsa_only_when_dnssec_validated() -> None:
+    """Postfix acts on TLSA records only from a validating resolver (AD): unvalidated ones are
+    ignored, so a dane level falls back to opportunistic TLS instead of refusing."""
+    der, key = make_cert("mx.example.net", ("mx.example.net",))
+    spki = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    good, bad = [f"3 1 1 {hashlib.sha256(spki).hexdigest()}"], ["3 1 1 " + "00" * 32]
+    assert tls.dane_state(der, good, True)[0] == ("match", good[0])
+    state, why = tls.dane_state(der, bad, False)
+    assert state == ("none", "") and "not DNSSEC-validated" in why
+    cert = tls.analyze(der, [], now=NOW)
+    assert tls.judge("dane", True, cert, None, state).accepted
+    assert not tls.judge("dane-only", True, cert, None, state).accepted
+    assert tls.judge("dane", True, cert, None, tls.dane_state(der, bad, True)[0]).cause_id == "E19"
