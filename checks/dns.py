@@ -6,14 +6,27 @@ Every function returns a frozen dataclass; ``to_findings(*results)`` turns them 
 (check_id ``dns.*``). DNS failures (SERVFAIL, NXDOMAIN, NODATA, timeouts) are results, never
 exceptions; only bad input (an invalid name or IP address) raises ``UsageError``.
 
-    make_resolver(["127.0.0.1"], port=5353) / make_resolver(None, from_resolv_conf=PATH)
-    lookup(r, name, "MX")           -> Answer(status ok|nxdomain|nodata|servfail|timeout|error)
+Stable API (checks/nexthop.py, checks/tls.py and diagnose use it; keep these signatures):
+
+    make_resolver(["127.0.0.1"], port=5353, timeout=3) / make_resolver(None, from_resolv_conf=PATH)
+                                    -> a resolver asked from THIS machine (UDP, TCP on truncation)
+    resolver_for(target, "system"|"chroot"|"IP[:PORT]", queue_directory, timeout)
+                                    -> (resolver, description): DNS as the target sees it; over
+                                       SSH a TargetResolver (DNS over TCP via target.connect);
+                                       a snapshot refuses system/chroot (no live network)
+    lookup(r, name, "MX")           -> Answer(status ok|nxdomain|nodata|servfail|timeout|error,
+                                       records, latency, server, canonical, authenticated=AD bit)
+                                       every resolver above is accepted; Answer.temporary is
+                                       servfail/timeout/error (Postfix defers: E12)
+    tlsa_check(r, mx_host, port=25) -> TlsaResult(.answer: Answer, .records; .answer.authenticated)
     mx_check(r, domain)             -> MxResult     (null MX, CNAME targets, no address, A fallback)
     fcrdns(r, ip)                   -> FcrdnsResult (PTR -> A/AAAA must contain the IP)
     helo_check(r, name, ip)         -> HeloResult   (the HELO name resolves, to the sending IP)
     spf_check / dmarc_check / mta_sts_txt / tlsa_check
     dnsbl_check(r, ip, zones)       -> DnsblResult  (listed / not listed / refused / timeout)
     compare_resolvers(a, b, names)  -> ResolverComparison
+    mta_sts_policy(target, r, domain) -> MtaStsPolicy (HTTPS GET through target.connect: mode, mx)
+    to_findings(*results)           -> [Finding]
 """
 
 from __future__ import annotations
@@ -41,6 +54,7 @@ TEMPORARY = (SERVFAIL, TIMEOUT, ERROR)
 # SORBS closed in 2024; Barracuda answers only registered resolvers: neither is a default.
 DEFAULT_DNSBL_ZONES = ("zen.spamhaus.org", "bl.spamcop.net", "psbl.surriel.com", "bl.mailspike.net")
 SPF_LOOKUP_LIMIT = 10  # RFC 7208 4.6.4
+SPF_VOID_LIMIT = 2  # RFC 7208 4.6.4: more than 2 lookups answered NXDOMAIN/NODATA is a permerror
 SPF_LOOKUP_MECHANISMS = ("include", "a", "mx", "ptr", "exists")
 
 
@@ -451,6 +465,7 @@ class SpfResult:
     errors: tuple[str, ...] = ()  # permerror causes (syntax, missing included record, loop)
     temperrors: tuple[str, ...] = ()  # include/redirect targets whose TXT lookup failed
     answers: tuple[Answer, ...] = ()  # every TXT lookup made (evidence)
+    void_lookups: tuple[str, ...] = ()  # include/redirect targets that were NXDOMAIN/NODATA
 
     @property
     def over_limit(self) -> bool:
@@ -474,6 +489,11 @@ class SpfResult:
             out.append(_finding("dns.spf", Severity.PROBLEM,
                                 f"SPF of {d} needs {self.lookups} DNS lookups (limit {SPF_LOOKUP_LIMIT}): permerror",
                                 None, ev, lookups=self.lookups, chain=list(self.chain)))  # fmt: skip
+        if len(self.void_lookups) > SPF_VOID_LIMIT:
+            out.append(_finding("dns.spf", Severity.PROBLEM,
+                                f"SPF of {d} has {len(self.void_lookups)} void lookups (limit {SPF_VOID_LIMIT}, "
+                                f"RFC 7208 4.6.4): permerror: {'; '.join(self.void_lookups)}", None, ev,
+                                void_lookups=list(self.void_lookups)))  # fmt: skip
         for err in self.errors:
             out.append(_finding("dns.spf", Severity.PROBLEM, f"SPF of {d}: {err}", None, ev))
         if not out:
@@ -498,6 +518,7 @@ def spf_check(resolver: dns.resolver.Resolver, domain: str) -> SpfResult:
     chain: list[str] = []
     errors: list[str] = []
     temperrors: list[str] = []
+    void: list[str] = []
     first = lookup(resolver, domain, "TXT")
     answers.append(first)
     records = _spf_records(first)
@@ -572,6 +593,8 @@ def spf_check(resolver: dns.resolver.Resolver, domain: str) -> SpfResult:
         if ans.temporary:
             temperrors.append(f"{how} from {dom}: TXT {ans.status}")
             return
+        if ans.status in (NXDOMAIN, NODATA):
+            void.append(f"{how} from {dom}: {ans.status}")
         recs = _spf_records(ans)
         if len(recs) != 1:
             errors.append(f"{how} from {dom}: {target_name} has {len(recs)} SPF records (permerror)")
@@ -580,7 +603,7 @@ def spf_check(resolver: dns.resolver.Resolver, domain: str) -> SpfResult:
 
     walk(domain, records[0])
     return SpfResult(domain, first, records[0], tuple(records), len(chain), tuple(chain), tuple(errors),
-                     tuple(temperrors), tuple(answers))  # fmt: skip
+                     tuple(temperrors), tuple(answers), tuple(void))  # fmt: skip
 
 
 # -- DMARC, MTA-STS, TLSA
@@ -750,12 +773,12 @@ def _dnsbl_status(codes: Iterable[str]) -> str:
         except ValueError:
             odd = True
             continue
-        if a in ipaddress.ip_network("127.255.255.0/24"):
-            refused = True
-        elif a in ipaddress.ip_network("127.0.0.0/8") and a != ipaddress.ip_address("127.0.0.1"):
+        if a in ipaddress.ip_network("127.255.255.0/24") or a == ipaddress.ip_address("127.0.0.1"):
+            refused = True  # Spamhaus-style error codes; RFC 5782 never lists 127.0.0.1 (URIBL: "refused")
+        elif a in ipaddress.ip_network("127.0.0.0/8"):
             listed = True
         else:
-            odd = True  # 127.0.0.1 or an address outside 127/8: a hijacking resolver, not an answer
+            odd = True  # outside 127/8: a hijacking resolver, not a DNSBL answer
     if refused:
         return REFUSED
     if listed:

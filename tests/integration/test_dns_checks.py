@@ -260,3 +260,21 @@ def test_mta_sts_policy_fetched_over_https(tmp_path) -> None:  # noqa: ANN001
     finally:
         httpd.shutdown()
         dns_srv.close()
+
+
+def test_spf_redirect_and_void_lookups() -> None:
+    srv = AuthDns({
+        ("red.test", "TXT"): ['"v=spf1 redirect=base.test"'],
+        ("base.test", "TXT"): ['"v=spf1 a mx include:inc.test ?all"'], ("inc.test", "TXT"): ['"v=spf1 ip4:192.0.2.0/24 -all"'],
+        ("void.test", "TXT"): ['"v=spf1 include:gone1.test include:gone2.test include:gone3.test -all"'],
+    })  # fmt: skip
+    try:
+        res = d.make_resolver(["127.0.0.1"], port=srv.port, timeout=3)
+        red = d.spf_check(res, "red.test")
+        assert red.lookups == 4 and not red.errors, red.chain  # redirect + a + mx + include, followed recursively
+        assert [f.severity for f in d.to_findings(red)] == [Severity.OK]
+        void = d.spf_check(res, "void.test")
+        assert len(void.void_lookups) == 3
+        assert any("void lookups" in f.summary and f.severity == Severity.PROBLEM for f in d.to_findings(void))
+    finally:
+        srv.close()

@@ -37,7 +37,7 @@ def test_invalid_ips(ip: str) -> None:
         (["127.255.255.255"], d.REFUSED),  # Spamhaus: excessive number of queries
         (["127.255.255.252"], d.REFUSED),  # Spamhaus: typing error in the zone name
         (["127.0.0.2", "127.255.255.254"], d.REFUSED),  # an error code wins: the answer is not trustworthy
-        (["127.0.0.1"], d.ERROR),  # RFC 5782: 127.0.0.1 is never listed, so it is a refusal/oddity
+        (["127.0.0.1"], d.REFUSED),  # RFC 5782: 127.0.0.1 is never listed; URIBL-style "query refused"
         (["192.0.2.1"], d.ERROR),  # outside 127/8: a hijacking resolver, not a DNSBL answer
         ([], d.NOT_LISTED),
     ],
