@@ -869,6 +869,20 @@ def compare_resolvers(a: dns.resolver.Resolver, b: dns.resolver.Resolver,
     return ResolverComparison(_servers(a), _servers(b), tuple(rows))
 
 
+def server_drift(system: Any, chroot: Any, system_path: str, chroot_path: str) -> Finding:
+    """Postfix's chroot copy of resolv.conf must list the same nameservers as the system's:
+    a stale copy (postfix start/reload refreshes it on Debian) sends chrooted smtp elsewhere (E12)."""
+    a, b = [str(x) for x in system.nameservers], [str(x) for x in chroot.nameservers]
+    ev = (Evidence(system_path, "nameservers: " + ", ".join(a)), Evidence(chroot_path, "nameservers: " + ", ".join(b)))
+    if a == b:
+        return Finding("dns.resolv_conf", Severity.OK, f"{chroot_path} lists the same nameservers as {system_path}",
+                       None, ev)  # fmt: skip
+    return Finding("dns.resolv_conf", Severity.WARNING,
+                   f"{chroot_path} ({', '.join(b)}) differs from {system_path} ({', '.join(a)}): chrooted smtp "
+                   "processes ask other servers (a stale copy? postfix reload/restart refreshes it)", "E12", ev,
+                   {"system": a, "chroot": b})  # fmt: skip
+
+
 def to_findings(*results: Any) -> list[Finding]:
     """Findings of any results of this module (MxResult, FcrdnsResult, ..., or a bare Answer)."""
     out: list[Finding] = []

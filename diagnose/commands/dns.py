@@ -108,10 +108,12 @@ def run(args: argparse.Namespace) -> int:
     if args.helo:
         jobs["helo"] = lambda: d.helo_check(resolver, args.helo, sending[0] if sending else None)
     compare = None
+    drift = None
     if not args.no_compare and args.resolver == "system" and not ip:
         try:
             chroot, chroot_desc = d.resolver_for(target, "chroot", queue_dir, timeout)
             compare = (chroot, chroot_desc)
+            drift = d.server_drift(resolver, chroot, d.RESOLV_HOST, queue_dir.rstrip("/") + "/etc/resolv.conf")
             jobs["compare"] = lambda: d.compare_resolvers(resolver, chroot, [(subject, "MX"), (subject, "A")])
         except Exception as exc:  # no chroot copy: nothing to compare, say so
             compare = (None, f"not compared: {exc}")
@@ -119,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     futures = {name: pool.submit(fn) for name, fn in jobs.items()}
     _, pending = wait(futures.values(), timeout=args.budget)
     pool.shutdown(wait=False, cancel_futures=True)
-    findings, results, notes = [], {}, []
+    findings, results, notes = ([drift] if drift else []), {}, []
     for name, fut in futures.items():
         if fut in pending:
             notes.append(f"{name}: not finished within the {args.budget:g} s budget")

@@ -278,3 +278,30 @@ def test_spf_redirect_and_void_lookups() -> None:
         assert any("void lookups" in f.summary and f.severity == Severity.PROBLEM for f in d.to_findings(void))
     finally:
         srv.close()
+
+
+def test_resolver_health_differences(dns_server, r, tmp_path) -> None:  # noqa: ANN001
+    other = AuthDns({("ok.test", "MX"): ["10 elsewhere.test."]})  # a resolver with other answers
+    silent = AuthDns(mode="silent")
+    try:
+        cmp = d.compare_resolvers(r, d.make_resolver(["127.0.0.1"], port=other.port), [("ok.test", "MX"), "mx.ok.test"])
+        assert cmp.differs and all(f.severity == Severity.WARNING for f in d.to_findings(cmp))
+        cmp = d.compare_resolvers(r, d.make_resolver(["127.0.0.1"], port=silent.port, timeout=1), [("ok.test", "MX")])
+        [f] = d.to_findings(cmp)
+        assert (f.severity, f.cause_id) == (Severity.PROBLEM, "E12") and "timeout" in f.summary
+        assert not d.compare_resolvers(r, r, [("ok.test", "MX")]).differs
+    finally:
+        other.close()
+        silent.close()
+    # the chroot copy is read from the queue directory; a stale copy lists other servers
+    from checks.targets import LocalTarget
+
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "resolv.conf").write_text("nameserver 192.0.2.53\n")
+    chroot, described = d.resolver_for(LocalTarget(), "chroot", str(tmp_path))
+    assert chroot.nameservers == ["192.0.2.53"] and str(tmp_path / "etc" / "resolv.conf") in described
+    f = d.server_drift(r, chroot, "/etc/resolv.conf", "chroot")
+    assert (f.severity, f.cause_id) == (Severity.WARNING, "E12")
+    assert d.server_drift(chroot, chroot, "a", "b").severity == Severity.OK
+    with pytest.raises(Exception, match="cannot read"):
+        d.resolver_for(LocalTarget(), "chroot", str(tmp_path / "missing"))
