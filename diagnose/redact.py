@@ -2,7 +2,7 @@
 
 Replaced: every address's local part (``user-3fa2c1``), the server's own domains
 (``domain-8b21e0.invalid``) and hostnames (``host-77aa01``), client IP addresses (``ip-5d0c9a``,
-v4 and v6). Kept, because the diagnosis needs them and they identify no one of the customer's:
+v4 and v6) and the clients' reverse-DNS names (``host-...``). Kept, because the diagnosis needs them and they identify no one of the customer's:
 status and enhanced codes, reason texts, queue ids, timestamps, other organisations' domains
 and the hostnames and addresses of the next hops Postfix talked to (``relay=mx.example[...]``,
 ``connect to ...``, ``host ... said``).
@@ -29,6 +29,8 @@ _NEXT_HOP = re.compile(r"(?:relay=|connect to |conversation with |connection wit
 _KEEP_IPS = ("127.0.0.1", "::1", "0.0.0.0", "::")
 # where a log names the client that connected to this server
 _CLIENT = re.compile(r"(?:connect from|client=|from|rhost=|ip=)\s?[^\[\s]*\[([0-9A-Fa-f:.]+)\]")
+# the reverse-DNS name of a client names the customer's customer: hidden beside its address
+_CLIENT_NAME = re.compile(r"(\b(?:connect )?from |client=)([A-Za-z0-9][\w-]*(?:\.[\w-]+)+)\[([0-9A-Fa-f:.]+)\]")
 _LOGIN = re.compile(r"\b(sasl_username|sasl_sender|user|login)=([^\s,;>]+)")
 
 
@@ -70,6 +72,7 @@ class Redactor:
         if not s:
             return s
         s = _ADDRESS.sub(lambda m: f"{self.token('user', m.group(1))}@{self._domain(m.group(2))}", s)
+        s = _CLIENT_NAME.sub(self._client_name, s)
         for name in self.own_hostnames:
             tok = self.token("host", self._alias.get(name, name))  # "mx1" and "mx1.example.net": one token
             s = re.sub(rf"(?<![\w.-]){re.escape(name)}(?![\w.-])", tok, s, flags=re.IGNORECASE)
@@ -81,6 +84,14 @@ class Redactor:
         s = _IPV4.sub(lambda m: self._ip(m, s), s)
         s = _IPV6.sub(lambda m: self._ip(m, s), s)
         return s
+
+    def _client_name(self, m: re.Match[str]) -> str:
+        prefix, name, addr = m.groups()
+        try:
+            is_client = prefix.startswith(("client=", "connect from")) or str(ipaddress.ip_address(addr)) in self.clients
+        except ValueError:
+            is_client = False
+        return f"{prefix}{self.token('host', name) if is_client else name}[{addr}]"
 
     def _ip(self, m: re.Match[str], s: str) -> str:
         text = m.group(0)

@@ -84,8 +84,10 @@ class SnapshotTarget:
         return tmp
 
     def _stored(self, rel: str) -> str:
-        path = os.path.normpath(os.path.join(self._root, rel))
-        if not path.startswith(os.path.normpath(self._root) + os.sep):
+        # realpath: a symlink inside an unpacked directory bundle must not lead out of it either
+        root = os.path.realpath(self._root)
+        path = os.path.realpath(os.path.join(root, str(rel)))
+        if not path.startswith(root + os.sep):
             raise InputError(f"snapshot entry {rel!r} points outside the bundle")
         return path
 
