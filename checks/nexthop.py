@@ -8,7 +8,8 @@ Order (transport(5), postconf(5)):
    local transports have no SMTP next hop.
 2. relayhost, when set (``[host]`` = no MX lookup).
 3. the domain itself: MX records in preference order (Postfix shuffles equal preferences;
-   here they are sorted by name so that a report is reproducible), else its A/AAAA.
+   here they are sorted by name so that a report is reproducible), else its A/AAAA
+   (each host's addresses sorted too: Postfix shuffles them, smtp_randomize_addresses).
 Each host's addresses follow inet_protocols and smtp_address_preference, and at most
 smtp_mx_address_limit addresses are kept, as Postfix does.
 
@@ -184,8 +185,10 @@ def _query(resolver: Any, name: str, rtype: str, hop: NextHop) -> list[tuple[int
 def _addresses(resolver: Any, name: str, protocols: str, preference: str, hop: NextHop) -> list[str]:
     want4 = protocols in ("all", "ipv4") or "ipv4" in protocols
     want6 = protocols in ("all", "ipv6") or "ipv6" in protocols
-    v4 = [a for _, a in _query(resolver, name, "A", hop)] if want4 else []
-    v6 = [a for _, a in _query(resolver, name, "AAAA", hop)] if want6 else []
+    # Postfix shuffles a host's addresses (smtp_randomize_addresses = yes): sorted here, so
+    # that a report is reproducible
+    v4 = sorted((a for _, a in _query(resolver, name, "A", hop)), key=ipaddress.ip_address) if want4 else []
+    v6 = sorted((a for _, a in _query(resolver, name, "AAAA", hop)), key=ipaddress.ip_address) if want6 else []
     if preference == "ipv6":
         return v6 + v4
     if preference == "ipv4":
