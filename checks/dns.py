@@ -177,7 +177,7 @@ def _no_nameservers_status(exc: dns.resolver.NoNameservers) -> tuple[str, str]:
         return SERVFAIL, "SERVFAIL"
     if rcodes and all("timed out" in r.lower() or "timeout" in r.lower() for r in rcodes):
         return TIMEOUT, "; ".join(rcodes)
-    return ERROR, "; ".join(dict.fromkeys(rcodes)) or str(exc)
+    return ERROR, "; ".join(dict.fromkeys(r for r in rcodes if r)) or str(exc)
 
 
 def lookup(resolver: dns.resolver.Resolver, name: str, rdtype: str) -> Answer:

@@ -305,3 +305,15 @@ def test_resolver_health_differences(dns_server, r, tmp_path) -> None:  # noqa: 
     assert d.server_drift(chroot, chroot, "a", "b").severity == Severity.OK
     with pytest.raises(Exception, match="cannot read"):
         d.resolver_for(LocalTarget(), "chroot", str(tmp_path / "missing"))
+
+
+def test_truncated_without_tcp_is_a_clear_failure() -> None:
+    srv = AuthDns({("big.test", "A"): ["127.0.0.9"]}, mode="truncated-no-tcp")
+    try:
+        t0 = time.monotonic()
+        ans = d.lookup(d.make_resolver(["127.0.0.1"], port=srv.port, timeout=2), "big.test", "A")
+        assert time.monotonic() - t0 < 4 and ans.temporary and not ans.records, ans
+        [f] = d.to_findings(ans)
+        assert (f.severity, f.cause_id) == (Severity.PROBLEM, "E12")
+    finally:
+        srv.close()

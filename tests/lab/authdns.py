@@ -5,6 +5,7 @@ misbehaves on purpose: the cases dnsmasq cannot be made to do.
     mode     "normal" | "silent" (reads queries, never answers) | "garbage" (answers with junk)
              | "truncated" (UDP answers are empty with TC set; the full answer comes over TCP)
              | "wrong-id" (answers with another query id)
+             | "truncated-no-tcp" (UDP answers have TC set; TCP connections are closed unanswered)
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class AuthDns:
             r.id = (q.id + 1) % 65536
         question = q.question[0]
         key = (question.name.to_text().lower(), dns.rdatatype.to_text(question.rdtype))
-        if self.mode == "truncated" and via == "udp":
+        if self.mode in ("truncated", "truncated-no-tcp") and via == "udp":
             r.flags |= dns.flags.TC
             return r.to_wire()
         values = self.records.get(key)
@@ -93,6 +94,8 @@ class AuthDns:
 
     def _tcp_conn(self, conn: socket.socket) -> None:
         with conn:
+            if self.mode == "truncated-no-tcp":
+                return  # closed at once: the full answer is never available
             try:
                 conn.settimeout(10)
                 head = conn.recv(2)
