@@ -19,8 +19,8 @@ EXIT_PROBLEM = 4
 
 HELP = """\
 For a DOMAIN: its MX records (null MX, an MX that is a CNAME, an MX host without an address,
-the A/AAAA fallback), SPF (syntax, the 10-lookup limit through include/redirect), DMARC,
-MTA-STS, and the TLSA records of its MX hosts. For an IP address (the one you send from):
+the A/AAAA fallback), SPF (syntax, the 10-lookup and 2-void-lookup limits through
+include/redirect), DMARC, MTA-STS, and the TLSA records of its MX hosts. For an IP address (the one you send from):
 forward-confirmed reverse DNS and DNSBL listings, telling "listed" from a list's own error
 answers (e.g. a refused public resolver). Every lookup is shown with its status (ok,
 NXDOMAIN, NODATA, SERVFAIL, timeout) and latency, and the answers of the system resolver
@@ -32,11 +32,14 @@ connection, to the nameservers of its resolv.conf): what its Postfix sees.
 --resolver: system (resolv.conf, default), chroot (Postfix's copy in the queue directory),
 or IP[:PORT] (that server).
 
+--sending-ip / an IP subject: FCrDNS, DNSBLs; --helo: the HELO name must resolve (to that IP).
+
 exit status: 0 nothing wrong, 4 a problem found, 1 error, 2 usage error
 
 examples:
   pfdiag dns example.com
   pfdiag dns 192.0.2.25 --dnsbl-zones zen.spamhaus.org,bl.spamcop.net
+  pfdiag dns example.com --sending-ip 192.0.2.25 --helo mail.example.com
   pfdiag dns example.com --host mx1 --resolver chroot
   pfdiag dns ok.test --resolver 127.0.0.1:5353 --format json
 """
