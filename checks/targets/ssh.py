@@ -48,6 +48,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import errno
 import getpass
 import hashlib
 import hmac
@@ -1065,7 +1066,10 @@ class SSHTarget:
         """An SFTP status (no such file, permission) as InputError; None for a broken link."""
         if exc.errno is None or not self._transport.is_active():
             return None
-        return InputError(f"{self.where}:{path}: {exc.strerror or os.strerror(exc.errno)}")
+        said = f"{self.where}:{path}: {exc.strerror or os.strerror(exc.errno)}"
+        if exc.errno == errno.EACCES and self.user != "root":  # mail logs are often root:adm 0640
+            said += f" for {self.user}: log in as root, or add {self.user} to the log's group (often adm)"
+        return InputError(said)
 
     def _stat(self, path: str) -> paramiko.SFTPAttributes:
         try:

@@ -110,3 +110,26 @@ def test_unknown_host_key_refused_for_queue(postfix_lab: PostfixLab, ssh: dict, 
                "--accept-new-host-key", "-c", str(postfix_lab.config_dir)])  # fmt: skip
     out = capsys.readouterr().out
     assert json.loads(out)["where"] == "ssh:mx1" and empty.read_text().strip()
+
+
+def test_non_root_login_without_sudo(postfix_lab: PostfixLab, server: lab.Sshd, ssh: dict, tmp_path: Path, capsys) -> None:
+    """A plain login user: what needs no root works; a log only root may read is one clear line."""
+    if lab.missing_sudo():
+        pytest.skip(lab.missing_sudo())
+    secret = server.root / "root-only.log"
+    secret.write_text("Nov 28 10:00:00 mx postfix/smtp[1]: A1B2C3D4E5: to=<a@b.test>, status=deferred (x)\n")
+    secret.chmod(0o600)
+    with lab.lab_user(server.root) as user:
+        key = lab.keygen(tmp_path / "id_plain")
+        server.authorize(user.pw_name, Path(f"{key}.pub"))
+        spec = f"{user.pw_name}@127.0.0.1:{server.port}"
+        common = ["--host", spec, "--identity", str(key), "--known-hosts", ssh["known_hosts"],
+                  "--ssh-config", str(tmp_path / "none")]  # fmt: skip
+        (tmp_path / "none").write_text("")
+        _, doc = _json(capsys, ["config", "--format", "json", "-c", str(postfix_lab.config_dir), *common])
+        assert doc["parameters"], "postconf needs no root"
+        rc = main(["logs", "--format", "json", str(secret), *common])
+        out, err = capsys.readouterr()
+        lines = err.strip().splitlines()
+        assert rc != 0 and len(lines) == 1, (rc, out, err)
+        assert str(secret) in lines[0] and "Permission denied for" in lines[0] and "log in as root" in lines[0], lines
