@@ -112,3 +112,32 @@ def test_snapshot_knows_when_it_was_recorded(tmp_path):
     out = tmp_path / "b.tar.gz"
     w.write(str(out))
     assert SnapshotTarget(str(out)).recorded_at == 1795887821.0
+
+
+class _Tty:
+    def isatty(self) -> bool:
+        return True
+
+
+def test_passphrase_prompt_only_when_someone_can_answer(monkeypatch):
+    import io
+    import sys
+
+    from diagnose import target_options
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    assert target_options._passphrase_prompt() is None, "cron/pipes: never block on a prompt"
+    monkeypatch.setattr(sys, "stdin", _Tty())
+    asked = []
+    monkeypatch.setattr("getpass.getpass", lambda text: asked.append(text) or "s3cret")
+    ask = target_options._passphrase_prompt()
+    assert callable(ask) and ask("passphrase for /k") == "s3cret" and asked == ["passphrase for /k: "]
+
+
+def test_snapshot_symlink_out_of_a_directory_bundle_is_refused(tmp_path):
+    (tmp_path / "commands").mkdir()
+    (tmp_path / "commands" / "1.out").symlink_to("/etc/hostname")
+    (tmp_path / "manifest.json").write_text(json.dumps({"format": "pfdiag-snapshot", "version": 1, "commands": [
+        {"argv": ["postconf", "-n"], "returncode": 0, "stdout": "commands/1.out", "stderr": ""}]}))
+    with pytest.raises(InputError, match="outside the bundle"):
+        SnapshotTarget(str(tmp_path)).run(["postconf", "-n"])
