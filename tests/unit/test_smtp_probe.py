@@ -512,3 +512,35 @@ def test_ten_addresses_concurrently_take_the_time_of_the_slowest(target):
     assert 1.4 < slowest < 2.0 and wall < 1.5 * slowest
     assert [r.worst.value for r in results] == ["ok"] * 3 + ["slow", "ok", "would-time-out", "would-time-out",
                                                              "failed", "ok", "ok"]
+
+
+def test_probe_destinations_runs_a_set_within_one_budget() -> None:
+    """checks.probeset: four destinations, three greeting after 1 s, take about 1 s, not 3; a
+    destination with no address is a finding, not an exception; records keep their source."""
+    from checks.probeset import probe_destinations
+    from checks.smtp import PhaseTimeouts
+    from checks.targets import LocalTarget
+    from tests.peers import SmtpPeer, TarpitPeer
+
+    peers = [SmtpPeer(lifetime=60).start()] + [TarpitPeer(delay=1.0, lifetime=60).start() for _ in range(3)]
+    seen: list[str] = []
+    try:
+        t0 = time.monotonic()
+        records, findings = probe_destinations(
+            LocalTarget(), [f"[127.0.0.1]:{p.port}" for p in peers] + ["[no-such-host.invalid]:25", "[bad_name!]:25"],
+            timeouts=PhaseTimeouts(), helo="probe.pfdiag.test", budget=10, rcpt="x@peer.test",
+            progress=lambda r: seen.append(r.address))  # fmt: skip
+        took = time.monotonic() - t0
+    finally:
+        for p in peers:
+            p.stop()
+    assert took < 2.5, f"a set takes about as long as its slowest member, not the sum: {took:.2f} s"
+    probed = [r for r in records if r.result is not None]
+    assert [r.port for r in probed] == [p.port for p in peers] and len(seen) == 4
+    assert all(r.source == f"given as [127.0.0.1]:{r.port}" for r in probed)
+    banner = [next(ph for ph in r.result.phases if ph.name == "banner").seconds for r in probed]
+    assert banner[0] < 0.5 and all(0.9 < b < 2.0 for b in banner[1:]), banner
+    errors = [r.error for r in records if r.result is None]
+    assert errors[0].startswith("[no-such-host.invalid]:25: no resolver") and "not a valid host name" in errors[1]
+    assert {f.check_id for f in findings} == {"smtp.probe", "smtp.nexthop"}
+    assert all(e.where == "local" for f in findings for e in f.evidence)
