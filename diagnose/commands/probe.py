@@ -349,7 +349,8 @@ def build(dest: Destination, address: str, notes: list[str], timeouts: PhaseTime
 def tls_doc(target: Any, probe: ProbeResult, original: str, address: str, port: int,
             config_dir: str | None, tlsa_host: str = "", resolver: Any = None) -> dict[str, Any] | None:  # fmt: skip
     """The certificate the probe saw, this Postfix's TLS policy for the next hop, and whether
-    Postfix would deliver with it (the verdict Postfix logs when it would not)."""
+    Postfix would deliver with it (the verdict Postfix logs when it would not). resolver: a
+    callable giving the route's resolver, called only for DANE (building one costs start-up)."""
     from checks import tls
 
     domain = None if original.startswith("[") or _ip(original.split(":")[0]) else original.split(":")[0]
@@ -383,6 +384,7 @@ def _dane(tls: Any, probe: ProbeResult, port: int, host: str, resolver: Any) -> 
     """TLSA for _port._tcp.host from the resolver the route used, with its DNSSEC status."""
     from checks import nexthop
 
+    resolver = resolver() if callable(resolver) else resolver
     doc: dict[str, Any] = {"tlsa_name": f"_{port}._tcp.{host}" if host else None, "records": [], "dnssec": None,
                            "status": None, "state": "none", "matched": "", "why": ""}  # fmt: skip
     if not host or _ip(host):
@@ -625,7 +627,7 @@ def _probe_doc(args: argparse.Namespace, target: Any, dest: Destination, timeout
     doc = build(dest, addresses[0], notes, timeouts, source, helo, probe, None)
     doc["where"] = target.where
     doc["tls"] = tls_doc(target, probe, original, addresses[0], dest.port, args.config_dir, dest.name,
-                         _route_resolver(target, getattr(args, "resolver", None)))
+                         lambda: _route_resolver(target, getattr(args, "resolver", None)))
     if doc["tls"] and not doc["tls"]["postfix_would_deliver"]:
         doc["problem"] = True
     return doc
@@ -703,7 +705,7 @@ def run_one(args: argparse.Namespace, destination: str) -> int:
     doc = build(dest, address, notes, timeouts, source, helo, probe, ladder)
     doc["where"] = target.where
     doc["tls"] = tls_doc(target, probe, destination, address, dest.port, args.config_dir, dest.name,
-                         _route_resolver(target, getattr(args, "resolver", None)))
+                         lambda: _route_resolver(target, getattr(args, "resolver", None)))
     if doc["tls"] and not doc["tls"]["postfix_would_deliver"]:
         doc["problem"] = True
     doc["addresses"] = [_address_row(address, dest.port, probe)]
