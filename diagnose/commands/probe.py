@@ -572,6 +572,22 @@ def run(args: argparse.Namespace) -> int:
     return run_set(args)
 
 
+def _progress(futures: list[Any], total: int) -> None:
+    """A progress bar on a terminal's stderr while the set runs (stdout, JSON included, has none)."""
+    if not sys.stderr.isatty():
+        return
+    from concurrent.futures import as_completed
+
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("probing {task.completed}/{task.total} destinations"), BarColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("probe", total=total)
+        for _ in as_completed(futures):
+            bar.advance(task)
+
+
 def run_set(args: argparse.Namespace) -> int:
     """Several destinations at once: the set takes about as long as its slowest member."""
     from concurrent.futures import ThreadPoolExecutor
@@ -592,7 +608,9 @@ def run_set(args: argparse.Namespace) -> int:
             return {"schema": SCHEMA, "destination": text, "error": str(exc), "problem": True, "findings": []}
 
     with ThreadPoolExecutor(max_workers=len(dests), thread_name_prefix="pfdiag-probe") as pool:
-        docs = list(pool.map(one, args.destination))
+        futures = [pool.submit(one, d) for d in args.destination]
+        _progress(futures, len(dests))
+        docs = [f.result() for f in futures]
     doc = {"schema": "pfdiag.probe-set/1", "seconds": round(time.monotonic() - t0, 3), "where": target.where,
            "probes": docs, "problem": any(d.get("problem") for d in docs)}  # fmt: skip
     if args.format == "json":

@@ -166,3 +166,35 @@ def test_a_set_of_destinations_takes_as_long_as_its_slowest(capsys):
 
 def test_a_set_rejects_send_test(capsys):
     assert main(["probe", "[127.0.0.1]:1", "[127.0.0.1]:2", "--send-test", "--to", "a@b.test", "--yes"]) == 2
+
+
+def test_set_shows_progress_on_a_terminal_stderr_only() -> None:
+    """stderr a terminal (a pty): a progress line there; stdout (JSON) stays clean."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    peers = [SmtpPeer(lifetime=60).start() for _ in range(2)]
+    master, slave = pty.openpty()
+    try:
+        out = subprocess.run([sys.executable, "-m", "diagnose.cli", "probe", "--format", "json", "--budget", "10",
+                              *(f"[127.0.0.1]:{p.port}" for p in peers)], stdout=subprocess.PIPE, stderr=slave,
+                             timeout=60, check=False)  # fmt: skip
+        os.close(slave)
+        err = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            err += chunk
+    finally:
+        os.close(master)
+        for p in peers:
+            p.stop()
+    doc = json.loads(out.stdout)
+    assert doc["schema"] == "pfdiag.probe-set/1" and len(doc["probes"]) == 2
+    assert b"probing" in err and b"destinations" in err
