@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from checks.logs import Chunk, plan_chunks
 from checks.targets import LocalTarget
 from checks.targets.ssh import SSHTarget
 from diagnose.logreport import to_dict
@@ -90,8 +91,12 @@ def test_rotated_file_older_than_since_is_not_read(remote: SSHTarget, logs: Path
 
 
 def test_remote_reader_never_splits_a_filtered_stream(remote: SSHTarget, logs: Path) -> None:
-    # many workers asked for: a remote stream is read whole, in one pass, with the same result
     sources = [str(logs / "mail.log")]
+    # the same file is cut into byte ranges locally, but never over SSH: the grepped
+    # stream has other offsets than the file, and it cannot be entered in the middle
+    assert len(plan_chunks(LocalTarget(), sources, 4, 1024)) == 4
+    assert plan_chunks(remote, sources, 4, 1024) == [Chunk(sources[0])]
+    # many workers asked for: a remote stream is read whole, in one pass, with the same result
     one, _ = _analysis(remote, sources)
     analysis, stats = analyse_logs(remote, sources, workers=4)
     many = to_dict(analysis, stats)
