@@ -253,7 +253,8 @@ def postfix_settings(target: Any, args: argparse.Namespace) -> tuple[PhaseTimeou
         try:
             from checks.config import read_config
 
-            rep = read_config(target, args.config_dir, names=(*_TIMEOUT_NAMES, "smtp_helo_name", "myhostname"))
+            rep = read_config(target, args.config_dir, names=(*_TIMEOUT_NAMES, "smtp_helo_name", "myhostname",
+                                                                 "smtp_bind_address", "smtp_bind_address6"))
             values = {k: v for k, v in rep.config.values.items() if v is not None}
         except PfdiagError as exc:
             notes.append(f"could not read this Postfix's settings ({exc})")
@@ -271,6 +272,10 @@ def postfix_settings(target: Any, args: argparse.Namespace) -> tuple[PhaseTimeou
     if not helo:
         cand = (values or {}).get("smtp_helo_name") or (values or {}).get("myhostname") or ""
         helo = cand if cand and "$" not in cand else socket.getfqdn()
+    for name in ("smtp_bind_address", "smtp_bind_address6"):
+        if (values or {}).get(name):  # targets connect from their default source: say what is not reproduced
+            notes.append(f"{name} = {values[name]}: Postfix sends from that address; this probe used the "  # type: ignore[index]
+                         "target's default source address, so a firewall or route tied to it is not tested")
     return timeouts, source, helo, notes
 
 

@@ -198,3 +198,19 @@ def test_set_shows_progress_on_a_terminal_stderr_only() -> None:
     doc = json.loads(out.stdout)
     assert doc["schema"] == "pfdiag.probe-set/1" and len(doc["probes"]) == 2
     assert b"probing" in err and b"destinations" in err
+
+
+def test_bind_address_is_named_when_postfix_sets_one(tmp_path, capsys) -> None:  # noqa: ANN001
+    """smtp_bind_address from a real config (postconf -c): the probe says it did not send from it."""
+    conf = tmp_path / "postfix"
+    conf.mkdir()
+    (conf / "main.cf").write_text("compatibility_level = 3.6\nsmtp_bind_address = 127.0.0.1\nsmtp_helo_name = out.pfdiag.test\n")
+    (conf / "master.cf").write_text("smtp unix - - n - - smtp\n")
+    peer = SmtpPeer(lifetime=60).start()
+    try:
+        main(["probe", f"[127.0.0.1]:{peer.port}", "-c", str(conf), "--format", "json", "--budget", "10"])
+        doc = json.loads(capsys.readouterr().out)
+    finally:
+        peer.stop()
+    assert doc["helo"] == "out.pfdiag.test", (doc["notes"], doc["timeouts_source"])
+    assert any(n.startswith("smtp_bind_address = 127.0.0.1: Postfix sends from that address") for n in doc["notes"])
