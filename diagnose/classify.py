@@ -722,7 +722,7 @@ def _hardness(status: str | None, dsn_class: str | None) -> bool | None:
     return None
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=4096)  # reasons carry hosts and ids: a bigger cache only grows with the log
 def _cached(reason: str, status: str | None, dsn_class: str | None) -> Classification:
     return _classify(reason, status, dsn_class)
 
