@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from checks.errors import CommandNotFound, InputError, PfdiagError
-from checks.postfix.postconf import TIME_UNITS, PostfixConfig, parse_postconf_h, parse_postconf_p, parse_time
+from checks.postfix.postconf import TIME_UNITS, PostfixConfig, parse_postconf, parse_postconf_h, parse_postconf_p, parse_time
 from checks.postfix.retry import RetrySettings, risky_settings
 from checks.targets import Target
 
@@ -48,6 +48,27 @@ HOST_RESOLV = "/etc/resolv.conf"
 def postfix_argv(program: str, config_dir: str | None, *args: str) -> list[str]:
     """argv of a Postfix tool for one instance: `-c DIR` selects a non-default config directory."""
     return [program, *(("-c", config_dir) if config_dir else ()), *args]
+
+
+def postconf_x(target: Target, config_dir: str | None, *names: str) -> dict[str, str]:
+    """`postconf -x NAME...`: values with $names expanded; an empty dict when postconf fails."""
+    res = target.run(postfix_argv("postconf", config_dir, "-x", *names), timeout=20)
+    return parse_postconf(res.stdout) if res.ok else {}
+
+
+def postmap_query(target: Target, config_dir: str | None, key: str, table: str) -> str | None:
+    """`postmap -q KEY TABLE` through the target: the first result line ("" for an empty
+    result), or None when the key is not in the table."""
+    res = target.run(postfix_argv("postmap", config_dir, "-q", key, table), timeout=20)
+    if res.returncode != 0:
+        return None
+    return res.stdout.strip().splitlines()[0] if res.stdout.strip() else ""
+
+
+def domain_keys(domain: str) -> list[str]:
+    """The lookup keys of a domain in transport(5)-style maps: itself, then .parent ones."""
+    labels = domain.lower().split(".")
+    return [domain.lower()] + ["." + ".".join(labels[i:]) for i in range(1, len(labels))]
 
 
 @dataclass(frozen=True, slots=True)

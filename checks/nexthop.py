@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from checks.config import postfix_argv
+from checks.config import domain_keys, postconf_x, postmap_query
 from checks.errors import PfdiagError, UsageError
 from checks.targets import Target
 
@@ -50,26 +50,8 @@ class NextHop:
     deliverable_by_smtp: bool = True
 
 
-def _postmap(target: Target, config_dir: str | None, key: str, table: str) -> str | None:
-    res = target.run(postfix_argv("postmap", config_dir, "-q", key, table), timeout=20)
-    if res.returncode == 0:
-        return res.stdout.strip().splitlines()[0] if res.stdout.strip() else ""
-    return None  # 1: not found (other failures are reported by the caller's notes)
-
-
-def _postconf(target: Target, config_dir: str | None, *names: str) -> dict[str, str]:
-    res = target.run(postfix_argv("postconf", config_dir, "-x", *names), timeout=20)
-    out: dict[str, str] = {}
-    for line in res.stdout.splitlines():
-        k, sep, v = line.partition(" = ")
-        if sep:
-            out[k.strip()] = v.strip()
-    return out
-
-
 def _lookup_keys(domain: str) -> list[str]:
-    labels = domain.split(".")
-    return [domain] + ["." + ".".join(labels[i:]) for i in range(1, len(labels))] + ["*"]
+    return domain_keys(domain) + ["*"]
 
 
 def split_nexthop(text: str, default_port: int = 25) -> tuple[str, int, bool]:
@@ -94,7 +76,7 @@ def resolve_nexthop(target: Target, domain: str, config_dir: str | None = None, 
         raise UsageError(f"invalid domain {domain!r}")
     hop = NextHop(d)
     try:
-        conf = _postconf(target, config_dir, "transport_maps", "relayhost", "inet_protocols", "smtp_address_preference",
+        conf = postconf_x(target, config_dir, "transport_maps", "relayhost", "inet_protocols", "smtp_address_preference",
                          "smtp_mx_address_limit", "default_transport", "relay_transport")  # fmt: skip
     except PfdiagError as exc:
         conf = {}
@@ -103,7 +85,7 @@ def resolve_nexthop(target: Target, domain: str, config_dir: str | None = None, 
     for table in [t for t in re.split(r"[\s,]+", conf.get("transport_maps", "")) if t]:
         for key in _lookup_keys(d):
             try:
-                value = _postmap(target, config_dir, key, table)
+                value = postmap_query(target, config_dir, key, table)
             except PfdiagError as exc:
                 hop.notes.append(f"postmap -q {key} {table} failed: {exc}")
                 break

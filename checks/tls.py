@@ -20,7 +20,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from checks.config import postfix_argv
+from checks.config import domain_keys, postconf_x, postfix_argv, postmap_query
+from checks.postfix.postconf import parse_postconf_p
 from checks.errors import PfdiagError
 from checks.targets import Target
 
@@ -126,29 +127,22 @@ class Policy:
     match: str = ""  # match= attribute of a policy entry
 
 
-def _postmap(target: Target, config_dir: str | None, key: str, table: str) -> str | None:
-    res = target.run(postfix_argv("postmap", config_dir, "-q", key, table), timeout=20)
-    return res.stdout.strip().splitlines()[0] if res.returncode == 0 and res.stdout.strip() else None
-
-
 def policy_for(target: Target, nexthop: str, domain: str | None = None, config_dir: str | None = None,
                service: str = "smtp") -> Policy:  # fmt: skip
-    res = target.run(postfix_argv("postconf", config_dir, "-x", "smtp_tls_security_level", "smtp_tls_policy_maps"), timeout=20)
-    conf = {k.strip(): v.strip() for k, _, v in (line.partition(" = ") for line in res.stdout.splitlines()) if _}
+    conf = postconf_x(target, config_dir, "smtp_tls_security_level", "smtp_tls_policy_maps")
     try:  # a master.cf -o override of the delivering service wins over main.cf
         over = target.run(postfix_argv("postconf", config_dir, "-P", f"{service}/unix/smtp_tls_security_level"), timeout=20)
-        m = re.search(r"=\s*(\S+)\s*$", over.stdout.strip()) if over.ok else None
-        if m:
-            conf["smtp_tls_security_level"] = m.group(1)
+        level = parse_postconf_p(over.stdout).get((service, "unix", "smtp_tls_security_level")) if over.ok else None
+        if level:
+            conf["smtp_tls_security_level"] = level
     except PfdiagError:
         pass
     keys = [nexthop] if nexthop else []
     if domain:
-        labels = domain.lower().split(".")
-        keys += [domain.lower()] + ["." + ".".join(labels[i:]) for i in range(1, len(labels))]
+        keys += domain_keys(domain)
     for table in [t for t in re.split(r"[\s,]+", conf.get("smtp_tls_policy_maps", "")) if t]:
         for key in keys:
-            value = _postmap(target, config_dir, key, table)
+            value = postmap_query(target, config_dir, key, table)
             if value:
                 words = value.split()
                 match = next((w.split("=", 1)[1] for w in words[1:] if w.startswith("match=")), "")

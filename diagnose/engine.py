@@ -185,19 +185,12 @@ IDENTITY = ("myhostname", "mydomain", "mydestination")
 
 def read_identity(target: Target, config_dir: str | None) -> dict[str, str]:
     """This server's own names (what redaction must hide); empty when postconf cannot say."""
-    from checks.config import postfix_argv
+    from checks.config import postconf_x
 
-    identity: dict[str, str] = {}
     try:
-        res = target.run(postfix_argv("postconf", config_dir, "-x", *IDENTITY), timeout=20)
+        return {k: v for k, v in postconf_x(target, config_dir, *IDENTITY).items() if k in IDENTITY}
     except PfdiagError:
-        return identity
-    if res.ok:
-        for line in res.stdout.splitlines():
-            name, sep, value = line.partition(" = ")
-            if sep and name.strip() in IDENTITY:
-                identity[name.strip()] = value.strip()
-    return identity
+        return {}
 
 
 def collect_config(target: Target, config_dir: str | None, config: Callable[[], Any] | None = None
