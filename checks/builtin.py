@@ -18,9 +18,6 @@ from checks.errors import PfdiagError
 from checks.model import Evidence, Finding, Severity
 from checks.registry import Context, check
 
-RFC_DATA_DONE = 600.0  # RFC 5321 4.5.3.2.6: wait at least 10 minutes for the reply to "."
-
-
 def _is_live(ctx: Context) -> bool:
     from checks.targets import SnapshotTarget
 

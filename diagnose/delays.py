@@ -10,6 +10,8 @@ passes this server's effective values.
 
 from __future__ import annotations
 
+from typing import Any
+
 DEFAULT_TIMEOUTS: dict[str, float] = {
     "smtp_connect_timeout": 30.0,
     "smtp_helo_timeout": 300.0,
@@ -20,6 +22,21 @@ DEFAULT_TIMEOUTS: dict[str, float] = {
     "smtp_data_xfer_timeout": 180.0,
     "smtp_data_done_timeout": 600.0,
 }
+
+
+def smtp_timeouts(config: Any) -> dict[str, float]:
+    """The smtp client's effective timeouts from a checks.postfix.postconf.PostfixConfig (the
+    master.cf -o overrides of the smtp service included); a value postconf cannot give keeps
+    Postfix's default."""
+    from checks.errors import PfdiagError
+
+    values = {}
+    for name, default in DEFAULT_TIMEOUTS.items():
+        try:
+            values[name] = config.time(name, "smtp/unix")
+        except PfdiagError:
+            values[name] = default
+    return values
 
 
 def _near(value: float, target: float, tolerance: float = 0.1) -> bool:

@@ -4,9 +4,9 @@ A diagnosis gathers evidence in two rounds:
 
 1. *collect*: the logs analysis, the queue report and the configuration report, at once
    (three daemon threads; each is what ``pfdiag logs|queue|config`` computes);
-2. *checks*: every registered check (built-in and plugins, checks/registry.py), with the
-   collected facts in ``Context.options["facts"]``, again at once. The built-in probe checks
-   read the facts to decide which next hops to talk to.
+2. *checks*: every registered check (built-in and plugins, checks/registry.py), again at
+   once; ``Context.options`` carries what round 1 found (the ConfigReport, the next hops of
+   deferred mail, the destinations deferred for DNS reasons), so nothing is asked twice.
 
 A step that fails or runs out of budget becomes a StepStatus with the reason; the facts
 that did come back are kept. One broken step or plugin never stops a diagnosis.
@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping
 
 from checks.errors import PfdiagError
 from checks.model import Evidence, Finding, Severity
-from checks.registry import CheckSpec, Context, LoadProblem, load_checks
+from checks.registry import CheckSpec, Context, load_checks
 from checks.targets import Target
 
 DEFAULT_BUDGET = 180.0
@@ -53,9 +53,7 @@ class Facts:
     dns_targets: list[str] = field(default_factory=list)  # destinations deferred for DNS reasons
     findings: list[Finding] = field(default_factory=list)
     steps: list[StepStatus] = field(default_factory=list)
-    plugin_problems: list[LoadProblem] = field(default_factory=list)
     live: bool = True  # False for snapshots: nothing can be probed
-    started: float = field(default_factory=time.time)
 
 
 def _noop(step: str, state: str, detail: str) -> None:
@@ -127,56 +125,36 @@ class _Once:
         return self._value
 
 
-def _timeouts_of(rep: Any) -> dict[str, float]:
-    """The smtp client's effective timeouts (master.cf -o of the smtp service included)."""
-    from diagnose.delays import DEFAULT_TIMEOUTS
-
-    values = {}
-    for name, default in DEFAULT_TIMEOUTS.items():
-        try:
-            values[name] = rep.config.time(name, "smtp/unix")
-        except PfdiagError:
-            values[name] = default
-    return values
-
-
-def collect_logs(target: Target, since: float | None, paths: list[str] | None = None,
-                 config: Callable[[], Any] | None = None, config_dir: str | None = None) -> dict[str, Any]:  # fmt: skip
+def collect_logs(target: Target, since: float | None, paths: list[str] | None, config: Callable[[], Any],
+                 config_dir: str | None = None) -> dict[str, Any]:  # fmt: skip
     from checks.logs import default_sources, resolve_sources
-    from diagnose.delays import DEFAULT_TIMEOUTS
+    from diagnose.delays import DEFAULT_TIMEOUTS, smtp_timeouts
     from diagnose.logreport import to_dict
     from diagnose.logscan import analyse_logs
 
     sources = resolve_sources(target, paths) if paths else default_sources(target, config_dir)
     analysis, stats = analyse_logs(target, sources, since, None)
     try:
-        timeouts, source = (_timeouts_of(config()), f"postconf on {target.where}") if config else (None, "")
+        timeouts, source = smtp_timeouts(config().config), f"postconf on {target.where}"
     except PfdiagError:
         timeouts, source = None, "Postfix defaults (postconf failed)"
-    if config is None:
-        from diagnose.commands.logs import effective_timeouts
-
-        timeouts, source = effective_timeouts(target)
     report = to_dict(analysis, stats, since, None, timeouts)
     report["timeouts"] = {"source": source, "values": timeouts or DEFAULT_TIMEOUTS}
     return report
 
 
-def collect_queue(target: Target, config_dir: str | None, config: Callable[[], Any] | None = None) -> dict[str, Any]:
+def collect_queue(target: Target, config_dir: str | None, config: Callable[[], Any]) -> dict[str, Any]:
     from checks.postfix.retry import DEFAULTS
     from checks.queue import read_queue
-    from diagnose.commands.queue import _config, build_report
+    from diagnose.commands.queue import build_report
 
     read = read_queue(target, config_dir)
-    if config is None:
-        settings, cfg = _config(target, config_dir, read.notes)
-    else:
-        try:
-            cfg = config()
-            settings = cfg.settings
-        except PfdiagError as exc:
-            read.notes.append(f"retry settings not readable ({exc}): forecasts use Postfix's defaults")
-            settings, cfg = DEFAULTS, None
+    try:
+        cfg = config()
+        settings = cfg.settings
+    except PfdiagError as exc:
+        read.notes.append(f"retry settings not readable ({exc}): forecasts use Postfix's defaults")
+        settings, cfg = DEFAULTS, None
     return build_report(read, settings, target, cfg.queue_directory if cfg else None)
 
 
@@ -193,12 +171,11 @@ def read_identity(target: Target, config_dir: str | None) -> dict[str, str]:
         return {}
 
 
-def collect_config(target: Target, config_dir: str | None, config: Callable[[], Any] | None = None
+def collect_config(target: Target, config_dir: str | None, config: Callable[[], Any]
                    ) -> tuple[dict[str, Any], Any, dict[str, str]]:  # fmt: skip
-    from checks.config import read_config
     from diagnose.commands.config import build
 
-    rep = config() if config else read_config(target, config_dir)
+    rep = config()
     return build(rep, {}), rep, read_identity(target, config_dir)
 
 
@@ -206,10 +183,9 @@ def collect(target: Target, *, budget: float = DEFAULT_BUDGET, config_dir: str |
             log_paths: list[str] | None = None, since: float | None = None, progress: Progress = _noop,
             domain: str | None = None) -> Facts:  # fmt: skip
     """Round 1: logs, queue and configuration at once, within ``budget`` seconds."""
+    from checks.config import read_config
     from checks.targets import SnapshotTarget
     from diagnose.correlate import probe_targets, rank
-
-    from checks.config import read_config
 
     facts = Facts(where=target.where, live=not isinstance(target, SnapshotTarget))
     # logs (for the effective timeouts), queue (for the backoff settings) and config all
@@ -261,7 +237,6 @@ def gather(target: Target, answers: Mapping[str, str], *, budget: float = DEFAUL
 def run_checks(facts: Facts, target: Target, answers: Mapping[str, str], budget: float, config_dir: str | None,
                progress: Progress = _noop, include_plugins: bool = True, dns_resolver: str | None = None) -> None:  # fmt: skip
     specs, problems = load_checks(include_plugins=include_plugins)
-    facts.plugin_problems.extend(problems)
     ctx = Context(target=target, answers=dict(answers),
                   options={"collected": {"config_report": facts.config_report}, "probe_targets": facts.probe_targets,
                            "dns_targets": facts.dns_targets, "dns_resolver": dns_resolver,

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone, tzinfo
 from checks.errors import InputError, PfdiagError, UsageError
 from checks.postfix.postconf import PostfixConfig
 from checks.targets import Target
-from diagnose.delays import DEFAULT_TIMEOUTS
+from diagnose.delays import DEFAULT_TIMEOUTS, smtp_timeouts
 from checks.logs import default_sources, resolve_sources
 from diagnose.logreport import render_markdown, render_text, to_dict
 from diagnose.logscan import analyse_logs
@@ -151,13 +151,7 @@ def effective_timeouts(target: Target) -> tuple[dict[str, float] | None, str]:
     except PfdiagError:
         p_text = None
     config = PostfixConfig.from_outputs(postconf_d=defaults.stdout, postconf_n=explicit.stdout, postconf_p=p_text)
-    values = {}
-    for name in DEFAULT_TIMEOUTS:
-        try:
-            values[name] = config.time(name, "smtp/unix")
-        except PfdiagError:
-            values[name] = DEFAULT_TIMEOUTS[name]
-    return values, f"postconf on {target.where}"
+    return smtp_timeouts(config), f"postconf on {target.where}"
 
 
 def _width() -> int:
