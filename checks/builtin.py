@@ -106,14 +106,13 @@ def _timeouts(ctx: Context) -> Any:
 
 
 def _helo(ctx: Context) -> str:
+    """The name Postfix greets with: smtp_helo_name as postconf -x expands it (the engine read
+    it with the server's own names); this machine's FQDN only when it could not be read."""
     import socket
 
-    try:
-        values = _config_report(ctx).config.values
-    except PfdiagError:
-        values = {}
+    identity = (ctx.options.get("collected") or {}).get("identity") or {}
     for name in ("smtp_helo_name", "myhostname"):
-        v = values.get(name)
+        v = identity.get(name)
         if v and "$" not in v:
             return v
     return socket.getfqdn()

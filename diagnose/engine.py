@@ -48,7 +48,7 @@ class Facts:
     queue: dict[str, Any] | None = None
     config: dict[str, Any] | None = None
     config_report: Any = None  # checks.config.ConfigReport, handed to the checks
-    identity: dict[str, str] = field(default_factory=dict)  # myhostname, mydomain, mydestination
+    identity: dict[str, str] = field(default_factory=dict)  # myhostname, mydomain, mydestination, smtp_helo_name
     probe_targets: list[dict[str, Any]] = field(default_factory=list)
     dns_targets: list[str] = field(default_factory=list)  # destinations deferred for DNS reasons
     findings: list[Finding] = field(default_factory=list)
@@ -158,7 +158,7 @@ def collect_queue(target: Target, config_dir: str | None, config: Callable[[], A
     return build_report(read, settings, target, cfg.queue_directory if cfg else None)
 
 
-IDENTITY = ("myhostname", "mydomain", "mydestination")
+IDENTITY = ("myhostname", "mydomain", "mydestination", "smtp_helo_name")  # expanded by postconf -x
 
 
 def read_identity(target: Target, config_dir: str | None) -> dict[str, str]:
@@ -238,7 +238,7 @@ def run_checks(facts: Facts, target: Target, answers: Mapping[str, str], budget:
                progress: Progress = _noop, include_plugins: bool = True, dns_resolver: str | None = None) -> None:  # fmt: skip
     specs, problems = load_checks(include_plugins=include_plugins)
     ctx = Context(target=target, answers=dict(answers),
-                  options={"collected": {"config_report": facts.config_report}, "probe_targets": facts.probe_targets,
+                  options={"collected": {"config_report": facts.config_report, "identity": facts.identity}, "probe_targets": facts.probe_targets,
                            "dns_targets": facts.dns_targets, "dns_resolver": dns_resolver,
                            "config_dir": config_dir, "budget": budget})  # fmt: skip
     jobs: dict[str, tuple[str, Callable[[], Any]]] = {}

@@ -191,3 +191,17 @@ def test_renderings_carry_the_ranking(demo_doc: dict, fmt: str) -> None:
     first, second = demo_doc["causes"][0]["id"], demo_doc["causes"][1]["id"]
     assert first in text and second in text and text.index(first) < text.index(second)
     assert "twice" in text
+
+
+def test_probes_greet_with_postfix_helo_name_not_this_machine() -> None:
+    import socket
+
+    from checks.builtin import _helo
+    from checks.registry import Context
+
+    def ctx(identity: dict) -> Context:
+        return Context(SnapshotTarget(demo_path()), options={"collected": {"identity": identity}})
+
+    assert _helo(ctx({"smtp_helo_name": "mx1.example.net", "myhostname": "host.example.net"})) == "mx1.example.net"
+    assert _helo(ctx({"myhostname": "host.example.net"})) == "host.example.net"
+    assert _helo(ctx({})) == socket.getfqdn()  # nothing read: the only name left
