@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 
 from diagnose.cli import main
+from tests.corpus import corpus_files, need_corpus
 from tests.lab.postfix import PostfixLab
 from tests.lab.scenarios import SENDER, PeerSet
 
 pytestmark = pytest.mark.lab
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus"
 SOME = ("greylist", "mailbox-full", "eod-stall", "no-banner", "refused")
 
 
@@ -76,8 +76,9 @@ def test_snapshot_refuses_to_overwrite(tmp_path: Path, capsys) -> None:
 
 
 def _corpus_log(tmp_path: Path) -> Path:
+    need_corpus()
     lines = []
-    for p in sorted(CORPUS.glob("*.txt")):
+    for p in corpus_files():
         for line in p.read_text(errors="replace").splitlines():
             if re.search(r"postfix(?:-[\w.]+)?/[\w/-]+\[\d+\]: ", line) and re.match(r"^[A-Z][a-z]{2} [ \d]\d \d\d:", line):
                 lines.append(line)
