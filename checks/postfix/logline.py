@@ -115,16 +115,33 @@ class StampParser:
         self.tz = tz  # None: naive stamps are local time, as syslog writes them
         self._cache: dict[str, float] = {}
         self._hours: dict[tuple[int, int, int, int], float] = {}  # (y, mo, d, h) -> epoch of hh:00:00
+        self._minutes: dict[str, float] = {}  # "Nov  2 11:58" -> epoch of 11:58:00
 
     def parse(self, stamp: str) -> float | None:
-        # A hit needs no year check: the tracker sees every new second as a miss,
-        # and the cache is cleared long before a yearless stamp could recur.
+        # A hit needs no year check: the tracker sees every new minute (a month
+        # only changes with one), and both caches are emptied when the year moves on.
         hit = self._cache.get(stamp)
         if hit is not None:
             return hit
         if not stamp:
             return None
-        value = self._parse(stamp)
+        # A traditional stamp ("Nov  2 11:58:01") new to the cache is most often a new
+        # second of a minute already seen: its minute's epoch plus the seconds.
+        minute = stamp[:12] if len(stamp) == 15 and stamp[12] == ":" and stamp[13:].isdigit() else None
+        base = self._minutes.get(minute) if minute is not None else None
+        if base is not None and int(stamp[13:]) < 61:
+            value: float | None = base + int(stamp[13:])
+        else:
+            year = self.years.year
+            value = self._parse(stamp)
+            if self.years.year != year and year is not None:
+                # a new year began: "Nov  2 11:58" from now on is another day
+                self._cache.clear()
+                self._minutes.clear()
+            if value is not None and minute is not None:
+                if len(self._minutes) > 1024:
+                    self._minutes.clear()
+                self._minutes[minute] = value - int(stamp[13:])
         if value is not None:
             if len(self._cache) > 4096:
                 self._cache.clear()

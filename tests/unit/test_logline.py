@@ -72,6 +72,24 @@ def test_year_inference_across_new_year():
     assert jan.ts - dec.ts == pytest.approx(2, abs=3601)  # allow a DST-free local offset difference
 
 
+def test_stamp_caches_forget_the_old_year():
+    # a sparse yearless log (one line every few months): the same "Nov  2 11:58:0x" a
+    # year later must not come from the caches of the year before
+    ref = time.mktime((2027, 12, 1, 0, 0, 0, 0, 0, -1))
+    p = LineParser(reference_time=ref)
+    stamps = ["Nov  2 11:58:01", "Nov  2 11:58:02", "Jan  5 10:00:00", "May  1 10:00:00", "Sep  1 10:00:00",
+              "Nov  2 11:58:01", "Nov  2 11:58:03"]
+    years = [time.localtime(p.parse(f"{s} mx postfix/qmgr[1]: ABCDE: removed").ts).tm_year for s in stamps]
+    assert years == [2027, 2027, 2028, 2028, 2028, 2028, 2028]
+
+
+def test_seconds_of_a_cached_minute_are_exact():
+    p = LineParser(reference_time=REF_2026)
+    for sec in (59, 0, 30, 7):
+        rec = p.parse(f"Nov 28 11:58:{sec:02d} mx postfix/smtp[1]: x")
+        assert rec.ts == time.mktime((2026, 11, 28, 11, 58, sec, 0, 0, -1))
+
+
 def test_year_tracker_does_not_date_lines_in_the_future():
     ref = time.mktime((2026, 3, 1, 0, 0, 0, 0, 0, -1))
     assert YearTracker(ref).year_for(11, 28) == 2025
