@@ -3,8 +3,8 @@
 
     python benchmarks/queue_vs_qshape/run.py [--messages 10000] [--runs 3] [--keep]
 
-1. Starts the lab Postfix of tests/lab/postfix.py (config dir /etc/postfix-pfdiag-lab,
-   loopback only) with 20 test domains (d00.qbench.test ...) routed to a loopback port
+1. Starts a lab Postfix of tests/lab/postfix.py, an instance of its own (config dir
+   /etc/postfix-pfdiag-qbench, loopback only; the test suite's instance is left alone) with 20 test domains (d00.qbench.test ...) routed to a loopback port
    where nothing listens, and fills its queue over SMTP: several parallel sessions to the
    lab's own smtpd on 127.0.0.1 sending many messages each. Every first delivery attempt
    gets "connection refused", so the mail lands in the deferred queue (the backoff times
@@ -12,8 +12,8 @@
    until the whole queue is deferred. A lab left running by `--keep` with at least
    --messages deferred messages is reused as it is.
 2. Times, best of --runs, alternating the tools, stdout to /dev/null:
-       pfdiag queue -c /etc/postfix-pfdiag-lab --format json
-       qshape -c /etc/postfix-pfdiag-lab deferred
+       pfdiag queue -c /etc/postfix-pfdiag-qbench --format json
+       qshape -c /etc/postfix-pfdiag-qbench deferred
 3. Times checks.postfix.postqueue.parse_postqueue_json on 100,000 `postqueue -j` lines
    made from the real records of the filled queue (queue ids and addresses varied).
 4. Prints a PASS/FAIL table, writes out/results.json, cleans the queue and stops the
@@ -67,8 +67,13 @@ def count_queue(lab: PostfixLab, name: str) -> int:
     return n
 
 
+# An instance of its own: a test session on the shared "pfdiag-lab" instance empties its
+# queue, which would wipe a queue kept with --keep (and a fill would disturb the tests).
+LAB_NAME = "pfdiag-qbench"
+
+
 def make_lab() -> PostfixLab:
-    lab = PostfixLab(settings=SETTINGS)
+    lab = PostfixLab(LAB_NAME, log_name="qbench.log", settings=SETTINGS)
     dead = free_port()  # nothing listens here: connection refused, mail deferred
     for d in DOMAINS:
         lab.route(d, dead)
