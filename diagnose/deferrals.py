@@ -106,22 +106,31 @@ class CauseStats:
             self.last_seen = ts
 
 
-@dataclass
+@dataclass(slots=True)
 class PlaceStats:
-    """Outcomes for one destination domain or one relay."""
+    """Outcomes for one destination domain or one relay. A busy server sends to thousands
+    of domains that never defer: they carry no cause counter (slots, and None until used)."""
 
     sent: int = 0
     deferred: int = 0
     collateral: int = 0
     bounced: int = 0
-    causes: Counter = field(default_factory=Counter)
+    causes: Counter | None = None
+
+    def count_cause(self, cause_id: str) -> None:
+        if self.causes is None:
+            self.causes = Counter()
+        self.causes[cause_id] += 1
 
     def merge(self, o: "PlaceStats") -> None:
         self.sent += o.sent
         self.deferred += o.deferred
         self.collateral += o.collateral
         self.bounced += o.bounced
-        self.causes.update(o.causes)
+        if o.causes:
+            if self.causes is None:
+                self.causes = Counter()
+            self.causes.update(o.causes)
 
 
 class _Rcpt:
@@ -396,11 +405,11 @@ class DeferralAnalysis:
             place.collateral += 1
         else:
             place.deferred += 1
-        place.causes[c.cause_id] += 1
+        place.count_cause(c.cause_id)
         if relay and not c.collateral:
             rp = self._place(self.relays, relay)
             rp.deferred += 1
-            rp.causes[c.cause_id] += 1
+            rp.count_cause(c.cause_id)
         if qid is None or qid == "NOQUEUE":  # a bare status message: nothing to follow up
             stats.messages += 1
             return

@@ -87,7 +87,7 @@ def to_dict(
                 "collateral": p.collateral,
                 "sent": p.sent,
                 "bounced": p.bounced,
-                "causes": dict(p.causes.most_common(TOP)),
+                "causes": dict(p.causes.most_common(TOP)) if p.causes else {},
             }
             for name, p in table.items()
             if p.deferred or p.collateral
