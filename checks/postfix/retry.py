@@ -195,16 +195,19 @@ class Timeline:
 
 
 def _short(seconds: float) -> str:
+    """'+5m', '+1h20m', '+2d3h': exact where it matters (a schedule's steps are whole
+    seconds) and in one style, the two largest units, rather than '+80m' next to '+2.4h'."""
     if seconds == 0:
         return "+0"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"+{seconds / size:g}{unit}"
-    if seconds >= 3600:
-        return f"+{seconds / 3600:.1f}h"
-    if seconds >= 60:
-        return f"+{seconds / 60:.1f}m"
-    return f"+{seconds:g}s"
+    if seconds < 60 and seconds != int(seconds):
+        return f"+{seconds:g}s"
+    left = int(round(seconds))
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, left = divmod(left, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "+" + "".join(parts[:2])
 
 
 def _pickup(eligible: float, settings: RetrySettings, lag: Lag, scan_phase: float | None) -> float:

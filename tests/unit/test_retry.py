@@ -35,7 +35,7 @@ def test_default_schedule_doubles_then_settles_at_maximal_backoff():
     # arrival, then +5, +10, +20, +40, +80 min (TUNING_README), then every 4000 s (~67 min)
     assert offsets[:6] == (0, 5 * MIN, 10 * MIN, 20 * MIN, 40 * MIN, 80 * MIN)
     assert {b - a for a, b in zip(offsets[5:], offsets[6:])} == {4000}
-    assert t.describe(6) == "+0, +5m, +10m, +20m, +40m, +80m, ..."
+    assert t.describe(6) == "+0, +5m, +10m, +20m, +40m, +1h20m, ..."
     # returned at the end of the first attempt at or after 5 days: 800 s late, attempt 113
     assert t.expires_at == 5 * DAY + 800
     assert t.attempt_count == 113
@@ -333,3 +333,11 @@ def test_forecast_bounds_are_ordered(s, arrival, mtime_offset, now_offset):
     assert f.remaining_attempts[0] <= f.remaining_attempts[1]
     assert f.expires_at_latest <= max(f.next_attempt_latest, f.lifetime_ends + _longest_backoff(s) + s.queue_run_delay)
     assert f.next_attempt_earliest >= arrival + now_offset
+
+
+def test_schedule_offsets_read_in_one_style():
+    from checks.postfix.retry import _short
+
+    # two largest units, exact: never "+80m" next to "+2.4h"
+    assert [_short(s) for s in (0, 300, 4800, 8640, 16800, 86400, 90000)] == [
+        "+0", "+5m", "+1h20m", "+2h24m", "+4h40m", "+1d", "+1d1h"]
