@@ -70,9 +70,11 @@ def open_from_answers(answers: Mapping[str, str], opts: Options) -> tuple[Target
 def run(answer: Answerer, given: Mapping[str, str], opts: Options,
         progress: engine.Progress = engine._noop,
         open_target: Callable[[Mapping[str, str], Options], tuple[Target, str | None]] = open_from_answers,
-        on_checked: Callable[[engine.Facts, Mapping[str, str]], None] | None = None) -> Outcome:  # fmt: skip
+        on_checked: Callable[[engine.Facts, Mapping[str, str]], None] | None = None,
+        on_notice: Callable[[str], None] | None = None) -> Outcome:  # fmt: skip
     """Ask, collect, check until the flow is done. ``on_checked`` sees the evidence each time
-    the checks have run (the wizard prints the report there, before asking to act on it)."""
+    the checks have run (the wizard prints the report there, before asking to act on it);
+    ``on_notice`` hears at once what the user must know first (e.g. the demo stands in)."""
     answers = dict(given)
     asked: list[str] = []
     facts: engine.Facts | None = None
@@ -101,6 +103,8 @@ def run(answer: Answerer, given: Mapping[str, str], opts: Options,
             target, notice = open_target(answers, opts)
             if notice:
                 notices.append(notice)
+                if on_notice is not None:
+                    on_notice(notice)
             collect_started = time.monotonic()
             facts = engine.collect(target, budget=opts.budget * 2 / 3, config_dir=opts.config_dir,
                                    log_paths=opts.log_paths, since=opts.since, progress=progress,

@@ -107,9 +107,9 @@ def run(args: argparse.Namespace) -> int:
             sys.stdout.write(render(report.build(facts, answers), "text", sys.stdout.isatty()))
             sys.stdout.flush()
 
-        outcome = session.run(Asker(out), given, opts, _progress(out), open_target=open_with_fallback, on_checked=show)
-        for notice in outcome.notices:
-            out.print(f"[yellow]{notice}[/]")
+        # a notice (the demo stands in for an empty machine) comes before the progress and the report
+        outcome = session.run(Asker(out), given, opts, _progress(out), open_target=open_with_fallback, on_checked=show,
+                              on_notice=lambda notice: out.print(f"[yellow]{notice}[/]"))  # fmt: skip
         doc = report.build(outcome.facts, outcome.answers)
         if outcome.answers.get("act_on_queue") == "yes":
             offer_queue_actions(doc, outcome, out, args)

@@ -205,3 +205,21 @@ def test_probes_greet_with_postfix_helo_name_not_this_machine() -> None:
     assert _helo(ctx({"smtp_helo_name": "mx1.example.net", "myhostname": "host.example.net"})) == "mx1.example.net"
     assert _helo(ctx({"myhostname": "host.example.net"})) == "host.example.net"
     assert _helo(ctx({})) == socket.getfqdn()  # nothing read: the only name left
+
+
+def test_a_notice_is_heard_before_any_progress_or_report() -> None:
+    """The wizard prints 'the demo stands in' first, not under the report it explains."""
+    from diagnose import session
+
+    heard: list[str] = []
+
+    def opener(answers: Any, opts: Any) -> tuple[Any, str]:
+        return SnapshotTarget(demo_path()), "pfdiag: nothing here; the demo stands in"
+
+    outcome = session.run(session.report_mode_answerer, {"target": "local"}, session.Options(budget=20),
+                          progress=lambda step, state, detail: heard.append(f"progress {step}"),
+                          open_target=opener, on_checked=lambda facts, answers: heard.append("report"),
+                          on_notice=lambda notice: heard.append(notice))  # fmt: skip
+    assert heard[0] == "pfdiag: nothing here; the demo stands in"
+    assert "report" in heard and heard.index("report") > 0
+    assert outcome.notices == ["pfdiag: nothing here; the demo stands in"]  # report mode prints them itself
