@@ -414,6 +414,9 @@ class ProbeResult:
     notes: tuple[str, ...] = ()
     transcript: tuple[str, ...] = ()
     seconds: float = 0.0
+    source: str | None = None  # the bind address asked for (smtp_bind_address[6] or --bind); None: the default
+    local_address: str | None = None  # the local end as connected ("addr:port"), when the connection tells
+    bind_error: str | None = None  # binding to `source` failed (then a fallback may have connected without it)
 
     def phase(self, name: str) -> PhaseResult | None:
         return next((p for p in reversed(self.phases) if p.name == name), None)
@@ -462,8 +465,12 @@ class _Transcript:
 class _Session:
     """One SMTP conversation: records a PhaseResult per step; `dead` once the stream is unusable."""
 
-    def __init__(self, target: Target, host: str, port: int, timeouts: PhaseTimeouts, budget: float | None) -> None:
+    def __init__(self, target: Target, host: str, port: int, timeouts: PhaseTimeouts, budget: float | None,
+                 source: str | None = None, bind_fallback: bool = False) -> None:  # fmt: skip
         self.target, self.host, self.port, self.timeouts = target, host, port, timeouts
+        self.source, self.bind_fallback = source, bind_fallback
+        self.local_address: str | None = None
+        self.bind_error: str | None = None
         self.start = time.monotonic()
         self.budget_end = None if budget is None else self.start + max(budget, 0.0)
         self.phases: list[PhaseResult] = []
@@ -535,19 +542,49 @@ class _Session:
         _, timeout, wait = self._window(CONNECT)
         t0 = time.monotonic()
         try:
-            self.conn = self.target.connect(self.host, self.port, max(wait, 0.001))
+            self.conn = self._open(max(wait, 0.001))
         except ConnectFailed as exc:
             seconds = time.monotonic() - t0
             self.dead = True
             if exc.kind == "timeout":
                 self._no_answer(CONNECT, seconds, timeout, wait, 0)
+            elif exc.kind == "bind":  # Postfix: "warning: smtp_connect_addr: bind ...", 4.4.0 server configuration error
+                self.record(CONNECT, seconds, Verdict.FAILED, cause="E03", detail=(
+                    f"{exc}: Postfix (smtp_bind_address_enforce = yes) defers with 4.4.0 'server configuration error'"))
             else:
                 self.record(CONNECT, seconds, Verdict.FAILED, detail=str(exc), cause=_CONNECT_CAUSE.get(exc.kind))
             return False
         self.reader = _Reader(_Plain(self.conn))
         seconds = time.monotonic() - t0
-        self.record(CONNECT, seconds, _timed(seconds, timeout), detail=f"TCP connection in {seconds:.3f} s")
+        try:  # a socket says where it connected from; an SSH channel does not
+            local = self.conn.getsockname()  # type: ignore[attr-defined]
+            self.local_address = f"{local[0]}:{local[1]}"
+        except (AttributeError, OSError, IndexError, TypeError):
+            self.local_address = None
+        frm = f" from {self.local_address.rsplit(':', 1)[0]}" if self.local_address else ""
+        self.record(CONNECT, seconds, _timed(seconds, timeout), detail=f"TCP connection{frm} in {seconds:.3f} s")
         return True
+
+    def _open(self, wait: float) -> Connection:
+        """target.connect, from self.source when one is set. bind_fallback: like Postfix with
+        smtp_bind_address_enforce = no, a failed bind is a warning and the default source is used."""
+        if self.source is None:
+            return self.target.connect(self.host, self.port, wait)
+        t0 = time.monotonic()
+        try:
+            return self.target.connect(self.host, self.port, wait, source=self.source)
+        except ConnectFailed as exc:
+            if exc.kind not in ("bind", "bind-unsupported") or not self.bind_fallback:
+                raise
+            if exc.kind == "bind":
+                self.bind_error = str(exc)
+                self.notes.append(f"{exc}: Postfix logs 'warning: smtp_connect_addr: bind {self.source}: ...' and, "
+                                  "with smtp_bind_address_enforce = no, connects from the default source address; "
+                                  "so did this probe")  # fmt: skip
+            else:
+                self.notes.append(f"{exc}; this probe used that default source, so a firewall or route tied to "
+                                  f"{self.source} is not tested")  # fmt: skip
+            return self.target.connect(self.host, self.port, max(wait - (time.monotonic() - t0), 0.001))
 
     def exchange(self, name: str, command: str | None, *, cap: float | None = None) -> Reply | None:
         """Send a command (None: just read, for the greeting) and judge the reply.
@@ -686,6 +723,9 @@ class _Session:
             notes=tuple(dict.fromkeys(self.notes)),
             transcript=tuple(self.log.lines),
             seconds=round(time.monotonic() - self.start, 4),
+            source=self.source,
+            local_address=self.local_address,
+            bind_error=self.bind_error,
         )
 
 
@@ -948,6 +988,8 @@ def probe_address(
     tls_context: ssl.SSLContext | None = None,
     total_budget: float | None = None,
     wrappermode: bool = False,
+    source: str | None = None,
+    bind_fallback: bool = False,
 ) -> ProbeResult:
     """Talk SMTP to host:port from the target's vantage point, up to RCPT TO (only when
     rcpt_to is given), then RSET and QUIT: nothing is ever sent after RCPT.
@@ -955,9 +997,11 @@ def probe_address(
     starttls: True = required (like smtp_tls_security_level = encrypt), "auto" = when
     offered (level may), False = never. wrappermode: TLS from the first byte (port 465).
     total_budget bounds the whole conversation; each phase waits min(its Postfix
-    timeout, what is left)."""
+    timeout, what is left). source: connect from that local address (smtp_bind_address);
+    bind_fallback: when it cannot be bound, note it and connect from the default source
+    (smtp_bind_address_enforce = no) instead of failing the connect phase."""
     _check_args(host, port, helo_name, mail_from, rcpt_to, starttls)
-    s = _Session(target, host, port, timeouts, total_budget)
+    s = _Session(target, host, port, timeouts, total_budget, source, bind_fallback)
     try:
         _converse(s, helo_name=helo_name, mail_from=mail_from, rcpt_to=rcpt_to, starttls=starttls,
                   context=tls_context or default_tls_context(), wrappermode=wrappermode, payload=None)
@@ -1042,6 +1086,8 @@ def send_test_messages(
     starttls: bool | Literal["auto"] = "auto",
     tls_context: ssl.SSLContext | None = None,
     wrappermode: bool = False,
+    source: str | None = None,
+    bind_fallback: bool = False,
 ) -> tuple[MessageResult, ...]:
     """Deliver one REAL test message per size, each in its own session, timing DATA ->
     354, the body write and "." -> final reply. rcpt_to must be a mailbox you control."""
@@ -1055,7 +1101,7 @@ def send_test_messages(
     results = []
     for size in sizes:
         message_id, subject, payload = build_test_message(size, helo_name=helo_name, mail_from=mail_from, rcpt_to=rcpt_to)
-        s = _Session(target, host, port, timeouts, budget_per_message)
+        s = _Session(target, host, port, timeouts, budget_per_message, source, bind_fallback)
         try:
             _converse(s, helo_name=helo_name, mail_from=mail_from, rcpt_to=rcpt_to, starttls=starttls,
                       context=context, wrappermode=wrappermode, payload=_dot_stuff(payload))
@@ -1223,6 +1269,10 @@ def _probe_findings(r: ProbeResult) -> list[Finding]:
         main = Finding(CHECK_ID, _SEVERITY[worst.verdict], f"{r.host}:{r.port} {label}: {worst.detail}",
                        worst.cause_id, evidence, values)
     out = [main]
+    if r.bind_error:  # the connect phase itself failed only when there was no fallback
+        out.append(Finding(CHECK_ID, Severity.WARNING, f"{r.host}:{r.port}: {r.bind_error}: Postfix logs a warning "
+                           "and sends from the default source address (smtp_bind_address_enforce = no; = yes defers "
+                           "with 4.4.0): fix smtp_bind_address[6] or put the address on this host", "E03", evidence))  # fmt: skip
     if r.masked_banner:
         out.append(Finding(CHECK_ID, Severity.WARNING,
                            f"{r.host}:{r.port}: masked greeting {r.banner!r}: an SMTP-inspecting firewall "

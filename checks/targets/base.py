@@ -55,8 +55,10 @@ class Target(Protocol):
 
     def is_dir(self, path: str) -> bool: ...
 
-    def connect(self, host: str, port: int, timeout: float) -> "Connection":
-        """A TCP stream opened from this target's vantage point."""
+    def connect(self, host: str, port: int, timeout: float, *, source: str | None = None) -> "Connection":
+        """A TCP stream opened from this target's vantage point. source: the local IP
+        address to send from (Postfix's smtp_bind_address); one that cannot be bound ->
+        ConnectFailed kind "bind", a target that cannot choose it -> kind "bind-unsupported"."""
         ...
 
 

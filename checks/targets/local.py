@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 import subprocess
@@ -11,6 +12,7 @@ from typing import Sequence, TextIO
 from checks.errors import CommandNotFound, CommandTimeout, ConnectFailed, InputError, TargetError
 from checks.model import CommandResult
 from checks.targets.base import DEFAULT_TIMEOUT, Connection, FileInfo, decode_stream
+from checks.targets.streams import ProcessStream
 
 # Postfix's tools live in sbin; a non-root PATH often lacks it.
 _EXTRA_PATH = ("/usr/sbin", "/sbin", "/usr/local/sbin")
@@ -48,6 +50,22 @@ class LocalTarget:
             stderr=proc.stderr.decode("utf-8", "replace"),
             duration=time.monotonic() - start,
         )
+
+    def stream(self, argv: Sequence[str], timeout: float = DEFAULT_TIMEOUT) -> ProcessStream:
+        """Like run(), but stdout is read line by line while the command still writes it
+        (see checks/targets/streams.py): parsing overlaps a slow producer such as postqueue."""
+        argv = tuple(argv)
+        if not argv or not all(isinstance(a, str) for a in argv):
+            raise TargetError(f"invalid command {argv!r}")
+        try:
+            proc = subprocess.Popen(
+                list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self._env, stdin=subprocess.DEVNULL
+            )
+        except FileNotFoundError as exc:
+            raise CommandNotFound(f"{argv[0]}: command not found on this machine") from exc
+        except PermissionError as exc:
+            raise TargetError(f"{argv[0]}: permission denied") from exc
+        return ProcessStream(argv, proc, timeout)
 
     def open_text(self, path: str) -> TextIO:
         try:
@@ -88,7 +106,9 @@ class LocalTarget:
                 out.append(FileInfo(full, st.st_size, st.st_mtime))
         return out
 
-    def connect(self, host: str, port: int, timeout: float) -> Connection:
+    def connect(self, host: str, port: int, timeout: float, *, source: str | None = None) -> Connection:
+        if source is not None:
+            return _connect_from(host, port, timeout, source)
         try:
             return socket.create_connection((host, port), timeout=timeout)
         except socket.timeout as exc:
@@ -98,5 +118,49 @@ class LocalTarget:
         except socket.gaierror as exc:
             raise ConnectFailed(f"connect to {host}:{port}: {exc.strerror or exc}", "dns") from exc
         except OSError as exc:
-            kind = "unreachable" if exc.errno in (101, 113) else "error"  # ENETUNREACH, EHOSTUNREACH
-            raise ConnectFailed(f"connect to {host}:{port}: {exc.strerror or exc}", kind) from exc
+            raise ConnectFailed(f"connect to {host}:{port}: {exc.strerror or exc}", _kind(exc)) from exc
+
+
+def _kind(exc: OSError) -> str:
+    return "unreachable" if exc.errno in (101, 113) else "error"  # ENETUNREACH, EHOSTUNREACH
+
+
+def _connect_from(host: str, port: int, timeout: float, source: str) -> socket.socket:
+    """connect() from a chosen local address. bind() is a step of its own, so that its failure
+    (EADDRNOTAVAIL: the address is not on this host) is told apart from the connect's."""
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(source).version == 6 else socket.AF_INET
+    except ValueError:
+        raise ConnectFailed(f"cannot bind to {source!r}: not an IP address", "bind") from None
+    if _ip_family(host) not in (None, family):
+        raise ConnectFailed(f"cannot bind to {source}: {host} is of the other address family", "bind")
+    try:
+        infos = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ConnectFailed(f"connect to {host}:{port}: {exc.strerror or exc}", "dns") from exc
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        try:
+            sock.bind((source, 0))
+        except OSError as exc:
+            raise ConnectFailed(f"cannot bind to {source}: {exc.strerror or exc}", "bind") from exc
+        sock.settimeout(timeout)
+        try:
+            sock.connect(infos[0][4])
+        except socket.timeout as exc:
+            raise ConnectFailed(f"connect to {host}:{port} from {source}: timed out after {timeout:g} s", "timeout") from exc
+        except ConnectionRefusedError as exc:
+            raise ConnectFailed(f"connect to {host}:{port} from {source}: connection refused", "refused") from exc
+        except OSError as exc:
+            raise ConnectFailed(f"connect to {host}:{port} from {source}: {exc.strerror or exc}", _kind(exc)) from exc
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _ip_family(host: str) -> int | None:
+    try:
+        return socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    except ValueError:
+        return None

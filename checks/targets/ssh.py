@@ -1175,10 +1175,14 @@ class SSHTarget:
 
     # -- network
 
-    def connect(self, host: str, port: int, timeout: float) -> _ChannelConnection:
-        """A TCP stream opened by the mail host (direct-tcpip), so probes see what it sees."""
+    def connect(self, host: str, port: int, timeout: float, *, source: str | None = None) -> _ChannelConnection:
+        """A TCP stream opened by the mail host (direct-tcpip), so probes see what it sees.
+        The mail host's sshd picks the source address: direct-tcpip cannot ask for one."""
         if not valid_host(host) or not isinstance(port, int) or not 1 <= port <= 65535:
             raise UsageError(f"invalid address {host!r} port {port!r}")
+        if source is not None:
+            raise ConnectFailed(f"cannot bind to {source} from {self.where}: over SSH (direct-tcpip) the mail "
+                                "host's sshd chooses the source address", "bind-unsupported")  # fmt: skip
         with self._guard(f"connect to {host}:{port}"):
             chan = _open_direct(self._transport, host, port, timeout, self.where)
             chan.settimeout(timeout)

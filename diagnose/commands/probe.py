@@ -80,6 +80,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--helo", metavar="NAME", help="EHLO name (default: smtp_helo_name of this Postfix, else the FQDN)")
     p.add_argument("--from", dest="mail_from", metavar="ADDR", default="", help="MAIL FROM address (default: <>)")
     p.add_argument("--rcpt", metavar="ADDR", help="also try RCPT TO (then RSET and QUIT; nothing is sent)")
+    p.add_argument("--bind", metavar="ADDRESS", help="send from this local IP address (default: this Postfix's "
+                   "smtp_bind_address / smtp_bind_address6 for the address family probed)")
     p.add_argument("--starttls", choices=("auto", "yes", "no"), default="auto", help="auto: when offered (default)")
     p.add_argument("--budget", type=float, default=DEFAULT_BUDGET, metavar="SECONDS",
                    help=f"total time to spend (default {DEFAULT_BUDGET:g}); a phase cut short by it is 'undecided'")
@@ -243,21 +245,117 @@ def parse_sizes(text: str | None) -> tuple[int, ...]:
 
 # --- settings from this Postfix ------------------------------------------------------------
 
+_BIND_NAMES = ("smtp_bind_address", "smtp_bind_address6", "smtp_bind_address_enforce", "inet_interfaces")
 
-def postfix_settings(target: Any, args: argparse.Namespace) -> tuple[PhaseTimeouts, str, str, list[str]]:
-    """(timeouts, where the timeouts came from, HELO name, notes)."""
+
+@dataclass(frozen=True)
+class BindPlan:
+    """The source address Postfix's smtp client binds to, per address family, and why."""
+
+    v4: str | None = None
+    v4_from: str = ""
+    v6: str | None = None
+    v6_from: str = ""
+    enforce: bool = False  # smtp_bind_address_enforce: a failed bind defers instead of falling back
+    can_bind: bool = True  # False over SSH: direct-tcpip cannot choose the source
+
+    def for_address(self, address: str) -> tuple[str | None, str]:
+        """(bind address, where it came from) for a connection to `address`."""
+        ip = _ip(address)
+        six = ip is not None and ":" in ip
+        return (self.v6, self.v6_from) if six else (self.v4, self.v4_from)
+
+    def kwargs(self, address: str) -> dict[str, Any]:
+        """probe_address keywords: bind like Postfix; a configured address that cannot be
+        bound falls back like smtp_bind_address_enforce = no, an explicit --bind never does."""
+        addr, origin = self.for_address(address)
+        if addr is None or not self.can_bind:
+            return {}
+        return {"source": addr, "bind_fallback": origin != "--bind" and not self.enforce}
+
+
+def _bind_literal(text: str) -> str | None:
+    t = text.strip()
+    if t.startswith("[") and t.endswith("]"):  # Postfix accepts [addr] here
+        t = t[1:-1]
+    return _ip(t)
+
+
+def bind_plan(values: dict[str, str], overrides: dict[tuple[str, str, str], str], override: str | None,
+              can_bind: bool) -> tuple[BindPlan, list[str]]:  # fmt: skip
+    """smtp_bind_address[6] (a master.cf -o for the smtp service wins), else the one non-loopback
+    address of its family when inet_interfaces lists only one (postconf(5)); --bind wins over both."""
+    notes: list[str] = []
+    found: dict[int, tuple[str | None, str]] = {4: (None, ""), 6: (None, "")}
+    for version, name in ((4, "smtp_bind_address"), (6, "smtp_bind_address6")):
+        raw, origin = values.get(name, ""), name
+        if overrides.get(("smtp", "unix", name)):
+            raw, origin = overrides[("smtp", "unix", name)], f"master.cf smtp -o {name}"
+        for (svc, _kind, pname), val in sorted(overrides.items()):
+            if pname == name and svc != "smtp" and val:
+                notes.append(f"master.cf service {svc} sets -o {name}={val}: mail routed through {svc} leaves from there")
+        if raw.strip():
+            ip = _bind_literal(raw)
+            if ip is None or (ip.count(":") > 0) != (version == 6):
+                notes.append(f"{name} = {raw.strip()} is not an IPv{version} address: Postfix cannot bind to it")
+                continue
+            found[version] = (ip, origin if origin != name else f"{name} = {raw.strip()}")
+    inet = [w for w in re.split(r"[\s,]+", values.get("inet_interfaces", "")) if w]
+    literals = [_bind_literal(w) for w in inet]
+    if inet and all(literals):  # names and "all"/"loopback-only" give no single address we can know
+        for version in (4, 6):
+            mine = [ip for ip in literals if ip and (":" in ip) == (version == 6)]
+            if found[version][0] is None and len(mine) == 1 and not ipaddress.ip_address(mine[0]).is_loopback:
+                found[version] = (mine[0], f"inet_interfaces = {values['inet_interfaces']} (one IPv{version} address)")
+    if override is not None:
+        ip = _bind_literal(override)
+        if ip is None:
+            raise UsageError(f"--bind {override!r}: give an IP address of this host")
+        found[6 if ":" in ip else 4] = (ip, "--bind")
+    enforce = values.get("smtp_bind_address_enforce", "no").strip().lower() == "yes"
+    plan = BindPlan(found[4][0], found[4][1], found[6][0], found[6][1], enforce, can_bind)
+    for ip, origin in (found[4], found[6]):
+        if not ip:
+            continue
+        if origin == "--bind":
+            said = f"--bind {ip}: this probe sends from that address (no fallback when it cannot be bound)"
+        else:
+            said = f"{origin}: Postfix sends from that address" + (f" ({ip})" if not origin.endswith(ip) else "")
+        if not can_bind:
+            said += ("; over SSH the mail host's sshd opens the connection from its default source (direct-tcpip "
+                     f"cannot choose one), so a firewall or route tied to {ip} is not tested")  # fmt: skip
+        elif origin != "--bind":
+            said += "; so does this probe"
+        notes.append(said)
+    return plan, notes
+
+
+def _bind_settings(target: Any, config_dir: str | None) -> tuple[dict[str, str], dict[tuple[str, str, str], str]]:
+    from checks.config import postconf_x, postfix_argv
+    from checks.postfix.postconf import parse_postconf_p
+
+    values = postconf_x(target, config_dir, *_BIND_NAMES)
+    res = target.run(postfix_argv("postconf", config_dir, "-P"), timeout=20)
+    return values, (parse_postconf_p(res.stdout) if res.ok else {})
+
+
+def postfix_settings(target: Any, args: argparse.Namespace) -> tuple[PhaseTimeouts, str, str, list[str], BindPlan]:
+    """(timeouts, where the timeouts came from, HELO name, notes, source addresses)."""
     notes: list[str] = []
     values: dict[str, str] | None = None
+    overrides: dict[tuple[str, str, str], str] = {}
     need_helo = not args.helo
-    if args.timeouts == "postfix" or need_helo:
-        try:
+    try:
+        if args.timeouts == "postfix" or need_helo:
             from checks.config import read_config
 
-            rep = read_config(target, args.config_dir, names=(*_TIMEOUT_NAMES, "smtp_helo_name", "myhostname",
-                                                                 "smtp_bind_address", "smtp_bind_address6"))
+            rep = read_config(target, args.config_dir, names=(*_TIMEOUT_NAMES, "smtp_helo_name", "myhostname", *_BIND_NAMES))
             values = {k: v for k, v in rep.config.values.items() if v is not None}
-        except PfdiagError as exc:
-            notes.append(f"could not read this Postfix's settings ({exc})")
+            overrides = dict(rep.config.overrides)
+        else:  # only the source addresses: two light postconf runs instead of read_config's three
+            values, overrides = _bind_settings(target, args.config_dir)
+    except PfdiagError as exc:
+        notes.append(f"could not read this Postfix's settings ({exc})")
     if args.timeouts == "short":
         timeouts, source = SHORT_TIMEOUTS, "short (--timeouts short: quick look, not Postfix's values)"
     elif values is not None:
@@ -272,11 +370,9 @@ def postfix_settings(target: Any, args: argparse.Namespace) -> tuple[PhaseTimeou
     if not helo:
         cand = (values or {}).get("smtp_helo_name") or (values or {}).get("myhostname") or ""
         helo = cand if cand and "$" not in cand else socket.getfqdn()
-    for name in ("smtp_bind_address", "smtp_bind_address6"):
-        if (values or {}).get(name):  # targets connect from their default source: say what is not reproduced
-            notes.append(f"{name} = {values[name]}: Postfix sends from that address; this probe used the "  # type: ignore[index]
-                         "target's default source address, so a firewall or route tied to it is not tested")
-    return timeouts, source, helo, notes
+    plan, more = bind_plan(values or {}, overrides, getattr(args, "bind", None),
+                           can_bind=type(target).__name__ != "SSHTarget")  # fmt: skip
+    return timeouts, source, helo, notes + more, plan
 
 
 # --- the document --------------------------------------------------------------------------
@@ -349,6 +445,15 @@ def build(dest: Destination, address: str, notes: list[str], timeouts: PhaseTime
         "findings": [_finding_dict(f) for f in findings],
         "problem": worst >= Severity.WARNING,
     }  # fmt: skip
+
+
+def bind_doc(plan: BindPlan, address: str, probe: ProbeResult) -> dict[str, Any]:
+    """Which source address Postfix would send from, and which one this probe used."""
+    addr, origin = plan.for_address(address)
+    used = probe.local_address.rsplit(":", 1)[0].strip("[]") if probe.local_address else None
+    return {"address": addr, "from": origin or None, "enforce": plan.enforce,
+            "reproduced": bool(addr) and plan.can_bind and probe.bind_error is None and (used is None or used == addr),
+            "bind_error": probe.bind_error, "local_address": probe.local_address}  # fmt: skip
 
 
 def tls_doc(target: Any, probe: ProbeResult, original: str, address: str, port: int,
@@ -474,6 +579,11 @@ def _header_lines(doc: dict[str, Any]) -> list[str]:
     out = [f"SMTP probe of {doc['destination']} -> {doc['address']} port {doc['port']} as EHLO {doc['helo']}"]
     out += [f"note: {n}" for n in doc["notes"]]
     out.append(f"timeouts: {doc['timeouts_source']}")
+    b = doc.get("bind")
+    if b is not None:
+        want = f"{b['address']} ({b['from']})" if b["address"] else "the default (no smtp_bind_address for this family)"
+        seen = f"; connected from {b['local_address']}" if b["local_address"] else ""
+        out.append(f"source address: {want}{seen}" + (f"; BIND FAILED: {b['bind_error']}" if b["bind_error"] else ""))
     out.append(f"banner: {pr['banner'] or '(none)'}")
     if pr["masked_banner"]:
         out.append("masked banner: SMTP-inspecting firewall (Cisco PIX/ASA fixup) in the path")
@@ -603,12 +713,12 @@ def run_set(args: argparse.Namespace) -> int:
     if len(dests) > 50:
         raise UsageError("at most 50 destinations at once")
     target = _live_target(args)
-    timeouts, source, helo, notes = postfix_settings(target, args)
+    timeouts, source, helo, notes, plan = postfix_settings(target, args)
     t0 = time.monotonic()
 
     def one(text: str) -> dict[str, Any]:
         try:
-            return _probe_doc(args, target, parse_destination(text), timeouts, source, helo, list(notes))
+            return _probe_doc(args, target, parse_destination(text), timeouts, source, helo, list(notes), plan)
         except PfdiagError as exc:
             return {"schema": SCHEMA, "destination": text, "error": str(exc), "problem": True, "findings": []}
 
@@ -629,7 +739,7 @@ def run_set(args: argparse.Namespace) -> int:
 
 
 def _probe_doc(args: argparse.Namespace, target: Any, dest: Destination, timeouts: PhaseTimeouts, source: str,
-               helo: str, notes: list[str]) -> dict[str, Any]:  # fmt: skip
+               helo: str, notes: list[str], plan: BindPlan) -> dict[str, Any]:  # fmt: skip
     original = dest.text
     if not dest.bracketed and not dest.is_ip and ":" not in dest.text:
         dest, hops, more = route(target, dest, args.config_dir, getattr(args, "resolver", None))
@@ -644,10 +754,11 @@ def _probe_doc(args: argparse.Namespace, target: Any, dest: Destination, timeout
     try:
         probe = probe_address(target, addresses[0], dest.port, helo_name=helo, mail_from=args.mail_from,
                               rcpt_to=args.rcpt, timeouts=timeouts, starttls=starttls, total_budget=args.budget,
-                              wrappermode=wrapper)  # fmt: skip
+                              wrappermode=wrapper, **plan.kwargs(addresses[0]))  # fmt: skip
     except ConnectRefused as exc:
         raise PfdiagError(f"a probe needs a live target: {exc}") from None
     doc = build(dest, addresses[0], notes, timeouts, source, helo, probe, None)
+    doc["bind"] = bind_doc(plan, addresses[0], probe)
     doc["where"] = target.where
     doc["tls"] = tls_doc(target, probe, original, addresses[0], dest.port, args.config_dir, dest.name,
                          lambda: _route_resolver(target, getattr(args, "resolver", None)))
@@ -701,7 +812,7 @@ def run_one(args: argparse.Namespace, destination: str) -> int:
         addresses, notes = resolve(dest)
         hops = [(a, dest.port) for a in addresses]
     address = hops[0][0]
-    timeouts, source, helo, more = postfix_settings(target, args)
+    timeouts, source, helo, more, plan = postfix_settings(target, args)
     notes += more
     starttls = {"auto": "auto", "yes": True, "no": False}[args.starttls]
     wrapper = dest.port in SMTPS_PORTS
@@ -714,7 +825,7 @@ def run_one(args: argparse.Namespace, destination: str) -> int:
             results = send_test_messages(
                 target, address, dest.port, helo_name=helo, mail_from=args.mail_from, rcpt_to=args.to.strip(),
                 sizes=sizes, timeouts=timeouts, budget_per_message=args.budget / len(sizes), starttls=starttls,
-                wrappermode=wrapper)  # fmt: skip
+                wrappermode=wrapper, **plan.kwargs(address))  # fmt: skip
             notes.append(f"phases below are from the first test session ({results[0].size} B); "
                          f"{len(results)} session(s) in {time.monotonic() - t0:.1f} s, budget {args.budget / len(sizes):.3g} s each")
             probe = results[0].probe
@@ -722,10 +833,11 @@ def run_one(args: argparse.Namespace, destination: str) -> int:
         else:
             probe = probe_address(target, address, dest.port, helo_name=helo, mail_from=args.mail_from,
                                   rcpt_to=args.rcpt, timeouts=timeouts, starttls=starttls,
-                                  total_budget=args.budget, wrappermode=wrapper)  # fmt: skip
+                                  total_budget=args.budget, wrappermode=wrapper, **plan.kwargs(address))  # fmt: skip
     except ConnectRefused as exc:
         raise PfdiagError(f"a probe needs a live target: {exc}") from None
     doc = build(dest, address, notes, timeouts, source, helo, probe, ladder)
+    doc["bind"] = bind_doc(plan, address, probe)
     doc["where"] = target.where
     doc["tls"] = tls_doc(target, probe, destination, address, dest.port, args.config_dir, dest.name,
                          lambda: _route_resolver(target, getattr(args, "resolver", None)))
@@ -739,7 +851,7 @@ def run_one(args: argparse.Namespace, destination: str) -> int:
             try:
                 r = probe_address(target, hop[0], hop[1], helo_name=helo, mail_from=args.mail_from, rcpt_to=args.rcpt,
                                   timeouts=timeouts, starttls=starttls, total_budget=args.budget,
-                                  wrappermode=hop[1] in SMTPS_PORTS)  # fmt: skip
+                                  wrappermode=hop[1] in SMTPS_PORTS, **plan.kwargs(hop[0]))  # fmt: skip
                 return _address_row(hop[0], hop[1], r)
             except PfdiagError as exc:
                 return {"address": hop[0], "port": hop[1], "ok": False, "phases": [], "error": str(exc)}
