@@ -11,6 +11,7 @@ smtp(8) resolves with) and /etc/resolv.conf.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -109,12 +110,13 @@ def read_config(target: Target, config_dir: str | None = None, names: Sequence[s
     eff_argv = postfix_argv("postconf", config_dir, "-h", *wanted)
     def_argv = postfix_argv("postconf", config_dir, "-d", "-h", *wanted)
     p_argv = postfix_argv("postconf", config_dir, "-P")
-    out, err = _postconf(target, eff_argv)
+    # three quick commands whose cost is starting them (or a round trip over SSH): at once
+    with ThreadPoolExecutor(3, thread_name_prefix="pfdiag-postconf") as pool:
+        eff, dflt, over = (pool.submit(_postconf, target, argv) for argv in (eff_argv, def_argv, p_argv))
+        (out, err), (d_out, d_err), (p_out, _) = eff.result(), dflt.result(), over.result()
     values = parse_postconf_h(out, wanted, err)
-    out, err = _postconf(target, def_argv)
-    defaults = parse_postconf_h(out, wanted, err)
-    out, _ = _postconf(target, p_argv)
-    overrides = parse_postconf_p(out)
+    defaults = parse_postconf_h(d_out, wanted, d_err)
+    overrides = parse_postconf_p(p_out)
     cfg = PostfixConfig(values=values, defaults=defaults, overrides=overrides)
     settings = RetrySettings.from_config(cfg)
     report = ConfigReport(
