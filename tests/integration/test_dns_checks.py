@@ -177,12 +177,8 @@ def test_spf_counts_lookups_through_includes() -> None:
 def test_report_confirms_a_dns_deferral_by_asking_again(domain: str, dns_lab, dns_server, capsys) -> None:  # noqa: ANN001
     """A Postfix in the lab's DNS namespace defers for a SERVFAIL; pfdiag report names E12 and
     its DNS check asks the same zone again (the same dnsmasq zone, on loopback) and confirms it."""
-    from datetime import datetime
-
     pf = dns_lab.postfix
-    time.sleep(1.1)
-    since = datetime.now().isoformat(timespec="seconds")
-    pf.wait_first_attempt(pf.inject("lab@sender.test", [f"user@{domain}"], subject=domain), timeout=30)
+    since = pf.fresh_window([("lab@sender.test", [f"user@{domain}"], {"subject": domain})], clear=False, timeout=30)
     rc = main(["report", "-f", "json", "-c", str(pf.config_dir), "--log", str(pf.log_path), "--since", since,
                "--domain", domain, "--resolver", f"127.0.0.1:{dns_server.port}", "--budget", "30"])  # fmt: skip
     doc = json.loads(capsys.readouterr().out)

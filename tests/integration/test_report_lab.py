@@ -13,16 +13,13 @@ domain at a time (as in a ticket: "mail to X is stuck").
 from __future__ import annotations
 
 import json
-import time
-from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 from typing import Any
 
 import pytest
 
 from diagnose.cli import main
 from tests.lab.postfix import PostfixLab
-from tests.lab.scenarios import SCENARIOS, SENDER, PeerSet
+from tests.lab.scenarios import SCENARIOS, SENDER, PeerSet, scenario_mail
 
 pytestmark = pytest.mark.lab
 
@@ -41,20 +38,11 @@ DELIVERED = ("healthy", "tls-ok", "slow-data")
 def lab_window(postfix_lab: PostfixLab, smtp_peers: PeerSet) -> dict[str, Any]:
     names = {s.name for s in SCENARIOS}
     assert set(EXPECTED) | set(DELIVERED) == names, "a new lab scenario needs its expected cause here"
-    postfix_lab.clear_queue()
-    time.sleep(1.1)  # log stamps have whole seconds: start the window after older lines
-    since = datetime.now().isoformat(timespec="seconds")
-    with ThreadPoolExecutor(8) as pool:
-        injected = list(pool.map(lambda s: postfix_lab.inject(SENDER, s.recipients, size=s.size, subject=s.name),
-                                 SCENARIOS))  # fmt: skip
-        extra = [postfix_lab.inject(SENDER, ["second@eod-stall.test"], subject="eod-stall second")]
-        # a burst to a refused destination: once the first connection fails, Postfix marks it
-        # dead and defers the rest unseen, "delivery temporarily suspended: ...": collateral
-        extra += list(pool.map(lambda n: postfix_lab.inject(SENDER, [f"burst{n}@refused.test"], subject="burst"),
-                               range(6)))  # fmt: skip
-    for inj in [*injected, *extra]:
-        postfix_lab.wait_first_attempt(inj, timeout=60)
-    return {"since": since}
+    # plus a burst to a refused destination: once the first connection fails, Postfix marks it
+    # dead and defers the rest unseen, "delivery temporarily suspended: ...": collateral
+    extra = [(SENDER, ["second@eod-stall.test"], {"subject": "eod-stall second"})]
+    extra += [(SENDER, [f"burst{n}@refused.test"], {"subject": "burst"}) for n in range(6)]
+    return {"since": postfix_lab.fresh_window(scenario_mail() + extra)}
 
 
 def report(capsys: pytest.CaptureFixture[str], lab: PostfixLab, window: dict[str, Any], *extra: str) -> tuple[int, dict]:

@@ -7,9 +7,6 @@ the command line; and a fleet of three aliases of that host plus one that is dow
 from __future__ import annotations
 
 import json
-import time
-from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,22 +15,14 @@ import pytest
 from diagnose.cli import main
 from tests.integration.test_report_lab import EXPECTED
 from tests.lab.postfix import PostfixLab
-from tests.lab.scenarios import SCENARIOS, SENDER, PeerSet
+from tests.lab.scenarios import PeerSet, scenario_mail
 
 pytestmark = pytest.mark.lab
 
 
 @pytest.fixture(scope="module")
 def window(postfix_lab: PostfixLab, smtp_peers: PeerSet) -> dict[str, Any]:
-    postfix_lab.clear_queue()
-    time.sleep(1.1)
-    since = datetime.now().isoformat(timespec="seconds")
-    with ThreadPoolExecutor(8) as pool:
-        injected = list(pool.map(lambda s: postfix_lab.inject(SENDER, s.recipients, size=s.size, subject=s.name),
-                                 SCENARIOS))  # fmt: skip
-    for inj in injected:
-        postfix_lab.wait_first_attempt(inj, timeout=60)
-    return {"since": since}
+    return {"since": postfix_lab.fresh_window(scenario_mail())}
 
 
 def _ssh_args(ssh: dict[str, str]) -> list[str]:

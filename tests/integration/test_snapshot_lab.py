@@ -6,9 +6,6 @@ from __future__ import annotations
 import json
 import re
 import tarfile
-import time
-from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +22,7 @@ SOME = ("greylist", "mailbox-full", "eod-stall", "no-banner", "refused")
 
 @pytest.fixture(scope="module")
 def window(postfix_lab: PostfixLab, smtp_peers: PeerSet) -> dict[str, Any]:
-    postfix_lab.clear_queue()
-    time.sleep(1.1)
-    since = datetime.now().isoformat(timespec="seconds")
-    with ThreadPoolExecutor(8) as pool:
-        injected = list(pool.map(lambda n: postfix_lab.inject(SENDER, [f"user@{n}.test"], subject=n), SOME))
-    for inj in injected:
-        postfix_lab.wait_first_attempt(inj, timeout=60)
-    return {"since": since}
+    return {"since": postfix_lab.fresh_window([(SENDER, [f"user@{n}.test"], {"subject": n}) for n in SOME])}
 
 
 def _json(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, dict]:

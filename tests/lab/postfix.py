@@ -679,6 +679,26 @@ class PostfixLab:
         """``postsuper -d ALL`` (every queue, hold included)."""
         self.postsuper("-d", "ALL", check=True)
 
+    def fresh_window(
+        self, messages: Sequence[tuple[str, Sequence[str], Mapping[str, Any]]], *, clear: bool = True, timeout: float = 60.0
+    ) -> str:
+        """A log window holding the first attempt of each message (sender, recipients, inject
+        keywords): optionally empty the queue, let the log's second turn (stamps have whole
+        seconds, so older lines stay out), inject them all at once, wait for every first
+        attempt. Returns the window's start for --since (local ISO time, whole seconds)."""
+        from concurrent.futures import ThreadPoolExecutor
+        from datetime import datetime
+
+        if clear:
+            self.clear_queue()
+        time.sleep(1.1)
+        since = datetime.now().isoformat(timespec="seconds")
+        with ThreadPoolExecutor(8) as pool:
+            injected = list(pool.map(lambda m: self.inject(m[0], m[1], **m[2]), messages))
+        for inj in injected:
+            self.wait_first_attempt(inj, timeout=timeout)
+        return since
+
     # -- the guard
     def loopback_violations(self) -> list[str]:
         """What in the live configuration could make this Postfix talk beyond loopback

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable
 
 from tests.lab import peers
 from tests.lab.peers import Peer
@@ -145,6 +145,13 @@ SCENARIOS: tuple[Scenario, ...] = (
 )  # fmt: skip
 
 BY_NAME: dict[str, Scenario] = {s.name: s for s in SCENARIOS}
+
+
+def scenario_mail(names: Iterable[str] | None = None) -> list[tuple[str, tuple[str, ...], dict[str, object]]]:
+    """One message per scenario (or per named one), as PostfixLab.fresh_window takes them."""
+    wanted = None if names is None else set(names)
+    return [(SENDER, s.recipients, {"size": s.size, "subject": s.name}) for s in SCENARIOS
+            if wanted is None or s.name in wanted]  # fmt: skip
 
 
 @dataclass

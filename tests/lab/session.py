@@ -4,13 +4,10 @@ each scenario's domain to it, one message per scenario injected and attempted.""
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 
 from tests.lab.postfix import PostfixLab
-from tests.lab.scenarios import SCENARIOS, SENDER, PeerSet
+from tests.lab.scenarios import SCENARIOS, PeerSet, scenario_mail
 
 
 @contextlib.contextmanager
@@ -29,12 +26,7 @@ def scenario_lab(lock_timeout: float = 1200) -> Iterator[tuple[PostfixLab, PeerS
             bad = lab.loopback_violations()
             if bad:
                 raise SystemExit(f"lab is not loopback-only: {bad}")
-            time.sleep(1.1)  # log stamps have whole seconds: the window starts after older lines
-            since = datetime.now().isoformat(timespec="seconds")
-            with ThreadPoolExecutor(8) as pool:
-                injected = list(pool.map(lambda s: lab.inject(SENDER, s.recipients, size=s.size, subject=s.name), SCENARIOS))
-            for inj in injected:
-                lab.wait_first_attempt(inj, timeout=60)
+            since = lab.fresh_window(scenario_mail(), clear=False)
             print(f"lab ready: {len(SCENARIOS)} scenarios injected and attempted", flush=True)
             yield lab, peers, since
         finally:
