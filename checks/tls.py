@@ -1,8 +1,11 @@
 """TLS of a next hop as Postfix would judge it: the certificate, the policy, DANE.
 
 * ``analyze(der, names)``: subject, issuer, SANs, validity and days left, self-signed, and
-  whether a name Postfix would check matches (RFC 6125: SAN dNSNames, one leftmost wildcard
-  label; the CN only without SANs).
+  whether a name Postfix would check matches (SAN dNSNames, the CN only without SANs; a
+  leftmost "*" label, several labels with tls_wildcard_matches_multiple_labels; a name
+  ".example.com" matches subdomains).
+* ``name_rule(policy, nexthop, hostname)``: the names Postfix checks at verify/secure: the
+  policy entry's match=, else smtp_tls_verify_cert_match / smtp_tls_secure_cert_match.
 * ``policy_for(target, nexthop, domain)``: the effective smtp_tls_security_level, or the
   smtp_tls_policy_maps entry for the next hop (``[host]:port``, then the domain and its
   parents), read through the target with ``postmap -q``.
@@ -44,16 +47,24 @@ class CertInfo:
     sha256: str
 
 
-def _wild_match(pattern: str, name: str) -> bool:
+def _wild_match(pattern: str, name: str, multi_label: bool = False) -> bool:
+    """Certificate name `pattern` against the reference `name` the way Postfix (OpenSSL's
+    X509_check_host) does. A reference ".example.com" matches any name below example.com,
+    a wildcard "*.example.com" included; multi_label: "*" may stand for several labels."""
     p, n = pattern.lower().rstrip("."), name.lower().rstrip(".")
+    if n.startswith(".") and len(n) > 1:
+        return len(p) > len(n) and p.endswith(n)
     if p == n:
         return True
-    if p.startswith("*.") and "." in n:
+    if p.startswith("*.") and len(p) > 2 and "." in n:
+        if multi_label:
+            return len(n) > len(p) - 1 and n.endswith(p[1:])
         return n.split(".", 1)[1] == p[2:]  # one label only, never the bare parent
     return False
 
 
-def analyze(der: bytes, names: Sequence[str] = (), now: dt.datetime | None = None) -> CertInfo:
+def analyze(der: bytes, names: Sequence[str] = (), now: dt.datetime | None = None,
+            multi_label: bool = False) -> CertInfo:  # fmt: skip
     from cryptography import x509
     from cryptography.x509.oid import NameOID
 
@@ -65,7 +76,7 @@ def analyze(der: bytes, names: Sequence[str] = (), now: dt.datetime | None = Non
         sans = ()
     cns = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
     candidates = sans or tuple(str(c) for c in cns)
-    match = next((n for n in names for pat in candidates if _wild_match(pat, n)), None)
+    match = next((n for n in names for pat in candidates if _wild_match(pat, n, multi_label)), None)
     not_after, not_before = cert.not_valid_after_utc, cert.not_valid_before_utc
     self_signed = cert.issuer == cert.subject
     if self_signed:
@@ -120,23 +131,67 @@ def dane_state(der: bytes, records: Sequence[str], authenticated: bool) -> tuple
                    "none": "no TLSA records"}[state[0]]  # fmt: skip
 
 
+# postconf(5) defaults of the certificate name checks per level
+MATCH_DEFAULTS = {"verify": "hostname", "secure": "nexthop, dot-nexthop"}
+_MATCH_PARAMS = ("smtp_tls_verify_cert_match", "smtp_tls_secure_cert_match", "tls_wildcard_matches_multiple_labels")
+
+
 @dataclass
 class Policy:
     level: str
     source: str  # "smtp_tls_policy_maps hash:/etc/postfix/tls_policy: [mx]:25 verify", "smtp_tls_security_level"
     match: str = ""  # match= attribute of a policy entry
+    cert_match: dict[str, str] = field(default_factory=dict)  # smtp_tls_{verify,secure}_cert_match as configured
+    multi_label: bool = True  # tls_wildcard_matches_multiple_labels
+
+
+@dataclass(frozen=True)
+class NameRule:
+    """The names Postfix checks the certificate against, and where that rule came from."""
+
+    patterns: tuple[str, ...]  # as configured: "nexthop", "dot-nexthop", "hostname", "example.com", ".example.com"
+    source: str  # "match=... of the policy entry", "smtp_tls_secure_cert_match = nexthop, dot-nexthop (default)"
+    names: tuple[str, ...]  # the reference names: "example.com", ".example.com" (subdomains)
+
+
+def name_rule(policy: Policy, nexthop: str, hostname: str) -> NameRule | None:
+    """For verify and secure: Postfix's match list with the strategies expanded. nexthop: the
+    next-hop domain (the recipient domain, or the transport/relayhost host without [] and
+    port); hostname: the server's name (the MX host; the nexthop itself when bracketed)."""
+    level = policy.level.lower()
+    if level not in MATCH_DEFAULTS:
+        return None
+    if policy.match:  # in a policy table only ":" separates
+        patterns, source = [w for w in policy.match.split(":") if w], f"match={policy.match} of the policy entry"
+    else:
+        param = f"smtp_tls_{level}_cert_match"
+        raw = policy.cert_match.get(param)
+        default = raw is None or raw.strip() == MATCH_DEFAULTS[level]
+        raw = MATCH_DEFAULTS[level] if raw is None else raw.strip()
+        patterns, source = [w for w in re.split(r"[\s,:]+", raw) if w], f"{param} = {raw}" + (" (default)" if default else "")
+    names: list[str] = []
+    for pat in patterns:
+        low = pat.lower()
+        name = {"nexthop": nexthop, "dot-nexthop": f".{nexthop}" if nexthop else "", "hostname": hostname}.get(low, pat)
+        if name and name != "." and name not in names:
+            names.append(name)
+    return NameRule(tuple(patterns), source, tuple(names))
 
 
 def policy_for(target: Target, nexthop: str, domain: str | None = None, config_dir: str | None = None,
                service: str = "smtp") -> Policy:  # fmt: skip
-    conf = postconf_x(target, config_dir, "smtp_tls_security_level", "smtp_tls_policy_maps")
+    conf = postconf_x(target, config_dir, "smtp_tls_security_level", "smtp_tls_policy_maps", *_MATCH_PARAMS)
     try:  # a master.cf -o override of the delivering service wins over main.cf
-        over = target.run(postfix_argv("postconf", config_dir, "-P", f"{service}/unix/smtp_tls_security_level"), timeout=20)
-        level = parse_postconf_p(over.stdout).get((service, "unix", "smtp_tls_security_level")) if over.ok else None
-        if level:
-            conf["smtp_tls_security_level"] = level
+        names = ("smtp_tls_security_level", *_MATCH_PARAMS)
+        over = target.run(postfix_argv("postconf", config_dir, "-P", *(f"{service}/unix/{n}" for n in names)), timeout=20)
+        found = parse_postconf_p(over.stdout) if over.ok else {}
+        for name in names:
+            if found.get((service, "unix", name)):
+                conf[name] = found[(service, "unix", name)]
     except PfdiagError:
         pass
+    matches = {n: conf[n] for n in _MATCH_PARAMS[:2] if n in conf}
+    multi = conf.get("tls_wildcard_matches_multiple_labels", "yes").strip().lower() != "no"
     keys = [nexthop] if nexthop else []
     if domain:
         keys += domain_keys(domain)
@@ -146,8 +201,9 @@ def policy_for(target: Target, nexthop: str, domain: str | None = None, config_d
             if value:
                 words = value.split()
                 match = next((w.split("=", 1)[1] for w in words[1:] if w.startswith("match=")), "")
-                return Policy(words[0], f"smtp_tls_policy_maps {table}: {key} {value}", match)
-    return Policy(conf.get("smtp_tls_security_level") or "none", "smtp_tls_security_level (main.cf/master.cf)")
+                return Policy(words[0], f"smtp_tls_policy_maps {table}: {key} {value}", match, matches, multi)
+    return Policy(conf.get("smtp_tls_security_level") or "none", "smtp_tls_security_level (main.cf/master.cf)",
+                  "", matches, multi)  # fmt: skip
 
 
 @dataclass

@@ -115,6 +115,7 @@ class Destination:
     bracketed: bool
     is_ip: bool
     name: str = ""  # the host name Postfix found the address under (MX or nexthop host): TLSA is asked for it
+    nexthop: str = ""  # the next-hop domain (recipient domain, or transport/relayhost host): "nexthop" name checks
 
 
 def _valid_host(host: str) -> bool:
@@ -225,8 +226,20 @@ def route(target: Any, dest: Destination, config_dir: str | None,
     others = [f"{a.addr}:{a.port}" for a in hop.addresses[1:]]
     if others:
         notes.append(f"then, if that fails: {', '.join(others)}")
-    routed = Destination(dest.text, first.addr, first.port, True, True, "" if first.host == first.addr else first.host)
+    nexthop = _nexthop_domain(hop.nexthop) or dest.host
+    routed = Destination(dest.text, first.addr, first.port, True, True, "" if first.host == first.addr else first.host, nexthop)
     return routed, [(a.addr, a.port) for a in hop.addresses], notes
+
+
+def _nexthop_domain(configured: str) -> str:
+    """A transport/relayhost next hop as Postfix's "nexthop" strategy sees it: no socket type
+    prefix (inet:), no enclosing brackets, no trailing port."""
+    text = configured.strip()
+    if text.lower().startswith("inet:"):
+        text = text[5:]
+    if text.startswith("["):
+        return text[1 : text.find("]")] if "]" in text else text[1:]
+    return text.rsplit(":", 1)[0] if text.count(":") == 1 else text
 
 
 def parse_sizes(text: str | None) -> tuple[int, ...]:
@@ -457,7 +470,8 @@ def bind_doc(plan: BindPlan, address: str, probe: ProbeResult) -> dict[str, Any]
 
 
 def tls_doc(target: Any, probe: ProbeResult, original: str, address: str, port: int,
-            config_dir: str | None, tlsa_host: str = "", resolver: Any = None) -> dict[str, Any] | None:  # fmt: skip
+            config_dir: str | None, tlsa_host: str = "", resolver: Any = None,
+            nexthop: str = "") -> dict[str, Any] | None:  # fmt: skip
     """The certificate the probe saw, this Postfix's TLS policy for the next hop, and whether
     Postfix would deliver with it (the verdict Postfix logs when it would not). resolver: a
     callable giving the route's resolver, called only for DANE (building one costs start-up)."""
@@ -468,10 +482,13 @@ def tls_doc(target: Any, probe: ProbeResult, original: str, address: str, port: 
         policy = tls.policy_for(target, f"[{tlsa_host or address}]:{port}", domain, config_dir)  # the nexthop as routed
     except PfdiagError as exc:
         policy = tls.Policy("may", f"policy not readable ({exc}): Postfix's default assumed")
+    nexthop = nexthop or _nexthop_domain(original)
+    hostname = tlsa_host or nexthop  # bracketed (no MX lookup): hostname is the nexthop
+    rule = tls.name_rule(policy, nexthop, hostname)
     cert = None
     if probe.tls is not None and probe.tls.peer_certificate:
-        names = [n for n in (probe.tls.server_hostname, domain) if n]
-        cert = tls.analyze(probe.tls.peer_certificate, names)
+        names = list(rule.names) if rule else list(dict.fromkeys(n for n in (hostname, nexthop) if n))
+        cert = tls.analyze(probe.tls.peer_certificate, names, multi_label=policy.multi_label)
     if probe.starttls_offered is None and cert is None and policy.level in ("none", "may"):
         return None
     trusted, trust_detail = (False, "self-signed") if cert is not None and cert.self_signed else (None, "not checked")
@@ -483,7 +500,12 @@ def tls_doc(target: Any, probe: ProbeResult, original: str, address: str, port: 
     verdict = tls.judge(policy.level, probe.starttls_offered or port in SMTPS_PORTS, cert, trusted, dane)
     if dane_doc and dane_doc["state"] == "lookup-failed":
         verdict = tls.Judgement(False, dane_doc["why"], "E12", f"TLSA lookup error for {dane_doc['tlsa_name']}")
+    names_doc = {"names": list(rule.names), "patterns": list(rule.patterns), "source": rule.source,
+                 "nexthop": nexthop, "hostname": hostname} if rule else None  # fmt: skip
+    if rule and cert is not None and cert.name_match is None and verdict.cause_id == "E19":
+        verdict.why += f" [names from {rule.source}]"
     return {"dane": dane_doc, "policy": {"level": policy.level, "source": policy.source, "match": policy.match},
+            "name_check": names_doc,
             "protocol": probe.tls.protocol if probe.tls else None, "cipher": probe.tls.cipher if probe.tls else None,
             "certificate": tls.describe(cert) if cert else None, "trusted": trusted, "trust_detail": trust_detail,
             "postfix_would_deliver": verdict.accepted, "why": verdict.why, "cause_id": verdict.cause_id,
@@ -648,6 +670,10 @@ def render_text(doc: dict[str, Any]) -> str:
             out.append(f"  certificate: {c['subject']}, issuer {c['issuer']}, SANs {', '.join(c['sans']) or '-'}, "
                        f"expires {c['not_after'][:10]} ({c['days_left']} days){', SELF-SIGNED' if c['self_signed'] else ''}"
                        f"{', name matches ' + c['name_match'] if c['name_match'] else ''}")  # fmt: skip
+        if t.get("name_check"):
+            n = t["name_check"]
+            out.append(f"  names checked: {', '.join(n['names']) or '-'} ({n['source']}; nexthop {n['nexthop'] or '-'}, "
+                       f"hostname {n['hostname'] or '-'})")  # fmt: skip
         out.append(f"  Postfix would {'deliver' if t['postfix_would_deliver'] else 'NOT deliver'}: {t['why']}"
                    + (f" (it logs: {t['postfix_would_log']})" if t["postfix_would_log"] and not t["postfix_would_deliver"] else ""))  # fmt: skip
     if doc.get("compare"):
@@ -761,7 +787,7 @@ def _probe_doc(args: argparse.Namespace, target: Any, dest: Destination, timeout
     doc["bind"] = bind_doc(plan, addresses[0], probe)
     doc["where"] = target.where
     doc["tls"] = tls_doc(target, probe, original, addresses[0], dest.port, args.config_dir, dest.name,
-                         lambda: _route_resolver(target, getattr(args, "resolver", None)))
+                         lambda: _route_resolver(target, getattr(args, "resolver", None)), dest.nexthop)
     if doc["tls"] and not doc["tls"]["postfix_would_deliver"]:
         doc["problem"] = True
     return doc
@@ -840,7 +866,7 @@ def run_one(args: argparse.Namespace, destination: str) -> int:
     doc["bind"] = bind_doc(plan, address, probe)
     doc["where"] = target.where
     doc["tls"] = tls_doc(target, probe, destination, address, dest.port, args.config_dir, dest.name,
-                         lambda: _route_resolver(target, getattr(args, "resolver", None)))
+                         lambda: _route_resolver(target, getattr(args, "resolver", None)), dest.nexthop)
     if doc["tls"] and not doc["tls"]["postfix_would_deliver"]:
         doc["problem"] = True
     doc["addresses"] = [_address_row(address, dest.port, probe)]
