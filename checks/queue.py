@@ -25,7 +25,7 @@ import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, NamedTuple, Sequence
 
 from checks.config import postfix_argv
 from checks.errors import CommandNotFound, InputError, PfdiagError
@@ -46,7 +46,7 @@ _DOWN = re.compile(r"mail system is down|Queue report unavailable", re.I)
 _BAD_OPTION = re.compile(r"invalid option|illegal option|usage:", re.I)
 
 
-def _now(target: Target, now: float | None) -> float:
+def listing_time(target: Target, now: float | None = None) -> float:
     """The moment the listing describes: a recording's own time, not today's."""
     if now is not None:
         return now
@@ -74,14 +74,40 @@ def _explain_failure(argv: Sequence[str], stderr: str, stdout: str, rc: int) -> 
     return f"{' '.join(argv)} failed (exit {rc}): {last}"
 
 
-def read_queue(target: Target, config_dir: str | None = None, now: float | None = None) -> QueueRead:
+def read_queue(
+    target: Target, config_dir: str | None = None, now: float | None = None,
+    on_message: Callable[[QueuedMessage], None] | None = None,
+) -> QueueRead:  # fmt: skip
+    """The queue listing. on_message gets each message as soon as it is parsed: with a
+    target that streams, while postqueue is still writing (10,000 messages: ~0.3 s of
+    postqueue that the caller's own work overlaps). taken_at is when the listing started."""
+    taken = listing_time(target, now)
     argv = postfix_argv("postqueue", config_dir, "-j")
+    stats = ParseStats()
+    msgs: list[QueuedMessage] = []
+    keep = msgs.append
+    # Only a target whose class streams: a wrapper that forwards unknown attributes (the
+    # snapshot recorder) must see the run() it records, not be bypassed.
+    stream = getattr(target, "stream", None) if getattr(type(target), "stream", None) else None
     try:
-        res = target.run(argv)
+        if stream is None:
+            res = target.run(argv)
+            for m in parse_postqueue_json(res.stdout, stats):
+                keep(m)
+                if on_message is not None:
+                    on_message(m)
+        else:
+            with stream(argv) as out:
+                for m in parse_postqueue_json(out, stats):
+                    keep(m)
+                    if on_message is not None:
+                        on_message(m)
+                res = out.result()
     except CommandNotFound:
         raise InputError("postqueue not found: is Postfix installed here?") from None
     notes: list[str] = []
-    if res.returncode != 0 and _BAD_OPTION.search(res.stderr) and not _PERMISSION.search(res.stderr):
+    # an old postqueue rejects -j before it lists anything; records read mean a real failure
+    if res.returncode != 0 and not stats.records and _BAD_OPTION.search(res.stderr) and not _PERMISSION.search(res.stderr):
         notes.append("postqueue -j is not supported (Postfix < 3.1): read postqueue -p instead")
         argv = postfix_argv("postqueue", config_dir, "-p")
         try:
@@ -92,14 +118,16 @@ def read_queue(target: Target, config_dir: str | None = None, now: float | None 
             raise InputError(_explain_failure(argv, res.stderr, res.stdout, res.returncode))
         stats = ParseStats()
         msgs = list(parse_mailq(res.stdout, stats=stats))
-        return QueueRead(msgs, "postqueue -p", tuple(argv), stats, _now(target, now), notes)
+        if on_message is not None:
+            for m in msgs:
+                on_message(m)
+        return QueueRead(msgs, "postqueue -p", tuple(argv), stats, taken, notes)
     if res.returncode != 0:
-        raise InputError(_explain_failure(argv, res.stderr, res.stdout, res.returncode))
-    stats = ParseStats()
-    msgs = list(parse_postqueue_json(res.stdout, stats))
+        said = res.stdout or "\n".join(text for _, _, text in stats.examples)  # a stream's lines were parsed
+        raise InputError(_explain_failure(argv, res.stderr, said, res.returncode))
     if stats.malformed:
         notes.append(f"{stats.malformed} malformed line(s) in the postqueue -j output were skipped")
-    return QueueRead(msgs, "postqueue -j", tuple(argv), stats, _now(target, now), notes)
+    return QueueRead(msgs, "postqueue -j", tuple(argv), stats, taken, notes)
 
 
 # ------------------------------------------------------------------ counts and matrix
@@ -107,7 +135,11 @@ def read_queue(target: Target, config_dir: str | None = None, now: float | None 
 
 def counts(messages: Iterable[QueuedMessage]) -> dict[str, int]:
     """Messages per queue; every Postfix queue is present (0 when empty)."""
-    c = Counter(m.queue_name for m in messages)
+    return counts_of(Counter(m.queue_name for m in messages))
+
+
+def counts_of(c: Counter[str] | dict[str, int]) -> dict[str, int]:
+    """counts() from a tally of queue names (in the order they were first seen)."""
     out = {q: c.get(q, 0) for q in QUEUE_NAMES}
     out.update({q: n for q, n in c.items() if q not in out})  # e.g. "incoming/unknown" from mailq
     return out
@@ -133,12 +165,18 @@ def bucket_index(age_seconds: float, buckets: int = BUCKETS, tick: int = TICK_MI
 
 def domain_of(address: str) -> str:
     """qshape's domain: lower-cased, after the last @, stray dots trimmed; <> is MAILER-DAEMON."""
-    a = address.lower()
-    if a in ("", "<>"):
+    if address in ("", "<>"):
         return "MAILER-DAEMON"
-    a = a.rsplit("@", 1)[-1]
-    a = re.sub(r"\.\.", ".", a).strip(".")
-    return a or "MAILER-DAEMON"
+    tail = address.rpartition("@")[2]
+    d = _DOMAINS.get(tail)
+    if d is None:
+        if len(_DOMAINS) >= 65536:  # a queue has far fewer destinations; a pathological one must not grow us
+            _DOMAINS.clear()
+        d = _DOMAINS[tail] = tail.lower().replace("..", ".").strip(".") or "MAILER-DAEMON"
+    return d
+
+
+_DOMAINS: dict[str, str] = {}  # the part after the last @ -> qshape's domain: few distinct ones
 
 
 @dataclass
@@ -154,18 +192,39 @@ def age_matrix(
     queues: Sequence[str] | None = None, buckets: int = BUCKETS, tick: int = TICK_MINUTES,
 ) -> Matrix:  # fmt: skip
     """qshape's table for the given queues (all when None)."""
-    per: dict[str, list[int]] = {}
-    total = [0] * buckets
+    tally = AgeTally(now, by=by, queues=queues, buckets=buckets, tick=tick)
     for m in messages:
-        if queues is not None and m.queue_name not in queues:
-            continue
-        b = bucket_index(now - m.arrival_time, buckets, tick)
-        for addr in ([m.sender] if by == "sender" else [r.address for r in m.recipients]):
-            total[b] += 1
-            per.setdefault(domain_of(addr), [0] * buckets)[b] += 1
-    ranked = sorted(per.items(), key=lambda kv: (-sum(kv[1]), len(kv[0]), kv[0]))
-    rows = [("TOTAL", sum(total), total)] + [(d, sum(c), c) for d, c in ranked[:top]]
-    return Matrix(bucket_headings(buckets, tick), rows, by, max(0, len(ranked) - top))
+        tally.add(m)
+    return tally.matrix(top)
+
+
+class AgeTally:
+    """age_matrix() one message at a time (as a streamed listing arrives)."""
+
+    def __init__(self, now: float, *, by: str = "recipient", queues: Sequence[str] | None = None,
+                 buckets: int = BUCKETS, tick: int = TICK_MINUTES) -> None:  # fmt: skip
+        self.now, self.by, self.queues, self.buckets, self.tick = now, by, queues, buckets, tick
+        self.per: dict[str, list[int]] = {}
+        self.total = [0] * buckets
+
+    def add(self, m: QueuedMessage) -> None:
+        if self.queues is not None and m.queue_name not in self.queues:
+            return
+        b = bucket_index(self.now - m.arrival_time, self.buckets, self.tick)
+        self.total[b] += 1 if self.by == "sender" else len(m.recipients)
+        per = self.per
+        for addr in ([m.sender] if self.by == "sender" else [r.address for r in m.recipients]):
+            d = domain_of(addr)
+            row = per.get(d)
+            if row is None:
+                row = per[d] = [0] * self.buckets
+            row[b] += 1
+
+    def matrix(self, top: int = 20) -> Matrix:
+        ranked = sorted(self.per.items(), key=lambda kv: (-sum(kv[1]), len(kv[0]), kv[0]))
+        total = list(self.total)
+        rows = [("TOTAL", sum(total), total)] + [(d, sum(c), c) for d, c in ranked[:top]]
+        return Matrix(bucket_headings(self.buckets, self.tick), rows, self.by, max(0, len(ranked) - top))
 
 
 # ------------------------------------------------------------------ grouping
@@ -184,20 +243,48 @@ class Group:
 def group_deferred(messages: Iterable[QueuedMessage], cause_of: Callable[[str], str]) -> list[Group]:
     """Deferred recipients by (cause, destination domain). cause_of maps a reason text to a
     cause id (diagnose passes its classifier: checks does not import diagnose)."""
-    groups: dict[tuple[str, str], Group] = {}
+    tally = GroupTally(cause_of)
     for m in messages:
+        tally.add(m)
+    return tally.groups()
+
+
+class GroupTally:
+    """group_deferred() one message at a time. Each distinct reason text is classified
+    once: a stuck queue repeats a handful of reasons thousands of times."""
+
+    def __init__(self, cause_of: Callable[[str], str]) -> None:
+        self._cause_of = cause_of
+        self._causes: dict[str, str] = {}
+        self._groups: dict[tuple[str, str], Group] = {}
+
+    def cause(self, reason: str | None) -> str | None:
+        """The cause id of one reason text (None for no reason), memoised."""
+        if not reason:
+            return None
+        c = self._causes.get(reason)
+        if c is None:
+            if len(self._causes) >= 65536:  # reasons carry hosts and ids; bound the memo
+                self._causes.clear()
+            c = self._causes[reason] = self._cause_of(reason)
+        return c
+
+    def add(self, m: QueuedMessage) -> None:
         if m.queue_name != "deferred":
-            continue
+            return
+        groups = self._groups
         for r in m.recipients:
-            cause = cause_of(r.delay_reason) if r.delay_reason else "no-reason"
-            key = (cause, domain_of(r.address))
+            key = (self.cause(r.delay_reason) or "no-reason", domain_of(r.address))
             g = groups.get(key)
             if g is None:
-                g = groups[key] = Group(cause, key[1], 0, set(), r.delay_reason or "", m.arrival_time)
+                g = groups[key] = Group(key[0], key[1], 0, set(), r.delay_reason or "", m.arrival_time)
             g.recipients += 1
             g.messages.add(m.queue_id)
-            g.oldest_arrival = min(g.oldest_arrival, m.arrival_time)
-    return sorted(groups.values(), key=lambda g: (-g.recipients, g.cause_id, g.domain))
+            if m.arrival_time < g.oldest_arrival:
+                g.oldest_arrival = m.arrival_time
+
+    def groups(self) -> list[Group]:
+        return sorted(self._groups.values(), key=lambda g: (-g.recipients, g.cause_id, g.domain))
 
 
 # ------------------------------------------------------------------ forecast
@@ -239,6 +326,44 @@ def forecast_message(
     fc = _forecast(m.arrival_time, mtime, now, settings, m.null_sender, m.forced_expire)
     return MessageForecast(m.queue_id, "file", fc.next_attempt_earliest, fc.next_attempt_latest,
                            fc.expires_at, fc.expires_at_latest, fc)  # fmt: skip
+
+
+class ForecastRow(NamedTuple):
+    """forecast_message()'s numbers, absolute and unrounded, without the timelines."""
+
+    mtime_source: str
+    next_earliest: float
+    next_latest: float
+    expires_at: float
+    expires_latest: float
+    lifetime_ends: float
+    remaining_attempts: tuple[int, int]
+    overdue: bool
+    expiring: bool
+
+
+class Forecaster:
+    """forecast_message() for the many messages of one listing, as ForecastRow: the same
+    schedule arithmetic, memoised per (times relative to arrival, sender kind) without
+    hashing the settings or copying a Forecast per message."""
+
+    def __init__(self, now: float, settings: RetrySettings) -> None:
+        self.now, self.settings = now, settings
+        self._memo: dict[tuple[float, float, bool, bool], Forecast] = {}
+
+    def row(self, m: QueuedMessage, mtime: float | None = None) -> ForecastRow:
+        now, a = self.now, m.arrival_time
+        due = now + next_delay(now - a, self.settings) if mtime is None else mtime
+        key = (round(due - a), round(now - a), m.null_sender, m.forced_expire)
+        base = self._memo.get(key)
+        if base is None:
+            if len(self._memo) >= 65536:  # as the lru_cache below: bounded whatever the queue size
+                self._memo.clear()
+            base = self._memo[key] = _relative_forecast(*key[:2], self.settings, *key[2:])
+        earliest = now if mtime is None else base.next_attempt_earliest + a
+        return ForecastRow("assumed" if mtime is None else "file", earliest, base.next_attempt_latest + a,
+                           base.expires_at + a, base.expires_at_latest + a, base.lifetime_ends + a,
+                           base.remaining_attempts, base.overdue, base.expiring)  # fmt: skip
 
 
 def _forecast(arrival: float, mtime: float, now: float, settings: RetrySettings, null_sender: bool,

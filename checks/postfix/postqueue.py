@@ -58,6 +58,7 @@ __all__ = [
 _SAFE52 = "0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-z"
 _SAFE51 = "0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-y"
 QUEUE_ID_RE = re.compile(rf"[0-9A-F]{{6,21}}|[{_SAFE52}]{{10,16}}z[{_SAFE51}]{{1,12}}")
+_QUEUE_ID_MATCH = QUEUE_ID_RE.fullmatch
 
 QUEUE_NAMES = ("maildrop", "incoming", "active", "deferred", "hold")
 # mailq marks only active (*) and hold (!). An unmarked entry with a reason shown is taken
@@ -184,41 +185,43 @@ def _opt_str(value: object) -> str | None:
 
 
 def _json_record(obj: object) -> QueuedMessage | str:
-    """One decoded object -> a record, or the reason it is not one."""
+    """One decoded object -> a record, or the reason it is not one. Hot (once per queue
+    file): the optional members are read inline rather than through _opt_str."""
     if not isinstance(obj, dict):
         return "not a JSON object"
-    qid = obj.get("queue_id")
-    if not is_valid_queue_id(qid):
+    get = obj.get
+    qid = get("queue_id")
+    if not isinstance(qid, str) or _QUEUE_ID_MATCH(qid) is None:
         return "missing or invalid queue_id"
-    rcpts = obj.get("recipients", [])
+    rcpts = get("recipients", [])
     if not isinstance(rcpts, list):
         return "recipients is not a list"
     recipients = []
     for r in rcpts:
-        if not isinstance(r, dict) or not isinstance(r.get("address"), str):
+        if not isinstance(r, dict):
             return "recipient without an address"
-        recipients.append(
-            QueuedRecipient(
-                r["address"],
-                _opt_str(r.get("delay_reason")),
-                _opt_str(r.get("orig_address")),
-                _opt_str(r.get("bounce_reason")),
-                _opt_str(r.get("other_reason")),
-            )
-        )
-    arrival = obj.get("arrival_time", 0)
-    size = obj.get("message_size", 0)
-    sender = obj.get("sender", "")
+        address = r.get("address")
+        if not isinstance(address, str):
+            return "recipient without an address"
+        delay = r.get("delay_reason")
+        if len(r) == 2 and delay is not None:  # the common shape: address and delay_reason only
+            recipients.append(QueuedRecipient(address, delay if isinstance(delay, str) and delay else None))
+            continue
+        recipients.append(QueuedRecipient(address, _opt_str(delay), _opt_str(r.get("orig_address")),
+                                          _opt_str(r.get("bounce_reason")), _opt_str(r.get("other_reason"))))  # fmt: skip
+    arrival = get("arrival_time", 0)
+    size = get("message_size", 0)
+    sender = get("sender", "")
     if isinstance(arrival, bool) or not isinstance(arrival, (int, float)):
         return "arrival_time is not a number"
     if isinstance(size, bool) or not isinstance(size, int):
         return "message_size is not an integer"
     if not isinstance(sender, str):
         return "sender is not a string"
-    queue_name = obj.get("queue_name")
-    expire = obj.get("forced_expire", obj.get("force_expired", False))
+    queue_name = get("queue_name")
+    expire = obj["forced_expire"] if "forced_expire" in obj else get("force_expired", False)
     return QueuedMessage(
-        qid,  # type: ignore[arg-type]  # checked by is_valid_queue_id
+        qid,
         queue_name if isinstance(queue_name, str) and queue_name else UNKNOWN_QUEUE,
         float(arrival),
         size,

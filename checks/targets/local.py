@@ -12,6 +12,7 @@ from typing import Sequence, TextIO
 from checks.errors import CommandNotFound, CommandTimeout, ConnectFailed, InputError, TargetError
 from checks.model import CommandResult
 from checks.targets.base import DEFAULT_TIMEOUT, Connection, FileInfo, decode_stream
+from checks.targets.streams import ProcessStream
 
 # Postfix's tools live in sbin; a non-root PATH often lacks it.
 _EXTRA_PATH = ("/usr/sbin", "/sbin", "/usr/local/sbin")
@@ -49,6 +50,22 @@ class LocalTarget:
             stderr=proc.stderr.decode("utf-8", "replace"),
             duration=time.monotonic() - start,
         )
+
+    def stream(self, argv: Sequence[str], timeout: float = DEFAULT_TIMEOUT) -> ProcessStream:
+        """Like run(), but stdout is read line by line while the command still writes it
+        (see checks/targets/streams.py): parsing overlaps a slow producer such as postqueue."""
+        argv = tuple(argv)
+        if not argv or not all(isinstance(a, str) for a in argv):
+            raise TargetError(f"invalid command {argv!r}")
+        try:
+            proc = subprocess.Popen(
+                list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self._env, stdin=subprocess.DEVNULL
+            )
+        except FileNotFoundError as exc:
+            raise CommandNotFound(f"{argv[0]}: command not found on this machine") from exc
+        except PermissionError as exc:
+            raise TargetError(f"{argv[0]}: permission denied") from exc
+        return ProcessStream(argv, proc, timeout)
 
     def open_text(self, path: str) -> TextIO:
         try:

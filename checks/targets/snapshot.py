@@ -30,6 +30,7 @@ from typing import Any, Sequence, TextIO
 from checks.errors import CommandNotFound, ConnectRefused, InputError
 from checks.model import CommandResult
 from checks.targets.base import DEFAULT_TIMEOUT, Connection, FileInfo, decode_stream
+from checks.targets.streams import CommandStream
 
 FORMAT = "pfdiag-snapshot"
 VERSION = 1
@@ -108,6 +109,10 @@ class SnapshotTarget:
             stderr=self._read(rec.get("stderr")),
             duration=float(rec.get("duration", 0.0)),
         )
+
+    def stream(self, argv: Sequence[str], timeout: float = DEFAULT_TIMEOUT) -> CommandStream:
+        """The recorded output line by line (the interface of LocalTarget.stream)."""
+        return CommandStream(self.run(argv, timeout))
 
     def _file(self, path: str) -> dict[str, Any]:
         rec = self._files.get(posixpath.normpath(path))

@@ -1,0 +1,94 @@
+"""The queue report built one message at a time (as `pfdiag queue` does while postqueue
+still lists) equals what the per-queue functions of checks/queue.py compute for the whole
+listing, whenever the retry settings arrive; and the big-queue JSON written from entries
+encoded on the way is exactly json.dumps of the report.
+
+The listing: the demo snapshot's real lab messages, repeated with other ids, ages, queues
+and senders (1,560 messages, over the 1,000 where the JSON turns compact)."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import replace
+
+import pytest
+
+from checks.config import read_config
+from checks.queue import QueueRead, age_matrix, forecast_message, group_deferred, queue_file_mtime, read_queue
+from checks.targets import SnapshotTarget
+from diagnose.commands.queue import COMPACT_ABOVE, ReportBuilder, build_report, cause_of
+from diagnose.target_options import demo_path
+
+
+@pytest.fixture(scope="module")
+def listing():
+    target = SnapshotTarget(demo_path())
+    cfg = read_config(target, None)
+    base = read_queue(target)
+    assert base.messages, "the demo snapshot holds a queue"
+    rnd = random.Random(5)
+    msgs = []
+    for k in range(60):
+        for m in base.messages:
+            msgs.append(replace(
+                m, queue_id=f"{m.queue_id[:6]}{k:04X}", queue_name=rnd.choice(["deferred", "deferred", "hold", "active"]),
+                arrival_time=m.arrival_time - rnd.randrange(0, 6 * 86400), forced_expire=rnd.random() < 0.1,
+                sender=rnd.choice([m.sender, "", "MAILER-DAEMON"])))  # fmt: skip
+    assert len(msgs) > COMPACT_ABOVE
+    read = QueueRead(msgs, base.source, base.argv, base.stats, base.taken_at, ["a note"])
+    return target, cfg, read
+
+
+@pytest.mark.parametrize("configured_after", [0, 700, None])  # settings before, during, after the listing
+def test_streamed_report_equals_the_whole_listing_functions(listing, configured_after):
+    target, cfg, read = listing
+    now, msgs = read.taken_at, read.messages
+    b = ReportBuilder(now, encode=True)
+    for i, m in enumerate(msgs):
+        if i == configured_after:
+            b.configure(cfg.settings, target, cfg.queue_directory)
+        b.add(m)
+    rep = b.finish(read, cfg.settings, target, cfg.queue_directory)
+
+    text = b.json_text(rep)
+    assert text == json.dumps(rep, ensure_ascii=False)  # compact, from the entries encoded on the way
+    assert rep == build_report(read, cfg.settings, target, cfg.queue_directory)
+
+    mx = age_matrix(msgs, now)
+    assert [(r["domain"], r["total"], r["buckets"]) for r in rep["matrix"]["rows"]] == mx.rows
+    groups = group_deferred(msgs, cause_of)
+    assert [(g["cause_id"], g["domain"], g["recipients"], g["messages"]) for g in rep["groups"]] == [
+        (g.cause_id, g.domain, g.recipients, sorted(g.messages)) for g in groups]  # fmt: skip
+    assert [e["arrival_time"] for e in rep["messages"]] == sorted(m.arrival_time for m in msgs)
+    assert rep["counts"]["deferred"] == sum(m.queue_name == "deferred" for m in msgs)
+
+    by_id = {m.queue_id: m for m in msgs}
+    forecasts = 0
+    for e in rep["messages"]:
+        m = by_id[e["queue_id"]]
+        assert [r["cause_id"] for r in e["recipients"]] == [
+            cause_of(r.delay_reason) if r.delay_reason else None for r in m.recipients]  # fmt: skip
+        if m.queue_name != "deferred":
+            assert e["forecast"] is None
+            continue
+        fc = forecast_message(m, now, cfg.settings, queue_file_mtime(target, cfg.queue_directory, m))
+        assert e["forecast"] == {
+            "mtime_source": fc.mtime_source,
+            "next_attempt_earliest": round(fc.next_earliest), "next_attempt_latest": round(fc.next_latest),
+            "expires_at": round(fc.expires_at), "expires_at_latest": round(fc.expires_latest),
+            "lifetime_ends": round(fc.forecast.lifetime_ends), "remaining_attempts": list(fc.forecast.remaining_attempts),
+            "overdue": fc.forecast.overdue, "expiring": fc.forecast.expiring,
+        }  # fmt: skip
+        forecasts += 1
+    assert forecasts == rep["counts"]["deferred"]
+
+
+def test_a_small_report_stays_indented(listing):
+    target, cfg, read = listing
+    small = replace(read, messages=read.messages[:COMPACT_ABOVE])
+    b = ReportBuilder(small.taken_at, encode=True)
+    for m in small.messages:
+        b.add(m)
+    rep = b.finish(small, cfg.settings, target, cfg.queue_directory)
+    assert b.json_text(rep) == json.dumps(rep, indent=2, ensure_ascii=False)
