@@ -394,6 +394,7 @@ class TlsInfo:
     bits: int | None
     peer_certificate: bytes | None  # DER, for a later certificate check
     server_hostname: str | None  # SNI sent, if any
+    peer_chain: tuple[bytes, ...] = ()  # DER, as the server sent it (leaf first): DANE-TA matches its issuers
 
 
 @dataclass(frozen=True)
@@ -793,8 +794,25 @@ def _tls_handshake(raw: _Plain, context: ssl.SSLContext, sni: str | None, deadli
         bits=cipher[2] if cipher else None,
         peer_certificate=obj.getpeercert(binary_form=True),
         server_hostname=sni,
+        peer_chain=peer_chain(obj),
     )
     return _Tls(raw, obj, incoming, outgoing), info
+
+
+def peer_chain(obj: ssl.SSLObject | ssl.SSLSocket) -> tuple[bytes, ...]:
+    """The certificates the server sent, leaf first, as DER; () when this Python cannot tell.
+    3.13 has a public get_unverified_chain() (DER bytes); 3.10-3.12 only the private
+    _sslobj.get_unverified_chain() (_ssl.Certificate objects)."""
+    getter = getattr(obj, "get_unverified_chain", None)
+    if getter is None:
+        getter = getattr(getattr(obj, "_sslobj", None), "get_unverified_chain", None)
+    if getter is None:
+        return ()
+    try:
+        chain = getter() or []
+        return tuple(c if isinstance(c, bytes) else c.public_bytes(ssl._ssl.ENCODING_DER) for c in chain)  # type: ignore[attr-defined]
+    except (ssl.SSLError, ValueError, TypeError, AttributeError):
+        return ()
 
 
 def _plaintext_hint(first: bytes) -> str:

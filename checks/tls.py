@@ -11,8 +11,9 @@
   parents), read through the target with ``postmap -q``.
 * ``judge(level, cert, trusted, tlsa)``: would Postfix deliver at that level with this
   certificate, and if not, the log line it would write.
-* ``dane_match(der, records)``: TLSA "usage selector mtype data" against the certificate
-  (DANE-EE, usage 3; DANE-TA needs the chain, which a leaf-only capture has not got).
+* ``dane_match(der, records, chain)``: TLSA "usage selector mtype data" against the
+  certificate (DANE-EE, usage 3) and against the issuers the server sent (DANE-TA, usage 2:
+  the matching issuer must sign the chain down to the leaf).
 """
 
 from __future__ import annotations
@@ -93,41 +94,81 @@ def analyze(der: bytes, names: Sequence[str] = (), now: dt.datetime | None = Non
     )  # fmt: skip
 
 
-def dane_match(der: bytes, records: Sequence[str]) -> tuple[str, str]:
-    """("match" | "no-match" | "unusable" | "none", which record). Records as dig prints them."""
+def _association(der: bytes, selector: int, mtype: int) -> str:
+    """The TLSA certificate association data of one certificate: full (0), SHA-256 (1), SHA-512 (2)
+    of the whole certificate (selector 0) or its SubjectPublicKeyInfo (selector 1)."""
     from cryptography import x509
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+    blob = der if selector == 0 else x509.load_der_x509_certificate(der).public_key().public_bytes(
+        Encoding.DER, PublicFormat.SubjectPublicKeyInfo)  # fmt: skip
+    return blob.hex() if mtype == 0 else hashlib.sha256(blob).hexdigest() if mtype == 1 else hashlib.sha512(blob).hexdigest()
+
+
+def _signs_down_to_leaf(chain: Sequence[bytes], top: int) -> bool:
+    """chain[0] <- chain[1] <- ... <- chain[top]: each certificate signed by the next one."""
+    from cryptography import x509
+
+    certs = [x509.load_der_x509_certificate(d) for d in chain[: top + 1]]
+    for child, parent in zip(certs, certs[1:]):
+        try:
+            child.verify_directly_issued_by(parent)
+        except Exception:  # noqa: BLE001 - wrong issuer name, bad signature, unsupported key: not a chain
+            return False
+    return True
+
+
+def dane_match(der: bytes, records: Sequence[str], chain: Sequence[bytes] | None = None) -> tuple[str, str]:
+    """("match" | "no-match" | "unusable" | "none", which record). Records as dig prints them.
+    chain: what the server sent, leaf first; DANE-TA (usage 2) records match one of its
+    issuers, which must sign the chain down to the leaf. None: the chain is unknown (not
+    captured), so DANE-TA records cannot be used here and count as unusable."""
     if not records:
         return "none", ""
-    cert = x509.load_der_x509_certificate(der)
-    spki = cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    issuers = [] if chain is None else list(chain[1:]) if chain and chain[0] == der else list(chain)
+    full = [der, *issuers]
     usable = False
     for rec in records:
         parts = rec.split()
         if len(parts) < 4 or not all(p.isdigit() for p in parts[:3]):
             continue
         usage, selector, mtype, data = int(parts[0]), int(parts[1]), int(parts[2]), "".join(parts[3:]).lower()
-        if usage != 3 or selector not in (0, 1) or mtype not in (0, 1, 2):
-            continue  # DANE-TA (2) needs the issuer chain; PKIX usages (0, 1) Postfix ignores for SMTP
-        usable = True
-        blob = der if selector == 0 else spki
-        digest = blob.hex() if mtype == 0 else hashlib.sha256(blob).hexdigest() if mtype == 1 else hashlib.sha512(blob).hexdigest()
-        if digest == data:
-            return "match", rec
+        if usage not in (2, 3) or selector not in (0, 1) or mtype not in (0, 1, 2):
+            continue  # PKIX usages (0, 1) Postfix ignores for SMTP (RFC 7672); unknown selectors/types
+        if usage == 3:
+            usable = True
+            if _association(der, selector, mtype) == data:
+                return "match", rec
+            continue
+        if chain is None:
+            continue
+        usable = True  # a server that sends no issuer cannot match: OpenSSL finds no trust anchor either
+        for depth, cert in enumerate(issuers, 1):
+            if _association(cert, selector, mtype) == data and _signs_down_to_leaf(full, depth):
+                return "match", rec
     return ("no-match", "") if usable else ("unusable", "")
 
 
-def dane_state(der: bytes, records: Sequence[str], authenticated: bool) -> tuple[tuple[str, str], str]:
+def dane_state(der: bytes, records: Sequence[str], authenticated: bool,
+               chain: Sequence[bytes] | None = None) -> tuple[tuple[str, str], str]:  # fmt: skip
     """The TLSA verdict Postfix would act on, and why. Postfix uses TLSA records only from a
-    validating resolver (AD set): unvalidated ones count as none (dane falls back to may)."""
+    validating resolver (AD set): unvalidated ones count as none (dane falls back to may).
+    chain None: not captured; DANE-TA records are then "no-chain" (not judged)."""
     if records and not authenticated:
         return ("none", ""), (f"{len(records)} TLSA record(s) not DNSSEC-validated (no AD flag): "
                               "Postfix ignores them")  # fmt: skip
-    state = dane_match(der, records)
-    return state, {"match": "a DNSSEC-validated TLSA record matches the certificate",
-                   "no-match": "DNSSEC-validated TLSA records, none matches the certificate",
-                   "unusable": "TLSA records only of usages this check cannot match (DANE-TA needs the chain)",
+    state = dane_match(der, records, chain)
+    if state[0] == "unusable" and chain is None and any(r.split()[:1] == ["2"] for r in records):
+        state = ("no-chain", "")
+    ta = state[1].split()[0] == "2" if state[1] else False
+    return state, {"match": "a DNSSEC-validated TLSA record matches " + (
+                       "an issuer the server sent (DANE-TA), which signs the chain down to the certificate"
+                       if ta else "the certificate (DANE-EE)"),
+                   "no-match": "DNSSEC-validated TLSA records, none matches the certificate or its chain",
+                   "unusable": "DNSSEC-validated TLSA records, all of usages Postfix cannot use (PKIX 0/1, unknown "
+                               "selector or type): Postfix uses TLS like 'encrypt'",
+                   "no-chain": "only DANE-TA records, and this Python could not capture the server's chain to "
+                               "match them: not judged",
                    "none": "no TLSA records"}[state[0]]  # fmt: skip
 
 
@@ -233,12 +274,25 @@ def judge(level: str, offered: bool | None, cert: CertInfo | None, trusted: bool
         return Judgement(True, "encrypt: any certificate is accepted, only TLS itself is required")
     if lvl in ("dane", "dane-only"):
         state, rec = dane
+        if state == "match" and rec.split()[0] == "2":  # a trust anchor: the leaf's name and dates count too
+            problems = ([f"the certificate expired on {cert.not_after[:10]}"] if cert.expired else []) + (
+                [f"no name matches ({', '.join(cert.names_checked) or 'none given'}; certificate: "
+                 f"{', '.join(cert.sans) or cert.subject})"] if cert.name_match is None else [])  # fmt: skip
+            if problems:
+                return Judgement(False, f"DANE-TA TLSA {rec} matches the issuer, but " + "; ".join(problems),
+                                 "E19", "Server certificate not verified")  # fmt: skip
+            return Judgement(True, f"DANE-TA: the issuer matches TLSA {rec} and the name {cert.name_match} matches")
         if state == "match":
             return Judgement(True, f"DANE: the certificate matches TLSA {rec}")
         if state == "no-match":
-            return Judgement(False, "DANE: no TLSA record matches the certificate", "E19", "Server certificate not verified")
-        if lvl == "dane-only":
+            return Judgement(False, "DANE: no TLSA record matches the certificate or its chain", "E19",
+                             "Server certificate not verified")  # fmt: skip
+        if state == "no-chain":
+            return Judgement(True, "DANE-TA records could not be matched (the server's chain was not captured): not judged")
+        if lvl == "dane-only" and state in ("none", "unusable"):  # no fallback to may or encrypt
             return Judgement(False, "dane-only and no usable TLSA record", "E19", "TLSA records unusable")
+        if state == "unusable":
+            return Judgement(True, "TLSA records found but all unusable: Postfix uses TLS like 'encrypt' (any certificate)")
         return Judgement(True, "dane without usable TLSA records: Postfix falls back to may")
     if lvl in ("verify", "secure", "fingerprint"):
         problems = []

@@ -508,8 +508,26 @@ def tls_doc(target: Any, probe: ProbeResult, original: str, address: str, port: 
             "name_check": names_doc,
             "protocol": probe.tls.protocol if probe.tls else None, "cipher": probe.tls.cipher if probe.tls else None,
             "certificate": tls.describe(cert) if cert else None, "trusted": trusted, "trust_detail": trust_detail,
+            "chain": _chain_doc(probe.tls.peer_chain) if probe.tls and probe.tls.peer_chain else None,
             "postfix_would_deliver": verdict.accepted, "why": verdict.why, "cause_id": verdict.cause_id,
             "postfix_would_log": verdict.log_line}  # fmt: skip
+
+
+def _chain_doc(chain: tuple[bytes, ...]) -> list[dict[str, str]]:
+    """What the server sent, leaf first: subject, issuer and SHA-256 of each certificate."""
+    import hashlib
+
+    from cryptography import x509
+
+    out = []
+    for der in chain[:10]:
+        try:
+            c = x509.load_der_x509_certificate(der)
+            out.append({"subject": c.subject.rfc4514_string(), "issuer": c.issuer.rfc4514_string(),
+                        "sha256": hashlib.sha256(der).hexdigest()})  # fmt: skip
+        except ValueError:
+            out.append({"subject": "(unparsable certificate)", "issuer": "", "sha256": hashlib.sha256(der).hexdigest()})
+    return out
 
 
 def _dane(tls: Any, probe: ProbeResult, port: int, host: str, resolver: Any) -> tuple[tuple[str, str], dict[str, Any]]:
@@ -532,7 +550,8 @@ def _dane(tls: Any, probe: ProbeResult, port: int, host: str, resolver: Any) -> 
     if ans.temporary:  # Postfix defers a dane destination whose TLSA lookup fails
         doc.update(state="lookup-failed", why=f"TLSA lookup {ans.status}: Postfix defers DANE destinations")
         return ("no-match", ""), doc
-    state, why = tls.dane_state(probe.tls.peer_certificate, ans.records, ans.authenticated)
+    chain = probe.tls.peer_chain or None  # never empty when captured: the leaf is always sent
+    state, why = tls.dane_state(probe.tls.peer_certificate, ans.records, ans.authenticated, chain)
     doc.update(state=state[0], matched=state[1], why=why)
     return state, doc
 
@@ -666,6 +685,11 @@ def render_text(doc: dict[str, Any]) -> str:
         t = doc["tls"]
         c = t["certificate"]
         out += ["", f"TLS: {t['protocol'] or '-'} {t['cipher'] or ''}; policy {t['policy']['level']} ({t['policy']['source']})"]
+        if t.get("chain") and len(t["chain"]) > 1:
+            out.append("  chain sent: " + " <- ".join(x["subject"] for x in t["chain"]))
+        if t.get("dane"):
+            d = t["dane"]
+            out.append(f"  DANE: {d['state']}" + (f" ({d['matched']})" if d["matched"] else "") + f": {d['why']}")
         if c:
             out.append(f"  certificate: {c['subject']}, issuer {c['issuer']}, SANs {', '.join(c['sans']) or '-'}, "
                        f"expires {c['not_after'][:10]} ({c['days_left']} days){', SELF-SIGNED' if c['self_signed'] else ''}"

@@ -136,3 +136,48 @@ def test_main_cf_cert_match_setting_is_used(tmp_path: Path, dns: AuthDns, capsys
     assert n["source"] == "smtp_tls_secure_cert_match = nexthop, relay.elsewhere.test"
     assert n["names"] == ["mail.match.test", "relay.elsewhere.test"]
     assert doc["tls"]["certificate"]["name_match"] == "relay.elsewhere.test"
+
+
+# --- DANE-TA (usage 2) ----------------------------------------------------------------------
+
+
+def _spki_sha256(cert: x509.Certificate) -> str:
+    import hashlib
+
+    spki = cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(spki).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "ta, leaf_name, state, deliver, words",
+    [
+        ("ours", "mail.match.test", "match", True, "DANE-TA: the issuer matches TLSA"),
+        ("other", "mail.match.test", "no-match", False, "no TLSA record matches"),
+        ("ours", "wrong.match.test", "match", False, "no name matches"),  # a TA vouches for the CA, not for any name
+    ],
+)
+def test_dane_ta_against_the_chain_the_peer_sends(ta: str, leaf_name: str, state: str, deliver: bool, words: str,
+                                                  tmp_path: Path, capsys) -> None:  # noqa: ANN001  # fmt: skip
+    chain = make_chain(tmp_path, (leaf_name,))
+    ca = chain.ca if ta == "ours" else make_chain(tmp_path, ("unrelated.test",), "Unrelated CA").ca
+    peer = chain_peer(chain)
+    record = f"2 1 1 {_spki_sha256(ca)}"
+    srv = AuthDns({("mail.match.test", "A"): ["127.0.0.1"], (f"_{peer.port}._tcp.mail.match.test", "TLSA"): [record]}, ad=True)
+    try:
+        conf = relay_conf(tmp_path, "mail.match.test", peer.port, "smtp_tls_security_level = dane",
+                          "smtp_dns_support_level = dnssec")  # fmt: skip
+        rc, doc = probe(conf, srv, capsys)
+        text_rc = main(["probe", "match.test", "-c", conf, "--budget", "20", "--resolver", f"127.0.0.1:{srv.port}"])
+        text = capsys.readouterr().out
+    finally:
+        srv.close()
+        peer.stop()
+    t = doc["tls"]
+    assert [c["subject"] for c in t["chain"]] == [f"CN={leaf_name}", f"CN={chain.ca.subject.rfc4514_string()[3:]}"]
+    d = t["dane"]
+    assert d["records"] == [record] and d["dnssec"] is True and d["state"] == state
+    assert t["postfix_would_deliver"] is deliver and words in t["why"], t["why"]
+    assert rc == text_rc == (0 if deliver else 4)
+    assert "chain sent: CN=" in text and f"DANE: {state}" in text
+    if not deliver:
+        assert t["cause_id"] == "E19"
