@@ -13,7 +13,7 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from checks.postfix.logline import LogLine
+from checks.postfix.logline import LineParser, LogLine
 from checks.postfix.status import (
     ATTEMPT_PREFIXES,
     COMPANION_PREFIXES,
@@ -195,7 +195,7 @@ class DeferralAnalysis:
         # chunk may carry state from earlier chunks, so their lines are kept in
         # `unborn` for the merge to replay in order, instead of being counted here.
         self.births = births
-        self.unborn: list[LogLine] = []
+        self.unborn: list[tuple[float | None, str]] = []  # (time, raw line): a third of a LogLine's memory
         self.causes: dict[str, CauseStats] = {}
         self.domains: dict[str, PlaceStats] = {}
         self.relays: dict[str, PlaceStats] = {}
@@ -234,7 +234,7 @@ class DeferralAnalysis:
         text = line.text
         births = self.births
         if births is not None and qid is not None and qid != "NOQUEUE" and qid not in births:
-            self.unborn.append(line)
+            self.unborn.append((line.ts, line.raw))
             return
         if "status=" in text:
             m = STATUS_FAST.match(text)
@@ -495,8 +495,14 @@ class DeferralAnalysis:
         """Append the analysis of the next chunk of the same log (see births):
         first replay its lines about older messages on this state, then add its
         counts and the open states of the messages born in it."""
-        for line in o.unborn:
-            self.add(line)
+        if o.unborn:
+            # read again here; the time comes from the worker, which knew the file's year
+            parser = LineParser()
+            for ts, raw in o.unborn:
+                rec = parser.parse(raw)
+                if rec is not None:
+                    rec.ts = ts
+                    self.add(rec)
         for qid, msg in o._msgs.items():
             older = self._msgs.pop(qid, None)
             if older is not None:  # an id reused while we never saw the old message leave
