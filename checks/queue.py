@@ -303,15 +303,26 @@ class MessageForecast:
 
 def queue_file_mtime(target: Target, queue_directory: str | None, m: QueuedMessage) -> float | None:
     """The deferred queue file's mtime (qmgr's "eligible again" time), when the target lets us stat it."""
-    if not queue_directory or m.queue_name != "deferred":
+    return QueueFiles(target, queue_directory).mtime(m)
+
+
+class QueueFiles:
+    """queue_file_mtime() for many messages: the directory is worked out once."""
+
+    def __init__(self, target: Target, queue_directory: str | None) -> None:
+        self._info = target.file_info
+        self._base = f"{queue_directory.rstrip('/')}/deferred" if queue_directory else None
+
+    def mtime(self, m: QueuedMessage) -> float | None:
+        if self._base is None or m.queue_name != "deferred":
+            return None
+        base, qid = self._base, m.queue_id
+        for path in (f"{base}/{qid[0]}/{qid}", f"{base}/{qid}"):
+            try:
+                return self._info(path).mtime
+            except (PfdiagError, OSError, AttributeError):
+                continue
         return None
-    base = f"{queue_directory.rstrip('/')}/deferred"
-    for path in (f"{base}/{m.queue_id[0]}/{m.queue_id}", f"{base}/{m.queue_id}"):
-        try:
-            return target.file_info(path).mtime
-        except (PfdiagError, OSError, AttributeError):
-            continue
-    return None
 
 
 def forecast_message(

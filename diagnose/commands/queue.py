@@ -24,7 +24,7 @@ from checks.queue import (
     QueueRead,
     counts_of,
     listing_time,
-    queue_file_mtime,
+    QueueFiles,
     read_queue,
 )
 from checks.targets import LocalTarget, Target
@@ -36,7 +36,8 @@ if TYPE_CHECKING:
 
 SCHEMA = "pfdiag.queue/1"
 COMPACT_ABOVE = 1000  # messages; a bigger report is written as compact JSON
-_ENCODE = json.JSONEncoder(ensure_ascii=False).encode
+# no cycle check: the report is built here, acyclic, and the check costs a dict insert per container
+_ENCODE = json.JSONEncoder(ensure_ascii=False, check_circular=False).encode
 HELP = """\
 Lists the Postfix queue: messages per queue, a qshape-style age x domain table,
 deferred recipients grouped by cause and destination, the oldest message, and per
@@ -120,26 +121,15 @@ def run(args: argparse.Namespace) -> int:
     sel = act.Selection(args.id, args.cause, args.domain, args.queue, args.all_deferred)
     if not sel.empty or args.yes or args.dry_run:
         raise UsageError("selectors, --yes and --dry-run go with an action: pfdiag queue hold --id ID (see --help)")
-    # postqueue and the three postconf runs wait on Postfix, not on us: ask at the same time, and
-    # build the report from each message as postqueue lists it
-    from concurrent.futures import ThreadPoolExecutor
+    # Some 10 containers per message, none in a cycle: the collector would only walk them
+    # again and again while the report grows (a few % of the run on a big queue).
+    import gc
 
-    notes: list[str] = []
-    shape = None if args.shape_queues == "all" else [q.strip() for q in args.shape_queues.split(",") if q.strip()]
-    now = listing_time(target)
-    builder = ReportBuilder(now, by=args.by, top=args.top, shape_queues=shape, encode=args.format == "json")
-    with ThreadPoolExecutor(1) as pool:
-        config_job = pool.submit(_config, target, args.config_dir, notes)
-        builder.configure_when_done(config_job, target)
-        read = read_queue(target, args.config_dir, now=now, on_message=builder.add)
-        settings, cfg = config_job.result()
-    read.notes.extend(notes)
-    if cfg is not None and isinstance(target, LocalTarget):
-        try:  # root's postqueue reads the queue even when Postfix is down: say so
-            act.ensure_running(target, args.config_dir, cfg.daemon_directory)
-        except InputError:
-            read.notes.insert(0, "Postfix is NOT running (master -t): nothing is delivered or retried until `postfix start`")
-    report = builder.finish(read, settings, target, cfg.queue_directory if cfg else None)
+    gc.disable()
+    try:
+        report, builder = _report(args, target)
+    finally:
+        gc.enable()
     if args.format == "json":
         sys.stdout.write(builder.json_text(report))
         sys.stdout.write("\n")
@@ -148,6 +138,38 @@ def run(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(render_text(report))
     return 0
+
+
+def _config_and_state(target: Target, config_dir: str | None, notes: list[str]) -> tuple[RetrySettings, ConfigReport | None, bool]:
+    """_config() and whether a local Postfix is down (master -t), off the main thread."""
+    settings, cfg = _config(target, config_dir, notes)
+    down = False
+    if cfg is not None and isinstance(target, LocalTarget):
+        try:  # root's postqueue reads the queue even when Postfix is down: say so
+            act.ensure_running(target, config_dir, cfg.daemon_directory)
+        except InputError:
+            down = True
+    return settings, cfg, down
+
+
+def _report(args: argparse.Namespace, target: Target) -> tuple[dict[str, Any], ReportBuilder]:
+    # postqueue and the postconf/master runs wait on Postfix, not on us: ask at the same time,
+    # and build the report from each message as postqueue lists it
+    from concurrent.futures import ThreadPoolExecutor
+
+    notes: list[str] = []
+    shape = None if args.shape_queues == "all" else [q.strip() for q in args.shape_queues.split(",") if q.strip()]
+    now = listing_time(target)
+    builder = ReportBuilder(now, by=args.by, top=args.top, shape_queues=shape, encode=args.format == "json")
+    with ThreadPoolExecutor(1) as pool:
+        config_job = pool.submit(_config_and_state, target, args.config_dir, notes)
+        builder.configure_when_done(config_job, target)
+        read = read_queue(target, args.config_dir, now=now, on_message=builder.add)
+        settings, cfg, down = config_job.result()
+    read.notes.extend(notes)
+    if down:
+        read.notes.insert(0, "Postfix is NOT running (master -t): nothing is delivered or retried until `postfix start`")
+    return builder.finish(read, settings, target, cfg.queue_directory if cfg else None), builder
 
 
 # ------------------------------------------------------------------ the report model
@@ -188,13 +210,13 @@ class ReportBuilder:
         self.sources: set[str] = set()  # mtime_source values used
         self._forecaster: Forecaster | None = None
         self._target: Target | None = None
-        self._queue_directory: str | None = None
-        self._pending: Future[tuple[RetrySettings, ConfigReport | None]] | None = None
+        self._files: QueueFiles | None = None
+        self._pending: Future[tuple[Any, ...]] | None = None  # (settings, ConfigReport | None, ...)
 
     def configure(self, settings: RetrySettings, target: Target, queue_directory: str | None) -> None:
         """From now on forecast deferred messages as they come; the waiting ones first."""
         self._forecaster = Forecaster(self.now, settings)
-        self._target, self._queue_directory = target, queue_directory
+        self._target, self._files = target, QueueFiles(target, queue_directory)
         waiting, self.waiting = self.waiting, []
         for m, i in waiting:
             self._forecast(m, self.entries[i])
@@ -205,13 +227,13 @@ class ReportBuilder:
         if self.texts is not None and len(self.entries) > COMPACT_ABOVE:
             self.texts[i] = _ENCODE(self.entries[i])
 
-    def configure_when_done(self, job: Future[tuple[RetrySettings, ConfigReport | None]], target: Target) -> None:
+    def configure_when_done(self, job: Future[tuple[Any, ...]], target: Target) -> None:
         """configure() from the configuration job as soon as it has finished (checked per message)."""
         self._pending, self._target = job, target
 
     def _forecast(self, m: QueuedMessage, entry: dict[str, Any]) -> None:
-        assert self._forecaster is not None and self._target is not None
-        fc = self._forecaster.row(m, queue_file_mtime(self._target, self._queue_directory, m))
+        assert self._forecaster is not None and self._files is not None
+        fc = self._forecaster.row(m, self._files.mtime(m))
         self.sources.add(fc.mtime_source)
         entry["forecast"] = {
             "mtime_source": fc.mtime_source,
@@ -245,7 +267,7 @@ class ReportBuilder:
             self._encode(len(self.entries) - 1)
             return
         if self._forecaster is None and self._pending is not None and self._pending.done():
-            settings, cfg = self._pending.result()
+            settings, cfg = self._pending.result()[:2]
             self._pending = None
             self.configure(settings, self._target, cfg.queue_directory if cfg else None)  # type: ignore[arg-type]
         if self._forecaster is not None:
