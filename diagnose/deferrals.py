@@ -9,6 +9,7 @@ longer than any queue lifetime, so memory follows the queue, not the log.
 
 from __future__ import annotations
 
+import math
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Iterable
@@ -389,10 +390,10 @@ class DeferralAnalysis:
                 stats.dsns[dsn] += 1
             if delays is not None:
                 parts = stats.delays
-                parts["a"][delays[0]] += 1
-                parts["b"][delays[1]] += 1
-                parts["c"][delays[2]] += 1
-                parts["d"][delays[3]] += 1
+                parts["a"][_two_digits(delays[0])] += 1
+                parts["b"][_two_digits(delays[1])] += 1
+                parts["c"][_two_digits(delays[2])] += 1
+                parts["d"][_two_digits(delays[3])] += 1
         if status == "SOFTBOUNCE":
             stats.softbounce += 1
         stats.domains.bump(domain)
@@ -538,6 +539,17 @@ class DeferralAnalysis:
     @property
     def messages_in_state(self) -> int:
         return len(self._msgs)
+
+
+def _two_digits(seconds: float) -> float:
+    """Postfix logs delays below 100 s with two significant digits, and longer ones in
+    whole seconds: a retried message's queue time (a) can take any of 400,000 values in
+    five days. Kept to two significant digits too (130780 -> 130000, within 5 %), the
+    value counts behind the quantiles stay a few hundred however long the log is."""
+    if seconds < 100:
+        return seconds
+    scale = 10.0 ** (int(math.log10(seconds)) - 1)
+    return round(seconds / scale) * scale
 
 
 def _size_bucket(size: int | None) -> str:

@@ -79,6 +79,21 @@ def test_memory_follows_the_queue_not_the_log():
     assert sum(len(c) for c in a.causes["E02"].delays.values()) <= 8  # distinct values, not one per line
 
 
+def test_long_queue_times_do_not_grow_the_delay_profile():
+    # a retried message's queue time (a) is logged in whole seconds: one new value per retry
+    parser = LineParser()
+    a = DeferralAnalysis()
+    for i in range(5000):
+        wait = 100 + i * 83  # 100 s .. 4.8 days, all distinct
+        a.add(parser.parse(f"Nov 28 10:00:00 mx postfix/smtp[2]: {i:010X}: to=<r@x.test>, relay=none, delay={wait}, "
+                           f"delays={wait}/0/30/0, dsn=4.4.1, status=deferred (connect to mx.x.test[192.0.2.9]:25: "
+                           "Connection refused)"))  # fmt: skip
+    a_values = a.causes["E02"].delays["a"]
+    assert len(a_values) <= 4 * 90  # two significant digits: at most 90 values a decade, 100 s .. 10 days
+    median = quantile(a_values, 0.5)
+    assert median is not None and abs(median - (100 + 2500 * 83)) / (100 + 2500 * 83) < 0.05
+
+
 def test_silent_messages_are_dropped_after_days():
     parser = LineParser()
     a = DeferralAnalysis()
