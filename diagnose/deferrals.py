@@ -1,8 +1,8 @@
 """Deferral analysis of a stream of Postfix log lines (what `pfdiag logs` reports).
 
-One pass, bounded memory: counters per cause, destination and relay; exact
-quantiles of delays=a/b/c/d from value counts (Postfix rounds delays to two
-significant digits, so the distinct values stay few); and a per-message state
+One pass, bounded memory: counters per cause, destination and relay; quantiles
+of delays=a/b/c/d from value counts (two significant digits, as Postfix logs the
+delays under 100 s, so the distinct values stay few); and a per-message state
 that is dropped when qmgr logs "removed" or when a message has been silent for
 longer than any queue lifetime, so memory follows the queue, not the log.
 """
