@@ -24,17 +24,18 @@ from __future__ import annotations
 
 import enum
 import re
-import ssl
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
-from typing import Literal, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from checks.errors import ConnectFailed, UsageError
 from checks.model import Evidence, Finding, Severity
 from checks.postfix.postconf import parse_time
 from checks.targets.base import Connection, Target
+
+if TYPE_CHECKING:  # ssl is imported where TLS starts: a probe of a plaintext peer never loads it (start-up)
+    import ssl
 
 __all__ = [
     "DEFAULT_LADDER_SIZES",
@@ -294,6 +295,8 @@ class _Tls:
             self.raw.send(pending, deadline)
 
     def recv(self, deadline: float) -> bytes:
+        import ssl
+
         while True:
             try:
                 data = self.obj.read(_RECV_CHUNK)
@@ -311,6 +314,8 @@ class _Tls:
             return data
 
     def send(self, data: bytes, deadline: float) -> None:
+        import ssl
+
         view = memoryview(data)
         try:
             while view:
@@ -442,6 +447,8 @@ def _capabilities(reply: Reply) -> tuple[str, ...]:
 def default_tls_context() -> ssl.SSLContext:
     """Like Postfix at levels may/encrypt: encrypt, do not verify; the peer certificate
     is recorded for a separate TLS check."""
+    import ssl
+
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
@@ -624,8 +631,9 @@ class _Session:
         self.record(name, seconds, verdict, reply=reply, detail=detail, cause=None if ok_class else _cause(name, "reply"))
         return reply
 
-    def handshake(self, context: ssl.SSLContext) -> bool:
+    def handshake(self, context: ssl.SSLContext | None) -> bool:
         assert self.reader is not None and isinstance(self.reader.stream, _Plain)
+        context = context or default_tls_context()
         raw = self.reader.stream
         _, timeout, wait = self._window(TLS_HANDSHAKE)
         t0 = time.monotonic()
@@ -760,6 +768,8 @@ def _cause(name: str, how: str) -> str | None:
 
 def _tls_handshake(raw: _Plain, context: ssl.SSLContext, sni: str | None, deadline: float,
                    leftover: bytes) -> tuple[_Tls, TlsInfo]:
+    import ssl
+
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     obj = context.wrap_bio(incoming, outgoing, server_side=False, server_hostname=sni)
     first = bytearray(leftover[:64])  # what the peer sent first: plaintext instead of TLS says a lot
@@ -803,6 +813,8 @@ def peer_chain(obj: ssl.SSLObject | ssl.SSLSocket) -> tuple[bytes, ...]:
     """The certificates the server sent, leaf first, as DER; () when this Python cannot tell.
     3.13 has a public get_unverified_chain() (DER bytes); 3.10-3.12 only the private
     _sslobj.get_unverified_chain() (_ssl.Certificate objects)."""
+    import ssl
+
     getter = getattr(obj, "get_unverified_chain", None)
     if getter is None:
         getter = getattr(getattr(obj, "_sslobj", None), "get_unverified_chain", None)
@@ -855,7 +867,7 @@ def _hello(s: _Session, phase: str, helo_name: str, esmtp: bool) -> tuple[str, .
     return ()
 
 
-def _starttls(s: _Session, mode: bool | str, context: ssl.SSLContext, helo_name: str) -> bool:
+def _starttls(s: _Session, mode: bool | str, context: ssl.SSLContext | None, helo_name: str) -> bool:
     offered = s.esmtp and _offers(s.capabilities, "STARTTLS")
     # masked greeting: Postfix sends HELO, so whether STARTTLS exists stays unknown
     s.starttls_offered = None if s.masked else offered
@@ -951,7 +963,7 @@ def _explain_silence(s: _Session, port: int, wrappermode: bool) -> None:
 
 
 def _converse(s: _Session, *, helo_name: str, mail_from: str, rcpt_to: str | None, starttls: bool | str,
-              context: ssl.SSLContext, wrappermode: bool, payload: bytes | None) -> None:
+              context: ssl.SSLContext | None, wrappermode: bool, payload: bytes | None) -> None:
     if not s.connect():
         return
     if wrappermode and not s.handshake(context):
@@ -1022,7 +1034,7 @@ def probe_address(
     s = _Session(target, host, port, timeouts, total_budget, source, bind_fallback)
     try:
         _converse(s, helo_name=helo_name, mail_from=mail_from, rcpt_to=rcpt_to, starttls=starttls,
-                  context=tls_context or default_tls_context(), wrappermode=wrappermode, payload=None)
+                  context=tls_context, wrappermode=wrappermode, payload=None)
     finally:
         s.close()
     return s.result()
@@ -1073,6 +1085,7 @@ def build_test_message(size: int, *, helo_name: str, mail_from: str, rcpt_to: st
     """(Message-ID, Subject, message as sent after DATA without the final "."): headers,
     then a body of exactly `size` bytes."""
     import email.utils  # only when sending: a probe that sends nothing need not load the email package
+    import uuid
 
     message_id = f"<pfdiag-{uuid.uuid4().hex[:20]}-{size}@{helo_name}>"
     subject = f"pfdiag end-of-data test {size} bytes"
@@ -1115,7 +1128,7 @@ def send_test_messages(
     for size in sizes:
         if not isinstance(size, int) or not 1 <= size <= _MAX_TEST_SIZE:
             raise UsageError(f"test message size must be 1..{_MAX_TEST_SIZE} bytes, not {size!r}")
-    context = tls_context or default_tls_context()
+    context = tls_context  # None: each session makes the default one when TLS starts
     results = []
     for size in sizes:
         message_id, subject, payload = build_test_message(size, helo_name=helo_name, mail_from=mail_from, rcpt_to=rcpt_to)

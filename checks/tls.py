@@ -22,9 +22,8 @@ import datetime as dt
 import hashlib
 import re
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
-from checks.config import domain_keys, postconf_x, postfix_argv, postmap_query
 from checks.postfix.postconf import parse_postconf_p
 from checks.errors import PfdiagError
 from checks.targets import Target
@@ -175,6 +174,8 @@ def dane_state(der: bytes, records: Sequence[str], authenticated: bool,
 # postconf(5) defaults of the certificate name checks per level
 MATCH_DEFAULTS = {"verify": "hostname", "secure": "nexthop, dot-nexthop"}
 _MATCH_PARAMS = ("smtp_tls_verify_cert_match", "smtp_tls_secure_cert_match", "tls_wildcard_matches_multiple_labels")
+#: what policy_for reads with postconf -x (a caller may read them along with its own: one postconf run)
+TLS_PARAMS = ("smtp_tls_security_level", "smtp_tls_policy_maps", *_MATCH_PARAMS)
 
 
 @dataclass
@@ -220,23 +221,33 @@ def name_rule(policy: Policy, nexthop: str, hostname: str) -> NameRule | None:
 
 
 def policy_for(target: Target, nexthop: str, domain: str | None = None, config_dir: str | None = None,
-               service: str = "smtp") -> Policy:  # fmt: skip
-    conf = postconf_x(target, config_dir, "smtp_tls_security_level", "smtp_tls_policy_maps", *_MATCH_PARAMS)
-    try:  # a master.cf -o override of the delivering service wins over main.cf
-        names = ("smtp_tls_security_level", *_MATCH_PARAMS)
-        over = target.run(postfix_argv("postconf", config_dir, "-P", *(f"{service}/unix/{n}" for n in names)), timeout=20)
-        found = parse_postconf_p(over.stdout) if over.ok else {}
-        for name in names:
-            if found.get((service, "unix", name)):
-                conf[name] = found[(service, "unix", name)]
-    except PfdiagError:
-        pass
+               service: str = "smtp",
+               preread: tuple[Mapping[str, str], Mapping[tuple[str, str, str], str]] | None = None) -> Policy:  # fmt: skip
+    """preread: (postconf -x values holding TLS_PARAMS, postconf -P overrides) already read."""
+    names = ("smtp_tls_security_level", *_MATCH_PARAMS)
+    if preread is not None:
+        conf, found = {n: preread[0][n] for n in TLS_PARAMS if n in preread[0]}, preread[1]
+    else:
+        from checks.config import postconf_x, postfix_argv  # imported on use: a quick probe's start-up
+
+        conf = postconf_x(target, config_dir, *TLS_PARAMS)
+        try:
+            over = target.run(postfix_argv("postconf", config_dir, "-P", *(f"{service}/unix/{n}" for n in names)), timeout=20)
+            found = parse_postconf_p(over.stdout) if over.ok else {}
+        except PfdiagError:
+            found = {}
+    for name in names:  # a master.cf -o override of the delivering service wins over main.cf
+        if found.get((service, "unix", name)):
+            conf[name] = found[(service, "unix", name)]
     matches = {n: conf[n] for n in _MATCH_PARAMS[:2] if n in conf}
     multi = conf.get("tls_wildcard_matches_multiple_labels", "yes").strip().lower() != "no"
+    tables = [t for t in re.split(r"[\s,]+", conf.get("smtp_tls_policy_maps", "")) if t]
+    if tables:
+        from checks.config import domain_keys, postmap_query
     keys = [nexthop] if nexthop else []
-    if domain:
+    if domain and tables:
         keys += domain_keys(domain)
-    for table in [t for t in re.split(r"[\s,]+", conf.get("smtp_tls_policy_maps", "")) if t]:
+    for table in tables:
         for key in keys:
             value = postmap_query(target, config_dir, key, table)
             if value:

@@ -343,20 +343,46 @@ def bind_plan(values: dict[str, str], overrides: dict[tuple[str, str, str], str]
     return plan, notes
 
 
-def _bind_settings(target: Any, config_dir: str | None) -> tuple[dict[str, str], dict[tuple[str, str, str], str]]:
-    from checks.config import postconf_x, postfix_argv
-    from checks.postfix.postconf import parse_postconf_p
-
-    values = postconf_x(target, config_dir, *_BIND_NAMES)
-    res = target.run(postfix_argv("postconf", config_dir, "-P"), timeout=20)
-    return values, (parse_postconf_p(res.stdout) if res.ok else {})
+Preread = tuple[dict[str, str], dict[tuple[str, str, str], str]]
 
 
-def postfix_settings(target: Any, args: argparse.Namespace) -> tuple[PhaseTimeouts, str, str, list[str], BindPlan]:
-    """(timeouts, where the timeouts came from, HELO name, notes, source addresses)."""
+def _light_settings(target: Any, config_dir: str | None) -> Preread:
+    """The source-address and TLS-policy settings in one postconf -x and one postconf -P run,
+    both at once: start-up of a quick probe is mostly these two processes."""
+    import threading
+
+    from checks.postfix.postconf import parse_postconf, parse_postconf_p
+    from checks.tls import TLS_PARAMS
+
+    postconf = ["postconf", *(("-c", config_dir) if config_dir else ())]  # checks.config.postfix_argv, without its imports
+    master: list[Any] = []
+
+    def read_master() -> None:
+        try:
+            master.append(target.run([*postconf, "-P"], timeout=20))
+        except PfdiagError as exc:
+            master.append(exc)
+
+    thread = threading.Thread(target=read_master, daemon=True)
+    thread.start()
+    try:
+        res = target.run([*postconf, "-x", *_BIND_NAMES, *TLS_PARAMS], timeout=20)
+    finally:
+        thread.join()
+    values = parse_postconf(res.stdout) if res.ok else {}
+    over = master[0]
+    if isinstance(over, PfdiagError):
+        raise over
+    return values, (parse_postconf_p(over.stdout) if over.ok else {})
+
+
+def postfix_settings(target: Any, args: argparse.Namespace) -> tuple[PhaseTimeouts, str, str, list[str], BindPlan, Preread | None]:
+    """(timeouts, where the timeouts came from, HELO name, notes, source addresses, and the
+    TLS settings when they were read along: tls_doc need not read them again)."""
     notes: list[str] = []
     values: dict[str, str] | None = None
     overrides: dict[tuple[str, str, str], str] = {}
+    preread: Preread | None = None
     need_helo = not args.helo
     try:
         if args.timeouts == "postfix" or need_helo:
@@ -365,8 +391,8 @@ def postfix_settings(target: Any, args: argparse.Namespace) -> tuple[PhaseTimeou
             rep = read_config(target, args.config_dir, names=(*_TIMEOUT_NAMES, "smtp_helo_name", "myhostname", *_BIND_NAMES))
             values = {k: v for k, v in rep.config.values.items() if v is not None}
             overrides = dict(rep.config.overrides)
-        else:  # only the source addresses: two light postconf runs instead of read_config's three
-            values, overrides = _bind_settings(target, args.config_dir)
+        else:  # no timeouts or HELO name needed: two light postconf runs instead of read_config's three
+            preread = values, overrides = _light_settings(target, args.config_dir)
     except PfdiagError as exc:
         notes.append(f"could not read this Postfix's settings ({exc})")
     if args.timeouts == "short":
@@ -385,7 +411,7 @@ def postfix_settings(target: Any, args: argparse.Namespace) -> tuple[PhaseTimeou
         helo = cand if cand and "$" not in cand else socket.getfqdn()
     plan, more = bind_plan(values or {}, overrides, getattr(args, "bind", None),
                            can_bind=type(target).__name__ != "SSHTarget")  # fmt: skip
-    return timeouts, source, helo, notes + more, plan
+    return timeouts, source, helo, notes + more, plan, preread
 
 
 # --- the document --------------------------------------------------------------------------
@@ -471,7 +497,7 @@ def bind_doc(plan: BindPlan, address: str, probe: ProbeResult) -> dict[str, Any]
 
 def tls_doc(target: Any, probe: ProbeResult, original: str, address: str, port: int,
             config_dir: str | None, tlsa_host: str = "", resolver: Any = None,
-            nexthop: str = "") -> dict[str, Any] | None:  # fmt: skip
+            nexthop: str = "", preread: Preread | None = None) -> dict[str, Any] | None:  # fmt: skip
     """The certificate the probe saw, this Postfix's TLS policy for the next hop, and whether
     Postfix would deliver with it (the verdict Postfix logs when it would not). resolver: a
     callable giving the route's resolver, called only for DANE (building one costs start-up)."""
@@ -479,7 +505,8 @@ def tls_doc(target: Any, probe: ProbeResult, original: str, address: str, port: 
 
     domain = None if original.startswith("[") or _ip(original.split(":")[0]) else original.split(":")[0]
     try:
-        policy = tls.policy_for(target, f"[{tlsa_host or address}]:{port}", domain, config_dir)  # the nexthop as routed
+        policy = tls.policy_for(target, f"[{tlsa_host or address}]:{port}", domain, config_dir,  # the nexthop as routed
+                                preread=preread)
     except PfdiagError as exc:
         policy = tls.Policy("may", f"policy not readable ({exc}): Postfix's default assumed")
     nexthop = nexthop or _nexthop_domain(original)
@@ -763,12 +790,12 @@ def run_set(args: argparse.Namespace) -> int:
     if len(dests) > 50:
         raise UsageError("at most 50 destinations at once")
     target = _live_target(args)
-    timeouts, source, helo, notes, plan = postfix_settings(target, args)
+    timeouts, source, helo, notes, plan, preread = postfix_settings(target, args)
     t0 = time.monotonic()
 
     def one(text: str) -> dict[str, Any]:
         try:
-            return _probe_doc(args, target, parse_destination(text), timeouts, source, helo, list(notes), plan)
+            return _probe_doc(args, target, parse_destination(text), timeouts, source, helo, list(notes), plan, preread)
         except PfdiagError as exc:
             return {"schema": SCHEMA, "destination": text, "error": str(exc), "problem": True, "findings": []}
 
@@ -789,7 +816,7 @@ def run_set(args: argparse.Namespace) -> int:
 
 
 def _probe_doc(args: argparse.Namespace, target: Any, dest: Destination, timeouts: PhaseTimeouts, source: str,
-               helo: str, notes: list[str], plan: BindPlan) -> dict[str, Any]:  # fmt: skip
+               helo: str, notes: list[str], plan: BindPlan, preread: Preread | None = None) -> dict[str, Any]:  # fmt: skip
     original = dest.text
     if not dest.bracketed and not dest.is_ip and ":" not in dest.text:
         dest, hops, more = route(target, dest, args.config_dir, getattr(args, "resolver", None))
@@ -811,7 +838,7 @@ def _probe_doc(args: argparse.Namespace, target: Any, dest: Destination, timeout
     doc["bind"] = bind_doc(plan, addresses[0], probe)
     doc["where"] = target.where
     doc["tls"] = tls_doc(target, probe, original, addresses[0], dest.port, args.config_dir, dest.name,
-                         lambda: _route_resolver(target, getattr(args, "resolver", None)), dest.nexthop)
+                         lambda: _route_resolver(target, getattr(args, "resolver", None)), dest.nexthop, preread)
     if doc["tls"] and not doc["tls"]["postfix_would_deliver"]:
         doc["problem"] = True
     return doc
@@ -862,7 +889,7 @@ def run_one(args: argparse.Namespace, destination: str) -> int:
         addresses, notes = resolve(dest)
         hops = [(a, dest.port) for a in addresses]
     address = hops[0][0]
-    timeouts, source, helo, more, plan = postfix_settings(target, args)
+    timeouts, source, helo, more, plan, preread = postfix_settings(target, args)
     notes += more
     starttls = {"auto": "auto", "yes": True, "no": False}[args.starttls]
     wrapper = dest.port in SMTPS_PORTS
@@ -890,7 +917,7 @@ def run_one(args: argparse.Namespace, destination: str) -> int:
     doc["bind"] = bind_doc(plan, address, probe)
     doc["where"] = target.where
     doc["tls"] = tls_doc(target, probe, destination, address, dest.port, args.config_dir, dest.name,
-                         lambda: _route_resolver(target, getattr(args, "resolver", None)), dest.nexthop)
+                         lambda: _route_resolver(target, getattr(args, "resolver", None)), dest.nexthop, preread)
     if doc["tls"] and not doc["tls"]["postfix_would_deliver"]:
         doc["problem"] = True
     doc["addresses"] = [_address_row(address, dest.port, probe)]

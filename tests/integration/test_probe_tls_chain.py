@@ -181,3 +181,23 @@ def test_dane_ta_against_the_chain_the_peer_sends(ta: str, leaf_name: str, state
     assert "chain sent: CN=" in text and f"DANE: {state}" in text
     if not deliver:
         assert t["cause_id"] == "E19"
+
+
+def test_quick_probe_reads_the_tls_policy_with_the_source_settings(tmp_path: Path, dns: AuthDns, capsys) -> None:  # noqa: ANN001
+    """--timeouts short --helo: one postconf -x and one postconf -P serve the source address and the
+    TLS policy alike; the policy table, a master.cf -o override and match= still count."""
+    chain = make_chain(tmp_path, ("mx9.match.test",))
+    peer = chain_peer(chain)
+    try:
+        conf = relay_conf(tmp_path, "mail.match.test", peer.port, "smtp_tls_security_level = may",
+                          "smtp_tls_secure_cert_match = nexthop", "smtp_bind_address = 127.0.0.7",
+                          policy=f"[mail.match.test]:{peer.port} secure match=.match.test")  # fmt: skip
+        (Path(conf) / "master.cf").write_text("smtp unix - - n - - smtp\n  -o tls_wildcard_matches_multiple_labels=no\n")
+        rc, doc = probe(conf, dns, capsys, "--timeouts", "short", "--helo", "quick.test")
+    finally:
+        peer.stop()
+    t = doc["tls"]
+    assert doc["bind"]["local_address"].startswith("127.0.0.7:")
+    assert t["policy"]["level"] == "secure" and t["policy"]["source"].startswith("smtp_tls_policy_maps texthash:")
+    assert t["name_check"]["names"] == [".match.test"] and t["certificate"]["name_match"] == ".match.test"
+    assert rc == 4 and "not signed by a CA this system trusts" in t["why"]
