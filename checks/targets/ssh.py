@@ -82,6 +82,7 @@ from checks.errors import (
 )
 from checks.model import CommandResult
 from checks.targets.base import FileInfo, decode_stream
+from checks.targets.streams import CommandStream
 
 PFDIAG_KNOWN_HOSTS = "~/.config/pfdiag/known_hosts"
 _USER_KNOWN_HOSTS = ("~/.ssh/known_hosts", "~/.ssh/known_hosts2")
@@ -793,6 +794,84 @@ def _split_pid(err: bytes) -> tuple[int | None, bytes]:
     return (int(digits) if digits.isdigit() else None), err[:start] + err[end + 1 :]
 
 
+class _SSHStream(CommandStream):
+    """A remote command's stdout line by line; stderr is drained alongside (either can
+    fill its window); at the end the status goes through run()'s checks (_checked)."""
+
+    def __init__(self, target: SSHTarget, chan: paramiko.Channel, argv: tuple[str, ...], limit: float) -> None:
+        self.argv = argv
+        self._target, self._chan, self._limit = target, chan, limit
+        self._start = time.monotonic()
+        self._deadline = self._start + limit
+        self._err: list[bytes] = []
+        self._done: CommandResult | None = None
+
+    def _recv(self) -> bytes:
+        """The next stdout bytes (b"" at EOF), draining stderr meanwhile; the deadline holds."""
+        chan = self._chan
+        while True:
+            while chan.recv_stderr_ready():
+                self._err.append(chan.recv_stderr(65536))
+            if chan.recv_ready() or chan.eof_received or chan.closed:
+                try:
+                    return chan.recv(65536)
+                except (paramiko.SSHException, EOFError, OSError) as exc:
+                    raise self._target._lost(exc) from exc
+            left = self._deadline - time.monotonic()
+            if left <= 0:
+                self._target._kill(_split_pid(b"".join(self._err))[0])
+                self.close()
+                raise CommandTimeout(f"{shlex.join(self.argv)}: no answer within {self._limit:g} s on {self._target.where}")
+            select.select([chan.fileno()], [], [], min(left, 0.5))
+
+    def __iter__(self) -> Iterator[str]:
+        if self._done is not None:
+            return
+        tail = b""
+        while True:
+            data = self._recv()
+            if not data:
+                break
+            lines = (tail + data).split(b"\n")
+            tail = lines.pop()
+            for raw in lines:
+                yield raw.decode("utf-8", "replace").rstrip("\r")
+        if tail:
+            yield tail.decode("utf-8", "replace").rstrip("\r")
+        self.result()
+
+    def result(self) -> CommandResult:
+        if self._done is None:
+            while self._recv():  # lines nobody asked for
+                pass
+            chan = self._chan
+            # the status may come after the last output, or before it (as in run())
+            while not chan.status_event.is_set():
+                left = self._deadline - time.monotonic()
+                if left <= 0:
+                    self.close()
+                    raise CommandTimeout(f"{shlex.join(self.argv)}: no answer within {self._limit:g} s on {self._target.where}")
+                chan.status_event.wait(min(left, 0.5))
+            while chan.recv_stderr_ready():
+                self._err.append(chan.recv_stderr(65536))
+            status = chan.exit_status
+            if status == -1 and not chan.eof_received and _wait_inactive(self._target._transport, 2.0):
+                raise self._target._lost(None)
+            err = _split_pid(b"".join(self._err))[1]
+            chan.close()
+            result = CommandResult(self.argv, status, "", err.decode("utf-8", "replace"), time.monotonic() - self._start)
+            self._done = self._target._checked(result, False)
+        return self._done
+
+    def close(self) -> None:
+        if not self._chan.closed:
+            if not self._chan.exit_status_ready():
+                while self._chan.recv_stderr_ready():
+                    self._err.append(self._chan.recv_stderr(65536))
+                self._target._kill(_split_pid(b"".join(self._err))[0])
+            self._chan.close()
+
+
 class _ChannelConnection:
     """A direct-tcpip channel that fails like a socket (OSError), never with paramiko's errors."""
 
@@ -966,6 +1045,23 @@ class SSHTarget:
             argv, status, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"), time.monotonic() - start
         )
         return self._checked(result, sudo)
+
+    def stream(self, argv: Sequence[str], timeout: float | None = None) -> _SSHStream:
+        """run()'s command with stdout handed out line by line as it arrives (see
+        checks/targets/streams.py). Whether the program existed (exit 127) is known only
+        when it ends: CommandNotFound then comes from the end of the lines, like the
+        timeout (whole-command deadline, default command_timeout)."""
+        argv = _check_argv(argv)
+        limit = self.command_timeout if timeout is None else float(timeout)
+        with self._guard(f"running {shlex.join(argv)}"):
+            chan = self._transport.open_session(timeout=self._open_timeout)
+            try:
+                chan.exec_command(self._command(argv))
+                chan.shutdown_write()  # stdin at EOF, as run()
+            except BaseException:
+                chan.close()
+                raise
+        return _SSHStream(self, chan, argv, limit)
 
     def _command(self, argv: Sequence[str]) -> str:
         return shlex.join(["sh", "-c", _WRAPPER, "sh", *argv])
