@@ -16,19 +16,21 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
 from checks.config import postfix_argv
-from checks.errors import CommandNotFound, InputError, UsageError
+from checks.errors import CommandNotFound, InputError, PfdiagError, UsageError
 from checks.postfix.postqueue import QueuedMessage, is_valid_queue_id
 from checks.queue import domain_of
-from checks.targets import Target
+from checks.targets import LocalTarget, Target
 
 DEFAULT_BACKUP_ROOT = "/var/lib/pfdiag/backup"
 DEFAULT_ACTION_LOG = "/var/log/pfdiag/actions.log"
 BATCH = 100  # ids per postsuper call: argv stays far below ARG_MAX
+COMMAND_TIMEOUT = 120.0  # seconds per postcat/postsuper/postqueue run
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,32 @@ def _batches(ids: Sequence[str], size: int = BATCH) -> Iterable[Sequence[str]]:
         yield ids[i : i + size]
 
 
+# the queues postsuper takes as its trailing "named mail queue(s)" arguments
+_POSTSUPER_QUEUES = ("hold", "incoming", "active", "deferred")
+
+
+def _queue_of(action: str, m: QueuedMessage) -> str | None:
+    """The queue postsuper is told to look in: the one the plan showed for the message, so a
+    message that moved meanwhile (deferred -> active: being delivered right now) is counted as
+    not found instead of being acted on behind the user's back. release: always hold."""
+    if action == "release":
+        return "hold"
+    return m.queue_name if m.queue_name in _POSTSUPER_QUEUES else None
+
+
+def postsuper_batches(action: str, messages: Sequence[QueuedMessage]) -> list[tuple[list[str], str | None]]:
+    """(ids, queue) per postsuper run: ids grouped by their queue, BATCH at a time, in order."""
+    groups: dict[str | None, list[str]] = {}
+    for m in messages:
+        groups.setdefault(_queue_of(action, m), []).append(m.queue_id)
+    return [(list(batch), queue) for queue, ids in groups.items() for batch in _batches(ids)]
+
+
+def _postsuper_argv(spec: Spec, config_dir: str | None, ids: Sequence[str], queue: str | None) -> list[str]:
+    assert spec.option
+    return postfix_argv("postsuper", config_dir, *[a for q in ids for a in (spec.option, q)], *((queue,) if queue else ()))
+
+
 def build_plan(action: str, messages: Sequence[QueuedMessage], config_dir: str | None,
                backup_dir: str | None = None) -> Plan:  # fmt: skip
     spec = SPECS[action]
@@ -130,9 +158,8 @@ def build_plan(action: str, messages: Sequence[QueuedMessage], config_dir: str |
         for qid in ids:
             plan.commands.append(postfix_argv("postcat", config_dir, "-q", qid))
     if spec.option:
-        for batch in _batches(ids):
-            args = [a for qid in batch for a in (spec.option, qid)]
-            plan.commands.append(postfix_argv("postsuper", config_dir, *args))
+        for batch, queue in postsuper_batches(action, messages):
+            plan.commands.append(_postsuper_argv(spec, config_dir, batch, queue))
     if spec.retry_after:
         for qid in ids:
             plan.commands.append(postfix_argv("postqueue", config_dir, "-i", qid))
@@ -190,8 +217,14 @@ class ActionLog:
             raise InputError(f"{path}: cannot write the action log ({exc.strerror or exc}); use --action-log FILE") from exc
 
     def write(self, **record: object) -> None:
-        self._fh.write(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **record}, ensure_ascii=False) + "\n")
-        self._fh.flush()
+        """One record, flushed; a log that stops taking records (a full disk) stops the action
+        with one line instead of letting it go on unrecorded."""
+        line = json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **record}, ensure_ascii=False) + "\n"
+        try:
+            self._fh.write(line)
+            self._fh.flush()
+        except OSError as exc:
+            raise InputError(f"{self.path}: cannot write the action log ({exc.strerror or exc}); stopped after: {record.get('argv')}") from exc
 
     def close(self) -> None:
         self._fh.close()
@@ -210,10 +243,11 @@ class Result:
     saved: dict[str, str] = field(default_factory=dict)  # id -> backup file
     not_found: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # ids not touched (backup failed)
+    not_run: list[str] = field(default_factory=list)  # ids not touched (an earlier command could not run)
 
     @property
     def ok(self) -> bool:
-        return all(o.ok for o in self.outcomes) and not self.skipped and not self.not_found
+        return all(o.ok for o in self.outcomes) and not self.skipped and not self.not_found and not self.not_run
 
 
 def _last_line(text: str) -> str:
@@ -221,30 +255,115 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
+# postcat prints these around a queue file's content; the last one only when it read the file
+# to its end record, so a copy without it is not a whole message
+_CONTENTS = b"*** MESSAGE CONTENTS"
+_FILE_END = b"*** MESSAGE FILE END"
+
+
+def _run(target: Target, argv: list[str], timeout: float | None = None) -> tuple[int | None, str, str]:
+    """(returncode, stdout, error text); returncode None when the command could not be run at
+    all (not found, permission, timeout): a failure to record, not a traceback."""
+    try:
+        res = target.run(argv, timeout=timeout or COMMAND_TIMEOUT)
+    except PfdiagError as exc:
+        return None, "", str(exc)
+    return res.returncode, res.stdout, res.stderr
+
+
+def _postcat_to(target: Target, argv: list[str], fh: object) -> tuple[int | None, str]:
+    """Run postcat with its output going into fh (a binary file): byte for byte on this machine
+    (a message with 8-bit text that is not UTF-8 is copied exactly, which a decoded str is not)."""
+    if isinstance(target, LocalTarget):
+        try:
+            proc = subprocess.run(argv, stdout=fh, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,  # type: ignore[arg-type]
+                                  env=getattr(target, "_env", None), timeout=COMMAND_TIMEOUT)  # fmt: skip
+        except (OSError, subprocess.SubprocessError) as exc:
+            return None, str(exc)
+        return proc.returncode, proc.stderr.decode("utf-8", "replace")
+    rc, out, err = _run(target, argv)
+    if "\ufffd" in out:  # decoded with replacement characters: the copy would not be exact
+        return None, "the message is not UTF-8 text and this target returns text: no exact copy"
+    fh.write(out.encode("utf-8"))  # type: ignore[attr-defined]
+    return rc, err
+
+
+def _backup_file(directory: str, qid: str) -> tuple[int, str]:
+    """A new file for qid's copy, never an existing one (a second run into the same directory
+    gets ID.1.postcat), never through a symlink."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    for n in range(1000):
+        path = os.path.join(directory, f"{qid}.postcat" if n == 0 else f"{qid}.{n}.postcat")
+        try:
+            return os.open(path, flags, 0o600), path
+        except FileExistsError:
+            continue
+    raise OSError(f"{directory}: 1000 copies of {qid} already")
+
+
+def _save_one(target: Target, argv: list[str], directory: str, qid: str) -> tuple[int | None, str | None, str]:
+    """(postcat's returncode, the saved file or None, why not). A copy that is not whole (postcat
+    failed, printed no message, stopped before the file's end; the disk filled up) is removed."""
+    try:
+        fd, path = _backup_file(directory, qid)
+    except OSError as exc:
+        return None, None, f"cannot create the copy in {directory} ({exc.strerror or exc})"
+    rc: int | None = None
+    why = ""
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            rc, err = _postcat_to(target, argv, fh)
+            fh.flush()
+            os.fsync(fh.fileno())  # on disk before the original is deleted
+        with open(path, "rb") as fh:
+            data = fh.read()
+        if rc != 0:
+            why = _last_line(err) or f"postcat exit {rc}"
+        elif _CONTENTS not in data:
+            why = "postcat printed no message contents"
+        elif _FILE_END not in data[-4096:]:
+            why = "the copy stops before the end of the queue file"
+    except OSError as exc:
+        why = f"cannot write {path} ({exc.strerror or exc})"
+    if why:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        return rc, None, why
+    return rc, path, ""
+
+
 def _backup(target: Target, plan: Plan, config_dir: str | None, log: ActionLog, result: Result) -> list[QueuedMessage]:
     assert plan.backup_dir
     try:
         os.makedirs(plan.backup_dir, mode=0o700, exist_ok=True)
+        if not os.path.isdir(plan.backup_dir) or not os.access(plan.backup_dir, os.W_OK | os.X_OK):
+            raise PermissionError(13, "not a writable directory")
     except OSError as exc:
-        raise InputError(f"{plan.backup_dir}: cannot create the backup directory ({exc.strerror}); nothing was deleted") from exc
+        raise InputError(f"{plan.backup_dir}: cannot create the backup directory ({exc.strerror or exc}); nothing was deleted") from exc
     keep = []
     for m in plan.messages:
         argv = postfix_argv("postcat", config_dir, "-q", m.queue_id)
-        res = target.run(argv, timeout=120)
-        ok = res.returncode == 0 and "*** MESSAGE CONTENTS" in res.stdout
-        if ok:
-            path = os.path.join(plan.backup_dir, f"{m.queue_id}.postcat")
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(res.stdout)
+        rc, path, why = _save_one(target, argv, plan.backup_dir, m.queue_id)
+        if path:
             result.saved[m.queue_id] = path
             keep.append(m)
             detail = f"saved to {path}"
         else:
             result.skipped.append(m.queue_id)
-            detail = f"not saved ({_last_line(res.stderr) or 'no message contents'}): will not delete it"
-        result.outcomes.append(Outcome(argv, ok, detail))
-        log.write(action="backup", ids=[m.queue_id], argv=argv, returncode=res.returncode, result=detail)
+            detail = f"not saved ({why}): will not delete it"
+        result.outcomes.append(Outcome(argv, path is not None, detail))
+        log.write(action="backup", ids=[m.queue_id], argv=argv, returncode=rc, result=detail)
+    if keep:  # the new directory entries on disk too
+        try:
+            dfd = os.open(plan.backup_dir, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except OSError:
+            pass
     return keep
 
 
@@ -253,43 +372,60 @@ def execute(target: Target, plan: Plan, config_dir: str | None, log: ActionLog) 
     spec = SPECS[plan.action]
     if plan.action == "flush":
         argv = plan.commands[0]
-        res = target.run(argv)
-        detail = "flushed" if res.returncode == 0 else (_last_line(res.stderr) or f"exit {res.returncode}")
-        result.outcomes.append(Outcome(argv, res.returncode == 0, detail))
-        log.write(action="flush", ids=[], argv=argv, returncode=res.returncode, result=detail)
+        rc, _, err = _run(target, argv)
+        detail = "flushed" if rc == 0 else (_last_line(err) or f"exit {rc}")
+        result.outcomes.append(Outcome(argv, rc == 0, detail))
+        log.write(action="flush", ids=[], argv=argv, returncode=rc, result=detail)
         return result
     messages = plan.messages
     if plan.action == "delete":
         messages = _backup(target, plan, config_dir, log, result)
-    ids = [m.queue_id for m in messages]
+    done = {m.queue_id for m in messages}
     if spec.option:
-        for batch in _batches(ids):
-            argv = postfix_argv("postsuper", config_dir, *[a for q in batch for a in (spec.option, q)])
-            res = target.run(argv, timeout=120)
-            counted = {k: int(v) for k, v in _COUNT.findall(res.stderr)}
+        batches = postsuper_batches(plan.action, messages)
+        for i, (batch, queue) in enumerate(batches):
+            argv = _postsuper_argv(spec, config_dir, batch, queue)
+            rc, _, err = _run(target, argv)
+            counted = {k: int(v) for k, v in _COUNT.findall(err)}
             n = counted.get(spec.counted or "", None)
-            ok = res.returncode == 0 and n == len(batch)
+            ok = rc == 0 and n == len(batch)
             if n is None:
-                detail = _last_line(res.stderr) or f"exit {res.returncode}"
+                detail = _last_line(err) or f"exit {rc}"
             else:
                 detail = f"{spec.counted}: {n} of {len(batch)}"
                 if n < len(batch):
-                    detail += f" ({len(batch) - n} not found: delivered, expired or removed meanwhile)"
+                    where = f" from the {queue} queue" if queue else ""
+                    detail += f" ({len(batch) - n} not found{where}: delivered, moved, expired or removed meanwhile)"
                     result.not_found.extend(batch)  # postsuper does not say which: listed as a batch
-                if res.returncode != 0:
-                    detail += f"; {_last_line(res.stderr)}"
+                if rc != 0:
+                    detail += f"; {_last_line(err)}"
             result.outcomes.append(Outcome(argv, ok, detail))
-            log.write(action=plan.action, ids=list(batch), argv=argv, returncode=res.returncode, result=detail)
+            log.write(action=plan.action, ids=list(batch), argv=argv, returncode=rc, result=detail)
+            if rc is None:  # could not run postsuper at all: stop, and say what was not done
+                rest = [q for b, _ in batches[i + 1 :] for q in b]
+                result.not_run.extend(rest)
+                if rest:
+                    log.write(action=plan.action, ids=rest, argv=None, returncode=None,
+                              result="not run: an earlier postsuper could not be run")  # fmt: skip
+                done -= set(batch) | set(rest)
+                break
     if spec.retry_after:
-        for qid in ids:
+        for m in messages:
+            qid = m.queue_id
             argv = postfix_argv("postqueue", config_dir, "-i", qid)
-            res = target.run(argv)
-            ok = res.returncode == 0
-            detail = "scheduled for delivery now" if ok else (_last_line(res.stderr) or f"exit {res.returncode}")
+            if qid not in done:  # expire: postsuper -e never ran for it
+                result.not_run.append(qid)
+                log.write(action=f"{plan.action}:postqueue-i", ids=[qid], argv=argv, returncode=None, result="not run")
+                continue
+            rc, _, err = _run(target, argv)
+            ok = rc == 0
+            detail = "scheduled for delivery now" if ok else (_last_line(err) or f"exit {rc}")
             result.outcomes.append(Outcome(argv, ok, detail))
-            log.write(action=f"{plan.action}:postqueue-i", ids=[qid], argv=argv, returncode=res.returncode, result=detail)
+            log.write(action=f"{plan.action}:postqueue-i", ids=[qid], argv=argv, returncode=rc, result=detail)
     return result
 
 
 def default_backup_dir(root: str = DEFAULT_BACKUP_ROOT, now: float | None = None) -> str:
-    return os.path.join(root, time.strftime("%Y%m%dT%H%M%S", time.localtime(now)))
+    """A directory per run: the time, and the process id, so that two runs in the same second
+    never share one (a copy is never written over in any case: see _backup_file)."""
+    return os.path.join(root, time.strftime("%Y%m%dT%H%M%S", time.localtime(now)) + f"-{os.getpid()}")
