@@ -160,7 +160,10 @@ def bucket_index(age_seconds: float, buckets: int = BUCKETS, tick: int = TICK_MI
     m = age_seconds / (60 * tick)
     if m < 1:
         return 0
-    return min(1 + int(math.log(m) / math.log(2)), buckets - 1)
+    return min(1 + int(math.log(m) / _LN2), buckets - 1)
+
+
+_LN2 = math.log(2)  # the very float math.log(2) gives each time: the same buckets
 
 
 def domain_of(address: str) -> str:
@@ -207,14 +210,18 @@ class AgeTally:
         self.per: dict[str, list[int]] = {}
         self.total = [0] * buckets
 
-    def add(self, m: QueuedMessage) -> None:
+    def add(self, m: QueuedMessage, domains: Sequence[str] | None = None) -> None:
+        """domains: the recipients' domain_of(), when the caller has them already."""
         if self.queues is not None and m.queue_name not in self.queues:
             return
         b = bucket_index(self.now - m.arrival_time, self.buckets, self.tick)
-        self.total[b] += 1 if self.by == "sender" else len(m.recipients)
+        if self.by == "sender":
+            domains = [domain_of(m.sender)]
+        elif domains is None:
+            domains = [domain_of(r.address) for r in m.recipients]
+        self.total[b] += len(domains)
         per = self.per
-        for addr in ([m.sender] if self.by == "sender" else [r.address for r in m.recipients]):
-            d = domain_of(addr)
+        for d in domains:
             row = per.get(d)
             if row is None:
                 row = per[d] = [0] * self.buckets
@@ -269,12 +276,15 @@ class GroupTally:
             c = self._causes[reason] = self._cause_of(reason)
         return c
 
-    def add(self, m: QueuedMessage) -> None:
+    def add(self, m: QueuedMessage, domains: Sequence[str] | None = None) -> None:
+        """domains: the recipients' domain_of(), when the caller has them already."""
         if m.queue_name != "deferred":
             return
         groups = self._groups
-        for r in m.recipients:
-            key = (self.cause(r.delay_reason) or "no-reason", domain_of(r.address))
+        if domains is None:
+            domains = [domain_of(r.address) for r in m.recipients]
+        for r, domain in zip(m.recipients, domains):
+            key = (self.cause(r.delay_reason) or "no-reason", domain)
             g = groups.get(key)
             if g is None:
                 g = groups[key] = Group(key[0], key[1], 0, set(), r.delay_reason or "", m.arrival_time)

@@ -9,7 +9,7 @@ import argparse
 import json
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from checks.config import ConfigReport, read_config
 from checks.errors import InputError, PfdiagError, UsageError
@@ -23,6 +23,7 @@ from checks.queue import (
     Matrix,
     QueueRead,
     counts_of,
+    domain_of,
     listing_time,
     QueueFiles,
     read_queue,
@@ -38,6 +39,18 @@ SCHEMA = "pfdiag.queue/1"
 COMPACT_ABOVE = 1000  # messages; a bigger report is written as compact JSON
 # no cycle check: the report is built here, acyclic, and the check costs a dict insert per container
 _ENCODE = json.JSONEncoder(ensure_ascii=False, check_circular=False).encode
+
+
+def _entry_encoder() -> Callable[[Any], str]:
+    """_ENCODE for one message entry at a time: the C encoder made once, not per call."""
+    from json import encoder
+
+    if encoder.c_make_encoder is None:  # a Python without the _json accelerator
+        return _ENCODE
+    # the arguments JSONEncoder(ensure_ascii=False, check_circular=False).iterencode passes
+    chunks = encoder.c_make_encoder(None, _ENCODE.__self__.default, encoder.encode_basestring, None, ": ", ", ",
+                                    False, False, True)  # fmt: skip
+    return lambda o: "".join(chunks(o, 0))
 HELP = """\
 Lists the Postfix queue: messages per queue, a qshape-style age x domain table,
 deferred recipients grouped by cause and destination, the oldest message, and per
@@ -206,6 +219,7 @@ class ReportBuilder:
         self.oldest: QueuedMessage | None = None
         self.entries: list[dict[str, Any]] = []
         self.texts: list[str | None] | None = [] if encode else None  # entries as compact JSON, when encoding
+        self._encode_entry = _entry_encoder() if encode else _ENCODE
         self.waiting: list[tuple[QueuedMessage, int]] = []  # deferred entries not forecast yet
         self.sources: set[str] = set()  # mtime_source values used
         self._forecaster: Forecaster | None = None
@@ -225,7 +239,7 @@ class ReportBuilder:
     def _encode(self, i: int) -> None:
         # only past COMPACT_ABOVE: smaller reports are indented; finish() encodes stragglers
         if self.texts is not None and len(self.entries) > COMPACT_ABOVE:
-            self.texts[i] = _ENCODE(self.entries[i])
+            self.texts[i] = self._encode_entry(self.entries[i])
 
     def configure_when_done(self, job: Future[tuple[Any, ...]], target: Target) -> None:
         """configure() from the configuration job as soon as it has finished (checked per message)."""
@@ -244,8 +258,9 @@ class ReportBuilder:
         }  # fmt: skip
 
     def add(self, m: QueuedMessage) -> None:
-        self.ages.add(m)
-        self.causes.add(m)
+        domains = [domain_of(r.address) for r in m.recipients]  # once for both tallies
+        self.ages.add(m, domains)
+        self.causes.add(m, domains)
         q = m.queue_name
         self.queues[q] = self.queues.get(q, 0) + 1
         self.recipients += len(m.recipients)
@@ -289,7 +304,7 @@ class ReportBuilder:
             entries, texts = self.entries, self.texts
             order = sorted(range(len(entries)), key=lambda i: entries[i]["arrival_time"])
             self.entries = [entries[i] for i in order]
-            self.texts = [texts[i] or _ENCODE(entries[i]) for i in order]
+            self.texts = [texts[i] or self._encode_entry(entries[i]) for i in order]
         notes = list(read.notes)
         if "assumed" in sources:
             notes.append("next-attempt times marked 'assumed': the queue file's mtime could not be read, so the "
