@@ -80,7 +80,8 @@ class YearTracker:
 
     The first stamp takes the year of `reference` (the file's mtime, or now), or the
     year before when that would put it more than a day after the reference. Then a
-    month that jumps back by more than six (Dec -> Jan) starts a new year."""
+    month that jumps back by more than six (Dec -> Jan) starts a new year. No line is
+    dated more than a day after the reference: a log holds nothing newer than itself."""
 
     def __init__(self, reference: float | None = None) -> None:
         self.reference = time.time() if reference is None else reference
@@ -104,7 +105,16 @@ class YearTracker:
             return self.year - 1  # a straggler from before the boundary: do not move the state
         else:
             self.last_month = month
+        if self._after_reference(self.year, month, day):
+            return self.year - 1  # lines out of order (a pasted excerpt): never a date after the file
         return self.year
+
+    def _after_reference(self, year: int, month: int, day: int) -> bool:
+        """A log holds no line written more than a day after the file itself (its mtime)."""
+        try:
+            return datetime(year, month, day) > datetime.fromtimestamp(self.reference) + timedelta(days=1)
+        except ValueError:  # Feb 29 of a year without one
+            return True
 
 
 class StampParser:

@@ -73,14 +73,14 @@ def test_year_inference_across_new_year():
 
 
 def test_stamp_caches_forget_the_old_year():
-    # a sparse yearless log (one line every few months): the same "Nov  2 11:58:0x" a
-    # year later must not come from the caches of the year before
-    ref = time.mktime((2027, 12, 1, 0, 0, 0, 0, 0, -1))
+    # a log of almost a year, written until Nov 28 2027, that begins in December: the
+    # same "Nov  2 11:58:01" a year later must not come from the caches of the year before
+    ref = time.mktime((2027, 11, 28, 12, 0, 0, 0, 0, -1))
     p = LineParser(reference_time=ref)
-    stamps = ["Nov  2 11:58:01", "Nov  2 11:58:02", "Jan  5 10:00:00", "May  1 10:00:00", "Sep  1 10:00:00",
+    stamps = ["Dec 30 10:00:00", "Nov  2 11:58:01", "Jan  5 10:00:00", "May  1 10:00:00", "Sep  1 10:00:00",
               "Nov  2 11:58:01", "Nov  2 11:58:03"]
     years = [time.localtime(p.parse(f"{s} mx postfix/qmgr[1]: ABCDE: removed").ts).tm_year for s in stamps]
-    assert years == [2027, 2027, 2028, 2028, 2028, 2028, 2028]
+    assert years == [2026, 2026, 2027, 2027, 2027, 2027, 2027]
 
 
 def test_seconds_of_a_cached_minute_are_exact():
@@ -171,3 +171,13 @@ def test_no_text_crashes_the_parser(text):
 )
 def test_no_damaged_envelope_crashes_the_parser(prefix, program, rest):
     LineParser().parse(prefix + program + rest)
+
+
+def test_lines_out_of_order_are_never_dated_after_the_file():
+    # an excerpt pasted out of order (Sep, then Jan and Mar) into a file written in Nov 2026:
+    # a "new year" would date January 2027, after the file was written
+    ref = time.mktime((2026, 11, 28, 12, 0, 0, 0, 0, -1))
+    p = LineParser(reference_time=ref)
+    years = [time.localtime(p.parse(f"{s} mx postfix/qmgr[1]: ABCDE: removed").ts).tm_year
+             for s in ("Sep  1 10:00:00", "Jan  5 10:00:00", "Mar  1 10:00:00")]
+    assert years == [2026, 2026, 2026]
