@@ -24,6 +24,9 @@ DEFAULT_TIMEOUTS: dict[str, float] = {
 }
 
 
+MX_ADDRESS_LIMIT = 5  # smtp_mx_address_limit's default: no delivery tries more addresses
+
+
 def smtp_timeouts(config: Any) -> dict[str, float]:
     """The smtp client's effective timeouts from a checks.postfix.postconf.PostfixConfig (the
     master.cf -o overrides of the smtp service included); a value postconf cannot give keeps
@@ -82,13 +85,14 @@ def explain(profile: dict[str, dict[str, float | None]], timeouts: dict[str, flo
     connect = t["smtp_connect_timeout"]
     if d == 0 and c > 0:
         k = round(c / connect) if connect else 0
-        if k >= 1 and _near(c, k * connect, 0.15):
-            out.append(
-                f"c ≈ {c:g} s ≈ {k} × smtp_connect_timeout ({connect:g} s), d = 0: {k} address(es) never answered the TCP connect"
-            )
-        elif _near(c, t["smtp_helo_timeout"]):
+        if _near(c, t["smtp_helo_timeout"]):
             out.append(
                 f"c ≈ {c:g} s ≈ smtp_helo_timeout ({t['smtp_helo_timeout']:g} s): the greeting or EHLO reply never came"
+            )
+        elif 1 <= k <= MX_ADDRESS_LIMIT and _near(c, k * connect, 0.15):
+            # Postfix tries at most smtp_mx_address_limit addresses per delivery
+            out.append(
+                f"c ≈ {c:g} s ≈ {k} × smtp_connect_timeout ({connect:g} s), d = 0: {k} address(es) never answered the TCP connect"
             )
         else:
             out.append(f"c ≈ {c:g} s, d = 0: the failure happened while setting up the connection (DNS, TCP, greeting, TLS)")
@@ -96,6 +100,14 @@ def explain(profile: dict[str, dict[str, float | None]], timeouts: dict[str, flo
         out.append(
             f"b ≈ {b:g} s: mail waited for a free delivery agent (process limit, destination concurrency or rate delay)"
         )
+    a = float(med["a"] or 0)
+    if a >= 3600:
+        out.append(f"a ≈ {_hours(a)}: most of these are retries of mail queued that long (a counts the time "
+                   "in the deferred queue); old mail, not a slow queue manager")  # fmt: skip
     if not out:
-        out.append(f"median a/b/c/d = {med['a']:g}/{b:g}/{c:g}/{d:g} s: nothing stands out")
+        out.append(f"median a/b/c/d = {a:g}/{b:g}/{c:g}/{d:g} s: nothing stands out")
     return out
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 86400:.1f} days" if seconds >= 2 * 86400 else f"{seconds / 3600:.1f} h"
