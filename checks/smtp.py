@@ -558,7 +558,8 @@ class _Session:
                 self._no_answer(CONNECT, seconds, timeout, wait, 0)
             elif exc.kind == "bind":  # Postfix: "warning: smtp_connect_addr: bind ...", 4.4.0 server configuration error
                 self.record(CONNECT, seconds, Verdict.FAILED, cause="E03", detail=(
-                    f"{exc}: Postfix (smtp_bind_address_enforce = yes) defers with 4.4.0 'server configuration error'"))
+                    f"{exc}: Postfix defers with 4.4.0 'server configuration error' when smtp_bind_address_enforce "
+                    "= yes (= no: it warns and sends from the default source address)"))
             else:
                 self.record(CONNECT, seconds, Verdict.FAILED, detail=str(exc), cause=_CONNECT_CAUSE.get(exc.kind))
             return False

@@ -338,7 +338,7 @@ def bind_plan(values: dict[str, str], overrides: dict[tuple[str, str, str], str]
             said += ("; over SSH the mail host's sshd opens the connection from its default source (direct-tcpip "
                      f"cannot choose one), so a firewall or route tied to {ip} is not tested")  # fmt: skip
         elif origin != "--bind":
-            said += "; so does this probe"
+            said += "; this probe binds to it as well"
         notes.append(said)
     return plan, notes
 
@@ -491,7 +491,8 @@ def bind_doc(plan: BindPlan, address: str, probe: ProbeResult) -> dict[str, Any]
     addr, origin = plan.for_address(address)
     used = probe.local_address.rsplit(":", 1)[0].strip("[]") if probe.local_address else None
     return {"address": addr, "from": origin or None, "enforce": plan.enforce,
-            "reproduced": bool(addr) and plan.can_bind and probe.bind_error is None and (used is None or used == addr),
+            # the probe left from where Postfix would: its default source, or the bind address it got
+            "reproduced": addr is None or (plan.can_bind and probe.bind_error is None and used == addr),
             "bind_error": probe.bind_error, "local_address": probe.local_address}  # fmt: skip
 
 

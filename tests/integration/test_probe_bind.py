@@ -111,6 +111,7 @@ def test_enforced_bind_address_not_on_this_host_defers(peer, tmp_path, capsys) -
 def test_ipv6_bind_address_is_not_used_for_an_ipv4_peer(peer, tmp_path, capsys) -> None:  # noqa: ANN001
     rc, doc, _ = probe(capsys, peer, "-c", conf(tmp_path, "smtp_bind_address6 = ::1"))
     assert rc == 0 and peer.sources == ["127.0.0.1"] and doc["bind"]["address"] is None
+    assert doc["bind"]["reproduced"] is True  # no IPv4 bind address: the default source is Postfix's too
 
 
 def test_bind_option_must_be_an_address(peer, capsys) -> None:  # noqa: ANN001
