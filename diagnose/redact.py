@@ -2,7 +2,9 @@
 
 Replaced: every address's local part (``user-3fa2c1``), the server's own domains
 (``domain-8b21e0.invalid``) and hostnames (``host-77aa01``), client IP addresses (``ip-5d0c9a``,
-v4 and v6) and the clients' reverse-DNS names (``host-...``). Kept, because the diagnosis needs them and they identify no one of the customer's:
+v4 and v6) and the clients' reverse-DNS names (``host-...``), SASL and Dovecot logins (``login-...``),
+and passwords written into smtp/lmtp_sasl_password_maps itself (static:, inline:; ``secret-...``).
+Kept, because the diagnosis needs them and they identify no one of the customer's:
 status and enhanced codes, reason texts, queue ids, timestamps, other organisations' domains
 and the hostnames and addresses of the next hops Postfix talked to (``relay=mx.example[...]``,
 ``connect to ...``, ``host ... said``).
@@ -21,7 +23,7 @@ import os
 import re
 from typing import Any, Iterable
 
-_ADDRESS = re.compile(r"(?<![\w.+=-])([\w.!#$%&'*+/=?^`{|}~-]{1,64})@([A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*)")
+_ADDRESS = re.compile(r"(?<![\w.+=-])((?:sasl_username|sasl_sender|user|login)=)?([\w.!#$%&'*+/=?^`{|}~-]{1,64})@([A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*)")
 _IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w]|\.\d)")
 _IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{0,4}|(?:\d{1,3}\.){3}\d{1,3})(?![\w:])")
 # a next hop Postfix talked to: its address stays (a provider's MX is no secret)
@@ -31,7 +33,13 @@ _KEEP_IPS = ("127.0.0.1", "::1", "0.0.0.0", "::")
 _CLIENT = re.compile(r"(?:connect from|client=|from|rhost=|ip=)\s?[^\[\s]*\[([0-9A-Fa-f:.]+)\]")
 # the reverse-DNS name of a client names the customer's customer: hidden beside its address
 _CLIENT_NAME = re.compile(r"(\b(?:connect )?from |client=)([A-Za-z0-9][\w-]*(?:\.[\w-]+)+)\[([0-9A-Fa-f:.]+)\]")
-_LOGIN = re.compile(r"\b(sasl_username|sasl_sender|user|login)=([^\s,;>]+)")
+_LOGIN = re.compile(r"\b(sasl_username|sasl_sender|user|login)=(<?)([^\s,;<>]+)")
+# Dovecot's auth lines in the same mail log: "passwd-file(alice,203.0.113.9,<sess>)"
+_DOVECOT_USER = re.compile(r"\b((?:passwd-file|passwd|shadow|pam|sql|ldap|checkpassword|static|lua|oauth2|bsdauth)\()([^,()\s]+)(?=,)")
+# the one Postfix setting whose value can hold passwords itself: static:user:pass, inline:{key=user:pass}
+# (main.cf, master.cf -o, postconf output; continuation lines start with white space)
+_PASSWORD_MAPS = re.compile(r"(\b(?:smtp|lmtp)_sasl_password_maps\s*=[ \t]*)([^\n]*(?:\n[ \t]+[^\n]*)*)")
+_INLINE_SECRET = re.compile(r"(\b(?:static|inline):)(\{[^}]*\}?|[^\s,{}]+)")
 
 
 class Redactor:
@@ -66,12 +74,23 @@ class Redactor:
         return any(d == o or d.endswith("." + o) for o in self.own_domains) or d in self.own_hostnames
 
     def _domain(self, domain: str) -> str:
-        return self.token("domain", domain) + ".invalid" if self._is_own_domain(domain) else domain
+        """An address's domain: one of this server's domains gets its domain token, this server's
+        own hostname (or a host inside its domains) the host token it gets everywhere else."""
+        d = domain.lower().rstrip(".")
+        if d in self.own_domains:
+            return self.token("domain", d) + ".invalid"
+        if d in self.own_hostnames:
+            return self.token("host", self._alias.get(d, d))
+        if self._is_own_domain(d):
+            return self.token("host", d)
+        return domain
 
     def text(self, s: str) -> str:
         if not s:
             return s
-        s = _ADDRESS.sub(lambda m: f"{self.token('user', m.group(1))}@{self._domain(m.group(2))}", s)
+        s = scrub_secrets(s, self)
+        # "sasl_username=bob@x": the field name is not part of the local part (which may hold "=")
+        s = _ADDRESS.sub(lambda m: f"{m.group(1) or ''}{self.token('user', m.group(2))}@{self._domain(m.group(3))}", s)
         s = _CLIENT_NAME.sub(self._client_name, s)
         for name in self.own_hostnames:
             tok = self.token("host", self._alias.get(name, name))  # "mx1" and "mx1.example.net": one token
@@ -80,10 +99,18 @@ class Redactor:
             s = re.sub(rf"(?<![\w.-])((?:[\w-]+\.)+){re.escape(dom)}(?![\w-])",
                        lambda m: self.token("host", m.group(0)), s, flags=re.IGNORECASE)  # fmt: skip
             s = re.sub(rf"(?<![\w.-]){re.escape(dom)}(?![\w-])", self.token("domain", dom) + ".invalid", s, flags=re.IGNORECASE)
-        s = _LOGIN.sub(lambda m: f"{m.group(1)}={self.token('login', m.group(2))}", s)
+        s = _LOGIN.sub(self._login, s)
+        s = _DOVECOT_USER.sub(lambda m: f"{m.group(1)}{self._login_value(m.group(2))}", s)
         s = _IPV4.sub(lambda m: self._ip(m, s), s)
         s = _IPV6.sub(lambda m: self._ip(m, s), s)
         return s
+
+    def _login_value(self, value: str) -> str:
+        # an address was redacted already (its local part has its one token): not a second token
+        return value if "@" in value else self.token("login", value)
+
+    def _login(self, m: re.Match[str]) -> str:
+        return f"{m.group(1)}={m.group(2)}{self._login_value(m.group(3))}"
 
     def _client_name(self, m: re.Match[str]) -> str:
         prefix, name, addr = m.groups()
@@ -118,3 +145,18 @@ class Redactor:
         if isinstance(obj, (list, tuple)):
             return [self.value(v) for v in obj]
         return obj
+
+
+def scrub_secrets(text: str, redactor: Redactor | None = None) -> str:
+    """Passwords written into the configuration itself (smtp_sasl_password_maps = static:user:pass,
+    inline:{[relay]:587 = user:pass}) become a keyed token (a redactor's) or "secret-redacted".
+    Map types that name a file (hash:, lmdb:, ...) hold no secret here and stay. Usable without
+    a Redactor: a snapshot or report that is not redacted must not carry passwords either."""
+    if "_sasl_password_maps" not in text:
+        return text
+
+    def hide(m: re.Match[str]) -> str:
+        tok = redactor.token("secret", m.group(2)) if redactor else "secret-redacted"
+        return f"{m.group(1)}{{{tok}}}" if m.group(2).startswith("{") else f"{m.group(1)}{tok}"
+
+    return _PASSWORD_MAPS.sub(lambda m: m.group(1) + _INLINE_SECRET.sub(hide, m.group(2)), text)
