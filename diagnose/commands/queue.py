@@ -222,6 +222,7 @@ class ReportBuilder:
         self.entries: list[dict[str, Any]] = []
         self.texts: list[str | None] | None = [] if encode else None  # entries as compact JSON, when encoding
         self._encode_entry = _entry_encoder() if encode else _ENCODE
+        self._crossed = False  # past COMPACT_ABOVE entries: encoding as they complete
         self.waiting: list[tuple[QueuedMessage, int]] = []  # deferred entries not forecast yet
         self.sources: set[str] = set()  # mtime_source values used
         self._forecaster: Forecaster | None = None
@@ -243,10 +244,12 @@ class ReportBuilder:
         texts = self.texts
         if texts is None or len(self.entries) <= COMPACT_ABOVE:
             return
-        if len(self.entries) == COMPACT_ABOVE + 1:  # just crossed: the complete entries so far
-            for j, e in enumerate(self.entries[:-1]):
-                if e["forecast"] is not None or e["queue_name"] != "deferred":
+        if not self._crossed:  # the first time past the mark: every complete entry so far (i among them)
+            self._crossed = True
+            for j, e in enumerate(self.entries):
+                if texts[j] is None and (e["forecast"] is not None or e["queue_name"] != "deferred"):
                     texts[j] = self._encode_entry(e)
+            return
         texts[i] = self._encode_entry(self.entries[i])
 
     def configure_when_done(self, job: Future[tuple[Any, ...]], target: Target) -> None:

@@ -92,3 +92,27 @@ def test_a_small_report_stays_indented(listing):
         b.add(m)
     rep = b.finish(small, cfg.settings, target, cfg.queue_directory)
     assert b.json_text(rep) == json.dumps(rep, indent=2, ensure_ascii=False)
+
+
+def test_settings_arriving_with_the_message_past_the_mark_encode_each_entry_once(listing):
+    """The configuration job finishing just as entry 1,001 is listed: the waiting entries are
+    forecast and encoded then, each once (not the whole backlog again per waiting entry)."""
+    from concurrent.futures import Future
+
+    target, cfg, read = listing
+    b = ReportBuilder(read.taken_at, encode=True)
+    encode, calls = b._encode_entry, []
+    b._encode_entry = lambda e: calls.append(1) or encode(e)  # type: ignore[method-assign]
+    job: Future = Future()
+    job.set_result((cfg.settings, cfg, False))
+    msgs = list(read.messages)
+    k = next(i for i in range(COMPACT_ABOVE, len(msgs)) if msgs[i].queue_name == "deferred")
+    msgs[COMPACT_ABOVE], msgs[k] = msgs[k], msgs[COMPACT_ABOVE]  # entry 1,001 is deferred: it configures
+    read = replace(read, messages=msgs)
+    for i, m in enumerate(msgs):
+        if i == COMPACT_ABOVE:
+            b.configure_when_done(job, target)
+        b.add(m)
+    rep = b.finish(read, cfg.settings, target, cfg.queue_directory)
+    assert b.json_text(rep) == json.dumps(build_report(read, cfg.settings, target, cfg.queue_directory), ensure_ascii=False)
+    assert len(calls) == len(msgs)
