@@ -58,13 +58,13 @@ def _passphrase_prompt() -> object:
 
 def open_target(args: argparse.Namespace) -> tuple[Target, str | None]:
     """(target, notice for the user or None)."""
-    from checks.targets import LocalTarget, SnapshotTarget  # on use: each command loads only its own kind
-
     chosen = [o for o in ("demo", "snapshot", "host") if getattr(args, o, None)]
     if len(chosen) > 1:
         raise UsageError(f"--{chosen[0]} and --{chosen[1]} cannot be used together")
     if getattr(args, "identity", None) and not getattr(args, "host", None):
         raise UsageError("--identity needs --host (it is the key to log into the mail host with)")
+    if getattr(args, "demo", False) or getattr(args, "snapshot", None):
+        from checks.targets.snapshot import SnapshotTarget  # tarfile and friends: only for a bundle
     if getattr(args, "demo", False):
         snap = SnapshotTarget(demo_path())
         return snap, "pfdiag: using the demo snapshot shipped with pfdiag (a recorded test-lab Postfix), not this machine"
@@ -83,4 +83,6 @@ def open_target(args: argparse.Namespace) -> tuple[Target, str | None]:
                                 command_timeout=max(timeout, 30.0), password_prompt=_passphrase_prompt(),  # type: ignore[arg-type]
                                 identity=getattr(args, "identity", None))  # fmt: skip
         return target, None
+    from checks.targets.local import LocalTarget
+
     return LocalTarget(), None

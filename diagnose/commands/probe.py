@@ -851,11 +851,9 @@ def _address_row(address: str, port: int, r: ProbeResult) -> dict[str, Any]:
 
 
 def _live_target(args: argparse.Namespace) -> Any:
-    from checks.targets import SnapshotTarget
-
-    target, notice = open_target(args)
-    if isinstance(target, SnapshotTarget):
+    if getattr(args, "snapshot", None) or getattr(args, "demo", False):  # said before opening (and importing) it
         raise PfdiagError("a probe needs a live target: a snapshot (or --demo) is a recording and cannot open connections")
+    target, notice = open_target(args)
     if notice and args.format != "json":
         print(notice, file=sys.stderr)
     return target
