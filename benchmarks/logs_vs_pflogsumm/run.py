@@ -34,7 +34,6 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -312,6 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     OUT.mkdir(exist_ok=True)
     pflogsumm = find_pflogsumm()
     py = pfdiag_python()
+    # bytecode, as `pip install` leaves it (PYTHONDONTWRITEBYTECODE would recompile edited modules each run)
+    subprocess.run([py, "-m", "compileall", "-q", str(REPO / "checks"), str(REPO / "diagnose")], check=False,
+                   capture_output=True)  # fmt: skip
     env = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "host": platform.node(),
