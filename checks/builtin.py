@@ -118,6 +118,17 @@ def _helo(ctx: Context) -> str:
     return socket.getfqdn()
 
 
+def _bind(ctx: Context) -> Any:
+    """Where Postfix's smtp client sends from (checks.bind), from the settings the engine read
+    with the server's names and the master.cf -o overrides; the probes bind there as well."""
+    from checks.bind import bind_plan
+
+    identity = (ctx.options.get("collected") or {}).get("identity") or {}
+    rep = (ctx.options.get("collected") or {}).get("config_report")
+    overrides = getattr(getattr(rep, "config", None), "overrides", None) or {}
+    return bind_plan(identity, overrides, None, can_bind=type(ctx.target).__name__ != "SSHTarget")[0]
+
+
 def _probe_targets(ctx: Context) -> Sequence[Mapping[str, Any]]:
     return ctx.options.get("probe_targets") or ()
 
@@ -138,13 +149,13 @@ def smtp_nexthops(ctx: Context) -> list[Finding]:
     if not hops:
         return [Finding("smtp.nexthops", Severity.INFO, "no next hop of deferred mail needs a probe")]
     budget = float(ctx.options.get("budget") or 60.0)
-    timeouts, helo = _timeouts(ctx), _helo(ctx)
+    timeouts, helo, bind = _timeouts(ctx), _helo(ctx), _bind(ctx)
     started = time.monotonic()
 
     def one(hop: Mapping[str, Any]) -> list[Finding]:
         left = max(1.0, budget - (time.monotonic() - started) - 1.0)
         res = probe_address(ctx.target, hop["host"], int(hop["port"]), helo_name=helo, timeouts=timeouts,
-                            total_budget=left)  # fmt: skip
+                            total_budget=left, **bind.kwargs(hop["host"]))  # fmt: skip
         found = to_findings(res)
         return [_tag(f, hop) for f in found]
 
@@ -206,7 +217,7 @@ def smtp_eod_ladder(ctx: Context) -> list[Finding]:
     per = max(5.0, min(timeouts.smtp_data_done_timeout + timeouts.smtp_data_xfer_timeout, budget / max(1, len(sizes))))
     results = send_test_messages(ctx.target, hop["host"], int(hop["port"]), helo_name=helo,
                                  mail_from=ctx.answers.get("test_from") or "", rcpt_to=rcpt, sizes=sizes,
-                                 timeouts=timeouts, budget_per_message=per)  # fmt: skip
+                                 timeouts=timeouts, budget_per_message=per, **_bind(ctx).kwargs(hop["host"]))  # fmt: skip
     return [_tag(f, hop) for f in to_findings(conclude_ladder(results))]
 
 

@@ -48,7 +48,7 @@ class Facts:
     queue: dict[str, Any] | None = None
     config: dict[str, Any] | None = None
     config_report: Any = None  # checks.config.ConfigReport, handed to the checks
-    identity: dict[str, str] = field(default_factory=dict)  # myhostname, mydomain, mydestination, smtp_helo_name
+    identity: dict[str, str] = field(default_factory=dict)  # own names (IDENTITY) and bind settings (BIND_NAMES)
     probe_targets: list[dict[str, Any]] = field(default_factory=list)
     dns_targets: list[str] = field(default_factory=list)  # destinations deferred for DNS reasons
     findings: list[Finding] = field(default_factory=list)
@@ -162,11 +162,15 @@ IDENTITY = ("myhostname", "mydomain", "mydestination", "smtp_helo_name")  # expa
 
 
 def read_identity(target: Target, config_dir: str | None) -> dict[str, str]:
-    """This server's own names (what redaction must hide); empty when postconf cannot say."""
+    """This server's own names (what redaction must hide) and where its smtp client sends from
+    (checks.bind.BIND_NAMES: the probes bind there too), in one postconf -x; empty when postconf
+    cannot say."""
+    from checks.bind import BIND_NAMES
     from checks.config import postconf_x
 
+    wanted = (*IDENTITY, *BIND_NAMES)
     try:
-        return {k: v for k, v in postconf_x(target, config_dir, *IDENTITY).items() if k in IDENTITY}
+        return {k: v for k, v in postconf_x(target, config_dir, *wanted).items() if k in wanted}
     except PfdiagError:
         return {}
 

@@ -12,7 +12,7 @@ import pytest
 from checks.errors import ConnectFailed
 from checks.targets import LocalTarget
 from diagnose.cli import main
-from diagnose.commands.probe import bind_plan
+from checks.bind import bind_plan
 from tests.peers import PeerConn, SmtpPeer
 
 FAST = ["--timeouts", "short", "--helo", "client.test", "--budget", "10", "-f", "json"]
@@ -171,3 +171,20 @@ def test_ssh_target_refuses_a_source_clearly(ssh, peer) -> None:  # noqa: ANN001
             t.connect("127.0.0.1", peer.port, 5, source="127.0.0.2")
         assert info.value.kind == "bind-unsupported" and "sshd chooses the source address" in str(info.value)
         assert peer.sources == []
+
+
+def test_the_diagnosis_probes_send_from_postfix_source_address(peer, tmp_path) -> None:  # noqa: ANN001
+    """pfdiag report's own probes (smtp.nexthops) bind like pfdiag probe: the engine reads the
+    bind settings with the server's names (one postconf -x of a real main.cf)."""
+    from checks.builtin import smtp_nexthops
+    from checks.registry import Context
+    from diagnose.engine import read_identity
+
+    target = LocalTarget()
+    identity = read_identity(target, conf(tmp_path, "smtp_bind_address = 127.0.0.2"))
+    assert identity["smtp_bind_address"] == "127.0.0.2" and "myhostname" in identity
+    ctx = Context(target=target, answers={}, options={
+        "collected": {"identity": identity, "config_report": None}, "budget": 10,
+        "probe_targets": [{"host": "127.0.0.1", "port": peer.port, "domain": "peer.test", "cause_id": "E09"}]})
+    findings = smtp_nexthops(ctx)
+    assert peer.sources == ["127.0.0.2"], findings
