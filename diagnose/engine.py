@@ -168,11 +168,12 @@ def read_identity(target: Target, config_dir: str | None) -> dict[str, str]:
     from checks.bind import BIND_NAMES
     from checks.config import postconf_x
 
-    wanted = (*IDENTITY, *BIND_NAMES)
-    try:
-        return {k: v for k, v in postconf_x(target, config_dir, *wanted).items() if k in wanted}
-    except PfdiagError:
-        return {}
+    for wanted in ((*IDENTITY, *BIND_NAMES), IDENTITY):  # a bundle recorded before the bind names has the second
+        try:
+            return {k: v for k, v in postconf_x(target, config_dir, *wanted).items() if k in wanted}
+        except PfdiagError:
+            continue
+    return {}
 
 
 def collect_config(target: Target, config_dir: str | None, config: Callable[[], Any]

@@ -223,3 +223,31 @@ def test_a_notice_is_heard_before_any_progress_or_report() -> None:
     assert heard[0] == "pfdiag: nothing here; the demo stands in"
     assert "report" in heard and heard.index("report") > 0
     assert outcome.notices == ["pfdiag: nothing here; the demo stands in"]  # report mode prints them itself
+
+
+def test_own_names_from_a_bundle_recorded_before_the_bind_settings(tmp_path) -> None:
+    """read_identity asks for the names and the bind settings at once; a bundle that recorded only
+    the names (an older pfdiag) still gives them."""
+    import io
+    import json
+    import tarfile
+
+    from diagnose.engine import IDENTITY, read_identity
+
+    argv = ["postconf", "-x", *IDENTITY]
+    out = "myhostname = mx.example.net\nmydomain = example.net\nmydestination = $myhostname\nsmtp_helo_name = mx.example.net\n"
+    bundle = tmp_path / "old.tar.gz"
+    with tarfile.open(bundle, "w:gz") as tar:
+        for name, data in (("commands/0001.out", out), ("commands/0001.err", "")):
+            raw = data.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(raw)
+            tar.addfile(info, io.BytesIO(raw))
+        manifest = {"format": "pfdiag-snapshot", "version": 1, "files": [],
+                    "commands": [{"argv": argv, "returncode": 0, "stdout": "commands/0001.out", "stderr": "commands/0001.err"}]}
+        raw = json.dumps(manifest).encode()
+        info = tarfile.TarInfo("manifest.json")
+        info.size = len(raw)
+        tar.addfile(info, io.BytesIO(raw))
+    ident = read_identity(SnapshotTarget(str(bundle)), None)
+    assert ident["myhostname"] == "mx.example.net" and "smtp_bind_address" not in ident
