@@ -211,7 +211,7 @@ class ReportBuilder:
 
     def __init__(self, now: float, *, by: str = "recipient", top: int = 20, shape_queues: list[str] | None = None,
                  encode: bool = False) -> None:  # fmt: skip
-        """encode: the report will be written as JSON (json_text): a big queue's message
+        """encode: the report will be written as JSON (write_json): a big queue's message
         entries are encoded as they complete, while postqueue still lists."""
         self.now, self.top, self.shape_queues = now, top, shape_queues
         self.ages = AgeTally(now, by=by, queues=shape_queues)
