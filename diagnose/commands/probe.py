@@ -605,6 +605,29 @@ def _table(head: list[str], rows: list[list[str]]) -> list[str]:
     return ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [head, *rows]]
 
 
+def family_difference(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """A finding when every address of one IP version fails and one of the other works: an
+    IPv6 route or firewall that is broken (or an IPv4 address that is blocked) is met by Postfix
+    on whichever addresses smtp_address_preference puts first, and costs a connect timeout each."""
+    by = {4: [r for r in rows if ":" not in r["address"]], 6: [r for r in rows if ":" in r["address"]]}
+    if not by[4] or not by[6]:
+        return None
+    works = {v: any(r["ok"] for r in by[v]) for v in (4, 6)}
+    if works[4] == works[6]:
+        return None
+    bad, good = (6, 4) if works[4] else (4, 6)
+    errors = " ".join((r["error"] or "").lower() for r in by[bad])
+    cause = ("E03" if "unreachable" in errors or "no route" in errors else "E01" if "timed out" in errors
+             else "E02" if "refused" in errors else None)  # fmt: skip
+    failing = ", ".join(f"{r['address']} ({r['error'] or 'see phases'})" for r in by[bad][:3])
+    return _finding_dict(Finding(
+        "smtp.address-family", Severity.PROBLEM,
+        f"every IPv{bad} address fails ({failing}) while IPv{good} works: Postfix meets this on the IPv{bad} "
+        f"addresses smtp_address_preference lets it try (default any: in random order), each costing up to "
+        f"smtp_connect_timeout; fix the IPv{bad} route or firewall, or set smtp_address_preference = ipv{good} "
+        "(or inet_protocols) until it is fixed", cause))  # fmt: skip
+
+
 def _finding_line(f: dict[str, Any]) -> str:
     cause = f" [{f['cause_id']} {f['cause_title']}]" if f["cause_id"] else ""
     return f"{f['severity']}{cause}: {f['summary']}"
@@ -852,6 +875,10 @@ def run_one(args: argparse.Namespace, destination: str) -> int:
 
         with ThreadPoolExecutor(max_workers=min(8, len(hops) - 1)) as pool:
             doc["addresses"] += list(pool.map(other, hops[1:]))
+        split = family_difference(doc["addresses"])
+        if split is not None:
+            doc["findings"].append(split)
+            doc["problem"] = True
     if getattr(args, "compare_here", False):
         from checks.targets import LocalTarget
 
