@@ -40,9 +40,16 @@ class HostResult:
     seconds: float
 
 
+MAX_HOSTS = 10_000  # more is a typo in a range, not a fleet: refused before anything connects
+_PORT = re.compile(r":(\d+)$")
+
+
 def _spec(name: str, address: str | None = None) -> HostSpec:
     address = (address or name).strip()
     why = valid_host(address)
+    port = _PORT.search(address)
+    if not why and port and not 1 <= int(port.group(1)) <= 65535:
+        why = "a port from 1 to 65535"
     if why:
         raise UsageError(f"invalid host {address!r}: expected {why}")
     return HostSpec(name.strip(), address)
@@ -71,8 +78,11 @@ def _expand(pattern: str) -> list[str]:
     if not m:
         return [pattern]
     lo, hi = m.group(1), m.group(2)
-    if int(hi) < int(lo) or int(hi) - int(lo) > 10_000:
-        raise UsageError(f"bad host range in {pattern!r}")
+    total = 1  # ranges multiply: mail[1:100][1:100] is 10,000 names
+    for r in _RANGE.finditer(pattern):
+        total *= max(0, int(r.group(2)) - int(r.group(1)) + 1)
+    if int(hi) < int(lo) or total > MAX_HOSTS:
+        raise UsageError(f"bad host range in {pattern!r} (at most {MAX_HOSTS} hosts)")
     width = len(lo) if lo.startswith("0") else 0
     out = []
     for n in range(int(lo), int(hi) + 1):
@@ -94,6 +104,8 @@ def read_inventory(path: str) -> list[HostSpec]:
             text = fh.read()
     except OSError as exc:
         raise InputError(f"{path}: cannot read the inventory ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not a text inventory (byte {exc.start} is not UTF-8)") from None
     lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith(("#", ";"))]
     if not lines:
         raise InputError(f"{path}: the inventory names no host")
@@ -105,6 +117,8 @@ def read_inventory(path: str) -> list[HostSpec]:
         specs = [_spec(ln.split()[0]) for ln in lines]
     if not specs:
         raise InputError(f"{path}: the inventory names no host")
+    if len(specs) > MAX_HOSTS:
+        raise UsageError(f"{path}: {len(specs)} hosts; at most {MAX_HOSTS}")
     return _unique(specs)
 
 
@@ -139,19 +153,28 @@ def _yaml_inventory(text: str, path: str) -> list[HostSpec]:
         raise InputError(f"{path}: not a valid YAML inventory ({str(exc).splitlines()[0]})") from None
     specs: list[HostSpec] = []
 
-    def walk(group: Any) -> None:
-        if not isinstance(group, Mapping):
-            return
-        for name, vars_ in (group.get("hosts") or {}).items():
+    def walk(group: Any, where: str, depth: int = 0) -> None:
+        if group is None:
+            return  # "web:" with nothing under it: an empty group
+        if not isinstance(group, Mapping) or depth > 50:
+            raise InputError(f"{path}: group {where!r} is not a mapping (hosts: / children: / vars:)")
+        hosts, children = group.get("hosts") or {}, group.get("children") or {}
+        for key, value in (("hosts", hosts), ("children", children)):
+            if not isinstance(value, Mapping):  # "hosts: [a, b]" is not Ansible's form: say so
+                raise InputError(f"{path}: {where}.{key} must be a mapping of names (name: followed by its variables), "
+                                 f"not a {type(value).__name__}")  # fmt: skip
+        for name, vars_ in hosts.items():
+            if not isinstance(name, (str, int)) or not str(name).strip():
+                raise InputError(f"{path}: {where}.hosts: {name!r} is not a host name")
             for n in _expand(str(name)):
                 specs.append(_spec(n, _address(n, vars_ if isinstance(vars_, Mapping) else {})))
-        for child in (group.get("children") or {}).values():
-            walk(child)
+        for cname, child in children.items():
+            walk(child, str(cname), depth + 1)
 
     if not isinstance(data, Mapping):
         raise InputError(f"{path}: a YAML inventory is a mapping of groups (all: hosts: ...)")
-    for group in data.values():
-        walk(group)
+    for gname, group in data.items():
+        walk(group, str(gname))
     return specs
 
 
@@ -177,7 +200,8 @@ def run_fleet(hosts: list[HostSpec], diagnose_one: Callable[[HostSpec], dict[str
         except Exception as exc:  # a bug on one host must not cost the others
             res = HostResult(h, None, f"internal error: {type(exc).__name__}: {exc}", round(time.monotonic() - t0, 3))
         with lock:
-            progress(h.name, "error: " + res.error if res.error else res.doc["verdict"]["status"])  # type: ignore[index]
+            status = ((res.doc or {}).get("verdict") or {}).get("status", "?")
+            progress(h.name, "error: " + res.error if res.error else status)
         return res
 
     with ThreadPoolExecutor(max_workers=min(concurrency, len(hosts)), thread_name_prefix="pfdiag-host") as pool:
