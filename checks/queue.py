@@ -33,6 +33,7 @@ from checks.postfix.postqueue import (
     QUEUE_NAMES,
     ParseStats,
     QueuedMessage,
+    iter_postqueue_json,
     parse_mailq,
     parse_postqueue_json,
 )
@@ -98,7 +99,7 @@ def read_queue(
                     on_message(m)
         else:
             with stream(argv) as out:
-                for m in parse_postqueue_json(out, stats):
+                for m in iter_postqueue_json(out, stats):
                     keep(m)
                     if on_message is not None:
                         on_message(m)

@@ -45,6 +45,7 @@ __all__ = [
     "QueuedRecipient",
     "is_null_sender",
     "is_valid_queue_id",
+    "iter_postqueue_json",
     "parse_mailq",
     "parse_postqueue_json",
 ]
@@ -251,6 +252,12 @@ def _iter_json(lines: Iterable[str], stats: ParseStats) -> Iterator[QueuedMessag
             continue
         stats.records += 1
         yield rec
+
+
+def iter_postqueue_json(lines: Iterable[str], stats: ParseStats) -> Iterator[QueuedMessage]:
+    """parse_postqueue_json() for lines already decoded and without line ends (what
+    Target.stream yields), one layer less per line; malformed lines go to stats."""
+    return _iter_json(lines, stats)
 
 
 def parse_postqueue_json(
