@@ -6,7 +6,11 @@ Safety rules, in order:
   * a plan (messages + exact argv) is shown first; nothing runs without an interactive
     "yes" or --yes, and a dry run is the default when stdin is not a terminal;
   * Postfix must be running (`master -t` exits 0 when it is NOT): otherwise nothing runs;
-  * delete saves every message with `postcat -q ID` first and deletes only the ids it saved;
+  * after the confirmation the queue is listed again: a message that is gone, moved to another
+    queue or whose id now names another message is "not found" and not touched; postsuper is
+    told each message's queue too, for a move in the seconds between;
+  * delete saves every message with `postcat -q ID` first (byte for byte, fsynced, never over an
+    existing file, whole: postcat's end-of-file marker) and deletes only the ids it saved;
   * every command's result is checked (postsuper's "Deleted: N messages" must match: 0 for an
     id means "not found", not success) and appended to a JSON-lines action log.
 """
@@ -18,13 +22,13 @@ import os
 import re
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Sequence
 
 from checks.config import postfix_argv
 from checks.errors import CommandNotFound, InputError, PfdiagError, UsageError
 from checks.postfix.postqueue import QueuedMessage, is_valid_queue_id
-from checks.queue import domain_of
+from checks.queue import domain_of, read_queue
 from checks.targets import LocalTarget, Target
 
 DEFAULT_BACKUP_ROOT = "/var/lib/pfdiag/backup"
@@ -367,6 +371,39 @@ def _backup(target: Target, plan: Plan, config_dir: str | None, log: ActionLog, 
     return keep
 
 
+def _recheck(target: Target, plan: Plan, config_dir: str | None, log: ActionLog, result: Result) -> list[QueuedMessage]:
+    """The plan's messages that are still what the plan showed, listed again after the
+    confirmation (which may have waited minutes): same id, same arrival time (Postfix reuses
+    short queue ids: postsuper(1) warns it can then delete the wrong message), same queue.
+    The others are "not found", each with why, and nothing runs for them."""
+    argv = postfix_argv("postqueue", config_dir, "-j")
+    try:
+        now = {m.queue_id: m for m in read_queue(target, config_dir).messages}
+    except PfdiagError as exc:  # postsuper is still told each message's queue: go on, say so
+        log.write(action="recheck", ids=[], argv=argv, returncode=None, result=f"queue not listed again ({exc})")
+        return list(plan.messages)
+    keep, gone = [], []
+    for m in plan.messages:
+        cur = now.get(m.queue_id)
+        expected = _queue_of(plan.action, m)
+        if cur is None:
+            why = "no longer queued (delivered, expired or removed since the plan)"
+        elif abs(cur.arrival_time - m.arrival_time) > 1:
+            why = "the queue id now names another message (Postfix reused it)"
+        elif expected and cur.queue_name != expected:
+            why = f"now in the {cur.queue_name} queue, not {expected}"
+        else:
+            keep.append(m)
+            continue
+        gone.append(f"{m.queue_id}: {why}")
+        result.not_found.append(m.queue_id)
+    if gone:
+        detail = "not touched: " + "; ".join(gone)
+        result.outcomes.append(Outcome(argv, False, detail))
+        log.write(action="recheck", ids=[g.split(":", 1)[0] for g in gone], argv=argv, returncode=0, result=detail)
+    return keep
+
+
 def execute(target: Target, plan: Plan, config_dir: str | None, log: ActionLog) -> Result:
     result = Result()
     spec = SPECS[plan.action]
@@ -377,9 +414,9 @@ def execute(target: Target, plan: Plan, config_dir: str | None, log: ActionLog) 
         result.outcomes.append(Outcome(argv, rc == 0, detail))
         log.write(action="flush", ids=[], argv=argv, returncode=rc, result=detail)
         return result
-    messages = plan.messages
-    if plan.action == "delete":
-        messages = _backup(target, plan, config_dir, log, result)
+    messages = _recheck(target, plan, config_dir, log, result)
+    if plan.action == "delete" and messages:
+        messages = _backup(target, replace(plan, messages=messages), config_dir, log, result)
     done = {m.queue_id for m in messages}
     if spec.option:
         batches = postsuper_batches(plan.action, messages)

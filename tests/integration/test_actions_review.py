@@ -171,7 +171,29 @@ def test_a_message_that_moved_queue_after_the_plan_is_not_touched(postfix_lab, t
         result = act.execute(target, plan, cfg, log)
     finally:
         log.close()
-    assert not result.ok and result.not_found == [qid]
-    assert "not found from the deferred queue" in result.outcomes[-1].detail
+    assert not result.ok and result.not_found == [qid] and result.saved == {}
+    assert f"{qid}: now in the hold queue, not deferred" in result.outcomes[-1].detail
     assert postfix_lab.queued(qid)["queue_name"] == "hold"  # still there
+    assert "now in the hold queue" in _log(tmp_path / "a.log")[-1]["result"]
     postfix_lab.postsuper("-d", qid)
+
+
+def test_a_count_mismatch_names_exactly_the_message_that_was_gone(postfix_lab, tmp_path):
+    """Two messages planned, one removed before the run: the other is held, and the report
+    names the one that was gone, not the whole postsuper batch."""
+    a = _deferred(postfix_lab, "stays\n", "review-pair-a")
+    b = _deferred(postfix_lab, "goes\n", "review-pair-b")
+    target = LocalTarget(postfix_lab.env)
+    cfg = str(postfix_lab.config_dir)
+    chosen, _ = act.select(read_queue(target, cfg).messages, act.Selection(ids=[a, b]), lambda r: "")
+    plan = act.build_plan("hold", chosen, cfg)
+    postfix_lab.postsuper("-d", b, check=True)
+    log = act.ActionLog(str(tmp_path / "a.log"))
+    try:
+        result = act.execute(target, plan, cfg, log)
+    finally:
+        log.close()
+    assert result.not_found == [b]
+    assert postfix_lab.queued(a)["queue_name"] == "hold"
+    assert any(o.ok and "Placed on hold: 1 of 1" in o.detail for o in result.outcomes)
+    postfix_lab.postsuper("-d", a)
