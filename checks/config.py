@@ -153,6 +153,21 @@ def _seconds(cfg: PostfixConfig, name: str, service: str | None = None) -> float
         return None
 
 
+# RFC 5321 4.5.3.2: the least time a client should wait for each reply. Below it, a server that is
+# only slow looks dead to Postfix: (parameter, RFC minimum s, cause it produces, the wait, what fails).
+RFC_CLIENT_TIMEOUTS = (
+    ("smtp_helo_timeout", 300, "E04", "the greeting and the EHLO reply", "servers that pause before greeting "
+     "(anti-spam greet delays, tarpits) fail with 'timed out while receiving the initial server greeting'"),
+    ("smtp_mail_timeout", 300, "E07", "the reply to MAIL FROM", "receivers that check the sender first are cut off"),
+    ("smtp_rcpt_timeout", 300, "E07", "the reply to RCPT TO",
+     "receivers that verify the recipient (callouts) or delay on purpose are cut off"),
+    ("smtp_data_init_timeout", 120, "E07", "the 354 reply to DATA", "a busy receiver is given up on before the message"),
+    ("smtp_data_xfer_timeout", 180, "E08", "each write of the message",
+     "a slow link or a stalled TCP window ends the delivery halfway"),
+)
+RFC_CAUSES = {name: cause for name, _, cause, _, _ in RFC_CLIENT_TIMEOUTS} | {"smtp_data_done_timeout": "E09"}
+
+
 def assess(cfg: PostfixConfig, settings: RetrySettings) -> list[tuple[str, str]]:
     """(parameter, why) for every risky value: the retry model's own list plus the ones
     that need the whole configuration (duplicates, soft_bounce, master.cf overrides)."""
@@ -163,6 +178,10 @@ def assess(cfg: PostfixConfig, settings: RetrySettings) -> list[tuple[str, str]]
                     f"{done:g}s is below 600s (RFC 5321's 10 minutes): a slow server that is still "
                     "processing the message gets cut off after accepting it, and the retry delivers "
                     "it twice (\"message may be sent more than once\")"))  # fmt: skip
+    for name, least, _cause, wait, consequence in RFC_CLIENT_TIMEOUTS:
+        secs = _seconds(cfg, name)
+        if secs is not None and secs < least:
+            out.append((name, f"{secs:g}s is below {least}s (RFC 5321's minimum wait for {wait}): {consequence}"))
     for (svc, kind, name), value in sorted(cfg.overrides.items()):
         if name.endswith(("_timeout", "_deadline")) or name in TIME_UNITS or name in QUEUEING:
             if name == "smtp_data_done_timeout":

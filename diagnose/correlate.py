@@ -178,9 +178,11 @@ def _confidence(rc: RankedCause, found: list[Finding], log_causes: Mapping[str, 
             rc.why.append(f"most likely underlying cause: {best.title.lower()} ({confidence_label(best.score)} "
                           f"confidence)")  # fmt: skip
             c += 0.1 * best.score
-        for f in found:
-            if f.check_id == "config.timeouts" and f.cause_id == rc.id:
-                rc.confirmations.append(f)
+    for f in found:  # shown with the cause, no confidence: it says why it happens, not that it does
+        if f.check_id == "config.timeouts" and f.cause_id == rc.id:
+            rc.confirmations.append(f)
+            if rc.id not in EOD_CAUSES:
+                rc.why.append("Postfix's own wait for this phase is shortened: " + f.summary)
     rc.confidence = round(max(0.05, min(0.98, c)), 2)
 
 

@@ -251,3 +251,11 @@ def test_own_names_from_a_bundle_recorded_before_the_bind_settings(tmp_path) -> 
         tar.addfile(info, io.BytesIO(raw))
     ident = read_identity(SnapshotTarget(str(bundle)), None)
     assert ident["myhostname"] == "mx.example.net" and "smtp_bind_address" not in ident
+
+
+def test_a_lowered_phase_timeout_is_shown_with_its_cause(demo_doc: dict) -> None:
+    """The lab Postfix waits 5 s for the greeting: the report says so under E04 (not as a
+    confirmation: it explains why it happens, the log shows that it does)."""
+    e04 = next(c for c in demo_doc["causes"] if c["id"] == "E04")
+    assert any("smtp_helo_timeout: 5s is below 300s" in w for w in e04["why"]), e04["why"]
+    assert any(e["source"].startswith("config.timeouts") for e in e04["evidence"])

@@ -225,10 +225,20 @@ def _cfg(**values: str) -> PostfixConfig:
     ({"maximal_backoff_time": "100s"}, "maximal_backoff_time"),
     ({"soft_bounce": "yes"}, "soft_bounce"),
     ({"smtp_data_done_timeout": "300s"}, "smtp_data_done_timeout"),
+    # below RFC 5321's minimum waits: a slow server looks dead
+    ({"smtp_helo_timeout": "30s"}, "smtp_helo_timeout"),
+    ({"smtp_rcpt_timeout": "60s"}, "smtp_rcpt_timeout"),
+    ({"smtp_data_init_timeout": "1m"}, "smtp_data_init_timeout"),
+    ({"smtp_data_xfer_timeout": "90s"}, "smtp_data_xfer_timeout"),
 ])  # fmt: skip
 def test_risky_settings(values, flagged):
     cfg = _cfg(**values)
     assert flagged in {n for n, _ in assess(cfg, RetrySettings.from_config(cfg))}
+
+
+def test_raised_timeouts_are_not_risky():
+    cfg = _cfg(smtp_helo_timeout="600s", smtp_data_xfer_timeout="10m", smtp_rcpt_timeout="300s")
+    assert assess(cfg, RetrySettings.from_config(cfg)) == []
 
 
 def test_defaults_are_not_risky():
