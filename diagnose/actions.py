@@ -390,8 +390,8 @@ def _recheck(target: Target, plan: Plan, config_dir: str | None, log: ActionLog,
             why = "no longer queued (delivered, expired or removed since the plan)"
         elif abs(cur.arrival_time - m.arrival_time) > 1:
             why = "the queue id now names another message (Postfix reused it)"
-        elif expected and cur.queue_name != expected:
-            why = f"now in the {cur.queue_name} queue, not {expected}"
+        elif expected and cur.queue_name != expected:  # moved since the plan; or, for release, never held
+            why = f"{'now' if cur.queue_name != m.queue_name else 'is'} in the {cur.queue_name} queue, not {expected}"
         else:
             keep.append(m)
             continue

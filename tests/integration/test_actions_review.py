@@ -197,3 +197,14 @@ def test_a_count_mismatch_names_exactly_the_message_that_was_gone(postfix_lab, t
     assert postfix_lab.queued(a)["queue_name"] == "hold"
     assert any(o.ok and "Placed on hold: 1 of 1" in o.detail for o in result.outcomes)
     postfix_lab.postsuper("-d", a)
+
+
+def test_release_of_a_message_that_is_not_held_touches_nothing(postfix_lab, capsys, tmp_path):
+    qid = _deferred(postfix_lab, "never held\n", "review-release")
+    log = tmp_path / "a.log"
+    rc, out, err = pfdiag(capsys, postfix_lab, "queue", "release", "--id", qid, "--yes", "--action-log", str(log))
+    assert rc == 1 and err.count("\n") == 1 and qid in err
+    assert f"{qid}: is in the deferred queue, not hold" in out
+    assert [r["action"] for r in _log(log)] == ["recheck"]  # no postsuper ran
+    assert postfix_lab.queued(qid)["queue_name"] == "deferred"
+    postfix_lab.postsuper("-d", qid)
