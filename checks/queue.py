@@ -180,7 +180,8 @@ def domain_of(address: str) -> str:
     return d
 
 
-_DOMAINS: dict[str, str] = {}  # the part after the last @ -> qshape's domain: few distinct ones
+_DOMAINS: dict[str, str] = {}
+_NULL_SENDERS = frozenset({"", "<>", "MAILER-DAEMON"})  # is_null_sender() with Postfix's default name  # the part after the last @ -> qshape's domain: few distinct ones
 
 
 @dataclass
@@ -328,12 +329,14 @@ class QueueFiles:
         if self._base is None or m.queue_name != "deferred":
             return None
         base, qid = self._base, m.queue_id
-        for path in (f"{base}/{qid[0]}/{qid}", f"{base}/{qid}"):
-            try:
-                return self._info(path).mtime
-            except (PfdiagError, OSError, AttributeError):
-                continue
-        return None
+        try:
+            return self._info(f"{base}/{qid[0]}/{qid}").mtime  # the default hash_queue_depth of 1
+        except (PfdiagError, OSError, AttributeError):
+            pass
+        try:
+            return self._info(f"{base}/{qid}").mtime  # hash_queue_names without deferred
+        except (PfdiagError, OSError, AttributeError):
+            return None
 
 
 def forecast_message(
@@ -374,18 +377,22 @@ class Forecaster:
         self._memo: dict[tuple[float, float, bool, bool], Forecast] = {}
 
     def row(self, m: QueuedMessage, mtime: float | None = None) -> ForecastRow:
+        return ForecastRow(*self.values(m, mtime))
+
+    def values(self, m: QueuedMessage, mtime: float | None = None) -> tuple:  # type: ignore[type-arg]
+        """row() as a plain tuple, in ForecastRow's order (cheaper, for a report's hot loop)."""
         now, a = self.now, m.arrival_time
         due = now + next_delay(now - a, self.settings) if mtime is None else mtime
-        key = (round(due - a), round(now - a), m.null_sender, m.forced_expire)
+        key = (round(due - a), round(now - a), m.sender in _NULL_SENDERS, m.forced_expire)  # m.null_sender
         base = self._memo.get(key)
         if base is None:
             if len(self._memo) >= 65536:  # as the lru_cache below: bounded whatever the queue size
                 self._memo.clear()
             base = self._memo[key] = _relative_forecast(*key[:2], self.settings, *key[2:])
         earliest = now if mtime is None else base.next_attempt_earliest + a
-        return ForecastRow("assumed" if mtime is None else "file", earliest, base.next_attempt_latest + a,
-                           base.expires_at + a, base.expires_at_latest + a, base.lifetime_ends + a,
-                           base.remaining_attempts, base.overdue, base.expiring)  # fmt: skip
+        return ("assumed" if mtime is None else "file", earliest, base.next_attempt_latest + a,
+                base.expires_at + a, base.expires_at_latest + a, base.lifetime_ends + a,
+                base.remaining_attempts, base.overdue, base.expiring)  # fmt: skip
 
 
 def _forecast(arrival: float, mtime: float, now: float, settings: RetrySettings, null_sender: bool,

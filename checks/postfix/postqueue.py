@@ -233,13 +233,20 @@ def _json_record(obj: object) -> QueuedMessage | str:
 
 
 def _iter_json(lines: Iterable[str], stats: ParseStats) -> Iterator[QueuedMessage]:
-    loads = json.loads
+    loads, scan = json.loads, _SCAN_ONCE
     for lineno, line in enumerate(lines, 1):
         stats.lines += 1
         if not line or line.isspace():
             continue
         try:
-            obj = loads(line)
+            # postqueue's lines start with "{": the C scanner directly, without json.loads'
+            # three Python-level calls; anything else (leading blanks, trailing data) through loads
+            try:
+                obj, end = scan(line, 0)
+                if end != len(line):
+                    obj = loads(line)
+            except StopIteration:  # nothing JSON at column 0
+                obj = loads(line)
         except (ValueError, RecursionError):
             if _TOOL_MESSAGE.match(line):
                 stats.warnings.append(line.strip())
@@ -258,6 +265,9 @@ def iter_postqueue_json(lines: Iterable[str], stats: ParseStats) -> Iterator[Que
     """parse_postqueue_json() for lines already decoded and without line ends (what
     Target.stream yields), one layer less per line; malformed lines go to stats."""
     return _iter_json(lines, stats)
+
+
+_SCAN_ONCE = json.JSONDecoder().scan_once  # json.loads' own decoder settings (the defaults)
 
 
 def parse_postqueue_json(

@@ -263,14 +263,14 @@ class ReportBuilder:
 
     def _forecast(self, m: QueuedMessage, entry: dict[str, Any]) -> None:
         assert self._forecaster is not None and self._files is not None
-        fc = self._forecaster.row(m, self._files.mtime(m))
-        self.sources.add(fc.mtime_source)
+        source, earliest, latest, expires, expires_latest, lifetime, remaining, overdue, expiring = (
+            self._forecaster.values(m, self._files.mtime(m)))  # ForecastRow's fields
+        self.sources.add(source)
         entry["forecast"] = {
-            "mtime_source": fc.mtime_source,
-            "next_attempt_earliest": round(fc.next_earliest), "next_attempt_latest": round(fc.next_latest),
-            "expires_at": round(fc.expires_at), "expires_at_latest": round(fc.expires_latest),
-            "lifetime_ends": round(fc.lifetime_ends), "remaining_attempts": list(fc.remaining_attempts),
-            "overdue": fc.overdue, "expiring": fc.expiring,
+            "mtime_source": source, "next_attempt_earliest": round(earliest), "next_attempt_latest": round(latest),
+            "expires_at": round(expires), "expires_at_latest": round(expires_latest),
+            "lifetime_ends": round(lifetime), "remaining_attempts": list(remaining),
+            "overdue": overdue, "expiring": expiring,
         }  # fmt: skip
 
     def add(self, m: QueuedMessage) -> None:
