@@ -218,6 +218,7 @@ def redact(doc: dict[str, Any]) -> dict[str, Any]:
     servers = [doc.get("server") or {}] + [(h.get("report") or {}).get("server") or {} for h in doc.get("hosts", [])]
     hosts = [s.get("myhostname") for s in servers if s.get("myhostname")]
     hosts += [h["address"].split("@")[-1].split(":")[0] for h in doc.get("hosts", []) if h.get("address")]
+    hosts += [h["host"] for h in doc.get("hosts", []) if h.get("host")]  # inventory names (ansible_host may be an IP)
     where = str((doc.get("target") or {}).get("where") or "")
     if where.startswith("ssh:"):
         hosts.append(where[4:])

@@ -99,8 +99,6 @@ def test_one_redacted_report_uses_the_same_tokens_in_json_markdown_and_html(caps
         assert tokens <= found, (fmt, tokens - found)
 
 
-@pytest.mark.xfail(strict=True, reason="leak: diagnose/commands/report.py redact() hides fleet addresses but not the "
-                                       "inventory names; fix: add each doc['hosts'][i]['host'] to own_hostnames")  # fmt: skip
 def test_a_redacted_fleet_report_hides_the_inventory_names() -> None:
     from diagnose.commands.report import redact
 
