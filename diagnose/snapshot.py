@@ -132,9 +132,10 @@ def collect(target: Target, *, out_path: str, config_dir: str | None = None, sin
         except PfdiagError as exc:
             problems.append(f"{path}: {exc}")
     version = (rec.results.get(("postconf", "-h", "mail_version")) or CommandResult((), 1, "", "")).stdout.strip()
+    from diagnose.redact import Redactor, scrub_secrets
+
     redactor = None
     if redact:
-        from diagnose.redact import Redactor
 
         ident = facts.identity or {}
         hosts = [ident.get("myhostname") or "", target.where.split(":", 1)[-1]]
@@ -145,7 +146,8 @@ def collect(target: Target, *, out_path: str, config_dir: str | None = None, sin
             redactor.learn(res.stdout)
         for _, text, _ in files:
             redactor.learn(text)
-    scrub = redactor.text if redactor else (lambda s: s)
+    # unredacted or not, a bundle never carries a password written into the configuration itself
+    scrub = redactor.text if redactor else scrub_secrets
     if log_paths:  # named logs: make them the ones an offline run finds by itself
         first = files[0][0] if files else None
         if first:
