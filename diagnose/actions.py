@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 import time
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Sequence
@@ -29,7 +28,7 @@ from checks.config import postfix_argv
 from checks.errors import CommandNotFound, InputError, PfdiagError, UsageError
 from checks.postfix.postqueue import QueuedMessage, is_valid_queue_id
 from checks.queue import domain_of, read_queue
-from checks.targets import LocalTarget, Target
+from checks.targets import Target
 
 DEFAULT_BACKUP_ROOT = "/var/lib/pfdiag/backup"
 DEFAULT_ACTION_LOG = "/var/log/pfdiag/actions.log"
@@ -278,13 +277,13 @@ def _run(target: Target, argv: list[str], timeout: float | None = None) -> tuple
 def _postcat_to(target: Target, argv: list[str], fh: object) -> tuple[int | None, str]:
     """Run postcat with its output going into fh (a binary file): byte for byte on this machine
     (a message with 8-bit text that is not UTF-8 is copied exactly, which a decoded str is not)."""
-    if isinstance(target, LocalTarget):
+    run_into = getattr(target, "run_into", None)
+    if callable(run_into):
         try:
-            proc = subprocess.run(argv, stdout=fh, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,  # type: ignore[arg-type]
-                                  env=getattr(target, "_env", None), timeout=COMMAND_TIMEOUT)  # fmt: skip
-        except (OSError, subprocess.SubprocessError) as exc:
+            res = run_into(argv, fh, timeout=COMMAND_TIMEOUT)
+        except PfdiagError as exc:
             return None, str(exc)
-        return proc.returncode, proc.stderr.decode("utf-8", "replace")
+        return res.returncode, res.stderr
     rc, out, err = _run(target, argv)
     if "\ufffd" in out:  # decoded with replacement characters: the copy would not be exact
         return None, "the message is not UTF-8 text and this target returns text: no exact copy"

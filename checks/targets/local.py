@@ -7,7 +7,7 @@ import os
 import socket
 import subprocess
 import time
-from typing import Sequence, TextIO
+from typing import BinaryIO, Sequence, TextIO
 
 from checks.errors import CommandNotFound, CommandTimeout, ConnectFailed, InputError, TargetError
 from checks.model import CommandResult
@@ -29,13 +29,22 @@ class LocalTarget:
         self._env = base
 
     def run(self, argv: Sequence[str], timeout: float = DEFAULT_TIMEOUT) -> CommandResult:
+        return self._run(argv, timeout, None)
+
+    def run_into(self, argv: Sequence[str], sink: BinaryIO, timeout: float = DEFAULT_TIMEOUT) -> CommandResult:
+        """run(), with stdout written byte for byte into `sink` (an open binary file) instead of
+        decoded: a queue file copied by postcat must stay exact when its mail is not UTF-8."""
+        return self._run(argv, timeout, sink)
+
+    def _run(self, argv: Sequence[str], timeout: float, sink: BinaryIO | None) -> CommandResult:
         argv = tuple(argv)
         if not argv or not all(isinstance(a, str) for a in argv):
             raise TargetError(f"invalid command {argv!r}")
         start = time.monotonic()
         try:
             proc = subprocess.run(
-                list(argv), capture_output=True, timeout=timeout, env=self._env, stdin=subprocess.DEVNULL
+                list(argv), stdout=subprocess.PIPE if sink is None else sink, stderr=subprocess.PIPE,
+                timeout=timeout, env=self._env, stdin=subprocess.DEVNULL,
             )
         except FileNotFoundError as exc:
             raise CommandNotFound(f"{argv[0]}: command not found on this machine") from exc
@@ -43,10 +52,12 @@ class LocalTarget:
             raise TargetError(f"{argv[0]}: permission denied") from exc
         except subprocess.TimeoutExpired as exc:
             raise CommandTimeout(f"{' '.join(argv)}: no answer within {timeout:g} s") from exc
+        except OSError as exc:  # no processes or descriptors left, a sink that cannot be written...
+            raise TargetError(f"{argv[0]}: cannot run ({exc.strerror or exc})") from exc
         return CommandResult(
             argv=argv,
             returncode=proc.returncode,
-            stdout=proc.stdout.decode("utf-8", "replace"),
+            stdout=proc.stdout.decode("utf-8", "replace") if sink is None else "",
             stderr=proc.stderr.decode("utf-8", "replace"),
             duration=time.monotonic() - start,
         )

@@ -141,3 +141,13 @@ def test_snapshot_symlink_out_of_a_directory_bundle_is_refused(tmp_path):
         {"argv": ["postconf", "-n"], "returncode": 0, "stdout": "commands/1.out", "stderr": ""}]}))
     with pytest.raises(InputError, match="outside the bundle"):
         SnapshotTarget(str(tmp_path)).run(["postconf", "-n"])
+
+
+def test_run_into_copies_stdout_byte_for_byte(tmp_path) -> None:
+    """A backup of mail that is not UTF-8 must be exact: run_into writes stdout undecoded."""
+    sink = tmp_path / "copy"
+    with open(sink, "wb") as fh:
+        res = LocalTarget().run_into(["printf", "caf\\351\\n"], fh)
+    assert res.ok and res.stdout == "" and sink.read_bytes() == b"caf\xe9\n"
+    with open(tmp_path / "x", "wb") as fh, pytest.raises(CommandNotFound):
+        LocalTarget().run_into(["pfdiag-no-such-command"], fh)
