@@ -160,6 +160,10 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="leave the lab running with its queue")
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
+    # bytecode, as `pip install` leaves it: with PYTHONDONTWRITEBYTECODE set (as on the CI machines) an
+    # editable checkout would otherwise compile every edited module again in every timed start-up
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "checks"), str(REPO / "diagnose")],
+                   check=False, capture_output=True)  # fmt: skip
 
     lab = make_lab()
     print(f"waiting for the lab lock {lab.lock_path} ...", flush=True)
