@@ -319,18 +319,32 @@ def queue_file_mtime(target: Target, queue_directory: str | None, m: QueuedMessa
 
 
 class QueueFiles:
-    """queue_file_mtime() for many messages: the directory is worked out once."""
+    """queue_file_mtime() for many messages: each hash directory is listed once (with the
+    files' times), not one stat per message: over SSH that is 16 round trips instead of 10,000."""
 
     def __init__(self, target: Target, queue_directory: str | None) -> None:
         self._info = target.file_info
+        self._list = target.list_dir
         self._base = f"{queue_directory.rstrip('/')}/deferred" if queue_directory else None
+        self._dirs: dict[str, dict[str, float] | None] = {}
+
+    def _listing(self, directory: str) -> dict[str, float] | None:
+        if directory not in self._dirs:
+            try:
+                self._dirs[directory] = {f.path.rsplit("/", 1)[-1]: f.mtime for f in self._list(directory)}
+            except (PfdiagError, OSError, AttributeError):
+                self._dirs[directory] = None
+        return self._dirs[directory]
 
     def mtime(self, m: QueuedMessage) -> float | None:
         if self._base is None or m.queue_name != "deferred":
             return None
         base, qid = self._base, m.queue_id
-        try:
-            return self._info(f"{base}/{qid[0]}/{qid}").mtime  # the default hash_queue_depth of 1
+        listing = self._listing(f"{base}/{qid[0]}")  # the default hash_queue_depth of 1
+        if listing is not None and qid in listing:
+            return listing[qid]
+        try:  # written since the listing, or another layout
+            return self._info(f"{base}/{qid[0]}/{qid}").mtime
         except (PfdiagError, OSError, AttributeError):
             pass
         try:

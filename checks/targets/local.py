@@ -103,18 +103,19 @@ class LocalTarget:
 
     def list_dir(self, path: str) -> list[FileInfo]:
         try:
-            names = sorted(os.listdir(path))
+            with os.scandir(path) as it:
+                entries = sorted(it, key=lambda e: e.name)
         except OSError as exc:
             raise InputError(f"{path}: cannot list directory ({exc.strerror or exc})") from exc
         out = []
-        for name in names:
-            full = os.path.join(path, name)
+        for entry in entries:  # one stat per file (a queue directory holds thousands)
             try:
-                st = os.stat(full)
+                if not entry.is_file():  # follows a symlink, like os.path.isfile
+                    continue
+                st = entry.stat()
             except OSError:
                 continue
-            if os.path.isfile(full):
-                out.append(FileInfo(full, st.st_size, st.st_mtime))
+            out.append(FileInfo(os.path.join(path, entry.name), st.st_size, st.st_mtime))
         return out
 
     def connect(self, host: str, port: int, timeout: float, *, source: str | None = None) -> Connection:
