@@ -536,7 +536,8 @@ def run_action(args: argparse.Namespace, target: Target) -> int:
     dry = args.dry_run or (not interactive and not args.yes)
     text = render_plan(plan)
     print(text, end="", file=sys.stderr if args.format == "json" else sys.stdout)
-    if not act.confirm(f"Run these {len(plan.commands)} command(s)?", yes=args.yes, dry_run=dry, interactive=interactive):
+    if not act.confirm(f"Run these {len(plan.commands)} command(s)?", yes=args.yes, dry_run=dry, interactive=interactive,
+                       ask=_ask_on_stderr):  # stdout carries the JSON document
         why = "dry run" if args.dry_run else ("no terminal to confirm on and no --yes" if not interactive else "not confirmed")
         print(f"nothing was changed ({why})", file=sys.stderr if args.format == "json" else sys.stdout)
         if args.format == "json":
@@ -559,9 +560,18 @@ def run_action(args: argparse.Namespace, target: Target) -> int:
         raise InputError(f"not deleted because the backup failed: {', '.join(result.skipped)}")
     if result.not_found:
         raise InputError(f"{action}: some messages were not found when the command ran ({', '.join(result.not_found)})")
+    if result.not_run:
+        raise InputError(f"{action}: stopped before reaching {', '.join(result.not_run)} (see {args.action_log})")
     if not result.ok:
         raise InputError(f"{action}: a command failed (see above and {args.action_log})")
     return 0
+
+
+def _ask_on_stderr(prompt: str) -> str:
+    """input() with its prompt on stderr: `--format json` keeps stdout for the document."""
+    sys.stderr.write(prompt)
+    sys.stderr.flush()
+    return input()
 
 
 def render_plan(plan: act.Plan) -> str:
@@ -591,6 +601,7 @@ def _plan_dict(plan: act.Plan, result: act.Result | None, *, dry: bool) -> dict[
         "warnings": plan.warnings,
         "result": None if result is None else {
             "ok": result.ok, "saved": result.saved, "not_found": result.not_found, "skipped": result.skipped,
+            "not_run": result.not_run,
             "outcomes": [{"argv": o.argv, "ok": o.ok, "detail": o.detail} for o in result.outcomes],
         },
     }  # fmt: skip

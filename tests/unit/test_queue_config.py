@@ -377,3 +377,15 @@ def test_unwritable_action_log_stops_before_running(tmp_path):
 def test_usage_error_type():
     with pytest.raises(UsageError):
         act.select(MESSAGES, act.Selection(ids=["../etc"]), cause_of)
+
+
+def test_the_confirmation_prompt_is_on_stderr(capsys, monkeypatch) -> None:
+    """With --format json on a terminal, stdout must hold the JSON document alone."""
+    import io
+
+    from diagnose.commands.queue import _ask_on_stderr
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("yes\n"))
+    assert act.confirm("Run these 2 command(s)?", yes=False, dry_run=False, interactive=True, ask=_ask_on_stderr)
+    out, err = capsys.readouterr()
+    assert out == "" and "Run these 2 command(s)? [yes/NO]" in err
