@@ -11,7 +11,6 @@ smtp(8) resolves with) and /etc/resolv.conf.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -110,6 +109,8 @@ def read_config(target: Target, config_dir: str | None = None, names: Sequence[s
     eff_argv = postfix_argv("postconf", config_dir, "-h", *wanted)
     def_argv = postfix_argv("postconf", config_dir, "-d", "-h", *wanted)
     p_argv = postfix_argv("postconf", config_dir, "-P")
+    from concurrent.futures import ThreadPoolExecutor  # (and logging: ~8 ms) only when a command reads it
+
     # three quick commands whose cost is starting them (or a round trip over SSH): at once
     with ThreadPoolExecutor(3, thread_name_prefix="pfdiag-postconf") as pool:
         eff, dflt, over = (pool.submit(_postconf, target, argv) for argv in (eff_argv, def_argv, p_argv))
