@@ -6,7 +6,6 @@ from __future__ import annotations
 ORDER = 40  # place in pfdiag --help
 
 import argparse
-import ipaddress
 import json
 import re
 import socket
@@ -15,7 +14,7 @@ import time
 from dataclasses import dataclass, fields
 from typing import Any
 
-from checks.bind import BIND_NAMES, BindPlan, bind_plan
+from checks.bind import BIND_NAMES, BindPlan, bind_plan, ip_literal
 from checks.errors import ConnectRefused, PfdiagError, UsageError
 from checks.model import Finding, Severity
 from checks.smtp import (
@@ -124,12 +123,7 @@ def _valid_host(host: str) -> bool:
     return 0 < len(name) <= 253 and all(_LABEL.match(label) for label in name.split("."))
 
 
-def _ip(text: str) -> str | None:
-    t = text[5:] if text.lower().startswith("ipv6:") else text
-    try:
-        return str(ipaddress.ip_address(t))
-    except ValueError:
-        return None
+_ip = ip_literal  # an IP literal ("ipv6:" prefix allowed) -> the address, else None
 
 
 def parse_destination(text: str) -> Destination:

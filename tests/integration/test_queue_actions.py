@@ -17,8 +17,7 @@ import pytest
 
 from diagnose.cli import main
 from diagnose.commands.config import SEED
-from tests.lab.postfix import Injected, PostfixLab
-from tests.lab.scenarios import SENDER
+from tests.lab.postfix import PostfixLab
 
 pytestmark = pytest.mark.lab
 QSHAPE = "/usr/sbin/qshape"
@@ -28,17 +27,7 @@ N = 8  # one message per test that consumes one
 @pytest.fixture(scope="module")
 def deferred(postfix_lab: PostfixLab) -> list[str]:
     """Queue ids of N greylisted messages after their first (deferred) attempt."""
-    postfix_lab.clear_queue()
-    sent: list[Injected] = [
-        postfix_lab.inject(SENDER, [f"u{i}@greylist.test"], subject=f"queue-actions {i}", body=f"body of message {i}\n")
-        for i in range(N)
-    ]  # fmt: skip
-    ids = []
-    for inj in sent:
-        d = postfix_lab.wait_first_attempt(inj, timeout=30)
-        assert d[0].status == "deferred"
-        ids.append(d[0].queue_id)
-    return ids
+    return postfix_lab.deferred_mail(N, "queue-actions", body="body of message {i}\n")
 
 
 @pytest.fixture()

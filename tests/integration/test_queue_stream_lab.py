@@ -15,7 +15,6 @@ from checks.queue import read_queue
 from checks.targets import LocalTarget
 from diagnose.cli import main
 from tests.lab.postfix import PostfixLab
-from tests.lab.scenarios import SENDER
 
 pytestmark = pytest.mark.lab
 N = 3
@@ -23,14 +22,7 @@ N = 3
 
 @pytest.fixture(scope="module")
 def deferred(postfix_lab: PostfixLab) -> list[str]:
-    postfix_lab.clear_queue()
-    sent = [postfix_lab.inject(SENDER, [f"s{i}@greylist.test"], subject=f"stream {i}") for i in range(N)]
-    ids = []
-    for inj in sent:
-        d = postfix_lab.wait_first_attempt(inj, timeout=30)
-        assert d[0].status == "deferred"
-        ids.append(d[0].queue_id)
-    return ids
+    return postfix_lab.deferred_mail(N, "stream")
 
 
 def test_streamed_postqueue_lines_are_run_s_lines(postfix_lab: PostfixLab, deferred: list[str]) -> None:

@@ -679,6 +679,22 @@ class PostfixLab:
         """``postsuper -d ALL`` (every queue, hold included)."""
         self.postsuper("-d", "ALL", check=True)
 
+    def deferred_mail(self, n: int, tag: str, domain: str = "greylist.test", body: str | None = None) -> list[str]:
+        """Empty the queue, send n messages to a destination that defers them (the greylisting
+        peer by default) and return their queue ids once each first attempt was deferred."""
+        from tests.lab.scenarios import SENDER
+
+        self.clear_queue()
+        sent = [self.inject(SENDER, [f"{tag}{i}@{domain}"], subject=f"{tag} {i}",
+                            **({"body": body.format(i=i)} if body else {})) for i in range(n)]  # fmt: skip
+        ids = []
+        for inj in sent:
+            d = self.wait_first_attempt(inj, timeout=30)
+            if d[0].status != "deferred":
+                raise LabError(f"{inj.recipients[0]}: first attempt {d[0].status}, not deferred")
+            ids.append(d[0].queue_id)
+        return ids
+
     def fresh_window(
         self, messages: Sequence[tuple[str, Sequence[str], Mapping[str, Any]]], *, clear: bool = True, timeout: float = 60.0
     ) -> str:
