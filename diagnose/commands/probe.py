@@ -503,9 +503,12 @@ def _verify_chain(target: Any, address: str, port: int, probe: ProbeResult) -> t
 
     ctx = ssl.create_default_context()
     ctx.check_hostname = False  # names are judged separately, with Postfix's match rules
+    # from the source address the first handshake used, when it could bind one
+    bind = {"source": probe.source, "bind_fallback": True} if probe.source and not probe.bind_error else {}
     try:
         again = probe_address(target, address, port, helo_name="pfdiag.invalid", starttls=True, tls_context=ctx,
-                              timeouts=SHORT_TIMEOUTS, total_budget=20, wrappermode=port in SMTPS_PORTS)  # fmt: skip
+                              timeouts=SHORT_TIMEOUTS, total_budget=20, wrappermode=port in SMTPS_PORTS,
+                              **bind)  # fmt: skip
     except PfdiagError as exc:
         return None, f"not checked: {exc}"
     if again.tls is not None:

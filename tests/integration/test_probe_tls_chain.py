@@ -201,3 +201,30 @@ def test_quick_probe_reads_the_tls_policy_with_the_source_settings(tmp_path: Pat
     assert t["policy"]["level"] == "secure" and t["policy"]["source"].startswith("smtp_tls_policy_maps texthash:")
     assert t["name_check"]["names"] == [".match.test"] and t["certificate"]["name_match"] == ".match.test"
     assert rc == 4 and "not signed by a CA this system trusts" in t["why"]
+
+
+def test_the_chain_check_binds_like_the_probe(tmp_path: Path, dns: AuthDns, capsys) -> None:  # noqa: ANN001
+    """At verify the probe makes a second handshake to check the chain against the CA store:
+    it leaves from Postfix's source address too (smtp_bind_address), like the first."""
+    from tests.peers import PeerConn
+
+    class SourceRecording(SmtpPeer):
+        def __init__(self, **kw: object) -> None:
+            super().__init__(**kw)  # type: ignore[arg-type]
+            self.sources: list[str] = []
+
+        def greet(self, conn: PeerConn) -> bool:
+            with self._lock:
+                self.sources.append(conn.sock.getpeername()[0])
+            return super().greet(conn)
+
+    chain = make_chain(tmp_path, ("mail.match.test",))
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(chain.pem))
+    with SourceRecording(tls_context=ctx, lifetime=60) as peer:
+        conf = relay_conf(tmp_path, "mail.match.test", peer.port, "smtp_tls_security_level = verify",
+                          "smtp_bind_address = 127.0.0.2")  # fmt: skip
+        (Path(conf) / "master.cf").write_text("smtp unix - - n - - smtp\n")  # postconf -P reads it
+        rc, doc = probe(conf, dns, capsys)
+        assert doc["tls"]["trusted"] is False  # our test CA is not in the system store: the second handshake ran
+        assert len(peer.sources) == 2 and set(peer.sources) == {"127.0.0.2"}, peer.sources
