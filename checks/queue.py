@@ -180,8 +180,7 @@ def domain_of(address: str) -> str:
     return d
 
 
-_DOMAINS: dict[str, str] = {}
-_NULL_SENDERS = frozenset({"", "<>", "MAILER-DAEMON"})  # is_null_sender() with Postfix's default name  # the part after the last @ -> qshape's domain: few distinct ones
+_DOMAINS: dict[str, str] = {}  # the part after the last @ -> qshape's domain: few distinct ones
 
 
 @dataclass
@@ -314,8 +313,20 @@ class MessageForecast:
 
 
 def queue_file_mtime(target: Target, queue_directory: str | None, m: QueuedMessage) -> float | None:
-    """The deferred queue file's mtime (qmgr's "eligible again" time), when the target lets us stat it."""
-    return QueueFiles(target, queue_directory).mtime(m)
+    """The deferred queue file's mtime (qmgr's "eligible again" time), when the target lets us
+    stat it. One message: a stat; QueueFiles for a whole listing."""
+    if not queue_directory or m.queue_name != "deferred":
+        return None
+    return _stat_mtime(target.file_info, f"{queue_directory.rstrip('/')}/deferred", m.queue_id)
+
+
+def _stat_mtime(info: Callable[[str], object], base: str, qid: str) -> float | None:
+    for path in (f"{base}/{qid[0]}/{qid}", f"{base}/{qid}"):  # hash_queue_depth 1 (the default), or none
+        try:
+            return info(path).mtime  # type: ignore[attr-defined]
+        except (PfdiagError, OSError, AttributeError):
+            continue
+    return None
 
 
 class QueueFiles:
@@ -343,14 +354,7 @@ class QueueFiles:
         listing = self._listing(f"{base}/{qid[0]}")  # the default hash_queue_depth of 1
         if listing is not None and qid in listing:
             return listing[qid]
-        try:  # written since the listing, or another layout
-            return self._info(f"{base}/{qid[0]}/{qid}").mtime
-        except (PfdiagError, OSError, AttributeError):
-            pass
-        try:
-            return self._info(f"{base}/{qid}").mtime  # hash_queue_names without deferred
-        except (PfdiagError, OSError, AttributeError):
-            return None
+        return _stat_mtime(self._info, base, qid)  # written since the listing, or another layout
 
 
 def forecast_message(
@@ -391,22 +395,18 @@ class Forecaster:
         self._memo: dict[tuple[float, float, bool, bool], Forecast] = {}
 
     def row(self, m: QueuedMessage, mtime: float | None = None) -> ForecastRow:
-        return ForecastRow(*self.values(m, mtime))
-
-    def values(self, m: QueuedMessage, mtime: float | None = None) -> tuple:  # type: ignore[type-arg]
-        """row() as a plain tuple, in ForecastRow's order (cheaper, for a report's hot loop)."""
         now, a = self.now, m.arrival_time
         due = now + next_delay(now - a, self.settings) if mtime is None else mtime
-        key = (round(due - a), round(now - a), m.sender in _NULL_SENDERS, m.forced_expire)  # m.null_sender
+        key = (round(due - a), round(now - a), m.null_sender, m.forced_expire)
         base = self._memo.get(key)
         if base is None:
             if len(self._memo) >= 65536:  # as the lru_cache below: bounded whatever the queue size
                 self._memo.clear()
             base = self._memo[key] = _relative_forecast(*key[:2], self.settings, *key[2:])
         earliest = now if mtime is None else base.next_attempt_earliest + a
-        return ("assumed" if mtime is None else "file", earliest, base.next_attempt_latest + a,
-                base.expires_at + a, base.expires_at_latest + a, base.lifetime_ends + a,
-                base.remaining_attempts, base.overdue, base.expiring)  # fmt: skip
+        return ForecastRow("assumed" if mtime is None else "file", earliest, base.next_attempt_latest + a,
+                           base.expires_at + a, base.expires_at_latest + a, base.lifetime_ends + a,
+                           base.remaining_attempts, base.overdue, base.expiring)  # fmt: skip
 
 
 def _forecast(arrival: float, mtime: float, now: float, settings: RetrySettings, null_sender: bool,

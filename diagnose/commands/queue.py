@@ -264,7 +264,7 @@ class ReportBuilder:
     def _forecast(self, m: QueuedMessage, entry: dict[str, Any]) -> None:
         assert self._forecaster is not None and self._files is not None
         source, earliest, latest, expires, expires_latest, lifetime, remaining, overdue, expiring = (
-            self._forecaster.values(m, self._files.mtime(m)))  # ForecastRow's fields
+            self._forecaster.row(m, self._files.mtime(m)))
         self.sources.add(source)
         entry["forecast"] = {
             "mtime_source": source, "next_attempt_earliest": round(earliest), "next_attempt_latest": round(latest),
