@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Sequence
@@ -172,8 +173,15 @@ def build_plan(action: str, messages: Sequence[QueuedMessage], config_dir: str |
 # ------------------------------------------------------------------ confirmation
 
 
+def ask_on_stderr(prompt: str) -> str:
+    """input() with its prompt on stderr: stdout may carry a JSON document (--format json)."""
+    sys.stderr.write(prompt)
+    sys.stderr.flush()
+    return input()
+
+
 def confirm(prompt: str, *, yes: bool, dry_run: bool, interactive: bool,
-            ask: Callable[[str], str] = input) -> bool:  # fmt: skip
+            ask: Callable[[str], str] = ask_on_stderr) -> bool:  # fmt: skip
     """True when the plan may run: --yes, or 'yes' typed on a terminal. Never without either."""
     if dry_run:
         return False
@@ -394,12 +402,12 @@ def _recheck(target: Target, plan: Plan, config_dir: str | None, log: ActionLog,
         else:
             keep.append(m)
             continue
-        gone.append(f"{m.queue_id}: {why}")
+        gone.append((m.queue_id, why))
         result.not_found.append(m.queue_id)
     if gone:
-        detail = "not touched: " + "; ".join(gone)
+        detail = "not touched: " + "; ".join(f"{qid}: {why}" for qid, why in gone)
         result.outcomes.append(Outcome(argv, False, detail))
-        log.write(action="recheck", ids=[g.split(":", 1)[0] for g in gone], argv=argv, returncode=0, result=detail)
+        log.write(action="recheck", ids=[qid for qid, _ in gone], argv=argv, returncode=0, result=detail)
     return keep
 
 

@@ -536,8 +536,7 @@ def run_action(args: argparse.Namespace, target: Target) -> int:
     dry = args.dry_run or (not interactive and not args.yes)
     text = render_plan(plan)
     print(text, end="", file=sys.stderr if args.format == "json" else sys.stdout)
-    if not act.confirm(f"Run these {len(plan.commands)} command(s)?", yes=args.yes, dry_run=dry, interactive=interactive,
-                       ask=_ask_on_stderr):  # stdout carries the JSON document
+    if not act.confirm(f"Run these {len(plan.commands)} command(s)?", yes=args.yes, dry_run=dry, interactive=interactive):
         why = "dry run" if args.dry_run else ("no terminal to confirm on and no --yes" if not interactive else "not confirmed")
         print(f"nothing was changed ({why})", file=sys.stderr if args.format == "json" else sys.stdout)
         if args.format == "json":
@@ -565,13 +564,6 @@ def run_action(args: argparse.Namespace, target: Target) -> int:
     if not result.ok:
         raise InputError(f"{action}: a command failed (see above and {args.action_log})")
     return 0
-
-
-def _ask_on_stderr(prompt: str) -> str:
-    """input() with its prompt on stderr: `--format json` keeps stdout for the document."""
-    sys.stderr.write(prompt)
-    sys.stderr.flush()
-    return input()
 
 
 def render_plan(plan: act.Plan) -> str:

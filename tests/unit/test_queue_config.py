@@ -380,12 +380,11 @@ def test_usage_error_type():
 
 
 def test_the_confirmation_prompt_is_on_stderr(capsys, monkeypatch) -> None:
-    """With --format json on a terminal, stdout must hold the JSON document alone."""
+    """With --format json on a terminal, stdout must hold the JSON document alone (queue
+    actions, pfdiag config --apply and probe --send-test all confirm through act.confirm)."""
     import io
 
-    from diagnose.commands.queue import _ask_on_stderr
-
     monkeypatch.setattr("sys.stdin", io.StringIO("yes\n"))
-    assert act.confirm("Run these 2 command(s)?", yes=False, dry_run=False, interactive=True, ask=_ask_on_stderr)
+    assert act.confirm("Run these 2 command(s)?", yes=False, dry_run=False, interactive=True)
     out, err = capsys.readouterr()
     assert out == "" and "Run these 2 command(s)? [yes/NO]" in err
