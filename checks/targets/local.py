@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import socket
 import subprocess
 import time
-from typing import BinaryIO, Sequence, TextIO
+from typing import BinaryIO, Iterator, Sequence, TextIO
 
 from checks.errors import CommandNotFound, CommandTimeout, ConnectFailed, InputError, TargetError
 from checks.model import CommandResult
@@ -37,23 +38,16 @@ class LocalTarget:
         return self._run(argv, timeout, sink)
 
     def _run(self, argv: Sequence[str], timeout: float, sink: BinaryIO | None) -> CommandResult:
-        argv = tuple(argv)
-        if not argv or not all(isinstance(a, str) for a in argv):
-            raise TargetError(f"invalid command {argv!r}")
+        argv = _checked_argv(argv)
         start = time.monotonic()
-        try:
-            proc = subprocess.run(
-                list(argv), stdout=subprocess.PIPE if sink is None else sink, stderr=subprocess.PIPE,
-                timeout=timeout, env=self._env, stdin=subprocess.DEVNULL,
-            )
-        except FileNotFoundError as exc:
-            raise CommandNotFound(f"{argv[0]}: command not found on this machine") from exc
-        except PermissionError as exc:
-            raise TargetError(f"{argv[0]}: permission denied") from exc
-        except subprocess.TimeoutExpired as exc:
-            raise CommandTimeout(f"{' '.join(argv)}: no answer within {timeout:g} s") from exc
-        except OSError as exc:  # no processes or descriptors left, a sink that cannot be written...
-            raise TargetError(f"{argv[0]}: cannot run ({exc.strerror or exc})") from exc
+        with _starting(argv):
+            try:
+                proc = subprocess.run(
+                    list(argv), stdout=subprocess.PIPE if sink is None else sink, stderr=subprocess.PIPE,
+                    timeout=timeout, env=self._env, stdin=subprocess.DEVNULL,
+                )
+            except subprocess.TimeoutExpired as exc:
+                raise CommandTimeout(f"{' '.join(argv)}: no answer within {timeout:g} s") from exc
         return CommandResult(
             argv=argv,
             returncode=proc.returncode,
@@ -65,17 +59,11 @@ class LocalTarget:
     def stream(self, argv: Sequence[str], timeout: float = DEFAULT_TIMEOUT) -> ProcessStream:
         """Like run(), but stdout is read line by line while the command still writes it
         (see checks/targets/streams.py): parsing overlaps a slow producer such as postqueue."""
-        argv = tuple(argv)
-        if not argv or not all(isinstance(a, str) for a in argv):
-            raise TargetError(f"invalid command {argv!r}")
-        try:
+        argv = _checked_argv(argv)
+        with _starting(argv):
             proc = subprocess.Popen(
                 list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self._env, stdin=subprocess.DEVNULL
             )
-        except FileNotFoundError as exc:
-            raise CommandNotFound(f"{argv[0]}: command not found on this machine") from exc
-        except PermissionError as exc:
-            raise TargetError(f"{argv[0]}: permission denied") from exc
         return ProcessStream(argv, proc, timeout)
 
     def open_text(self, path: str) -> TextIO:
@@ -123,33 +111,54 @@ class LocalTarget:
             return _connect_from(host, port, timeout, source)
         try:
             return socket.create_connection((host, port), timeout=timeout)
-        except socket.timeout as exc:
-            raise ConnectFailed(f"connect to {host}:{port}: timed out after {timeout:g} s", "timeout") from exc
-        except ConnectionRefusedError as exc:
-            raise ConnectFailed(f"connect to {host}:{port}: connection refused", "refused") from exc
-        except socket.gaierror as exc:
-            raise ConnectFailed(f"connect to {host}:{port}: {exc.strerror or exc}", "dns") from exc
         except OSError as exc:
-            raise ConnectFailed(f"connect to {host}:{port}: {exc.strerror or exc}", _kind(exc)) from exc
+            raise _connect_failed(exc, f"connect to {host}:{port}", timeout) from exc
 
 
-def _kind(exc: OSError) -> str:
-    return "unreachable" if exc.errno in (101, 113) else "error"  # ENETUNREACH, EHOSTUNREACH
+def _checked_argv(argv: Sequence[str]) -> tuple[str, ...]:
+    argv = tuple(argv)
+    if not argv or not all(isinstance(a, str) for a in argv):
+        raise TargetError(f"invalid command {argv!r}")
+    return argv
+
+
+@contextlib.contextmanager
+def _starting(argv: tuple[str, ...]) -> Iterator[None]:
+    """Starting a command: what can go wrong, as one clear line."""
+    try:
+        yield
+    except FileNotFoundError as exc:
+        raise CommandNotFound(f"{argv[0]}: command not found on this machine") from exc
+    except PermissionError as exc:
+        raise TargetError(f"{argv[0]}: permission denied") from exc
+    except OSError as exc:  # no processes or descriptors left, a sink that cannot be written...
+        raise TargetError(f"{argv[0]}: cannot run ({exc.strerror or exc})") from exc
+
+
+def _connect_failed(exc: OSError, what: str, timeout: float) -> ConnectFailed:
+    """A socket error of a connection attempt, as the probes classify it."""
+    if isinstance(exc, socket.timeout):
+        return ConnectFailed(f"{what}: timed out after {timeout:g} s", "timeout")
+    if isinstance(exc, ConnectionRefusedError):
+        return ConnectFailed(f"{what}: connection refused", "refused")
+    if isinstance(exc, socket.gaierror):
+        return ConnectFailed(f"{what}: {exc.strerror or exc}", "dns")
+    kind = "unreachable" if exc.errno in (101, 113) else "error"  # ENETUNREACH, EHOSTUNREACH
+    return ConnectFailed(f"{what}: {exc.strerror or exc}", kind)
 
 
 def _connect_from(host: str, port: int, timeout: float, source: str) -> socket.socket:
     """connect() from a chosen local address. bind() is a step of its own, so that its failure
     (EADDRNOTAVAIL: the address is not on this host) is told apart from the connect's."""
-    try:
-        family = socket.AF_INET6 if ipaddress.ip_address(source).version == 6 else socket.AF_INET
-    except ValueError:
-        raise ConnectFailed(f"cannot bind to {source!r}: not an IP address", "bind") from None
+    family = _ip_family(source)
+    if family is None:
+        raise ConnectFailed(f"cannot bind to {source!r}: not an IP address", "bind")
     if _ip_family(host) not in (None, family):
         raise ConnectFailed(f"cannot bind to {source}: {host} is of the other address family", "bind")
     try:
         infos = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise ConnectFailed(f"connect to {host}:{port}: {exc.strerror or exc}", "dns") from exc
+    except OSError as exc:
+        raise _connect_failed(exc, f"connect to {host}:{port}", timeout) from exc
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         try:
@@ -159,12 +168,8 @@ def _connect_from(host: str, port: int, timeout: float, source: str) -> socket.s
         sock.settimeout(timeout)
         try:
             sock.connect(infos[0][4])
-        except socket.timeout as exc:
-            raise ConnectFailed(f"connect to {host}:{port} from {source}: timed out after {timeout:g} s", "timeout") from exc
-        except ConnectionRefusedError as exc:
-            raise ConnectFailed(f"connect to {host}:{port} from {source}: connection refused", "refused") from exc
         except OSError as exc:
-            raise ConnectFailed(f"connect to {host}:{port} from {source}: {exc.strerror or exc}", _kind(exc)) from exc
+            raise _connect_failed(exc, f"connect to {host}:{port} from {source}", timeout) from exc
     except BaseException:
         sock.close()
         raise
