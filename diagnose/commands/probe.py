@@ -613,9 +613,7 @@ def family_difference(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     if works[4] == works[6]:
         return None
     bad, good = (6, 4) if works[4] else (4, 6)
-    errors = " ".join((r["error"] or "").lower() for r in by[bad])
-    cause = ("E03" if "unreachable" in errors or "no route" in errors else "E01" if "timed out" in errors
-             else "E02" if "refused" in errors else None)  # fmt: skip
+    cause = next((r.get("cause_id") for r in by[bad] if r.get("cause_id")), None)  # as the probe classified it
     failing = ", ".join(f"{r['address']} ({r['error'] or 'see phases'})" for r in by[bad][:3])
     return _finding_dict(Finding(
         "smtp.address-family", Severity.PROBLEM,
@@ -784,8 +782,10 @@ def _probe_doc(args: argparse.Namespace, target: Any, dest: Destination, timeout
 
 
 def _address_row(address: str, port: int, r: ProbeResult) -> dict[str, Any]:
-    return {"address": address, "port": port, "ok": all(p.verdict.value in ("ok", "slow") for p in r.phases),
-            "phases": [[p.name, p.verdict.value] for p in r.phases], "error": r.error}  # fmt: skip
+    bad = next((p for p in r.phases if p.verdict.value not in ("ok", "slow")), None)
+    return {"address": address, "port": port, "ok": bad is None,
+            "phases": [[p.name, p.verdict.value] for p in r.phases], "error": r.error,
+            "cause_id": bad.cause_id if bad else None}  # fmt: skip
 
 
 def _live_target(args: argparse.Namespace) -> Any:
@@ -868,7 +868,7 @@ def run_one(args: argparse.Namespace, destination: str) -> int:
                                   wrappermode=hop[1] in SMTPS_PORTS, **plan.kwargs(hop[0]))  # fmt: skip
                 return _address_row(hop[0], hop[1], r)
             except PfdiagError as exc:
-                return {"address": hop[0], "port": hop[1], "ok": False, "phases": [], "error": str(exc)}
+                return {"address": hop[0], "port": hop[1], "ok": False, "phases": [], "error": str(exc), "cause_id": None}
 
         with ThreadPoolExecutor(max_workers=min(8, len(hops) - 1)) as pool:
             doc["addresses"] += list(pool.map(other, hops[1:]))

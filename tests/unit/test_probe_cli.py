@@ -219,9 +219,9 @@ def test_bind_address_is_named_when_postfix_sets_one(tmp_path, capsys) -> None: 
 def test_an_ip_version_that_fails_everywhere_is_a_finding() -> None:
     from diagnose.commands.probe import family_difference
 
-    ok4 = {"address": "192.0.2.10", "port": 25, "ok": True, "phases": [], "error": None}
+    ok4 = {"address": "192.0.2.10", "port": 25, "ok": True, "phases": [], "error": None, "cause_id": None}
     dead6 = {"address": "2001:db8::10", "port": 25, "ok": False, "phases": [],
-             "error": "connect to 2001:db8::10:25: Network is unreachable"}
+             "error": "connect to 2001:db8::10:25: Network is unreachable", "cause_id": "E03"}
     f = family_difference([dead6, ok4])
     assert f is not None and f["cause_id"] == "E03" and f["severity"] == "problem"
     assert "every IPv6 address fails" in f["summary"] and "smtp_address_preference = ipv4" in f["summary"]
@@ -229,5 +229,6 @@ def test_an_ip_version_that_fails_everywhere_is_a_finding() -> None:
     assert family_difference([ok4, {**dead6, "ok": True, "error": None}]) is None
     assert family_difference([{**ok4, "ok": False, "error": "timed out"}, dead6]) is None
     assert family_difference([ok4, {**ok4, "address": "192.0.2.11", "ok": False}]) is None
-    timed = family_difference([ok4, {**dead6, "error": "connect to 2001:db8::10:25: Connection timed out"}])
+    timed = family_difference([ok4, {**dead6, "error": "connect to 2001:db8::10:25: Connection timed out",
+                                     "cause_id": "E01"}])
     assert timed is not None and timed["cause_id"] == "E01"
