@@ -37,7 +37,7 @@ def config_timeouts(ctx: Context) -> list[Finding]:
     overrides) against their defaults: a lowered smtp_data_done_timeout makes Postfix give up
     on a slow receiver early and retry a message that may already have been delivered (E09);
     other risky values (queue_run_delay above minimal_backoff_time, soft_bounce...) are warnings."""
-    from checks.config import RFC_CAUSES
+    from checks.config import RFC_CAUSES, shortened
 
     rep = _config_report(ctx)
     where = ctx.target.where
@@ -46,7 +46,8 @@ def config_timeouts(ctx: Context) -> list[Finding]:
         row = next((r for r in rep.rows if r.name == name), None)
         excerpt = f"{name} = {row.effective}" if row is not None else name
         # a wait lowered below RFC 5321's: deferrals of that phase are (partly) Postfix's own doing
-        cause = "E09" if name == "smtp_data_done_timeout" else RFC_CAUSES.get(name) if "below" in why else None
+        cause = ("E09" if name == "smtp_data_done_timeout"
+                 else RFC_CAUSES[name] if shortened(rep.config, name) is not None else None)  # fmt: skip
         values: dict[str, Any] = {"parameter": name, "effective": row.effective if row else None,
                                   "default": row.default if row else None}  # fmt: skip
         if row is not None and getattr(row, "where", None):

@@ -167,6 +167,13 @@ RFC_CLIENT_TIMEOUTS = (
      "a slow link or a stalled TCP window ends the delivery halfway"),
 )
 RFC_CAUSES = {name: cause for name, _, cause, _, _ in RFC_CLIENT_TIMEOUTS} | {"smtp_data_done_timeout": "E09"}
+_RFC_LEAST = {name: least for name, least, _, _, _ in RFC_CLIENT_TIMEOUTS}
+
+
+def shortened(cfg: PostfixConfig, name: str) -> float | None:
+    """The effective seconds of one of RFC_CLIENT_TIMEOUTS when set below RFC 5321's minimum, else None."""
+    secs = _seconds(cfg, name) if name in _RFC_LEAST else None
+    return secs if secs is not None and secs < _RFC_LEAST[name] else None
 
 
 def assess(cfg: PostfixConfig, settings: RetrySettings) -> list[tuple[str, str]]:
@@ -180,8 +187,8 @@ def assess(cfg: PostfixConfig, settings: RetrySettings) -> list[tuple[str, str]]
                     "processing the message gets cut off after accepting it, and the retry delivers "
                     "it twice (\"message may be sent more than once\")"))  # fmt: skip
     for name, least, _cause, wait, consequence in RFC_CLIENT_TIMEOUTS:
-        secs = _seconds(cfg, name)
-        if secs is not None and secs < least:
+        secs = shortened(cfg, name)
+        if secs is not None:
             out.append((name, f"{secs:g}s is below {least}s (RFC 5321's minimum wait for {wait}): {consequence}"))
     for (svc, kind, name), value in sorted(cfg.overrides.items()):
         if name.endswith(("_timeout", "_deadline")) or name in TIME_UNITS or name in QUEUEING:
