@@ -8,6 +8,7 @@ a stop event, so stop() returns within a fraction of a second. Usage:
         probe_address(LocalTarget(), peer.host, peer.port, ...)
 
     SmtpPeer              healthy ESMTP; records messages by Message-ID (STARTTLS with tls_context)
+    SourceRecordingPeer   healthy, and records the source address of every connection
     SilentPeer            accepts, never greets (dead server, or SMTPS port without wrappermode)
     TarpitPeer            greets after `delay` seconds
     TricklePeer           sends its greeting one byte per `interval` seconds
@@ -368,6 +369,19 @@ class SmtpPeer(Peer):
 
     def after_dot(self, conn: PeerConn, size: int) -> bool | None:
         return None
+
+
+class SourceRecordingPeer(SmtpPeer):
+    """A healthy peer that remembers the source address of every connection (bind tests)."""
+
+    def __init__(self, **kw: object) -> None:
+        super().__init__(**kw)  # type: ignore[arg-type]
+        self.sources: list[str] = []
+
+    def greet(self, conn: PeerConn) -> bool:
+        with self._lock:
+            self.sources.append(conn.sock.getpeername()[0])
+        return super().greet(conn)
 
 
 class SilentPeer(SmtpPeer):

@@ -13,23 +13,10 @@ from checks.errors import ConnectFailed
 from checks.targets import LocalTarget
 from diagnose.cli import main
 from checks.bind import bind_plan
-from tests.peers import PeerConn, SmtpPeer
+from tests.peers import SourceRecordingPeer
 
 FAST = ["--timeouts", "short", "--helo", "client.test", "--budget", "10", "-f", "json"]
 NOT_HERE = "192.0.2.77"  # TEST-NET-1 (RFC 5737): on no host, so bind() fails with EADDRNOTAVAIL
-
-
-class SourceRecordingPeer(SmtpPeer):
-    """A healthy peer that remembers the source address of every connection."""
-
-    def __init__(self, **kw: object) -> None:
-        super().__init__(**kw)  # type: ignore[arg-type]
-        self.sources: list[str] = []
-
-    def greet(self, conn: PeerConn) -> bool:
-        with self._lock:
-            self.sources.append(conn.sock.getpeername()[0])
-        return super().greet(conn)
 
 
 @pytest.fixture

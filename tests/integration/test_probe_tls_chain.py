@@ -69,7 +69,7 @@ def relay_conf(tmp_path: Path, host: str, port: int, *lines: str, policy: str = 
     if policy:
         (conf / "tls_policy").write_text(policy + "\n")
         extra.append(f"smtp_tls_policy_maps = texthash:{conf / 'tls_policy'}")
-    (conf / "main.cf").write_text("\n".join([f"compatibility_level = 3.6", f"relayhost = [{host}]:{port}", *extra]) + "\n")
+    (conf / "main.cf").write_text("\n".join(["compatibility_level = 3.6", f"relayhost = [{host}]:{port}", *extra]) + "\n")
     return str(conf)
 
 
@@ -206,22 +206,12 @@ def test_quick_probe_reads_the_tls_policy_with_the_source_settings(tmp_path: Pat
 def test_the_chain_check_binds_like_the_probe(tmp_path: Path, dns: AuthDns, capsys) -> None:  # noqa: ANN001
     """At verify the probe makes a second handshake to check the chain against the CA store:
     it leaves from Postfix's source address too (smtp_bind_address), like the first."""
-    from tests.peers import PeerConn
-
-    class SourceRecording(SmtpPeer):
-        def __init__(self, **kw: object) -> None:
-            super().__init__(**kw)  # type: ignore[arg-type]
-            self.sources: list[str] = []
-
-        def greet(self, conn: PeerConn) -> bool:
-            with self._lock:
-                self.sources.append(conn.sock.getpeername()[0])
-            return super().greet(conn)
+    from tests.peers import SourceRecordingPeer
 
     chain = make_chain(tmp_path, ("mail.match.test",))
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(str(chain.pem))
-    with SourceRecording(tls_context=ctx, lifetime=60) as peer:
+    with SourceRecordingPeer(tls_context=ctx, lifetime=60) as peer:
         conf = relay_conf(tmp_path, "mail.match.test", peer.port, "smtp_tls_security_level = verify",
                           "smtp_bind_address = 127.0.0.2")  # fmt: skip
         (Path(conf) / "master.cf").write_text("smtp unix - - n - - smtp\n")  # postconf -P reads it
