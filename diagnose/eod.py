@@ -33,23 +33,22 @@ class Hypothesis:
     score: float  # 0..1
     evidence: list[str] = field(default_factory=list)
     against: list[str] = field(default_factory=list)
-    fix_keywords: tuple[str, ...] = ()
     measured: bool = False  # a test measured it just now: log-based doubts do not outweigh it
 
 
+# the underlying causes; the catalog's E09/E10 fixes name the ones they fix by these ids
 TITLES = {
-    "local-timeout": ("Postfix's own end-of-data timeout is lowered", ("Local override",)),
-    "firewall": ("An SMTP-inspecting firewall mangles the end of the message", ("SMTP-inspecting firewall",)),
-    "pmtu": ("Path-MTU black hole: big packets are lost on the way", ("MTU black hole",)),
-    "slow-receiver": ("The receiving server is slow to answer after the message", ("Receiver slow", "Wait longer")),
-    "nat-idle": ("A NAT/firewall drops the idle-looking connection", ("NAT/firewall idle timeout",)),
-    "sporadic": ("Occasional loss or a short outage", ()),
+    "local-timeout": "Postfix's own end-of-data timeout is lowered",
+    "firewall": "An SMTP-inspecting firewall mangles the end of the message",
+    "pmtu": "Path-MTU black hole: big packets are lost on the way",
+    "slow-receiver": "The receiving server is slow to answer after the message",
+    "nat-idle": "A NAT/firewall drops the idle-looking connection",
+    "sporadic": "Occasional loss or a short outage",
 }
 
 
 def _h(hid: str) -> Hypothesis:
-    title, keys = TITLES[hid]
-    return Hypothesis(hid, title, 0.0, fix_keywords=keys)
+    return Hypothesis(hid, TITLES[hid], 0.0)
 
 
 def _near(a: float | None, b: float | None, tolerance: float = 0.2) -> bool:

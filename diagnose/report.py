@@ -42,27 +42,17 @@ def _fill(text: str, rc: RankedCause) -> str:
     return text
 
 
-def _fix_kind(text: str) -> str:
-    low = text.lower()
-    if "postmaster@" in low or "contact" in low or low.startswith("ask "):
-        return "contact"
-    if "master.cf" in low:
-        return "master.cf"
-    if "postconf -e" in low or "postconf -x" in low or "main.cf" in low:
-        return "postconf"
-    if "pfdiag queue" in low or "postqueue" in low or "postsuper" in low:
-        return "queue"
-    return "action"
-
-
 def _fixes(rc: RankedCause) -> list[dict[str, str]]:
+    """The cause's fixes; for the end-of-data causes, those of the two best supported underlying causes
+    first (the catalog says which fix answers which), then the ones shown whichever leads."""
     fixes = list(rc.cause.fixes)
     if rc.id in EOD_CAUSES and rc.hypotheses:
-        keys = [k for h in rc.hypotheses[:2] for k in h.fix_keywords]
-        chosen = [f for f in fixes if any(f.startswith(k) or k in f[:40] for k in keys)]
-        rest = [f for f in fixes if f not in chosen and ("twice" in f or "duplicate" in f.lower())]
+        lead = [h.id for h in rc.hypotheses[:2]]
+        chosen = [f for hid in lead for f in fixes if hid in f.hypotheses]
+        chosen = list(dict.fromkeys(chosen))
+        rest = [f for f in fixes if f.always and f not in chosen]
         fixes = chosen + rest or fixes
-    out = [{"kind": _fix_kind(f), "text": _fill(f, rc)} for f in fixes]
+    out = [{"kind": f.kind, "text": _fill(f.text, rc)} for f in fixes]
     if rc.cause.family in REMOTE_FAMILIES and rc.top_domain and not any(f["kind"] == "contact" for f in out):
         out.append({"kind": "contact", "text": f"The cause is on the receiving side: contact postmaster@{rc.top_domain}"})
     return out

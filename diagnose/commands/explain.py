@@ -68,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     c = item
     if args.format == "json":
-        doc = {k: getattr(c, k) for k in ("id", "slug", "title", "family", "meaning", "checks", "fixes", "root", "likely_causes")}
+        doc = {k: getattr(c, k) for k in ("id", "slug", "title", "family", "meaning", "checks", "root", "likely_causes")}
+        doc["fixes"] = [{"kind": f.kind, "text": f.text, "for": list(f.hypotheses)} for f in c.fixes]
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
         return 0
     out = [f"{c.id} {c.slug}: {c.title}" + ("" if c.root else "  (a consequence of another cause)"), "", _wrap(c.meaning, "", "")]
