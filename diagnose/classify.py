@@ -175,7 +175,7 @@ def _literal_lead(alt: str) -> str | None:
 
 def _load_reply_rules() -> tuple[ReplyRule, ...]:
     try:
-        text = resources.files("diagnose").joinpath("data", "replies.toml").read_text(encoding="utf-8")
+        text = resources.files("diagnose").joinpath("data/replies.toml").read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         warnings.warn(f"pfdiag: provider reply texts not loaded: {exc}", RuntimeWarning, stacklevel=2)
         return ()
@@ -233,7 +233,7 @@ _GENERIC: tuple[_Generic, ...] = (
     _Generic("E22", ("unusual rate", "rate limit", "rate-limit", "ratelimit", "at a rate that", "temporarily deferred due to",
                      "concurrent connections", "sending too fast", "throttl", "exceeded the maximum number of connections",
                      "too many connections", "too many concurrent", "too many sessions", "too many recipients",
-                     "too many messages", "too many mail", "too much mail"),
+                     "too many messages", "too many mail", "too much mail", "too many bounces", "too many complaints"),
              frozenset({"4.7.28", "4.7.650", "4.7.651", "4.7.652"}),
              (_g("rp-00", r"\brp-00[0-9]\b"), _g("4.7.", r"\b4\.7\.(?:28|65[0-2])\b"))),
     _Generic("E23", ("blocked using", "blocklist", "block list", "blacklist", "black list", "denylist", "deny list",
@@ -246,7 +246,8 @@ _GENERIC: tuple[_Generic, ...] = (
              (_g("ptr", r"\bptr\b"), _g("rdns", r"\brdns\b"), _g("4.7.25", r"\b4\.7\.25\b"))),
     _Generic("E25", ("sender address rejected", "sender domain not found", "sender domain does not exist"),
              frozenset({"4.1.7", "4.1.8"}), (_g("4.1.", r"\b4\.1\.[78]\b"),)),
-    _Generic("E26", ("temperror",), frozenset({"4.7.23", "4.7.24", "4.7.26"}),
+    _Generic("E26", ("temperror", "dns timeout", "dns temporary", "temporary dns", "dns lookup timeout",
+                     "dns lookup failure", "dns failure"), frozenset({"4.7.23", "4.7.24", "4.7.26"}),
              (_g("spf", r"\bspf\b"), _g("dkim", r"\bdkim\b"), _g("dmarc", r"\bdmarc\b"),
               _g("4.7.2", r"\b4\.7\.2[346]\b"))),
     _Generic("E27", ("relay access denied", "relaying denied"),
@@ -254,7 +255,9 @@ _GENERIC: tuple[_Generic, ...] = (
                   "if it is the domain's MX, that server is not set up for the domain"),
     _Generic("E27", ("recipient address rejected", "recipient unknown", "recipient not found", "user unknown", "unknown user",
                      "no such user", "mailbox full", "mailbox is full", "mailbox unavailable", "mailbox is unavailable",
-                     "mailbox disabled", "mailbox is disabled", "mailbox not found", "over quota", "overquota",
+                     "mailbox disabled", "mailbox is disabled", "mailbox is currently disabled", "mailbox currently disabled",
+                     "mailbox temporarily disabled", "mailbox is inactive", "account is disabled", "account disabled",
+                     "account is inactive", "mailbox not found", "over quota", "overquota",
                      "quota exceeded", "temporary lookup failure", "server configuration problem", "out of storage"),
              frozenset({"4.2.0", "4.2.1", "4.2.2", "4.2.3", "4.2.4", "4.1.0", "4.1.1", "4.1.2", "4.1.3", "4.1.4",
                         "4.1.5", "4.1.6"}),
@@ -263,7 +266,8 @@ _GENERIC: tuple[_Generic, ...] = (
                      "service unavailable - try again later", "ports are busy", "timeout exceeded", "disk full",
                      "internal error", "internal server error", "local error", "resources unavailable",
                      "resource unavailable", "resources temporarily unavailable", "resource temporarily unavailable",
-                     "server busy", "system busy"),
+                     "server busy", "system busy", "too busy", "qq read error", "qqt failure", "qq temporary problem",
+                     "qq write error", "qq trouble", "qq crashed"),
              frozenset({"4.3.1", "4.3.2", "4.4.5"}),
              (_g("4.3.", r"\b4\.3\.[12]\b"), _g("4.4.5", r"\b4\.4\.5\b"),
               _g("temporary ", r"temporary (?:local|server|system) (?:problem|error|failure)"))),
@@ -302,6 +306,10 @@ _SERVER = re.compile(r"server (\S+?)[:,]?(?:\s|$)")
 # (start of the text after "while ", phase, cause)
 _WHILE: tuple[tuple[str, str, str], ...] = (
     ("receiving the initial", "greeting", "E04"),
+    ("performing the initial protocol handshake", "greeting", "E04"),  # older Postfix and LMTP wording
+    ("sending HELO", "helo", "E06"),  # Postfix 2.0-2.2
+    ("sending EHLO", "helo", "E06"),
+    ("sending LHLO", "helo", "E06"),
     ("performing the EHLO", "helo", "E06"),
     ("performing the HELO", "helo", "E06"),
     ("performing the LHLO", "helo", "E06"),
@@ -354,12 +362,27 @@ def _connect(t: str, hard: bool | None) -> Classification:
     old = _OLD_PORT.fullmatch(err)
     if old:
         err, port = old["err"], port or _port(old["port"])
+    if err.startswith(_OLD_GREETING):  # Postfix 1.1-2.2: greeting failures were "connect to" lines
+        if err.startswith("server refused to talk to me: "):
+            c = _reply(t, hard, refused=True, host=host, addr=addr, port=port, reply=err[30:])
+        else:
+            c = Classification("E05" if err.startswith("server refused") else "E04", t, "greeting", host, addr, port)
+        if _is_local(addr) and c.cause_id in ("E04", "E05"):
+            return replace(c, cause_id="E32", subcause=c.cause_id, local_nexthop=True)
+        return c
     generic = _connect_cause(err)
     if addr is not None and "/" in addr:  # unix socket: LMTP/filter socket on this machine
         return Classification("E32", t, "connect", host, addr, None, local_nexthop=True, hint=err or None)
     if _is_local(addr) or (addr is None and _is_local(host)):
         return Classification("E32", t, "connect", host, addr, port, subcause=generic, local_nexthop=True)
     return Classification(generic, t, "connect", host, addr, port)
+
+
+# what Postfix 1.1-2.2 logged after "connect to H[A]: " when the TCP connection opened but the
+# session did not start (src/smtp/smtp_connect.c of those versions); 2.3 on logs them as
+# "conversation with ... while receiving the initial server greeting" / "host ... refused to talk to me"
+_OLD_GREETING = ("read timeout", "server dropped connection", "server refused to talk to me: ",
+                 "server refused mail service")
 
 
 def _connect_cause(err: str) -> str:
@@ -616,6 +639,10 @@ _EXACT: dict[str, tuple[str, str | None, str | None]] = {
     "User unknown in relay recipient table": ("E37", "local", None),
     "message is administratively expired": ("E38", "queue", None),
     "temporary failure": ("E36", "local", None),
+    # Postfix's own bounce/defer service could not record the outcome (2.0-2.2 wording, then 2.3+)
+    "bounce failed": ("E31", None, "Postfix's bounce service failed: read the bounce/defer warnings and check the queue's disk space"),
+    "bounce or trace service failure": ("E31", None, "Postfix's bounce or trace service failed: read its warnings, check disk space"),
+    "defer or trace service failure": ("E31", None, "Postfix's defer or trace service failed: read its warnings, check disk space"),
     "system resource problem": ("E36", "local", None),
 }
 
@@ -650,6 +677,7 @@ _PREFIXES: tuple[tuple[str, Handler], ...] = (
     ("alias database loop for ", _fixed("E37", "local")),
     ("unknown user: ", _fixed("E37", "local")),
     ("cannot update mailbox ", _fixed("E34", "local")),
+    ("error reading forwarding file", _fixed("E34", "local", "local(8) could not read the user's .forward: its owner and permissions")),
     ("cannot access mailbox ", _fixed("E34", "local")),
     ("cannot append message to ", _fixed("E34", "local")),
     ("maildir delivery failed", _fixed("E34", "local")),
@@ -736,8 +764,8 @@ def _classify(reason: str, status: str | None, dsn_class: str | None) -> Classif
         inner = _dispatch(t, None) if t else Classification(UNCLASSIFIED, t)
         return replace(inner, cause_id="E33", reason=text, collateral=collateral, subcause=inner.cause_id)
     if status in ("expired", "force-expired"):
-        inner = _dispatch(t, None) if t and t != "returned to sender" else None
-        sub = inner.cause_id if inner is not None and inner.cause_id != UNCLASSIFIED else None
+        last = _dispatch(t, None) if t and t != "returned to sender" else None
+        sub = last.cause_id if last is not None and last.cause_id != UNCLASSIFIED else None
         return Classification("E38", text, "queue", collateral=collateral, subcause=sub)
     if not t:
         return Classification("E11" if collateral else UNCLASSIFIED, text, collateral=collateral)

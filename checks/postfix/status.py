@@ -111,6 +111,10 @@ def parse_delivery(text: str) -> Delivery | Expiry | None:
     if status in ("expired", "force-expired") and "to" not in fields:
         return Expiry(_strip_angle(fields.get("from", "")), status, reason)
     if "to" not in fields:
+        if status == "deferred" and not head.strip():
+            # Postfix 2.0-2.2 global/bounce.c: "QID: status=deferred (bounce failed)" names no recipient:
+            # the whole message stays deferred because the bounce service failed
+            return Delivery(to="", status=status, reason=reason, truncated=truncated)
         return None
     delays = None
     raw_delays = fields.get("delays")
