@@ -36,6 +36,21 @@ _VENDOR_TOKEN = re.compile(r"\[ID \d+ [\w.]+\] ")
 # Short ids are hex; long ids (enable_long_queue_ids) are base-52 time, "z", base-51 inode.
 # Long: 6+4 base-52 digits of seconds and microseconds (z included), "z", base-51 inode (no z).
 _QUEUE_ID = re.compile(r"([0-9A-F]{5,15}|[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-z]{10}z[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-y]+|NOQUEUE): ")
+# Anything else standing in the queue-id position (anonymised logs: "3A1B2C3D4E5XXXX"; ids of other
+# builds): 5-20 letters/digits before ": ", with a digit in it or in capitals throughout, so that a
+# daemon's own words ("warning: ", "statistics: ") are never taken for an id.
+_LOOSE_ID = re.compile(r"([0-9A-Za-z]{5,20}): ")
+
+
+def _loose_queue_id(text: str) -> re.Match[str] | None:
+    m = _LOOSE_ID.match(text)
+    if m is None or m[1] == "NOQUEUE":
+        return None
+    qid = m[1]
+    if any(c.isdigit() for c in qid) or (qid.isupper() and len(qid) >= 8):
+        return m
+    return None
+
 
 # The commonest envelopes in one match (traditional syslog and RFC 3339), with the
 # queue id: most lines of a busy log take this path; everything else falls back.
@@ -273,6 +288,10 @@ class LineParser:
             if not line.startswith("[ID ", end):
                 line = line.rstrip("\r\n")
                 ts = self.stamps.parse(stamp)
+                if qid is None and 4 < line.find(": ", end, end + 22):
+                    q = _loose_queue_id(line[end:])
+                    if q is not None:
+                        qid, end = q[1], end + q.end()
                 return LogLine(ts, host, name, service, int(pid), qid, line[end:], line, ts is None)
         if "postfix" not in line and "status=" not in line and "removed" not in line and line[:1] != "{":
             return None  # another program's line: the commonest miss, decided cheaply
@@ -296,7 +315,7 @@ class LineParser:
         stamp, host = _split_prefix(line[: m.start()])
         ts = self.stamps.parse(stamp) if stamp else None
         bad = bool(stamp) and ts is None
-        q = _QUEUE_ID.match(text)
+        q = _QUEUE_ID.match(text) or _loose_queue_id(text)
         qid = None
         if q:
             qid = q[1]
@@ -307,8 +326,8 @@ class LineParser:
         """cleanup's 'QUEUEID: message-id=' line is the first of every message."""
         k = line.find("]: ", bracket)
         if k > 0:
-            q = _QUEUE_ID.match(line, k + 3)
-            if q and line.startswith("message-id=", q.end()):
+            q = _QUEUE_ID.match(line, k + 3) or _loose_queue_id(line[k + 3:])
+            if q and line.startswith("message-id=", k + 3 + q.end() - q.start()):
                 self.births.add(q[1])  # type: ignore[union-attr]
 
     def _parse_bare(self, line: str) -> LogLine | None:
@@ -348,7 +367,7 @@ class LineParser:
         pid = int(pid_text) if isinstance(pid_text, str) and pid_text.isdigit() else None
         host = rec.get("_HOSTNAME") if isinstance(rec.get("_HOSTNAME"), str) else None
         text = msg
-        q = _QUEUE_ID.match(text)
+        q = _QUEUE_ID.match(text) or _loose_queue_id(text)
         qid = None
         if q:
             qid = q[1]

@@ -181,3 +181,40 @@ def test_lines_out_of_order_are_never_dated_after_the_file():
     years = [time.localtime(p.parse(f"{s} mx postfix/qmgr[1]: ABCDE: removed").ts).tm_year
              for s in ("Sep  1 10:00:00", "Jan  5 10:00:00", "Mar  1 10:00:00")]
     assert years == [2026, 2026, 2026]
+
+
+@pytest.mark.parametrize("qid", ["3A1B2C3D4E5XXXX", "XXXXXXXXXX", "4Xyz9abc12"])
+def test_unusual_queue_ids_are_taken_from_the_queue_id_position(qid):
+    # anonymised production logs (11 hex digits + "XXXX") and ids of other shapes are still ids
+    p = LineParser()
+    line = f"Jan 10 10:00:00 mx postfix/qmgr[12]: {qid}: removed"
+    assert (p.parse(line).queue_id, p.parse(line).text) == (qid, "removed")
+    bare = p.parse(f"postfix/qmgr[12]: {qid}: removed")
+    assert (bare.queue_id, bare.text) == (qid, "removed")
+
+
+@pytest.mark.parametrize("text", ["warning: database /etc/postfix/x.db is older than source file",
+                                  "statistics: max connection rate 1/60s for (smtp:192.0.2.1) at Jan 10 10:00:00",
+                                  "connect from unknown[192.0.2.1]", "NOQUEUE: reject: RCPT from x"])
+def test_daemon_words_are_never_taken_for_queue_ids(text):
+    rec = LineParser().parse(f"Jan 10 10:00:00 mx postfix/smtpd[12]: {text}")
+    assert rec.queue_id in (None, "NOQUEUE")
+    assert rec.text.endswith(text.partition("NOQUEUE: ")[2] or text)
+
+
+def test_messages_with_anonymised_ids_are_tracked_to_their_outcome():
+    from diagnose.deferrals import DeferralAnalysis
+
+    lines = [
+        "Jan 10 10:00:00 mx postfix/qmgr[12]: 3A1B2C3D4E5XXXX: from=<a@example.org>, size=300, nrcpt=1 (queue active)",
+        "Jan 10 10:00:05 mx postfix/smtp[13]: 3A1B2C3D4E5XXXX: to=<b@example.net>, relay=mx.example.net[192.0.2.7]:25, "
+        "delay=5, delays=0/0/0/5, dsn=4.4.2, status=deferred (conversation with mx.example.net[192.0.2.7] timed out "
+        "while sending end of data -- message may be sent more than once)",
+        "Jan 10 10:10:00 mx postfix/smtp[13]: 3A1B2C3D4E5XXXX: to=<b@example.net>, relay=mx.example.net[192.0.2.7]:25, "
+        "delay=600, delays=0/0/0/1, dsn=2.0.0, status=sent (250 2.0.0 Ok)",
+        "Jan 10 10:10:00 mx postfix/qmgr[12]: 3A1B2C3D4E5XXXX: removed",
+    ]
+    p = LineParser()
+    a = DeferralAnalysis().add_all(p.parse(line) for line in lines)
+    a.finish()
+    assert a.outcomes.delivered_later == 1 and a.outcomes.still_deferred == 0
