@@ -587,7 +587,7 @@ class SnapshotTarget:
                                float(rec.get("duration", 0.0)))  # fmt: skip
         if not rec.get("stdout"):
             return CommandStream(result)
-        text = io.TextIOWrapper(self._open(rec["stdout"]), encoding="utf-8", errors="replace", newline="")
+        text = io.TextIOWrapper(self._open(rec["stdout"]), encoding="utf-8", errors="replace", newline="\n")
         return _EntryStream(result, text)
 
     def _file(self, path: str) -> dict[str, Any]:
