@@ -398,3 +398,14 @@ def test_every_packing_reads_the_same(pack: str, tmp_path: Path) -> None:
     with SnapshotTarget(str(out), strict=True) as snap:
         assert snap.run(["postqueue", "-j"]).stdout == QUEUE.decode()
         assert snap.open_text("/var/log/mail.log").read() == LOG.decode()
+
+
+@pytest.mark.parametrize("memory_entry", [8 << 20, 1])  # kept in memory / streamed from the archive again
+def test_streamed_output_splits_lines_like_a_pipe(memory_entry: int, tmp_path: Path) -> None:
+    w = SnapshotWriter(host="mx")
+    w.add_command(CommandResult(("postqueue", "-j"), 0, "a\rb\u2028c\n\nd\r\n", "err\n"))
+    w.write(str(tmp_path / "b.tar.gz"))
+    with SnapshotTarget(str(tmp_path / "b.tar.gz"), limits=Limits(memory_entry=memory_entry)) as snap:
+        with snap.stream(["postqueue", "-j"]) as out:
+            assert list(out) == ["a\rb\u2028c", "", "d"]
+            assert out.result().stderr == "err\n" and out.result().stdout == ""
