@@ -193,6 +193,9 @@ def collect(target: Target, *, budget: float = DEFAULT_BUDGET, config_dir: str |
     from diagnose.correlate import probe_targets, rank
 
     facts = Facts(where=target.where, live=not isinstance(target, SnapshotTarget))
+    for warning in getattr(target, "warnings", None) or ():  # a bundle whose entries its manifest does not vouch for
+        facts.findings.append(Finding("snapshot.integrity", Severity.WARNING, f"snapshot bundle: {warning}",
+                                      evidence=(Evidence("manifest.json sha256", warning, target.where),)))  # fmt: skip
     # logs (for the effective timeouts), queue (for the backoff settings) and config all
     # need postconf's answers: asked once, over SSH that is a third of the round trips
     config = _Once(lambda: read_config(target, config_dir))

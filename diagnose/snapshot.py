@@ -98,7 +98,7 @@ def collect(target: Target, *, out_path: str, config_dir: str | None = None, sin
 
     rec = RecordingTarget(target)
     progress("reading logs, queue and configuration")
-    facts = engine.collect(rec, budget=300, config_dir=config_dir, since=since, log_paths=log_paths)  # type: ignore[arg-type]
+    facts = engine.collect(rec, budget=300, config_dir=config_dir, since=since, log_paths=log_paths)
     problems = [f"{s.title}: {s.detail}" for s in facts.steps if s.state != "ok"]
     for argv in EXTRA_COMMANDS:
         full = [argv[0], *(["-c", config_dir] if config_dir else []), *argv[1:]]
@@ -109,7 +109,7 @@ def collect(target: Target, *, out_path: str, config_dir: str | None = None, sin
     files: list[tuple[str, str, float]] = []
     progress("copying the log window")
     try:
-        sources = resolve_sources(rec, log_paths) if log_paths else default_sources(rec, config_dir)  # type: ignore[arg-type]
+        sources = resolve_sources(rec, log_paths) if log_paths else default_sources(rec, config_dir)
     except InputError as exc:
         sources = []
         if not any(str(exc) in p for p in problems):

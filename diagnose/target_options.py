@@ -22,6 +22,9 @@ def add_target_options(p: argparse.ArgumentParser) -> None:
                    help="a mail host over SSH (an ssh_config alias works: HostName, User, Port, IdentityFile, ProxyJump)")
     g.add_argument("--snapshot", metavar="BUNDLE", help="read a snapshot bundle (.tar.gz or directory) instead of this machine")
     g.add_argument("--demo", action="store_true", help="use the demo snapshot shipped with pfdiag")
+    g.add_argument("--strict", action="store_true",
+                   help="refuse a snapshot whose entries do not all match the sha256 values of its manifest "
+                        "(default: read it and warn)")  # fmt: skip
     s = p.add_argument_group("SSH (with --host)")
     s.add_argument("--ssh-config", metavar="FILE", help="ssh_config to read (default ~/.ssh/config)")
     s.add_argument("--identity", metavar="FILE", help="private key file to log in with (like ssh -i), tried first")
@@ -65,11 +68,14 @@ def open_target(args: argparse.Namespace) -> tuple[Target, str | None]:
         raise UsageError("--identity needs --host (it is the key to log into the mail host with)")
     if getattr(args, "demo", False) or getattr(args, "snapshot", None):
         from checks.targets.snapshot import SnapshotTarget  # tarfile and friends: only for a bundle
-    if getattr(args, "demo", False):
-        snap = SnapshotTarget(demo_path())
-        return snap, "pfdiag: using the demo snapshot shipped with pfdiag (a recorded test-lab Postfix), not this machine"
-    if getattr(args, "snapshot", None):
-        return SnapshotTarget(args.snapshot), None
+    if getattr(args, "demo", False) or getattr(args, "snapshot", None):
+        demo = bool(getattr(args, "demo", False))
+        snap = SnapshotTarget(demo_path() if demo else args.snapshot, strict=bool(getattr(args, "strict", False)))
+        for warning in snap.warnings:  # stderr, whatever the format; a report lists them as well
+            print(f"pfdiag: warning: {snap.where}: {warning}", file=sys.stderr)
+        if demo:
+            return snap, "pfdiag: using the demo snapshot shipped with pfdiag (a recorded test-lab Postfix), not this machine"
+        return snap, None
     if getattr(args, "host", None):
         from checks.targets.ssh import SSHTarget
 

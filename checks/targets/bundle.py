@@ -49,6 +49,7 @@ class SnapshotWriter:
                     "stderr": err,
                     "duration": round(r.duration, 3),
                     "sha256": hashlib.sha256(r.stdout.encode()).hexdigest(),
+                    "stderr_sha256": hashlib.sha256(r.stderr.encode()).hexdigest(),
                 }
                 for r, out, err in self._commands
             ],

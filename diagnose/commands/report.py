@@ -135,7 +135,7 @@ def session_options(args: argparse.Namespace, interactive: bool = False) -> Any:
 
     if args.budget <= 0:
         raise UsageError("--budget must be positive")
-    ssh = {k: getattr(args, k) for k in ("accept_new_host_key", "known_hosts", "ssh_config", "ssh_timeout", "identity")
+    ssh = {k: getattr(args, k) for k in ("accept_new_host_key", "known_hosts", "ssh_config", "ssh_timeout", "identity", "strict")
            if hasattr(args, k)}  # fmt: skip
     return Options(budget=args.budget, config_dir=args.config_dir, since=parse_when(args.since) if args.since else None,
                    log_paths=args.log_paths, interactive=interactive, include_plugins=not args.no_plugins, ssh=ssh,
