@@ -46,8 +46,24 @@ def _near(value: float, target: float, tolerance: float = 0.1) -> bool:
     return target > 0 and abs(value - target) <= max(1.0, target * tolerance)
 
 
-def explain(profile: dict[str, dict[str, float | None]], timeouts: dict[str, float] | None = None) -> list[str]:
-    """Plain-language readings of a {part: {"median": x, "p95": y}} profile."""
+# the SMTP phases a reason can name (diagnose/classify.py), grouped by the part of delays= they fall in
+_SETUP = frozenset({"connect", "greeting", "helo", "starttls", "tls", "xforward", "sasl"})
+_TRANSFER = frozenset({"mail", "rcpt", "data", "body", "end-of-data"})
+_NO_SESSION = frozenset({"dns", "queue", "transport", "local"})
+_PHASE_WAIT = {  # the timeout that governs the wait in each transfer phase, and what it waits for
+    "mail": ("smtp_mail_timeout", "the reply to MAIL FROM"),
+    "rcpt": ("smtp_rcpt_timeout", "the reply to RCPT TO"),
+    "data": ("smtp_data_init_timeout", "the reply to the DATA command"),
+    "body": ("smtp_data_xfer_timeout", "the receiver to take more of the message body"),
+    "end-of-data": ("smtp_data_done_timeout", "the reply to the final '.'"),
+}
+
+
+def explain(profile: dict[str, dict[str, float | None]], timeouts: dict[str, float] | None = None,
+            phase: str | None = None) -> list[str]:
+    """Plain-language readings of a {part: {"median": x, "p95": y}} profile. `phase` is the SMTP
+    phase the reasons name (classify's: connect, greeting, rcpt, body, end-of-data...): when it is
+    known, the readings follow it instead of guessing the phase from the numbers alone."""
     t = {**DEFAULT_TIMEOUTS, **(timeouts or {})}
     med = {p: (profile.get(p) or {}).get("median") for p in "abcd"}
     p95 = {p: (profile.get(p) or {}).get("p95") for p in "abcd"}
@@ -55,47 +71,63 @@ def explain(profile: dict[str, dict[str, float | None]], timeouts: dict[str, flo
         return ["no delays= fields on these lines (Postfix before 2.3, or another program): no timing profile"]
     b, c, d = float(med["b"] or 0), float(med["c"] or 0), float(med["d"] or 0)
     out: list[str] = []
-    if c == 0 and d == 0:
-        out.append("c = d = 0: no SMTP session was attempted; the queue manager or the retry service deferred the mail")
     done = t["smtp_data_done_timeout"]
-    if _near(d, done):
-        out.append(
-            f"d ≈ {d:g} s ≈ smtp_data_done_timeout ({done:g} s): Postfix sent the whole message and waited the full "
-            "end-of-data timeout for the final reply"
-        )
-    elif d > 0 and p95["d"] is not None and abs(float(p95["d"]) - d) <= max(1.0, 0.05 * d) and d < done * 0.9 and d >= 5:
-        out.append(
-            f"d clusters at {d:g} s (p95 {float(p95['d']):g} s), below every SMTP timeout: a fixed cut-off on the path, "
-            "such as a NAT or firewall idle timeout, ends these sessions"
-        )
-    for name, label in (
-        ("smtp_rcpt_timeout", "MAIL FROM/RCPT TO (callouts or tarpitting at the receiver)"),
-        ("smtp_data_init_timeout", "the DATA command"),
-    ):
-        if d > 0 and not _near(d, done) and _near(d, t[name]):
-            out.append(f"d ≈ {d:g} s ≈ {name} ({t[name]:g} s): the receiver stopped answering during {label}")
-            break
-    else:
-        xfer = t["smtp_data_xfer_timeout"]
-        if d > xfer and not _near(d, done) and d < done * 0.9:
-            out.append(
-                f"d ≈ {d:g} s, more than smtp_data_xfer_timeout ({xfer:g} s): time spent writing the body; "
-                "a stall while sending it (bandwidth, path MTU) fits"
-            )
-    connect = t["smtp_connect_timeout"]
-    if d == 0 and c > 0:
-        k = round(c / connect) if connect else 0
-        if _near(c, t["smtp_helo_timeout"]):
-            out.append(
-                f"c ≈ {c:g} s ≈ smtp_helo_timeout ({t['smtp_helo_timeout']:g} s): the greeting or EHLO reply never came"
-            )
-        elif 1 <= k <= MX_ADDRESS_LIMIT and _near(c, k * connect, 0.15):
-            # Postfix tries at most smtp_mx_address_limit addresses per delivery
-            out.append(
-                f"c ≈ {c:g} s ≈ {k} × smtp_connect_timeout ({connect:g} s), d = 0: {k} address(es) never answered the TCP connect"
-            )
+    if c == 0 and d == 0:
+        if phase is None or phase in _NO_SESSION:
+            out.append("c = d = 0: no SMTP session was attempted; the queue manager, the retry service or a "
+                       "lookup deferred the mail")
         else:
-            out.append(f"c ≈ {c:g} s, d = 0: the failure happened while setting up the connection (DNS, TCP, greeting, TLS)")
+            out.append(f"c = d = 0: the {phase} failed within a fraction of a second (an immediate refusal or reset, "
+                       "not a wait)")
+    elif phase in _PHASE_WAIT:
+        name, what = _PHASE_WAIT[phase]
+        limit = t.get(name, DEFAULT_TIMEOUTS.get(name, 0.0))
+        if limit and _near(d, limit):
+            out.append(f"d ≈ {d:g} s ≈ {name} ({limit:g} s): Postfix waited the full timeout for {what}")
+        elif d > 0 and _clustered(d, p95["d"], done):
+            out.append(_nat(d, float(p95["d"] or 0)))
+        elif d > 0:
+            out.append(f"d ≈ {d:g} s from MAIL FROM until the failure at {phase}" +
+                       (f", below {name} ({limit:g} s): the connection ended, no timeout ran out" if limit and d < limit * 0.9 else ""))
+    else:
+        if phase is None and _near(d, done):
+            out.append(
+                f"d ≈ {d:g} s ≈ smtp_data_done_timeout ({done:g} s): Postfix sent the whole message and waited the full "
+                "end-of-data timeout for the final reply"
+            )
+        elif phase is None and d > 0 and _clustered(d, p95["d"], done):
+            out.append(_nat(d, float(p95["d"] or 0)))
+        if phase is None:
+            for name, label in (
+                ("smtp_rcpt_timeout", "MAIL FROM/RCPT TO (callouts or tarpitting at the receiver)"),
+                ("smtp_data_init_timeout", "the DATA command"),
+            ):
+                if d > 0 and not _near(d, done) and _near(d, t[name]):
+                    out.append(f"d ≈ {d:g} s ≈ {name} ({t[name]:g} s): the receiver stopped answering during {label}")
+                    break
+            else:
+                xfer = t["smtp_data_xfer_timeout"]
+                if d > xfer and not _near(d, done) and d < done * 0.9:
+                    out.append(
+                        f"d ≈ {d:g} s, more than smtp_data_xfer_timeout ({xfer:g} s): time spent writing the body; "
+                        "a stall while sending it (bandwidth, path MTU) fits"
+                    )
+        connect = t["smtp_connect_timeout"]
+        if d == 0 and c > 0 and (phase is None or phase in _SETUP):
+            k = round(c / connect) if connect else 0
+            if _near(c, t["smtp_helo_timeout"]) and phase in (None, "greeting", "helo"):
+                out.append(
+                    f"c ≈ {c:g} s ≈ smtp_helo_timeout ({t['smtp_helo_timeout']:g} s): the greeting or EHLO reply never came"
+                )
+            elif 1 <= k <= MX_ADDRESS_LIMIT and _near(c, k * connect, 0.15) and phase in (None, "connect"):
+                # Postfix tries at most smtp_mx_address_limit addresses per delivery
+                out.append(
+                    f"c ≈ {c:g} s ≈ {k} × smtp_connect_timeout ({connect:g} s), d = 0: {k} address(es) never answered "
+                    "the TCP connect"
+                )
+            else:
+                where = f"at {phase}" if phase else "while setting up the connection (DNS, TCP, greeting, TLS)"
+                out.append(f"c ≈ {c:g} s, d = 0: the failure happened {where}")
     if b >= 60:
         out.append(
             f"b ≈ {b:g} s: mail waited for a free delivery agent (process limit, destination concurrency or rate delay)"
@@ -107,6 +139,16 @@ def explain(profile: dict[str, dict[str, float | None]], timeouts: dict[str, flo
     if not out:
         out.append(f"median a/b/c/d = {a:g}/{b:g}/{c:g}/{d:g} s: nothing stands out")
     return out
+
+
+def _clustered(d: float, d95: float | None, done: float) -> bool:
+    """d repeats at one value below every wait: a fixed cut-off on the path."""
+    return d95 is not None and abs(float(d95) - d) <= max(1.0, 0.05 * d) and d < done * 0.9 and d >= 5
+
+
+def _nat(d: float, d95: float) -> str:
+    return (f"d clusters at {d:g} s (p95 {d95:g} s), below every SMTP timeout: a fixed cut-off on the path, "
+            "such as a NAT or firewall idle timeout, ends these sessions")
 
 
 def _hours(seconds: float) -> str:

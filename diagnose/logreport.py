@@ -5,6 +5,8 @@ Renderers return strings; they never print.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import io
 import time
 from datetime import datetime, timezone
@@ -74,7 +76,7 @@ def to_dict(
                 "phases": dict(c.phases.most_common()),
                 "dsn": dict(c.dsns.most_common(TOP)),
                 "delays": profile if has_delays else None,
-                "delays_meaning": delays_mod.explain(profile, timeouts) if has_delays else [],
+                "delays_meaning": delays_mod.explain(profile, timeouts, _phase(c.phases)) if has_delays else [],
                 "example": c.example,
             }
         )
@@ -346,3 +348,11 @@ def render_markdown(report: dict[str, Any]) -> str:
     if inp["malformed"]:
         out += ["", "Unreadable lines (skipped): " + ", ".join(f"{k} {m['count']}" for k, m in inp["malformed"].items())]
     return "\n".join(out) + "\n"
+
+
+def _phase(phases: Counter) -> str | None:
+    """The phase most of a cause's reasons name, when most do (a mixed cause is read without one)."""
+    if not phases:
+        return None
+    phase, n = phases.most_common(1)[0]
+    return phase if phase and n * 2 > sum(phases.values()) else None

@@ -45,3 +45,30 @@ def test_a_reading_that_fits_says_nothing_of_the_rest() -> None:
     readings = explain(profile(0.1, 0, 0, 600))
     assert not any("nothing stands out" in r for r in readings)
     assert not any("connection" in r for r in readings), readings
+
+
+@pytest.mark.parametrize(
+    "prof, phase, expected, never",
+    [
+        # a 421 at the greeting: refused at once, a session was attempted
+        (profile(0.1, 0, 0, 0), "greeting", "the greeting failed within a fraction of a second", "no SMTP session"),
+        (profile(0.1, 0, 0, 0), "dns", "no SMTP session was attempted", "fraction"),
+        # a body timeout is the data_xfer wait, not the end-of-data wait
+        (profile(0.1, 0, 0.2, 180), "body", "smtp_data_xfer_timeout (180 s): Postfix waited the full timeout for the "
+         "receiver to take more of the message body", "smtp_data_done_timeout"),
+        (profile(0.1, 0, 0.2, 600), "body", "d ≈ 600 s from MAIL FROM until the failure at body", "end-of-data timeout"),
+        # a loss at RCPT TO or a MAIL FROM rejection is not 'while setting up the connection'
+        (profile(0.1, 0, 1.5, 0), "rcpt", "", "setting up the connection"),
+        (profile(0.1, 0, 1.5, 0.2), "mail", "d ≈ 0.2 s from MAIL FROM until the failure at mail", "setting up"),
+        (profile(0.1, 0, 0.3, 300), "rcpt", "smtp_rcpt_timeout (300 s): Postfix waited the full timeout for the reply to RCPT TO", "end-of-data"),
+        (profile(0.1, 0, 0.3, 600), "end-of-data", "smtp_data_done_timeout (600 s): Postfix waited the full timeout for "
+         "the reply to the final '.'", "body"),
+        (profile(0.1, 0, 0.3, 30, d95=30.4), "end-of-data", "a NAT or firewall idle timeout", "waited the full"),
+        (profile(0.1, 0, 300, 0), "connect", "the failure happened at connect", "smtp_helo_timeout"),
+        (profile(0.1, 0, 300, 0), "greeting", "smtp_helo_timeout (300 s): the greeting or EHLO reply never came", "connect"),
+    ],
+)
+def test_readings_follow_the_phase_the_reasons_name(prof: dict, phase: str, expected: str, never: str) -> None:
+    readings = explain(prof, None, phase)
+    assert any(expected in r for r in readings), readings
+    assert not any(never in r for r in readings), readings
