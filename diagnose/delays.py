@@ -60,10 +60,11 @@ _PHASE_WAIT = {  # the timeout that governs the wait in each transfer phase, and
 
 
 def explain(profile: dict[str, dict[str, float | None]], timeouts: dict[str, float] | None = None,
-            phase: str | None = None) -> list[str]:
+            phase: str | None = None, answered: bool = False) -> list[str]:
     """Plain-language readings of a {part: {"median": x, "p95": y}} profile. `phase` is the SMTP
     phase the reasons name (classify's: connect, greeting, rcpt, body, end-of-data...): when it is
-    known, the readings follow it instead of guessing the phase from the numbers alone."""
+    known, the readings follow it instead of guessing the phase from the numbers alone.
+    `answered`: the reasons are the receiver's replies (host X said: 4xx), not timeouts or losses."""
     t = {**DEFAULT_TIMEOUTS, **(timeouts or {})}
     med = {p: (profile.get(p) or {}).get("median") for p in "abcd"}
     p95 = {p: (profile.get(p) or {}).get("p95") for p in "abcd"}
@@ -77,13 +78,16 @@ def explain(profile: dict[str, dict[str, float | None]], timeouts: dict[str, flo
             out.append("c = d = 0: no SMTP session was attempted; the queue manager, the retry service or a "
                        "lookup deferred the mail")
         else:
-            out.append(f"c = d = 0: the {phase} failed within a fraction of a second (an immediate refusal or reset, "
-                       "not a wait)")
+            out.append(f"c = d = 0: it ended at {phase} within a fraction of a second: no timeout was involved")
     elif phase in _PHASE_WAIT:
         name, what = _PHASE_WAIT[phase]
         limit = t.get(name, DEFAULT_TIMEOUTS.get(name, 0.0))
         if limit and _near(d, limit):
             out.append(f"d ≈ {d:g} s ≈ {name} ({limit:g} s): Postfix waited the full timeout for {what}")
+        elif answered:
+            if d >= 30:
+                out.append(f"d ≈ {d:g} s before the receiver answered at {phase}: it is slow to reply (callouts, "
+                           "tarpitting, overload)")
         elif d > 0 and _clustered(d, p95["d"], done):
             out.append(_nat(d, float(p95["d"] or 0)))
         elif d > 0:

@@ -26,15 +26,15 @@ def _iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _cause_meta(cause_id: str) -> tuple[str, str, bool]:
-    """(slug, title, is_root_cause) from the catalog; tolerant of unknown ids."""
+def _cause_meta(cause_id: str) -> tuple[str, str, bool, str]:
+    """(slug, title, is_root_cause, family) from the catalog; tolerant of unknown ids."""
     try:
         from diagnose.causes import get_cause
 
         cause = get_cause(cause_id)
-        return cause.slug, cause.title, bool(getattr(cause, "root", True))
+        return cause.slug, cause.title, bool(getattr(cause, "root", True)), cause.family
     except Exception:
-        return cause_id, cause_id, cause_id != "E11"
+        return cause_id, cause_id, cause_id != "E11", "unknown"
 
 
 def _profile(counters: dict[str, Any]) -> dict[str, dict[str, float | None]]:
@@ -54,7 +54,7 @@ def to_dict(
     for c in sorted(a.causes.values(), key=lambda c: (-c.events, -c.collateral, c.cause_id)):
         if not (c.events or c.collateral or c.attempts):
             continue
-        slug, title, root = _cause_meta(c.cause_id)
+        slug, title, root, family = _cause_meta(c.cause_id)
         profile = _profile(c.delays)
         has_delays = any(c.delays[p] for p in PARTS)
         causes.append(
@@ -76,7 +76,7 @@ def to_dict(
                 "phases": dict(c.phases.most_common()),
                 "dsn": dict(c.dsns.most_common(TOP)),
                 "delays": profile if has_delays else None,
-                "delays_meaning": delays_mod.explain(profile, timeouts, _phase(c.phases)) if has_delays else [],
+                "delays_meaning": delays_mod.explain(profile, timeouts, _phase(c.phases), family == "reply") if has_delays else [],
                 "example": c.example,
             }
         )

@@ -51,7 +51,7 @@ def test_a_reading_that_fits_says_nothing_of_the_rest() -> None:
     "prof, phase, expected, never",
     [
         # a 421 at the greeting: refused at once, a session was attempted
-        (profile(0.1, 0, 0, 0), "greeting", "the greeting failed within a fraction of a second", "no SMTP session"),
+        (profile(0.1, 0, 0, 0), "greeting", "it ended at greeting within a fraction of a second", "no SMTP session"),
         (profile(0.1, 0, 0, 0), "dns", "no SMTP session was attempted", "fraction"),
         # a body timeout is the data_xfer wait, not the end-of-data wait
         (profile(0.1, 0, 0.2, 180), "body", "smtp_data_xfer_timeout (180 s): Postfix waited the full timeout for the "
@@ -64,11 +64,18 @@ def test_a_reading_that_fits_says_nothing_of_the_rest() -> None:
         (profile(0.1, 0, 0.3, 600), "end-of-data", "smtp_data_done_timeout (600 s): Postfix waited the full timeout for "
          "the reply to the final '.'", "body"),
         (profile(0.1, 0, 0.3, 30, d95=30.4), "end-of-data", "a NAT or firewall idle timeout", "waited the full"),
+        # a reply (greylisting at RCPT TO) is an answer, not a connection that ended
+        (profile(0.1, 0, 0.01, 0.04), "rcpt", "", "connection ended"),
         (profile(0.1, 0, 300, 0), "connect", "the failure happened at connect", "smtp_helo_timeout"),
         (profile(0.1, 0, 300, 0), "greeting", "smtp_helo_timeout (300 s): the greeting or EHLO reply never came", "connect"),
     ],
 )
 def test_readings_follow_the_phase_the_reasons_name(prof: dict, phase: str, expected: str, never: str) -> None:
-    readings = explain(prof, None, phase)
+    readings = explain(prof, None, phase, answered=expected == "" and never == "connection ended")
     assert any(expected in r for r in readings), readings
     assert not any(never in r for r in readings), readings
+
+
+def test_a_slow_answer_is_read_as_a_slow_receiver() -> None:
+    readings = explain(profile(0.1, 0, 0.3, 45), None, "rcpt", answered=True)
+    assert any("before the receiver answered at rcpt" in r for r in readings), readings
