@@ -116,7 +116,9 @@ def console(file: IO[str] | None = None, **kw: Any) -> Console:
 
 # -- Markdown --------------------------------------------------------------------------------
 
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~&]|:(?=[A-Za-z+-][\w+-]*:))")  # ':' only where it could open an emoji code
+# '_' only where it could start or end emphasis (not inside a word: smtp_helo_timeout stays as it is),
+# ':' only where it could open an emoji code
+_MD_SPECIAL = re.compile(r"([\\`*\[\]<>|~&]|(?<![^\W_])_|_(?![^\W_])|:(?=[A-Za-z+-][\w+-]*:))")
 _MD_LEADING = re.compile(r"^(\s*)([-=+#])|^(\s*\d{1,9})([.)])(?=\s|$)")  # a list, heading or numbered list at the start
 _TICKS = re.compile(r"`+")
 
@@ -125,7 +127,7 @@ def md_text(text: Any) -> str:
     """Outside text inside Markdown prose or a table cell: every character Markdown (CommonMark
     and GitHub's tables) could act on is backslash-escaped, so it renders exactly as written:
     no emphasis, link, image, raw HTML, entity, heading, list, quote or table-cell break."""
-    s = _MD_SPECIAL.sub(r"\\\1", visible(text))
+    s = _MD_SPECIAL.sub(lambda m: "\\" + m.group(), visible(text))
     return _MD_LEADING.sub(lambda m: f"{m.group(1)}\\{m.group(2)}" if m.group(2) else f"{m.group(3)}\\{m.group(4)}", s, count=1)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from checks.errors import InputError, UsageError
 from diagnose.target_options import add_target_options
+from diagnose.textsafe import visible, visible_lines
 
 HELP = """\
 Runs the diagnosis (logs, queue and configuration at once, then the checks they call
@@ -189,7 +190,7 @@ def progress_printer(enabled: bool) -> Any:
     def show(step: str, state: str, detail: str) -> None:
         mark = {"start": "..", "ok": "ok", "error": "!!", "timeout": "!!", "skipped": "--"}.get(state, state)
         text = detail if state == "start" else (detail or "")
-        print(f"  [{mark}] {step}{': ' + text if text else ''}", file=sys.stderr, flush=True)
+        print(visible(f"  [{mark}] {step}{': ' + text if text else ''}"), file=sys.stderr, flush=True)
 
     return show
 
@@ -254,7 +255,7 @@ def run(args: argparse.Namespace) -> int:
     show = progress_printer(sys.stderr.isatty() and args.format != "json")
     outcome = session.run(session.report_mode_answerer, answers, opts, show, open_target=open_with_fallback)
     for notice in outcome.notices:
-        print(notice, file=sys.stderr)
+        print(visible_lines(notice), file=sys.stderr)
     doc = report.build(outcome.facts, outcome.answers)
     if args.redact:
         doc = redact(doc)
@@ -291,7 +292,7 @@ def run_fleet(args: argparse.Namespace) -> int:
 
     def progress(host: str, state: str) -> None:
         if tty:
-            print(f"  [{host}] {state}", file=sys.stderr, flush=True)
+            print(visible(f"  [{host}] {state}"), file=sys.stderr, flush=True)
 
     doc = fleet.build(fleet.run_fleet(hosts, one, concurrency=args.concurrency, progress=progress))
     if args.redact:
