@@ -236,7 +236,7 @@ def compare(results: list[HostResult]) -> dict[str, Any]:
 
 
 def build(results: list[HostResult]) -> dict[str, Any]:
-    statuses = [r.doc["verdict"]["status"] for r in results if r.doc is not None]  # type: ignore[index]
+    statuses = [r.doc["verdict"]["status"] for r in results if r.doc is not None]
     if "root-cause" in statuses:
         status, code = "root-cause", 4
     elif not statuses:

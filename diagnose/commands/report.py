@@ -217,13 +217,13 @@ def redact(doc: dict[str, Any]) -> dict[str, Any]:
     from diagnose.redact import Redactor
 
     servers = [doc.get("server") or {}] + [(h.get("report") or {}).get("server") or {} for h in doc.get("hosts", [])]
-    hosts = [s.get("myhostname") for s in servers if s.get("myhostname")]
+    hosts: list[str] = [str(s["myhostname"]) for s in servers if s.get("myhostname")]
     hosts += [h["address"].split("@")[-1].split(":")[0] for h in doc.get("hosts", []) if h.get("address")]
     hosts += [h["host"] for h in doc.get("hosts", []) if h.get("host")]  # inventory names (ansible_host may be an IP)
     where = str((doc.get("target") or {}).get("where") or "")
     if where.startswith("ssh:"):
         hosts.append(where[4:])
-    domains = [s.get("mydomain") for s in servers if s.get("mydomain")]
+    domains: list[str] = [str(s["mydomain"]) for s in servers if s.get("mydomain")]
     domains += [d for s in servers for d in s.get("mydestination") or [] if d != "localhost"]
     red = Redactor(own_hostnames=hosts, own_domains=domains)
     import json
