@@ -452,3 +452,21 @@ def test_the_one_line_error_shows_a_hostile_file_name(tmp_path: Path, capsys: py
     assert main(["logs", str(name)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "\x1b" not in err and "mail\\x1b[2J\\nfake.log" in err
+
+
+@pytest.mark.parametrize("name", CORE)
+def test_wizard_progress_and_notices(name: str) -> None:
+    import io
+
+    from diagnose import wizard
+
+    h = HOSTILE[name]
+    buf = io.StringIO()
+    con = console(buf, width=80)
+    show = wizard._progress(con)
+    show("probe", "start", f"probe {h}")
+    show("probe", "error", f"said {h}")
+    show("probe", h, "")
+    assert_text_shows(buf.getvalue(), f"said {h}")
+    assert_text_shows(buf.getvalue(), f"probe {h}")
+
