@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from checks.errors import PfdiagError, UsageError
 from diagnose import __version__
+from diagnose.textsafe import visible
 
 EPILOG = """\
 examples:
@@ -30,7 +31,7 @@ examples:
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2, no usage dump
+    def error(self, message: str) -> NoReturn:  # one line, exit 2, no usage dump
         raise UsageError(f"{message} (see {self.prog} --help)")
 
 
@@ -75,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PfdiagError as exc:
         if debug:
             raise
-        print(f"pfdiag: {exc}", file=sys.stderr)
+        print(f"pfdiag: {visible(exc)}", file=sys.stderr)  # a file name or a reply in it: one line, shown literally
         return exc.exit_code
     except KeyboardInterrupt:
         print("pfdiag: interrupted", file=sys.stderr)
@@ -85,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug: say so in one line unless --debug
         if debug:
             raise
-        print(f"pfdiag: internal error: {type(exc).__name__}: {exc} (run again with --debug for details)", file=sys.stderr)
+        print(f"pfdiag: internal error: {type(exc).__name__}: {visible(exc)} (run again with --debug for details)", file=sys.stderr)
         return 3
 
 

@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from checks.errors import InputError, PfdiagError, UsageError
 from diagnose.flow import valid_host
+from diagnose.textsafe import console, md_code, md_text, rich_markup, rich_text
 
 SCHEMA = "pfdiag.fleet/1"
 DEFAULT_CONCURRENCY = 8
@@ -235,7 +236,7 @@ def compare(results: list[HostResult]) -> dict[str, Any]:
 
 
 def build(results: list[HostResult]) -> dict[str, Any]:
-    statuses = [r.doc["verdict"]["status"] for r in results if r.doc is not None]  # type: ignore[index]
+    statuses = [r.doc["verdict"]["status"] for r in results if r.doc is not None]
     if "root-cause" in statuses:
         status, code = "root-cause", 4
     elif not statuses:
@@ -257,39 +258,40 @@ def build(results: list[HostResult]) -> dict[str, Any]:
 
 
 def render_markdown(doc: Mapping[str, Any]) -> str:
-    out = [f"# pfdiag fleet report: {len(doc['hosts'])} host(s), verdict {doc['verdict']['status']}", "",
+    out = [f"# pfdiag fleet report: {len(doc['hosts'])} host(s), verdict {md_text(doc['verdict']['status'])}", "",
            "| Host | Status | Headline | Seconds |", "|---|---|---|---|"]  # fmt: skip
-    for h in doc["hosts"]:
-        out.append(f"| {h['host']} | {h['status']} | {str(h['headline']).replace('|', '/')} | {h['seconds']:.1f} |")
+    for h in doc["hosts"]:  # host names and headlines come from the inventory and the hosts: escaped (diagnose.textsafe)
+        out.append(f"| {md_code(h['host'], table=True)} | {md_text(h['status'])} | {md_text(str(h['headline']))} | {h['seconds']:.1f} |")
     cmp_ = doc["comparison"]
     out += ["", "## Causes across hosts", "", "| Cause | Hosts | Spread | What it suggests |", "|---|---|---|---|"]
     for c in cmp_["causes"]:
-        out.append(f"| {c['id']} {c['title']} | {', '.join(c['hosts'])} | {c['spread']} | {c['meaning']} |")
+        out.append(f"| {md_text(c['id'])} {md_text(c['title'])} | {md_text(', '.join(c['hosts']))} | {md_text(c['spread'])} "
+                   f"| {md_text(c['meaning'])} |")  # fmt: skip
     if cmp_["unreachable"]:
-        out += ["", "## Unreachable hosts", ""] + [f"- {u['host']} ({u['address']}): {u['error']}" for u in cmp_["unreachable"]]
+        out += ["", "## Unreachable hosts", ""] + [f"- {md_code(u['host'])} ({md_code(u['address'])}): {md_text(u['error'])}"
+                                                   for u in cmp_["unreachable"]]  # fmt: skip
     return "\n".join(out) + "\n"
 
 
 def render_text(doc: Mapping[str, Any], width: int = 100) -> str:
     from io import StringIO
 
-    from rich.console import Console
     from rich.table import Table
 
     buf = StringIO()
-    con = Console(file=buf, width=width, color_system=None, highlight=False)
-    t = Table(title=f"{len(doc['hosts'])} host(s): {doc['verdict']['status']}", title_justify="left")
+    con = console(buf, width=width, color_system=None)
+    t = Table(title=rich_markup("{} host(s): {}", len(doc["hosts"]), doc["verdict"]["status"]), title_justify="left")
     for col in ("host", "status", "headline", "s"):
         t.add_column(col, overflow="fold")
-    for h in doc["hosts"]:
-        t.add_row(h["host"], h["status"], str(h["headline"]), f"{h['seconds']:.1f}")
+    for h in doc["hosts"]:  # every cell a Text: nothing from a host or the inventory is parsed as markup
+        t.add_row(*map(rich_text, (h["host"], h["status"], str(h["headline"]), f"{h['seconds']:.1f}")))
     con.print(t)
     t = Table(title="Causes across hosts", title_justify="left")
     for col in ("cause", "hosts", "spread", "what it suggests"):
         t.add_column(col, overflow="fold")
     for c in doc["comparison"]["causes"]:
-        t.add_row(f"{c['id']} {c['title']}", ", ".join(c["hosts"]), c["spread"], c["meaning"])
+        t.add_row(*map(rich_text, (f"{c['id']} {c['title']}", ", ".join(c["hosts"]), c["spread"], c["meaning"])))
     con.print(t)
     for u in doc["comparison"]["unreachable"]:
-        con.print(f"unreachable: {u['host']} ({u['address']}): {u['error']}")
+        con.print(rich_markup("unreachable: {} ({}): {}", u["host"], u["address"], u["error"]))
     return buf.getvalue()

@@ -1,7 +1,8 @@
 """The report as one self-contained HTML page (no external CSS, JS, fonts or images), with two
 inline SVG charts drawn here: a timeline of the deferrals per cause, and the retry schedule.
 
-Everything that comes from the report is escaped: it holds log lines and remote servers'
+Everything that comes from the report is escaped (diagnose.textsafe: control and bidi
+characters written out, then HTML-escaped): it holds log lines and remote servers'
 replies, which are attacker-controlled text. The renderer reads the dict defensively (a field
 that is missing or null is skipped, never a traceback), and the charts aggregate: arrivals are
 counted into at most BINS columns per lane, so a 10,000-message queue gives a page of the same
@@ -14,8 +15,9 @@ import math
 import shlex
 import time
 from datetime import datetime, timezone
-from html import escape
 from typing import Any, Iterable, Mapping, Sequence
+
+from diagnose.textsafe import html as _safe
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
@@ -36,7 +38,9 @@ SVG_OPEN = '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" role="
 
 
 def _e(x: Any) -> str:
-    return escape("" if x is None else str(x), quote=True)
+    """Every value of the page goes through here: control and bidi characters written out
+    visibly, then HTML-escaped (diagnose.textsafe)."""
+    return _safe(x)
 
 
 def _num(x: Any) -> float | None:

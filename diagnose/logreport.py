@@ -15,6 +15,7 @@ from typing import Any
 from checks.logs import ReadStats
 from diagnose import delays as delays_mod
 from diagnose.deferrals import PARTS, DeferralAnalysis, quantile
+from diagnose.textsafe import console, md_block, md_text, rich_markup, rich_text
 
 SCHEMA = "pfdiag.logs/1"
 TOP = 5
@@ -174,16 +175,17 @@ def _prof(p: dict | None) -> str:
 
 
 def render_text(report: dict[str, Any], width: int = 120, color: bool = False) -> str:
-    from rich.console import Console
+    """Every value from the log (domains, relays, reply texts, unreadable lines) reaches rich
+    through diagnose.textsafe: shown literally, never parsed as markup."""
     from rich.table import Table
 
     buf = io.StringIO()
-    con = Console(file=buf, width=width, force_terminal=color, no_color=not color, highlight=False)
+    con = console(buf, width=width, force_terminal=color, no_color=not color)
     inp, tot = report["input"], report["totals"]
     w = report["window"]
-    con.print(f"[bold]Postfix deferrals[/bold]  {_short(w['first_line'])} .. {_short(w['last_line'])} (UTC)")
+    con.print(rich_markup("[bold]Postfix deferrals[/bold]  {} .. {} (UTC)", _short(w["first_line"]), _short(w["last_line"])))
     if report.get("timeouts"):
-        con.print(f"timings compared with: {report['timeouts']['source']}")
+        con.print(rich_markup("timings compared with: {}", report["timeouts"]["source"]))
     con.print(
         f"read {inp['lines']:,} lines from {len(inp['files'])} file(s): {inp['postfix_lines']:,} from Postfix, "
         f"{inp['other_program_lines']:,} from other programs"
@@ -217,25 +219,24 @@ def render_text(report: dict[str, Any], width: int = 120, color: bool = False) -
             ]
             if wide:
                 row.append(_top(c["top_domains"][:1]))
-            t.add_row(*row)
+            t.add_row(*map(rich_text, row))
         con.print(t)
         for c in report["causes"]:
-            con.print(
-                f"\n[bold]{c['id']} {c['title']}[/bold] — {c['deferrals']:,} deferral(s), {c['collateral']:,} collateral, "
-                f"{c['messages']:,} message(s), {_short(c['first_seen'])} .. {_short(c['last_seen'])}"
-            )
-            con.print(f"  to:      {_top(c['top_domains'])}")
+            con.print(rich_markup(
+                "\n[bold]{} {}[/bold] — {} deferral(s), {} collateral, {} message(s), {} .. {}", c["id"], c["title"],
+                f"{c['deferrals']:,}", f"{c['collateral']:,}", f"{c['messages']:,}", _short(c["first_seen"]), _short(c["last_seen"])))  # fmt: skip
+            con.print(rich_markup("  to:      {}", _top(c["top_domains"])))
             if c["top_relays"]:
-                con.print(f"  via:     {_top(c['top_relays'])}")
+                con.print(rich_markup("  via:     {}", _top(c["top_relays"])))
             if c["delays"]:
                 parts = "  ".join(f"{p} {_num(c['delays'][p]['median'])}|{_num(c['delays'][p]['p95'])}" for p in PARTS)
                 con.print(f"  delays:  {parts}  (median|p95 s)")
             for line in c["delays_meaning"]:
-                con.print(f"           - {line}")
+                con.print(rich_markup("           - {}", line))
             if c["other_mx_failures"]:
                 con.print(f"  also {c['other_mx_failures']:,} failure(s) at one MX host before the next was tried")
             if c["example"]:
-                con.print(f"  e.g.     {c['example']}", soft_wrap=True)
+                con.print(rich_markup("  e.g.     {}", c["example"]), soft_wrap=True)
         _render_places(con, Table, report["domains"], "domain", "Destinations with deferrals", width)
         _render_places(con, Table, report["relays"], "relay", "Next hops with deferrals", width)
     o = report["outcomes"]
@@ -252,15 +253,15 @@ def render_text(report: dict[str, Any], width: int = 120, color: bool = False) -
             f"{e['delivered_later_possible_duplicates']:,} recipient(s) got the mail from a later attempt and MAY HAVE IT TWICE; "
             f"{e['still_deferred']:,} still deferred; {e['expired_or_bounced']:,} expired or bounced."
         )
-        con.print(f"  hosts: {_top(e['hosts'])}; message sizes: {_top(list(e['message_sizes'].items()))}")
+        con.print(rich_markup("  hosts: {}; message sizes: {}", _top(e["hosts"]), _top(list(e["message_sizes"].items()))))
         if e["pix_workarounds"]:
-            con.print(f"  Postfix turned on its PIX firewall workarounds for: {_top(e['pix_workarounds'])}")
+            con.print(rich_markup("  Postfix turned on its PIX firewall workarounds for: {}", _top(e["pix_workarounds"])))
     if inp["malformed"]:
         con.print("\n[bold]Lines that could not be read[/bold] (skipped, counted):")
         for kind, m in inp["malformed"].items():
-            con.print(f"  {kind}: {m['count']:,}")
+            con.print(rich_markup("  {}: {}", kind, f"{m['count']:,}"))
             for ex in m["examples"][:2]:
-                con.print(f"    {ex}", soft_wrap=True)
+                con.print(rich_markup("    {}", ex), soft_wrap=True)
     return buf.getvalue()
 
 
@@ -277,7 +278,8 @@ def _render_places(con: Any, table_cls: Any, rows: list[dict], key: str, title: 
         t.add_column(col, justify="right", no_wrap=True)
     t.add_column("causes", overflow="fold", min_width=16)
     for r in rows[:10]:
-        t.add_row(r[key], f"{r['deferred']:,}", f"{r['collateral']:,}", f"{r['sent']:,}", f"{r['bounced']:,}", _top(list(r["causes"].items())))
+        t.add_row(*map(rich_text, (r[key], f"{r['deferred']:,}", f"{r['collateral']:,}", f"{r['sent']:,}", f"{r['bounced']:,}",
+                                   _top(list(r["causes"].items())))))  # fmt: skip
     if len(rows) > 10:
         t.add_row(f"... {len(rows) - 10} more (see --format json)", "", "", "", "", "")
     con.print(t)
@@ -286,16 +288,13 @@ def _render_places(con: Any, table_cls: Any, rows: list[dict], key: str, title: 
 # -- Markdown ----------------------------------------------------------------------
 
 
-def _md_cell(value: Any) -> str:
-    return str(value).replace("|", "\\|").replace("\n", " ")
-
-
 def render_markdown(report: dict[str, Any]) -> str:
+    """Values from the log are Markdown-escaped or fenced (diagnose.textsafe)."""
     inp, tot, w = report["input"], report["totals"], report["window"]
     out = [
         "## Postfix deferrals",
         "",
-        f"Log window: {w['first_line'] or '?'} .. {w['last_line'] or '?'}; "
+        f"Log window: {md_text(w['first_line'] or '?')} .. {md_text(w['last_line'] or '?')}; "
         f"{inp['lines']:,} lines read, {inp['postfix_lines']:,} from Postfix; "
         f"{tot['deferral_lines']:,} deferral lines ({tot['collateral_lines']:,} collateral), "
         f"{tot['messages_deferred']:,} messages deferred at least once.",
@@ -310,7 +309,7 @@ def render_markdown(report: dict[str, Any]) -> str:
             out.append(
                 "| "
                 + " | ".join(
-                    _md_cell(x)
+                    md_text(x)
                     for x in (
                         f"{c['id']} {c['title']}",
                         c["deferrals"],
@@ -326,11 +325,11 @@ def render_markdown(report: dict[str, Any]) -> str:
                 + " |"
             )
         for c in report["causes"]:
-            out += ["", f"### {c['id']} {c['title']}", ""]
+            out += ["", f"### {md_text(c['id'])} {md_text(c['title'])}", ""]
             for line in c["delays_meaning"]:
-                out.append(f"- {line}")
+                out.append(f"- {md_text(line)}")
             if c["example"]:
-                out += ["", "```", c["example"], "```"]
+                out += [""] + md_block([c["example"]])
     else:
         out.append("No deferrals in this log.")
     o, e = report["outcomes"], report["end_of_data"]
@@ -346,7 +345,7 @@ def render_markdown(report: dict[str, Any]) -> str:
             "by a later attempt and may have arrived twice.",
         ]
     if inp["malformed"]:
-        out += ["", "Unreadable lines (skipped): " + ", ".join(f"{k} {m['count']}" for k, m in inp["malformed"].items())]
+        out += ["", "Unreadable lines (skipped): " + ", ".join(f"{md_text(k)} {m['count']}" for k, m in inp["malformed"].items())]
     return "\n".join(out) + "\n"
 
 

@@ -16,6 +16,7 @@ from checks.model import Finding, Severity
 from diagnose import __version__
 from diagnose.correlate import EOD_CAUSES, REMOTE_FAMILIES, RankedCause, confidence_label, rank
 from diagnose.engine import Facts
+from diagnose.textsafe import console, md_block, md_code, md_text, rich_markup, rich_text
 
 SCHEMA = "pfdiag.report/1"
 EXIT = {"no-problem": 0, "root-cause": 4, "warnings": 5, "undiagnosed": 1}
@@ -237,44 +238,41 @@ def _ago(ts: float | None, now: float | None) -> str:
 
 
 def render_markdown(doc: Mapping[str, Any]) -> str:
+    """Every value from the report is Markdown-escaped or in a code span (diagnose.textsafe)."""
     v = doc["verdict"]
-    out = [f"# pfdiag report: {v['headline']}", "",
-           f"- **Verdict:** {v['status']} (exit {v['exit_code']}) - {v['summary']}",
-           f"- **Where:** `{doc['target']['where']}`" + ("" if doc["target"]["live"] else " (recorded snapshot)"),
-           f"- **Generated:** {doc['generated']} by pfdiag {doc['pfdiag_version']}", ""]  # fmt: skip
+    out = [f"# pfdiag report: {md_text(v['headline'])}", "",
+           f"- **Verdict:** {md_text(v['status'])} (exit {v['exit_code']}) - {md_text(v['summary'])}",
+           f"- **Where:** {md_code(doc['target']['where'])}" + ("" if doc["target"]["live"] else " (recorded snapshot)"),
+           f"- **Generated:** {md_text(doc['generated'])} by pfdiag {md_text(doc['pfdiag_version'])}", ""]  # fmt: skip
     q = doc.get("queue")
     if q:
         counts = ", ".join(f"{k} {n}" for k, n in (q.get("counts") or {}).items() if n)
-        out += [f"- **Queue:** {q.get('total_messages', 0)} message(s) ({counts or 'empty'}); "
+        out += [f"- **Queue:** {q.get('total_messages', 0)} message(s) ({md_text(counts or 'empty')}); "
                 f"next retry {_ago(q.get('next_attempt'), q.get('now'))}; first expiry {_ago(q.get('first_expiry'), q.get('now'))}", ""]  # fmt: skip
     if doc["causes"]:
         out += ["## Causes, most important first", "",
                 "| # | Cause | Confidence | Queued rcpts | Deferred msgs (log) | Top destination |",
                 "|---|---|---|---|---|---|"]  # fmt: skip
         for c in doc["causes"]:
-            dom = c["domains"][0]["domain"] if c["domains"] else "-"
+            dom = md_code(c["domains"][0]["domain"], table=True) if c["domains"] else "-"
             root = "" if c["root_cause"] else " (collateral)"
-            out.append(f"| {c['rank']} | {c['id']} {_md(c['title'])}{root} | {c['confidence_label']} ({c['confidence']:.2f}) "
-                       f"| {c['impact']['queued_recipients']} | {c['impact']['log_messages']} | {dom} |")  # fmt: skip
+            out.append(f"| {c['rank']} | {md_text(c['id'])} {md_text(c['title'])}{root} | {md_text(c['confidence_label'])} "
+                       f"({c['confidence']:.2f}) | {c['impact']['queued_recipients']} | {c['impact']['log_messages']} | {dom} |")  # fmt: skip
         out.append("")
         for c in doc["causes"][:5]:
             out += _md_cause(c)
     if doc["warnings"]:
-        out += ["## Warnings", ""] + [f"- {_md(w['summary'])}" for w in doc["warnings"]] + [""]
+        out += ["## Warnings", ""] + [f"- {md_text(w['summary'])}" for w in doc["warnings"]] + [""]
     if doc.get("retry"):
         t = doc["retry"]["timeline"]
-        out += ["## Retry schedule", "", f"Attempts after arrival: {t.get('summary')}; "
+        out += ["## Retry schedule", "", f"Attempts after arrival: {md_text(t.get('summary'))}; "
                 f"{t.get('attempt_count')} attempts before the message expires and bounces "
                 f"(after {_dur(t.get('lifetime'))}).", ""]  # fmt: skip
     if doc["errors"]:
-        out += ["## What could not be checked", ""] + [f"- {_md(e['summary'])}" for e in doc["errors"]] + [""]
+        out += ["## What could not be checked", ""] + [f"- {md_text(e['summary'])}" for e in doc["errors"]] + [""]
     out += ["## Checks run", "", "| Check | State | Seconds | Where |", "|---|---|---|---|"]
-    out += [f"| {s['id']} | {s['state']} | {s['seconds']:.2f} | {s['where']} |" for s in doc["steps"]]
+    out += [f"| {md_text(s['id'])} | {md_text(s['state'])} | {s['seconds']:.2f} | {md_text(s['where'])} |" for s in doc["steps"]]
     return "\n".join(out) + "\n"
-
-
-def _md(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 def _dur(seconds: float | None) -> str:
@@ -284,85 +282,87 @@ def _dur(seconds: float | None) -> str:
 
 
 def _md_cause(c: Mapping[str, Any]) -> list[str]:
-    out = [f"### {c['rank']}. {c['id']} {c['title']}", "", c["meaning"], ""]
-    out += [f"- confidence **{c['confidence_label']}**: " + "; ".join(c["why"])]
+    out = [f"### {c['rank']}. {md_text(c['id'])} {md_text(c['title'])}", "", md_text(c["meaning"]), ""]
+    out += [f"- confidence **{md_text(c['confidence_label'])}**: " + "; ".join(md_text(w) for w in c["why"])]
     if c.get("possible_duplicates"):
         out.append(f"- **{c['possible_duplicates']} message(s) may have been delivered twice**")
     out.append("")
     if c["underlying"]:
         out += ["Underlying cause, best supported first:", ""]
         for h in c["underlying"]:
-            out.append(f"1. **{h['title']}** ({h['label']}, {h['score']:.2f})")
-            out += [f"   - {_md(e)}" for e in h["evidence"]] + [f"   - against: {_md(a)}" for a in h["against"]]
+            out.append(f"1. **{md_text(h['title'])}** ({md_text(h['label'])}, {h['score']:.2f})")
+            out += [f"   - {md_text(e)}" for e in h["evidence"]] + [f"   - against: {md_text(a)}" for a in h["against"]]
         out.append("")
     if c["evidence"]:
-        out += ["Evidence:", "", "```"] + [f"[{e['where']}] {e['excerpt']}" for e in c["evidence"]] + ["```", ""]
+        out += ["Evidence:", ""] + md_block(f"[{e['where']}] {e['excerpt']}" for e in c["evidence"]) + [""]
     if c["fixes"]:
-        out += ["Fix:", ""] + [f"- ({f['kind']}) {_md(f['text'])}" for f in c["fixes"]] + [""]
+        out += ["Fix:", ""] + [f"- ({md_text(f['kind'])}) {md_text(f['text'])}" for f in c["fixes"]] + [""]
     if c["queue_actions"]:
         out += ["Queue (guarded: dry run and confirmation first):", ""]
-        out += [f"- `{' '.join(a['argv'])}` - {a['why']}" for a in c["queue_actions"]] + [""]
+        out += [f"- {md_code(' '.join(a['argv']))} - {md_text(a['why'])}" for a in c["queue_actions"]] + [""]
     return out
 
 
 def render_text(doc: Mapping[str, Any], width: int = 100, color: bool = False) -> str:
-    """For the terminal: rich panels and tables."""
+    """For the terminal: rich panels and tables. Every value from the report goes through
+    diagnose.textsafe: shown literally, never parsed as markup (it holds log lines and replies)."""
     from io import StringIO
 
-    from rich.console import Console
     from rich.panel import Panel
     from rich.table import Table
 
     buf = StringIO()
-    con = Console(file=buf, width=width, force_terminal=color, color_system="standard" if color else None,
-                  highlight=False, soft_wrap=False)  # fmt: skip
+    con = console(buf, width=width, force_terminal=color, color_system="standard" if color else None, soft_wrap=False)
     v = doc["verdict"]
     style = {"root-cause": "bold red", "warnings": "yellow", "no-problem": "green", "undiagnosed": "bold magenta"}[v["status"]]
-    body = f"{v['summary']}\nwhere: {doc['target']['where']}" + ("" if doc["target"]["live"] else " (recorded snapshot)")
+    body = rich_markup("{}\nwhere: {}", v["summary"], doc["target"]["where"])
+    if not doc["target"]["live"]:
+        body.append(" (recorded snapshot)")
     q = doc.get("queue")
     if q:
         counts = ", ".join(f"{k} {n}" for k, n in (q.get("counts") or {}).items() if n)
-        body += (f"\nqueue: {q.get('total_messages', 0)} message(s) ({counts or 'empty'}); next retry "
-                 f"{_ago(q.get('next_attempt'), q.get('now'))}; first expiry {_ago(q.get('first_expiry'), q.get('now'))}")  # fmt: skip
-    con.print(Panel(body, title=f"[{style}]{v['headline']}[/]", title_align="left"))
+        body.append_text(rich_markup("\nqueue: {} message(s) ({}); next retry {}; first expiry {}", q.get("total_messages", 0),
+                                     counts or "empty", _ago(q.get("next_attempt"), q.get("now")),
+                                     _ago(q.get("first_expiry"), q.get("now"))))  # fmt: skip
+    con.print(Panel(body, title=rich_text(v["headline"], style), title_align="left"))
     if doc["causes"]:
         t = Table(title="Causes, most important first", title_justify="left", expand=False)
         for col in ("#", "cause", "confidence", "queued", "log msgs", "destination"):
             t.add_column(col, overflow="fold")
         for c in doc["causes"]:
             dom = c["domains"][0]["domain"] if c["domains"] else "-"
-            t.add_row(str(c["rank"]), f"{c['id']} {c['title']}" + ("" if c["root_cause"] else " (collateral)"),
-                      f"{c['confidence_label']} {c['confidence']:.2f}", str(c["impact"]["queued_recipients"]),
-                      str(c["impact"]["log_messages"]), dom)  # fmt: skip
+            t.add_row(rich_text(c["rank"]), rich_text(f"{c['id']} {c['title']}" + ("" if c["root_cause"] else " (collateral)")),
+                      rich_text(f"{c['confidence_label']} {c['confidence']:.2f}"), rich_text(c["impact"]["queued_recipients"]),
+                      rich_text(c["impact"]["log_messages"]), rich_text(dom))  # fmt: skip
         con.print(t)
         for c in doc["causes"][:3]:
             con.print()
-            con.print(f"[bold]{c['rank']}. {c['id']} {c['title']}[/]  ({c['confidence_label']} confidence)")
-            con.print(f"  {c['meaning']}")
+            con.print(rich_markup("[bold]{}. {} {}[/]  ({} confidence)", c["rank"], c["id"], c["title"], c["confidence_label"]))
+            con.print(rich_markup("  {}", c["meaning"]))
             for w in c["why"]:
-                con.print(f"  - {w}")
+                con.print(rich_markup("  - {}", w))
             if c.get("possible_duplicates"):
-                con.print(f"  [bold red]! {c['possible_duplicates']} message(s) may have been delivered twice[/]")
+                con.print(rich_markup("  [bold red]! {} message(s) may have been delivered twice[/]", c["possible_duplicates"]))
             for h in c["underlying"][:3]:
-                con.print(f"  [bold]? {h['title']}[/] ({h['label']} {h['score']:.2f})")
+                con.print(rich_markup("  [bold]? {}[/] ({} {})", h["title"], h["label"], f"{h['score']:.2f}"))
                 for e in h["evidence"]:
-                    con.print(f"      + {e}")
+                    con.print(rich_markup("      + {}", e))
                 for a in h["against"]:
-                    con.print(f"      - {a}")
+                    con.print(rich_markup("      - {}", a))
             for e in c["evidence"][:3]:
-                con.print(f"  [dim]evidence ({e['where']}):[/] {e['excerpt']}", overflow="fold")
+                con.print(rich_markup("  [dim]evidence ({}):[/] {}", e["where"], e["excerpt"]), overflow="fold")
             for f in c["fixes"][:4]:
-                con.print(f"  [green]fix ({f['kind']}):[/] {f['text']}", overflow="fold")
+                con.print(rich_markup("  [green]fix ({}):[/] {}", f["kind"], f["text"]), overflow="fold")
             for a in c["queue_actions"]:
-                con.print(f"  [cyan]queue:[/] {' '.join(a['argv'])}  [dim]{a['why']}[/]", overflow="fold")
+                con.print(rich_markup("  [cyan]queue:[/] {}  [dim]{}[/]", " ".join(a["argv"]), a["why"]), overflow="fold")
     for w in doc["warnings"]:
-        con.print(f"[yellow]warning:[/] {w['summary']}", overflow="fold")
+        con.print(rich_markup("[yellow]warning:[/] {}", w["summary"]), overflow="fold")
     if doc.get("retry"):
         t = doc["retry"]["timeline"]
-        con.print(f"\n[bold]Retry schedule[/] (after arrival): {t.get('summary')}; {t.get('attempt_count')} attempts "
-                  f"before the message expires after {_dur(t.get('lifetime'))}")  # fmt: skip
+        con.print(rich_markup("\n[bold]Retry schedule[/] (after arrival): {}; {} attempts before the message expires after {}",
+                              t.get("summary"), t.get("attempt_count"), _dur(t.get("lifetime"))))  # fmt: skip
     for e in doc["errors"]:
-        con.print(f"[magenta]not checked:[/] {e['summary']}", overflow="fold")
+        con.print(rich_markup("[magenta]not checked:[/] {}", e["summary"]), overflow="fold")
     if doc.get("more_causes"):
-        con.print(f"[dim]{doc['more_causes']} more cause(s) in the JSON/Markdown report[/]")
+        con.print(rich_markup("[dim]{} more cause(s) in the JSON/Markdown report[/]", doc["more_causes"]))
     return buf.getvalue()

@@ -13,6 +13,7 @@ import sys
 from typing import Any, Mapping
 
 from diagnose import flow, session
+from diagnose.textsafe import console, rich_markup, visible
 
 BACK_LABEL = "<- back"
 _BACK_TEXT = "<"
@@ -37,7 +38,7 @@ class Asker:
 
         can_go_back = self.answered > 0
         if q.help:
-            self.out.print(f"[dim]{q.help}[/]")
+            self.out.print(rich_markup("[dim]{}[/]", q.help))
         if q.kind == "select" or q.kind == "confirm":
             choices = list(q.choices) if q.kind == "select" else [("yes", "yes"), ("no", "no")]
             items = [questionary.Choice(label, value=value) for value, label in choices]
@@ -74,22 +75,22 @@ def _progress(out: Any) -> Any:
     def show(step: str, state: str, detail: str) -> None:
         if state == "start":
             titles[step] = detail
-            out.print(f"  [cyan]...[/] {detail}")
-        else:
+            out.print(rich_markup("  [cyan]...[/] {}", detail))
+        else:  # a step's detail may quote a remote reply or a file name: through textsafe, as every outside text
             extra = f": {detail}" if detail else ""
-            out.print(f"  {marks.get(state, state)} {titles.get(step, step)}{extra}")
+            mark, line = marks.get(state), titles.get(step, step) + extra
+            out.print(rich_markup(f"  {mark} {{}}", line) if mark else rich_markup("  {} {}", state, line))
 
     return show
 
 
 def run(args: argparse.Namespace) -> int:
     import questionary
-    from rich.console import Console
 
     from diagnose import report
     from diagnose.commands.report import open_with_fallback, render, session_options
 
-    out = Console(stderr=True, highlight=False)
+    out = console(stderr=True)
     out.print("[bold]pfdiag[/] - why is Postfix mail deferred, and what to do about it. "
               "[dim](Ctrl-C quits; nothing is changed without asking)[/]")  # fmt: skip
     opts = session_options(args, interactive=True)
@@ -109,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
 
         # a notice (the demo stands in for an empty machine) comes before the progress and the report
         outcome = session.run(Asker(out), given, opts, _progress(out), open_target=open_with_fallback, on_checked=show,
-                              on_notice=lambda notice: out.print(f"[yellow]{notice}[/]"))  # fmt: skip
+                              on_notice=lambda notice: out.print(rich_markup("[yellow]{}[/]", notice)))  # fmt: skip
         doc = report.build(outcome.facts, outcome.answers)
         if outcome.answers.get("act_on_queue") == "yes":
             offer_queue_actions(doc, outcome, out, args)
@@ -126,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
             from diagnose.commands.report import redact, write
 
             write(render(redact(doc) if save.endswith("redacted") else doc, fmt, False), path.strip())
-            out.print(f"saved {path.strip()}")
+            out.print(rich_markup("saved {}", path.strip()))
         return int(doc["verdict"]["exit_code"])
     except KeyboardInterrupt:
         out.print("[dim]pfdiag: stopped; nothing was changed[/]")
@@ -156,7 +157,7 @@ def offer_queue_actions(doc: Mapping[str, Any], outcome: session.Outcome, out: A
     for cause in doc["causes"]:
         n = cause["impact"]["queued_messages"]
         for action in cause["queue_actions"]:
-            label = f"{action['action']:<6} {cause['id']} ({n} message(s)): {action['why']}"
+            label = visible(f"{action['action']:<6} {cause['id']} ({n} message(s)): {action['why']}")
             items.append(questionary.Choice(label, value=(cause, action)))
     if not items:
         return
@@ -164,10 +165,10 @@ def offer_queue_actions(doc: Mapping[str, Any], outcome: session.Outcome, out: A
                                   choices=items, style=_style()).unsafe_ask()  # fmt: skip
     for cause, action in picked or []:
         argv = list(action["argv"][1:]) + extra
-        out.print(f"\n[bold]{cause['id']} {cause['title']}[/]: {action['why']}")
+        out.print(rich_markup("\n[bold]{} {}[/]: {}", cause["id"], cause["title"], action["why"]))
         cli_main(argv + ["--dry-run"])
-        if questionary.confirm(f"Run `{' '.join(action['argv'])}` now?", default=False, style=_style()).unsafe_ask():
+        if questionary.confirm(f"Run `{visible(' '.join(action['argv']))}` now?", default=False, style=_style()).unsafe_ask():
             rc = cli_main(argv + ["--yes"])
-            out.print("[green]done[/]" if rc == 0 else f"[red]exit {rc}[/]")
+            out.print("[green]done[/]" if rc == 0 else rich_markup("[red]exit {}[/]", rc))
         else:
             out.print("[dim]skipped[/]")

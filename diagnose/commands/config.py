@@ -20,6 +20,7 @@ from checks.targets import LocalTarget
 from diagnose import actions as act
 from diagnose.commands.queue import human
 from diagnose.target_options import add_target_options, open_target
+from diagnose.textsafe import md_block, md_code, md_text, visible, visible_lines
 
 SCHEMA = "pfdiag.config/1"
 SEED = {  # the seed admin's faster-retry values (postfix-deferrals.md §2.2), as postconf -e text
@@ -156,22 +157,23 @@ def render_text(doc: dict[str, Any]) -> str:
         out += ["", "Timeline after the change:"] + _tl_text(p["timeline_after"])
         if p["risks_after"]:
             out += ["Risky after the change:"] + [f"  ! {x['parameter']}: {x['why']}" for x in p["risks_after"]]
-    return "\n".join(out) + "\n"
+    return "\n".join(map(visible, out)) + "\n"  # values and file names from the configuration, shown literally (textsafe)
 
 
 def render_md(doc: dict[str, Any]) -> str:
     out = ["# Postfix retry and timeout settings", "", "| parameter | effective | default | set in | risk |",
            "|---|---|---|---|---|"]  # fmt: skip
     for r in doc["parameters"]:
-        risk = "; ".join(r["risks"]).replace("|", "\\|")
-        out.append(f"| {r['name']} | {r['effective'] or ''} | {r['default'] or ''} | {'; '.join(r['where']) or '-'} | {risk} |")
+        risk = md_text("; ".join(r["risks"]))  # values and file names from the configuration: escaped (textsafe)
+        out.append(f"| {md_text(r['name'])} | {md_code(r['effective'], table=True)} | {md_code(r['default'], table=True)} "
+                   f"| {md_text('; '.join(r['where']) or '-')} | {risk} |")  # fmt: skip
     if doc["risks"]:
-        out += ["", "## Risks", ""] + [f"- **{x['parameter']}**: {x['why']}" for x in doc["risks"]]
+        out += ["", "## Risks", ""] + [f"- **{md_text(x['parameter'])}**: {md_text(x['why'])}" for x in doc["risks"]]
     out += ["", "## Retry timeline", ""] + [ln.strip() for ln in _tl_text(doc["timeline"])]
     p = doc["proposal"]
     if p:
-        out += ["", "## Proposed", "", "```"] + [f"postconf -e {k}={v}" for k, v in p["changes"].items()]
-        out += ["postfix reload", "```", "", "After:", ""] + [ln.strip() for ln in _tl_text(p["timeline_after"])]
+        out += ["", "## Proposed", ""] + md_block([*(f"postconf -e {k}={v}" for k, v in p["changes"].items()), "postfix reload"])
+        out += ["", "After:", ""] + [ln.strip() for ln in _tl_text(p["timeline_after"])]
     return "\n".join(out) + "\n"
 
 
@@ -181,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--apply needs --propose (seed or NAME=VALUE)")
     target, notice = open_target(args)
     if notice and args.format != "json":
-        print(notice, file=sys.stderr)
+        print(visible_lines(notice), file=sys.stderr)
     rep = read_config(target, args.config_dir)
     doc = build(rep, changes)
     if doc["proposal"]:
@@ -212,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
             detail = "ok" if res.returncode == 0 else (res.stderr.strip().splitlines() or [f"exit {res.returncode}"])[-1]
             log.write(action="config", argv=argv, returncode=res.returncode, result=detail,
                       changes=changes, before={k: before.get(k) for k in changes})  # fmt: skip
-            print(f"  {'ok ' if res.returncode == 0 else 'FAIL'} {' '.join(argv)}" + ("" if res.returncode == 0 else f": {detail}"),
+            print(visible(f"  {'ok ' if res.returncode == 0 else 'FAIL'} {' '.join(argv)}" + ("" if res.returncode == 0 else f": {detail}")),
                   file=sys.stderr)  # fmt: skip
             if res.returncode != 0:
                 raise InputError(f"{' '.join(argv)} failed: {detail} (logged to {args.action_log})")

@@ -13,6 +13,7 @@ from typing import Any
 
 from checks.errors import UsageError
 from diagnose.target_options import add_target_options
+from diagnose.textsafe import console, md_code, md_text, rich_text, visible, visible_lines
 
 SCHEMA = "pfdiag.dns/1"
 EXIT_PROBLEM = 4
@@ -83,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         d._name(subject)  # a clear usage error for a bad name
     target, notice = open_target(args)
     if notice and args.format != "json":
-        print(notice, file=sys.stderr)
+        print(visible_lines(notice), file=sys.stderr)
     queue_dir = _queue_directory(target, args.config_dir)
     timeout = max(1.0, min(5.0, args.budget / 3))
     resolver, described = d.resolver_for(target, args.resolver, queue_dir, timeout)
@@ -172,30 +173,32 @@ def _queue_directory(target: Any, config_dir: str | None) -> str:
 
 
 def render(doc: dict[str, Any], md: bool = False) -> str:
+    """Plain text, or Markdown with md=True. DNS answers, names and error texts are outside
+    text: written out visibly, in Markdown escaped or in code spans (diagnose.textsafe)."""
     marks = {"ok": "ok  ", "info": "info", "warning": "WARN", "problem": "FAIL", "error": "ERR "}
-    head = f"DNS of {doc['subject']} via {doc['resolver']}" + (f" (compared with {doc['compared_with']})" if doc["compared_with"] else "")
+    esc = md_text if md else visible
+    head = f"DNS of {esc(doc['subject'])} via {esc(doc['resolver'])}" + (
+        f" (compared with {esc(doc['compared_with'])})" if doc["compared_with"] else "")
     out = [f"# {head}", ""] if md else [head, ""]
     for f in doc["findings"]:
         cause = f" [{f['cause_id']}]" if f["cause_id"] else ""
-        line = f"{marks.get(f['severity'], f['severity'])} {f['summary']}{cause}"
+        line = f"{marks.get(f['severity'], esc(f['severity']))} {esc(f['summary'])}{esc(cause)}"
         out.append(f"- {line}" if md else line)
         for e in f["evidence"][:2]:
             ex = e["excerpt"].splitlines()[0] if e["excerpt"] else ""
-            out.append(f"    {e['source']}: {ex}")
+            out.append(f"    {esc(e['source'])}: {md_code(ex) if md else visible(ex)}")
     for n in doc["notes"]:
-        out.append(f"note: {n}")
+        out.append(f"note: {esc(n)}")
     return "\n".join(out) + "\n"
 
 
 def _render_rich(doc: dict[str, Any]) -> None:
-    """The same lines as render(), coloured by severity on a terminal."""
-    from rich.console import Console
-    from rich.markup import escape
-
+    """The same lines as render(), coloured by severity on a terminal (render() has made them
+    visible; as Text they are not parsed for markup either)."""
     styles = {"ok": "green", "info": "dim", "warning": "yellow", "problem": "bold red", "error": "magenta"}
-    con = Console(highlight=False)
+    con = console()
     for line, f in zip(render(doc).splitlines(), _line_owners(doc)):
-        con.print(f"[{styles.get(f, '')}]{escape(line)}[/]" if f in styles else escape(line))
+        con.print(rich_text(line, styles.get(f, "")))
 
 
 def _line_owners(doc: dict[str, Any]) -> list[str]:

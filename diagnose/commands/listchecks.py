@@ -8,6 +8,8 @@ import argparse
 import json
 import sys
 
+from diagnose.textsafe import visible
+
 HELP = """\
 Lists every check a diagnosis runs: the built-in ones and those that third-party packages
 add through the `pfdiag.checks` entry point group. A plugin that cannot be loaded is
@@ -45,5 +47,5 @@ def run(args: argparse.Namespace) -> int:
         if args.verbose and s.doc:
             print("\n".join("    " + line for line in s.doc.splitlines()) + "\n")
     for p in problems:
-        print(f"broken plugin {p.origin}: {p.error}")
+        print(visible(f"broken plugin {p.origin}: {p.error}"))  # an exception's text: one line, shown literally
     return 0

@@ -19,6 +19,7 @@ from checks.logs import default_sources, resolve_sources
 from diagnose.logreport import render_markdown, render_text, to_dict
 from diagnose.logscan import analyse_logs
 from diagnose.target_options import add_target_options, open_target
+from diagnose.textsafe import md_code, md_text, visible, visible_lines
 
 HELP = """\
 Reads Postfix logs (plain, .gz, .bz2, .xz; a directory of rotated logs is read
@@ -122,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         to_tty = args.output is None and sys.stdout.isatty()
         text = render_text(report, width=_width(), color=to_tty)
     if notice:  # stderr: never mixed into the report
-        print(notice, file=sys.stderr)
+        print(visible_lines(notice), file=sys.stderr)
     if args.output:
         try:
             with open(args.output, "w", encoding="utf-8") as fh:

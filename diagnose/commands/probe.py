@@ -33,6 +33,7 @@ from checks.smtp import (
     to_findings,
 )
 from diagnose.target_options import add_target_options, open_target
+from diagnose.textsafe import md_code, md_text, visible, visible_lines
 
 SCHEMA = "pfdiag.probe/1"
 EXIT_PROBLEM = 4
@@ -669,26 +670,26 @@ def render_text(doc: dict[str, Any]) -> str:
         out += ["", f"Compared with this machine: {c['conclusion']}"]
         for label, p in ((c["where"][0], c["there"]), ("this machine", c["here"])):
             out.append(f"  {label}: " + ", ".join(f"{ph['phase']} {ph['verdict']}" for ph in p["phases"]))
-    return "\n".join(out) + "\n"
+    return "\n".join(map(visible, out)) + "\n"  # banners, replies, names: control characters written out (textsafe)
 
 
 def _md_table(head: list[str], rows: list[list[str]]) -> list[str]:
-    esc = lambda c: c.replace("|", "\\|")  # noqa: E731
+    esc = md_text  # replies are outside text: escaped, '|' included (diagnose.textsafe)
     return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(map(esc, r)) + " |" for r in rows]
 
 
 def render_md(doc: dict[str, Any]) -> str:
-    out = [f"# SMTP probe of {doc['destination']}", ""] + [f"- {ln}" for ln in _header_lines(doc)[1:]]
+    out = [f"# SMTP probe of {md_text(doc['destination'])}", ""] + [f"- {md_text(ln)}" for ln in _header_lines(doc)[1:]]
     out += ["", "## Phases", ""] + _md_table(_PHASE_HEAD, _phase_rows(doc))
     if doc["probe"]["notes"]:
-        out += [""] + [f"- {n}" for n in doc["probe"]["notes"]]
+        out += [""] + [f"- {md_text(n)}" for n in doc["probe"]["notes"]]
     lad = doc["ladder"]
     if lad:
         out += ["", "## End-of-data size ladder", ""] + _md_table(_LADDER_HEAD, _ladder_rows(lad))
-        out += ["", f"**{lad['kind']}**" + (f" ({lad['cause_id']})" if lad["cause_id"] else "") + f": {lad['explanation']}", ""]
-        out += [f"- {s}" for s in lad["suggestions"]]
-        out += ["", "Message-IDs sent: " + ", ".join(f"`{m}`" for m in lad["message_ids"])]
-    out += ["", "## Findings", ""] + [f"- {_finding_line(f)}" for f in doc["findings"]]
+        out += ["", f"**{md_text(lad['kind'])}**" + (f" ({lad['cause_id']})" if lad["cause_id"] else "") + f": {md_text(lad['explanation'])}", ""]
+        out += [f"- {md_text(s)}" for s in lad["suggestions"]]
+        out += ["", "Message-IDs sent: " + ", ".join(md_code(m) for m in lad["message_ids"])]
+    out += ["", "## Findings", ""] + [f"- {md_text(_finding_line(f))}" for f in doc["findings"]]
     return "\n".join(out) + "\n"
 
 
@@ -747,7 +748,7 @@ def run_set(args: argparse.Namespace) -> int:
     else:
         parts = []
         for d in docs:
-            parts.append(f"== {d['destination']}: {d['error']}\n" if d.get("error") else (render_md(d) if args.format == "md" else render_text(d)))
+            parts.append(f"== {visible(d['destination'])}: {visible(d['error'])}\n" if d.get("error") else (render_md(d) if args.format == "md" else render_text(d)))
         sys.stdout.write("\n".join(parts))
     return EXIT_PROBLEM if doc["problem"] else 0
 
@@ -793,7 +794,7 @@ def _live_target(args: argparse.Namespace) -> Any:
         raise PfdiagError("a probe needs a live target: a snapshot (or --demo) is a recording and cannot open connections")
     target, notice = open_target(args)
     if notice and args.format != "json":
-        print(notice, file=sys.stderr)
+        print(visible_lines(notice), file=sys.stderr)
     return target
 
 

@@ -32,6 +32,7 @@ from checks.queue import (
 from checks.targets import LocalTarget, Target
 from diagnose import actions as act
 from diagnose.target_options import add_target_options, open_target
+from diagnose.textsafe import md_code, md_text, visible, visible_lines
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -129,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--top must be at least 1")
     target, notice = open_target(args)
     if notice and args.format != "json":
-        print(notice, file=sys.stderr)
+        print(visible_lines(notice), file=sys.stderr)
     if args.action:
         return run_action(args, target)
     sel = act.Selection(args.id, args.cause, args.domain, args.queue, args.all_deferred)
@@ -425,9 +426,10 @@ def render_text(rep: dict[str, Any]) -> str:
            f"{rep['total_messages']} message(s), {rep['total_recipients']} recipient(s)"]  # fmt: skip
     out.append("  " + "  ".join(f"{q} {n}" for q, n in rep["counts"].items()))
     if not rep["total_messages"]:
-        out.append("\nThe queue is empty.")
+        out.append("")
+        out.append("The queue is empty.")
         out += [f"note: {n}" for n in rep["notes"]]
-        return "\n".join(out) + "\n"
+        return "\n".join(map(visible, out)) + "\n"
     mx = rep["matrix"]
     qs = "all queues" if mx["queues"] == "all" else ", ".join(mx["queues"])
     out += ["", f"Age x {mx['by']} domain ({qs}; qshape buckets: count younger than N minutes)"]
@@ -464,26 +466,26 @@ def render_text(rep: dict[str, Any]) -> str:
         if len(deferred) > 50:
             out.append(f"  ... {len(deferred) - 50} more (--format json lists all)")
     out += [""] + [f"note: {n}" for n in rep["notes"]] if rep["notes"] else []
-    return "\n".join(out) + "\n"
+    return "\n".join(map(visible, out)) + "\n"  # senders, domains, reasons: control characters written out (textsafe)
 
 
 def render_md(rep: dict[str, Any]) -> str:
     now = rep["now"]
-    out = [f"# Mail queue ({rep['where']})", "",
-           f"{rep['total_messages']} message(s), {rep['total_recipients']} recipient(s); source `{rep['source']}`, "
-           f"{rep['generated_at']}.", "", "| queue | messages |", "|---|---:|"]  # fmt: skip
+    out = [f"# Mail queue ({md_text(rep['where'])})", "",  # outside text escaped or in code spans (textsafe)
+           f"{rep['total_messages']} message(s), {rep['total_recipients']} recipient(s); source {md_code(rep['source'])}, "
+           f"{md_text(rep['generated_at'])}.", "", "| queue | messages |", "|---|---:|"]  # fmt: skip
     out += [f"| {q} | {n} |" for q, n in rep["counts"].items()]
     mx = rep["matrix"]
     if rep["total_messages"]:
         out += ["", f"## Age x {mx['by']} domain (minutes)", "",
                 "| domain | " + " | ".join(mx["headings"]) + " |", "|---" + "|---:" * len(mx["headings"]) + "|"]  # fmt: skip
-        out += [f"| {r['domain']} | {r['total']} | " + " | ".join(map(str, r["buckets"])) + " |" for r in mx["rows"]]
+        out += [f"| {md_code(r['domain'], table=True)} | {r['total']} | " + " | ".join(map(str, r["buckets"])) + " |" for r in mx["rows"]]
     if rep["groups"]:
         out += ["", "## Deferred recipients by cause and destination", "",
                 "| cause | destination | recipients | messages | example reason |", "|---|---|---:|---:|---|"]  # fmt: skip
         for g in rep["groups"]:
-            reason = g["example_reason"].replace("|", "\\|")[:160]
-            out.append(f"| {g['cause_id']} {g['cause_title']} | {g['domain']} | {g['recipients']} | "
+            reason = md_text(g["example_reason"][:160])
+            out.append(f"| {md_text(g['cause_id'])} {md_text(g['cause_title'])} | {md_code(g['domain'], table=True)} | {g['recipients']} | "
                        f"{len(g['messages'])} | {reason} |")  # fmt: skip
     deferred = [m for m in rep["messages"] if m["forecast"]]
     if deferred:
@@ -491,10 +493,10 @@ def render_md(rep: dict[str, Any]) -> str:
                 "|---|---:|---|---|---|"]  # fmt: skip
         for m in deferred:
             f = m["forecast"]
-            out.append(f"| {m['queue_id']} | {human(m['age_seconds'])} | {_when(f['next_attempt_earliest'], now)} .. "
+            out.append(f"| {md_text(m['queue_id'])} | {human(m['age_seconds'])} | {_when(f['next_attempt_earliest'], now)} .. "
                        f"{_when(f['next_attempt_latest'], now)} | {_when(f['expires_at'], now)} | {f['mtime_source']} |")  # fmt: skip
     if rep["notes"]:
-        out += [""] + [f"- {n}" for n in rep["notes"]]
+        out += [""] + [f"- {md_text(n)}" for n in rep["notes"]]
     return "\n".join(out) + "\n"
 
 
@@ -523,7 +525,7 @@ def run_action(args: argparse.Namespace, target: Target) -> int:
     else:
         chosen, missing = act.select(read.messages, sel, cause_of)
     if missing and chosen:
-        print(f"pfdiag: not found in the queue (delivered, expired or removed?): {', '.join(missing)}", file=sys.stderr)
+        print(visible(f"pfdiag: not found in the queue (delivered, expired or removed?): {', '.join(missing)}"), file=sys.stderr)
     if not chosen and action != "flush":
         if missing and len(missing) == len(sel.ids):
             raise InputError(f"queue id(s) not found: {', '.join(missing)}; nothing was changed")
@@ -551,7 +553,7 @@ def run_action(args: argparse.Namespace, target: Target) -> int:
         print(json.dumps(_plan_dict(plan, result, dry=False), indent=2))
     else:
         for o in result.outcomes:
-            print(f"  {'ok ' if o.ok else 'FAIL'} {' '.join(o.argv)}: {o.detail}")
+            print(visible(f"  {'ok ' if o.ok else 'FAIL'} {' '.join(o.argv)}: {o.detail}"))
         if result.saved:
             print(f"backups: {len(result.saved)} message(s) in {plan.backup_dir}")
         print(f"logged to {args.action_log}")
@@ -583,7 +585,7 @@ def render_plan(plan: act.Plan) -> str:
     lines.append("commands:")
     lines += [f"  {' '.join(c)}" for c in plan.commands]
     lines += [f"warning: {w}" for w in plan.warnings]
-    return "\n".join(lines) + "\n"
+    return "\n".join(map(visible, lines)) + "\n"  # senders and recipients are outside text (textsafe)
 
 
 def _plan_dict(plan: act.Plan, result: act.Result | None, *, dry: bool) -> dict[str, Any]:

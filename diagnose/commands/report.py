@@ -10,6 +10,7 @@ from typing import Any
 
 from checks.errors import InputError, UsageError
 from diagnose.target_options import add_target_options
+from diagnose.textsafe import visible, visible_lines
 
 HELP = """\
 Runs the diagnosis (logs, queue and configuration at once, then the checks they call
@@ -189,7 +190,7 @@ def progress_printer(enabled: bool) -> Any:
     def show(step: str, state: str, detail: str) -> None:
         mark = {"start": "..", "ok": "ok", "error": "!!", "timeout": "!!", "skipped": "--"}.get(state, state)
         text = detail if state == "start" else (detail or "")
-        print(f"  [{mark}] {step}{': ' + text if text else ''}", file=sys.stderr, flush=True)
+        print(visible(f"  [{mark}] {step}{': ' + text if text else ''}"), file=sys.stderr, flush=True)
 
     return show
 
@@ -216,13 +217,13 @@ def redact(doc: dict[str, Any]) -> dict[str, Any]:
     from diagnose.redact import Redactor
 
     servers = [doc.get("server") or {}] + [(h.get("report") or {}).get("server") or {} for h in doc.get("hosts", [])]
-    hosts = [s.get("myhostname") for s in servers if s.get("myhostname")]
+    hosts: list[str] = [str(s["myhostname"]) for s in servers if s.get("myhostname")]
     hosts += [h["address"].split("@")[-1].split(":")[0] for h in doc.get("hosts", []) if h.get("address")]
     hosts += [h["host"] for h in doc.get("hosts", []) if h.get("host")]  # inventory names (ansible_host may be an IP)
     where = str((doc.get("target") or {}).get("where") or "")
     if where.startswith("ssh:"):
         hosts.append(where[4:])
-    domains = [s.get("mydomain") for s in servers if s.get("mydomain")]
+    domains: list[str] = [str(s["mydomain"]) for s in servers if s.get("mydomain")]
     domains += [d for s in servers for d in s.get("mydestination") or [] if d != "localhost"]
     red = Redactor(own_hostnames=hosts, own_domains=domains)
     import json
@@ -254,7 +255,7 @@ def run(args: argparse.Namespace) -> int:
     show = progress_printer(sys.stderr.isatty() and args.format != "json")
     outcome = session.run(session.report_mode_answerer, answers, opts, show, open_target=open_with_fallback)
     for notice in outcome.notices:
-        print(notice, file=sys.stderr)
+        print(visible_lines(notice), file=sys.stderr)
     doc = report.build(outcome.facts, outcome.answers)
     if args.redact:
         doc = redact(doc)
@@ -291,7 +292,7 @@ def run_fleet(args: argparse.Namespace) -> int:
 
     def progress(host: str, state: str) -> None:
         if tty:
-            print(f"  [{host}] {state}", file=sys.stderr, flush=True)
+            print(visible(f"  [{host}] {state}"), file=sys.stderr, flush=True)
 
     doc = fleet.build(fleet.run_fleet(hosts, one, concurrency=args.concurrency, progress=progress))
     if args.redact:

@@ -11,6 +11,7 @@ import sys
 
 from checks.errors import UsageError
 from diagnose.target_options import add_target_options
+from diagnose.textsafe import visible
 
 HELP = """\
 Records what a diagnosis reads - the log window (Postfix lines only), postqueue -j/-p,
@@ -62,13 +63,13 @@ def run(args: argparse.Namespace) -> int:
     tty = sys.stderr.isatty()
     summary = collect(target, out_path=out, config_dir=args.config_dir, since=since, redact=args.redact,
                       log_paths=args.log_paths,
-                      progress=(lambda s: print(f"  ... {s}", file=sys.stderr)) if tty else (lambda s: None))  # fmt: skip
+                      progress=(lambda s: print(visible(f"  ... {s}"), file=sys.stderr)) if tty else (lambda s: None))  # fmt: skip
     if args.format == "json":
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
     else:
         print(f"wrote {out}: {summary['commands']} command outputs, {summary['files']} files, {summary['bytes']:,} bytes"
               + (", redacted" if summary["redacted"] else ""))  # fmt: skip
         for p in summary["problems"]:
-            print(f"  not recorded: {p}")
+            print(visible(f"  not recorded: {p}"))  # a path or an error from the host: shown literally (textsafe)
         print(f"read it with: pfdiag report --snapshot {out}")
     return 0
