@@ -10,6 +10,8 @@ import re
 import sys
 import textwrap
 
+from diagnose.textsafe import visible as _visible
+
 from checks.errors import UsageError
 
 HELP = """\
@@ -58,11 +60,6 @@ def _find(key: str):  # -> Cause | CheckSpec | PastedReason
         return read_pasted(key)
     except PasteError as exc:
         raise UsageError(str(exc)) from None
-
-
-def _visible(text: str) -> str:
-    """Pasted text is shown as written, its control characters as visible escapes."""
-    return re.sub(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", lambda m: f"\\x{ord(m[0]):02x}", text)
 
 
 def _pasted(r, fmt: str) -> int:  # r: PastedReason

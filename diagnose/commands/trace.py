@@ -60,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from checks.logs import STDIN, ReadStats, default_sources, read_lines, resolve_sources
     from diagnose.commands.logs import parse_when
     from diagnose.trace import Key, trace
+    from diagnose.textsafe import md_code, visible
     from diagnose.tracereport import render_markdown, render_text, to_dict
 
     try:
@@ -78,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     tr = trace(key, read, rereadable=STDIN not in sources)
     tr.files = list(dict.fromkeys(stats.files))
     if notice:  # before the trace, on stderr: never mixed into it
-        print(notice, file=sys.stderr)
+        print(visible(notice), file=sys.stderr)
     now, notes = time.time(), list[str]()
     if not args.no_queue:
         now, notes = _attach_queue(target, tr, args.config_dir)
@@ -87,11 +88,11 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "json":
         text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
     elif args.format == "md":
-        text = render_markdown(doc, _code)
+        text = render_markdown(doc, lambda t: md_code(t, table=True))
     else:
-        text = render_text(doc, _visible)
+        text = render_text(doc, visible)
     for n in notes:
-        print(n, file=sys.stderr)
+        print(visible(n), file=sys.stderr)
     if stats.malformed:
         print("pfdiag: " + ", ".join(f"{n} {kind}" for kind, n in stats.malformed.items()) + " (skipped)", file=sys.stderr)
     if args.output:
@@ -128,19 +129,3 @@ def _attach_queue(target: Target, tr: Trace, config_dir: str | None) -> tuple[fl
 
     attach_queue(tr, listing.messages, forecast_of)
     return now, []
-
-
-def _visible(text: str) -> str:
-    import re
-
-    return re.sub(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", lambda m: f"\\x{ord(m[0]):02x}", str(text))
-
-
-def _code(text: str) -> str:
-    import re
-
-    t = _visible(text).replace("|", "\\|")
-    run = max((len(r) for r in re.findall(r"`+", t)), default=0)
-    fence = "`" * (run + 1)
-    pad = " " if t.startswith("`") or t.endswith("`") else ""
-    return f"{fence}{pad}{t}{pad}{fence}"
