@@ -553,29 +553,39 @@ class Manifest:
 
     def __init__(self, directory: str, run: str | None) -> None:
         self.path, self.run = os.path.join(directory, MANIFEST), run
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
-        try:
-            self._fd = os.open(self.path, flags, 0o600)
-        except OSError as exc:
-            raise InputError(f"{self.path}: cannot write the backup manifest ({exc.strerror or exc}); nothing was deleted") from exc
-        self._torn = _ends_torn(self.path)
+        self._fd: int | None = None  # opened at the first record: a run that copied nothing leaves no file
+        self._torn = False
+
+    def _open(self) -> int:
+        if self._fd is None:
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+            try:
+                self._fd = os.open(self.path, flags, 0o600)
+            except OSError as exc:
+                raise InputError(f"{self.path}: cannot write the backup manifest ({exc.strerror or exc}); stopped before deleting") from exc
+            self._torn = _ends_torn(self.path)
+        return self._fd
 
     def put(self, state: str, ids: Sequence[str], **extra: object) -> None:
+        fd = self._open()
         line = json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "run": self.run, "state": state,
                            "ids": list(ids), **extra}, ensure_ascii=False) + "\n"  # fmt: skip
         if self._torn:
             line, self._torn = "\n" + line, False
         try:
-            os.write(self._fd, line.encode("utf-8"))
-            os.fsync(self._fd)
+            os.write(fd, line.encode("utf-8"))
+            os.fsync(fd)
         except OSError as exc:
             raise InputError(f"{self.path}: cannot write the backup manifest ({exc.strerror or exc}); stopped") from exc
 
     def close(self) -> None:
+        if self._fd is None:
+            return
         try:
             os.close(self._fd)
         except OSError:
             pass
+        self._fd = None
 
 
 def _prepare_backup_dir(directory: str) -> None:

@@ -24,7 +24,8 @@ import re
 from typing import Any, Iterable
 
 # a local part: a dot-atom, or a quoted string ("John Q. Doe"@example.com, RFC 5321 Quoted-string)
-_LOCAL = r'"(?:[^"\\\r\n]|\\.){1,64}"|[\w.!#$%&\'*+/=?^`{|}~-]{1,64}'
+# (also as JSON writes it, postqueue -j: "\"John Q. Doe\"@example.com")
+_LOCAL = r'\\"[^"\\\r\n]{1,64}\\"|"(?:[^"\\\r\n]|\\.){1,64}"|[\w.!#$%&\'*+/=?^`{|}~-]{1,64}'
 _DOMAIN = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*"
 _ADDRESS = re.compile(rf"(?<![\w.+=-])((?:sasl_username|sasl_sender|user|login)=)?({_LOCAL})@({_DOMAIN})")
 # role mailboxes (RFC 2142) name no one: "ask postmaster@example.com" stays readable
@@ -145,7 +146,7 @@ class Redactor:
         local = m.group(2)
         if _TOKEN.fullmatch(local) or (local.lower() in _ROLES and not m.group(1)):  # a message-id's token; postmaster@ (not as a login)
             return m.group(0) if local.startswith("msgid-") else f"{m.group(1) or ''}{local}@{self._domain(m.group(3))}"
-        value = local[1:-1] if local.startswith('"') else local  # "john"@x and john@x are one mailbox
+        value = local.strip('\\"') if local.startswith(('"', '\\"')) else local  # "john"@x and john@x: one mailbox
         return f"{m.group(1) or ''}{self.token('user', value)}@{self._domain(m.group(3))}"
 
     def _host(self, name: str) -> str:

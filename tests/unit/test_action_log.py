@@ -140,3 +140,23 @@ def test_no_manifest_no_restore(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="cannot tell deleted copies from copies of mail still queued"):
         act.read_manifest(str(tmp_path))
     assert os.listdir(tmp_path) == ["AAA111.postcat"]
+
+
+def test_queue_log_and_the_restore_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from diagnose.cli import main
+
+    log = tmp_path / "a.log"
+    _dead_run(log, "r1", intent_ids=["AAA111", "BBB222"], done=False)
+    assert main(["queue", "log", "--action-log", str(log)]) == 0
+    out = capsys.readouterr().out
+    assert "1 recent run(s), 1 interrupted" in out and "run r1" in out and "BBB222" in out
+    assert main(["queue", "log", "--action-log", str(log), "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["interrupted"][0]["in_doubt"] == ["BBB222"] and doc["recent_runs"][0]["run"] == "r1"
+    assert main(["queue", "log", "--action-log", str(tmp_path / "none")]) == 1
+    assert main(["queue", "restore", "--action-log", str(log)]) == 2
+    assert "say which backup directory" in capsys.readouterr().err
+    assert main(["queue", "hold", str(tmp_path), "--id", "AAA111"]) == 2
+    assert main(["queue", "restore", str(tmp_path), "--action-log", str(log)]) == 1  # no manifest there
+    err = capsys.readouterr().err
+    assert err.count("was interrupted") == 1 and err.strip().endswith("nothing restored")

@@ -95,3 +95,11 @@ def test_every_report_format_is_clean(capsys: pytest.CaptureFixture[str]) -> Non
         found = set(re.findall(r"(?:user|host|msgid|text)-[0-9a-f]{6}", text))
         tokens = found if tokens is None else tokens
         assert found & tokens and {t for t in tokens if t.startswith(("msgid", "text"))} <= found, fmt
+
+
+def test_a_quoted_local_part_as_json_writes_it_gets_the_same_token() -> None:
+    r = Redactor(KEY)
+    listed = r.text(json.dumps({"address": '"John Q. Doe"@greylist.test'}))  # postqueue -j
+    logged = r.text('to=<"John Q. Doe"@greylist.test>, status=deferred')
+    tok = r.token("user", "John Q. Doe")
+    assert listed == f'{{"address": "{tok}@greylist.test"}}' and logged.startswith(f"to=<{tok}@greylist.test>")
