@@ -45,7 +45,7 @@ _SYSLOG_HOST = re.compile(r"(?:^|(?<=[\"\n]))((?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d
                           r"([A-Za-z0-9][\w.-]*)(?= [\w./-]+(?:\[\d+\])?: )", re.M)
 # the name a client gave in HELO/EHLO (its own choice of who it is)
 _HELO = re.compile(r"\b(helo=<)([^<>\s\[][^<>\s]*)(>)")
-# a Message-ID's left part (unique per message, often with a user or host in it); the right part is a domain
+# a Message-ID (its left part is unique per message, its right part most often the writer's host name)
 _MESSAGE_ID = re.compile(r"(?i)\b(message-id(?:=|:[ \t]*)<)([^<>@\s]{1,998})(@[^<>\s]*)?(>)")
 # header_checks/body_checks log the matched text: "warning: header Subject: ... from client[ip]; from=<...>"
 _CHECKS_TEXT = re.compile(r"\b((?:warning|reject|hold|discard|info|redirect|filter|prepend|replace|strip|ignore|bcc|dunno|ok): "
@@ -123,7 +123,7 @@ class Redactor:
         s = scrub_secrets(s, self)
         # the text a header/body check matched (a Subject, a line of the body): all of it, first
         s = _CHECKS_TEXT.sub(self._checks_text, s)
-        s = _MESSAGE_ID.sub(lambda m: f"{m.group(1)}{self.token('msgid', m.group(2))}{m.group(3) or ''}{m.group(4)}", s)
+        s = _MESSAGE_ID.sub(self._message_id, s)
         # "sasl_username=bob@x": the field name is not part of the local part (which may hold "=")
         s = _ADDRESS.sub(self._address, s)
         s = _HELO.sub(lambda m: m.group(0) if _is_ip(m.group(2)) else f"{m.group(1)}{self._host(m.group(2))}{m.group(3)}", s)
@@ -144,10 +144,21 @@ class Redactor:
 
     def _address(self, m: re.Match[str]) -> str:
         local = m.group(2)
-        if _TOKEN.fullmatch(local) or (local.lower() in _ROLES and not m.group(1)):  # a message-id's token; postmaster@ (not as a login)
-            return m.group(0) if local.startswith("msgid-") else f"{m.group(1) or ''}{local}@{self._domain(m.group(3))}"
+        if _TOKEN.fullmatch(local):  # a message-id's token
+            return m.group(0)
+        # "ask postmaster@example.org" (pfdiag's advice, a remote's reply text): a role, no one's name;
+        # as a login or a logged envelope address (to=<postmaster@...>) it is the mailbox like any other
+        enveloped = m.start() > 0 and m.string[m.start() - 1] == "<"
+        if local.lower() in _ROLES and not m.group(1) and not enveloped:
+            return f"{local}@{self._domain(m.group(3))}"
         value = local.strip('\\"') if local.startswith(('"', '\\"')) else local  # "john"@x and john@x: one mailbox
         return f"{m.group(1) or ''}{self.token('user', value)}@{self._domain(m.group(3))}"
+
+    def _message_id(self, m: re.Match[str]) -> str:
+        """Both parts: the left one is unique to the message, the right one most often the name of
+        the machine that wrote it (a client's laptop, the customer's server)."""
+        right = m.group(3)
+        return f"{m.group(1)}{self.token('msgid', m.group(2))}{'@' + self._host(right[1:]) if right else ''}{m.group(4)}"
 
     def _host(self, name: str) -> str:
         """A name this machine or a client goes by: its host token (an own name's alias: the same one)."""

@@ -29,9 +29,9 @@ LINES = [
 ]
 SECRETS = ["vmhost7", "20261206.secretleft.1234", "Quarterly salary review", "John Q. Doe", "laptop.customer-lan.org",
            "secret-helo.example.net", "203.0.113.77", "198.51.100.23", "ceo@", "corp.example", "mx1",
-           "very-long-left-part"]  # fmt: skip
+           "very-long-left-part", "mail.gmail.com"]  # fmt: skip
 KEPT = ["postfix/local[2202]", "relay=local", "dsn=5.1.1", "status=bounced (unknown user)", "450 4.7.1",
-        "Helo command rejected: Host not found", "warning: header Subject: text-", "@mail.gmail.com>",
+        "Helo command rejected: Host not found", "warning: header Subject: text-",
         "3175C16E13B", "15:28:34"]  # fmt: skip
 
 
@@ -67,9 +67,10 @@ def test_service_names_and_advice_stay(text: str) -> None:
     assert r.text(text) == text
 
 
-def test_a_sasl_login_named_postmaster_is_still_hidden() -> None:
+def test_postmaster_as_a_login_or_a_logged_address_is_still_hidden() -> None:
     r = Redactor(KEY)
     assert "postmaster" not in r.text("warning: unknown[192.0.2.1]: SASL LOGIN authentication failed, sasl_username=postmaster@example.org")
+    assert "postmaster" not in r.text("to=<root@example.com>, orig_to=<postmaster@example.com>, relay=local")
 
 
 def _leaks(text: str) -> list[str]:
