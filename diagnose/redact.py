@@ -23,7 +23,33 @@ import os
 import re
 from typing import Any, Iterable
 
-_ADDRESS = re.compile(r"(?<![\w.+=-])((?:sasl_username|sasl_sender|user|login)=)?([\w.!#$%&'*+/=?^`{|}~-]{1,64})@([A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*)")
+# a local part: a dot-atom, or a quoted string ("John Q. Doe"@example.com, RFC 5321 Quoted-string)
+# (also as JSON writes it, postqueue -j: "\"John Q. Doe\"@example.com")
+_LOCAL = r'\\"[^"\\\r\n]{1,64}\\"|"(?:[^"\\\r\n]|\\.){1,64}"|[\w.!#$%&\'*+/=?^`{|}~-]{1,64}'
+_DOMAIN = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*"
+_ADDRESS = re.compile(rf"(?<![\w.+=-])((?:sasl_username|sasl_sender|user|login)=)?({_LOCAL})@({_DOMAIN})")
+# role mailboxes (RFC 2142) name no one: "ask postmaster@example.com" stays readable
+_ROLES = frozenset({"postmaster", "abuse", "hostmaster", "mailer-daemon", "webmaster", "noc", "security"})
+# words that are never this server's name, whatever a hostname or a target's label says: Postfix's
+# services, transports, queues and daemons (master.cf's `local`, relay=local) and pfdiag's own words
+RESERVED = frozenset("""
+    local smtp lmtp virtual relay pipe error retry discard bounce defer trace verify flush proxymap proxywrite
+    showq cleanup qmgr oqmgr pickup tlsmgr rewrite anvil scache postlog postscreen dnsblog tlsproxy smtpd
+    submission submissions smtps maildrop uucp ifmail bsmtp scalemail-backend mailman postdrop sendmail
+    postfix master unix inet fifo pass deferred active hold incoming corrupt saved public private
+    localhost localdomain unknown none mail mailq postqueue postsuper postcat postconf dovecot amavis
+    spamassassin opendkim snapshot report queue server client host domain sender recipient status
+""".split())
+# the host field of a syslog line: this machine, whatever myhostname says
+_SYSLOG_HOST = re.compile(r"(?:^|(?<=[\"\n]))((?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d|\d{4}-\d\d-\d\dT[\d:.]+(?:Z|[+-]\d\d:?\d\d)?) )"
+                          r"([A-Za-z0-9][\w.-]*)(?= [\w./-]+(?:\[\d+\])?: )", re.M)
+# the name a client gave in HELO/EHLO (its own choice of who it is)
+_HELO = re.compile(r"\b(helo=<)([^<>\s\[][^<>\s]*)(>)")
+# a Message-ID (its left part is unique per message, its right part most often the writer's host name)
+_MESSAGE_ID = re.compile(r"(?i)\b(message-id(?:=|:[ \t]*)<)([^<>@\s]{1,998})(@[^<>\s]*)?(>)")
+# header_checks/body_checks log the matched text: "warning: header Subject: ... from client[ip]; from=<...>"
+_CHECKS_TEXT = re.compile(r"\b((?:warning|reject|hold|discard|info|redirect|filter|prepend|replace|strip|ignore|bcc|dunno|ok): "
+                          r"(?:header|body|mime-header|nested-header) )([^\n]*)( from [^\s\[]*\[[^\]\n]*\];)")
 _IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w]|\.\d)")
 _IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{0,4}|(?:\d{1,3}\.){3}\d{1,3})(?![\w:])")
 # a next hop Postfix talked to: its address stays (a provider's MX is no secret)
@@ -45,9 +71,10 @@ _INLINE_SECRET = re.compile(r"(\b(?:static|inline):)(\{[^}]*\}?|[^\s,{}]+)")
 class Redactor:
     def __init__(self, key: bytes | None = None, own_hostnames: Iterable[str] = (), own_domains: Iterable[str] = ()) -> None:
         self._key = key if key is not None else os.urandom(32)
-        names = {h.lower().rstrip(".") for h in own_hostnames if h and h.strip()}
+        names = {h.lower().rstrip(".") for h in own_hostnames if h and h.strip()} - RESERVED
         # syslog writes the short name ("mx1" for mx1.example.net): that is this server too
-        self._alias = {n.split(".", 1)[0]: n for n in sorted(names) if "." in n and len(n.split(".", 1)[0]) >= 3}
+        self._alias = {n.split(".", 1)[0]: n for n in sorted(names)
+                       if "." in n and len(n.split(".", 1)[0]) >= 3 and n.split(".", 1)[0] not in RESERVED}  # fmt: skip
         names |= set(self._alias)
         self.own_hostnames = sorted(names, key=len, reverse=True)
         self.own_domains = sorted({d.lower().rstrip(".") for d in own_domains if d and d.strip()}, key=len, reverse=True)
@@ -62,6 +89,11 @@ class Redactor:
                 self.clients.add(str(ipaddress.ip_address(m.group(1))))
             except ValueError:
                 continue
+        # the machine's own name as syslog writes it in every line: hidden everywhere else too
+        hosts = {m.group(2).lower() for m in _SYSLOG_HOST.finditer(text or "")} - RESERVED - set(self.own_hostnames)
+        hosts = {h for h in hosts if not h.startswith("host-") and not _is_ip(h)}
+        if hosts:
+            self.own_hostnames = sorted(set(self.own_hostnames) | hosts, key=len, reverse=True)
 
     def token(self, kind: str, value: str) -> str:
         k = f"{kind}\0{value.lower()}"
@@ -89,8 +121,13 @@ class Redactor:
         if not s:
             return s
         s = scrub_secrets(s, self)
+        # the text a header/body check matched (a Subject, a line of the body): all of it, first
+        s = _CHECKS_TEXT.sub(self._checks_text, s)
+        s = _MESSAGE_ID.sub(self._message_id, s)
         # "sasl_username=bob@x": the field name is not part of the local part (which may hold "=")
-        s = _ADDRESS.sub(lambda m: f"{m.group(1) or ''}{self.token('user', m.group(2))}@{self._domain(m.group(3))}", s)
+        s = _ADDRESS.sub(self._address, s)
+        s = _HELO.sub(lambda m: m.group(0) if _is_ip(m.group(2)) else f"{m.group(1)}{self._host(m.group(2))}{m.group(3)}", s)
+        s = _SYSLOG_HOST.sub(lambda m: f"{m.group(1)}{self._host(m.group(2))}", s)
         s = _CLIENT_NAME.sub(self._client_name, s)
         for name in self.own_hostnames:
             tok = self.token("host", self._alias.get(name, name))  # "mx1" and "mx1.example.net": one token
@@ -104,6 +141,38 @@ class Redactor:
         s = _IPV4.sub(lambda m: self._ip(m, s), s)
         s = _IPV6.sub(lambda m: self._ip(m, s), s)
         return s
+
+    def _address(self, m: re.Match[str]) -> str:
+        local = m.group(2)
+        if _TOKEN.fullmatch(local):  # a message-id's token
+            return m.group(0)
+        # "ask postmaster@example.org" (pfdiag's advice, a remote's reply text): a role, no one's name;
+        # as a login or a logged envelope address (to=<postmaster@...>) it is the mailbox like any other
+        enveloped = m.start() > 0 and m.string[m.start() - 1] == "<"
+        if local.lower() in _ROLES and not m.group(1) and not enveloped:
+            return f"{local}@{self._domain(m.group(3))}"
+        value = local.strip('\\"') if local.startswith(('"', '\\"')) else local  # "john"@x and john@x: one mailbox
+        return f"{m.group(1) or ''}{self.token('user', value)}@{self._domain(m.group(3))}"
+
+    def _message_id(self, m: re.Match[str]) -> str:
+        """Both parts: the left one is unique to the message, the right one most often the name of
+        the machine that wrote it (a client's laptop, the customer's server)."""
+        right = m.group(3)
+        return f"{m.group(1)}{self.token('msgid', m.group(2))}{'@' + self._host(right[1:]) if right else ''}{m.group(4)}"
+
+    def _host(self, name: str) -> str:
+        """A name this machine or a client goes by: its host token (an own name's alias: the same one)."""
+        n = name.lower().rstrip(".")
+        if n in RESERVED or _TOKEN.fullmatch(n):
+            return name
+        return self.token("host", self._alias.get(n, n))
+
+    def _checks_text(self, m: re.Match[str]) -> str:
+        text = m.group(2)
+        name, colon, value = text.partition(":")
+        if m.group(1).endswith("header ") and colon and re.fullmatch(r"[\w-]{1,76}", name):
+            return f"{m.group(1)}{name}: {self.token('text', value.strip())}{m.group(3)}"  # the header's name stays
+        return f"{m.group(1)}{self.token('text', text)}{m.group(3)}"
 
     def _login_value(self, value: str) -> str:
         # an address was redacted already (its local part has its one token): not a second token
@@ -145,6 +214,17 @@ class Redactor:
         if isinstance(obj, (list, tuple)):
             return [self.value(v) for v in obj]
         return obj
+
+
+_TOKEN = re.compile(r"(?:user|msgid|host|login|ip|text|domain|secret)-[0-9a-f]{6}(?:\.invalid)?")
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text.strip("[]").removeprefix("IPv6:"))
+    except ValueError:
+        return False
+    return True
 
 
 def scrub_secrets(text: str, redactor: Redactor | None = None) -> str:

@@ -37,14 +37,19 @@ class LocalTarget:
         decoded: a queue file copied by postcat must stay exact when its mail is not UTF-8."""
         return self._run(argv, timeout, sink)
 
-    def _run(self, argv: Sequence[str], timeout: float, sink: BinaryIO | None) -> CommandResult:
+    def run_with_input(self, argv: Sequence[str], data: bytes, timeout: float = DEFAULT_TIMEOUT) -> CommandResult:
+        """run(), with `data` as the command's standard input (a message handed to sendmail)."""
+        return self._run(argv, timeout, None, data)
+
+    def _run(self, argv: Sequence[str], timeout: float, sink: BinaryIO | None, data: bytes | None = None) -> CommandResult:
         argv = _checked_argv(argv)
         start = time.monotonic()
         with _starting(argv):
             try:
                 proc = subprocess.run(
                     list(argv), stdout=subprocess.PIPE if sink is None else sink, stderr=subprocess.PIPE,
-                    timeout=timeout, env=self._env, stdin=subprocess.DEVNULL,
+                    timeout=timeout, env=self._env, input=data,
+                    stdin=subprocess.DEVNULL if data is None else None,
                 )
             except subprocess.TimeoutExpired as exc:
                 raise CommandTimeout(f"{' '.join(argv)}: no answer within {timeout:g} s") from exc

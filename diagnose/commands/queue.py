@@ -93,8 +93,10 @@ def cause_title(cause_id: str) -> str:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("queue", help="the mail queue: shape, causes, forecasts; safe queue actions",
                        description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("action", nargs="?", choices=tuple(act.SPECS), metavar="ACTION",
-                   help="hold | release | requeue | retry | expire | delete | flush (none: report)")  # fmt: skip
+    p.add_argument("action", nargs="?", choices=(*act.SPECS, *act.MORE), metavar="ACTION",
+                   help="hold | release | requeue | retry | expire | delete | flush (none: report); "
+                        "restore BACKUP_DIR: send deleted mail again; log: the action log's runs")  # fmt: skip
+    p.add_argument("path", nargs="?", metavar="BACKUP_DIR", help="restore: a backup directory of delete")
     p.add_argument("--by", choices=("recipient", "sender"), default="recipient", help="domains of the age table")
     p.add_argument("--shape-queues", default="all", metavar="Q,Q",
                    help="queues in the age table (default all; qshape's own default is incoming,active)")
@@ -131,8 +133,13 @@ def run(args: argparse.Namespace) -> int:
     target, notice = open_target(args)
     if notice and args.format != "json":
         print(visible_lines(notice), file=sys.stderr)
+    if args.path and args.action != "restore":
+        raise UsageError(f"unexpected argument {args.path!r} (only restore takes a directory)")
+    if args.action in act.MORE:
+        return act.run_more(args, target)
     if args.action:
         return run_action(args, target)
+    act.warn_interrupted(args.action_log)
     sel = act.Selection(args.id, args.cause, args.domain, args.queue, args.all_deferred)
     if not sel.empty or args.yes or args.dry_run:
         raise UsageError("selectors, --yes and --dry-run go with an action: pfdiag queue hold --id ID (see --help)")
@@ -517,6 +524,8 @@ def run_action(args: argparse.Namespace, target: Target) -> int:
         raise UsageError("--yes and --dry-run contradict each other")
     if not isinstance(target, LocalTarget):
         raise UsageError("queue actions change a live Postfix: they cannot run on a snapshot")
+    acks = act.warn_interrupted(args.action_log)
+    act.check_writable(args.action_log)
     cfg = read_config(target, args.config_dir)
     act.ensure_running(target, args.config_dir, cfg.daemon_directory)
     read = read_queue(target, args.config_dir)
@@ -546,7 +555,7 @@ def run_action(args: argparse.Namespace, target: Target) -> int:
         return 0
     log = act.ActionLog(args.action_log)
     try:
-        result = act.execute(target, plan, args.config_dir, log)
+        result = act.execute(target, plan, args.config_dir, log, acks)
     finally:
         log.close()
     if args.format == "json":

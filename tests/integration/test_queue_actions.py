@@ -102,8 +102,13 @@ def test_hold_then_release(postfix_lab, pool, capsys, tmp_path):
     assert rc == 0, err
     assert postfix_lab.queued(qid)["queue_name"] == "deferred"
     records = [json.loads(line) for line in log.read_text().splitlines()]
-    assert [r["action"] for r in records] == ["hold", "release"]
-    assert records[0]["ids"] == [qid] and records[0]["argv"][0] == "postsuper" and records[0]["returncode"] == 0
+    # two runs, each: start, the intent (on disk before postsuper ran), its outcome, end
+    assert [(r["phase"], r.get("action")) for r in records] == [
+        ("start", "hold"), ("intent", "hold"), ("done", "hold"), ("end", None),
+        ("start", "release"), ("intent", "release"), ("done", "release"), ("end", None)]  # fmt: skip
+    done = records[2]
+    assert done["ids"] == [qid] and done["argv"][0] == "postsuper" and done["returncode"] == 0
+    assert records[1]["seq"] == done["seq"] and records[1]["argv"] == done["argv"] and records[3]["ok"] is True
 
 
 def test_requeue_gives_a_new_id(postfix_lab, pool, capsys, tmp_path):
