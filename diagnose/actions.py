@@ -26,14 +26,15 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Sequence, TextIO
 
+from checks import places
 from checks.config import postfix_argv
 from checks.errors import CommandNotFound, InputError, PfdiagError, UsageError
 from checks.postfix.postqueue import QueuedMessage, is_valid_queue_id
 from checks.queue import domain_of, read_queue
 from checks.targets import Target
 
-DEFAULT_BACKUP_ROOT = "/var/lib/pfdiag/backup"
-DEFAULT_ACTION_LOG = "/var/log/pfdiag/actions.log"
+DEFAULT_BACKUP_ROOT = places.BACKUP_DIR  # PFDIAG_BACKUP_DIR moves it (checks/places.py)
+DEFAULT_ACTION_LOG = places.ACTION_LOG  # PFDIAG_ACTION_LOG moves it
 BATCH = 100  # ids per postsuper call: argv stays far below ARG_MAX
 COMMAND_TIMEOUT = 120.0  # seconds per postcat/postsuper/postqueue run
 
@@ -782,10 +783,10 @@ def _postsuper_runs(target: Target, plan: Plan, messages: list[QueuedMessage], c
     return done
 
 
-def default_backup_dir(root: str = DEFAULT_BACKUP_ROOT, now: float | None = None) -> str:
+def default_backup_dir(root: str | None = None, now: float | None = None) -> str:
     """A directory per run: the time, and the process id, so that two runs in the same second
     never share one (a copy is never written over in any case: see _backup_file)."""
-    return os.path.join(root, time.strftime("%Y%m%dT%H%M%S", time.localtime(now)) + f"-{os.getpid()}")
+    return os.path.join(root or places.backup_dir(), time.strftime("%Y%m%dT%H%M%S", time.localtime(now)) + f"-{os.getpid()}")
 
 
 # ------------------------------------------------------------------ restore

@@ -105,6 +105,21 @@ def make_peer() -> Iterator[Callable[..., Peer]]:
 
 
 @pytest.fixture(autouse=True)
+def _hermetic(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No test reads or writes this machine's Postfix, logs or pfdiag files by accident: every
+    default place (checks/places.py) points into a temporary directory, and Postfix's own tools see
+    an empty configuration directory unless a test names one (-c DIR, the lab's MAIL_CONFIG). The
+    subprocesses a test starts inherit this environment. A test that wants a default place sets it."""
+    home = tmp_path_factory.mktemp("hermetic")
+    (home / "postfix").mkdir()
+    monkeypatch.setenv("PFDIAG_ACTION_LOG", str(home / "actions.log"))
+    monkeypatch.setenv("PFDIAG_BACKUP_DIR", str(home / "backup"))
+    monkeypatch.setenv("PFDIAG_CONFIG_DIR", str(home / "config"))
+    monkeypatch.setenv("MAIL_CONFIG", str(home / "postfix"))
+    yield
+
+
+@pytest.fixture(autouse=True)
 def _lab_stays_on_loopback() -> Iterator[None]:
     yield
     for lab in running_labs():

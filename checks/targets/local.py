@@ -10,13 +10,12 @@ import subprocess
 import time
 from typing import BinaryIO, Iterator, Sequence, TextIO
 
+from checks import places
 from checks.errors import CommandNotFound, CommandTimeout, ConnectFailed, InputError, TargetError
 from checks.model import CommandResult
 from checks.targets.base import DEFAULT_TIMEOUT, Connection, FileInfo, decode_stream
 from checks.targets.streams import ProcessStream
 
-# Postfix's tools live in sbin; a non-root PATH often lacks it.
-_EXTRA_PATH = ("/usr/sbin", "/sbin", "/usr/local/sbin")
 
 
 class LocalTarget:
@@ -25,7 +24,8 @@ class LocalTarget:
     def __init__(self, env: dict[str, str] | None = None) -> None:
         base = dict(os.environ if env is None else env)
         parts = base.get("PATH", "/usr/bin:/bin").split(os.pathsep)
-        base["PATH"] = os.pathsep.join(parts + [p for p in _EXTRA_PATH if p not in parts])
+        # Postfix's tools live in sbin; a non-root PATH often lacks it (checks/places.py: PFDIAG_SBIN_PATH)
+        base["PATH"] = os.pathsep.join(parts + [p for p in places.sbin_path() if p not in parts])
         base.setdefault("LC_ALL", "C")  # Postfix and coreutils messages in English, as the parsers expect
         self._env = base
 

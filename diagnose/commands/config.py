@@ -12,6 +12,7 @@ import json
 import sys
 from typing import Any
 
+from checks import places
 from checks.config import ConfigReport, parse_assignment, postfix_argv, read_config
 from checks.errors import InputError, PfdiagError, UsageError
 from checks.postfix.postconf import PostfixConfig
@@ -57,7 +58,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--yes", action="store_true", help="apply without asking")
     p.add_argument("-f", "--format", choices=("text", "md", "json"), default="text")
     p.add_argument("-c", "--config-dir", metavar="DIR", help="Postfix configuration directory (postconf -c DIR)")
-    p.add_argument("--action-log", metavar="FILE", default=act.DEFAULT_ACTION_LOG, help="JSON-lines log of applied changes")
+    p.add_argument("--action-log", metavar="FILE", default=places.action_log(), help="JSON-lines log of applied changes")
     add_target_options(p)
     p.set_defaults(func=run)
 

@@ -12,6 +12,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, Callable, TextIO
 
+from checks import places
 from checks.config import ConfigReport, read_config
 from checks.errors import InputError, PfdiagError, UsageError
 from checks.postfix.postqueue import QUEUE_NAMES
@@ -112,8 +113,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("running an action")
     g.add_argument("--dry-run", action="store_true", help="show what would run, change nothing")
     g.add_argument("--yes", action="store_true", help="run without asking")
-    g.add_argument("--backup-dir", metavar="DIR", help=f"delete: where postcat copies go (default {act.DEFAULT_BACKUP_ROOT}/<time>/)")
-    g.add_argument("--action-log", metavar="FILE", default=act.DEFAULT_ACTION_LOG, help="JSON-lines log of what ran (default %(default)s)")
+    g.add_argument("--backup-dir", metavar="DIR", help=f"delete: where postcat copies go (default {places.backup_dir()}/<time>/)")
+    g.add_argument("--action-log", metavar="FILE", default=places.action_log(), help="JSON-lines log of what ran (default %(default)s)")
     add_target_options(p)
     p.set_defaults(func=run)
 

@@ -112,7 +112,7 @@ def test_without_a_local_log_the_demo_is_shown_and_said(capsys, monkeypatch):
 
     monkeypatch.setattr(checks.logs, "DEFAULT_LOGS", ("/nonexistent/mail.log",))
     monkeypatch.setenv("PATH", "/nonexistent")  # no postconf -> no maillog_file either
-    monkeypatch.setattr("checks.targets.local._EXTRA_PATH", ())
+    monkeypatch.setenv("PFDIAG_SBIN_PATH", "")
     assert main(["logs", "-f", "json"]) == 0
     out, err = capsys.readouterr()
     assert "no Postfix log found here" in err and "demo snapshot" in err
