@@ -29,14 +29,16 @@ from typing import Any, Sequence, TextIO
 
 from checks.errors import CommandNotFound, ConnectRefused, InputError
 from checks.model import CommandResult
-from checks.targets.base import DEFAULT_TIMEOUT, Connection, FileInfo, decode_stream
-from checks.targets.streams import CommandStream
+from checks.targets.base import DEFAULT_TIMEOUT, Connection, FileInfo, Target, decode_stream
 
 FORMAT = "pfdiag-snapshot"
 VERSION = 1
 
 
-class SnapshotTarget:
+class SnapshotTarget(Target):
+    kind = "snapshot"
+    live = False  # a recording: nothing to probe, resolve or change
+
     def __init__(self, location: str) -> None:
         self.where = f"snapshot:{os.path.basename(location.rstrip('/')) or location}"
         self._root = self._unpack(location)
@@ -110,10 +112,6 @@ class SnapshotTarget:
             duration=float(rec.get("duration", 0.0)),
         )
 
-    def stream(self, argv: Sequence[str], timeout: float = DEFAULT_TIMEOUT) -> CommandStream:
-        """The recorded output line by line (the interface of LocalTarget.stream)."""
-        return CommandStream(self.run(argv, timeout))
-
     def _file(self, path: str) -> dict[str, Any]:
         rec = self._files.get(posixpath.normpath(path))
         if rec is None:
@@ -128,7 +126,7 @@ class SnapshotTarget:
             raise InputError(f"{path}: missing from {self.where} ({exc.strerror})") from exc
         return decode_stream(raw, f"{self.where}:{path}")
 
-    def local_path(self, path: str) -> str:
+    def local_path(self, path: str) -> str | None:
         """Where this process can open the recorded copy itself."""
         return self._stored(self._file(path)["stored"])
 
@@ -151,7 +149,11 @@ class SnapshotTarget:
             raise InputError(f"{path}: no such directory in {self.where}")
         return out
 
-    def connect(self, host: str, port: int, timeout: float) -> Connection:
+    def describe(self) -> str:
+        made = self.manifest.get("created")
+        return f"{self.where} (recorded {made})" if made else self.where
+
+    def connect(self, host: str, port: int, timeout: float, *, source: str | None = None) -> Connection:
         raise ConnectRefused(
             f"cannot connect to {host}:{port} from {self.where}: a snapshot is a recording; "
             "run the probe live (locally or with --host) instead"
