@@ -6,12 +6,11 @@ ORDER = 45  # place in pfdiag --help
 
 import argparse
 import ipaddress
-import json
-import sys
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
 from checks.errors import UsageError
+from diagnose.output import Output, add_output_options
 from diagnose.target_options import add_target_options
 
 SCHEMA = "pfdiag.dns/1"
@@ -58,7 +57,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-compare", action="store_true", help="do not compare with the chroot's resolv.conf")
     p.add_argument("--budget", type=float, default=20.0, metavar="SECONDS", help="total time (default 20)")
     p.add_argument("-c", "--config-dir", metavar="DIR", help="Postfix configuration directory (for the queue directory)")
-    p.add_argument("-f", "--format", choices=("text", "md", "json"), default="text")
+    add_output_options(p, ("text", "md", "json"))
     add_target_options(p)
     p.set_defaults(func=run)
 
@@ -70,6 +69,7 @@ def _finding(f: Any, where: str) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     from checks import dns as d
+    from checks.config import queue_directory
     from checks.model import Severity
     from diagnose.target_options import open_target
 
@@ -81,13 +81,14 @@ def run(args: argparse.Namespace) -> int:
     except ValueError:
         ip = None
         d._name(subject)  # a clear usage error for a bad name
+    out = Output.from_args(args)
     target, notice = open_target(args)
-    if notice and args.format != "json":
-        print(notice, file=sys.stderr)
-    queue_dir = _queue_directory(target, args.config_dir)
+    if not out.machine:
+        out.notice(notice)
+    queue_dir = queue_directory(target, args.config_dir)
     timeout = max(1.0, min(5.0, args.budget / 3))
     resolver, described = d.resolver_for(target, args.resolver, queue_dir, timeout)
-    where = target.where if type(resolver).__name__ == "TargetResolver" else "local"
+    where = d.asks_from(target, resolver)
     sending = []
     for text in ([ip] if ip else []) + list(args.sending_ip):
         try:
@@ -116,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             chroot, chroot_desc = d.resolver_for(target, "chroot", queue_dir, timeout)
             compare = (chroot, chroot_desc)
-            drift = d.server_drift(resolver, chroot, d.RESOLV_HOST, queue_dir.rstrip("/") + "/etc/resolv.conf")
+            drift = d.server_drift(resolver, chroot, d.RESOLV_HOST, d.chroot_resolv(queue_dir))
             jobs["compare"] = lambda: d.compare_resolvers(resolver, chroot, [(subject, "MX"), (subject, "A")])
         except Exception as exc:  # no chroot copy: nothing to compare, say so
             compare = (None, f"not compared: {exc}")
@@ -150,25 +151,11 @@ def run(args: argparse.Namespace) -> int:
     }  # fmt: skip
     problem = any(f.severity >= Severity.PROBLEM for f in findings)
     doc["problem"] = problem
-    if args.format == "json":
-        sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
-    elif args.format == "md" or not sys.stdout.isatty():
-        sys.stdout.write(render(doc, md=args.format == "md"))
-    else:
+    if out.format == "text" and out.to_tty:
         _render_rich(doc)
+    else:
+        out.write(doc, {"md": lambda x: render(x, md=True), "text": render})
     return EXIT_PROBLEM if problem else 0
-
-
-def _queue_directory(target: Any, config_dir: str | None) -> str:
-    from checks.config import postfix_argv
-
-    try:
-        res = target.run(postfix_argv("postconf", config_dir, "-h", "queue_directory"), timeout=10)
-        if res.ok and res.stdout.strip().startswith("/"):
-            return res.stdout.strip()
-    except Exception:  # no postconf: the Debian default
-        pass
-    return "/var/spool/postfix"
 
 
 def render(doc: dict[str, Any], md: bool = False) -> str:

@@ -5,11 +5,11 @@ from __future__ import annotations
 ORDER = 70  # place in pfdiag --help
 
 import argparse
-import json
-import sys
 import textwrap
+from typing import Any
 
 from checks.errors import UsageError
+from diagnose.output import Output, add_output_options
 
 HELP = """\
 Prints what a deferral cause of pfdiag's catalog means, which commands confirm or rule it
@@ -28,7 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("cause", nargs="?", metavar="CAUSE", help="E09, eod-timeout, or a check id")
     p.add_argument("--list", action="store_true", help="the whole catalog, one line per cause")
-    p.add_argument("-f", "--format", choices=("text", "json"), default="text")
+    add_output_options(p, ("text", "json"))
     p.set_defaults(func=run)
 
 
@@ -51,30 +51,34 @@ def _wrap(text: str, indent: str = "  ", hang: str = "  ") -> str:
     return textwrap.fill(text, width=100, initial_indent=indent, subsequent_indent=indent + hang)
 
 
-def run(args: argparse.Namespace) -> int:
-    from diagnose.causes import Cause, all_causes
+def _catalog_text(rows: list[Any]) -> str:
+    return "".join(f"{c.id:<12} {c.slug:<28} {c.title}\n" for c in rows)
 
-    if args.list or not args.cause:
-        rows = all_causes()
-        if args.format == "json":
-            sys.stdout.write(json.dumps([{"id": c.id, "slug": c.slug, "title": c.title, "family": c.family} for c in rows], indent=2) + "\n")
-        else:
-            for c in rows:
-                print(f"{c.id:<12} {c.slug:<28} {c.title}")
-        return 0
-    item = _find(args.cause)
-    if not isinstance(item, Cause):
-        print(f"{item.id}: {item.title} ({item.origin})\n\n{item.doc}")
-        return 0
-    c = item
-    if args.format == "json":
-        doc = {k: getattr(c, k) for k in ("id", "slug", "title", "family", "meaning", "checks", "fixes", "root", "likely_causes")}
-        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
-        return 0
+
+def _cause_text(c: Any) -> str:
     out = [f"{c.id} {c.slug}: {c.title}" + ("" if c.root else "  (a consequence of another cause)"), "", _wrap(c.meaning, "", "")]
     if c.likely_causes:
         out += ["", "Underlying causes, most likely first:"] + [_wrap(f"{i}. {x}") for i, x in enumerate(c.likely_causes, 1)]
     out += ["", "Confirm with:"] + [f"  $ {x}" for x in c.checks]
     out += ["", "Fix:"] + [_wrap(f"- {x}") for x in c.fixes]
-    print("\n".join(out))
+    return "\n".join(out) + "\n"
+
+
+def run(args: argparse.Namespace) -> int:
+    from diagnose.causes import Cause, all_causes
+
+    out = Output.from_args(args)
+    if args.list or not args.cause:
+        rows = all_causes()
+        doc: Any = [{"id": c.id, "slug": c.slug, "title": c.title, "family": c.family} for c in rows]
+        out.write(doc, {"text": lambda _: _catalog_text(rows)})
+        return 0
+    item = _find(args.cause)
+    if not isinstance(item, Cause):
+        doc = {"id": item.id, "title": item.title, "origin": item.origin, "doc": item.doc}
+        out.write(doc, {"text": lambda d: f"{d['id']}: {d['title']} ({d['origin']})\n\n{d['doc']}\n"})
+        return 0
+    c = item
+    doc = {k: getattr(c, k) for k in ("id", "slug", "title", "family", "meaning", "checks", "fixes", "root", "likely_causes")}
+    out.write(doc, {"text": lambda _: _cause_text(c)})
     return 0
