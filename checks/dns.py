@@ -984,8 +984,13 @@ def resolver_for(target: Target, source: str = "system", queue_directory: str = 
         raise UsageError("a snapshot has no live DNS: give --resolver IP[:PORT] to ask a server from here")
     here = target.local_network or not target.live
     if source not in ("system", "chroot"):
-        host, _, port = source.rpartition(":") if source.count(":") == 1 else (source, "", "")
-        host = host.strip("[]") or source
+        if source.startswith("["):  # [IPv6] or [IPv6]:PORT
+            host, _, rest = source[1:].partition("]")
+            port = rest[1:] if rest.startswith(":") else rest or ""
+        elif source.count(":") == 1:  # IPv4:PORT
+            host, _, port = source.partition(":")
+        else:  # an address alone (IPv6 without brackets too)
+            host, port = source, ""
         if port and not (port.isdigit() and 0 < int(port) < 65536):
             raise UsageError(f"--resolver {source!r}: the port must be 1..65535")
         port_n = int(port) if port else 53
@@ -1002,6 +1007,41 @@ def resolver_for(target: Target, source: str = "system", queue_directory: str = 
     if here:
         return make_resolver(servers, timeout=timeout), f"{path} ({', '.join(servers)})"
     return TargetResolver(target, servers, 53, timeout), f"{path} on {target.where} ({', '.join(servers)}), asked from there"
+
+
+RESERVED_TLDS = ("test", "invalid", "example", "localhost")  # RFC 2606 / 6761: never asked of a real resolver
+
+
+class NoReserved:
+    """A resolver that answers NXDOMAIN for names under reserved TLDs instead of sending them out."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:  # nameservers, port, lifetime: the inner resolver's
+        return getattr(self.inner, name)
+
+    def resolve(self, name: Any, rtype: Any, *args: Any, **kwargs: Any) -> Any:
+        if str(name).rstrip(".").rsplit(".", 1)[-1].lower() in RESERVED_TLDS:
+            raise dns.resolver.NXDOMAIN()
+        return self.inner.resolve(name, rtype, *args, **kwargs)
+
+
+def route_resolver(target: Target, spec: str | None = None, timeout: float = 5.0) -> Any:
+    """The resolver that finds next hops as the Postfix on ``target`` would: ``spec``
+    (system|chroot|IP[:PORT]) used as given; else the target's own resolv.conf (asked from
+    the target), reserved names never sent; None for a target without live DNS (a snapshot)
+    or whose resolv.conf cannot be read (bracketed and transport-mapped hops still resolve)."""
+    from checks.errors import PfdiagError
+
+    if spec:
+        return resolver_for(target, spec, timeout=timeout)[0]
+    if not target.live:
+        return None
+    try:
+        return NoReserved(resolver_for(target, "system", timeout=timeout)[0])
+    except PfdiagError:
+        return None
 
 
 def asks_from(target: Target, resolver: Any) -> str:

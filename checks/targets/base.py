@@ -117,6 +117,14 @@ class Target:
         ``pattern``, files last written before ``since_epoch`` skipped). Default: the whole file."""
         return self.open_text(path)
 
+    def resolver(self, source: str = "system", queue_directory: str = "/var/spool/postfix",
+                 timeout: float = 3.0) -> tuple[Any, str]:  # fmt: skip
+        """(DNS resolver, description) as this target sees DNS: checks.dns.resolver_for, which
+        decides it from live and local_network (source: system, chroot or IP[:PORT])."""
+        from checks.dns import resolver_for
+
+        return resolver_for(self, source, queue_directory, timeout)
+
     def local_path(self, path: str) -> str | None:
         """A path this process can open itself (for reading a big file in parallel), or None."""
         return None
