@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import sys
 
-from typing import Any, Callable
+from typing import Callable
 
 from checks.errors import UsageError
 from checks.targets.base import Target
@@ -74,28 +73,15 @@ def open_target(args: argparse.Namespace) -> tuple[Target, str | None]:
         timeout = 30.0 if given is None else float(given)  # 0 is an error, not "the default"
         if timeout <= 0:
             raise UsageError("--ssh-timeout must be positive")
-        target = ssh_target_class().open(args.host, accept_new_host_key=bool(getattr(args, "accept_new_host_key", False)),
-                                         known_hosts=getattr(args, "known_hosts", None),
-                                         ssh_config=getattr(args, "ssh_config", None), connect_timeout=min(timeout, 30.0),
-                                         command_timeout=max(timeout, 30.0), password_prompt=_passphrase_prompt(),
-                                         identity=getattr(args, "identity", None))  # fmt: skip
+        from checks.targets.ssh import SSHTarget
+
+        target = SSHTarget.open(args.host, accept_new_host_key=bool(getattr(args, "accept_new_host_key", False)),
+                                known_hosts=getattr(args, "known_hosts", None),
+                                ssh_config=getattr(args, "ssh_config", None), connect_timeout=min(timeout, 30.0),
+                                command_timeout=max(timeout, 30.0), password_prompt=_passphrase_prompt(),
+                                identity=getattr(args, "identity", None))  # fmt: skip
         return target, None
     from checks.targets.local import LocalTarget
 
     return LocalTarget(), None
 
-
-@functools.lru_cache(maxsize=None)
-def ssh_target_class() -> Any:
-    """SSHTarget, as a Target. Until checks/targets/ssh.py declares ``class SSHTarget(Target)``
-    (with kind = "ssh"), a subclass here adds the base's abilities and defaults to it."""
-    from checks.targets.ssh import SSHTarget
-
-    if issubclass(SSHTarget, Target):
-        return SSHTarget
-
-    class _SSHTarget(SSHTarget, Target):  # type: ignore[misc]  # the two define connect/stream differently
-        kind = "ssh"
-
-    _SSHTarget.__name__ = _SSHTarget.__qualname__ = "SSHTarget"
-    return _SSHTarget

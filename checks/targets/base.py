@@ -112,7 +112,7 @@ class Target:
         sink.write(res.stdout.encode("utf-8"))
         return CommandResult(res.argv, res.returncode, "", res.stderr, res.duration)
 
-    def open_filtered(self, path: str, *, since_epoch: float | None = None, pattern: str | None = None) -> TextIO:
+    def open_filtered(self, path: str, since_epoch: float | None = None, pattern: str = "postfix") -> TextIO:
         """A log file's lines, where the target can pre-filter them (lines containing
         ``pattern``, files last written before ``since_epoch`` skipped). Default: the whole file."""
         return self.open_text(path)

@@ -20,7 +20,7 @@ from checks.targets import LocalTarget, SnapshotTarget, Target
 from checks.targets.base import FileInfo
 from diagnose import flow, session
 from diagnose.output import Output, add_output_options
-from diagnose.target_options import demo_path, ssh_target_class
+from diagnose.target_options import demo_path
 
 
 class Recorded(Target):
@@ -78,9 +78,10 @@ def test_the_targets_say_what_they_can() -> None:
     snap = SnapshotTarget(demo_path())
     assert isinstance(snap, Target) and snap.kind == "snapshot" and not snap.live and not snap.can_change
     assert snap.recorded_at is not None and snap.describe().startswith("snapshot:demo-snapshot.tar.gz (recorded ")
-    ssh = ssh_target_class()
+    from checks.targets.ssh import SSHTarget as ssh
+
     assert issubclass(ssh, Target) and ssh.kind == "ssh" and ssh.live and not ssh.local_network and not ssh.can_bind
-    assert not ssh.can_change and ssh.__name__ == "SSHTarget"
+    assert not ssh.can_change
 
 
 def test_resolv_conf_is_parsed_in_one_place() -> None:
