@@ -16,7 +16,7 @@ smtp(8) resolves with) and /etc/resolv.conf.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from checks.errors import CommandNotFound, InputError, PfdiagError
 from checks.postfix.postconf import TIME_UNITS, PostfixConfig, parse_postconf, parse_postconf_h, parse_postconf_p, parse_time
@@ -59,6 +59,33 @@ def postconf_x(target: Target, config_dir: str | None, *names: str) -> dict[str,
     """`postconf -x NAME...`: values with $names expanded; an empty dict when postconf fails."""
     res = target.run(postfix_argv("postconf", config_dir, "-x", *names), timeout=20)
     return parse_postconf(res.stdout) if res.ok else {}
+
+
+def with_overrides(values: Mapping[str, str], overrides: Mapping[tuple[str, str, str], str], service: str,
+                   names: Sequence[str]) -> dict[str, str]:  # fmt: skip
+    """main.cf ``values`` as the ``service`` ("smtp", a unix delivery agent) sees them: its master.cf
+    -o overrides of ``names`` (postconf -P: {(service, type, name): value}) win over main.cf."""
+    out = dict(values)
+    for name in names:
+        found = overrides.get((service, "unix", name))
+        if found:
+            out[name] = found
+    return out
+
+
+def transport_settings(target: Target, config_dir: str | None, service: str, names: Sequence[str],
+                       overridable: Sequence[str] | None = None) -> dict[str, str]:  # fmt: skip
+    """What the ``service`` delivery agent uses for ``names``: `postconf -x` (main.cf, $names
+    expanded) with its master.cf -o overrides of ``overridable`` (default: all of ``names``) from
+    `postconf -P service/unix/NAME...` on top. Names postconf cannot say are left out."""
+    values = postconf_x(target, config_dir, *names)
+    wanted = list(names if overridable is None else overridable)
+    try:
+        res = target.run(postfix_argv("postconf", config_dir, "-P", *(f"{service}/unix/{n}" for n in wanted)), timeout=20)
+        overrides = parse_postconf_p(res.stdout) if res.ok else {}
+    except PfdiagError:
+        overrides = {}
+    return with_overrides(values, overrides, service, wanted)
 
 
 def postmap_query(target: Target, config_dir: str | None, key: str, table: str) -> str | None:

@@ -45,7 +45,7 @@ import dns.rdatatype
 import dns.resolver
 import dns.reversename
 
-from checks.errors import InputError, UsageError
+from checks.errors import UsageError
 from checks.model import Evidence, Finding, Severity
 from checks.resolvconf import HOST_RESOLV, chroot_resolv, parse_resolv_conf, read_resolv_conf
 from checks.targets.base import Target
