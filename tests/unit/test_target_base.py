@@ -164,3 +164,36 @@ def test_the_wizard_plans_queue_actions_only_where_changes_may_run() -> None:
 
     with pytest.raises(InputError, match="cannot run on snapshot:demo-snapshot.tar.gz"):
         plan_queue_action(SnapshotTarget(demo_path()), "hold", "E09", None, None)
+
+
+def _postfix(overrides: str = "", main: dict[str, str] | None = None) -> Recorded:
+    """A Postfix whose postconf answers read_config's three questions (and -x/-P for one transport)."""
+    from checks.config import PARAMETERS, _CONTEXT
+
+    wanted = list(PARAMETERS) + list(_CONTEXT)
+    defaults = {n: "1" for n in wanted} | {"smtp_data_done_timeout": "600s", "queue_directory": "/var/spool/postfix",
+                                          "daemon_directory": "/usr/lib/postfix/sbin"}  # fmt: skip
+    values = defaults | (main or {})
+    return Recorded({
+        ("postconf", "-h", *wanted): "".join(values[n] + "\n" for n in wanted),
+        ("postconf", "-d", "-h", *wanted): "".join(defaults[n] + "\n" for n in wanted),
+        ("postconf", "-P"): overrides,
+        ("postconf", "-x", "smtp_tls_security_level"): "smtp_tls_security_level = may\n",
+        ("postconf", "-P", "smtp/unix/smtp_tls_security_level"): "smtp/unix/smtp_tls_security_level = dane\n",
+    })  # fmt: skip
+
+
+def test_one_configuration_reader_knows_each_transports_values() -> None:
+    from checks.config import read_config, transport_settings, with_overrides
+    from diagnose.commands.logs import effective_timeouts
+
+    target = _postfix("smtp/unix/smtp_data_done_timeout = 20s\nrelay/unix/smtp_data_done_timeout = 900s\n")
+    rep = read_config(target)
+    assert rep.effective("smtp_data_done_timeout") == "600s"  # main.cf
+    assert rep.effective("smtp_data_done_timeout", "smtp/unix") == "20s" and rep.seconds("smtp_data_done_timeout", "relay") == 900
+    timeouts, source = effective_timeouts(target)  # the logs command reads what smtp(8) really waits
+    assert timeouts is not None and timeouts["smtp_data_done_timeout"] == 20 and source == "postconf on recorded:test"
+    assert effective_timeouts(Recorded({})) == (None, "Postfix defaults (no postconf here)")
+    assert transport_settings(target, None, "smtp", ("smtp_tls_security_level",)) == {"smtp_tls_security_level": "dane"}
+    assert with_overrides({"a": "1", "b": "2"}, {("smtp", "unix", "a"): "3", ("smtp", "inet", "b"): "4"}, "smtp", ["a", "b"]) \
+        == {"a": "3", "b": "2"}  # fmt: skip
