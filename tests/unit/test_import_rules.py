@@ -101,3 +101,14 @@ def test_the_checker_sees_imports_in_functions_and_from_forms(tmp_path: Path) ->
     assert _breaks("io-only-in-targets", "checks/targets/x.py", src) == []  # targets do the I/O
     assert _breaks("core-imports-no-commands", "diagnose/cli.py", src) == []  # the CLI loads commands
     assert _breaks("questionary-only-in-wizard", "diagnose/wizard.py", src) == []
+
+
+def test_the_decision_model_touches_nothing_outside_itself() -> None:
+    """diagnose/flow.py is documented as pure: no file system, processes or network (the session
+    and the checks do that), so it imports none of their modules and calls no open()."""
+    path = ROOT / "diagnose" / "flow.py"
+    io_modules = ("os", "pathlib", "shutil", "io", "glob", "tempfile", "subprocess", "socket", "checks.targets")
+    assert not [n for n in _imports(path) if any(_under(n, m) for m in io_modules)]
+    calls = [node.func.id for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)]  # fmt: skip
+    assert "open" not in calls and "print" not in calls and "input" not in calls
