@@ -1,5 +1,9 @@
-"""Postfix's timeout, backoff, lifetime and concurrency settings: effective value, default,
-where it is overridden, and why a value is risky (postfix-deferrals.md §2.1-2.2).
+"""The one reader of a Postfix configuration: every command and check reads it here.
+
+Postfix's timeout, backoff, lifetime and concurrency settings: effective value, default,
+where it is overridden, and why a value is risky (postfix-deferrals.md §2.1-2.2); the
+value a given transport really uses (ConfigReport.effective(name, "smtp/unix"): its
+master.cf -o override, else main.cf, else the default).
 
 Three commands, each run once with the whole parameter list:
     postconf -h P...      effective main.cf values (unknown names only warn on stderr)
@@ -12,12 +16,13 @@ smtp(8) resolves with) and /etc/resolv.conf.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Mapping, Sequence
 
 from checks.errors import CommandNotFound, InputError, PfdiagError
 from checks.postfix.postconf import TIME_UNITS, PostfixConfig, parse_postconf, parse_postconf_h, parse_postconf_p, parse_time
 from checks.postfix.retry import RetrySettings, risky_settings
-from checks.targets import Target
+from checks.resolvconf import HOST_RESOLV, chroot_resolv, parse_resolv_conf
+from checks.targets.base import Target
 
 # §2.1: SMTP/LMTP client and receiving-side timeouts.
 TIMEOUTS = (
@@ -42,7 +47,7 @@ QUEUEING = (
 PARAMETERS = TIMEOUTS + QUEUEING
 # Read alongside, not shown in the table: where the queue (and the smtp chroot) lives.
 _CONTEXT = ("queue_directory", "daemon_directory")
-HOST_RESOLV = "/etc/resolv.conf"
+DEFAULT_QUEUE_DIRECTORY = "/var/spool/postfix"  # Debian's, and Postfix's compiled-in default
 
 
 def postfix_argv(program: str, config_dir: str | None, *args: str) -> list[str]:
@@ -54,6 +59,33 @@ def postconf_x(target: Target, config_dir: str | None, *names: str) -> dict[str,
     """`postconf -x NAME...`: values with $names expanded; an empty dict when postconf fails."""
     res = target.run(postfix_argv("postconf", config_dir, "-x", *names), timeout=20)
     return parse_postconf(res.stdout) if res.ok else {}
+
+
+def with_overrides(values: Mapping[str, str], overrides: Mapping[tuple[str, str, str], str], service: str,
+                   names: Sequence[str]) -> dict[str, str]:  # fmt: skip
+    """main.cf ``values`` as the ``service`` ("smtp", a unix delivery agent) sees them: its master.cf
+    -o overrides of ``names`` (postconf -P: {(service, type, name): value}) win over main.cf."""
+    out = dict(values)
+    for name in names:
+        found = overrides.get((service, "unix", name))
+        if found:
+            out[name] = found
+    return out
+
+
+def transport_settings(target: Target, config_dir: str | None, service: str, names: Sequence[str],
+                       overridable: Sequence[str] | None = None) -> dict[str, str]:  # fmt: skip
+    """What the ``service`` delivery agent uses for ``names``: `postconf -x` (main.cf, $names
+    expanded) with its master.cf -o overrides of ``overridable`` (default: all of ``names``) from
+    `postconf -P service/unix/NAME...` on top. Names postconf cannot say are left out."""
+    values = postconf_x(target, config_dir, *names)
+    wanted = list(names if overridable is None else overridable)
+    try:
+        res = target.run(postfix_argv("postconf", config_dir, "-P", *(f"{service}/unix/{n}" for n in wanted)), timeout=20)
+        overrides = parse_postconf_p(res.stdout) if res.ok else {}
+    except PfdiagError:
+        overrides = {}
+    return with_overrides(values, overrides, service, wanted)
 
 
 def postmap_query(target: Target, config_dir: str | None, key: str, table: str) -> str | None:
@@ -91,12 +123,21 @@ class ConfigReport:
     unknown: tuple[str, ...] = ()  # parameters this Postfix version does not know
     argv: tuple[tuple[str, ...], ...] = ()  # the commands run
 
+    def effective(self, name: str, service: str | None = None) -> str | None:
+        """The raw value ``service`` ("smtp/unix", or a bare "smtp") uses: its master.cf -o
+        override, else main.cf, else the default; None when this Postfix does not know it."""
+        return self.config.effective(name, service)
+
+    def seconds(self, name: str, service: str | None = None) -> float | None:
+        """A time parameter in seconds as ``service`` sees it; None when it cannot be read."""
+        return _seconds(self.config, name, service)
+
 
 def _postconf(target: Target, argv: list[str]) -> tuple[str, str]:
     try:
         res = target.run(argv)
     except CommandNotFound:
-        raise InputError("postconf not found: is Postfix installed here?") from None
+        raise CommandNotFound("postconf not found: is Postfix installed here?") from None
     if res.returncode != 0:
         msg = (res.stderr.strip() or res.stdout.strip()).splitlines()
         shown = argv if len(argv) <= 6 else [*argv[:5], f"... ({len(argv) - 5} more)"]
@@ -208,13 +249,9 @@ def assess(cfg: PostfixConfig, settings: RetrySettings) -> list[tuple[str, str]]
 def _read(target: Target, path: str) -> str | None:
     try:
         with target.open_text(path) as fh:
-            return fh.read()
+            return fh.read(1 << 20)
     except PfdiagError:
         return None
-
-
-def _resolv_lines(text: str) -> list[str]:
-    return [ln.split("#")[0].strip() for ln in text.splitlines() if ln.split("#")[0].strip()]
 
 
 def resolv_risks(target: Target, queue_directory: str | None) -> list[tuple[str, str]]:
@@ -222,12 +259,33 @@ def resolv_risks(target: Target, queue_directory: str | None) -> list[tuple[str,
     its DNS lookups somewhere else than the host's (Debian copies it at start only)."""
     if not queue_directory:
         return []
-    chroot_path = f"{queue_directory.rstrip('/')}/etc/resolv.conf"
+    chroot_path = chroot_resolv(queue_directory)
     chroot, host = _read(target, chroot_path), _read(target, HOST_RESOLV)
-    if chroot is None or host is None or _resolv_lines(chroot) == _resolv_lines(host):
+    if chroot is None or host is None or parse_resolv_conf(chroot).lines == parse_resolv_conf(host).lines:
         return []
     return [("resolv.conf", f"{chroot_path} differs from {HOST_RESOLV}: chrooted delivery agents resolve "
                             "with the old copy (postfix reload or restart refreshes it on Debian)")]  # fmt: skip
+
+
+def queue_directory(target: Target, config_dir: str | None = None) -> str:
+    """$queue_directory (where the chroot's resolv.conf lives); Postfix's default when postconf cannot say."""
+    try:
+        res = target.run(postfix_argv("postconf", config_dir, "-h", "queue_directory"), timeout=10)
+    except PfdiagError:
+        return DEFAULT_QUEUE_DIRECTORY
+    value = res.stdout.strip()
+    return value if res.ok and value.startswith("/") else DEFAULT_QUEUE_DIRECTORY
+
+
+def config_or_defaults(read: Callable[[], ConfigReport], where: str) -> tuple[PostfixConfig | None, str]:
+    """(the configuration ``read`` gives, where it came from), or (None, why Postfix's defaults
+    apply): what a report of the logs reads its delays against."""
+    try:
+        return read().config, f"postconf on {where}"
+    except CommandNotFound:
+        return None, "Postfix defaults (no postconf here)"
+    except PfdiagError:
+        return None, "Postfix defaults (postconf failed)"
 
 
 def seconds_of(cfg: PostfixConfig, name: str) -> float | None:

@@ -8,7 +8,7 @@ exceptions; only bad input (an invalid name or IP address) raises ``UsageError``
 
 Stable API (checks/nexthop.py, checks/tls.py and diagnose use it; keep these signatures):
 
-    make_resolver(["127.0.0.1"], port=5353, timeout=3) / make_resolver(None, from_resolv_conf=PATH)
+    make_resolver(["127.0.0.1"], port=5353, timeout=3)
                                     -> a resolver asked from THIS machine (UDP, TCP on truncation)
     resolver_for(target, "system"|"chroot"|"IP[:PORT]", queue_directory, timeout)
                                     -> (resolver, description): DNS as the target sees it; over
@@ -35,8 +35,7 @@ import ipaddress
 import re
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence, cast
 
 import dns.exception
 import dns.flags
@@ -46,8 +45,10 @@ import dns.rdatatype
 import dns.resolver
 import dns.reversename
 
-from checks.errors import InputError, UsageError
+from checks.errors import UsageError
 from checks.model import Evidence, Finding, Severity
+from checks.resolvconf import HOST_RESOLV, chroot_resolv, parse_resolv_conf, read_resolv_conf
+from checks.targets.base import Target
 
 OK, NXDOMAIN, NODATA, SERVFAIL, TIMEOUT, ERROR = "ok", "nxdomain", "nodata", "servfail", "timeout", "error"
 TEMPORARY = (SERVFAIL, TIMEOUT, ERROR)
@@ -82,27 +83,12 @@ def _ip(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
         raise UsageError(f"invalid IP address: {ip!r}") from None
 
 
-def make_resolver(nameservers: Sequence[str] | None, port: int = 53, timeout: float = 3.0,
-                  from_resolv_conf: str | None = None) -> dns.resolver.Resolver:  # fmt: skip
-    """A Resolver(configure=False) asking ``nameservers``, or the ``nameserver`` lines of a
-    resolv.conf (e.g. Postfix's chroot copy /var/spool/postfix/etc/resolv.conf). A resolv.conf
-    without nameserver lines means 127.0.0.1, as in libc. ``timeout`` bounds a whole lookup."""
-    servers: list[str] = []
-    if from_resolv_conf is not None:
-        try:
-            text = Path(from_resolv_conf).read_text(errors="replace")
-        except OSError as exc:
-            raise InputError(f"cannot read {from_resolv_conf}: {exc.strerror or exc}") from None
-        for line in text.splitlines():
-            parts = line.split("#", 1)[0].split(";", 1)[0].split()
-            if len(parts) >= 2 and parts[0] == "nameserver":
-                servers.append(parts[1].split("%", 1)[0])
-        if not servers:
-            servers = ["127.0.0.1"]
-    if nameservers:
-        servers = list(nameservers) + [s for s in servers if s not in nameservers]
+def make_resolver(nameservers: Sequence[str], port: int = 53, timeout: float = 3.0) -> dns.resolver.Resolver:
+    """A Resolver(configure=False) asking ``nameservers`` from this machine (a resolv.conf is
+    read through its target: checks.resolvconf, resolver_for). ``timeout`` bounds a whole lookup."""
+    servers = list(nameservers)
     if not servers:
-        raise UsageError("make_resolver: no nameservers given and no resolv.conf")
+        raise UsageError("make_resolver: no nameservers given")
     for s in servers:
         _ip(s)
     if timeout <= 0:
@@ -907,7 +893,7 @@ class TargetResolver:
     to the nameservers of the target's resolv.conf. It offers the part of dnspython's Resolver
     that ``lookup`` uses, and raises the same exceptions, so every check works unchanged."""
 
-    def __init__(self, target: Any, nameservers: Sequence[str], port: int = 53, timeout: float = 3.0) -> None:
+    def __init__(self, target: Target, nameservers: Sequence[str], port: int = 53, timeout: float = 3.0) -> None:
         if not nameservers:
             raise UsageError("no nameservers to ask")
         for s in nameservers:
@@ -941,8 +927,6 @@ class TargetResolver:
             conn.close()
 
     def resolve(self, qname: Any, rdtype: Any, search: bool = False, raise_on_no_answer: bool = True) -> Any:
-        import socket
-
         import dns.entropy
         import dns.message
         import dns.rdataclass
@@ -950,7 +934,7 @@ class TargetResolver:
         from checks.errors import PfdiagError
 
         name = qname if isinstance(qname, dns.name.Name) else dns.name.from_text(str(qname))
-        rdt = rdtype if isinstance(rdtype, int) else dns.rdatatype.from_text(str(rdtype))
+        rdt = dns.rdatatype.RdataType.make(rdtype)
         deadline = time.monotonic() + self.lifetime
         errors: list[tuple[Any, ...]] = []
         q = dns.message.make_query(name, rdt, use_edns=True, want_dnssec=True)
@@ -958,7 +942,7 @@ class TargetResolver:
             q.id = dns.entropy.random_16()
             try:
                 resp = dns.message.from_wire(self._ask(server, q.to_wire(), deadline))
-            except (dns.exception.Timeout, socket.timeout, TimeoutError):
+            except (dns.exception.Timeout, TimeoutError):  # socket.timeout is TimeoutError since 3.10
                 errors.append((server, True, self.port, "timed out", None))
                 continue
             except (PfdiagError, OSError, dns.exception.DNSException) as exc:
@@ -973,7 +957,7 @@ class TargetResolver:
             if rcode != dns.rcode.NOERROR:
                 errors.append((server, True, self.port, dns.rcode.to_text(rcode), resp))
                 continue
-            answer = dns.resolver.Answer(name, rdt, dns.rdataclass.IN, resp, server, self.port)
+            answer = dns.resolver.Answer(name, rdt, dns.rdataclass.IN, cast(Any, resp), server, self.port)
             if raise_on_no_answer and answer.rrset is None:
                 raise dns.resolver.NoAnswer(response=resp)
             return answer
@@ -984,29 +968,29 @@ class TargetResolver:
 
 def resolv_conf_servers(text: str) -> list[str]:
     """The nameserver lines of a resolv.conf; none means 127.0.0.1, as in libc."""
-    servers = []
-    for line in text.splitlines():
-        parts = line.split("#", 1)[0].split(";", 1)[0].split()
-        if len(parts) >= 2 and parts[0] == "nameserver":
-            servers.append(parts[1].split("%", 1)[0])
-    return servers or ["127.0.0.1"]
+    return parse_resolv_conf(text).servers
 
 
-def resolver_for(target: Any, source: str = "system", queue_directory: str = "/var/spool/postfix",
+def resolver_for(target: Target, source: str = "system", queue_directory: str = "/var/spool/postfix",
                  timeout: float = 3.0) -> tuple[Any, str]:  # fmt: skip
-    """(resolver, description) for DNS as `target` sees it.
+    """(resolver, description) for DNS as `target` sees it: the one place that decides it.
 
     source: "system" (the target's /etc/resolv.conf), "chroot" (Postfix's copy in the queue
     directory, what chrooted smtp processes use), or "IP[:PORT]" (that server, asked from the
-    target). On this machine the system resolver is dnspython's own; on a remote target the
-    queries go over TCP from the mail host itself."""
-    from checks.targets import LocalTarget, SnapshotTarget
-
-    if isinstance(target, SnapshotTarget) and source in ("system", "chroot"):
+    target). A target whose sockets are this machine's (``target.local_network``) or that
+    has none (a recording: only "IP[:PORT]", asked from here) gets dnspython's resolver; any
+    other target a TargetResolver, whose queries go over TCP from the target itself."""
+    if not target.live and source in ("system", "chroot"):
         raise UsageError("a snapshot has no live DNS: give --resolver IP[:PORT] to ask a server from here")
+    here = target.local_network or not target.live
     if source not in ("system", "chroot"):
-        host, _, port = source.rpartition(":") if source.count(":") == 1 else (source, "", "")
-        host = host.strip("[]") or source
+        if source.startswith("["):  # [IPv6] or [IPv6]:PORT
+            host, _, rest = source[1:].partition("]")
+            port = rest[1:] if rest.startswith(":") else rest or ""
+        elif source.count(":") == 1:  # IPv4:PORT
+            host, _, port = source.partition(":")
+        else:  # an address alone (IPv6 without brackets too)
+            host, port = source, ""
         if port and not (port.isdigit() and 0 < int(port) < 65536):
             raise UsageError(f"--resolver {source!r}: the port must be 1..65535")
         port_n = int(port) if port else 53
@@ -1014,24 +998,58 @@ def resolver_for(target: Any, source: str = "system", queue_directory: str = "/v
             host = str(ipaddress.ip_address(host))
         except ValueError:
             raise UsageError(f"--resolver {source!r}: use system, chroot or IP[:PORT] ([IPv6]:PORT)") from None
-        where = "local" if isinstance(target, (LocalTarget, SnapshotTarget)) else target.where
-        if isinstance(target, SnapshotTarget):
-            return make_resolver([host], port=port_n, timeout=timeout), f"{host}#{port_n} from this machine"
-        if isinstance(target, LocalTarget):
-            return make_resolver([host], port=port_n, timeout=timeout), f"{host}#{port_n}"
-        return TargetResolver(target, [host], port_n, timeout), f"{host}#{port_n} asked from {where}"
-    path = RESOLV_HOST if source == "system" else queue_directory.rstrip("/") + "/etc/resolv.conf"
-    try:
-        with target.open_text(path) as fh:
-            servers = resolv_conf_servers(fh.read())
-    except InputError as exc:
-        raise InputError(f"cannot read {path} on {target.where}: {exc}") from None
-    if isinstance(target, LocalTarget):
+        if not here:
+            return TargetResolver(target, [host], port_n, timeout), f"{host}#{port_n} asked from {target.where}"
+        suffix = "" if target.live else " from this machine"
+        return make_resolver([host], port=port_n, timeout=timeout), f"{host}#{port_n}{suffix}"
+    path = RESOLV_HOST if source == "system" else chroot_resolv(queue_directory)
+    servers = read_resolv_conf(target, path).servers
+    if here:
         return make_resolver(servers, timeout=timeout), f"{path} ({', '.join(servers)})"
     return TargetResolver(target, servers, 53, timeout), f"{path} on {target.where} ({', '.join(servers)}), asked from there"
 
 
-RESOLV_HOST = "/etc/resolv.conf"
+RESERVED_TLDS = ("test", "invalid", "example", "localhost")  # RFC 2606 / 6761: never asked of a real resolver
+
+
+class NoReserved:
+    """A resolver that answers NXDOMAIN for names under reserved TLDs instead of sending them out."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:  # nameservers, port, lifetime: the inner resolver's
+        return getattr(self.inner, name)
+
+    def resolve(self, name: Any, rtype: Any, *args: Any, **kwargs: Any) -> Any:
+        if str(name).rstrip(".").rsplit(".", 1)[-1].lower() in RESERVED_TLDS:
+            raise dns.resolver.NXDOMAIN()
+        return self.inner.resolve(name, rtype, *args, **kwargs)
+
+
+def route_resolver(target: Target, spec: str | None = None, timeout: float = 5.0) -> Any:
+    """The resolver that finds next hops as the Postfix on ``target`` would: ``spec``
+    (system|chroot|IP[:PORT]) used as given; else the target's own resolv.conf (asked from
+    the target), reserved names never sent; None for a target without live DNS (a snapshot)
+    or whose resolv.conf cannot be read (bracketed and transport-mapped hops still resolve)."""
+    from checks.errors import PfdiagError
+
+    if spec:
+        return resolver_for(target, spec, timeout=timeout)[0]
+    if not target.live:
+        return None
+    try:
+        return NoReserved(resolver_for(target, "system", timeout=timeout)[0])
+    except PfdiagError:
+        return None
+
+
+def asks_from(target: Target, resolver: Any) -> str:
+    """Where the lookups of ``resolver`` (from resolver_for) come from: the target, or this machine."""
+    return target.where if isinstance(resolver, TargetResolver) else "local"
+
+
+RESOLV_HOST = HOST_RESOLV  # the name this module used
 
 
 # -- MTA-STS policy (RFC 8461): fetched over HTTPS from the target's vantage point
@@ -1094,7 +1112,7 @@ def mta_sts_policy(target: Any, resolver: Any, domain: str, *, port: int = 443, 
 
     domain = _name(domain)
     host = f"mta-sts.{domain}"
-    where = getattr(target, "where", "local")
+    where = target.where
     a = lookup(resolver, host, "A")
     if not a.ok:
         return MtaStsPolicy(domain, "unreachable", detail=f"{host} A: {a.status}", where=where)

@@ -24,8 +24,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from checks.postfix.postconf import parse_postconf_p
-from checks.errors import PfdiagError
 from checks.targets import Target
 
 LEVELS = ("none", "may", "encrypt", "dane", "dane-only", "fingerprint", "verify", "secure")
@@ -225,20 +223,13 @@ def policy_for(target: Target, nexthop: str, domain: str | None = None, config_d
                preread: tuple[Mapping[str, str], Mapping[tuple[str, str, str], str]] | None = None) -> Policy:  # fmt: skip
     """preread: (postconf -x values holding TLS_PARAMS, postconf -P overrides) already read."""
     names = ("smtp_tls_security_level", *_MATCH_PARAMS)
-    if preread is not None:
-        conf, found = {n: preread[0][n] for n in TLS_PARAMS if n in preread[0]}, preread[1]
-    else:
-        from checks.config import postconf_x, postfix_argv  # imported on use: a quick probe's start-up
+    from checks.config import transport_settings, with_overrides  # imported on use: a quick probe's start-up
 
-        conf = postconf_x(target, config_dir, *TLS_PARAMS)
-        try:
-            over = target.run(postfix_argv("postconf", config_dir, "-P", *(f"{service}/unix/{n}" for n in names)), timeout=20)
-            found = parse_postconf_p(over.stdout) if over.ok else {}
-        except PfdiagError:
-            found = {}
-    for name in names:  # a master.cf -o override of the delivering service wins over main.cf
-        if found.get((service, "unix", name)):
-            conf[name] = found[(service, "unix", name)]
+    # a master.cf -o override of the delivering service wins over main.cf (checks.config: the one reader)
+    if preread is not None:
+        conf = with_overrides({n: preread[0][n] for n in TLS_PARAMS if n in preread[0]}, preread[1], service, names)
+    else:
+        conf = transport_settings(target, config_dir, service, TLS_PARAMS, names)
     matches = {n: conf[n] for n in _MATCH_PARAMS[:2] if n in conf}
     multi = conf.get("tls_wildcard_matches_multiple_labels", "yes").strip().lower() != "no"
     tables = [t for t in re.split(r"[\s,]+", conf.get("smtp_tls_policy_maps", "")) if t]

@@ -18,12 +18,15 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Generic, Mapping, TypeVar, cast
 
 from checks.errors import PfdiagError
 from checks.model import Evidence, Finding, Severity
 from checks.registry import CheckSpec, Context, load_checks
-from checks.targets import Target
+from checks.targets.base import Target
+
+if TYPE_CHECKING:
+    from checks.config import ConfigReport
 
 DEFAULT_BUDGET = 180.0
 Progress = Callable[[str, str, str], None]  # (step id, state: start|ok|error|timeout|skipped, detail)
@@ -47,7 +50,7 @@ class Facts:
     logs: dict[str, Any] | None = None
     queue: dict[str, Any] | None = None
     config: dict[str, Any] | None = None
-    config_report: Any = None  # checks.config.ConfigReport, handed to the checks
+    config_report: ConfigReport | None = None  # handed to the checks
     identity: dict[str, str] = field(default_factory=dict)  # own names (IDENTITY) and bind settings (BIND_NAMES)
     probe_targets: list[dict[str, Any]] = field(default_factory=list)
     dns_targets: list[str] = field(default_factory=list)  # destinations deferred for DNS reasons
@@ -106,13 +109,18 @@ def run_parallel(jobs: Mapping[str, tuple[str, Callable[[], Any]]], budget: floa
 # ------------------------------------------------------------------ round 1: collect
 
 
-class _Once:
+_V = TypeVar("_V")
+
+
+class _Once(Generic[_V]):
     """A value computed once, by whichever thread asks first (the others wait for it)."""
 
-    def __init__(self, make: Callable[[], Any]) -> None:
-        self._make, self._lock, self._done, self._value, self._error = make, threading.Lock(), False, None, None
+    def __init__(self, make: Callable[[], _V]) -> None:
+        self._make, self._lock, self._done = make, threading.Lock(), False
+        self._value: _V | None = None
+        self._error: Exception | None = None
 
-    def __call__(self) -> Any:
+    def __call__(self) -> _V:
         with self._lock:
             if not self._done:
                 try:
@@ -122,11 +130,12 @@ class _Once:
                 self._done = True
         if self._error is not None:
             raise self._error
-        return self._value
+        return cast(_V, self._value)  # set once _done and no error
 
 
-def collect_logs(target: Target, since: float | None, paths: list[str] | None, config: Callable[[], Any],
+def collect_logs(target: Target, since: float | None, paths: list[str] | None, config: Callable[[], ConfigReport],
                  config_dir: str | None = None) -> dict[str, Any]:  # fmt: skip
+    from checks.config import config_or_defaults
     from checks.logs import default_sources, resolve_sources
     from diagnose.delays import DEFAULT_TIMEOUTS, smtp_timeouts
     from diagnose.logreport import to_dict
@@ -134,10 +143,8 @@ def collect_logs(target: Target, since: float | None, paths: list[str] | None, c
 
     sources = resolve_sources(target, paths) if paths else default_sources(target, config_dir)
     analysis, stats = analyse_logs(target, sources, since, None)
-    try:
-        timeouts, source = smtp_timeouts(config().config), f"postconf on {target.where}"
-    except PfdiagError:
-        timeouts, source = None, "Postfix defaults (postconf failed)"
+    cfg, source = config_or_defaults(config, target.where)
+    timeouts = smtp_timeouts(cfg) if cfg is not None else None
     report = to_dict(analysis, stats, since, None, timeouts)
     report["timeouts"] = {"source": source, "values": timeouts or DEFAULT_TIMEOUTS}
     return report
@@ -176,9 +183,9 @@ def read_identity(target: Target, config_dir: str | None) -> dict[str, str]:
     return {}
 
 
-def collect_config(target: Target, config_dir: str | None, config: Callable[[], Any]
-                   ) -> tuple[dict[str, Any], Any, dict[str, str]]:  # fmt: skip
-    from diagnose.commands.config import build
+def collect_config(target: Target, config_dir: str | None, config: Callable[[], ConfigReport]
+                   ) -> tuple[dict[str, Any], ConfigReport, dict[str, str]]:  # fmt: skip
+    from diagnose.configreport import build
 
     rep = config()
     return build(rep, {}), rep, read_identity(target, config_dir)
@@ -189,11 +196,10 @@ def collect(target: Target, *, budget: float = DEFAULT_BUDGET, config_dir: str |
             domain: str | None = None) -> Facts:  # fmt: skip
     """Round 1: logs, queue and configuration at once, within ``budget`` seconds."""
     from checks.config import read_config
-    from checks.targets import SnapshotTarget
     from diagnose.correlate import probe_targets, rank
 
-    facts = Facts(where=target.where, live=not isinstance(target, SnapshotTarget))
-    for warning in getattr(target, "warnings", None) or ():  # a bundle whose entries its manifest does not vouch for
+    facts = Facts(where=target.where, live=target.live)
+    for warning in target.warnings:  # a bundle whose entries its manifest does not vouch for
         facts.findings.append(Finding("snapshot.integrity", Severity.WARNING, f"snapshot bundle: {warning}",
                                       evidence=(Evidence("manifest.json sha256", warning, target.where),)))  # fmt: skip
     # logs (for the effective timeouts), queue (for the backoff settings) and config all

@@ -17,7 +17,6 @@ defaults) are two answerers of this same model, so the same answers give the sam
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 from dataclasses import dataclass
 from typing import Mapping
@@ -92,7 +91,10 @@ def valid_host(text: str) -> str | None:
 
 
 def valid_bundle(text: str) -> str | None:
-    return None if os.path.exists(text.strip()) else f"no such file or directory: {text.strip()}"
+    """The form of a bundle's path; whether it exists is the session's to check (this module
+    touches nothing outside itself)."""
+    t = text.strip()
+    return None if t and "\0" not in t else "the path of a .tar.gz bundle or a directory"
 
 
 _DOMAIN = re.compile(r"^(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(?:\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?$")

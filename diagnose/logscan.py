@@ -39,7 +39,7 @@ def _analyse(
     tz: tzinfo | None = None,
 ) -> tuple[DeferralAnalysis, ReadStats]:
     stats = ReadStats()
-    births = None if first else set()
+    births: set[str] | None = None if first else set()
     analysis = DeferralAnalysis(births=births)
     analysis.add_all(read_lines(target, chunks, stats, since, until, NOISE_DAEMONS, births, tz))
     analysis.births = None  # the set is only needed while reading; do not send it back
@@ -66,8 +66,8 @@ def analyse_logs(
     n = min(n, MAX_WORKERS)
     # Workers are forked: only for files this process can open itself. A remote target's
     # connection (an SSH session and its threads) must never be shared with a forked child.
-    local = callable(getattr(target, "local_path", None))
-    chunks = plan_chunks(target, sources, n, CHUNK_MIN_BYTES) if n > 1 and local and STDIN not in sources else []
+    local = n > 1 and STDIN not in sources and all(target.local_path(s) is not None for s in sources if isinstance(s, str))
+    chunks = plan_chunks(target, sources, n, CHUNK_MIN_BYTES) if local else []
     if len(chunks) < 2 or "fork" not in multiprocessing.get_all_start_methods():
         analysis, stats = _analyse(target, list(sources), since, until, True, tz)
         return analysis.finish(), stats

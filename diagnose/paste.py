@@ -10,6 +10,7 @@ text itself) and classifies it with the same classifier as the log analysis.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from checks.postfix.logline import LineParser, LogLine
@@ -105,3 +106,47 @@ def read_pasted(text: str) -> PastedReason:
     c = classify(reason, status=status, dsn=dsn)
     return PastedReason(text, reason, c, get_cause(c.cause_id), status, dsn, recipient, relay, delays,
                         line if line is not None and line.service else None, tuple(notes))
+
+
+def to_dict(r: PastedReason) -> dict[str, object]:
+    c, cl = r.cause, r.classification
+    return {"reason": r.reason, "cause_id": cl.cause_id, "slug": c.slug, "title": c.title, "phase": cl.phase,
+            "status": r.status, "dsn": r.dsn, "recipient": r.recipient, "relay": r.relay,
+            "next_hop": {"host": cl.host, "addr": cl.addr, "port": cl.port},
+            "reply_code": cl.reply_code, "enhanced_code": cl.enhanced_code, "provider": cl.provider,
+            "hint": cl.hint, "subcause": cl.subcause, "collateral": cl.collateral,
+            "delays": list(r.delays) if r.delays else None, "notes": list(r.notes)}  # fmt: skip
+
+
+def render_text(r: PastedReason, wrap: Callable[[str, str], str]) -> str:
+    """What the paste shows, before the cause's own explanation; outside text shown literally."""
+    from diagnose.delays import explain as read_delays
+    from diagnose.textsafe import visible
+
+    c, cl = r.cause, r.classification
+    where = f" at {cl.phase}" if cl.phase else ""
+    hop = f"{cl.host or ''}[{cl.addr}]" if cl.addr else cl.host
+    out = [f"This text shows {c.id} {c.slug}{where}: {c.title}.", f"  reason: {visible(r.reason)}"]
+    facts = [f"status={r.status}" if r.status else "", f"dsn={r.dsn}" if r.dsn else "",
+             f"next hop {visible(hop)}" if hop else "", f"reply {cl.reply_code}" if cl.reply_code else "",
+             f"from {cl.provider}" if cl.provider else "", f"recipient {visible(r.recipient)}" if r.recipient else ""]
+    if any(facts):
+        out.append("  " + ", ".join(f for f in facts if f))
+    if r.delays is not None:
+        profile: dict[str, dict[str, float | None]] = {p: {"median": v, "p95": v} for p, v in zip("abcd", r.delays)}
+        out.append("  delays=" + "/".join(f"{v:g}" for v in r.delays) + " (compared with Postfix's default timeouts: "
+                   "the server's own are not in a pasted line)")
+        out += [wrap(f"- {x}", "    ") for x in read_delays(profile, None, cl.phase, c.family == "reply")]
+    if cl.collateral:
+        out.append("  'delivery temporarily suspended': an echo of an earlier failure to the same destination, "
+                   "not a new attempt")
+    if cl.subcause and cl.subcause != c.id:
+        try:
+            sub = get_cause(cl.subcause).title
+        except KeyError:
+            sub = cl.subcause
+        out.append(f"  the text itself is {cl.subcause} ({sub}); the context makes it {c.id}")
+    if cl.hint:
+        out.append(wrap(f"note: {cl.hint}", "  "))
+    out += [f"  (read as Postfix wrote it: {note})" for note in r.notes]
+    return "\n".join(out) + "\n\n"

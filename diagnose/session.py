@@ -9,11 +9,13 @@ evidence away; answers that decided the checks re-run only the checks.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from checks.targets import Target
+from checks.errors import InputError, PfdiagError, UsageError
+from checks.targets.base import Target
 from diagnose import engine, flow
 from diagnose.correlate import EOD_CAUSES, rank
 
@@ -35,6 +37,20 @@ class Options:
     ssh: Mapping[str, Any] = field(default_factory=dict)  # extra --host options (identity, known hosts...)
     dns_resolver: str | None = None  # system | chroot | IP[:PORT] for the DNS checks
 
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, interactive: bool = False) -> Options:
+        """From report's (and the wizard's) options: --budget, -c, --since, --log, --no-plugins,
+        --resolver and the SSH ones."""
+        from diagnose.timespec import parse_when
+
+        if args.budget <= 0:
+            raise UsageError("--budget must be positive")
+        ssh = {k: getattr(args, k) for k in ("accept_new_host_key", "known_hosts", "ssh_config", "ssh_timeout", "identity", "strict")
+               if hasattr(args, k)}  # fmt: skip
+        return cls(budget=args.budget, config_dir=args.config_dir, since=parse_when(args.since) if args.since else None,
+                   log_paths=args.log_paths, interactive=interactive, include_plugins=not args.no_plugins, ssh=ssh,
+                   dns_resolver=getattr(args, "resolver", None))  # fmt: skip
+
 
 @dataclass
 class Outcome:
@@ -53,6 +69,57 @@ def state_of(facts: engine.Facts | None, checked: bool, interactive: bool, domai
     return flow.State(True, checked, facts.live, deferred, any(r.id in EOD_CAUSES for r in ranked), actions, interactive)
 
 
+def where_answers(args: argparse.Namespace) -> dict[str, str]:
+    """The answers --demo, --snapshot and --host give (target, snapshot, host); {} for none."""
+    if getattr(args, "demo", False):
+        return {"target": "demo"}
+    if getattr(args, "snapshot", None):
+        return {"target": "snapshot", "snapshot": args.snapshot}
+    if getattr(args, "host", None):
+        return {"target": "ssh", "host": args.host}
+    return {}
+
+
+def read_answers_file(path: str) -> dict[str, str]:
+    """Answers from a file: KEY=VALUE lines (# comments), or one JSON object."""
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read(1 << 20)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read answers ({exc.strerror})") from None
+    if text.lstrip().startswith("{"):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        if not isinstance(data, dict):
+            raise InputError(f"{path}: expected a JSON object of answers")
+        return {str(k): str(v) for k, v in data.items()}
+    out = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            raise InputError(f"{path}:{n}: expected KEY=VALUE, got {line!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def valid_bundle(text: str) -> str | None:
+    """flow.valid_bundle, and the bundle must be there (the wizard asks again when it is not)."""
+    why = flow.valid_bundle(text)
+    if why is None and not os.path.exists(text.strip()):
+        why = f"no such file or directory: {text.strip()}"
+    return why
+
+
+VALIDATORS = {**flow.VALIDATORS, "bundle": valid_bundle}
+
+
 def open_from_answers(answers: Mapping[str, str], opts: Options) -> tuple[Target, str | None]:
     from diagnose.target_options import open_target
 
@@ -67,9 +134,49 @@ def open_from_answers(answers: Mapping[str, str], opts: Options) -> tuple[Target
     return open_target(ns)
 
 
+def open_with_fallback(answers: dict[str, str], opts: Options) -> tuple[Target, str | None]:
+    """Like open_from_answers, but a machine with nothing to diagnose - no Postfix, or an
+    installed Postfix that has no log and is not running (so no queue either) - gets the demo
+    snapshot instead, with a notice that says so (and answers["target"] becomes "demo").
+    A Postfix with a queue or a log is diagnosed."""
+    from checks.config import postfix_argv
+    from checks.logs import default_sources
+
+    target, notice = open_from_answers(answers, opts)
+    if answers.get("target") != "local" or opts.log_paths:
+        return target, notice
+    try:
+        default_sources(target, opts.config_dir)
+        return target, notice
+    except InputError as exc:
+        why = str(exc)
+    if _postfix_on_path():
+        try:
+            queue = target.run(postfix_argv("postqueue", opts.config_dir, "-j"), timeout=20)
+        except PfdiagError:
+            queue = None
+        if queue is not None and queue.ok:
+            return target, notice  # a live queue to look at, even without a log file (journald)
+        why += "; and Postfix is not running here (postqueue -j fails), so there is no queue to read either"
+    answers["target"] = "demo"
+    target, _ = open_from_answers(answers, opts)
+    notice = (f"pfdiag: nothing to diagnose on this machine: {why}.\n"
+              "pfdiag: diagnosing the demo snapshot shipped with pfdiag instead (a recorded test-lab Postfix); "
+              "name a log with --log, or use --host / --snapshot.")  # fmt: skip
+    return target, notice
+
+
+def _postfix_on_path() -> bool:
+    """Is Postfix installed for the user who runs pfdiag (postconf on their PATH)? Without
+    it, this machine has no Postfix of theirs to diagnose."""
+    import shutil
+
+    return shutil.which("postconf") is not None
+
+
 def run(answer: Answerer, given: Mapping[str, str], opts: Options,
         progress: engine.Progress = engine._noop,
-        open_target: Callable[[Mapping[str, str], Options], tuple[Target, str | None]] = open_from_answers,
+        open_target: Callable[[dict[str, str], Options], tuple[Target, str | None]] = open_from_answers,
         on_checked: Callable[[engine.Facts, Mapping[str, str]], None] | None = None,
         on_notice: Callable[[str], None] | None = None) -> Outcome:  # fmt: skip
     """Ask, collect, check until the flow is done. ``on_checked`` sees the evidence each time

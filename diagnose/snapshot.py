@@ -15,11 +15,12 @@ from __future__ import annotations
 import os
 import posixpath
 import time
-from typing import Any, Callable, Sequence, TextIO
+from typing import Any, BinaryIO, Callable, Sequence, TextIO
 
 from checks.errors import InputError, PfdiagError
 from checks.model import CommandResult
 from checks.targets import Target
+from checks.targets.base import Connection, FileInfo
 from checks.targets.bundle import SnapshotWriter
 
 EXTRA_COMMANDS = (
@@ -42,12 +43,20 @@ def _strip_c(argv: Sequence[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
-class RecordingTarget:
-    """Passes everything to the real target and keeps each command's answer."""
+class RecordingTarget(Target):
+    """Passes everything to the real target and keeps each command's answer. Every ability is
+    forwarded by name (a default of the base would answer for the inner target otherwise);
+    stream() is the base's, built from run(), so streamed commands are recorded too."""
 
     def __init__(self, inner: Target) -> None:
         self.inner = inner
         self.where = inner.where
+        self.kind = inner.kind  # type: ignore[misc]
+        self.live = inner.live  # type: ignore[misc]
+        self.local_network = inner.local_network  # type: ignore[misc]
+        self.can_bind = inner.can_bind  # type: ignore[misc]
+        self.can_change = inner.can_change  # type: ignore[misc]
+        self.warnings = inner.warnings
         self.results: dict[tuple[str, ...], CommandResult] = {}
 
     def run(self, argv: Sequence[str], timeout: float = 30.0) -> CommandResult:
@@ -56,8 +65,43 @@ class RecordingTarget:
         self.results[key] = CommandResult(key, res.returncode, res.stdout, res.stderr, res.duration)
         return res
 
-    def __getattr__(self, name: str) -> Any:  # open_text, file_info, list_dir, open_filtered, local_path...
-        return getattr(self.inner, name)
+    def open_text(self, path: str) -> TextIO:
+        return self.inner.open_text(path)
+
+    def file_info(self, path: str) -> FileInfo:
+        return self.inner.file_info(path)
+
+    def list_dir(self, path: str) -> list[FileInfo]:
+        return self.inner.list_dir(path)
+
+    def is_dir(self, path: str) -> bool:
+        return self.inner.is_dir(path)
+
+    @property
+    def recorded_at(self) -> float | None:
+        return self.inner.recorded_at
+
+    def describe(self) -> str:
+        return self.inner.describe()
+
+    def connect(self, host: str, port: int, timeout: float, *, source: str | None = None) -> Connection:
+        return self.inner.connect(host, port, timeout, source=source)
+
+    def run_into(self, argv: Sequence[str], sink: BinaryIO, timeout: float = 30.0) -> CommandResult:
+        return self.inner.run_into(argv, sink, timeout)
+
+    def open_filtered(self, path: str, since_epoch: float | None = None, pattern: str = "postfix") -> TextIO:
+        return self.inner.open_filtered(path, since_epoch, pattern)
+
+    def resolver(self, source: str = "system", queue_directory: str = "/var/spool/postfix",
+                 timeout: float = 3.0) -> tuple[Any, str]:  # fmt: skip
+        return self.inner.resolver(source, queue_directory, timeout)
+
+    def local_path(self, path: str) -> str | None:
+        return self.inner.local_path(path)
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 def _read_all(stream: TextIO) -> str:
@@ -69,8 +113,7 @@ def _log_window(target: Target, path: str, since: float | None) -> str:
     """Postfix lines of one log file, from --since on (lines whose time cannot be read are kept)."""
     from checks.postfix.logline import LineParser
 
-    opener = getattr(target, "open_filtered", None)
-    stream = opener(path, since_epoch=since, pattern="postfix") if callable(opener) else target.open_text(path)
+    stream = target.open_filtered(path, since_epoch=since, pattern="postfix")
     try:
         reference = target.file_info(path).mtime
     except InputError:

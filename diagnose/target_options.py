@@ -6,12 +6,11 @@ import argparse
 import os
 import sys
 
-from typing import TYPE_CHECKING
+from typing import Callable
 
 from checks.errors import UsageError
-
-if TYPE_CHECKING:
-    from checks.targets import Target
+from checks.targets.base import Target
+from diagnose.textsafe import visible
 
 DEMO_SNAPSHOT = "demo-snapshot.tar.gz"
 
@@ -44,7 +43,7 @@ def demo_path() -> str:
     return path
 
 
-def _passphrase_prompt() -> object:
+def _passphrase_prompt() -> Callable[[str], str | None] | None:
     """Ask for a key's passphrase only when someone is there to answer."""
     if not sys.stdin.isatty():
         return None
@@ -68,27 +67,28 @@ def open_target(args: argparse.Namespace) -> tuple[Target, str | None]:
         raise UsageError("--identity needs --host (it is the key to log into the mail host with)")
     if getattr(args, "demo", False) or getattr(args, "snapshot", None):
         from checks.targets.snapshot import SnapshotTarget  # tarfile and friends: only for a bundle
-    if getattr(args, "demo", False) or getattr(args, "snapshot", None):
+
         demo = bool(getattr(args, "demo", False))
         snap = SnapshotTarget(demo_path() if demo else args.snapshot, strict=bool(getattr(args, "strict", False)))
         for warning in snap.warnings:  # stderr, whatever the format; a report lists them as well
-            print(f"pfdiag: warning: {snap.where}: {warning}", file=sys.stderr)
+            print(visible(f"pfdiag: warning: {snap.where}: {warning}"), file=sys.stderr)
         if demo:
             return snap, "pfdiag: using the demo snapshot shipped with pfdiag (a recorded test-lab Postfix), not this machine"
         return snap, None
     if getattr(args, "host", None):
-        from checks.targets.ssh import SSHTarget
-
         given = getattr(args, "ssh_timeout", None)
         timeout = 30.0 if given is None else float(given)  # 0 is an error, not "the default"
         if timeout <= 0:
             raise UsageError("--ssh-timeout must be positive")
+        from checks.targets.ssh import SSHTarget
+
         target = SSHTarget.open(args.host, accept_new_host_key=bool(getattr(args, "accept_new_host_key", False)),
                                 known_hosts=getattr(args, "known_hosts", None),
                                 ssh_config=getattr(args, "ssh_config", None), connect_timeout=min(timeout, 30.0),
-                                command_timeout=max(timeout, 30.0), password_prompt=_passphrase_prompt(),  # type: ignore[arg-type]
+                                command_timeout=max(timeout, 30.0), password_prompt=_passphrase_prompt(),
                                 identity=getattr(args, "identity", None))  # fmt: skip
         return target, None
     from checks.targets.local import LocalTarget
 
     return LocalTarget(), None
+

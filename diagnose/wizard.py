@@ -2,8 +2,9 @@
 
 It answers diagnose/flow.py's questions by asking the operator (select, confirm, text with
 validation; "back" undoes the last answer), shows the checks' progress, prints the report,
-and then offers the fixes: each queue action is shown as a dry run and confirmed on its
-own, then carried out by the guarded ``pfdiag queue`` actions (logged, backups first).
+and then offers the fixes: each queue action is planned and shown as a dry run, confirmed on
+its own, then carried out by the same guarded functions as ``pfdiag queue`` (diagnose/actions.py:
+build_plan, execute; logged) on the target the diagnosis looked at.
 """
 
 from __future__ import annotations
@@ -12,6 +13,10 @@ import argparse
 import sys
 from typing import Any, Mapping
 
+from checks.errors import InputError, PfdiagError
+from checks.targets.base import Target
+
+from diagnose import actions as act
 from diagnose import flow, session
 from diagnose.textsafe import console, rich_markup, visible
 
@@ -47,7 +52,7 @@ class Asker:
             default = next((c for c in items if c.value == q.default), None)
             value = questionary.select(q.message, choices=items, default=default, style=_style()).unsafe_ask()
         else:
-            validator = flow.VALIDATORS.get(q.validate or "")
+            validator = session.VALIDATORS.get(q.validate or "")
 
             def check(text: str) -> bool | str:
                 if can_go_back and text.strip() == _BACK_TEXT:
@@ -88,19 +93,14 @@ def run(args: argparse.Namespace) -> int:
     import questionary
 
     from diagnose import report
-    from diagnose.commands.report import open_with_fallback, render, session_options
+    from diagnose.output import write_text
+    from diagnose.rendering import redact, render
 
     out = console(stderr=True)
     out.print("[bold]pfdiag[/] - why is Postfix mail deferred, and what to do about it. "
               "[dim](Ctrl-C quits; nothing is changed without asking)[/]")  # fmt: skip
-    opts = session_options(args, interactive=True)
-    given: dict[str, str] = {}
-    if getattr(args, "demo", False):
-        given["target"] = "demo"
-    elif getattr(args, "snapshot", None):
-        given.update(target="snapshot", snapshot=args.snapshot)
-    elif getattr(args, "host", None):
-        given.update(target="ssh", host=args.host)
+    opts = session.Options.from_args(args, interactive=True)
+    given = session.where_answers(args)
     if getattr(args, "domain", None):
         given.update(flow.check_answers({"domain": args.domain}))
     try:
@@ -109,11 +109,11 @@ def run(args: argparse.Namespace) -> int:
             sys.stdout.flush()
 
         # a notice (the demo stands in for an empty machine) comes before the progress and the report
-        outcome = session.run(Asker(out), given, opts, _progress(out), open_target=open_with_fallback, on_checked=show,
-                              on_notice=lambda notice: out.print(rich_markup("[yellow]{}[/]", notice)))  # fmt: skip
+        outcome = session.run(Asker(out), given, opts, _progress(out), open_target=session.open_with_fallback,
+                              on_checked=show, on_notice=lambda notice: out.print(rich_markup("[yellow]{}[/]", notice)))  # fmt: skip
         doc = report.build(outcome.facts, outcome.answers)
         if outcome.answers.get("act_on_queue") == "yes":
-            offer_queue_actions(doc, outcome, out, args)
+            offer_queue_actions(doc, outcome, out, opts.config_dir)
         save = questionary.select("Save this report for a ticket?", style=_style(),
                                   choices=[questionary.Choice("no", value="no"),
                                            questionary.Choice("Markdown", value="md"),
@@ -124,9 +124,7 @@ def run(args: argparse.Namespace) -> int:
             fmt = save.split("-")[0]
             path = questionary.text("File name:", default=f"pfdiag-report.{fmt}", style=_style(),
                                     validate=lambda t: bool(t.strip()) or "a file name").unsafe_ask()  # fmt: skip
-            from diagnose.commands.report import redact, write
-
-            write(render(redact(doc) if save.endswith("redacted") else doc, fmt, False), path.strip())
+            write_text(render(redact(doc) if save.endswith("redacted") else doc, fmt, False), path.strip())
             out.print(rich_markup("saved {}", path.strip()))
         return int(doc["verdict"]["exit_code"])
     except KeyboardInterrupt:
@@ -134,25 +132,47 @@ def run(args: argparse.Namespace) -> int:
         return 130
 
 
-def _target_argv(outcome: session.Outcome, args: argparse.Namespace) -> list[str]:
-    a = outcome.answers
-    argv: list[str] = []
-    if a.get("target") == "ssh":
-        argv += ["--host", a["host"]]
-    if getattr(args, "config_dir", None):
-        argv += ["-c", args.config_dir]
-    return argv
+def _cause_of(reason: str) -> str:
+    from diagnose.classify import classify
+
+    return classify(reason).cause_id
 
 
-def offer_queue_actions(doc: Mapping[str, Any], outcome: session.Outcome, out: Any, args: Any = None) -> None:
-    """Pick actions from a list; each picked one is shown as a dry run (exactly which messages,
-    which commands) and confirmed on its own, then run by the guarded action with --yes (it
-    logs what it did; delete is never offered here)."""
+def plan_queue_action(target: Target, action: str, cause_id: str, domain: str | None, config_dir: str | None) -> act.Plan:
+    """What ``pfdiag queue ACTION --cause ID [--domain D]`` would do, planned the same way:
+    Postfix must run, the queue is read now, the messages of that cause are selected."""
+    from checks.config import read_config
+    from checks.queue import read_queue
+
+    if not target.can_change:
+        raise InputError(f"queue actions change a live Postfix: they cannot run on {target.where}")
+    cfg = read_config(target, config_dir)
+    act.ensure_running(target, config_dir, cfg.daemon_directory)
+    chosen, _ = act.select(read_queue(target, config_dir).messages, act.Selection(cause=cause_id, domain=domain), _cause_of)
+    if not chosen:
+        raise InputError(f"{action}: no queued message of {cause_id} is left; nothing was changed")
+    return act.build_plan(action, chosen, config_dir, None)
+
+
+def _show_plan(out: Any, plan: act.Plan) -> None:
+    out.print(rich_markup("[dim]dry run[/]: {} message(s), {}", len(plan.messages), act.SPECS[plan.action].help))
+    for m in plan.messages[:20]:
+        rcpt = ", ".join(r.address for r in m.recipients[:2]) + (" ..." if len(m.recipients) > 2 else "")
+        out.print(rich_markup("  {} {} -> {}", f"{m.queue_id:<17}", m.sender or '<>', rcpt))
+    if len(plan.messages) > 20:
+        out.print(f"  ... {len(plan.messages) - 20} more")
+    out.print(rich_markup("would run: {}", "; ".join(" ".join(c) for c in plan.commands)))
+    for w in plan.warnings:
+        out.print(rich_markup("[yellow]warning[/]: {}", w))
+
+
+def offer_queue_actions(doc: Mapping[str, Any], outcome: session.Outcome, out: Any, config_dir: str | None = None,
+                        action_log: str = act.DEFAULT_ACTION_LOG) -> None:  # fmt: skip
+    """Pick actions from a list; each picked one is planned and shown as a dry run (exactly which
+    messages, which commands) and confirmed on its own, then executed by the guarded action
+    (logged; delete is never offered here)."""
     import questionary
 
-    from diagnose.cli import main as cli_main
-
-    extra = _target_argv(outcome, args or argparse.Namespace())
     items = []
     for cause in doc["causes"]:
         n = cause["impact"]["queued_messages"]
@@ -163,12 +183,27 @@ def offer_queue_actions(doc: Mapping[str, Any], outcome: session.Outcome, out: A
         return
     picked = questionary.checkbox("Which queue actions? (space selects, enter confirms; none is fine)",
                                   choices=items, style=_style()).unsafe_ask()  # fmt: skip
+    domain = outcome.answers.get("domain") or None
     for cause, action in picked or []:
-        argv = list(action["argv"][1:]) + extra
         out.print(rich_markup("\n[bold]{} {}[/]: {}", cause["id"], cause["title"], action["why"]))
-        cli_main(argv + ["--dry-run"])
-        if questionary.confirm(f"Run `{visible(' '.join(action['argv']))}` now?", default=False, style=_style()).unsafe_ask():
-            rc = cli_main(argv + ["--yes"])
-            out.print("[green]done[/]" if rc == 0 else rich_markup("[red]exit {}[/]", rc))
-        else:
+        try:
+            plan = plan_queue_action(outcome.target, action["action"], cause["id"], domain, config_dir)
+        except PfdiagError as exc:
+            out.print(rich_markup("[red]{}[/]", exc))
+            continue
+        _show_plan(out, plan)
+        if not questionary.confirm(f"Run `{visible(' '.join(action['argv']))}` now?", default=False, style=_style()).unsafe_ask():
             out.print("[dim]skipped[/]")
+            continue
+        try:
+            log = act.ActionLog(action_log)
+            try:
+                result = act.execute(outcome.target, plan, config_dir, log)
+            finally:
+                log.close()
+        except PfdiagError as exc:
+            out.print(rich_markup("[red]{}[/]", exc))
+            continue
+        for o in result.outcomes:
+            out.print(rich_markup("  {} {}: {}", "ok " if o.ok else "FAIL", " ".join(o.argv), o.detail))
+        out.print(rich_markup("[green]done[/] (logged to {})", action_log) if result.ok else rich_markup("[red]failed[/] (see {})", action_log))

@@ -13,13 +13,17 @@ from typing import BinaryIO, Iterator, Sequence, TextIO
 from checks import places
 from checks.errors import CommandNotFound, CommandTimeout, ConnectFailed, InputError, TargetError
 from checks.model import CommandResult
-from checks.targets.base import DEFAULT_TIMEOUT, Connection, FileInfo, decode_stream
+from checks.targets.base import DEFAULT_TIMEOUT, Connection, FileInfo, Target, decode_stream
 from checks.targets.streams import ProcessStream
 
 
 
-class LocalTarget:
+class LocalTarget(Target):
     where = "local"
+    kind = "local"
+    local_network = True  # its sockets are this machine's
+    can_bind = True
+    can_change = True  # the guarded changes (config --apply, queue actions) run only here
 
     def __init__(self, env: dict[str, str] | None = None) -> None:
         base = dict(os.environ if env is None else env)
@@ -80,7 +84,7 @@ class LocalTarget:
             raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
         return decode_stream(raw, path)
 
-    def local_path(self, path: str) -> str:
+    def local_path(self, path: str) -> str | None:
         """Where this process can open the file itself (for parallel chunk reading)."""
         return path
 

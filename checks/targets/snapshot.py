@@ -44,7 +44,7 @@ from typing import IO, Any, BinaryIO, Iterator, Sequence, TextIO, Union
 
 from checks.errors import CommandNotFound, ConnectRefused, InputError
 from checks.model import CommandResult
-from checks.targets.base import DEFAULT_TIMEOUT, Connection, FileInfo, decode_stream
+from checks.targets.base import DEFAULT_TIMEOUT, Connection, FileInfo, Target, decode_stream
 from checks.targets.streams import CommandStream
 
 FORMAT = "pfdiag-snapshot"
@@ -301,10 +301,13 @@ class _Verified(io.RawIOBase):
             super().close()
 
 
-class SnapshotTarget:
+class SnapshotTarget(Target):
     """A bundle (.tar.gz/.tar.bz2/.tar.xz/.tar, or a directory). ``warnings`` lists each entry
     that does not match the manifest's sha256, has none, or is not in the manifest; with
     ``strict`` any of these refuses the bundle. ``close()`` (or ``with``) lets go of the file."""
+
+    kind = "snapshot"
+    live = False  # a recording: nothing to probe, resolve or change
 
     def __init__(self, location: str, *, strict: bool = False, limits: Limits | None = None) -> None:
         self.where = f"snapshot:{os.path.basename(location.rstrip('/')) or location}"
@@ -618,6 +621,10 @@ class SnapshotTarget:
         if not out and not self.is_dir(path):
             raise InputError(f"{path}: no such directory in {self.where}")
         return out
+
+    def describe(self) -> str:
+        made = self.manifest.get("created")
+        return f"{self.where} (recorded {made})" if made else self.where
 
     def connect(self, host: str, port: int, timeout: float, *, source: str | None = None) -> Connection:
         raise ConnectRefused(

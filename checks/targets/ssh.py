@@ -81,7 +81,7 @@ from checks.errors import (
     UsageError,
 )
 from checks.model import CommandResult
-from checks.targets.base import FileInfo, decode_stream
+from checks.targets.base import FileInfo, Target, decode_stream
 from checks.targets.streams import CommandStream
 
 PFDIAG_KNOWN_HOSTS = "~/.config/pfdiag/known_hosts"
@@ -923,8 +923,10 @@ _SUDO_PASSWORD = ("a password is required", "a terminal is required")
 _SUDO_DENIED = ("is not allowed to execute", "is not in the sudoers file")
 
 
-class SSHTarget:
+class SSHTarget(Target):
     """A mail host reached over SSH. See the module docstring for the rules."""
+
+    kind = "ssh"  # live; its sockets are the mail host's (direct-tcpip), which picks the source address
 
     def __init__(self, label: str, user: str, dialer: _Dialer, command_timeout: float) -> None:
         self.host = label

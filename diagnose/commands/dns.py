@@ -5,17 +5,12 @@ from __future__ import annotations
 ORDER = 45  # place in pfdiag --help
 
 import argparse
-import ipaddress
-import json
-import sys
-from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
-from checks.errors import UsageError
+from diagnose.output import Output, add_output_options
 from diagnose.target_options import add_target_options
-from diagnose.textsafe import console, md_code, md_text, rich_text, visible, visible_lines
+from diagnose.textsafe import console, rich_text
 
-SCHEMA = "pfdiag.dns/1"
 EXIT_PROBLEM = 4
 
 HELP = """\
@@ -59,152 +54,37 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-compare", action="store_true", help="do not compare with the chroot's resolv.conf")
     p.add_argument("--budget", type=float, default=20.0, metavar="SECONDS", help="total time (default 20)")
     p.add_argument("-c", "--config-dir", metavar="DIR", help="Postfix configuration directory (for the queue directory)")
-    p.add_argument("-f", "--format", choices=("text", "md", "json"), default="text")
+    add_output_options(p, ("text", "md", "json"))
     add_target_options(p)
     p.set_defaults(func=run)
 
 
-def _finding(f: Any, where: str) -> dict[str, Any]:
-    return {"check": f.check_id, "severity": str(f.severity), "summary": f.summary, "cause_id": f.cause_id,
-            "values": f.values, "evidence": [{"source": e.source, "excerpt": e.excerpt, "where": where} for e in f.evidence]}  # fmt: skip
-
-
 def run(args: argparse.Namespace) -> int:
-    from checks import dns as d
-    from checks.model import Severity
+    from diagnose.dnsreport import Request, build, render
     from diagnose.target_options import open_target
 
-    if not 0 < args.budget <= 600:
-        raise UsageError("--budget must be a number of seconds, 0 < SECONDS <= 600")
-    subject = args.subject.strip()
-    try:
-        ip: str | None = str(ipaddress.ip_address(subject))
-    except ValueError:
-        ip = None
-        d._name(subject)  # a clear usage error for a bad name
+    req = Request(args.subject.strip(), args.resolver, list(args.sending_ip), args.helo,
+                  args.dnsbl_zones.split(",") if args.dnsbl_zones else None, not args.no_dnsbl, not args.no_compare,
+                  args.budget, args.config_dir)  # fmt: skip
+    req.checked()  # bad input: a usage error before anything is opened
+    out = Output.from_args(args)
     target, notice = open_target(args)
-    if notice and args.format != "json":
-        print(visible_lines(notice), file=sys.stderr)
-    queue_dir = _queue_directory(target, args.config_dir)
-    timeout = max(1.0, min(5.0, args.budget / 3))
-    resolver, described = d.resolver_for(target, args.resolver, queue_dir, timeout)
-    where = target.where if type(resolver).__name__ == "TargetResolver" else "local"
-    sending = []
-    for text in ([ip] if ip else []) + list(args.sending_ip):
-        try:
-            sending.append(str(ipaddress.ip_address(text.strip())))
-        except ValueError:
-            raise UsageError(f"--sending-ip: {text!r} is not an IP address") from None
-    sending = list(dict.fromkeys(sending))
-    zones = [d._name(z.strip()) for z in args.dnsbl_zones.split(",") if z.strip()] if args.dnsbl_zones else list(d.DEFAULT_DNSBL_ZONES)
-    if args.helo:
-        d._name(args.helo)
-    jobs: dict[str, Any] = {}
-    for addr in sending:
-        jobs[f"fcrdns {addr}"] = lambda addr=addr: d.fcrdns(resolver, addr)
-        if not args.no_dnsbl:
-            jobs[f"dnsbl {addr}"] = lambda addr=addr: d.dnsbl_check(resolver, addr, zones)
-    if not ip:
-        jobs["mx"] = lambda: d.mx_check(resolver, subject)
-        jobs["spf"] = lambda: d.spf_check(resolver, subject)
-        jobs["dmarc"] = lambda: d.dmarc_check(resolver, subject)
-        jobs["mta-sts"] = lambda: d.mta_sts_txt(resolver, subject)
-    if args.helo:
-        jobs["helo"] = lambda: d.helo_check(resolver, args.helo, sending[0] if sending else None)
-    compare = None
-    drift = None
-    if not args.no_compare and args.resolver == "system" and not ip:
-        try:
-            chroot, chroot_desc = d.resolver_for(target, "chroot", queue_dir, timeout)
-            compare = (chroot, chroot_desc)
-            drift = d.server_drift(resolver, chroot, d.RESOLV_HOST, queue_dir.rstrip("/") + "/etc/resolv.conf")
-            jobs["compare"] = lambda: d.compare_resolvers(resolver, chroot, [(subject, "MX"), (subject, "A")])
-        except Exception as exc:  # no chroot copy: nothing to compare, say so
-            compare = (None, f"not compared: {exc}")
-    pool = ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="pfdiag-dns")
-    futures = {name: pool.submit(fn) for name, fn in jobs.items()}
-    _, pending = wait(futures.values(), timeout=args.budget)
-    pool.shutdown(wait=False, cancel_futures=True)
-    findings, results, notes = ([drift] if drift else []), {}, []
-    for name, fut in futures.items():
-        if fut in pending:
-            notes.append(f"{name}: not finished within the {args.budget:g} s budget")
-            continue
-        if fut.exception() is not None:
-            notes.append(f"{name}: {fut.exception()}")
-            continue
-        res = fut.result()
-        results[name] = res
-        findings.extend(d.to_findings(res))
-    if "mx" in results and not ip:  # TLSA of the MX hosts: what DANE would use
-        for host in [h.exchange for h in getattr(results["mx"], "hosts", ())][:3]:
-            findings.extend(d.to_findings(d.tlsa_check(resolver, host)))
-    sts = results.get("mta-sts")
-    if sts is not None and sts.record:  # the policy itself, fetched as an MTA-STS sender would
-        policy = d.mta_sts_policy(target, resolver, subject, timeout=max(2.0, args.budget / 3))
-        findings.extend(policy.findings([h.exchange for h in getattr(results.get("mx"), "hosts", ())]))
-    doc = {
-        "schema": SCHEMA, "subject": subject, "kind": "ip" if ip else "domain", "where": where,
-        "sending_ips": sending, "helo": args.helo, "budget": args.budget,
-        "resolver": described, "compared_with": compare[1] if compare else None,
-        "findings": [_finding(f, where) for f in findings], "notes": notes,
-    }  # fmt: skip
-    problem = any(f.severity >= Severity.PROBLEM for f in findings)
-    doc["problem"] = problem
-    if args.format == "json":
-        sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
-    elif args.format == "md" or not sys.stdout.isatty():
-        sys.stdout.write(render(doc, md=args.format == "md"))
-    else:
+    if not out.machine:
+        out.notice(notice)
+    doc = build(target, req)
+    if out.format == "text" and out.to_tty:
         _render_rich(doc)
-    return EXIT_PROBLEM if problem else 0
-
-
-def _queue_directory(target: Any, config_dir: str | None) -> str:
-    from checks.config import postfix_argv
-
-    try:
-        res = target.run(postfix_argv("postconf", config_dir, "-h", "queue_directory"), timeout=10)
-        if res.ok and res.stdout.strip().startswith("/"):
-            return res.stdout.strip()
-    except Exception:  # no postconf: the Debian default
-        pass
-    return "/var/spool/postfix"
-
-
-def render(doc: dict[str, Any], md: bool = False) -> str:
-    """Plain text, or Markdown with md=True. DNS answers, names and error texts are outside
-    text: written out visibly, in Markdown escaped or in code spans (diagnose.textsafe)."""
-    marks = {"ok": "ok  ", "info": "info", "warning": "WARN", "problem": "FAIL", "error": "ERR "}
-    esc = md_text if md else visible
-    head = f"DNS of {esc(doc['subject'])} via {esc(doc['resolver'])}" + (
-        f" (compared with {esc(doc['compared_with'])})" if doc["compared_with"] else "")
-    out = [f"# {head}", ""] if md else [head, ""]
-    for f in doc["findings"]:
-        cause = f" [{f['cause_id']}]" if f["cause_id"] else ""
-        line = f"{marks.get(f['severity'], esc(f['severity']))} {esc(f['summary'])}{esc(cause)}"
-        out.append(f"- {line}" if md else line)
-        for e in f["evidence"][:2]:
-            ex = e["excerpt"].splitlines()[0] if e["excerpt"] else ""
-            out.append(f"    {esc(e['source'])}: {md_code(ex) if md else visible(ex)}")
-    for n in doc["notes"]:
-        out.append(f"note: {esc(n)}")
-    return "\n".join(out) + "\n"
+    else:
+        out.write(doc, {"md": lambda x: render(x, md=True), "text": render})
+    return EXIT_PROBLEM if doc["problem"] else 0
 
 
 def _render_rich(doc: dict[str, Any]) -> None:
     """The same lines as render(), coloured by severity on a terminal (render() has made them
     visible; as Text they are not parsed for markup either)."""
+    from diagnose.dnsreport import line_owners, render
+
     styles = {"ok": "green", "info": "dim", "warning": "yellow", "problem": "bold red", "error": "magenta"}
     con = console()
-    for line, f in zip(render(doc).splitlines(), _line_owners(doc)):
+    for line, f in zip(render(doc).splitlines(), line_owners(doc)):
         con.print(rich_text(line, styles.get(f, "")))
-
-
-def _line_owners(doc: dict[str, Any]) -> list[str]:
-    """The severity each line of render() belongs to ("" for headers, evidence and notes)."""
-    out = ["", ""]
-    for f in doc["findings"]:
-        out.append(f["severity"])
-        out += [""] * len(f["evidence"][:2])
-    return out + [""] * len(doc["notes"])

@@ -5,8 +5,9 @@ from __future__ import annotations
 ORDER = 80  # place in pfdiag --help
 
 import argparse
-import json
-import sys
+from typing import Any
+
+from diagnose.output import Output, add_output_options
 
 from diagnose.textsafe import visible
 
@@ -26,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("checks", help="list the built-in and plugin checks", description=HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("-v", "--verbose", action="store_true", help="show each check's description")
-    p.add_argument("-f", "--format", choices=("text", "json"), default="text")
+    add_output_options(p, ("text", "json"))
     p.set_defaults(func=run)
 
 
@@ -34,18 +35,20 @@ def run(args: argparse.Namespace) -> int:
     from checks.registry import load_checks
 
     specs, problems = load_checks()
-    if args.format == "json":
-        doc = {"schema": "pfdiag.checks/1",
-               "checks": [{"id": s.id, "title": s.title, "origin": s.origin, "tags": list(s.tags), "doc": s.doc} for s in specs],
-               "problems": [{"origin": p.origin, "error": p.error} for p in problems]}  # fmt: skip
-        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
-        return 0
-    width = max((len(s.id) for s in specs), default=10)
-    for s in specs:
-        origin = "" if s.origin == "builtin" else f"  [plugin {s.origin}]"
-        print(f"{s.id:<{width}}  {s.title}{origin}")
-        if args.verbose and s.doc:
-            print("\n".join("    " + line for line in s.doc.splitlines()) + "\n")
-    for p in problems:
-        print(visible(f"broken plugin {p.origin}: {p.error}"))  # an exception's text: one line, shown literally
+    doc = {"schema": "pfdiag.checks/1",
+           "checks": [{"id": s.id, "title": s.title, "origin": s.origin, "tags": list(s.tags), "doc": s.doc} for s in specs],
+           "problems": [{"origin": p.origin, "error": p.error} for p in problems]}  # fmt: skip
+    Output.from_args(args).write(doc, {"text": lambda d: _text(d, args.verbose)})
     return 0
+
+
+def _text(doc: dict[str, Any], verbose: bool) -> str:
+    width = max((len(s["id"]) for s in doc["checks"]), default=10)
+    out = []
+    for s in doc["checks"]:
+        origin = "" if s["origin"] == "builtin" else f"  [plugin {s['origin']}]"
+        out.append(f"{s['id']:<{width}}  {s['title']}{origin}")
+        if verbose and s["doc"]:
+            out.append("\n".join("    " + line for line in s["doc"].splitlines()) + "\n")
+    out += [visible(f"broken plugin {p['origin']}: {p['error']}") for p in doc["problems"]]  # an exception's text: one line, literal
+    return "\n".join(out) + "\n" if out else ""

@@ -5,21 +5,17 @@ from __future__ import annotations
 ORDER = 10  # place in pfdiag --help
 
 import argparse
-import json
-import re
-import sys
-import time
-from datetime import datetime, timedelta, timezone, tzinfo
 
-from checks.errors import InputError, PfdiagError, UsageError
-from checks.postfix.postconf import PostfixConfig
+from checks.config import config_or_defaults, read_config
+from checks.errors import InputError, UsageError
 from checks.targets import Target
+from diagnose.timespec import parse_when, parse_zone  # noqa: F401 - parse_when: also for scripts
 from diagnose.delays import DEFAULT_TIMEOUTS, smtp_timeouts
 from checks.logs import default_sources, resolve_sources
 from diagnose.logreport import render_markdown, render_text, to_dict
 from diagnose.logscan import analyse_logs
+from diagnose.output import Output, add_output_options
 from diagnose.target_options import add_target_options, open_target
-from diagnose.textsafe import md_code, md_text, visible, visible_lines
 
 HELP = """\
 Reads Postfix logs (plain, .gz, .bz2, .xz; a directory of rotated logs is read
@@ -34,40 +30,6 @@ examples:
   journalctl -u postfix -o json | pfdiag logs -
 """
 
-_RELATIVE = re.compile(r"^(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
-
-
-def parse_when(text: str, now: float | None = None) -> float:
-    """'24h', '2d12h', '90m' (ago), or an ISO date/time ('2026-11-28', '2026-11-28T10:00')."""
-    now = time.time() if now is None else now
-    value = text.strip()
-    m = _RELATIVE.match(value)
-    if value and m and any(m.groups()):
-        w, d, h, mi, s = (int(g) if g else 0 for g in m.groups())
-        return now - (((w * 7 + d) * 24 + h) * 60 + mi) * 60 - s
-    try:
-        return datetime.fromisoformat(value).timestamp()
-    except ValueError:
-        raise UsageError(f"cannot read the time {text!r}: use 24h, 7d, 90m, or 2026-11-28T10:00") from None
-
-
-def parse_zone(name: str | None) -> tzinfo | None:
-    if not name:
-        return None
-    if name.upper() in ("UTC", "Z"):
-        return timezone.utc
-    m = re.fullmatch(r"([+-])(\d\d):?(\d\d)", name)
-    if m:
-        delta = timedelta(hours=int(m[2]), minutes=int(m[3]))
-        return timezone(-delta if m[1] == "-" else delta)
-    try:
-        from zoneinfo import ZoneInfo
-
-        return ZoneInfo(name)
-    except Exception:
-        raise UsageError(f"unknown time zone {name!r}: use an IANA name like Europe/Berlin, UTC, or +01:00") from None
-
-
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "logs",
@@ -78,8 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("paths", nargs="*", metavar="FILE|DIR|-", help="logs to read (default: this Postfix's own log)")
     p.add_argument("--since", metavar="T", help="only lines at or after T (24h, 7d, or an ISO time)")
     p.add_argument("--until", metavar="T", help="only lines before T")
-    p.add_argument("-f", "--format", choices=("text", "md", "json"), default="text")
-    p.add_argument("-o", "--output", metavar="FILE", help="write the report to FILE instead of stdout")
+    add_output_options(p, ("text", "md", "json"))
     p.add_argument("--tz", metavar="ZONE", help="time zone of timestamps without an offset (e.g. Europe/Berlin, UTC; default: this machine's)")
     p.add_argument("-j", "--jobs", type=int, metavar="N", help="worker processes (default: one per CPU for big logs)")
     add_target_options(p)
@@ -115,44 +76,20 @@ def run(args: argparse.Namespace) -> int:
     timeouts, source = effective_timeouts(target)
     report = to_dict(analysis, stats, since, until, timeouts)
     report["timeouts"] = {"source": source, "values": timeouts or DEFAULT_TIMEOUTS}
-    if args.format == "json":
-        text = json.dumps(report, indent=2, ensure_ascii=False) + "\n"
-    elif args.format == "md":
-        text = render_markdown(report)
-    else:
-        to_tty = args.output is None and sys.stdout.isatty()
-        text = render_text(report, width=_width(), color=to_tty)
-    if notice:  # stderr: never mixed into the report
-        print(visible_lines(notice), file=sys.stderr)
-    if args.output:
-        try:
-            with open(args.output, "w", encoding="utf-8") as fh:
-                fh.write(text)
-        except OSError as exc:
-            raise InputError(f"{args.output}: cannot write ({exc.strerror})") from exc
-    else:
-        sys.stdout.write(text)
+    out = Output.from_args(args)
+    text = out.render(report, {"md": render_markdown,
+                               "text": lambda r: render_text(r, width=_width(), color=out.to_tty)})  # fmt: skip
+    out.notice(notice)  # stderr: never mixed into the report
+    out.emit(text)
     return 0
 
 
-def effective_timeouts(target: Target) -> tuple[dict[str, float] | None, str]:
-    """This server's smtp client timeouts (master.cf -o overrides of the smtp
-    service included), so that a delays profile is read against what Postfix
-    really waited; Postfix's defaults when the target has no postconf."""
-    try:
-        defaults = target.run(["postconf", "-d"], timeout=20)
-        explicit = target.run(["postconf", "-n"], timeout=20)
-    except PfdiagError:
-        return None, "Postfix defaults (no postconf here)"
-    if not (defaults.ok and explicit.ok):
-        return None, "Postfix defaults (postconf failed)"
-    try:
-        overrides = target.run(["postconf", "-P"], timeout=20)
-        p_text = overrides.stdout if overrides.ok else None
-    except PfdiagError:
-        p_text = None
-    config = PostfixConfig.from_outputs(postconf_d=defaults.stdout, postconf_n=explicit.stdout, postconf_p=p_text)
-    return smtp_timeouts(config), f"postconf on {target.where}"
+def effective_timeouts(target: Target, config_dir: str | None = None) -> tuple[dict[str, float] | None, str]:
+    """This server's smtp client timeouts (master.cf -o overrides of the smtp service included,
+    read by checks.config like every command does), so that a delays profile is read against
+    what Postfix really waited; Postfix's defaults when the target has no postconf."""
+    cfg, source = config_or_defaults(lambda: read_config(target, config_dir), target.where)
+    return (smtp_timeouts(cfg) if cfg is not None else None), source
 
 
 def _width() -> int:

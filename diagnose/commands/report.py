@@ -8,7 +8,9 @@ import argparse
 import sys
 from typing import Any
 
-from checks.errors import InputError, UsageError
+from checks.errors import UsageError
+from diagnose.output import Output, add_output_options
+from diagnose.rendering import FORMATS, redact, render  # noqa: F401 - redact, render: for scripts and tests
 from diagnose.target_options import add_target_options
 from diagnose.textsafe import visible, visible_lines
 
@@ -53,8 +55,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def add_report_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--answer", action="append", default=[], metavar="KEY=VALUE", help="an answer (repeatable)")
     p.add_argument("--answers", metavar="FILE", help="answers from a file: KEY=VALUE lines, or a JSON object")
-    p.add_argument("-f", "--format", choices=("text", "md", "json", "html"), default="text")
-    p.add_argument("-o", "--output", metavar="FILE", help="write the report here instead of stdout")
+    add_output_options(p, FORMATS)
     p.add_argument("--redact", action="store_true", help="replace addresses, client IPs and own hostnames with tokens")
     p.add_argument("--budget", type=float, default=180.0, metavar="SECONDS", help="total time for all checks (default 180)")
     p.add_argument("--domain", metavar="DOMAIN", help="only the mail to this domain (and its subdomains)")
@@ -75,11 +76,11 @@ def add_fleet_options(p: argparse.ArgumentParser) -> None:
 
 
 def read_answers(args: argparse.Namespace) -> dict[str, str]:
-    from diagnose.flow import check_answers
+    from diagnose import flow, session
 
     raw: dict[str, Any] = {}
     if args.answers:
-        raw.update(_answers_file(args.answers))
+        raw.update(session.read_answers_file(args.answers))
     for item in args.answer:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
@@ -90,96 +91,7 @@ def read_answers(args: argparse.Namespace) -> dict[str, str]:
             raise UsageError(f"answer {key!r} comes from --host/--snapshot/--demo in report mode")
     if getattr(args, "domain", None):
         raw["domain"] = args.domain
-    answers = check_answers(raw)
-    if getattr(args, "demo", False):
-        answers["target"] = "demo"
-    elif getattr(args, "snapshot", None):
-        answers["target"], answers["snapshot"] = "snapshot", args.snapshot
-    elif getattr(args, "host", None):
-        answers["target"], answers["host"] = "ssh", args.host
-    else:
-        answers["target"] = "local"
-    return answers
-
-
-def _answers_file(path: str) -> dict[str, Any]:
-    import json
-
-    try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read answers ({exc.strerror})") from None
-    if text.lstrip().startswith("{"):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-        if not isinstance(data, dict):
-            raise InputError(f"{path}: expected a JSON object of answers")
-        return {str(k): str(v) for k, v in data.items()}
-    out = {}
-    for n, line in enumerate(text.splitlines(), 1):
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        key, sep, value = line.partition("=")
-        if not sep:
-            raise InputError(f"{path}:{n}: expected KEY=VALUE, got {line!r}")
-        out[key.strip()] = value.strip()
-    return out
-
-
-def session_options(args: argparse.Namespace, interactive: bool = False) -> Any:
-    from diagnose.commands.logs import parse_when
-    from diagnose.session import Options
-
-    if args.budget <= 0:
-        raise UsageError("--budget must be positive")
-    ssh = {k: getattr(args, k) for k in ("accept_new_host_key", "known_hosts", "ssh_config", "ssh_timeout", "identity", "strict")
-           if hasattr(args, k)}  # fmt: skip
-    return Options(budget=args.budget, config_dir=args.config_dir, since=parse_when(args.since) if args.since else None,
-                   log_paths=args.log_paths, interactive=interactive, include_plugins=not args.no_plugins, ssh=ssh,
-                   dns_resolver=getattr(args, "resolver", None))  # fmt: skip
-
-
-def open_with_fallback(answers: Any, opts: Any) -> Any:
-    """Like session.open_from_answers, but a machine with nothing to diagnose - no Postfix, or an
-    installed Postfix that has no log and is not running (so no queue either) - gets the demo
-    snapshot instead, with a notice that says so. A Postfix with a queue or a log is diagnosed."""
-    from checks.config import postfix_argv
-    from checks.errors import PfdiagError
-    from checks.logs import default_sources
-    from diagnose.session import open_from_answers
-
-    target, notice = open_from_answers(answers, opts)
-    if answers.get("target") != "local" or opts.log_paths:
-        return target, notice
-    try:
-        default_sources(target, opts.config_dir)
-        return target, notice
-    except InputError as exc:
-        why = str(exc)
-    if _has_postconf(target):
-        try:
-            queue = target.run(postfix_argv("postqueue", opts.config_dir, "-j"), timeout=20)
-        except PfdiagError:
-            queue = None
-        if queue is not None and queue.ok:
-            return target, notice  # a live queue to look at, even without a log file (journald)
-        why += "; and Postfix is not running here (postqueue -j fails), so there is no queue to read either"
-    answers["target"] = "demo"
-    target, _ = open_from_answers(answers, opts)
-    notice = (f"pfdiag: nothing to diagnose on this machine: {why}.\n"
-              "pfdiag: diagnosing the demo snapshot shipped with pfdiag instead (a recorded test-lab Postfix); "
-              "name a log with --log, or use --host / --snapshot.")  # fmt: skip
-    return target, notice
-
-
-def _has_postconf(target: Any) -> bool:
-    import shutil
-
-    return shutil.which("postconf") is not None
+    return {**flow.check_answers(raw), "target": "local", **session.where_answers(args)}
 
 
 def progress_printer(enabled: bool) -> Any:
@@ -195,71 +107,22 @@ def progress_printer(enabled: bool) -> Any:
     return show
 
 
-def render(doc: dict[str, Any], fmt: str, to_tty: bool) -> str:
-    from diagnose import report
-
-    if fmt == "json":
-        return report.to_json(doc)
-    if fmt == "md":
-        return report.render_markdown(doc)
-    if fmt == "html":
-        from diagnose.html import render_html
-
-        return render_html(doc)
-    import shutil
-
-    return report.render_text(doc, width=min(120, shutil.get_terminal_size((100, 24)).columns), color=to_tty)
-
-
-def redact(doc: dict[str, Any]) -> dict[str, Any]:
-    """Addresses, client IPs and this server's names become stable keyed tokens (diagnose/redact.py);
-    a fleet report redacts every host's report with one key, so tokens match across hosts."""
-    from diagnose.redact import Redactor
-
-    servers = [doc.get("server") or {}] + [(h.get("report") or {}).get("server") or {} for h in doc.get("hosts", [])]
-    hosts: list[str] = [str(s["myhostname"]) for s in servers if s.get("myhostname")]
-    hosts += [h["address"].split("@")[-1].split(":")[0] for h in doc.get("hosts", []) if h.get("address")]
-    hosts += [h["host"] for h in doc.get("hosts", []) if h.get("host")]  # inventory names (ansible_host may be an IP)
-    where = str((doc.get("target") or {}).get("where") or "")
-    if where.startswith("ssh:"):
-        hosts.append(where[4:])
-    domains: list[str] = [str(s["mydomain"]) for s in servers if s.get("mydomain")]
-    domains += [d for s in servers for d in s.get("mydestination") or [] if d != "localhost"]
-    red = Redactor(own_hostnames=hosts, own_domains=domains)
-    import json
-
-    red.learn(json.dumps(doc))
-    out = red.value(doc)
-    out["redacted"] = True
-    return out
-
-
-def write(text: str, output: str | None) -> None:
-    if output:
-        try:
-            with open(output, "w", encoding="utf-8") as fh:
-                fh.write(text)
-        except OSError as exc:
-            raise InputError(f"{output}: cannot write ({exc.strerror})") from None
-    else:
-        sys.stdout.write(text)
-
-
 def run(args: argparse.Namespace) -> int:
     from diagnose import report, session
 
     if getattr(args, "hosts", None) or getattr(args, "inventory", None):
         return run_fleet(args)
     answers = read_answers(args)
-    opts = session_options(args)
-    show = progress_printer(sys.stderr.isatty() and args.format != "json")
-    outcome = session.run(session.report_mode_answerer, answers, opts, show, open_target=open_with_fallback)
+    opts = session.Options.from_args(args)
+    out = Output.from_args(args)
+    show = progress_printer(sys.stderr.isatty() and not out.machine)
+    outcome = session.run(session.report_mode_answerer, answers, opts, show, open_target=session.open_with_fallback)
     for notice in outcome.notices:
-        print(visible_lines(notice), file=sys.stderr)
+        out.notice(notice)
     doc = report.build(outcome.facts, outcome.answers)
     if args.redact:
         doc = redact(doc)
-    write(render(doc, args.format, args.output is None and sys.stdout.isatty()), args.output)
+    out.emit(render(doc, out.format, out.to_tty))
     if answers.get("target") == "local" and outcome.answers.get("target") == "demo":
         return 0  # a first look on a machine without Postfix: the demo's verdict is not this machine's
     return int(doc["verdict"]["exit_code"])
@@ -277,8 +140,9 @@ def run_fleet(args: argparse.Namespace) -> int:
     hosts = fleet.parse_hosts(args.hosts) if args.hosts else fleet.read_inventory(args.inventory)
     answers = read_answers(args)
     answers.pop("target", None)
-    opts = session_options(args)
-    tty = sys.stderr.isatty() and args.format != "json"
+    opts = session.Options.from_args(args)
+    out = Output.from_args(args)
+    tty = sys.stderr.isatty() and not out.machine
 
     def one(h: Any) -> dict[str, Any]:
         given = {**answers, "target": "ssh", "host": h.address}
@@ -286,9 +150,7 @@ def run_fleet(args: argparse.Namespace) -> int:
         try:
             return report.build(outcome.facts, outcome.answers)
         finally:
-            close = getattr(outcome.target, "close", None)
-            if callable(close):
-                close()
+            outcome.target.close()
 
     def progress(host: str, state: str) -> None:
         if tty:
@@ -297,7 +159,5 @@ def run_fleet(args: argparse.Namespace) -> int:
     doc = fleet.build(fleet.run_fleet(hosts, one, concurrency=args.concurrency, progress=progress))
     if args.redact:
         doc = redact(doc)
-    text = report.to_json(doc) if args.format == "json" else fleet.render_markdown(doc) if args.format == "md" \
-        else fleet.render_text(doc)  # fmt: skip
-    write(text, args.output)
+    out.write(doc, {"json": report.to_json, "md": fleet.render_markdown, "text": fleet.render_text})
     return int(doc["verdict"]["exit_code"])

@@ -5,11 +5,12 @@ from __future__ import annotations
 ORDER = 60  # place in pfdiag --help
 
 import argparse
-import json
 import os
 import sys
+from typing import Any
 
 from checks.errors import UsageError
+from diagnose.output import Output, add_output_options
 from diagnose.target_options import add_target_options
 from diagnose.textsafe import visible
 
@@ -41,15 +42,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--log", dest="log_paths", action="append", metavar="PATH",
                    help="log file or directory to record (default: the Postfix's own log)")
     p.add_argument("-c", "--config-dir", metavar="DIR", help="Postfix configuration directory (postconf -c DIR)")
-    p.add_argument("-f", "--format", choices=("text", "json"), default="text", help="how to say what was written")
+    add_output_options(p, ("text", "json"), output=False)  # -o is the bundle; -f: how to say what was written
     add_target_options(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from diagnose.commands.logs import parse_when
     from diagnose.snapshot import collect
     from diagnose.target_options import open_target
+    from diagnose.timespec import parse_when
 
     if args.snapshot or args.demo:
         raise UsageError("pfdiag snapshot records a live Postfix: use it without --snapshot/--demo")
@@ -64,12 +65,13 @@ def run(args: argparse.Namespace) -> int:
     summary = collect(target, out_path=out, config_dir=args.config_dir, since=since, redact=args.redact,
                       log_paths=args.log_paths,
                       progress=(lambda s: print(visible(f"  ... {s}"), file=sys.stderr)) if tty else (lambda s: None))  # fmt: skip
-    if args.format == "json":
-        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
-    else:
-        print(f"wrote {out}: {summary['commands']} command outputs, {summary['files']} files, {summary['bytes']:,} bytes"
-              + (", redacted" if summary["redacted"] else ""))  # fmt: skip
-        for p in summary["problems"]:
-            print(visible(f"  not recorded: {p}"))  # a path or an error from the host: shown literally (textsafe)
-        print(f"read it with: pfdiag report --snapshot {out}")
+    Output(args.format).write(summary, {"text": lambda d: _said(d, out)})
     return 0
+
+
+def _said(summary: dict[str, Any], out: str) -> str:
+    lines = [visible(f"wrote {out}: ") + f"{summary['commands']} command outputs, {summary['files']} files, {summary['bytes']:,} bytes"
+             + (", redacted" if summary["redacted"] else "")]  # fmt: skip
+    lines += [visible(f"  not recorded: {p}") for p in summary["problems"]]  # a path or an error from the host: literal
+    lines.append(f"read it with: pfdiag report --snapshot {out}")
+    return "\n".join(lines) + "\n"

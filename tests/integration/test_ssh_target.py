@@ -77,7 +77,7 @@ def _one_line(exc: pytest.ExceptionInfo[BaseException]) -> str:
 
 
 def test_key_login_runs_postconf_like_locally(target: SSHTarget) -> None:
-    assert isinstance(target, Target) and not hasattr(target, "local_path")
+    assert isinstance(target, Target) and target.local_path("/var/log/mail.log") is None  # nothing to open from here
     assert (target.where, target.route, target.user) == ("ssh:lab", ("lab",), "root")
     local = subprocess.run(["postconf", "-h", "mail_version"], capture_output=True, text=True, check=True).stdout
     result = target.run(["postconf", "-h", "mail_version"])

@@ -28,6 +28,7 @@ from checks.targets import SnapshotTarget
 from checks.targets.bundle import SnapshotWriter
 from diagnose import engine, fleet, logreport, report
 from diagnose.cli import main
+from diagnose import dnsreport
 from diagnose.commands import dns as dns_cmd
 from diagnose.commands import probe as probe_cmd
 from diagnose.commands import queue as queue_cmd
@@ -421,8 +422,8 @@ def _dns_doc(h: str) -> dict[str, Any]:
 def test_dns_renderers(name: str, capsys: pytest.CaptureFixture[str]) -> None:
     h = HOSTILE[name]
     doc = _dns_doc(h)
-    assert_text_shows(dns_cmd.render(doc), h)
-    assert_md_inert(dns_cmd.render(doc, md=True), h)
+    assert_text_shows(dnsreport.render(doc), h)
+    assert_md_inert(dnsreport.render(doc, md=True), h)
     dns_cmd._render_rich(doc)
     assert_text_shows(capsys.readouterr().out, h)
 

@@ -1,0 +1,151 @@
+"""The DNS report (``pfdiag dns DOMAIN|IP``): the lookups that decide where mail goes and whether
+it is accepted, asked at once within a budget through the resolver the target sees, as a
+document (docs/dns-json.md) with its text and Markdown rendering."""
+
+from __future__ import annotations
+
+import ipaddress
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from checks import dns as d
+from checks.config import queue_directory
+from checks.errors import UsageError
+from checks.model import Finding, Severity
+from checks.targets.base import Target
+
+SCHEMA = "pfdiag.dns/1"
+
+
+@dataclass
+class Request:
+    subject: str
+    resolver: str = "system"  # system | chroot | IP[:PORT]
+    sending_ips: list[str] = field(default_factory=list)
+    helo: str | None = None
+    dnsbl_zones: list[str] | None = None  # None: d.DEFAULT_DNSBL_ZONES
+    dnsbl: bool = True
+    compare: bool = True
+    budget: float = 20.0
+    config_dir: str | None = None
+
+    def checked(self) -> tuple[str | None, list[str], list[str]]:
+        """(the subject as an IP address or None, sending IPs, DNSBL zones); UsageError for bad input."""
+        if not 0 < self.budget <= 600:
+            raise UsageError("--budget must be a number of seconds, 0 < SECONDS <= 600")
+        try:
+            ip: str | None = str(ipaddress.ip_address(self.subject))
+        except ValueError:
+            ip = None
+            d._name(self.subject)  # a clear usage error for a bad name
+        sending = []
+        for text in ([ip] if ip else []) + list(self.sending_ips):
+            try:
+                sending.append(str(ipaddress.ip_address(text.strip())))
+            except ValueError:
+                raise UsageError(f"--sending-ip: {text!r} is not an IP address") from None
+        zones = [d._name(z.strip()) for z in self.dnsbl_zones if z.strip()] if self.dnsbl_zones else list(d.DEFAULT_DNSBL_ZONES)
+        if self.helo:
+            d._name(self.helo)
+        return ip, list(dict.fromkeys(sending)), zones
+
+
+def _finding(f: Finding, where: str) -> dict[str, Any]:
+    return {"check": f.check_id, "severity": str(f.severity), "summary": f.summary, "cause_id": f.cause_id,
+            "values": f.values, "evidence": [{"source": e.source, "excerpt": e.excerpt, "where": where} for e in f.evidence]}  # fmt: skip
+
+
+def build(target: Target, req: Request) -> dict[str, Any]:
+    """Every lookup the request calls for, at once, within req.budget seconds: the document."""
+    subject = req.subject
+    ip, sending, zones = req.checked()
+    queue_dir = queue_directory(target, req.config_dir)
+    timeout = max(1.0, min(5.0, req.budget / 3))
+    resolver, described = d.resolver_for(target, req.resolver, queue_dir, timeout)
+    where = d.asks_from(target, resolver)
+    jobs: dict[str, Any] = {}
+    for addr in sending:
+        jobs[f"fcrdns {addr}"] = lambda addr=addr: d.fcrdns(resolver, addr)
+        if req.dnsbl:
+            jobs[f"dnsbl {addr}"] = lambda addr=addr: d.dnsbl_check(resolver, addr, zones)
+    if not ip:
+        jobs["mx"] = lambda: d.mx_check(resolver, subject)
+        jobs["spf"] = lambda: d.spf_check(resolver, subject)
+        jobs["dmarc"] = lambda: d.dmarc_check(resolver, subject)
+        jobs["mta-sts"] = lambda: d.mta_sts_txt(resolver, subject)
+    helo = req.helo
+    if helo:
+        jobs["helo"] = lambda: d.helo_check(resolver, helo, sending[0] if sending else None)
+    compare = None
+    drift = None
+    if req.compare and req.resolver == "system" and not ip:
+        try:
+            chroot, chroot_desc = d.resolver_for(target, "chroot", queue_dir, timeout)
+            compare = (chroot, chroot_desc)
+            drift = d.server_drift(resolver, chroot, d.RESOLV_HOST, d.chroot_resolv(queue_dir))
+            jobs["compare"] = lambda: d.compare_resolvers(resolver, chroot, [(subject, "MX"), (subject, "A")])
+        except Exception as exc:  # no chroot copy: nothing to compare, say so
+            compare = (None, f"not compared: {exc}")
+    pool = ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="pfdiag-dns")
+    futures = {name: pool.submit(fn) for name, fn in jobs.items()}
+    _, pending = wait(futures.values(), timeout=req.budget)
+    pool.shutdown(wait=False, cancel_futures=True)
+    findings: list[Finding] = [drift] if drift else []
+    results: dict[str, Any] = {}
+    notes: list[str] = []
+    for name, fut in futures.items():
+        if fut in pending:
+            notes.append(f"{name}: not finished within the {req.budget:g} s budget")
+            continue
+        if fut.exception() is not None:
+            notes.append(f"{name}: {fut.exception()}")
+            continue
+        res = fut.result()
+        results[name] = res
+        findings.extend(d.to_findings(res))
+    if "mx" in results and not ip:  # TLSA of the MX hosts: what DANE would use
+        for host in [h.exchange for h in getattr(results["mx"], "hosts", ())][:3]:
+            findings.extend(d.to_findings(d.tlsa_check(resolver, host)))
+    sts = results.get("mta-sts")
+    if sts is not None and sts.record:  # the policy itself, fetched as an MTA-STS sender would
+        policy = d.mta_sts_policy(target, resolver, subject, timeout=max(2.0, req.budget / 3))
+        findings.extend(policy.findings([h.exchange for h in getattr(results.get("mx"), "hosts", ())]))
+    return {
+        "schema": SCHEMA, "subject": subject, "kind": "ip" if ip else "domain", "where": where,
+        "sending_ips": sending, "helo": req.helo, "budget": req.budget,
+        "resolver": described, "compared_with": compare[1] if compare else None,
+        "findings": [_finding(f, where) for f in findings], "notes": notes,
+        "problem": any(f.severity >= Severity.PROBLEM for f in findings),
+    }  # fmt: skip
+
+
+def render(doc: dict[str, Any], md: bool = False) -> str:
+    """Plain text, or Markdown with md=True. DNS answers, names and error texts are outside
+    text: written out visibly, in Markdown escaped or in code spans (diagnose.textsafe)."""
+    from diagnose.textsafe import md_code, md_text, visible
+
+    marks = {"ok": "ok  ", "info": "info", "warning": "WARN", "problem": "FAIL", "error": "ERR "}
+    esc = md_text if md else visible
+    head = f"DNS of {esc(doc['subject'])} via {esc(doc['resolver'])}" + (
+        f" (compared with {esc(doc['compared_with'])})" if doc["compared_with"] else "")
+    out = [f"# {head}", ""] if md else [head, ""]
+    for f in doc["findings"]:
+        cause = f" [{f['cause_id']}]" if f["cause_id"] else ""
+        line = f"{marks.get(f['severity'], esc(f['severity']))} {esc(f['summary'])}{esc(cause)}"
+        out.append(f"- {line}" if md else line)
+        for e in f["evidence"][:2]:
+            ex = e["excerpt"].splitlines()[0] if e["excerpt"] else ""
+            out.append(f"    {esc(e['source'])}: {md_code(ex) if md else visible(ex)}")
+    for n in doc["notes"]:
+        out.append(f"note: {esc(n)}")
+    return "\n".join(out) + "\n"
+
+
+def line_owners(doc: dict[str, Any]) -> list[str]:
+    """The severity each line of render() belongs to ("" for headers, evidence and notes)."""
+    out = ["", ""]
+    for f in doc["findings"]:
+        out.append(f["severity"])
+        out += [""] * len(f["evidence"][:2])
+    return out + [""] * len(doc["notes"])
