@@ -116,6 +116,7 @@ def to_dict(
                 kind: {"count": n, "examples": stats.examples.get(kind, [])} for kind, n in sorted(stats.malformed.items())
             },
             "truncated_reasons": a.truncated_reasons,
+            "warnings": list(stats.warnings),  # damaged files: what follows misses their end
         },
         "totals": {
             "statuses": dict(a.statuses.most_common()),
@@ -179,6 +180,8 @@ def render_text(report: dict[str, Any], width: int = 120, color: bool = False) -
     con = Console(file=buf, width=width, force_terminal=color, no_color=not color, highlight=False)
     inp, tot = report["input"], report["totals"]
     w = report["window"]
+    for warning in inp.get("warnings", []):
+        con.print(f"warning: {warning}", markup=False, style="bold red", soft_wrap=True)
     con.print(f"[bold]Postfix deferrals[/bold]  {_short(w['first_line'])} .. {_short(w['last_line'])} (UTC)")
     if report.get("timeouts"):
         con.print(f"timings compared with: {report['timeouts']['source']}")
@@ -291,6 +294,7 @@ def _md_cell(value: Any) -> str:
 def render_markdown(report: dict[str, Any]) -> str:
     inp, tot, w = report["input"], report["totals"], report["window"]
     out = [
+        *(f"> **Warning:** `` {_md_cell(warning).replace('``', '` `')} ``\n" for warning in inp.get("warnings", [])),
         "## Postfix deferrals",
         "",
         f"Log window: {w['first_line'] or '?'} .. {w['last_line'] or '?'}; "
