@@ -5,6 +5,7 @@ be read — without ever holding a whole log in memory.
 
 from __future__ import annotations
 
+import codecs
 import errno
 import io
 import os
@@ -19,6 +20,7 @@ from typing import Iterable, Iterator, TextIO
 from checks.errors import InputError
 from checks.postfix.logline import SKIPPED, LineParser, LogLine, looks_like_postfix
 from checks.targets.base import FileInfo, Target, decode_stream
+from checks.targets.local import open_file
 
 STDIN = "-"
 MAX_EXAMPLES = 5
@@ -27,7 +29,7 @@ MAX_EXAMPLES = 5
 # pass 8 KiB); anything longer is counted and skipped without being buffered whole, so
 # memory never depends on a file's content (a run of NUL bytes with no line end, say).
 MAX_LINE = 64 * 1024
-READ_SIZE = 64 * 1024  # characters per read: <= MAX_LINE, so a line inside one read is never too long
+READ_SIZE = 64 * 1024  # bytes (or characters) per read: <= MAX_LINE, so a line inside one read is never too long
 LONG_LINE = f"line longer than {MAX_LINE // 1024} KiB"
 NUL_BYTES = "NUL bytes"
 IMPLAUSIBLE = "implausible timestamp"
@@ -153,20 +155,10 @@ def check_stdin() -> None:
 
 def _check_readable(target: Target, path: str) -> None:
     """A local file that cannot be opened, or is a device or a socket (/dev/zero never
-    ends), is one clear error. Opened without blocking: a FIFO may have no writer."""
+    ends), is one clear error before any work (a FIFO is opened without blocking)."""
     local = _local_path(target, path)
-    if local is None:
-        return
-    try:
-        fd = os.open(local, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    try:
-        mode = os.fstat(fd).st_mode
-    finally:
-        os.close(fd)
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISSOCK(mode):
-        raise InputError(f"{path}: {'a socket' if stat.S_ISSOCK(mode) else 'a device'}, not a log file")
+    if local is not None:
+        open_file(local, path).close()
 
 
 def default_sources(target: Target, config_dir: str | None = None) -> list[str]:
@@ -213,7 +205,7 @@ class _Limited(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:  # type: ignore[override]
+    def readinto(self, buffer) -> int:
         if self._left <= 0:
             return 0
         data = self._raw.read(min(len(buffer), self._left)) or b""
@@ -314,29 +306,19 @@ def _open_local(label: str, local: str, start: int, end: int | None) -> tuple[Te
     logrotate's copytruncate leaves in front of the lines written after it) is
     stepped over with SEEK_DATA instead of being read as gigabytes of NUL bytes:
     its size is returned, for the reader to count."""
+    raw = open_file(local, label)
+    hole = 0
     try:
-        fd = os.open(local, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise InputError(f"{label}: cannot read ({exc.strerror or exc})") from exc
-    try:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode):
-            raise InputError(f"{label}: is a directory")
-        if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
-            raise InputError(f"{label}: {'a socket' if stat.S_ISSOCK(mode) else 'a device'}, not a log file")
-        os.set_blocking(fd, True)
-        hole = 0
-        if stat.S_ISREG(mode):
-            hole = _data_from(fd, start) - start
+        if stat.S_ISREG(os.fstat(raw.fileno()).st_mode):
+            hole = _data_from(raw.fileno(), start) - start
             if end is not None:
                 hole = min(hole, end - start)
-            os.lseek(fd, start + hole, os.SEEK_SET)
-        raw = io.FileIO(fd, "rb", closefd=True)
+            raw.seek(start + hole)
     except BaseException:
-        os.close(fd)
+        raw.close()
         raise
     binary: io.RawIOBase = raw if end is None else _Limited(raw, end - start - hole)
-    return decode_stream(io.BufferedReader(binary, 1 << 16), label), hole  # type: ignore[arg-type]
+    return decode_stream(io.BufferedReader(binary, 1 << 16), label), hole
 
 
 def _data_from(fd: int, pos: int) -> int:
@@ -450,8 +432,10 @@ class BoundedLines:
     a line longer than MAX_LINE is dropped while it is read and counted; NUL bytes
     are removed and the line that held them counted (logrotate's copytruncate
     leaves a hole of NULs, as long as the old log, in front of the next line
-    written): what remains of such a line is read as usual. `count` is the number
-    of lines read so far, handed out or dropped."""
+    written): what remains of such a line is read as usual. The bytes under a
+    TextIOWrapper are read and decoded here, one read at a time, so that a stream
+    that breaks (a damaged .gz) has handed out every line before the damage.
+    `count` is the number of lines read so far, handed out or dropped."""
 
     def __init__(self, stream: TextIO, stats: ReadStats, leading_nuls: int = 0) -> None:
         self._stream = stream
@@ -460,15 +444,31 @@ class BoundedLines:
         self._nuls = leading_nuls  # NUL bytes removed from the current line (a hole skipped before it)
         self._long = 0  # length of the current line once it is too long (0: it is not)
 
+    def _pieces(self) -> Iterator[str]:
+        """The stream's text in pieces of at most READ_SIZE characters (bytes, when decoded here)."""
+        binary = getattr(self._stream, "buffer", None)
+        read1 = getattr(binary, "read1", None)
+        if read1 is None:  # a plain text stream (StringIO): it has its text already
+            read = self._stream.read
+            while piece := read(READ_SIZE):
+                yield piece
+            return
+        encoding = getattr(self._stream, "encoding", None) or "utf-8"
+        errors = getattr(self._stream, "errors", None) or "replace"
+        # the decoding of TextIOWrapper(newline=None): \r\n and \r end lines as \n does
+        decoder = io.IncrementalNewlineDecoder(codecs.getincrementaldecoder(encoding)(errors), translate=True)
+        decode = decoder.decode
+        while data := read1(READ_SIZE):
+            if text := decode(data):
+                yield text
+        if text := decode(b"", final=True):
+            yield text
+
     def __iter__(self) -> Iterator[str]:
-        read = self._stream.read
         finish = self._finish
         grow = self._grow
         carry = ""  # the start of a line whose end has not been read yet
-        while True:
-            data = read(READ_SIZE)
-            if not data:
-                break
+        for data in self._pieces():
             parts = data.split("\n")
             if "\x00" in data:  # rare: each part on its own
                 for i, part in enumerate(parts):
@@ -487,7 +487,7 @@ class BoundedLines:
                 carry = grow(carry, data)
                 continue
             last = parts.pop()
-            line = finish(grow(carry, parts[0]))
+            line = finish(grow(carry, parts[0]) if carry or self._long else parts[0])
             if line is not None:
                 yield line
             if len(parts) > 1:  # whole lines, each shorter than READ_SIZE <= MAX_LINE

@@ -14,7 +14,7 @@ import io
 import lzma
 import zlib
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol, Sequence, TextIO, runtime_checkable
+from typing import BinaryIO, Protocol, Sequence, TextIO, cast, runtime_checkable
 
 from checks.errors import InputError
 from checks.model import CommandResult
@@ -89,9 +89,11 @@ class _CheckedStream(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:  # type: ignore[override]
+    def readinto(self, buffer) -> int:
         try:
-            data = self._inner.read(len(buffer))
+            # read1: one step of the decompressor, so that what it gave before the damage
+            # is handed on (read(n) loops to fill n and drops what it had on an error)
+            data = self._inner.read1(len(buffer)) if hasattr(self._inner, "read1") else self._inner.read(len(buffer))
         except (EOFError, OSError, lzma.LZMAError, zlib.error) as exc:
             raise InputError(f"{self._label}: compressed file is damaged or truncated ({exc})") from exc
         n = len(data)
@@ -110,7 +112,7 @@ def decode_stream(raw: BinaryIO, label: str) -> TextIO:
 
     Mail logs are mostly ASCII, but real ones hold invalid UTF-8 (subjects,
     forum copies); errors="replace" keeps every line readable."""
-    buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)  # type: ignore[arg-type]
+    buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(cast(io.RawIOBase, raw))
     head = buffered.peek(6)[:6]
     kind = next((name for magic, name in _MAGIC if head.startswith(magic)), None)
     binary: BinaryIO
@@ -121,5 +123,5 @@ def decode_stream(raw: BinaryIO, label: str) -> TextIO:
     elif kind == "xz":
         binary = io.BufferedReader(_CheckedStream(lzma.LZMAFile(buffered), label), 1 << 16)  # type: ignore[arg-type]
     else:
-        binary = buffered  # type: ignore[assignment]
-    return io.TextIOWrapper(binary, encoding="utf-8", errors="replace", newline=None)  # type: ignore[arg-type]
+        binary = buffered
+    return io.TextIOWrapper(binary, encoding="utf-8", errors="replace", newline=None)
