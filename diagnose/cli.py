@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from checks.errors import PfdiagError, UsageError
 from diagnose import __version__
@@ -30,7 +30,7 @@ examples:
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2, no usage dump
+    def error(self, message: str) -> NoReturn:  # one line, exit 2, no usage dump
         raise UsageError(f"{message} (see {self.prog} --help)")
 
 
@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser = build_parser(first)
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
-            if sys.stdin.isatty() and sys.stdout.isatty():
+            if sys.stdin is not None and sys.stdin.isatty() and sys.stdout is not None and sys.stdout.isatty():
                 return _wizard(argv)
             parser.print_help()
             print("\n(run pfdiag in a terminal for the guided wizard, or pfdiag report for the same diagnosis without questions)")

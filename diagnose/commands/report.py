@@ -148,10 +148,12 @@ def open_with_fallback(answers: Any, opts: Any) -> Any:
     snapshot instead, with a notice that says so. A Postfix with a queue or a log is diagnosed."""
     from checks.config import postfix_argv
     from checks.errors import PfdiagError
-    from checks.logs import default_sources
+    from checks.logs import default_sources, resolve_sources
     from diagnose.session import open_from_answers
 
     target, notice = open_from_answers(answers, opts)
+    if answers.get("target") == "local" and opts.log_paths:
+        resolve_sources(target, opts.log_paths)  # a missing or unreadable --log: one line now, not after the checks
     if answers.get("target") != "local" or opts.log_paths:
         return target, notice
     try:
