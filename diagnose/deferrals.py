@@ -229,7 +229,7 @@ class DeferralAnalysis:
                 self.last_ts = ts
                 if self.first_ts is None:
                     self.first_ts = ts
-            elif self.first_ts is None or ts < self.first_ts:  # type: ignore[operator]
+            elif self.first_ts is None or ts < self.first_ts:
                 self.first_ts = ts
         qid = line.queue_id
         text = line.text

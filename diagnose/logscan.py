@@ -39,7 +39,7 @@ def _analyse(
     tz: tzinfo | None = None,
 ) -> tuple[DeferralAnalysis, ReadStats]:
     stats = ReadStats()
-    births = None if first else set()
+    births: set[str] | None = None if first else set()
     analysis = DeferralAnalysis(births=births)
     analysis.add_all(read_lines(target, chunks, stats, since, until, NOISE_DAEMONS, births, tz))
     analysis.births = None  # the set is only needed while reading; do not send it back
