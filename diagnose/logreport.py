@@ -172,16 +172,30 @@ def _prof(p: dict | None) -> str:
     return " / ".join(f"{_num(p[x]['median'])}|{_num(p[x]['p95'])}" for x in PARTS)
 
 
+def _literal(value: Any) -> Any:
+    """The report with every string (keys too) escaped for rich markup."""
+    from rich.markup import escape
+
+    if isinstance(value, str):
+        return escape(value)
+    if isinstance(value, dict):
+        return {_literal(k): _literal(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_literal(v) for v in value)
+    return value
+
+
 def render_text(report: dict[str, Any], width: int = 120, color: bool = False) -> str:
     from rich.console import Console
     from rich.table import Table
 
     buf = io.StringIO()
     con = Console(file=buf, width=width, force_terminal=color, no_color=not color, highlight=False)
+    report = _literal(report)  # log text such as "[/x]" is shown as it is, never read as rich markup
     inp, tot = report["input"], report["totals"]
     w = report["window"]
     for warning in inp.get("warnings", []):
-        con.print(f"warning: {warning}", markup=False, style="bold red", soft_wrap=True)
+        con.print(f"warning: {warning}", style="bold red", soft_wrap=True)
     con.print(f"[bold]Postfix deferrals[/bold]  {_short(w['first_line'])} .. {_short(w['last_line'])} (UTC)")
     if report.get("timeouts"):
         con.print(f"timings compared with: {report['timeouts']['source']}")
@@ -257,7 +271,7 @@ def render_text(report: dict[str, Any], width: int = 120, color: bool = False) -
         if e["pix_workarounds"]:
             con.print(f"  Postfix turned on its PIX firewall workarounds for: {_top(e['pix_workarounds'])}")
     if inp["malformed"]:
-        con.print("\n[bold]Lines that could not be read[/bold] (skipped, counted):")
+        con.print("\n[bold]Lines that could not be read as they are[/bold] (counted):")
         for kind, m in inp["malformed"].items():
             con.print(f"  {kind}: {m['count']:,}")
             for ex in m["examples"][:2]:
@@ -348,5 +362,5 @@ def render_markdown(report: dict[str, Any]) -> str:
             "by a later attempt and may have arrived twice.",
         ]
     if inp["malformed"]:
-        out += ["", "Unreadable lines (skipped): " + ", ".join(f"{k} {m['count']}" for k, m in inp["malformed"].items())]
+        out += ["", "Lines that could not be read as they are: " + ", ".join(f"{k} {m['count']}" for k, m in inp["malformed"].items())]
     return "\n".join(out) + "\n"

@@ -433,3 +433,19 @@ def test_implausible_years_are_flagged_not_accepted(tmp_path):
     assert report["input"]["without_timestamp"] == 3
     assert report["window"]["first_line"].startswith(time.strftime("%Y"))  # the lab log's year (this one)
     assert report["totals"]["statuses"]["deferred"] == LAB_DEFERRED + 3
+
+
+def test_log_text_that_looks_like_rich_markup_is_shown_as_it_is(tmp_path):
+    """Before: MarkupError (exit 3) from a line holding '[/x]'; '[red]' vanished."""
+    path = tmp_path / "mail.log"
+    path.write_text(
+        "Nov 28 10:00:00 mx postfix/smtp[1]: ABCDE1: to=<a@[/x]b.example>, relay=none, delay=1, delays=0/0/1/0, "
+        "dsn=4.4.1, status=deferred (host b[192.0.2.1] said: 451 [red]try[/red] later [/bold] (in reply to RCPT TO command))\n"
+        "Nov 28 10:00:01 mx postfix [/bold] a line that does not parse\n"
+    )
+    run = run_cli("logs", str(path))
+    assert_bounded(run, seconds=20)
+    assert run.code == 0, run.err
+    assert "451 [red]try[/red] later [/bold]" in run.out
+    assert "[/x]b.example (1)" in run.out
+    assert "    Nov 28 10:00:01 mx postfix [/bold] a line that does not parse" in run.out
