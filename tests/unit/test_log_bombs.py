@@ -163,13 +163,13 @@ def test_copytruncate_hole_then_real_lines(tmp_path, jobs):
 @pytest.mark.parametrize("jobs", ["1", "2"])
 def test_hole_in_the_middle_is_read_through_in_bounded_memory(tmp_path, jobs):
     """A hole after some lines is not skipped by SEEK_DATA (it is not at the start of what a
-    reader opens): 768 MiB of NUL go through the line reader, in a worker with --jobs 2."""
+    reader opens): 512 MiB of NUL go through the line reader, in a worker with --jobs 2."""
     data = LAB_LOG.read_bytes()
     half = data.index(b"\n", len(data) // 2) + 1
     path = tmp_path / "mail.log"
     with open(path, "wb") as fh:
         fh.write(data[:half])
-        fh.seek(half + 768 * (1 << 20))
+        fh.seek(half + 512 * (1 << 20))
         fh.write(data[half:])
     run = run_cli("logs", "--jobs", jobs, "--format", "json", str(path))
     assert_bounded(run)
@@ -180,23 +180,23 @@ def test_hole_in_the_middle_is_read_through_in_bounded_memory(tmp_path, jobs):
 
 @pytest.mark.parametrize("kind", ["gz", "bz2", "xz"])
 def test_compressed_bomb_of_nul_then_real_lines(tmp_path, kind):
-    """A small rotated file that expands to 512 MiB of NUL (one line: no line end) and then
+    """A small rotated file that expands to 384 MiB of NUL (one line: no line end) and then
     the real lines: the decompressor's output is read in bounded pieces."""
     compress = {"gz": gzip.compress, "bz2": bz2.compress, "xz": lzma.compress}[kind]
     unit = compress(b"\0" * (16 << 20))
     path = tmp_path / f"mail.log.1.{kind}"
-    _repeat(path, unit, 32, compress(LAB_LOG.read_bytes()))
+    _repeat(path, unit, 24, compress(LAB_LOG.read_bytes()))
     assert path.stat().st_size < 2 << 20
     run = run_cli("logs", "--format", "json", str(path))
     assert_bounded(run, seconds=80)
     assert run.code == 0, run.err
     assert_lab_counts(run.report)
-    assert run.report["input"]["malformed"][NUL_BYTES]["examples"][0].startswith(f"{512 << 20:,} NUL bytes removed")
+    assert run.report["input"]["malformed"][NUL_BYTES]["examples"][0].startswith(f"{384 << 20:,} NUL bytes removed")
 
 
 def test_nul_bomb_through_stdin(tmp_path):
     path = tmp_path / "bomb.gz"
-    _repeat(path, gzip.compress(b"\0" * (16 << 20)), 32, gzip.compress(LAB_LOG.read_bytes()))
+    _repeat(path, gzip.compress(b"\0" * (16 << 20)), 24, gzip.compress(LAB_LOG.read_bytes()))
     with open(path, "rb") as fh:
         run = run_cli("logs", "--format", "json", "-", stdin=fh.fileno())
     assert_bounded(run)
