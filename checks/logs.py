@@ -5,10 +5,14 @@ be read — without ever holding a whole log in memory.
 
 from __future__ import annotations
 
+import codecs
+import errno
 import io
 import os
 import re
+import stat
 import sys
+import time
 from datetime import tzinfo
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, TextIO
@@ -16,9 +20,21 @@ from typing import Iterable, Iterator, TextIO
 from checks.errors import InputError
 from checks.postfix.logline import SKIPPED, LineParser, LogLine, looks_like_postfix
 from checks.targets.base import FileInfo, Target, decode_stream
+from checks.targets.local import open_file
 
 STDIN = "-"
 MAX_EXAMPLES = 5
+
+# The longest line kept. Postfix's own records are far shorter (syslog lines rarely
+# pass 8 KiB); anything longer is counted and skipped without being buffered whole, so
+# memory never depends on a file's content (a run of NUL bytes with no line end, say).
+MAX_LINE = 64 * 1024
+READ_SIZE = 64 * 1024  # bytes (or characters) per read: <= MAX_LINE, so a line inside one read is never too long
+LONG_LINE = f"line longer than {MAX_LINE // 1024} KiB"
+NUL_BYTES = "NUL bytes"
+IMPLAUSIBLE = "implausible timestamp"
+# A Postfix log line dated before this, or more than a day in the future, is not believed.
+EARLIEST = 631152000.0  # 1990-01-01T00:00:00Z
 
 # Log families in the order we prefer them inside one directory. Debian's
 # mail.info/mail.warn/mail.err repeat lines of mail.log, so they are never mixed in.
@@ -40,12 +56,14 @@ class ReadStats:
     no_timestamp: int = 0
     malformed: dict[str, int] = field(default_factory=dict)
     examples: dict[str, list[str]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # a damaged file: shown above the report
 
     def merge(self, other: "ReadStats") -> None:
         """Add the counts of another chunk of the same sources."""
         for name in ("lines", "postfix_lines", "other_lines", "outside_window", "no_timestamp"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.files.extend(f for f in other.files if f not in self.files)
+        self.warnings.extend(other.warnings)
         for kind, n in other.malformed.items():
             self.malformed[kind] = self.malformed.get(kind, 0) + n
             ex = self.examples.setdefault(kind, [])
@@ -100,13 +118,47 @@ def resolve_sources(target: Target, paths: Iterable[str]) -> list[str]:
     stdin = False
     for path in paths:
         if path == STDIN:
+            check_stdin()
             stdin = True
         elif target.is_dir(path):
             files.extend(_logs_in_dir(target, path))
         else:
             files.append(target.file_info(path))  # raises a clear InputError when missing
+    for info in files:  # before any work: not after minutes spent on the other files
+        _check_readable(target, info.path)
     ordered = [f.path for f in sorted(files, key=lambda f: (rotation_key(f.path), f.mtime))]
     return ordered + ([STDIN] if stdin else [])
+
+
+def check_stdin() -> None:
+    """`-` reads stdin: refuse a closed one, a terminal (nobody types a log) and a
+    device such as /dev/zero (an endless stream of nothing), with one clear line."""
+    hint = "pipe a log into it, e.g. journalctl -u postfix -o json | pfdiag logs -"
+    stdin = sys.stdin
+    if stdin is None:  # started with stdin closed (<&-)
+        raise InputError(f"stdin is closed: {hint}")
+    try:
+        fd = stdin.fileno()
+    except (io.UnsupportedOperation, AttributeError):
+        return  # an in-memory stream put there by a test or an embedding program
+    except ValueError:
+        raise InputError(f"stdin is closed: {hint}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        raise InputError(f"stdin is closed: {hint}") from None
+    if os.isatty(fd):
+        raise InputError(f"stdin is a terminal: {hint}")
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        raise InputError(f"stdin is a device, not a log: {hint}")
+
+
+def _check_readable(target: Target, path: str) -> None:
+    """A local file that cannot be opened, or is a device or a socket (/dev/zero never
+    ends), is one clear error before any work (a FIFO is opened without blocking)."""
+    local = _local_path(target, path)
+    if local is not None:
+        open_file(local, path).close()
 
 
 def default_sources(target: Target, config_dir: str | None = None) -> list[str]:
@@ -147,16 +199,16 @@ class Chunk:
 class _Limited(io.RawIOBase):
     """At most `left` bytes of a binary file: one chunk's byte range."""
 
-    def __init__(self, raw: io.BufferedReader, left: int) -> None:
+    def __init__(self, raw: io.RawIOBase | io.BufferedIOBase, left: int) -> None:
         self._raw, self._left = raw, left
 
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:  # type: ignore[override]
+    def readinto(self, buffer) -> int:
         if self._left <= 0:
             return 0
-        data = self._raw.read(min(len(buffer), self._left))
+        data = self._raw.read(min(len(buffer), self._left)) or b""
         n = len(data)
         buffer[:n] = data
         self._left -= n
@@ -185,42 +237,102 @@ def plan_chunks(target: Target, sources: Iterable[str], pieces: int, min_bytes: 
         if local is None or pieces < 2:
             chunks.append(Chunk(path))
             continue
-        size = os.path.getsize(local)
-        with open(local, "rb") as fh:
-            if size < 2 * min_bytes or fh.read(6).startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ")):
+        try:
+            st = os.stat(local)
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+        size = st.st_size
+        if not stat.S_ISREG(st.st_mode) or size < 2 * min_bytes:
+            chunks.append(Chunk(path))  # a FIFO is never opened here: it may have no writer
+            continue
+        try:
+            fh = open(local, "rb", buffering=0)  # noqa: SIM115 - closed below; unbuffered: seeks are lseeks
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+        with fh:
+            if fh.read(6).startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ")):
                 chunks.append(Chunk(path))
                 continue
             n = max(2, min(pieces, size // min_bytes))
             bounds = [0]
             for k in range(1, n):
-                fh.seek(size * k // n)
-                fh.readline()
-                pos = fh.tell()
-                if bounds[-1] < pos < size:
+                pos = _next_line_start(fh, size * k // n, size * (k + 1) // n)
+                if pos is not None and bounds[-1] < pos < size:
                     bounds.append(pos)
             bounds.append(size)
         chunks.extend(Chunk(path, a, b) for a, b in zip(bounds, bounds[1:]))
     return chunks
 
 
-def _open_chunk(target: Target, chunk: Chunk, since: float | None = None) -> TextIO:
+def _next_line_start(fh: io.FileIO, start: int, limit: int) -> int | None:
+    """The offset after the first line end at or after `start`, looked for in bounded
+    reads up to `limit` (the next cut): None when a line (or a NUL hole) runs past it."""
+    pos = _data_from(fh.fileno(), start)  # a sparse hole holds no line end: step over it
+    fh.seek(pos)
+    while pos < limit:
+        block = fh.read(min(1 << 16, limit - pos))
+        if not block:
+            return None
+        i = block.find(b"\n")
+        if i >= 0:
+            return pos + i + 1
+        pos += len(block)
+    return None
+
+
+def _open_chunk(target: Target, chunk: Chunk, since: float | None = None) -> tuple[TextIO, int]:
+    """The chunk's text, and the NUL bytes of a hole skipped at its start."""
     if chunk.path == STDIN:
-        return decode_stream(sys.stdin.buffer, "stdin") if hasattr(sys.stdin, "buffer") else io.StringIO(sys.stdin.read())
+        check_stdin()
+        if hasattr(sys.stdin, "buffer"):
+            return decode_stream(sys.stdin.buffer, "stdin"), 0
+        return io.StringIO(sys.stdin.read()), 0
     filtered = getattr(target, "open_filtered", None)
     if chunk.end is None and callable(filtered):
         # a remote host greps its own log: only Postfix lines cross the network, and a
         # rotated file last written before --since is not read at all
-        return filtered(chunk.path, since_epoch=since, pattern="postfix")
-    if chunk.end is None:
-        return target.open_text(chunk.path)
+        return filtered(chunk.path, since_epoch=since, pattern="postfix"), 0
     local = _local_path(target, chunk.path)
-    assert local is not None, "byte ranges are planned for local files only"
+    if local is None:
+        return target.open_text(chunk.path), 0
+    return _open_local(chunk.path, local, chunk.start, chunk.end)
+
+
+def _open_local(label: str, local: str, start: int, end: int | None) -> tuple[TextIO, int]:
+    """A local file from byte `start` (to `end`), decompressed by magic bytes.
+
+    Opened without blocking, so that a FIFO nobody writes to reads as empty instead
+    of hanging; devices and sockets are refused. A sparse hole at the start (what
+    logrotate's copytruncate leaves in front of the lines written after it) is
+    stepped over with SEEK_DATA instead of being read as gigabytes of NUL bytes:
+    its size is returned, for the reader to count."""
+    raw = open_file(local, label)
+    hole = 0
     try:
-        raw = open(local, "rb")  # noqa: SIM115 - closed through the returned stream
+        if stat.S_ISREG(os.fstat(raw.fileno()).st_mode):
+            hole = _data_from(raw.fileno(), start) - start
+            if end is not None:
+                hole = min(hole, end - start)
+            raw.seek(start + hole)
+    except BaseException:
+        raw.close()
+        raise
+    binary: io.RawIOBase = raw if end is None else _Limited(raw, end - start - hole)
+    return decode_stream(io.BufferedReader(binary, 1 << 16), label), hole
+
+
+def _data_from(fd: int, pos: int) -> int:
+    """Where data starts at or after `pos`: past a sparse hole, or `pos` itself when the
+    file system cannot tell (the end of the file when only a hole follows)."""
+    seek_data = getattr(os, "SEEK_DATA", None)
+    if seek_data is None:
+        return pos
+    try:
+        return os.lseek(fd, pos, seek_data)
     except OSError as exc:
-        raise InputError(f"{chunk.path}: cannot read ({exc.strerror or exc})") from exc
-    raw.seek(chunk.start)
-    return decode_stream(io.BufferedReader(_Limited(raw, chunk.end - chunk.start), 1 << 16), chunk.path)  # type: ignore[arg-type]
+        if exc.errno == errno.ENXIO:  # nothing but a hole up to the end
+            return max(pos, os.fstat(fd).st_size)
+        return pos
 
 
 def read_lines(
@@ -241,7 +353,11 @@ def read_lines(
     most of a busy log is smtpd/cleanup/postscreen noise that an analysis of
     deliveries never reads. `births` collects the queue ids whose creation
     (cleanup's first line) was seen, for parallel chunk analysis. `tz` is the
-    zone of timestamps without an offset (default: this machine's)."""
+    zone of timestamps without an offset (default: this machine's).
+
+    A source that cannot be opened raises InputError; one that breaks while it is
+    read (a damaged .gz) keeps the lines read so far and adds a warning to stats."""
+    latest = time.time() + 86400  # no log line is dated more than a day from now
     for source in sources:
         chunk = source if isinstance(source, Chunk) else Chunk(source)
         path = chunk.path
@@ -254,49 +370,155 @@ def read_lines(
             except InputError:
                 reference = None
         parser = LineParser(reference_time=reference, tz=tz, births=births)
-        try:
-            with _open_chunk(target, chunk, since) as stream:
-                yield from _stream(path, stream, parser, stats, since, until, skip_daemons)
-        except InputError as exc:  # a damaged rotated file: keep what was read, say so
-            stats.malformed_line("damaged file", str(exc))
+        stream, hole = _open_chunk(target, chunk, since)
+        with stream:
+            yield from _stream(chunk, stream, hole, parser, stats, since, until, skip_daemons, latest)
 
 
 def _stream(
-    path: str,
+    chunk: Chunk,
     stream: TextIO,
+    hole: int,
     parser: LineParser,
     stats: ReadStats,
     since: float | None,
     until: float | None,
     skip: frozenset[str],
+    latest: float,
 ) -> Iterator[LogLine]:
-    first = True
+    lines = BoundedLines(stream, stats, hole)
     skipped = 0
-    for line in stream:
-        if first:
-            first = False
-            if "\x00" in line:
-                raise InputError(f"{path}: binary data, not a text log")
-        rec = parser.parse(line, skip)
-        if rec is SKIPPED:
-            skipped += 1
-            continue
-        stats.lines += 1
-        if rec is None:
-            if looks_like_postfix(line):
-                stats.malformed_line("unrecognised line", line.rstrip("\n"))
-            else:
-                stats.other_lines += 1
-            continue
-        stats.postfix_lines += 1
-        if rec.bad_stamp:
-            stats.malformed_line("unreadable timestamp", rec.raw)
-        ts = rec.ts
-        if ts is None:
-            stats.no_timestamp += 1
-        elif (since is not None and ts < since) or (until is not None and ts >= until):
-            stats.outside_window += 1
-            continue
-        yield rec
-    stats.lines += skipped
-    stats.postfix_lines += skipped
+    try:
+        for line in lines:
+            rec = parser.parse(line, skip)
+            if rec is SKIPPED:
+                skipped += 1
+                continue
+            stats.lines += 1
+            if rec is None:
+                if looks_like_postfix(line):
+                    stats.malformed_line("unrecognised line", line)
+                else:
+                    stats.other_lines += 1
+                continue
+            stats.postfix_lines += 1
+            ts = rec.ts
+            if rec.bad_stamp:
+                stats.malformed_line("unreadable timestamp", rec.raw)
+            elif ts is not None and not EARLIEST <= ts <= latest:
+                stats.malformed_line(IMPLAUSIBLE, rec.raw)
+                rec.ts = ts = None  # analysed without a time: a clock gone wrong must not stretch the window
+            if ts is None:
+                stats.no_timestamp += 1
+            elif (since is not None and ts < since) or (until is not None and ts >= until):
+                stats.outside_window += 1
+                continue
+            yield rec
+    except (InputError, OSError) as exc:  # a damaged rotated file: keep what was read, say so
+        where = f" (the part from byte {chunk.start:,})" if chunk.start else ""
+        detail = str(exc).removeprefix(f"{chunk.path}: ")
+        stats.warnings.append(
+            f"{chunk.path}{where} is damaged after line {lines.count:,}: the rest was not read ({detail})"
+        )
+    finally:
+        stats.lines += skipped
+        stats.postfix_lines += skipped
+
+
+class BoundedLines:
+    """The lines of a text stream (line ends removed), read in bounded pieces.
+
+    Memory stays below READ_SIZE + MAX_LINE characters whatever the stream holds:
+    a line longer than MAX_LINE is dropped while it is read and counted; NUL bytes
+    are removed and the line that held them counted (logrotate's copytruncate
+    leaves a hole of NULs, as long as the old log, in front of the next line
+    written): what remains of such a line is read as usual. The bytes under a
+    TextIOWrapper are read and decoded here, one read at a time, so that a stream
+    that breaks (a damaged .gz) has handed out every line before the damage.
+    `count` is the number of lines read so far, handed out or dropped."""
+
+    def __init__(self, stream: TextIO, stats: ReadStats, leading_nuls: int = 0) -> None:
+        self._stream = stream
+        self._stats = stats
+        self.count = 0
+        self._nuls = leading_nuls  # NUL bytes removed from the current line (a hole skipped before it)
+        self._long = 0  # length of the current line once it is too long (0: it is not)
+
+    def _pieces(self) -> Iterator[str]:
+        """The stream's text in pieces of at most READ_SIZE characters (bytes, when decoded here)."""
+        binary = getattr(self._stream, "buffer", None)
+        read1 = getattr(binary, "read1", None)
+        if read1 is None:  # a plain text stream (StringIO): it has its text already
+            read = self._stream.read
+            while piece := read(READ_SIZE):
+                yield piece
+            return
+        encoding = getattr(self._stream, "encoding", None) or "utf-8"
+        errors = getattr(self._stream, "errors", None) or "replace"
+        # the decoding of TextIOWrapper(newline=None): \r\n and \r end lines as \n does
+        decoder = io.IncrementalNewlineDecoder(codecs.getincrementaldecoder(encoding)(errors), translate=True)
+        decode = decoder.decode
+        while data := read1(READ_SIZE):
+            if text := decode(data):
+                yield text
+        if text := decode(b"", final=True):
+            yield text
+
+    def __iter__(self) -> Iterator[str]:
+        finish = self._finish
+        grow = self._grow
+        carry = ""  # the start of a line whose end has not been read yet
+        for data in self._pieces():
+            parts = data.split("\n")
+            if "\x00" in data:  # rare: each part on its own
+                for i, part in enumerate(parts):
+                    if "\x00" in part:
+                        clean = part.replace("\x00", "")
+                        self._nuls += len(part) - len(clean)
+                        part = clean
+                    carry = grow(carry, part)
+                    if i < len(parts) - 1:  # a line end follows
+                        line = finish(carry)
+                        carry = ""
+                        if line is not None:
+                            yield line
+                continue
+            if len(parts) == 1:  # no line end in this piece: the current line goes on
+                carry = grow(carry, data)
+                continue
+            last = parts.pop()
+            line = finish(grow(carry, parts[0]) if carry or self._long else parts[0])
+            if line is not None:
+                yield line
+            if len(parts) > 1:  # whole lines, each shorter than READ_SIZE <= MAX_LINE
+                self.count += len(parts) - 1
+                yield from parts[1:]
+            carry = grow("", last)
+        if carry or self._long or self._nuls:
+            line = finish(carry)
+            if line is not None:
+                yield line
+
+    def _grow(self, carry: str, more: str) -> str:
+        if self._long:
+            self._long += len(more)
+            return carry
+        if len(carry) + len(more) <= MAX_LINE:
+            return carry + more
+        self._long = len(carry) + len(more)
+        return (carry + more[:300])[:300]  # only the start is kept, for the example
+
+    def _finish(self, line: str) -> str | None:
+        """A line ends: the line to read, or None when it is counted as malformed."""
+        self.count += 1
+        nuls, self._nuls = self._nuls, 0
+        if self._long:
+            size, self._long = self._long, 0
+            extra = f" and {nuls:,} NUL bytes" if nuls else ""
+            self._stats.malformed_line(LONG_LINE, f"a line of {size:,} characters{extra}: {line[:200]}")
+            return None
+        if nuls:
+            what = f"{nuls:,} NUL bytes removed from a line"
+            self._stats.malformed_line(NUL_BYTES, f"{what}: {line[:200]}" if line else f"{what} that held nothing else")
+            return line or None
+        return line

@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser = build_parser(first)
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
-            if sys.stdin.isatty() and sys.stdout.isatty():
+            if sys.stdin is not None and sys.stdin.isatty() and sys.stdout is not None and sys.stdout.isatty():
                 return _wizard(argv)
             parser.print_help()
             print("\n(run pfdiag in a terminal for the guided wizard, or pfdiag report for the same diagnosis without questions)")

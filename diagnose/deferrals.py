@@ -32,6 +32,15 @@ EVICT_AFTER = 10 * 86400.0  # longer than any sane maximal_queue_lifetime (defau
 MAX_KEYS = 5000
 MAX_SIZES = 200_000  # sizes of messages whose "removed" line never came are dropped oldest first  # per-counter cap on distinct domains/relays: memory must not follow the log
 PARTS = ("a", "b", "c", "d")
+# Lines of messages born before a chunk that its worker may keep for the merge. A normal
+# log needs few (the messages in the queue when the chunk starts); one without cleanup's
+# lines (a grep for postfix/smtp) would keep all of them: past this, the chunk is read
+# again by the merging process instead (see diagnose.logscan), so memory stays bounded.
+MAX_UNBORN = 100_000
+
+
+class UnbornOverflow(Exception):
+    """A chunk holds too many lines of messages born before it (see MAX_UNBORN)."""
 
 
 class CappedCounter(Counter):
@@ -229,13 +238,15 @@ class DeferralAnalysis:
                 self.last_ts = ts
                 if self.first_ts is None:
                     self.first_ts = ts
-            elif self.first_ts is None or ts < self.first_ts:  # type: ignore[operator]
+            elif self.first_ts is None or ts < self.first_ts:
                 self.first_ts = ts
         qid = line.queue_id
         text = line.text
         births = self.births
         if births is not None and qid is not None and qid != "NOQUEUE" and qid not in births:
             self.unborn.append((line.ts, line.raw))
+            if len(self.unborn) > MAX_UNBORN:
+                raise UnbornOverflow(f"more than {MAX_UNBORN:,} lines of older messages")
             return
         if "status=" in text:
             m = STATUS_FAST.match(text)

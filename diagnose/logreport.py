@@ -15,7 +15,7 @@ from typing import Any
 from checks.logs import ReadStats
 from diagnose import delays as delays_mod
 from diagnose.deferrals import PARTS, DeferralAnalysis, quantile
-from diagnose.textsafe import console, md_block, md_text, rich_markup, rich_text
+from diagnose.textsafe import console, md_block, md_code, md_text, rich_markup, rich_text
 
 SCHEMA = "pfdiag.logs/1"
 TOP = 5
@@ -119,6 +119,7 @@ def to_dict(
                 kind: {"count": n, "examples": stats.examples.get(kind, [])} for kind, n in sorted(stats.malformed.items())
             },
             "truncated_reasons": a.truncated_reasons,
+            "warnings": list(stats.warnings),  # damaged files: what follows misses their end
         },
         "totals": {
             "statuses": dict(a.statuses.most_common()),
@@ -183,6 +184,8 @@ def render_text(report: dict[str, Any], width: int = 120, color: bool = False) -
     con = console(buf, width=width, force_terminal=color, no_color=not color)
     inp, tot = report["input"], report["totals"]
     w = report["window"]
+    for warning in inp.get("warnings", []):
+        con.print(rich_text(f"warning: {warning}", "bold red"), soft_wrap=True)
     con.print(rich_markup("[bold]Postfix deferrals[/bold]  {} .. {} (UTC)", _short(w["first_line"]), _short(w["last_line"])))
     if report.get("timeouts"):
         con.print(rich_markup("timings compared with: {}", report["timeouts"]["source"]))
@@ -257,7 +260,7 @@ def render_text(report: dict[str, Any], width: int = 120, color: bool = False) -
         if e["pix_workarounds"]:
             con.print(rich_markup("  Postfix turned on its PIX firewall workarounds for: {}", _top(e["pix_workarounds"])))
     if inp["malformed"]:
-        con.print("\n[bold]Lines that could not be read[/bold] (skipped, counted):")
+        con.print("\n[bold]Lines that could not be read as they are[/bold] (counted):")
         for kind, m in inp["malformed"].items():
             con.print(rich_markup("  {}: {}", kind, f"{m['count']:,}"))
             for ex in m["examples"][:2]:
@@ -292,6 +295,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     """Values from the log are Markdown-escaped or fenced (diagnose.textsafe)."""
     inp, tot, w = report["input"], report["totals"], report["window"]
     out = [
+        *(f"> **Warning:** {md_code(warning)}\n" for warning in inp.get("warnings", [])),
         "## Postfix deferrals",
         "",
         f"Log window: {md_text(w['first_line'] or '?')} .. {md_text(w['last_line'] or '?')}; "
@@ -345,7 +349,7 @@ def render_markdown(report: dict[str, Any]) -> str:
             "by a later attempt and may have arrived twice.",
         ]
     if inp["malformed"]:
-        out += ["", "Unreadable lines (skipped): " + ", ".join(f"{md_text(k)} {m['count']}" for k, m in inp["malformed"].items())]
+        out += ["", "Lines that could not be read as they are: " + ", ".join(f"{md_text(k)} {m['count']}" for k, m in inp["malformed"].items())]
     return "\n".join(out) + "\n"
 
 

@@ -18,7 +18,7 @@ from typing import Sequence
 
 from checks.logs import STDIN, Chunk, ReadStats, plan_chunks, read_lines
 from checks.targets import Target
-from diagnose.deferrals import NOISE_DAEMONS, DeferralAnalysis
+from diagnose.deferrals import NOISE_DAEMONS, DeferralAnalysis, UnbornOverflow
 
 CHUNK_MIN_BYTES = 24 * 1024 * 1024  # below this the fork and pickling cost more than they save
 MAX_WORKERS = 8
@@ -48,9 +48,14 @@ def _analyse(
 
 def _work(
     chunk: Chunk, since: float | None, until: float | None, first: bool, tz: tzinfo | None
-) -> tuple[DeferralAnalysis, ReadStats]:
+) -> tuple[DeferralAnalysis, ReadStats] | None:
+    """A worker's analysis of its chunk; None when the chunk is mostly lines of messages
+    born before it (no cleanup lines in the log): the merging process reads it instead."""
     assert _TARGET is not None
-    return _analyse(_TARGET, [chunk], since, until, first, tz)
+    try:
+        return _analyse(_TARGET, [chunk], since, until, first, tz)
+    except UnbornOverflow:
+        return None
 
 
 def analyse_logs(
@@ -76,9 +81,15 @@ def analyse_logs(
     try:
         with ProcessPoolExecutor(max_workers=min(n, len(chunks)), mp_context=multiprocessing.get_context("fork")) as pool:
             futures = [pool.submit(_work, chunk, since, until, i == 0, tz) for i, chunk in enumerate(chunks)]
-            analysis, stats = futures[0].result()
-            for future in futures[1:]:
-                part, part_stats = future.result()
+            first = futures[0].result()
+            assert first is not None, "the first chunk keeps no lines for a merge"
+            analysis, stats = first
+            for chunk, future in zip(chunks[1:], futures[1:]):
+                result = future.result()
+                if result is None:  # read here, on the state of the chunks before it: one pass's result
+                    analysis.add_all(read_lines(target, [chunk], stats, since, until, NOISE_DAEMONS, None, tz))
+                    continue
+                part, part_stats = result
                 analysis.merge(part)
                 stats.merge(part_stats)
     finally:

@@ -140,9 +140,11 @@ def open_with_fallback(answers: dict[str, str], opts: Options) -> tuple[Target, 
     snapshot instead, with a notice that says so (and answers["target"] becomes "demo").
     A Postfix with a queue or a log is diagnosed."""
     from checks.config import postfix_argv
-    from checks.logs import default_sources
+    from checks.logs import default_sources, resolve_sources
 
     target, notice = open_from_answers(answers, opts)
+    if answers.get("target") == "local" and opts.log_paths:
+        resolve_sources(target, opts.log_paths)  # a missing or unreadable --log: one line now, not after the checks
     if answers.get("target") != "local" or opts.log_paths:
         return target, notice
     try:

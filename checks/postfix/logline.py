@@ -361,10 +361,10 @@ class LineParser:
         syslog_name, _, service = ident.partition("/")
         ts = None
         raw_ts = rec.get("__REALTIME_TIMESTAMP") or rec.get("_SOURCE_REALTIME_TIMESTAMP")
-        if isinstance(raw_ts, str) and raw_ts.isdigit():
-            ts = int(raw_ts) / 1e6
+        if isinstance(raw_ts, str) and raw_ts.isascii() and raw_ts.isdigit() and len(raw_ts) <= 20:
+            ts = int(raw_ts) / 1e6  # longer: past any time a float or the calendar can hold
         pid_text = rec.get("SYSLOG_PID") or rec.get("_PID")
-        pid = int(pid_text) if isinstance(pid_text, str) and pid_text.isdigit() else None
+        pid = int(pid_text) if isinstance(pid_text, str) and pid_text.isascii() and pid_text.isdigit() else None
         host = rec.get("_HOSTNAME") if isinstance(rec.get("_HOSTNAME"), str) else None
         text = msg
         q = _QUEUE_ID.match(text) or _loose_queue_id(text)

@@ -170,7 +170,9 @@ class _CheckedStream(io.RawIOBase):
 
     def readinto(self, buffer: Any) -> int:
         try:
-            data = self._inner.read(len(buffer))
+            # read1: one step of the decompressor, so that what it gave before the damage
+            # is handed on (read(n) loops to fill n and drops what it had on an error)
+            data = self._inner.read1(len(buffer)) if hasattr(self._inner, "read1") else self._inner.read(len(buffer))
         except (EOFError, OSError, lzma.LZMAError, zlib.error) as exc:
             raise InputError(f"{self._label}: compressed file is damaged or truncated ({exc})") from exc
         n = len(data)

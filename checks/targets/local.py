@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import ipaddress
 import os
 import socket
+import stat
 import subprocess
 import time
 from typing import BinaryIO, Iterator, Sequence, TextIO
@@ -76,13 +78,7 @@ class LocalTarget(Target):
         return ProcessStream(argv, proc, timeout)
 
     def open_text(self, path: str) -> TextIO:
-        try:
-            raw = open(path, "rb")  # noqa: SIM115 - returned to the caller, who closes it
-        except IsADirectoryError as exc:
-            raise InputError(f"{path}: is a directory") from exc
-        except OSError as exc:
-            raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-        return decode_stream(raw, path)
+        return decode_stream(open_file(path), path)
 
     def local_path(self, path: str) -> str | None:
         """Where this process can open the file itself (for parallel chunk reading)."""
@@ -122,6 +118,29 @@ class LocalTarget(Target):
             return socket.create_connection((host, port), timeout=timeout)
         except OSError as exc:
             raise _connect_failed(exc, f"connect to {host}:{port}", timeout) from exc
+
+
+def open_file(path: str, label: str | None = None) -> io.FileIO:
+    """A local file opened for reading (unbuffered), or InputError in one line naming
+    `label` (default: the path). Opened without blocking, so that a FIFO nobody writes
+    to reads as empty instead of hanging; a directory, device (/dev/zero never ends)
+    or socket is refused."""
+    label = label or path
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise InputError(f"{label}: cannot read ({exc.strerror or exc})") from exc
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise InputError(f"{label}: is a directory")
+        if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+            raise InputError(f"{label}: {'a socket' if stat.S_ISSOCK(mode) else 'a device'}, not a file to read")
+        os.set_blocking(fd, True)
+        return io.FileIO(fd, "rb", closefd=True)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _checked_argv(argv: Sequence[str]) -> tuple[str, ...]:

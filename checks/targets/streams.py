@@ -8,6 +8,8 @@
 Errors are run()'s: a missing program raises CommandNotFound when the stream is opened,
 an overrun CommandTimeout (at the end of the lines or from result()), and a non-zero exit
 is no error: the caller reads result().returncode. Leaving the block early stops the command.
+A line longer than MAX_LINE bytes is not held whole: its start is handed out, marked as cut
+(a parser counts it as malformed), and the rest is read past.
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ from typing import Iterator
 
 from checks.errors import CommandTimeout
 from checks.model import CommandResult
+
+# Generous: `postqueue -j` writes a message with thousands of recipients on one line.
+MAX_LINE = 16 << 20
+CUT = " [line cut: longer than {} bytes]"
 
 
 class CommandStream:
@@ -85,7 +91,14 @@ class ProcessStream(CommandStream):
 
     def __iter__(self) -> Iterator[str]:
         assert self._proc.stdout is not None
-        for raw in self._proc.stdout:
+        readline = self._proc.stdout.readline
+        limit = MAX_LINE
+        while raw := readline(limit):
+            if len(raw) == limit and not raw.endswith(b"\n"):  # too long: never buffered whole
+                while (more := readline(limit)) and not more.endswith(b"\n"):
+                    pass
+                yield raw[:1000].decode("utf-8", "replace") + CUT.format(limit)
+                continue
             yield raw.decode("utf-8", "replace").rstrip("\r\n")
         self._check_deadline()
 

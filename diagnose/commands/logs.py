@@ -11,7 +11,7 @@ from checks.errors import InputError, UsageError
 from checks.targets import Target
 from diagnose.timespec import parse_when, parse_zone  # noqa: F401 - parse_when: also for scripts
 from diagnose.delays import DEFAULT_TIMEOUTS, smtp_timeouts
-from checks.logs import default_sources, resolve_sources
+from checks.logs import LONG_LINE, NUL_BYTES, ReadStats, default_sources, resolve_sources
 from diagnose.logreport import render_markdown, render_text, to_dict
 from diagnose.logscan import analyse_logs
 from diagnose.output import Output, add_output_options
@@ -69,10 +69,9 @@ def run(args: argparse.Namespace) -> int:
             sources = default_sources(target)
     analysis, stats = analyse_logs(target, sources, since, until, workers=args.jobs, tz=parse_zone(args.tz))
     if stats.postfix_lines == 0:
-        damage = stats.examples.get("damaged file")
-        if damage:
-            raise InputError(damage[0])
-        raise InputError(f"no Postfix log lines in {', '.join(sources)} ({stats.lines:,} lines read)")
+        if stats.warnings:
+            raise InputError(stats.warnings[0])
+        raise InputError(f"no Postfix log lines in {', '.join(sources)} ({stats.lines:,} lines read{_unreadable(stats)})")
     timeouts, source = effective_timeouts(target)
     report = to_dict(analysis, stats, since, until, timeouts)
     report["timeouts"] = {"source": source, "values": timeouts or DEFAULT_TIMEOUTS}
@@ -80,8 +79,20 @@ def run(args: argparse.Namespace) -> int:
     text = out.render(report, {"md": render_markdown,
                                "text": lambda r: render_text(r, width=_width(), color=out.to_tty)})  # fmt: skip
     out.notice(notice)  # stderr: never mixed into the report
+    for warning in stats.warnings:  # also at the top of the report; here for scripts and pipes
+        out.notice(f"pfdiag: warning: {warning}")
     out.emit(text)
     return 0
+
+
+def _unreadable(stats: ReadStats) -> str:
+    """'; skipped: 1 line(s) with NUL bytes: binary data, not a text log?' when lines were skipped."""
+    if not stats.malformed:
+        return ""
+    words = {NUL_BYTES: "line(s) with NUL bytes", LONG_LINE: f"line(s) {LONG_LINE.removeprefix('line ')}"}
+    kinds = ", ".join(f"{n:,} {words.get(kind, kind)}" for kind, n in sorted(stats.malformed.items()))
+    guess = ": binary data, not a text log?" if NUL_BYTES in stats.malformed or LONG_LINE in stats.malformed else ""
+    return f"; skipped: {kinds}{guess}"
 
 
 def effective_timeouts(target: Target, config_dir: str | None = None) -> tuple[dict[str, float] | None, str]:

@@ -59,16 +59,19 @@ def test_truncated_gzip_keeps_what_was_read_and_counts_damage(tmp_path):
     stats = ReadStats()
     got = list(read_lines(LocalTarget(), [str(path)], stats))
     assert 0 < len(got) < 5000
-    assert stats.malformed["damaged file"] == 1
-    assert "damaged or truncated" in stats.examples["damaged file"][0]
+    assert len(stats.warnings) == 1
+    warning = stats.warnings[0]
+    assert warning.startswith(f"{path} is damaged after line {len(got):,}: the rest was not read")
+    assert "damaged or truncated" in warning
 
 
-def test_binary_file_is_a_clear_error_counted(tmp_path):
+def test_binary_file_is_counted_not_read(tmp_path):
     path = tmp_path / "junk"
     path.write_bytes(b"\x00\x01\x02binary\x00" * 100)
     stats = ReadStats()
     assert list(read_lines(LocalTarget(), [str(path)], stats)) == []
-    assert "binary data" in stats.examples["damaged file"][0]
+    assert stats.postfix_lines == 0 and stats.malformed["NUL bytes"] == 1
+    assert "200 NUL bytes removed from a line" in stats.examples["NUL bytes"][0]
 
 
 def test_directory_without_logs_and_missing_file(tmp_path):

@@ -88,3 +88,34 @@ def test_compressed_files_are_not_split(tmp_path):
     with gzip.open(path, "wt") as fh:
         fh.write("x\n" * 100000)
     assert plan_chunks(LocalTarget(), [str(path)], 4, 10) == [Chunk(str(path))]
+
+
+@pytest.mark.parametrize("cleanup", [True, False])
+def test_worker_memory_is_capped_when_messages_are_born_elsewhere(tmp_path, monkeypatch, cleanup):
+    """Without cleanup's lines (a log grepped for the delivery agents) no message is born in
+    any chunk, and a worker would keep every line of its chunk for the merge: past
+    MAX_UNBORN it gives up and the merging process reads that chunk itself. Same result."""
+    from diagnose import deferrals
+
+    log = tmp_path / "mail.log"
+    write_log(log)
+    if not cleanup:
+        log.write_text("".join(line for line in log.read_text().splitlines(True) if "postfix/cleanup" not in line))
+    monkeypatch.setattr(deferrals, "MAX_UNBORN", 4000)  # with cleanup lines a chunk keeps ~3,000 here, without ~5,000
+    fallbacks = []
+    real = logscan.read_lines
+
+    def spy(target, sources, *args):  # the merging process reading a chunk a worker gave up
+        fallbacks.extend(sources)
+        return real(target, sources, *args)
+
+    size = log.stat().st_size
+    serial = _report(log, 1, monkeypatch, size)
+    fallbacks.clear()
+    monkeypatch.setattr(logscan, "read_lines", spy)
+    parallel = _report(log, 3, monkeypatch, size // 6)
+    assert parallel == serial
+    if cleanup:
+        assert fallbacks == []  # born in their chunks: only the few straddling messages are kept
+    else:
+        assert len(fallbacks) == 2 and all(isinstance(c, Chunk) and c.start > 0 for c in fallbacks)

@@ -131,3 +131,17 @@ def test_snapshot_stream_of_an_unrecorded_command_is_command_not_found(tmp_path)
     snap = _snapshot(tmp_path, CommandResult(("postqueue", "-j"), 0, "", ""))
     with pytest.raises(CommandNotFound, match="not recorded"):
         snap.stream(["postqueue", "-p"])
+
+
+def test_an_overlong_line_is_cut_not_held_whole(monkeypatch):
+    """A line past MAX_LINE is handed out as its start, marked, and the rest read past;
+    the lines after it arrive as usual (a parser counts the cut one as malformed)."""
+    from checks.targets import streams
+
+    monkeypatch.setattr(streams, "MAX_LINE", 4096)
+    code = "import sys; print('before'); sys.stdout.write('x' * 50000 + '\\n'); print('after')"
+    with LocalTarget().stream(py(code)) as out:
+        lines = list(out)
+        res = out.result()
+    assert lines == ["before", "x" * 1000 + " [line cut: longer than 4096 bytes]", "after"]
+    assert res.returncode == 0
