@@ -13,6 +13,7 @@ import random
 import threading
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -115,12 +116,12 @@ def test_rank_is_linear_in_the_queue_ids() -> None:
     """50,000 messages of one cause over 500 destinations, each listed in two groups: the
     list-membership test this replaces took minutes here; a set takes milliseconds. Run
     with a generous deadline (a guard, not a timing)."""
-    groups = []
+    groups: list[dict[str, Any]] = []
     for g in range(500):
         ids = [f"{n:011X}" for n in range(g * 100, g * 100 + 100)] + [f"{n:011X}" for n in range((g * 100 + 100) % 50_000, (g * 100 + 150) % 50_000 or 50_000)]
         groups.append({"cause_id": "E04", "domain": f"d{g}.example", "recipients": len(ids), "messages": ids,
                        "example_reason": "connect to mx.d.example[192.0.2.1]:25: Connection refused"})  # fmt: skip
-    out: list = []
+    out: list[list[Any]] = []
     worker = threading.Thread(target=lambda: out.append(rank(None, {"groups": groups}, [])), daemon=True)
     worker.start()
     worker.join(timeout=20)
