@@ -377,6 +377,12 @@ def forecast_message(
                            fc.expires_at, fc.expires_at_latest, fc)  # fmt: skip
 
 
+# Distinct (next due, now) offsets to arrival memoised: a burst of mail has few (a 10,000-message
+# fill over SMTP: some hundreds), a queue built up over days one per message, where a memo only
+# costs memory (65,536 Forecasts with their timelines were 50 MB).
+FORECASTS_MEMO = 4096
+
+
 class ForecastRow(NamedTuple):
     """forecast_message()'s numbers, absolute and unrounded, without the timelines."""
 
@@ -422,7 +428,7 @@ class Forecaster:
         key = (round(due - a), round(now - a), m.null_sender, m.forced_expire)
         base = self._memo.get(key)
         if base is None:
-            if len(self._memo) >= 65536:  # as the lru_cache below: bounded whatever the queue size
+            if len(self._memo) >= FORECASTS_MEMO:  # as the lru_cache below: bounded whatever the queue size
                 self._memo.clear()
             base = self._memo[key] = _relative_forecast(*key[:2], self.settings, *key[2:])
         earliest = now if mtime is None else base.next_attempt_earliest + a
@@ -449,7 +455,7 @@ def _forecast(arrival: float, mtime: float, now: float, settings: RetrySettings,
                    last_attempt=at(base.last_attempt), warning_at=at(base.warning_at))  # fmt: skip
 
 
-@functools.lru_cache(maxsize=65536)
+@functools.lru_cache(maxsize=FORECASTS_MEMO)
 def _relative_forecast(mtime_offset: float, now_offset: float, settings: RetrySettings, null_sender: bool,
                        forced_expire: bool) -> Forecast:  # fmt: skip
     # the timelines inside stay relative to an arrival at 0: nothing outside this module reads them

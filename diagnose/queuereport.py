@@ -117,14 +117,15 @@ def _settings_and_state(target: Target, config_dir: str | None, notes: list[str]
 
 def queue_report(target: Target, config_dir: str | None, *, by: str = "recipient", top: int = 20,
                  shape_queues: list[str] | None = None, encode: bool = False) -> tuple[dict[str, Any], ReportBuilder]:  # fmt: skip
-    """`pfdiag queue`'s report, and its builder (builder.write_json writes a big one fast).
+    """`pfdiag queue`'s report, and its builder. encode: the report is for builder.write_json
+    only, which writes a big one fast from the entries encoded on the way (and dropped then).
     postqueue and the postconf/master runs wait on Postfix, not on us: they are asked at the
     same time, and the report is built from each message as postqueue lists it."""
     from concurrent.futures import ThreadPoolExecutor
 
     notes: list[str] = []
     now = listing_time(target)
-    builder = ReportBuilder(now, by=by, top=top, shape_queues=shape_queues, encode=encode)
+    builder = ReportBuilder(now, by=by, top=top, shape_queues=shape_queues, encode=encode, lean=encode)
     with ThreadPoolExecutor(1) as pool:
         config_job = pool.submit(_settings_and_state, target, config_dir, notes)
         builder.configure_when_done(config_job, target)
@@ -205,9 +206,12 @@ class ReportBuilder:
     finish() forecasts whatever still waits."""
 
     def __init__(self, now: float, *, by: str = "recipient", top: int = 20, shape_queues: list[str] | None = None,
-                 encode: bool = False) -> None:  # fmt: skip
+                 encode: bool = False, lean: bool = False) -> None:  # fmt: skip
         """encode: the report will be written as JSON (write_json): a big queue's message
-        entries are encoded as they complete, while postqueue still lists."""
+        entries are encoded as they complete, while postqueue still lists. lean (with encode):
+        the report is only written with write_json, so an entry encoded is dropped (its text
+        stays): a fifth of the memory for a big queue; the report's "messages" then holds None
+        in the place of each dropped entry."""
         self.now, self.top, self.shape_queues = now, top, shape_queues
         self.ages = AgeTally(now, by=by, queues=shape_queues)
         self.causes = GroupTally(cause_of)
@@ -218,6 +222,8 @@ class ReportBuilder:
         self.texts: list[str | None] | None = [] if encode else None  # entries as compact JSON, when encoding
         self._encode_entry = _entry_encoder() if encode else _ENCODE
         self._crossed = False  # past COMPACT_ABOVE entries: encoding as they complete
+        self._lean = lean and encode
+        self._arrivals: list[float] = []  # per entry, for the order (a dropped entry has none)
         self.waiting: list[tuple[QueuedMessage, int]] = []  # deferred entries not forecast yet
         self.sources: set[str] = set()  # mtime_source values used
         self._forecaster: Forecaster | None = None
@@ -244,8 +250,12 @@ class ReportBuilder:
             for j, e in enumerate(self.entries):
                 if texts[j] is None and (e["forecast"] is not None or e["queue_name"] != "deferred"):
                     texts[j] = self._encode_entry(e)
+                    if self._lean:
+                        self.entries[j] = None  # type: ignore[call-overload]  # lean: see __init__
             return
         texts[i] = self._encode_entry(self.entries[i])
+        if self._lean:
+            self.entries[i] = None  # type: ignore[call-overload]
 
     def configure_when_done(self, job: Future[tuple[Any, ...]], target: Target) -> None:
         """configure() from the configuration job as soon as it has finished (checked per message)."""
@@ -282,6 +292,7 @@ class ReportBuilder:
             "forecast": None,
         }  # fmt: skip
         self.entries.append(entry)
+        self._arrivals.append(m.arrival_time)
         if self.texts is not None:
             self.texts.append(None)
         if q != "deferred":
@@ -307,7 +318,7 @@ class ReportBuilder:
             self.entries.sort(key=lambda e: e["arrival_time"])
         else:
             entries, texts = self.entries, self.texts
-            order = sorted(range(len(entries)), key=lambda i: entries[i]["arrival_time"])
+            order = sorted(range(len(entries)), key=self._arrivals.__getitem__)
             self.entries = [entries[i] for i in order]
             self.texts = [texts[i] or self._encode_entry(entries[i]) for i in order]
         return {

@@ -170,3 +170,23 @@ def test_no_core_module_imports_the_queue_command() -> None:
                 names = [a.name for a in node.names]
             assert not any(n.startswith("diagnose.commands.queue") for n in names), path.name
     assert len((REPO / "diagnose/commands/queue.py").read_text().splitlines()) < 250
+
+
+@pytest.mark.parametrize("configured_after", [0, 1500, None])
+def test_a_lean_json_report_writes_the_same_text(listing, configured_after) -> None:
+    """`pfdiag queue -f json` drops each message's entry once encoded (its text stays): the
+    JSON written is still exactly json.dumps of the whole report."""
+    import json
+
+    from diagnose.queuereport import ReportBuilder
+
+    target, cfg, read, qdir = listing
+    full = build_report(read, cfg.settings, target, qdir)
+    b = ReportBuilder(read.taken_at, encode=True, lean=True)
+    for i, m in enumerate(read.messages):
+        if i == configured_after:
+            b.configure(cfg.settings, target, qdir)
+        b.add(m)
+    lean = b.finish(read, cfg.settings, target, qdir)
+    assert sum(e is None for e in lean["messages"]) > 2000  # dropped as they were encoded
+    assert b.json_text(lean) == json.dumps(full, ensure_ascii=False)
