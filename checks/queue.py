@@ -64,6 +64,10 @@ class QueueRead:
     notes: list[str] = field(default_factory=list)
 
 
+def _drop(m: QueuedMessage) -> None:
+    pass
+
+
 def _explain_failure(argv: Sequence[str], stderr: str, stdout: str, rc: int) -> str:
     text = (stderr.strip() or stdout.strip()).splitlines()
     last = text[-1] if text else f"exit {rc}"
@@ -77,16 +81,18 @@ def _explain_failure(argv: Sequence[str], stderr: str, stdout: str, rc: int) -> 
 
 def read_queue(
     target: Target, config_dir: str | None = None, now: float | None = None,
-    on_message: Callable[[QueuedMessage], None] | None = None,
+    on_message: Callable[[QueuedMessage], None] | None = None, keep: bool = True,
 ) -> QueueRead:  # fmt: skip
     """The queue listing. on_message gets each message as soon as it is parsed: with a
     target that streams, while postqueue is still writing (10,000 messages: ~0.3 s of
-    postqueue that the caller's own work overlaps). taken_at is when the listing started."""
+    postqueue that the caller's own work overlaps). taken_at is when the listing started.
+    keep=False: .messages stays empty, for a caller that aggregates with on_message (a big
+    queue is then never held in memory: 100,000 messages are some 100 MB as objects)."""
     taken = listing_time(target, now)
     argv = postfix_argv("postqueue", config_dir, "-j")
     stats = ParseStats()
     msgs: list[QueuedMessage] = []
-    keep = msgs.append
+    put: Callable[[QueuedMessage], None] = msgs.append if keep else _drop
     # Only a target whose class streams: a wrapper that forwards unknown attributes (the
     # snapshot recorder) must see the run() it records, not be bypassed.
     stream = getattr(target, "stream", None) if getattr(type(target), "stream", None) else None
@@ -94,13 +100,13 @@ def read_queue(
         if stream is None:
             res = target.run(argv)
             for m in parse_postqueue_json(res.stdout, stats):
-                keep(m)
+                put(m)
                 if on_message is not None:
                     on_message(m)
         else:
             with stream(argv) as out:
                 for m in iter_postqueue_json(out, stats):
-                    keep(m)
+                    put(m)
                     if on_message is not None:
                         on_message(m)
                 res = out.result()
@@ -117,10 +123,10 @@ def read_queue(
             raise InputError("postqueue not found: is Postfix installed here?") from None
         if res.returncode != 0:
             raise InputError(_explain_failure(argv, res.stderr, res.stdout, res.returncode))
-        stats = ParseStats()
-        msgs = list(parse_mailq(res.stdout, stats=stats))
-        if on_message is not None:
-            for m in msgs:
+        stats = ParseStats()  # msgs is still empty: the -j run listed nothing
+        for m in parse_mailq(res.stdout, stats=stats):
+            put(m)
+            if on_message is not None:
                 on_message(m)
         return QueueRead(msgs, "postqueue -p", tuple(argv), stats, taken, notes)
     if res.returncode != 0:
@@ -371,6 +377,12 @@ def forecast_message(
                            fc.expires_at, fc.expires_at_latest, fc)  # fmt: skip
 
 
+# Distinct (next due, now) offsets to arrival memoised: a burst of mail has few (a 10,000-message
+# fill over SMTP: some hundreds), a queue built up over days one per message, where a memo only
+# costs memory (65,536 Forecasts with their timelines were 50 MB; 16,384 are some 13 MB).
+FORECASTS_MEMO = 16384
+
+
 class ForecastRow(NamedTuple):
     """forecast_message()'s numbers, absolute and unrounded, without the timelines."""
 
@@ -394,13 +406,29 @@ class Forecaster:
         self.now, self.settings = now, settings
         self._memo: dict[tuple[float, float, bool, bool], Forecast] = {}
 
+    def next_earliest(self, m: QueuedMessage, mtime: float | None = None) -> float:
+        """row(m, mtime).next_earliest without the schedule: the same arithmetic (forecast()'s
+        max(mtime, now), on the offsets to arrival rounded as the memo keys are)."""
+        if mtime is None:
+            return self.now
+        a = m.arrival_time
+        return max(float(round(mtime - a)), float(round(self.now - a))) + a
+
+    def expiry_floor(self, m: QueuedMessage) -> float | None:
+        """A lower bound of row(m, ...).expires_at whatever the mtime: the attempt that returns
+        the mail ends at or after arrival + its lifetime. None for a forced expiry (then the
+        next attempt returns it, maybe earlier)."""
+        if m.forced_expire:
+            return None
+        return m.arrival_time + self.settings.lifetime(m.null_sender)
+
     def row(self, m: QueuedMessage, mtime: float | None = None) -> ForecastRow:
         now, a = self.now, m.arrival_time
         due = now + next_delay(now - a, self.settings) if mtime is None else mtime
         key = (round(due - a), round(now - a), m.null_sender, m.forced_expire)
         base = self._memo.get(key)
         if base is None:
-            if len(self._memo) >= 65536:  # as the lru_cache below: bounded whatever the queue size
+            if len(self._memo) >= FORECASTS_MEMO:  # as the lru_cache below: bounded whatever the queue size
                 self._memo.clear()
             base = self._memo[key] = _relative_forecast(*key[:2], self.settings, *key[2:])
         earliest = now if mtime is None else base.next_attempt_earliest + a
@@ -427,7 +455,7 @@ def _forecast(arrival: float, mtime: float, now: float, settings: RetrySettings,
                    last_attempt=at(base.last_attempt), warning_at=at(base.warning_at))  # fmt: skip
 
 
-@functools.lru_cache(maxsize=65536)
+@functools.lru_cache(maxsize=FORECASTS_MEMO)
 def _relative_forecast(mtime_offset: float, now_offset: float, settings: RetrySettings, null_sender: bool,
                        forced_expire: bool) -> Forecast:  # fmt: skip
     # the timelines inside stay relative to an arrival at 0: nothing outside this module reads them

@@ -102,7 +102,7 @@ def rank(logs: Mapping[str, Any] | None, queue: Mapping[str, Any] | None, findin
     log_causes = {c["id"]: c for c in (logs or {}).get("causes", [])}
     # With a domain, the counts come from that domain's own rows (logs: per domain and
     # cause; queue: per cause and domain), not from the causes' totals.
-    focus = {}
+    focus: dict[str, int] = {}
     if domain:
         for row in (logs or {}).get("domains", []):
             if _in_domain(row.get("domain", ""), domain):
@@ -125,21 +125,30 @@ def rank(logs: Mapping[str, Any] | None, queue: Mapping[str, Any] | None, findin
             rc.examples.append(c["example"])
             rc.hop = hop_of(c["example"])
         rc.delays, rc.delays_meaning = c.get("delays"), list(c.get("delays_meaning") or [])
+    # Linear in the queue: a cause's distinct messages are an ordered set (a dict) and its known
+    # domains a set, beside its lists (a list-membership test here made a 100,000-message report
+    # take minutes).
+    seen_ids: dict[str, dict[str, None]] = {}
+    seen_domains: dict[str, set[str]] = {}
     for g in (queue or {}).get("groups", []):
         cid = g.get("cause_id")
         if not cid or cid == "no-reason" or (domain and not _in_domain(g.get("domain") or "", domain)):
             continue
         rc = get(cid)
         rc.queued_recipients += int(g.get("recipients", 0))
-        ids = [m for m in g.get("messages", []) if m not in rc.queue_ids]
-        rc.queue_ids.extend(ids)
-        rc.queued_messages = len(rc.queue_ids)
-        if g.get("domain") and all(d != g["domain"] for d, _ in rc.domains):
+        if cid not in seen_ids:
+            seen_ids[cid], seen_domains[cid] = dict.fromkeys(rc.queue_ids), {d for d, _ in rc.domains}
+        seen_ids[cid].update(dict.fromkeys(g.get("messages", ())))
+        if g.get("domain") and g["domain"] not in seen_domains[cid]:
+            seen_domains[cid].add(g["domain"])
             rc.domains.append((g["domain"], int(g.get("recipients", 0))))
         if g.get("example_reason") and len(rc.examples) < 3 and g["example_reason"] not in rc.examples:
             rc.examples.append(g["example_reason"])
             rc.hop = rc.hop or hop_of(g["example_reason"])
 
+    for cid, ids in seen_ids.items():  # first seen first: the groups' order, then each group's
+        table[cid].queue_ids = list(ids)
+        table[cid].queued_messages = len(ids)
     eod = (logs or {}).get("end_of_data") or {}
     for rc in table.values():
         _confidence(rc, found, log_causes, eod, timeouts)

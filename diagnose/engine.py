@@ -151,18 +151,9 @@ def collect_logs(target: Target, since: float | None, paths: list[str] | None, c
 
 
 def collect_queue(target: Target, config_dir: str | None, config: Callable[[], Any]) -> dict[str, Any]:
-    from checks.postfix.retry import DEFAULTS
-    from checks.queue import read_queue
-    from diagnose.commands.queue import build_report
+    from diagnose.queuereport import collect_digest
 
-    read = read_queue(target, config_dir)
-    try:
-        cfg = config()
-        settings = cfg.settings
-    except PfdiagError as exc:
-        read.notes.append(f"retry settings not readable ({exc}): forecasts use Postfix's defaults")
-        settings, cfg = DEFAULTS, None
-    return build_report(read, settings, target, cfg.queue_directory if cfg else None)
+    return collect_digest(target, config_dir, config)  # aggregated as postqueue lists: no entry per message
 
 
 IDENTITY = ("myhostname", "mydomain", "mydestination", "smtp_helo_name")  # expanded by postconf -x

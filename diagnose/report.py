@@ -124,12 +124,15 @@ def _queue_summary(facts: Facts) -> dict[str, Any] | None:
     q = facts.queue
     if q is None:
         return None
-    fcs = [m["forecast"] for m in q.get("messages", []) if m.get("forecast")]
-    nxt = min((f["next_attempt_earliest"] for f in fcs), default=None)
-    exp = min((f["expires_at"] for f in fcs), default=None)
-    arrivals = [{"arrival": m["arrival_time"], "queue": m["queue_name"],
-                 "causes": sorted({r["cause_id"] for r in m["recipients"] if r.get("cause_id")})}
-                for m in q.get("messages", [])[:2000]]  # fmt: skip
+    if "arrivals" in q:  # the engine's digest (diagnose.queuereport.QueueDigest): computed as the queue was read
+        nxt, exp, arrivals = q.get("next_attempt"), q.get("first_expiry"), q["arrivals"]
+    else:  # a full queue report
+        fcs = [m["forecast"] for m in q.get("messages", []) if m.get("forecast")]
+        nxt = min((f["next_attempt_earliest"] for f in fcs), default=None)
+        exp = min((f["expires_at"] for f in fcs), default=None)
+        arrivals = [{"arrival": m["arrival_time"], "queue": m["queue_name"],
+                     "causes": sorted({r["cause_id"] for r in m["recipients"] if r.get("cause_id")})}
+                    for m in q.get("messages", [])[:2000]]  # fmt: skip
     return {"counts": q.get("counts"), "total_messages": q.get("total_messages"),
             "total_recipients": q.get("total_recipients"), "oldest": q.get("oldest"),
             "next_attempt": nxt, "first_expiry": exp, "now": q.get("now"), "arrivals": arrivals,

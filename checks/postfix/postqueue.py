@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 
@@ -267,7 +267,8 @@ def iter_postqueue_json(lines: Iterable[str], stats: ParseStats) -> Iterator[Que
     return _iter_json(lines, stats)
 
 
-_SCAN_ONCE = json.JSONDecoder().scan_once  # json.loads' own decoder settings (the defaults)
+# json.loads' own decoder settings (the defaults); scan_once is set in JSONDecoder.__init__, unknown to the stubs
+_SCAN_ONCE: Callable[[str, int], tuple[object, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
 
 def parse_postqueue_json(

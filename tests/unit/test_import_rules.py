@@ -65,9 +65,6 @@ RULES = ("core-imports-no-commands", "io-only-in-targets", "questionary-only-in-
 
 # (rule, module): why it still breaks the rule. Each is an xfail until its change lands.
 PENDING: dict[tuple[str, str], str] = {
-    ("core-imports-no-commands", "diagnose/engine.py"):
-        "the engine's queue step imports diagnose.commands.queue.build_report: the queue report is moving "
-        "into a core module (helper bigqueue)",
     ("io-only-in-targets", "checks/builtin.py"):
         "checks/builtin.py imports socket for getfqdn (helper probehouse owns it)",
     ("io-only-in-targets", "diagnose/commands/probe.py"):

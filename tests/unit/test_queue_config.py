@@ -20,7 +20,8 @@ from checks.targets.bundle import SnapshotWriter
 from diagnose import actions as act
 from diagnose.cli import main
 from diagnose.commands.config import SEED, proposal
-from diagnose.commands.queue import cause_of, render_plan
+from diagnose.queueselect import render_plan
+from diagnose.queuereport import cause_of
 
 LAB = Path(__file__).resolve().parents[1] / "data" / "lab"
 QUEUE_JSON = (LAB / "postqueue-j.jsonl").read_text()

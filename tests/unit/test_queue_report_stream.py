@@ -17,7 +17,7 @@ import pytest
 from checks.config import read_config
 from checks.queue import QueueRead, age_matrix, forecast_message, group_deferred, queue_file_mtime, read_queue
 from checks.targets import SnapshotTarget
-from diagnose.commands.queue import COMPACT_ABOVE, ReportBuilder, build_report, cause_of
+from diagnose.queuereport import COMPACT_ABOVE, ReportBuilder, build_report, cause_of
 from diagnose.target_options import demo_path
 
 

@@ -1,0 +1,608 @@
+"""The queue report (`pfdiag queue`) and the queue digest a diagnosis reads (`pfdiag report`).
+
+Both are built one message at a time while postqueue is still listing (read_queue's
+on_message), with the retry settings read at the same time:
+
+* ReportBuilder: the full report of docs/queue-json.md, an entry per message (the command
+  lists them all); queue_report() runs it against a target, render_text/render_md show it.
+* QueueDigest: what the diagnosis needs (diagnose/engine.py's queue step, diagnose/correlate.py,
+  diagnose/report.py), aggregated: counts, the deferred recipients grouped by (cause, domain)
+  with their queue ids, the oldest message, the first next attempt and first expiry, and the
+  arrivals of the ARRIVALS oldest messages. Its memory grows with the queue ids of deferred
+  mail only, never with an entry per message: a 100,000-message queue fits in a few MB.
+
+Nothing here imports diagnose.commands: the commands are glue around it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import io
+import json
+import time
+from json import encoder as _json_encoder
+from typing import TYPE_CHECKING, Any, Callable, TextIO
+
+from checks.config import ConfigReport, read_config
+from checks.errors import InputError, PfdiagError
+from checks.postfix.postqueue import QueuedMessage
+from checks.postfix.retry import DEFAULTS, RetrySettings
+from checks.queue import (
+    AgeTally,
+    Forecaster,
+    GroupTally,
+    Matrix,
+    QueueFiles,
+    QueueRead,
+    counts_of,
+    domain_of,
+    listing_time,
+    read_queue,
+)
+from checks.targets import Target
+from diagnose.textsafe import md_code, md_text, visible
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
+
+SCHEMA = "pfdiag.queue/1"
+DIGEST_SCHEMA = "pfdiag.queue-digest/1"
+COMPACT_ABOVE = 1000  # messages; a bigger report is written as compact JSON
+ARRIVALS = 2000  # the digest keeps the arrivals of this many of the oldest messages (the report's timeline)
+ASSUMED_NOTE = ("next-attempt times marked 'assumed': the queue file's mtime could not be read, so the last attempt "
+                "is assumed to have ended just now (the latest possible next attempt; the earliest is now)")  # fmt: skip
+# no cycle check: the report is built here, acyclic, and the check costs a dict insert per container
+_ENCODER = json.JSONEncoder(ensure_ascii=False, check_circular=False)
+_ENCODE = _ENCODER.encode
+
+
+def _entry_encoder() -> Callable[[Any], str]:
+    """_ENCODE for one message entry at a time: the C encoder made once, not per call."""
+    make = getattr(_json_encoder, "c_make_encoder", None)
+    if make is None:  # a Python without the _json accelerator
+        return _ENCODE
+    # the arguments JSONEncoder(ensure_ascii=False, check_circular=False).iterencode passes
+    chunks = make(None, _ENCODER.default, _json_encoder.encode_basestring, None, ": ", ", ", False, False, True)
+    return lambda o: "".join(chunks(o, 0))
+
+
+def cause_of(reason: str) -> str:
+    from diagnose.classify import classify
+
+    return classify(reason).cause_id
+
+
+def cause_title(cause_id: str) -> str:
+    from diagnose.causes import get_cause
+
+    if cause_id == "no-reason":
+        return "No reason recorded yet"
+    try:
+        return get_cause(cause_id).title
+    except KeyError:
+        return cause_id
+
+
+# ------------------------------------------------------------------ reading, with the settings alongside
+
+
+def read_settings(target: Target, config_dir: str | None, notes: list[str]) -> tuple[RetrySettings, ConfigReport | None]:
+    """The retry settings (Postfix's defaults, with a note, when postconf fails)."""
+    try:
+        report = read_config(target, config_dir)
+        return report.settings, report
+    except PfdiagError as exc:
+        notes.append(f"retry settings not readable ({exc}): forecasts use Postfix's defaults")
+        return DEFAULTS, None
+
+
+def _settings_and_state(target: Target, config_dir: str | None, notes: list[str]
+                        ) -> tuple[RetrySettings, ConfigReport | None, bool]:  # fmt: skip
+    """read_settings() and whether a local Postfix is down (master -t), off the main thread.
+    The classifier is loaded here first: its ~30 ms import then fills the moments the main
+    thread waits for postqueue's first lines instead of holding up the first message."""
+    import importlib
+
+    from diagnose.actions import ensure_running
+
+    importlib.import_module("diagnose.classify")
+    settings, cfg = read_settings(target, config_dir, notes)
+    down = False
+    if cfg is not None and target.can_change:  # a live Postfix of this machine: is its master running?
+        try:  # root's postqueue reads the queue even when Postfix is down: say so
+            ensure_running(target, config_dir, cfg.daemon_directory)
+        except InputError:
+            down = True
+    return settings, cfg, down
+
+
+def queue_report(target: Target, config_dir: str | None, *, by: str = "recipient", top: int = 20,
+                 shape_queues: list[str] | None = None, encode: bool = False) -> tuple[dict[str, Any], ReportBuilder]:  # fmt: skip
+    """`pfdiag queue`'s report, and its builder. encode: the report is for builder.write_json
+    only, which writes a big one fast from the entries encoded on the way (and dropped then).
+    postqueue and the postconf/master runs wait on Postfix, not on us: they are asked at the
+    same time, and the report is built from each message as postqueue lists it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    notes: list[str] = []
+    now = listing_time(target)
+    builder = ReportBuilder(now, by=by, top=top, shape_queues=shape_queues, encode=encode, lean=encode)
+    with ThreadPoolExecutor(1) as pool:
+        config_job = pool.submit(_settings_and_state, target, config_dir, notes)
+        builder.configure_when_done(config_job, target)
+        read = read_queue(target, config_dir, now=now, on_message=builder.add, keep=False)
+        settings, cfg, down = config_job.result()
+    read.notes.extend(notes)
+    if down:
+        read.notes.insert(0, "Postfix is NOT running (master -t): nothing is delivered or retried until `postfix start`")
+    return builder.finish(read, settings, target, cfg.queue_directory if cfg else None), builder
+
+
+def collect_digest(target: Target, config_dir: str | None, config: Callable[[], Any]) -> dict[str, Any]:
+    """The diagnosis's queue step: QueueDigest.finish() of the listing. ``config`` gives the
+    ConfigReport (shared with the other steps, asked once): in a thread of its own, so the
+    listing does not wait for postconf."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    notes: list[str] = []
+
+    def settings() -> tuple[RetrySettings, ConfigReport | None]:
+        try:
+            cfg = config()
+            return cfg.settings, cfg
+        except PfdiagError as exc:
+            notes.append(f"retry settings not readable ({exc}): forecasts use Postfix's defaults")
+            return DEFAULTS, None
+
+    digest = QueueDigest(listing_time(target))
+    with ThreadPoolExecutor(1) as pool:
+        job = pool.submit(settings)
+        digest.configure_when_done(job, target)
+        read = read_queue(target, config_dir, now=digest.now, on_message=digest.add, keep=False)
+        retry, cfg = job.result()
+    read.notes.extend(notes)
+    return digest.finish(read, retry, target, cfg.queue_directory if cfg else None)
+
+
+# ------------------------------------------------------------------ the report model
+
+
+def _oldest(m: QueuedMessage | None, now: float) -> dict[str, Any] | None:
+    if m is None:
+        return None
+    return {"queue_id": m.queue_id, "queue_name": m.queue_name, "arrival_time": m.arrival_time,
+            "age_seconds": round(now - m.arrival_time, 1), "sender": m.sender}  # fmt: skip
+
+
+def _groups(tally: GroupTally) -> list[dict[str, Any]]:
+    return [{"cause_id": g.cause_id, "cause_title": cause_title(g.cause_id), "domain": g.domain,
+             "recipients": g.recipients, "messages": sorted(g.messages), "example_reason": g.example,
+             "oldest_arrival": g.oldest_arrival} for g in tally.groups()]  # fmt: skip
+
+
+def _notes(read: QueueRead, sources: set[str]) -> list[str]:
+    notes = list(read.notes)
+    if "assumed" in sources:
+        notes.append(ASSUMED_NOTE)
+    return notes
+
+
+def _iso(t: float | None) -> str | None:
+    return None if t is None else time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(t))
+
+
+def build_report(read: QueueRead, settings: RetrySettings, target: Target, queue_directory: str | None, *,
+                 by: str = "recipient", top: int = 20, shape_queues: list[str] | None = None) -> dict[str, Any]:  # fmt: skip
+    builder = ReportBuilder(read.taken_at, by=by, top=top, shape_queues=shape_queues)
+    for m in read.messages:
+        builder.add(m)
+    return builder.finish(read, settings, target, queue_directory)
+
+
+class ReportBuilder:
+    """build_report() one message at a time: `pfdiag queue` hands it each message while
+    postqueue is still listing (read_queue's on_message), so the per-message work overlaps
+    postqueue's. Forecasts need the retry settings and the queue directory: until
+    configure() gives them (postconf runs at the same time) deferred messages wait, and
+    finish() forecasts whatever still waits."""
+
+    def __init__(self, now: float, *, by: str = "recipient", top: int = 20, shape_queues: list[str] | None = None,
+                 encode: bool = False, lean: bool = False) -> None:  # fmt: skip
+        """encode: the report will be written as JSON (write_json): a big queue's message
+        entries are encoded as they complete, while postqueue still lists. lean (with encode):
+        the report is only written with write_json, so an entry encoded is dropped (its text
+        stays): a fifth of the memory for a big queue; the report's "messages" then holds None
+        in the place of each dropped entry."""
+        self.now, self.top, self.shape_queues = now, top, shape_queues
+        self.ages = AgeTally(now, by=by, queues=shape_queues)
+        self.causes = GroupTally(cause_of)
+        self.queues: dict[str, int] = {}
+        self.recipients = 0
+        self.oldest: QueuedMessage | None = None
+        self.entries: list[dict[str, Any]] = []
+        self.texts: list[str | None] | None = [] if encode else None  # entries as compact JSON, when encoding
+        self._encode_entry = _entry_encoder() if encode else _ENCODE
+        self._crossed = False  # past COMPACT_ABOVE entries: encoding as they complete
+        self._lean = lean and encode
+        self._arrivals: list[float] = []  # per entry, for the order (a dropped entry has none)
+        self.waiting: list[tuple[QueuedMessage, int]] = []  # deferred entries not forecast yet
+        self.sources: set[str] = set()  # mtime_source values used
+        self._forecaster: Forecaster | None = None
+        self._target: Target | None = None
+        self._files: QueueFiles | None = None
+        self._pending: Future[tuple[Any, ...]] | None = None  # (settings, ConfigReport | None, ...)
+
+    def configure(self, settings: RetrySettings, target: Target, queue_directory: str | None) -> None:
+        """From now on forecast deferred messages as they come; the waiting ones first."""
+        self._forecaster = Forecaster(self.now, settings)
+        self._target, self._files = target, QueueFiles(target, queue_directory)
+        waiting, self.waiting = self.waiting, []
+        for m, i in waiting:
+            self._forecast(m, self.entries[i])
+            self._encode(i)
+
+    def _encode(self, i: int) -> None:
+        # only past COMPACT_ABOVE: smaller reports are indented; finish() encodes stragglers
+        texts = self.texts
+        if texts is None or len(self.entries) <= COMPACT_ABOVE:
+            return
+        if not self._crossed:  # the first time past the mark: every complete entry so far (i among them)
+            self._crossed = True
+            for j, e in enumerate(self.entries):
+                if texts[j] is None and (e["forecast"] is not None or e["queue_name"] != "deferred"):
+                    texts[j] = self._encode_entry(e)
+                    if self._lean:
+                        self.entries[j] = None  # type: ignore[call-overload]  # lean: see __init__
+            return
+        texts[i] = self._encode_entry(self.entries[i])
+        if self._lean:
+            self.entries[i] = None  # type: ignore[call-overload]
+
+    def configure_when_done(self, job: Future[tuple[Any, ...]], target: Target) -> None:
+        """configure() from the configuration job as soon as it has finished (checked per message)."""
+        self._pending, self._target = job, target
+
+    def _forecast(self, m: QueuedMessage, entry: dict[str, Any]) -> None:
+        assert self._forecaster is not None and self._files is not None
+        source, earliest, latest, expires, expires_latest, lifetime, remaining, overdue, expiring = (
+            self._forecaster.row(m, self._files.mtime(m)))
+        self.sources.add(source)
+        entry["forecast"] = {
+            "mtime_source": source, "next_attempt_earliest": round(earliest), "next_attempt_latest": round(latest),
+            "expires_at": round(expires), "expires_at_latest": round(expires_latest),
+            "lifetime_ends": round(lifetime), "remaining_attempts": list(remaining),
+            "overdue": overdue, "expiring": expiring,
+        }  # fmt: skip
+
+    def add(self, m: QueuedMessage) -> None:
+        domains = [domain_of(r.address) for r in m.recipients]  # once for both tallies
+        self.ages.add(m, domains)
+        self.causes.add(m, domains)
+        q = m.queue_name
+        self.queues[q] = self.queues.get(q, 0) + 1
+        self.recipients += len(m.recipients)
+        if self.oldest is None or m.arrival_time < self.oldest.arrival_time:
+            self.oldest = m
+        cause = self.causes.cause
+        entry: dict[str, Any] = {
+            "queue_id": m.queue_id, "queue_name": q, "arrival_time": m.arrival_time,
+            "age_seconds": round(self.now - m.arrival_time, 1), "size": m.size, "sender": m.sender,
+            "forced_expire": m.forced_expire,
+            "recipients": [{"address": r.address, "delay_reason": r.delay_reason, "cause_id": cause(r.delay_reason)}
+                           for r in m.recipients],
+            "forecast": None,
+        }  # fmt: skip
+        self.entries.append(entry)
+        self._arrivals.append(m.arrival_time)
+        if self.texts is not None:
+            self.texts.append(None)
+        if q != "deferred":
+            self._encode(len(self.entries) - 1)
+            return
+        if self._forecaster is None and self._pending is not None and self._pending.done():
+            settings, cfg = self._pending.result()[:2]
+            self._pending = None
+            self.configure(settings, self._target, cfg.queue_directory if cfg else None)  # type: ignore[arg-type]
+        if self._forecaster is not None:
+            self._forecast(m, entry)
+            self._encode(len(self.entries) - 1)
+        else:
+            self.waiting.append((m, len(self.entries) - 1))
+
+    def finish(self, read: QueueRead, settings: RetrySettings, target: Target, queue_directory: str | None) -> dict[str, Any]:
+        """The report. settings and queue_directory are the ones configure() was given, if it was."""
+        now = self.now
+        if self._forecaster is None:
+            self.configure(settings, target, queue_directory)
+        # by arrival; sorted() is stable: listing order among equals
+        if self.texts is None:
+            self.entries.sort(key=lambda e: e["arrival_time"])
+        else:
+            entries, texts = self.entries, self.texts
+            order = sorted(range(len(entries)), key=self._arrivals.__getitem__)
+            self.entries = [entries[i] for i in order]
+            self.texts = [texts[i] or self._encode_entry(entries[i]) for i in order]
+        return {
+            "schema": SCHEMA,
+            "generated_at": _iso(now),
+            "now": round(now, 3),
+            "where": target.where,
+            "source": read.source,
+            "counts": counts_of(self.queues),
+            "total_messages": len(self.entries),
+            "total_recipients": self.recipients,
+            "matrix": _matrix_dict(self.ages.matrix(self.top), self.shape_queues),
+            "groups": _groups(self.causes),
+            "oldest": _oldest(self.oldest, now),
+            "settings": {k: getattr(settings, k) for k in settings.__dataclass_fields__},
+            "messages": self.entries,
+            "notes": _notes(read, self.sources),
+        }
+
+    def json_text(self, report: dict[str, Any]) -> str:
+        """write_json() as one string."""
+        out = io.StringIO()
+        self.write_json(report, out)
+        return out.getvalue()
+
+    def write_json(self, report: dict[str, Any], out: TextIO) -> None:
+        """The report as JSON: indented for people; a big queue compact, which the C encoder
+        writes ~5x faster, from the entries encoded during the listing, written in pieces
+        (one 7 MB string for 10,000 messages costs more in page faults than the writes):
+        the same text as json.dumps(report)."""
+        if len(report["messages"]) <= COMPACT_ABOVE:
+            out.write(json.dumps(report, indent=2, ensure_ascii=False))
+            return
+        texts = self.texts
+        if texts is None or report["messages"] is not self.entries:
+            out.write(json.dumps(report, ensure_ascii=False))
+            return
+        out.write("{")
+        for n, (k, v) in enumerate(report.items()):
+            out.write(f"{', ' if n else ''}{_ENCODE(k)}: ")
+            if k != "messages":
+                out.write(_ENCODE(v))
+                continue
+            out.write("[")
+            for at in range(0, len(texts), 256):
+                out.write(("" if at == 0 else ", ") + ", ".join(texts[at : at + 256]))  # type: ignore[arg-type,operator]  # finish() filled every slot
+            out.write("]")
+        out.write("}")
+
+
+def _matrix_dict(m: Matrix, queues: list[str] | None) -> dict[str, Any]:
+    return {
+        "by": m.by, "queues": queues or "all", "unit": "minutes", "headings": ["T", *m.headings],
+        "rows": [{"domain": d, "total": t, "buckets": b} for d, t, b in m.rows], "hidden_domains": m.hidden,
+    }  # fmt: skip
+
+
+
+# ------------------------------------------------------------------ the digest a diagnosis reads
+
+
+class QueueDigest:
+    """What a diagnosis needs from the queue, aggregated one message at a time (see the module
+    docstring): the fields of the report (docs/queue-json.md) that diagnose/correlate.py and
+    diagnose/report.py read - counts, totals, groups (their queue ids in full: the causes count
+    distinct messages from them and list some), oldest, settings, notes - without `matrix` and
+    `messages`; instead `next_attempt` and `first_expiry` (the earliest over the deferred
+    messages, rounded to the second as in the report's forecasts) and `arrivals`, the ARRIVALS
+    oldest messages as {"arrival", "queue", "causes"}, oldest first (listing order among equals)."""
+
+    def __init__(self, now: float, *, arrivals: int = ARRIVALS) -> None:
+        self.now = now
+        self.causes = GroupTally(cause_of)
+        self.queues: dict[str, int] = {}
+        self.messages = 0
+        self.recipients = 0
+        self.oldest: QueuedMessage | None = None
+        self.next_attempt: int | None = None
+        self.first_expiry: int | None = None
+        self.sources: set[str] = set()  # mtime_source values used
+        self._limit = arrivals
+        # a max-heap of the oldest messages: (-arrival, -listing position, message)
+        self._heap: list[tuple[float, int, QueuedMessage]] = []
+        self._waiting: list[QueuedMessage] = []  # deferred messages (without recipients) until configured
+        self._forecaster: Forecaster | None = None
+        self._files: QueueFiles | None = None
+        self._target: Target | None = None
+        self._pending: Future[tuple[Any, ...]] | None = None  # (settings, ConfigReport | None, ...)
+
+    def configure(self, settings: RetrySettings, target: Target, queue_directory: str | None) -> None:
+        """From now on forecast deferred messages as they come; the waiting ones first."""
+        self._forecaster = Forecaster(self.now, settings)
+        self._files = QueueFiles(target, queue_directory)
+        waiting, self._waiting = self._waiting, []
+        for m in waiting:
+            self._forecast(m)
+
+    def configure_when_done(self, job: Future[tuple[Any, ...]], target: Target) -> None:
+        """configure() from a job giving (settings, ConfigReport | None) as soon as it has finished."""
+        self._pending, self._target = job, target
+
+    def _forecast(self, m: QueuedMessage) -> None:
+        """The earliest next attempt and expiry so far, as the report's forecasts round them.
+        A message's whole schedule is computed only when its expiry can be the first: it is
+        never before arrival + lifetime (Forecaster.expiry_floor), which already rules out
+        nearly every message of a big queue."""
+        fc, files = self._forecaster, self._files
+        assert fc is not None and files is not None
+        mtime = files.mtime(m)
+        self.sources.add("assumed" if mtime is None else "file")
+        nxt = round(fc.next_earliest(m, mtime))
+        if self.next_attempt is None or nxt < self.next_attempt:
+            self.next_attempt = nxt
+        floor = fc.expiry_floor(m)
+        if self.first_expiry is not None and floor is not None and round(floor) >= self.first_expiry:
+            return
+        exp = round(fc.row(m, mtime).expires_at)
+        if self.first_expiry is None or exp < self.first_expiry:
+            self.first_expiry = exp
+
+    def add(self, m: QueuedMessage) -> None:
+        domains = [domain_of(r.address) for r in m.recipients]
+        self.causes.add(m, domains)
+        q = m.queue_name
+        self.queues[q] = self.queues.get(q, 0) + 1
+        self.messages += 1
+        self.recipients += len(m.recipients)
+        a = m.arrival_time
+        if self.oldest is None or a < self.oldest.arrival_time:
+            self.oldest = m
+        heap = self._heap
+        if len(heap) < self._limit:
+            heapq.heappush(heap, (-a, -self.messages, m))
+        elif heap and a < -heap[0][0]:  # older than the youngest kept (a later equal one is not)
+            heapq.heapreplace(heap, (-a, -self.messages, m))
+        if q != "deferred":
+            return
+        if self._forecaster is None and self._pending is not None and self._pending.done():
+            settings, cfg = self._pending.result()[:2]
+            self._pending = None
+            assert self._target is not None
+            self.configure(settings, self._target, cfg.queue_directory if cfg else None)
+        if self._forecaster is not None:
+            self._forecast(m)
+        else:  # what a forecast reads, not the recipients
+            self._waiting.append(QueuedMessage(m.queue_id, q, a, m.size, m.sender, (), m.forced_expire))
+
+    def arrivals(self) -> list[dict[str, Any]]:
+        cause = self.causes.cause
+        return [{"arrival": m.arrival_time, "queue": m.queue_name,
+                 "causes": sorted({c for c in (cause(r.delay_reason) for r in m.recipients) if c})}
+                for _, _, m in sorted(self._heap, key=lambda e: (-e[0], -e[1]))]  # fmt: skip
+
+    def finish(self, read: QueueRead, settings: RetrySettings, target: Target, queue_directory: str | None) -> dict[str, Any]:
+        """The digest. settings and queue_directory are the ones configure() was given, if it was."""
+        if self._forecaster is None:
+            self.configure(settings, target, queue_directory)
+        now = self.now
+        return {
+            "schema": DIGEST_SCHEMA,
+            "generated_at": _iso(now),
+            "now": round(now, 3),
+            "where": target.where,
+            "source": read.source,
+            "counts": counts_of(self.queues),
+            "total_messages": self.messages,
+            "total_recipients": self.recipients,
+            "groups": _groups(self.causes),
+            "oldest": _oldest(self.oldest, now),
+            "settings": {k: getattr(settings, k) for k in settings.__dataclass_fields__},
+            "next_attempt": self.next_attempt,
+            "first_expiry": self.first_expiry,
+            "arrivals": self.arrivals(),
+            "notes": _notes(read, self.sources),
+        }
+
+
+# ------------------------------------------------------------------ rendering
+
+
+def human(seconds: float) -> str:
+    s = int(abs(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    return f"{s // 86400}d{(s % 86400) // 3600:02d}h"
+
+
+def _when(t: float, now: float) -> str:
+    d = t - now
+    return "now" if abs(d) < 1 else (f"in {human(d)}" if d > 0 else f"{human(d)} ago")
+
+
+def _matrix_lines(mx: dict[str, Any]) -> list[str]:
+    heads = mx["headings"]
+    rows = [[r["domain"], r["total"], *r["buckets"]] for r in mx["rows"]]
+    dw = max([len(str(r[0])) for r in rows] + [6])
+    widths = [max(len(str(h)), *(len(str(r[i + 1])) for r in rows)) + 1 for i, h in enumerate(heads)]
+    lines = [" " * dw + "".join(f"{h:>{w}}" for h, w in zip(heads, widths))]
+    for r in rows:
+        lines.append(f"{r[0]:>{dw}}" + "".join(f"{v:>{w}}" for v, w in zip(r[1:], widths)))
+    return lines
+
+
+def render_text(rep: dict[str, Any]) -> str:
+    now = rep["now"]
+    out = [f"Mail queue ({rep['source']}, {rep['where']}, {rep['generated_at']}): "
+           f"{rep['total_messages']} message(s), {rep['total_recipients']} recipient(s)"]  # fmt: skip
+    out.append("  " + "  ".join(f"{q} {n}" for q, n in rep["counts"].items()))
+    if not rep["total_messages"]:
+        out.append("")
+        out.append("The queue is empty.")
+        out += [f"note: {n}" for n in rep["notes"]]
+        return "\n".join(map(visible, out)) + "\n"
+    mx = rep["matrix"]
+    qs = "all queues" if mx["queues"] == "all" else ", ".join(mx["queues"])
+    out += ["", f"Age x {mx['by']} domain ({qs}; qshape buckets: count younger than N minutes)"]
+    out += ["  " + ln for ln in _matrix_lines(mx)]
+    if mx["hidden_domains"]:
+        out.append(f"  ... {mx['hidden_domains']} more domain(s) (--top)")
+    if rep["groups"]:
+        out += ["", "Deferred recipients by cause and destination"]
+        for g in rep["groups"]:
+            out.append(f"  {g['cause_id']:<12} {g['cause_title']}")
+            out.append(f"  {'':<12} {g['domain']}: {g['recipients']} recipient(s) in {len(g['messages'])} message(s), "
+                       f"oldest {human(now - g['oldest_arrival'])}")  # fmt: skip
+            if g["example_reason"]:
+                out.append(f"  {'':<12} ({g['example_reason'][:160]})")
+    o = rep["oldest"]
+    if o:
+        out += ["", f"Oldest: {o['queue_id']} ({o['queue_name']}) from {o['sender'] or '<>'}, "
+                    f"{human(o['age_seconds'])} old"]  # fmt: skip
+    deferred = [m for m in rep["messages"] if m["forecast"]]
+    if deferred:
+        s = rep["settings"]
+        out += ["", f"Deferred messages: next attempt and return to sender (if every attempt fails; "
+                    f"backoff {s['minimal_backoff_time']:g}-{s['maximal_backoff_time']:g}s, scan "
+                    f"{s['queue_run_delay']:g}s, lifetime {human(s['maximal_queue_lifetime'])})"]  # fmt: skip
+        out.append(f"  {'queue id':<17} {'age':>7}  {'next attempt':<22} {'returned':<13} cause")
+        for m in deferred[:50]:
+            f = m["forecast"]
+            nxt = f"{_when(f['next_attempt_earliest'], now)}..{_when(f['next_attempt_latest'], now).removeprefix('in ')}"
+            if f["mtime_source"] == "assumed":
+                nxt += "*"
+            causes = ",".join(dict.fromkeys(r["cause_id"] or "-" for r in m["recipients"]))
+            out.append(f"  {m['queue_id']:<17} {human(m['age_seconds']):>7}  {nxt:<22} "
+                       f"{_when(f['expires_at'], now):<13} {causes}")  # fmt: skip
+        if len(deferred) > 50:
+            out.append(f"  ... {len(deferred) - 50} more (--format json lists all)")
+    out += [""] + [f"note: {n}" for n in rep["notes"]] if rep["notes"] else []
+    return "\n".join(map(visible, out)) + "\n"  # senders, domains, reasons: control characters written out (textsafe)
+
+
+def render_md(rep: dict[str, Any]) -> str:
+    now = rep["now"]
+    out = [f"# Mail queue ({md_text(rep['where'])})", "",  # outside text escaped or in code spans (textsafe)
+           f"{rep['total_messages']} message(s), {rep['total_recipients']} recipient(s); source {md_code(rep['source'])}, "
+           f"{md_text(rep['generated_at'])}.", "", "| queue | messages |", "|---|---:|"]  # fmt: skip
+    out += [f"| {q} | {n} |" for q, n in rep["counts"].items()]
+    mx = rep["matrix"]
+    if rep["total_messages"]:
+        out += ["", f"## Age x {mx['by']} domain (minutes)", "",
+                "| domain | " + " | ".join(mx["headings"]) + " |", "|---" + "|---:" * len(mx["headings"]) + "|"]  # fmt: skip
+        out += [f"| {md_code(r['domain'], table=True)} | {r['total']} | " + " | ".join(map(str, r["buckets"])) + " |" for r in mx["rows"]]
+    if rep["groups"]:
+        out += ["", "## Deferred recipients by cause and destination", "",
+                "| cause | destination | recipients | messages | example reason |", "|---|---|---:|---:|---|"]  # fmt: skip
+        for g in rep["groups"]:
+            reason = md_text(g["example_reason"][:160])
+            out.append(f"| {md_text(g['cause_id'])} {md_text(g['cause_title'])} | {md_code(g['domain'], table=True)} | {g['recipients']} | "
+                       f"{len(g['messages'])} | {reason} |")  # fmt: skip
+    deferred = [m for m in rep["messages"] if m["forecast"]]
+    if deferred:
+        out += ["", "## Deferred messages", "", "| queue id | age | next attempt | returned to sender | mtime |",
+                "|---|---:|---|---|---|"]  # fmt: skip
+        for m in deferred:
+            f = m["forecast"]
+            out.append(f"| {md_text(m['queue_id'])} | {human(m['age_seconds'])} | {_when(f['next_attempt_earliest'], now)} .. "
+                       f"{_when(f['next_attempt_latest'], now)} | {_when(f['expires_at'], now)} | {f['mtime_source']} |")  # fmt: skip
+    if rep["notes"]:
+        out += [""] + [f"- {md_text(n)}" for n in rep["notes"]]
+    return "\n".join(out) + "\n"
+
