@@ -27,10 +27,14 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
-from typing import TYPE_CHECKING, Literal, NamedTuple
+from typing import TYPE_CHECKING, Literal
 
 from checks.errors import ConnectFailed, UsageError
 from checks.model import Evidence, Finding, Severity
+from checks.postfix.defaults import (
+    BANNER, BODY, CONNECT, DATA, EHLO, EHLO_TLS, END_OF_DATA, HELO, MAIL, OS_CONNECT_TIMEOUT, PHASE, QUIT, RCPT,
+    RSET, STARTTLS, TIMEOUT_DEFAULTS, TLS_HANDSHAKE,
+)  # fmt: skip
 from checks.postfix.postconf import parse_time
 from checks.targets.base import Connection, Target
 
@@ -69,8 +73,6 @@ MAX_HANDSHAKE_BYTES = 256 << 10  # a certificate chain is tens of KiB
 _RECV_CHUNK = 1 << 16
 _BODY_CHUNK = 1 << 14
 
-# smtp_connect_timeout = 0 means "the kernel's": about 127 s on Linux (tcp_syn_retries = 6).
-_OS_CONNECT_TIMEOUT = 127.0
 # Postfix does not wait for the QUIT reply (smtp_skip_quit_response = yes): neither do we, long.
 _QUIT_WAIT = 5.0
 # A greeting this late is a tarpit (or postscreen's greet pause), even when it is "ok".
@@ -104,51 +106,23 @@ _BAD = (Verdict.WOULD_TIME_OUT, Verdict.UNDECIDED, Verdict.FAILED)
 
 # --- phases and Postfix's timeouts -----------------------------------------------------
 
-CONNECT, BANNER, EHLO, HELO = "connect", "banner", "ehlo", "helo"
-STARTTLS, TLS_HANDSHAKE, EHLO_TLS = "starttls", "tls-handshake", "ehlo-after-tls"
-MAIL, RCPT, DATA, BODY, END_OF_DATA, RSET, QUIT = "mail", "rcpt", "data", "body", "end-of-data", "rset", "quit"
-
-
-class _Phase(NamedTuple):
-    param: str  # Postfix's timeout parameter for the phase
-    doing: str  # Postfix's own words: "... timed out while <doing>"
-    expect: int  # reply class that lets the conversation go on
-
-
-_PHASES: dict[str, _Phase] = {
-    CONNECT: _Phase("smtp_connect_timeout", "connecting", 0),
-    BANNER: _Phase("smtp_helo_timeout", "receiving the initial server greeting", 2),
-    EHLO: _Phase("smtp_helo_timeout", "performing the EHLO handshake", 2),
-    HELO: _Phase("smtp_helo_timeout", "performing the HELO handshake", 2),
-    STARTTLS: _Phase("smtp_starttls_timeout", "receiving the STARTTLS response", 2),
-    TLS_HANDSHAKE: _Phase("smtp_starttls_timeout", "performing the TLS handshake", 0),
-    EHLO_TLS: _Phase("smtp_helo_timeout", "performing the EHLO handshake", 2),
-    MAIL: _Phase("smtp_mail_timeout", "sending MAIL FROM", 2),
-    RCPT: _Phase("smtp_rcpt_timeout", "sending RCPT TO", 2),
-    DATA: _Phase("smtp_data_init_timeout", "sending DATA command", 3),
-    BODY: _Phase("smtp_data_xfer_timeout", "sending message body", 0),
-    END_OF_DATA: _Phase(
-        "smtp_data_done_timeout", "sending end of data -- message may be sent more than once", 2
-    ),
-    RSET: _Phase("smtp_rset_timeout", "sending RSET", 2),
-    QUIT: _Phase("smtp_quit_timeout", "sending QUIT", 2),
-}
+_PHASES = PHASE  # phase name -> checks.postfix.defaults.Phase (param, Postfix's words, reply class)
 
 
 @dataclass(frozen=True)
 class PhaseTimeouts:
     """Postfix's SMTP client timeouts in seconds, under their postconf names."""
 
-    smtp_connect_timeout: float = 30.0
-    smtp_helo_timeout: float = 300.0
-    smtp_starttls_timeout: float = 300.0
-    smtp_mail_timeout: float = 300.0
-    smtp_rcpt_timeout: float = 300.0
-    smtp_data_init_timeout: float = 120.0
-    smtp_data_xfer_timeout: float = 180.0
-    smtp_data_done_timeout: float = 600.0
-    smtp_rset_timeout: float = 20.0
-    smtp_quit_timeout: float = 300.0
+    smtp_connect_timeout: float = TIMEOUT_DEFAULTS["smtp_connect_timeout"]
+    smtp_helo_timeout: float = TIMEOUT_DEFAULTS["smtp_helo_timeout"]
+    smtp_starttls_timeout: float = TIMEOUT_DEFAULTS["smtp_starttls_timeout"]
+    smtp_mail_timeout: float = TIMEOUT_DEFAULTS["smtp_mail_timeout"]
+    smtp_rcpt_timeout: float = TIMEOUT_DEFAULTS["smtp_rcpt_timeout"]
+    smtp_data_init_timeout: float = TIMEOUT_DEFAULTS["smtp_data_init_timeout"]
+    smtp_data_xfer_timeout: float = TIMEOUT_DEFAULTS["smtp_data_xfer_timeout"]
+    smtp_data_done_timeout: float = TIMEOUT_DEFAULTS["smtp_data_done_timeout"]
+    smtp_rset_timeout: float = TIMEOUT_DEFAULTS["smtp_rset_timeout"]
+    smtp_quit_timeout: float = TIMEOUT_DEFAULTS["smtp_quit_timeout"]
 
     @classmethod
     def from_postconf(cls, values: Mapping[str, str | int | float]) -> PhaseTimeouts:
@@ -167,7 +141,7 @@ class PhaseTimeouts:
         param = _PHASES[phase].param
         value = float(getattr(self, param))
         if param == "smtp_connect_timeout" and value <= 0:
-            value = _OS_CONNECT_TIMEOUT
+            value = OS_CONNECT_TIMEOUT
         return param, value
 
 
@@ -748,23 +722,14 @@ _CONNECT_CAUSE = {"refused": "E02", "unreachable": "E03"}
 
 def _cause(name: str, how: str) -> str | None:
     """Catalog entry for a phase that went wrong; how = timeout | lost | reply."""
-    if name == CONNECT:
-        return "E01" if how == "timeout" else None
-    if name == BANNER:
-        return "E05" if how == "reply" else "E04"
-    if name in (EHLO, HELO, EHLO_TLS):
-        return "E05" if how == "reply" else "E06"
-    if name == STARTTLS:
-        return "E17" if how == "reply" else "E06"
-    if name == TLS_HANDSHAKE:
-        return "E18"
-    if name in (MAIL, RCPT, DATA):
-        return None if how == "reply" else "E07"  # rejects: the classifier reads their text (E21-E29)
-    if name == BODY:
-        return "E08"
-    if name == END_OF_DATA:
-        return {"timeout": "E09", "lost": "E10"}.get(how)
-    return None
+    phase = PHASE.get(name)
+    if phase is None:
+        return None
+    if name == END_OF_DATA and how == "lost":
+        return "E10"
+    if name == CONNECT and how != "timeout":
+        return None  # refused / unreachable: _CONNECT_CAUSE
+    return phase.reply_cause if how == "reply" else phase.timeout_cause
 
 
 def _tls_handshake(raw: _Plain, context: ssl.SSLContext, sni: str | None, deadline: float,

@@ -17,6 +17,7 @@ from typing import Any
 from checks.bind import BIND_NAMES, BindPlan, bind_plan, ip_literal
 from checks.errors import ConnectRefused, PfdiagError, UsageError
 from checks.model import Finding, Severity
+from checks.postfix.defaults import SHORT_TIMEOUTS as _SHORT
 from checks.smtp import (
     BODY,
     DATA,
@@ -41,11 +42,7 @@ _MAX_SIZE = 64 << 20
 # No DNS for these (RFC 2606 / 6761): they never resolve, tests use [127.0.0.1].
 _RESERVED_TLDS = ("test", "invalid", "example")
 # --timeouts short: quick looks; a phase that needs longer is "would-time-out" only for this probe.
-SHORT_TIMEOUTS = PhaseTimeouts(
-    smtp_connect_timeout=10, smtp_helo_timeout=30, smtp_starttls_timeout=30, smtp_mail_timeout=30,
-    smtp_rcpt_timeout=30, smtp_data_init_timeout=30, smtp_data_xfer_timeout=30, smtp_data_done_timeout=60,
-    smtp_rset_timeout=10, smtp_quit_timeout=10,
-)  # fmt: skip
+SHORT_TIMEOUTS = PhaseTimeouts(**_SHORT)
 _TIMEOUT_NAMES = tuple(f.name for f in fields(PhaseTimeouts))
 
 HELP = """\

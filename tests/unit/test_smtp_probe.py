@@ -544,3 +544,18 @@ def test_probe_destinations_runs_a_set_within_one_budget() -> None:
     assert errors[0].startswith("[no-such-host.invalid]:25: no resolver") and "not a valid host name" in errors[1]
     assert {f.check_id for f in findings} == {"smtp.probe", "smtp.nexthop"}
     assert all(e.where == "local" for f in findings for e in f.evidence)
+
+
+def test_one_table_of_phases_and_defaults() -> None:
+    """checks.postfix.defaults is the one table: the probe's timeouts, its phases and the delays=
+    readings all take Postfix's defaults (postconf -d) from it."""
+    from dataclasses import fields
+
+    from checks.postfix.defaults import PHASE, SHORT_TIMEOUTS, TIMEOUT_DEFAULTS, TIMEOUT_NAMES
+    from diagnose.delays import DEFAULT_TIMEOUTS
+
+    assert tuple(f.name for f in fields(PhaseTimeouts)) == TIMEOUT_NAMES == tuple(SHORT_TIMEOUTS)
+    assert PhaseTimeouts().smtp_data_done_timeout == 600.0 and PhaseTimeouts().smtp_rset_timeout == 20.0
+    assert all(p.param in TIMEOUT_DEFAULTS for p in PHASE.values())
+    assert PhaseTimeouts().for_phase("end-of-data") == ("smtp_data_done_timeout", 600.0)
+    assert DEFAULT_TIMEOUTS == {k: v for k, v in TIMEOUT_DEFAULTS.items() if k not in ("smtp_rset_timeout", "smtp_quit_timeout")}
