@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from diagnose.cli import main
-from diagnose.commands.probe import compare_vantage
+from diagnose.vantage import compare_vantage
 from tests.lab.scenarios import PeerSet
 
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from diagnose.cli import main
-from diagnose.commands.probe import parse_destination
+from checks.nexthop import parse_destination
 from checks.errors import UsageError
 from tests.peers import Banner421Peer, PixPeer, SilentPeer, SizeStallPeer, SlowAfterDotPeer, SmtpPeer
 
@@ -178,7 +178,7 @@ def test_set_shows_progress_on_a_terminal_stderr_only() -> None:
     peers = [SmtpPeer(lifetime=60).start() for _ in range(2)]
     master, slave = pty.openpty()
     try:
-        out = subprocess.run([sys.executable, "-m", "diagnose.cli", "probe", "--format", "json", "--budget", "10",
+        out = subprocess.run([sys.executable, "-m", "diagnose.cli", "probe", "--format", "json", "--budget", "10", *FAST,
                               *(f"[127.0.0.1]:{p.port}" for p in peers)], stdout=subprocess.PIPE, stderr=slave,
                              timeout=60, check=False)  # fmt: skip
         os.close(slave)
@@ -217,7 +217,7 @@ def test_bind_address_is_named_when_postfix_sets_one(tmp_path, capsys) -> None: 
 
 
 def test_an_ip_version_that_fails_everywhere_is_a_finding() -> None:
-    from diagnose.commands.probe import family_difference
+    from diagnose.vantage import family_difference
 
     ok4 = {"address": "192.0.2.10", "port": 25, "ok": True, "phases": [], "error": None, "cause_id": None}
     dead6 = {"address": "2001:db8::10", "port": 25, "ok": False, "phases": [],
