@@ -83,6 +83,8 @@ def test_slow_after_dot_ladder(capsys):
     assert [st["size"] for st in lad["steps"]] == [300, 4096]
     assert all(st["data_reply"] == 354 for st in lad["steps"])
     assert len(lad["message_ids"]) == 2 and lad["suggestions"]
+    # the test messages carry the name the probe greeted with, never this machine's
+    assert doc["helo"] == "client.test" and all(m.endswith("@client.test>") for m in lad["message_ids"])
 
 
 def test_size_stall_ladder(capsys):
