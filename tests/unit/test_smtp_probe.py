@@ -598,3 +598,44 @@ def test_one_table_of_phases_and_defaults() -> None:
     assert all(p.param in TIMEOUT_DEFAULTS for p in PHASE.values())
     assert PhaseTimeouts().for_phase("end-of-data") == ("smtp_data_done_timeout", 600.0)
     assert DEFAULT_TIMEOUTS == {k: v for k, v in TIMEOUT_DEFAULTS.items() if k not in ("smtp_rset_timeout", "smtp_quit_timeout")}
+
+
+@pytest.mark.skipif(__import__("shutil").which("postconf") is None, reason="Postfix's postconf is not installed")
+def test_diagnosis_probes_greet_with_the_transports_name_and_timeouts(tmp_path: Path) -> None:
+    """smtp.nexthops through the one runner: a next hop routed through master.cf service 'slow'
+    is greeted with that service's -o smtp_helo_name ($mydomain expanded by the real postconf) and
+    timed against its -o smtp_helo_timeout; the plain smtp service keeps main.cf's name."""
+    from checks.builtin import _timeouts, smtp_nexthops
+    from checks.config import postconf_x, read_config
+    from checks.registry import Context
+    from diagnose.engine import IDENTITY
+    from tests.peers import SmtpPeer
+
+    conf = tmp_path / "postfix"
+    conf.mkdir()
+    (conf / "main.cf").write_text("compatibility_level = 3.6\nmydomain = example.net\nsmtp_helo_name = mx.$mydomain\n")
+    (conf / "master.cf").write_text("smtp unix - - n - - smtp\n"
+                                    "slow unix - - n - - smtp -o smtp_helo_name=out.$mydomain -o smtp_helo_timeout=7\n")
+
+    class Recording(SmtpPeer):
+        def on_ehlo(self, conn, arg, txn):  # noqa: ANN001, ANN202
+            self.helos.append(arg)
+            return super().on_ehlo(conn, arg, txn)
+
+    peer = Recording(lifetime=60)
+    peer.helos = []
+    peer.start()
+    try:
+        target = LocalTarget()
+        rep = read_config(target, str(conf))
+        ctx = Context(target, options={
+            "collected": {"config_report": rep, "identity": postconf_x(target, str(conf), *IDENTITY)},
+            "probe_targets": [{"host": "127.0.0.1", "port": peer.port, "transport": "slow", "domain": "a.test"},
+                              {"host": "127.0.0.1", "port": peer.port, "transport": "smtp", "domain": "b.test"}],
+            "budget": 10})  # fmt: skip
+        findings = smtp_nexthops(ctx)
+    finally:
+        peer.stop()
+    assert sorted(peer.helos) == ["mx.example.net", "out.example.net"], peer.helos
+    assert _timeouts(ctx, "slow").smtp_helo_timeout == 7 and _timeouts(ctx, "smtp").smtp_helo_timeout == 300
+    assert {f.values.get("domain") for f in findings} == {"a.test", "b.test"}
