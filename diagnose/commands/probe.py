@@ -90,8 +90,11 @@ def parse_sizes(text: str | None) -> tuple[int, ...]:
 
 
 def run(args: argparse.Namespace) -> int:
+    import time
+
     from checks.nexthop import parse_destination
 
+    deadline = time.monotonic() + (args.budget or 0)  # --budget: the wall time of the whole command
     for d in args.destination:  # usage errors before any connection
         parse_destination(d)
     if args.budget is None or not args.budget > 0 or args.budget > 86400:
@@ -131,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         if not sys.stdin.isatty():
             raise UsageError("--send-test sends real mail: confirm on a terminal or pass --yes")
         raise PfdiagError("not confirmed: no test message was sent")
-    doc = probe_one(target, args.destination[0], settings, read_postfix(target, settings),
+    doc = probe_one(target, args.destination[0], settings, read_postfix(target, settings), deadline=deadline,
                     ladder=(args.to.strip(), sizes) if args.send_test else None, compare_here=args.compare_here)  # fmt: skip
     if args.format == "json":
         sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")

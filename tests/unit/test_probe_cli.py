@@ -234,3 +234,26 @@ def test_an_ip_version_that_fails_everywhere_is_a_finding() -> None:
     timed = family_difference([ok4, {**dead6, "error": "connect to 2001:db8::10:25: Connection timed out",
                                      "cause_id": "E01"}])
     assert timed is not None and timed["cause_id"] == "E01"
+
+
+def test_a_set_ends_at_its_budget_and_names_what_did_not_finish(capsys) -> None:
+    """17 silent servers, 16 at once: the first 16 wait out the 1 s budget ('undecided'), the 17th
+    never starts; the set returns at the budget and says so for that destination."""
+    import time
+
+    from tests.peers import SilentPeer
+
+    peers = [SilentPeer(lifetime=60).start() for _ in range(17)]
+    try:
+        t0 = time.monotonic()
+        rc, doc = run_json(capsys, *[dest(p) for p in peers], *FAST, "--budget", "1")
+        wall = time.monotonic() - t0
+    finally:
+        for p in peers:
+            p.stop()
+    assert rc == 4 and wall < 2.5, f"the set must end at its budget: {wall:.2f} s"
+    banners = [d["probe"]["phases"][1]["verdict"] for d in doc["probes"][:16]]
+    assert banners == ["undecided"] * 16
+    last = doc["probes"][16]
+    assert last["destination"] == dest(peers[16]) and last["problem"] is True
+    assert last["error"] == "not finished within the budget (1 s); never started"
