@@ -127,7 +127,7 @@ def _helo(ctx: Context, transport: str = "smtp") -> str | None:
     return helo_name(dict(identity), dict(overrides), transport)
 
 
-def _bind(ctx: Context) -> Any:
+def _bind(ctx: Context, transport: str = "smtp") -> Any:
     """Where Postfix's smtp client sends from (checks.bind), from the settings the engine read
     with the server's names and the master.cf -o overrides; the probes bind there as well."""
     from checks.bind import bind_plan
@@ -135,7 +135,7 @@ def _bind(ctx: Context) -> Any:
     identity = (ctx.options.get("collected") or {}).get("identity") or {}
     rep = (ctx.options.get("collected") or {}).get("config_report")
     overrides = getattr(getattr(rep, "config", None), "overrides", None) or {}
-    return bind_plan(identity, overrides, None, can_bind=type(ctx.target).__name__ != "SSHTarget")[0]
+    return bind_plan(identity, overrides, None, type(ctx.target).__name__ != "SSHTarget", transport)[0]
 
 
 def _probe_targets(ctx: Context) -> Sequence[Mapping[str, Any]]:
@@ -158,7 +158,6 @@ def smtp_nexthops(ctx: Context) -> list[Finding]:
         return [Finding("smtp.nexthops", Severity.INFO, "no next hop of deferred mail needs a probe")]
     # the checks run under the same budget: a second is left to hand the findings back
     budget = max(1.0, float(ctx.options.get("budget") or 60.0) - 1.0)
-    bind = _bind(ctx)
     jobs, out = [], []
     for hop in hops:
         transport = str(hop.get("transport") or "smtp")
@@ -169,7 +168,7 @@ def smtp_nexthops(ctx: Context) -> list[Finding]:
                                "with the name Postfix uses", values={"domain": hop.get("domain")}))  # fmt: skip
             continue
         jobs.append((hop, ProbeJob(hop["host"], int(hop["port"]), helo, _timeouts(ctx, transport),
-                                   label=f"{hop['host']}:{hop['port']}", **bind.kwargs(hop["host"]))))  # fmt: skip
+                                   label=f"{hop['host']}:{hop['port']}", **_bind(ctx, transport).kwargs(hop["host"]))))  # fmt: skip
     outcomes = run_probes(ctx.target, [j for _, j in jobs], budget)
     for (hop, job), o in zip(jobs, outcomes):
         if o.value is not None:
@@ -214,7 +213,8 @@ def smtp_eod_ladder(ctx: Context) -> list[Finding]:
         hop = {**found, "domain": domain, "cause_id": None} if found else None
     if hop is None:
         return [Finding("smtp.eod_ladder", Severity.ERROR, f"no next hop known for {domain}: no test message was sent")]
-    timeouts, helo = _timeouts(ctx, str(hop.get("transport") or "smtp")), _helo(ctx, str(hop.get("transport") or "smtp"))
+    transport = str(hop.get("transport") or "smtp")
+    timeouts, helo = _timeouts(ctx, transport), _helo(ctx, transport)
     if helo is None:
         return [Finding("smtp.eod_ladder", Severity.ERROR, "smtp_helo_name and myhostname could not be read (postconf): "
                         "no test message was sent (they carry Postfix's own name)")]  # fmt: skip
@@ -223,7 +223,7 @@ def smtp_eod_ladder(ctx: Context) -> list[Finding]:
     per = max(5.0, min(timeouts.smtp_data_done_timeout + timeouts.smtp_data_xfer_timeout, budget / max(1, len(sizes))))
     results = send_test_messages(ctx.target, hop["host"], int(hop["port"]), helo_name=helo,
                                  mail_from=ctx.answers.get("test_from") or "", rcpt_to=rcpt, sizes=sizes,
-                                 timeouts=timeouts, budget_per_message=per, **_bind(ctx).kwargs(hop["host"]))  # fmt: skip
+                                 timeouts=timeouts, budget_per_message=per, **_bind(ctx, transport).kwargs(hop["host"]))  # fmt: skip
     return [_tag(f, hop) for f in to_findings(conclude_ladder(results))]
 
 

@@ -54,7 +54,14 @@ class PostfixView:
     overrides: dict[tuple[str, str, str], str] = field(default_factory=dict)
     read: bool = False
     notes: list[str] = field(default_factory=list)
-    plan: BindPlan = BindPlan()
+    plan: BindPlan = BindPlan()  # for the smtp service; plan_for(transport) for another
+    bind: str | None = None  # --bind
+    can_bind: bool = True
+
+    def plan_for(self, transport: str) -> BindPlan:
+        if transport == "smtp":
+            return self.plan
+        return bind_plan(self.values, self.overrides, self.bind, self.can_bind, transport)[0]
 
     def timeouts(self, settings: Settings, transport: str) -> tuple[PhaseTimeouts, str]:
         if settings.timeouts == "short":
@@ -111,8 +118,8 @@ def read_postfix(target: Target, settings: Settings) -> PostfixView:
     over = master[0] if master else None
     if over is not None and not isinstance(over, PfdiagError) and over.ok:
         view.overrides = parse_postconf_p(over.stdout)
-    view.plan, more = bind_plan(view.values, view.overrides, settings.bind,
-                                can_bind=type(target).__name__ != "SSHTarget")  # fmt: skip
+    view.bind, view.can_bind = settings.bind, type(target).__name__ != "SSHTarget"
+    view.plan, more = bind_plan(view.values, view.overrides, view.bind, view.can_bind)
     view.notes += more
     return view
 
@@ -156,7 +163,7 @@ def plan(target: Target, text: str, settings: Settings) -> Route:
 def _job(view: PostfixView, settings: Settings, r: Route, address: str, port: int, **kw: Any) -> ProbeJob:
     timeouts, _ = view.timeouts(settings, r.transport)
     return ProbeJob(address, port, view.helo(settings, r.transport), timeouts, settings.mail_from, settings.rcpt,
-                    settings.starttls, label=f"{address}:{port}", **{**view.plan.kwargs(address), **kw})  # fmt: skip
+                    settings.starttls, label=f"{address}:{port}", **{**view.plan_for(r.transport).kwargs(address), **kw})  # fmt: skip
 
 
 def probe_one(target: Target, text: str, settings: Settings, view: PostfixView, *, deadline: float | None = None,
@@ -182,7 +189,7 @@ def probe_one(target: Target, text: str, settings: Settings, view: PostfixView, 
         results = send_test_messages(target, address, port, helo_name=first.helo_name, mail_from=settings.mail_from,
                                      rcpt_to=ladder[0], sizes=ladder[1], timeouts=timeouts, budget_per_message=per,
                                      starttls=settings.starttls, wrappermode=port in SMTPS_PORTS,
-                                     **view.plan.kwargs(address))  # fmt: skip
+                                     **view.plan_for(r.transport).kwargs(address))  # fmt: skip
         notes.append(f"phases below are from the first test session ({results[0].size} B); "
                      f"{len(results)} session(s) in {time.monotonic() - t0:.1f} s, budget {per:.3g} s each")
         lad, jobs = (conclude_ladder(results), results), []
@@ -198,7 +205,7 @@ def probe_one(target: Target, text: str, settings: Settings, view: PostfixView, 
     outcomes = run_probes(target, jobs, max(deadline - time.monotonic(), 0.0)) if jobs else []
     probe = lad[1][0].probe if lad else _value(outcomes[0])
     doc = build(r, address, port, notes, timeouts, source, first.helo_name, probe, lad)
-    doc["bind"] = bind_doc(view.plan, address, probe)
+    doc["bind"] = bind_doc(view.plan_for(r.transport), address, probe)
     doc["where"] = target.where
     from diagnose.probetls import tls_doc
 

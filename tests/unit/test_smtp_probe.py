@@ -639,3 +639,15 @@ def test_diagnosis_probes_greet_with_the_transports_name_and_timeouts(tmp_path: 
     assert sorted(peer.helos) == ["mx.example.net", "out.example.net"], peer.helos
     assert _timeouts(ctx, "slow").smtp_helo_timeout == 7 and _timeouts(ctx, "smtp").smtp_helo_timeout == 300
     assert {f.values.get("domain") for f in findings} == {"a.test", "b.test"}
+
+
+def test_source_address_follows_the_transport() -> None:
+    """A master.cf -o smtp_bind_address of the transport that delivers wins for it; the smtp
+    service keeps main.cf's, and is told that the other service sends from elsewhere."""
+    from checks.bind import bind_plan
+
+    values, over = {"smtp_bind_address": "127.0.0.1"}, {("relay", "unix", "smtp_bind_address"): "127.0.0.9"}
+    relay, _ = bind_plan(values, over, None, True, "relay")
+    assert (relay.v4, relay.v4_from) == ("127.0.0.9", "master.cf relay -o smtp_bind_address")
+    smtp, notes = bind_plan(values, over, None, True)
+    assert smtp.v4 == "127.0.0.1" and any("service relay sets -o smtp_bind_address=127.0.0.9" in n for n in notes)
