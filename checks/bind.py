@@ -58,17 +58,18 @@ def bind_literal(text: str) -> str | None:
 
 
 def bind_plan(values: dict[str, str], overrides: dict[tuple[str, str, str], str], override: str | None,
-              can_bind: bool) -> tuple[BindPlan, list[str]]:  # fmt: skip
-    """smtp_bind_address[6] (a master.cf -o for the smtp service wins), else the one non-loopback
-    address of its family when inet_interfaces lists only one (postconf(5)); --bind wins over both."""
+              can_bind: bool, service: str = "smtp") -> tuple[BindPlan, list[str]]:  # fmt: skip
+    """smtp_bind_address[6] (a master.cf -o of `service`, the transport that delivers, wins), else
+    the one non-loopback address of its family when inet_interfaces lists only one (postconf(5));
+    --bind wins over all."""
     notes: list[str] = []
     found: dict[int, tuple[str | None, str]] = {4: (None, ""), 6: (None, "")}
     for version, name in ((4, "smtp_bind_address"), (6, "smtp_bind_address6")):
         raw, origin = values.get(name, ""), name
-        if overrides.get(("smtp", "unix", name)):
-            raw, origin = overrides[("smtp", "unix", name)], f"master.cf smtp -o {name}"
+        if overrides.get((service, "unix", name)):
+            raw, origin = overrides[(service, "unix", name)], f"master.cf {service} -o {name}"
         for (svc, _kind, pname), val in sorted(overrides.items()):
-            if pname == name and svc != "smtp" and val:
+            if pname == name and svc != service and val:
                 notes.append(f"master.cf service {svc} sets -o {name}={val}: mail routed through {svc} leaves from there")
         if raw.strip():
             ip = bind_literal(raw)

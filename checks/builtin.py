@@ -11,7 +11,6 @@ an INFO finding that says why, so the report shows what was not looked at.
 
 from __future__ import annotations
 
-import time
 from typing import Any, Mapping, Sequence
 
 from checks.errors import PfdiagError
@@ -98,31 +97,37 @@ def postfix_running(ctx: Context) -> list[Finding]:
                     evidence=ev)]  # fmt: skip
 
 
-def _timeouts(ctx: Context) -> Any:
+def _timeouts(ctx: Context, transport: str = "smtp") -> Any:
+    """Postfix's smtp_*_timeout values for `transport` (its master.cf -o overrides win), from
+    the configuration the engine read; a value that cannot be read keeps Postfix's default."""
     from checks.smtp import PhaseTimeouts
 
     try:
-        rep = _config_report(ctx)
-        names = {f for f in PhaseTimeouts.__dataclass_fields__}
-        return PhaseTimeouts.from_postconf({k: v for k, v in rep.config.values.items() if k in names and v is not None})
+        cfg = _config_report(ctx).config
     except PfdiagError:
         return PhaseTimeouts()
+    values = {}
+    for name in PhaseTimeouts.__dataclass_fields__:
+        try:
+            values[name] = cfg.time(name, f"{transport}/unix")
+        except (PfdiagError, AttributeError):
+            continue
+    return PhaseTimeouts(**values)
 
 
-def _helo(ctx: Context) -> str:
-    """The name Postfix greets with: smtp_helo_name as postconf -x expands it (the engine read
-    it with the server's own names); this machine's FQDN only when it could not be read."""
-    import socket
+def _helo(ctx: Context, transport: str = "smtp") -> str | None:
+    """The name Postfix greets with for `transport`: its -o smtp_helo_name, else smtp_helo_name,
+    as postconf -x expands them (the engine read them with the server's own names); None when
+    neither could be read - never this machine's name."""
+    from checks.probeset import helo_name
 
     identity = (ctx.options.get("collected") or {}).get("identity") or {}
-    for name in ("smtp_helo_name", "myhostname"):
-        v = identity.get(name)
-        if v and "$" not in v:
-            return v
-    return socket.getfqdn()
+    rep = (ctx.options.get("collected") or {}).get("config_report")
+    overrides = getattr(getattr(rep, "config", None), "overrides", None) or {}
+    return helo_name(dict(identity), dict(overrides), transport)
 
 
-def _bind(ctx: Context) -> Any:
+def _bind(ctx: Context, transport: str = "smtp") -> Any:
     """Where Postfix's smtp client sends from (checks.bind), from the settings the engine read
     with the server's names and the master.cf -o overrides; the probes bind there as well."""
     from checks.bind import bind_plan
@@ -130,7 +135,7 @@ def _bind(ctx: Context) -> Any:
     identity = (ctx.options.get("collected") or {}).get("identity") or {}
     rep = (ctx.options.get("collected") or {}).get("config_report")
     overrides = getattr(getattr(rep, "config", None), "overrides", None) or {}
-    return bind_plan(identity, overrides, None, can_bind=type(ctx.target).__name__ != "SSHTarget")[0]
+    return bind_plan(identity, overrides, None, type(ctx.target).__name__ != "SSHTarget", transport)[0]
 
 
 def _probe_targets(ctx: Context) -> Sequence[Mapping[str, Any]]:
@@ -143,42 +148,35 @@ def smtp_nexthops(ctx: Context) -> list[Finding]:
     is waiting for (connect, greeting, EHLO, STARTTLS, MAIL FROM; nothing is sent), all at
     once within the budget, timing each phase against this Postfix's timeouts. A masked
     greeting (asterisks) gives away an SMTP-inspecting firewall (E09)."""
-    from concurrent.futures import ThreadPoolExecutor, wait
-
-    from checks.smtp import probe_address, to_findings
+    from checks.probeset import Failed, ProbeJob, run_probes
+    from checks.smtp import to_findings
 
     if not _is_live(ctx):
         return [Finding("smtp.nexthops", Severity.INFO, "a snapshot cannot be probed: next hops were not contacted")]
     hops = list(_probe_targets(ctx))[:10]
     if not hops:
         return [Finding("smtp.nexthops", Severity.INFO, "no next hop of deferred mail needs a probe")]
-    budget = float(ctx.options.get("budget") or 60.0)
-    timeouts, helo, bind = _timeouts(ctx), _helo(ctx), _bind(ctx)
-    started = time.monotonic()
-
-    def one(hop: Mapping[str, Any]) -> list[Finding]:
-        left = max(1.0, budget - (time.monotonic() - started) - 1.0)
-        res = probe_address(ctx.target, hop["host"], int(hop["port"]), helo_name=helo, timeouts=timeouts,
-                            total_budget=left, **bind.kwargs(hop["host"]))  # fmt: skip
-        found = to_findings(res)
-        return [_tag(f, hop) for f in found]
-
-    out: list[Finding] = []
-    pool = ThreadPoolExecutor(max_workers=len(hops), thread_name_prefix="pfdiag-probe")
-    futures = {pool.submit(one, hop): hop for hop in hops}
-    finished, pending = wait(futures, timeout=budget)
-    pool.shutdown(wait=False, cancel_futures=True)
-    for fut in futures:
-        hop = futures[fut]
-        if fut in pending:
-            out.append(Finding("smtp.nexthops", Severity.ERROR, f"{hop['host']}:{hop['port']}: probe ran out of budget",
+    # the checks run under the same budget: a second is left to hand the findings back
+    budget = max(1.0, float(ctx.options.get("budget") or 60.0) - 1.0)
+    jobs, out = [], []
+    for hop in hops:
+        transport = str(hop.get("transport") or "smtp")
+        helo = _helo(ctx, transport)
+        if helo is None:
+            out.append(Finding("smtp.nexthops", Severity.ERROR, f"{hop['host']}:{hop['port']}: not probed: "
+                               "smtp_helo_name and myhostname could not be read (postconf), and a probe greets only "
+                               "with the name Postfix uses", values={"domain": hop.get("domain")}))  # fmt: skip
+            continue
+        jobs.append((hop, ProbeJob(hop["host"], int(hop["port"]), helo, _timeouts(ctx, transport),
+                                   label=f"{hop['host']}:{hop['port']}", **_bind(ctx, transport).kwargs(hop["host"]))))  # fmt: skip
+    outcomes = run_probes(ctx.target, [j for _, j in jobs], budget)
+    for (hop, job), o in zip(jobs, outcomes):
+        if o.value is not None:
+            out.extend(_tag(f, hop) for f in to_findings(o.value))
+        else:  # could not be probed, or not finished within the budget (a typed Unfinished)
+            why = f"probe failed: {o.missing.error}" if isinstance(o.missing, Failed) else getattr(o.missing, "reason", "")
+            out.append(Finding("smtp.nexthops", Severity.ERROR, f"{job.label}: {why}",
                                values={"domain": hop.get("domain")}))  # fmt: skip
-        elif fut.exception() is not None:
-            exc = fut.exception()
-            out.append(Finding("smtp.nexthops", Severity.ERROR, f"{hop['host']}:{hop['port']}: probe failed: {exc}",
-                               values={"domain": hop.get("domain")}))  # fmt: skip
-        else:
-            out.extend(fut.result())
     return out
 
 
@@ -215,13 +213,17 @@ def smtp_eod_ladder(ctx: Context) -> list[Finding]:
         hop = {**found, "domain": domain, "cause_id": None} if found else None
     if hop is None:
         return [Finding("smtp.eod_ladder", Severity.ERROR, f"no next hop known for {domain}: no test message was sent")]
-    timeouts, helo = _timeouts(ctx), _helo(ctx)
+    transport = str(hop.get("transport") or "smtp")
+    timeouts, helo = _timeouts(ctx, transport), _helo(ctx, transport)
+    if helo is None:
+        return [Finding("smtp.eod_ladder", Severity.ERROR, "smtp_helo_name and myhostname could not be read (postconf): "
+                        "no test message was sent (they carry Postfix's own name)")]  # fmt: skip
     budget = float(ctx.options.get("budget") or 120.0)
     sizes = tuple(ctx.options.get("ladder_sizes") or DEFAULT_LADDER_SIZES)
     per = max(5.0, min(timeouts.smtp_data_done_timeout + timeouts.smtp_data_xfer_timeout, budget / max(1, len(sizes))))
     results = send_test_messages(ctx.target, hop["host"], int(hop["port"]), helo_name=helo,
                                  mail_from=ctx.answers.get("test_from") or "", rcpt_to=rcpt, sizes=sizes,
-                                 timeouts=timeouts, budget_per_message=per, **_bind(ctx).kwargs(hop["host"]))  # fmt: skip
+                                 timeouts=timeouts, budget_per_message=per, **_bind(ctx, transport).kwargs(hop["host"]))  # fmt: skip
     return [_tag(f, hop) for f in to_findings(conclude_ladder(results))]
 
 

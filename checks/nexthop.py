@@ -54,20 +54,92 @@ def _lookup_keys(domain: str) -> list[str]:
     return domain_keys(domain) + ["*"]
 
 
-def split_nexthop(text: str, default_port: int = 25) -> tuple[str, int, bool]:
-    """"[host]:port" / "host:port" / "[ipv6]" -> (host, port, bracketed)."""
+def _split(text: str) -> tuple[str, str | None, bool] | None:
+    """Postfix's next-hop syntax: "[host]:port", "[host]", "host:port", "host" (a bare IPv6
+    literal has more than one colon) -> (host, port text or None, bracketed); None: malformed."""
     t = text.strip()
+    if t.lower().startswith("inet:"):  # a socket type prefix (transport_maps, relayhost)
+        t = t[5:]
     if t.startswith("["):
         end = t.find("]")
         if end < 0:
-            raise UsageError(f"bad next hop {text!r}")
+            return None
         host, rest = t[1:end], t[end + 1 :]
-        port = int(rest[1:]) if rest.startswith(":") and rest[1:].isdigit() else default_port
-        return host, port, True
-    host, _, port = t.rpartition(":") if t.count(":") == 1 else (t, "", "")
+        if rest and not rest.startswith(":"):
+            return None
+        return host, (rest[1:] if rest else None), True
+    if t.count(":") == 1:
+        host, port = t.split(":", 1)
+        return host, port, False
+    return t, None, False
+
+
+def split_nexthop(text: str, default_port: int = 25) -> tuple[str, int, bool]:
+    """A configured next hop ("[host]:port" / "host:port" / "[ipv6]") -> (host, port, bracketed);
+    lenient, as Postfix reads its own tables (a port it cannot read is the default)."""
+    parts = _split(text)
+    if parts is None:
+        raise UsageError(f"bad next hop {text!r}")
+    host, port, bracketed = parts
     if not host:
-        host, port = t, ""
-    return host, int(port) if port.isdigit() else default_port, False
+        host, port = text.strip(), None
+    return host, int(port) if port and port.isdigit() else default_port, bracketed
+
+
+def nexthop_domain(configured: str) -> str:
+    """A transport/relayhost next hop as Postfix's "nexthop" strategy sees it: no socket type
+    prefix (inet:), no enclosing brackets, no trailing port."""
+    parts = _split(configured)
+    return configured.strip() if parts is None else parts[0]
+
+
+@dataclass(frozen=True)
+class Destination:
+    """A next hop as a user gives it (pfdiag probe, a plugin), with Postfix's meaning:
+    "[host]:port" and "[host]" are not MX-looked-up; "host:port" is (the host's MX records, each
+    on that port); a bare "domain" is routed like mail to it (transport_maps, relayhost, MX)."""
+
+    text: str
+    host: str  # hostname or IP literal, no brackets
+    port: int
+    bracketed: bool
+    is_ip: bool
+    port_given: bool = False
+
+    @property
+    def is_domain(self) -> bool:
+        """A bare domain: routed like mail for it (transport_maps, relayhost, MX)."""
+        return not (self.bracketed or self.is_ip or self.port_given)
+
+
+def _valid_host(host: str) -> bool:
+    return bool(_DOMAIN.match(host[:-1] if host.endswith(".") else host))
+
+
+def parse_destination(text: str) -> Destination:
+    """"[host]:port", "[host]", "host:port" or "domain" (port 25 unless given); UsageError when
+    it is none of them."""
+    from checks.bind import ip_literal
+
+    bad = UsageError(f"invalid destination {text!r}: use [host]:port, [host], host:port or a domain")
+    s = text.strip()
+    if not s or any(c.isspace() or ord(c) < 32 for c in s) or s.lower().startswith("inet:"):
+        raise bad
+    parts = _split(s)
+    if parts is None:
+        raise bad
+    host, port_text, bracketed = parts
+    if not bracketed and s.count(":") > 1:  # a bare IPv6 literal
+        host, port_text = s, None
+    port = 25
+    if port_text is not None:
+        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+            raise UsageError(f"invalid port in destination {text!r}: 1..65535")
+        port = int(port_text)
+    ip = ip_literal(host)
+    if ip is None and (":" in host or not _valid_host(host) or host.replace(".", "").isdigit()):
+        raise bad
+    return Destination(text, ip or host.rstrip("."), port, bracketed, ip is not None, port_text is not None)
 
 
 def resolve_nexthop(target: Target, domain: str, config_dir: str | None = None, resolver: Any = None) -> NextHop:
@@ -108,15 +180,44 @@ def resolve_nexthop(target: Target, domain: str, config_dir: str | None = None, 
         hop.notes.append(f"transport {hop.transport!r}: no SMTP next hop")
         return hop
     target_host, port, bracketed = split_nexthop(hop.nexthop or d)
-    limit = int(conf.get("smtp_mx_address_limit") or 5)
+    _fill(hop, target_host, port, bracketed, conf, resolver)
+    return hop
+
+
+_ROUTING = ("inet_protocols", "smtp_address_preference", "smtp_mx_address_limit")
+
+
+def route(target: Target, dest: Destination, config_dir: str | None = None, resolver: Any = None) -> NextHop:
+    """Every address Postfix would try for `dest`, in its order: a bare domain is routed like
+    mail for it (resolve_nexthop); a given next hop ([host]:port, host:port, an IP) is looked up
+    as Postfix looks up a transport's next hop: MX unless bracketed, then A/AAAA."""
+    if dest.is_domain:
+        return resolve_nexthop(target, dest.host, config_dir, resolver)
+    hop = NextHop(dest.host, "smtp", dest.text.strip(), f"given as {dest.text.strip()}")
+    try:
+        conf = postconf_x(target, config_dir, *_ROUTING)
+    except PfdiagError as exc:
+        conf = {}
+        hop.notes.append(f"postconf failed ({exc}): Postfix's defaults assumed")
+    _fill(hop, dest.host, dest.port, dest.bracketed or dest.is_ip, conf, resolver)
+    return hop
+
+
+def _fill(hop: NextHop, target_host: str, port: int, bracketed: bool, conf: dict[str, str], resolver: Any) -> None:
+    """hop.addresses for a next hop host: an IP as is; else its MX hosts (unless bracketed) or
+    its own A/AAAA, each host's addresses after inet_protocols / smtp_address_preference, at most
+    smtp_mx_address_limit of them."""
+    limit_text = conf.get("smtp_mx_address_limit") or "5"
+    limit = int(limit_text) if limit_text.isdigit() else 5
     protocols = conf.get("inet_protocols", "all")
     preference = conf.get("smtp_address_preference", "any")
     if _is_ip(target_host):
-        hop.addresses.append(Address(target_host, target_host, port, hop.source))
-        return hop
+        ip = target_host[5:] if target_host.lower().startswith("ipv6:") else target_host
+        hop.addresses.append(Address(ip, ip, port, hop.source))
+        return
     if resolver is None:
         hop.notes.append(f"{target_host}: not resolved (no resolver for this target)")
-        return hop
+        return
     hosts: list[tuple[str, str]] = []  # (host, how found)
     if bracketed:
         hosts.append((target_host, hop.source))
@@ -126,18 +227,16 @@ def resolve_nexthop(target: Target, domain: str, config_dir: str | None = None, 
             for pref, name in sorted(mx, key=lambda r: (r[0], r[1])):
                 if name in (".", ""):
                     hop.notes.append(f"{target_host} has a null MX: it accepts no mail")
-                    return hop
+                    return
                 hosts.append((name, f"MX {pref} {name} of {target_host}"))
         else:
             hosts.append((target_host, f"A/AAAA of {target_host} (no MX)"))
     for name, how in hosts:
-        addrs = _addresses(resolver, name, protocols, preference, hop)
-        for a in addrs:
+        for a in _addresses(resolver, name, protocols, preference, hop):
             if len(hop.addresses) >= limit:
                 hop.notes.append(f"smtp_mx_address_limit = {limit}: further addresses are not tried")
-                return hop
+                return
             hop.addresses.append(Address(name, a, port, how))
-    return hop
 
 
 def _is_ip(text: str) -> bool:
@@ -191,19 +290,36 @@ def resolve_many(target: Target, domains: Sequence[str], config_dir: str | None 
 RESERVED_TLDS = ("test", "invalid", "example", "localhost")  # RFC 2606 / 6761: never asked of DNS
 
 
-def resolver_for(target: Target) -> Any:
-    """The resolver a probe uses for `target`'s point of view, or None when it has none here:
-    this machine's own resolver for a local target; nothing for a snapshot or a remote host
-    (their DNS view is not this machine's: bracketed and transport-mapped hops still resolve)."""
-    from checks.targets import LocalTarget
+def is_reserved(name: str) -> bool:
+    return name.rstrip(".").rsplit(".", 1)[-1].lower() in RESERVED_TLDS
 
-    if not isinstance(target, LocalTarget):
+
+def resolver_for(target: Target, spec: str | None = None) -> Any:
+    """The resolver that sees DNS as `target` does, or None when there is none: this machine's
+    own for a local target; over SSH the mail host's resolv.conf, asked from the mail host
+    (checks.dns.TargetResolver: DNS over TCP through the target); nothing for a snapshot.
+    Reserved names (RESERVED_TLDS) are never sent to these. spec "IP[:PORT]": that server,
+    asked from the target, used as given (reserved names too: a lab's server)."""
+    from checks.targets import LocalTarget, SnapshotTarget
+
+    if spec:
+        from checks.dns import resolver_for as dns_resolver
+
+        return dns_resolver(target, spec)[0]
+    if isinstance(target, SnapshotTarget):
         return None
-    import dns.resolver
+    if isinstance(target, LocalTarget):
+        import dns.resolver
 
-    r = dns.resolver.Resolver()
-    r.lifetime = 5.0
-    return _NoReserved(r)
+        r = dns.resolver.Resolver()
+        r.lifetime = 5.0
+        return _NoReserved(r)
+    from checks.dns import resolver_for as dns_resolver
+
+    try:
+        return _NoReserved(dns_resolver(target, "system")[0])
+    except PfdiagError:
+        return None
 
 
 class _NoReserved:
@@ -215,7 +331,7 @@ class _NoReserved:
     def resolve(self, name: str, rtype: str) -> Any:
         import dns.resolver
 
-        if name.rstrip(".").rsplit(".", 1)[-1].lower() in RESERVED_TLDS:
+        if is_reserved(name):
             raise dns.resolver.NXDOMAIN()
         return self.inner.resolve(name, rtype)
 

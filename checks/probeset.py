@@ -1,108 +1,183 @@
-"""Probe a set of destinations the way Postfix would reach them, all at once, in one budget.
+"""Run a set of probes at once within ONE budget: the only probe runner (the diagnosis's
+smtp.nexthops check, `pfdiag probe D1 D2 ...`, the other addresses of one destination, and
+plugins all use it).
 
-Every destination's next hop is found as Postfix's smtp client would (checks.nexthop), then
-every address of every destination is probed in a thread pool: the set takes about as long as
-its slowest member, and no probe outlives the deadline. Used by the diagnosis engine; `pfdiag
-probe D1 D2 ...` shows the same on a terminal.
+The budget rule: ``budget`` seconds of wall time for the whole set. Every task gets the set's
+deadline; a probe waits, per phase, min(Postfix's timeout for it, its own cap, what is left of
+the budget) - its sockets get timeouts derived from that deadline, so no read outlives it.
+When the deadline passes the runner returns at once: a task still running or never started is
+reported as Unfinished ("not finished within the budget"), never waited for (the workers are
+daemon threads; a straggler ends at its own socket timeout and its result is dropped).
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Generic, Literal, Sequence, TypeVar
 
 from checks.errors import PfdiagError
-from checks.model import Evidence, Finding, Severity
-from checks.nexthop import _DOMAIN, NextHop, _addresses, _is_ip, resolve_nexthop, split_nexthop
-from checks.smtp import PhaseTimeouts, ProbeResult, probe_address, to_findings
+from checks.smtp import SMTPS_PORTS, PhaseTimeouts, ProbeResult, probe_address
 from checks.targets import Target
 
 MAX_WORKERS = 16  # connections at once: a probe waits on the network, not the CPU
+# After the deadline a probe that ran into it still records its "undecided" verdict: this long.
+GRACE = 0.3
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class ProbeRecord:
-    destination: str
-    name: str  # the host name the address was found under (MX, nexthop), or the IP
-    address: str
-    port: int
-    source: str  # how Postfix finds it: "transport_maps ...", "relayhost = ...", "MX 10 mx of d"
-    result: ProbeResult | None  # None: not probed (no address, the budget was spent)
-    error: str = ""
+class Unfinished:
+    """A task the budget ended before it finished (started) or before it could start."""
+
+    label: str
+    budget: float
+    started: bool
+
+    @property
+    def reason(self) -> str:
+        return f"not finished within the budget ({self.budget:g} s)" + ("" if self.started else "; never started")
 
 
-def _hops(target: Target, destination: str, config_dir: str | None, resolver: Any) -> list[tuple[str, str, int, str]]:
-    text = destination.strip()
-    if text.startswith("[") or text.count(":") == 1:  # [host]:port or host:port: no transport lookup
-        host, port, _ = split_nexthop(text)
-        if _is_ip(host):
-            return [(host, host, port, f"given as {text}")]
-        if not _DOMAIN.match(host):
-            raise PfdiagError(f"{text}: not a valid host name")
-        if resolver is None:
-            raise PfdiagError(f"{text}: no resolver to look up {host}")
-        found = _addresses(resolver, host, "all", "ipv4", NextHop(host))
-        return [(host, a, port, f"A/AAAA of {host}") for a in found]
-    hop = resolve_nexthop(target, text, config_dir, resolver)
-    if not hop.deliverable_by_smtp:
-        raise PfdiagError(f"{text}: Postfix does not deliver it over SMTP ({'; '.join(hop.notes)})")
-    if not hop.addresses:
-        raise PfdiagError(f"{text}: no address ({'; '.join(hop.notes) or hop.source})")
-    return [(a.host, a.addr, a.port, a.source) for a in hop.addresses]
+@dataclass(frozen=True)
+class Failed:
+    """A task that could not be done (no address, a target that cannot connect): its error."""
+
+    label: str
+    error: str
 
 
-def probe_destinations(
-    target: Target,
-    destinations: Sequence[str],
-    *,
-    timeouts: PhaseTimeouts,
-    helo: str,
-    budget: float,
-    rcpt: str | None = None,
-    config_dir: str | None = None,
-    resolver: Any = None,
-    progress: Callable[[ProbeRecord], None] | None = None,
-) -> tuple[list[ProbeRecord], list[Finding]]:
-    """Records in destination order, then address order (the order Postfix tries them), and
-    Findings (check id smtp.probe / smtp.nexthop) with Evidence.where = the target's vantage."""
-    deadline = time.monotonic() + budget
-    records: list[ProbeRecord] = []
-    findings: list[Finding] = []
-    jobs: list[tuple[str, str, str, int, str]] = []
-    for d in destinations:  # next hops first: postmap/DNS, quick next to a probe
-        try:
-            jobs += [(d, *h) for h in _hops(target, d, config_dir, resolver)]
-        except PfdiagError as exc:
-            records.append(ProbeRecord(d, "", "", 0, "", None, str(exc)))
-            findings.append(Finding("smtp.nexthop", Severity.WARNING, f"{d}: {exc}", None,
-                                    (Evidence(f"next hop of {d}", str(exc), target.where),)))  # fmt: skip
+@dataclass(frozen=True)
+class Outcome(Generic[T]):
+    label: str
+    value: T | None  # None when not done: see `missing`
+    missing: Unfinished | Failed | None = None
 
-    def one(job: tuple[str, str, str, int, str]) -> ProbeRecord:
-        d, name, addr, port, source = job
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return ProbeRecord(d, name, addr, port, source, None, "the budget was spent before this probe started")
-        try:
-            r = probe_address(target, addr, port, helo_name=helo, rcpt_to=rcpt, timeouts=timeouts,
-                              total_budget=left, wrappermode=port == 465)  # fmt: skip
-            rec = ProbeRecord(d, name, addr, port, source, r)
-        except PfdiagError as exc:
-            rec = ProbeRecord(d, name, addr, port, source, None, str(exc))
-        if progress is not None:
-            progress(rec)
-        return rec
+    @property
+    def done(self) -> bool:
+        return self.missing is None
 
-    if jobs:
-        with ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(jobs)), thread_name_prefix="pfdiag-probe") as pool:
-            done = list(pool.map(one, jobs))
-        for rec in done:
-            records.append(rec)
-            if rec.result is not None:
-                findings += to_findings(rec.result)
+
+def run_within(budget: float, tasks: Sequence[tuple[str, Callable[[float], T]]], *, workers: int = MAX_WORKERS,
+               progress: Callable[[int, int], None] | None = None) -> list[Outcome[T]]:  # fmt: skip
+    """Run (label, task(deadline)) pairs on at most `workers` daemon threads; return in task
+    order as soon as all are done or `budget` seconds have passed (plus GRACE). A task's
+    PfdiagError is its Failed outcome; any other exception is a bug and is raised here."""
+    deadline = time.monotonic() + max(budget, 0.0)
+    n = len(tasks)
+    results: list[Outcome[T] | None] = [None] * n
+    started = [False] * n
+    crashed: list[BaseException] = []
+    state = threading.Condition()
+    queue = iter(range(n))
+    finished = 0
+
+    def worker() -> None:
+        nonlocal finished
+        while True:
+            with state:
+                i = next(queue, None)
+                if i is None:
+                    return
+                late = time.monotonic() >= deadline
+                started[i] = not late
+            label, task = tasks[i]
+            outcome: Outcome[T]
+            if late:
+                outcome = Outcome(label, None, Unfinished(label, budget, False))
             else:
-                findings.append(Finding("smtp.probe", Severity.INFO, f"{rec.name}[{rec.address}]:{rec.port} not probed: "
-                                        f"{rec.error}", None, (Evidence(f"probe of {rec.destination}", rec.error,
-                                                                       target.where),)))  # fmt: skip
-    return records, findings
+                try:
+                    outcome = Outcome(label, task(deadline))
+                except PfdiagError as exc:
+                    outcome = Outcome(label, None, Failed(label, str(exc)))
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                    crashed.append(exc)
+                    outcome = Outcome(label, None, Failed(label, f"internal error: {exc!r}"))
+            with state:
+                results[i] = outcome
+                finished += 1
+                state.notify_all()
+            if progress is not None:
+                progress(finished, n)
+
+    for k in range(min(max(workers, 1), n)):
+        threading.Thread(target=worker, name=f"pfdiag-probe-{k}", daemon=True).start()
+    with state:
+        state.wait_for(lambda: finished == n, timeout=max(deadline - time.monotonic(), 0.0) + GRACE)
+        if crashed:
+            raise crashed[0]
+        return [r if r is not None else Outcome(tasks[i][0], None, Unfinished(tasks[i][0], budget, started[i]))
+                for i, r in enumerate(results)]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ProbeJob:
+    """One probe_address call: where to, and how Postfix's client would talk there."""
+
+    host: str  # an IP address (or a name the target resolves)
+    port: int
+    helo_name: str
+    timeouts: PhaseTimeouts = PhaseTimeouts()
+    mail_from: str = ""
+    rcpt_to: str | None = None
+    starttls: bool | Literal["auto"] = "auto"
+    wrappermode: bool | None = None  # None: TLS from the first byte on the SMTPS port (465)
+    source: str | None = None  # bind address (checks.bind.BindPlan.kwargs)
+    bind_fallback: bool = False
+    tls_context: Any = None
+    cap: float | None = None  # this probe's own limit, seconds, under the set's budget
+    label: str = ""
+    target: Target | None = None  # another vantage point than the set's target
+
+    def run(self, target: Target, deadline: float) -> ProbeResult:
+        left = deadline - time.monotonic()
+        if self.cap is not None:
+            left = min(left, self.cap)
+        return probe_address(self.target or target, self.host, self.port, helo_name=self.helo_name,
+                             mail_from=self.mail_from, rcpt_to=self.rcpt_to, timeouts=self.timeouts,
+                             starttls=self.starttls, tls_context=self.tls_context, total_budget=max(left, 0.0),
+                             wrappermode=self.port in SMTPS_PORTS if self.wrappermode is None else self.wrappermode,
+                             source=self.source, bind_fallback=self.bind_fallback)  # fmt: skip
+
+
+def run_probes(target: Target, jobs: Sequence[ProbeJob], budget: float, *, workers: int = MAX_WORKERS,
+               progress: Callable[[int, int], None] | None = None) -> list[Outcome[ProbeResult]]:  # fmt: skip
+    """Every job at once within `budget` seconds in all (run_within); results in job order."""
+    tasks = [(job.label or f"{job.host}:{job.port}", lambda deadline, job=job: job.run(target, deadline)) for job in jobs]
+    return run_within(budget, tasks, workers=workers, progress=progress)
+
+
+def helo_name(values: dict[str, str], overrides: dict[tuple[str, str, str], str], transport: str = "smtp") -> str | None:
+    """The name Postfix's smtp client greets with for `transport`: a master.cf `-o
+    smtp_helo_name` of that service, else smtp_helo_name, both with $names expanded from
+    `values` (which postconf -x already expanded); myhostname when smtp_helo_name is unread.
+    None when nothing says: a probe must not make up a name (this machine's is not the mail
+    host's)."""
+    raw = overrides.get((transport, "unix", "smtp_helo_name"))
+    for text in (raw, values.get("smtp_helo_name"), values.get("myhostname")):
+        name = _expand(text, values) if text else None
+        if name:
+            return name
+    return None
+
+
+def _expand(text: str, values: dict[str, str], depth: int = 0) -> str | None:
+    """$name, ${name} and $(name) from `values`; None when one stays unknown."""
+    import re
+
+    missing = False
+
+    def sub(m: re.Match[str]) -> str:
+        nonlocal missing
+        v = values.get(m.group(1) or m.group(2) or m.group(3) or "")
+        if v is None:
+            missing = True
+            return ""
+        return v
+
+    out = re.sub(r"\$(?:\{(\w+)\}|\((\w+)\)|(\w+))", sub, text.strip())
+    if missing or ("$" in out and depth >= 3):
+        return None
+    return _expand(out, values, depth + 1) if "$" in out else out

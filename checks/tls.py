@@ -24,6 +24,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+from checks.errors import PfdiagError
 from checks.targets import Target
 
 LEVELS = ("none", "may", "encrypt", "dane", "dane-only", "fingerprint", "verify", "secure")
@@ -315,3 +316,30 @@ def judge(level: str, offered: bool | None, cert: CertInfo | None, trusted: bool
 
 def describe(cert: CertInfo) -> dict[str, Any]:
     return {k: getattr(cert, k) for k in cert.__dataclass_fields__}
+
+
+def verify_chain(target: Target, address: str, port: int, source: str | None = None,
+                 budget: float = 20.0) -> tuple[bool | None, str]:  # fmt: skip
+    """A second handshake that verifies the chain against this system's CA store (as Postfix
+    does at verify/secure with smtp_tls_CAfile/CApath unset... or set to the same store), from
+    `source` when the first probe bound one. (True, why) verified, (False, OpenSSL's reason)
+    refused, (None, why) not checked."""
+    import ssl
+
+    from checks.postfix.defaults import SHORT_TIMEOUTS
+    from checks.smtp import SMTPS_PORTS, PhaseTimeouts, probe_address
+
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False  # names are judged separately, with Postfix's match rules
+    bind = {"source": source, "bind_fallback": True} if source else {}
+    try:
+        again = probe_address(target, address, port, helo_name="pfdiag.invalid", starttls=True, tls_context=ctx,
+                              timeouts=PhaseTimeouts(**SHORT_TIMEOUTS), total_budget=max(budget, 0.1),
+                              wrappermode=port in SMTPS_PORTS, **bind)  # type: ignore[arg-type]  # fmt: skip
+    except PfdiagError as exc:
+        return None, f"not checked: {exc}"
+    if again.tls is not None:
+        return True, "the chain verifies against this system's CA store"
+    bad = next((p for p in again.phases if p.verdict.value != "ok"), None)
+    detail = bad.detail if bad else "the verifying handshake failed"
+    return (False, detail) if "verif" in detail.lower() or "certificate" in detail.lower() else (None, f"not checked: {detail}")

@@ -218,7 +218,8 @@ def probe_targets(ranked: Iterable[RankedCause], limit: int = 10,
             continue
         seen.add(key)
         out.append({"host": hop["host"], "name": hop.get("name") or hop["host"], "port": int(hop["port"]),
-                    "domain": rc.top_domain, "cause_id": rc.id, "source": hop.get("source", "")})  # fmt: skip
+                    "domain": rc.top_domain, "cause_id": rc.id, "source": hop.get("source", ""),
+                    **({"transport": hop["transport"]} if hop.get("transport") else {})})  # fmt: skip
         if len(out) >= limit:
             break
     return out

@@ -12,16 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
-DEFAULT_TIMEOUTS: dict[str, float] = {
-    "smtp_connect_timeout": 30.0,
-    "smtp_helo_timeout": 300.0,
-    "smtp_starttls_timeout": 300.0,
-    "smtp_mail_timeout": 300.0,
-    "smtp_rcpt_timeout": 300.0,
-    "smtp_data_init_timeout": 120.0,
-    "smtp_data_xfer_timeout": 180.0,
-    "smtp_data_done_timeout": 600.0,
-}
+from checks.postfix.defaults import TIMEOUT_DEFAULTS  # the one table of Postfix's defaults
+
+# the waits of a delivery that a delays= reading can land on (RSET and QUIT come after it)
+DEFAULT_TIMEOUTS: dict[str, float] = {k: v for k, v in TIMEOUT_DEFAULTS.items() if k not in ("smtp_rset_timeout", "smtp_quit_timeout")}
 
 
 MX_ADDRESS_LIMIT = 5  # smtp_mx_address_limit's default: no delivery tries more addresses

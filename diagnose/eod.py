@@ -23,7 +23,9 @@ from typing import Any, Iterable, Mapping
 
 from checks.model import Finding
 
-RFC_DATA_DONE = 600.0
+from checks.postfix.defaults import RFC_MINIMUM  # noqa: E402
+
+RFC_DATA_DONE = RFC_MINIMUM["smtp_data_done_timeout"]
 
 
 @dataclass

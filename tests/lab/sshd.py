@@ -117,6 +117,7 @@ class Sshd:
     user_key: Path
     proc: subprocess.Popen[bytes] | None = None
     log: Path = field(init=False)
+    wrap: tuple[str, ...] = ()  # argv prefix that starts sshd (with_resolv_conf: its own resolv.conf)
 
     def __post_init__(self) -> None:
         self.log = self.root / "sshd.log"
@@ -169,7 +170,7 @@ class Sshd:
         seen = self.log.stat().st_size if self.log.exists() else 0  # a restart appends to the same log
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [SSHD, "-D", "-e", "-f", str(conf)],
+                [*self.wrap, SSHD, "-D", "-e", "-f", str(conf)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
@@ -235,11 +236,11 @@ def lab_dir() -> Path:
 
 
 @contextlib.contextmanager
-def running_sshd(root: Path | None = None) -> Iterator[Sshd]:
+def running_sshd(root: Path | None = None, wrap: tuple[str, ...] = ()) -> Iterator[Sshd]:
     """An sshd on 127.0.0.1:<free port> that lets root in with a fresh ed25519 key."""
     own = root is None
     root = root or lab_dir()
-    server = Sshd(root, free_port(), keygen(root / "host_ed25519"), keygen(root / "id_ed25519"))
+    server = Sshd(root, free_port(), keygen(root / "host_ed25519"), keygen(root / "id_ed25519"), wrap=wrap)
     server.authorize("root", Path(f"{server.user_key}.pub"))
     try:
         for attempt in range(3):
@@ -310,3 +311,22 @@ def ssh_agent(root: Path, *keys: Path) -> Iterator[str]:
     finally:
         agent.terminate()
         agent.wait(5)
+
+
+def with_resolv_conf(resolv: Path) -> tuple[str, ...]:
+    """Sshd.wrap for a mail host whose /etc/resolv.conf is `resolv`: sshd runs in its own mount
+    namespace (unshare, no fork: the pid stays sshd's) where that file is bind-mounted over
+    /etc/resolv.conf; its network is this machine's loopback as for any lab sshd."""
+    import sys
+
+    return ("unshare", "--mount", "--propagation", "private", "--", sys.executable, __file__, "with-resolv",
+            str(resolv), "--")  # fmt: skip
+
+
+if __name__ == "__main__":  # python sshd.py with-resolv FILE -- ARGV...: bind-mount FILE, exec ARGV
+    import sys
+
+    if sys.argv[1:2] != ["with-resolv"] or sys.argv[3:4] != ["--"]:
+        raise SystemExit("usage: sshd.py with-resolv FILE -- ARGV...")
+    subprocess.run(["mount", "--bind", sys.argv[2], "/etc/resolv.conf"], check=True)
+    os.execv(sys.argv[4], sys.argv[4:])

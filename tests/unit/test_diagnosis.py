@@ -194,8 +194,6 @@ def test_renderings_carry_the_ranking(demo_doc: dict, fmt: str) -> None:
 
 
 def test_probes_greet_with_postfix_helo_name_not_this_machine() -> None:
-    import socket
-
     from checks.builtin import _helo
     from checks.registry import Context
 
@@ -204,7 +202,7 @@ def test_probes_greet_with_postfix_helo_name_not_this_machine() -> None:
 
     assert _helo(ctx({"smtp_helo_name": "mx1.example.net", "myhostname": "host.example.net"})) == "mx1.example.net"
     assert _helo(ctx({"myhostname": "host.example.net"})) == "host.example.net"
-    assert _helo(ctx({})) == socket.getfqdn()  # nothing read: the only name left
+    assert _helo(ctx({})) is None  # nothing read: no probe, rather than greet with this machine's name
 
 
 def test_a_notice_is_heard_before_any_progress_or_report() -> None:

@@ -112,3 +112,23 @@ def test_without_a_resolver_only_literal_next_hops_resolve(tmp_path: Path) -> No
     assert addrs(hop(tmp_path, None, "x.test", relayhost="[192.0.2.30]:2525")) == [("192.0.2.30", 2525)]
     h = hop(tmp_path, None, "x.test", relayhost="[relay.test]")
     assert not h.addresses and "not resolved" in h.notes[0]
+
+
+def test_a_given_next_hop_follows_postfix_syntax(tmp_path: Path, dns: AuthDns) -> None:
+    """One parser, Postfix's meaning: host:port is MX-looked-up (each MX host on that port),
+    [host]:port is not, an IP is itself; a bare domain is routed like mail (relayhost here)."""
+    from checks.nexthop import parse_destination, route
+
+    resolver = make_resolver(["127.0.0.1"], port=dns.port)
+    conf = config(tmp_path, relayhost="[192.0.2.99]", inet_protocols="ipv4")
+
+    def given(text: str) -> list[tuple[str, int]]:
+        return addrs(route(LocalTarget(), parse_destination(text), conf, resolver))
+
+    assert given("mx.test:2525") == [("192.0.2.1", 2525), ("192.0.2.2", 2525), ("192.0.2.3", 2525), ("192.0.2.4", 2525)]
+    assert route(LocalTarget(), parse_destination("mx.test:2525"), conf, resolver).addresses[0].source == "MX 10 a.mx.test of mx.test"
+    assert given("[a.mx.test]:2525") == [("192.0.2.1", 2525), ("192.0.2.2", 2525)], "bracketed: no MX lookup"
+    assert given("nomx.test:587") == [("192.0.2.9", 587)], "no MX: the host's own address"
+    assert given("[192.0.2.7]:26") == [("192.0.2.7", 26)] and given("[ipv6:2001:db8::7]") == [("2001:db8::7", 25)]
+    assert given("mx.test") == [("192.0.2.99", 25)], "a bare domain goes where its mail goes: the relayhost"
+    assert parse_destination("mx.test:2525").port_given and parse_destination("mx.test").is_domain

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from diagnose.cli import main
-from diagnose.commands.probe import parse_destination
+from checks.nexthop import parse_destination
 from checks.errors import UsageError
 from tests.peers import Banner421Peer, PixPeer, SilentPeer, SizeStallPeer, SlowAfterDotPeer, SmtpPeer
 
@@ -83,6 +83,8 @@ def test_slow_after_dot_ladder(capsys):
     assert [st["size"] for st in lad["steps"]] == [300, 4096]
     assert all(st["data_reply"] == 354 for st in lad["steps"])
     assert len(lad["message_ids"]) == 2 and lad["suggestions"]
+    # the test messages carry the name the probe greeted with, never this machine's
+    assert doc["helo"] == "client.test" and all(m.endswith("@client.test>") for m in lad["message_ids"])
 
 
 def test_size_stall_ladder(capsys):
@@ -178,7 +180,7 @@ def test_set_shows_progress_on_a_terminal_stderr_only() -> None:
     peers = [SmtpPeer(lifetime=60).start() for _ in range(2)]
     master, slave = pty.openpty()
     try:
-        out = subprocess.run([sys.executable, "-m", "diagnose.cli", "probe", "--format", "json", "--budget", "10",
+        out = subprocess.run([sys.executable, "-m", "diagnose.cli", "probe", "--format", "json", "--budget", "10", *FAST,
                               *(f"[127.0.0.1]:{p.port}" for p in peers)], stdout=subprocess.PIPE, stderr=slave,
                              timeout=60, check=False)  # fmt: skip
         os.close(slave)
@@ -217,7 +219,7 @@ def test_bind_address_is_named_when_postfix_sets_one(tmp_path, capsys) -> None: 
 
 
 def test_an_ip_version_that_fails_everywhere_is_a_finding() -> None:
-    from diagnose.commands.probe import family_difference
+    from diagnose.vantage import family_difference
 
     ok4 = {"address": "192.0.2.10", "port": 25, "ok": True, "phases": [], "error": None, "cause_id": None}
     dead6 = {"address": "2001:db8::10", "port": 25, "ok": False, "phases": [],
@@ -232,3 +234,26 @@ def test_an_ip_version_that_fails_everywhere_is_a_finding() -> None:
     timed = family_difference([ok4, {**dead6, "error": "connect to 2001:db8::10:25: Connection timed out",
                                      "cause_id": "E01"}])
     assert timed is not None and timed["cause_id"] == "E01"
+
+
+def test_a_set_ends_at_its_budget_and_names_what_did_not_finish(capsys) -> None:
+    """17 silent servers, 16 at once: the first 16 wait out the 1 s budget ('undecided'), the 17th
+    never starts; the set returns at the budget and says so for that destination."""
+    import time
+
+    from tests.peers import SilentPeer
+
+    peers = [SilentPeer(lifetime=60).start() for _ in range(17)]
+    try:
+        t0 = time.monotonic()
+        rc, doc = run_json(capsys, *[dest(p) for p in peers], *FAST, "--budget", "1")
+        wall = time.monotonic() - t0
+    finally:
+        for p in peers:
+            p.stop()
+    assert rc == 4 and wall < 2.5, f"the set must end at its budget: {wall:.2f} s"
+    banners = [d["probe"]["phases"][1]["verdict"] for d in doc["probes"][:16]]
+    assert banners == ["undecided"] * 16
+    last = doc["probes"][16]
+    assert last["destination"] == dest(peers[16]) and last["problem"] is True
+    assert last["error"] == "not finished within the budget (1 s); never started"

@@ -514,33 +514,140 @@ def test_ten_addresses_concurrently_take_the_time_of_the_slowest(target):
                                                              "failed", "ok", "ok"]
 
 
-def test_probe_destinations_runs_a_set_within_one_budget() -> None:
-    """checks.probeset: four destinations, three greeting after 1 s, take about 1 s, not 3; a
-    destination with no address is a finding, not an exception; records keep their source."""
-    from checks.probeset import probe_destinations
-    from checks.smtp import PhaseTimeouts
-    from checks.targets import LocalTarget
+def test_probe_set_runs_within_one_budget() -> None:
+    """checks.probeset.run_probes: four peers, three greeting after 1 s, take about 1 s, not 3;
+    results in job order; progress counts every finished probe."""
+    from checks.probeset import ProbeJob, run_probes
     from tests.peers import SmtpPeer, TarpitPeer
 
     peers = [SmtpPeer(lifetime=60).start()] + [TarpitPeer(delay=1.0, lifetime=60).start() for _ in range(3)]
-    seen: list[str] = []
+    seen: list[int] = []
     try:
         t0 = time.monotonic()
-        records, findings = probe_destinations(
-            LocalTarget(), [f"[127.0.0.1]:{p.port}" for p in peers] + ["[no-such-host.invalid]:25", "[bad_name!]:25"],
-            timeouts=PhaseTimeouts(), helo="probe.pfdiag.test", budget=10, rcpt="x@peer.test",
-            progress=lambda r: seen.append(r.address))  # fmt: skip
+        out = run_probes(LocalTarget(), [ProbeJob("127.0.0.1", p.port, "probe.pfdiag.test", PhaseTimeouts(),
+                                                  rcpt_to="x@peer.test") for p in peers],
+                         budget=10, progress=lambda done, total: seen.append(done))  # fmt: skip
         took = time.monotonic() - t0
     finally:
         for p in peers:
             p.stop()
     assert took < 2.5, f"a set takes about as long as its slowest member, not the sum: {took:.2f} s"
-    probed = [r for r in records if r.result is not None]
-    assert [r.port for r in probed] == [p.port for p in peers] and len(seen) == 4
-    assert all(r.source == f"given as [127.0.0.1]:{r.port}" for r in probed)
-    banner = [next(ph for ph in r.result.phases if ph.name == "banner").seconds for r in probed]
+    assert all(o.done for o in out) and [o.value.port for o in out] == [p.port for p in peers]
+    banner = [o.value.phase("banner").seconds for o in out]
     assert banner[0] < 0.5 and all(0.9 < b < 2.0 for b in banner[1:]), banner
-    errors = [r.error for r in records if r.result is None]
-    assert errors[0].startswith("[no-such-host.invalid]:25: no resolver") and "not a valid host name" in errors[1]
-    assert {f.check_id for f in findings} == {"smtp.probe", "smtp.nexthop"}
-    assert all(e.where == "local" for f in findings for e in f.evidence)
+    assert sorted(seen) == [1, 2, 3, 4]
+
+
+def test_probe_set_ends_at_its_budget_and_says_what_did_not_finish() -> None:
+    """Silent peers and one worker: the first probe waits the budget out ('undecided': Postfix would
+    wait 300 s), the others never start; the set returns at the budget, not at 3 x the budget, and
+    says which did not finish. A probe's own cap is honoured under the budget."""
+    from checks.probeset import ProbeJob, Unfinished, run_probes
+
+    peers = [SilentPeer(lifetime=60).start() for _ in range(3)]
+    try:
+        t0 = time.monotonic()
+        out = run_probes(LocalTarget(), [ProbeJob("127.0.0.1", p.port, HELO) for p in peers], budget=1.0, workers=1)
+        took = time.monotonic() - t0
+        capped = run_probes(LocalTarget(), [ProbeJob("127.0.0.1", peers[0].port, HELO, cap=0.3)], budget=5)
+    finally:
+        for p in peers:
+            p.stop()
+    assert took < 1.0 + 0.6, f"the set must return at its budget: {took:.2f} s"
+    assert out[0].done and out[0].value.phase("banner").verdict is Verdict.UNDECIDED
+    assert all(isinstance(o.missing, Unfinished) for o in out[1:])
+    assert "not finished within the budget (1 s)" in out[1].missing.reason
+    assert capped[0].value.seconds < 1.0 and capped[0].value.phase("banner").verdict is Verdict.UNDECIDED
+
+
+def test_probe_set_reports_a_task_that_could_not_run_and_raises_a_bug() -> None:
+    from checks.errors import PfdiagError
+    from checks.probeset import Failed, run_within
+
+    def no_address(deadline: float) -> int:
+        raise PfdiagError("mx.example.net: no address")
+
+    out = run_within(5, [("a", lambda d: 1), ("b", no_address)])
+    assert out[0].value == 1 and isinstance(out[1].missing, Failed) and out[1].missing.error.endswith("no address")
+    with pytest.raises(ZeroDivisionError):
+        run_within(5, [("bug", lambda d: 1 // 0)])
+
+
+def test_helo_name_is_the_transports_expanded_name() -> None:
+    from checks.probeset import helo_name
+
+    values = {"smtp_helo_name": "mx.example.net", "myhostname": "host.example.net", "mydomain": "example.net"}
+    assert helo_name(values, {}) == "mx.example.net"
+    over = {("slow", "unix", "smtp_helo_name"): "out.$mydomain"}
+    assert helo_name(values, over, "slow") == "out.example.net" and helo_name(values, over, "smtp") == "mx.example.net"
+    assert helo_name({"myhostname": "host.example.net"}, {}) == "host.example.net"
+    assert helo_name({}, {}) is None  # never this machine's own name
+    assert helo_name({"smtp_helo_name": "$unknown"}, {}) is None
+
+
+def test_one_table_of_phases_and_defaults() -> None:
+    """checks.postfix.defaults is the one table: the probe's timeouts, its phases and the delays=
+    readings all take Postfix's defaults (postconf -d) from it."""
+    from dataclasses import fields
+
+    from checks.postfix.defaults import PHASE, SHORT_TIMEOUTS, TIMEOUT_DEFAULTS, TIMEOUT_NAMES
+    from diagnose.delays import DEFAULT_TIMEOUTS
+
+    assert tuple(f.name for f in fields(PhaseTimeouts)) == TIMEOUT_NAMES == tuple(SHORT_TIMEOUTS)
+    assert PhaseTimeouts().smtp_data_done_timeout == 600.0 and PhaseTimeouts().smtp_rset_timeout == 20.0
+    assert all(p.param in TIMEOUT_DEFAULTS for p in PHASE.values())
+    assert PhaseTimeouts().for_phase("end-of-data") == ("smtp_data_done_timeout", 600.0)
+    assert DEFAULT_TIMEOUTS == {k: v for k, v in TIMEOUT_DEFAULTS.items() if k not in ("smtp_rset_timeout", "smtp_quit_timeout")}
+
+
+@pytest.mark.skipif(__import__("shutil").which("postconf") is None, reason="Postfix's postconf is not installed")
+def test_diagnosis_probes_greet_with_the_transports_name_and_timeouts(tmp_path: Path) -> None:
+    """smtp.nexthops through the one runner: a next hop routed through master.cf service 'slow'
+    is greeted with that service's -o smtp_helo_name ($mydomain expanded by the real postconf) and
+    timed against its -o smtp_helo_timeout; the plain smtp service keeps main.cf's name."""
+    from checks.builtin import _timeouts, smtp_nexthops
+    from checks.config import postconf_x, read_config
+    from checks.registry import Context
+    from diagnose.engine import IDENTITY
+    from tests.peers import SmtpPeer
+
+    conf = tmp_path / "postfix"
+    conf.mkdir()
+    (conf / "main.cf").write_text("compatibility_level = 3.6\nmydomain = example.net\nsmtp_helo_name = mx.$mydomain\n")
+    (conf / "master.cf").write_text("smtp unix - - n - - smtp\n"
+                                    "slow unix - - n - - smtp -o smtp_helo_name=out.$mydomain -o smtp_helo_timeout=7\n")
+
+    class Recording(SmtpPeer):
+        def on_ehlo(self, conn, arg, txn):  # noqa: ANN001, ANN202
+            self.helos.append(arg)
+            return super().on_ehlo(conn, arg, txn)
+
+    peer = Recording(lifetime=60)
+    peer.helos = []
+    peer.start()
+    try:
+        target = LocalTarget()
+        rep = read_config(target, str(conf))
+        ctx = Context(target, options={
+            "collected": {"config_report": rep, "identity": postconf_x(target, str(conf), *IDENTITY)},
+            "probe_targets": [{"host": "127.0.0.1", "port": peer.port, "transport": "slow", "domain": "a.test"},
+                              {"host": "127.0.0.1", "port": peer.port, "transport": "smtp", "domain": "b.test"}],
+            "budget": 10})  # fmt: skip
+        findings = smtp_nexthops(ctx)
+    finally:
+        peer.stop()
+    assert sorted(peer.helos) == ["mx.example.net", "out.example.net"], peer.helos
+    assert _timeouts(ctx, "slow").smtp_helo_timeout == 7 and _timeouts(ctx, "smtp").smtp_helo_timeout == 300
+    assert {f.values.get("domain") for f in findings} == {"a.test", "b.test"}
+
+
+def test_source_address_follows_the_transport() -> None:
+    """A master.cf -o smtp_bind_address of the transport that delivers wins for it; the smtp
+    service keeps main.cf's, and is told that the other service sends from elsewhere."""
+    from checks.bind import bind_plan
+
+    values, over = {"smtp_bind_address": "127.0.0.1"}, {("relay", "unix", "smtp_bind_address"): "127.0.0.9"}
+    relay, _ = bind_plan(values, over, None, True, "relay")
+    assert (relay.v4, relay.v4_from) == ("127.0.0.9", "master.cf relay -o smtp_bind_address")
+    smtp, notes = bind_plan(values, over, None, True)
+    assert smtp.v4 == "127.0.0.1" and any("service relay sets -o smtp_bind_address=127.0.0.9" in n for n in notes)

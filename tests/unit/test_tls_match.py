@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from checks import tls
-from diagnose.commands.probe import _nexthop_domain
+from checks.nexthop import nexthop_domain as _nexthop_domain
 
 NOW = dt.datetime(2026, 11, 29, tzinfo=dt.timezone.utc)
 

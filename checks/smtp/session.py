@@ -1,23 +1,8 @@
-"""SMTP probe: one conversation with a mail server, timed phase by phase the way
-Postfix's smtp(8) client lives it, and the end-of-data size ladder behind E09.
+"""The probe conversation: connect, greeting, EHLO, STARTTLS, MAIL, RCPT (and, for the ladder,
+DATA, the body and "."), RSET, QUIT, each phase timed against Postfix's timeout for it.
 
-    probe_address()       connect, greeting, EHLO, STARTTLS, MAIL, RCPT, RSET, QUIT (never DATA)
-    send_test_messages()  real test messages of growing size to an explicit recipient
-    conclude_ladder()     PMTU-like size stall vs slow receiver vs inspecting firewall vs healthy
-    to_findings()         ProbeResult / LadderVerdict -> Findings ("smtp.probe")
-
-Each phase waits at most min(Postfix's timeout for that phase, what is left of the
-budget) against ONE deadline per phase, so a peer trickling a byte a second cannot
-stretch it. Every read is bounded (bytes kept per line, lines and bytes per reply), so a
-hostile or broken peer costs at most its budget and a few hundred KiB, and ends as a
-verdict, never as an exception. TLS runs over ssl.MemoryBIO, so it works over any
-Connection a Target returns (a socket, or a paramiko direct-tcpip channel).
-
-Verdicts per phase: ok; slow (answered after more than half of Postfix's timeout);
-would-time-out (no complete answer within Postfix's timeout); undecided (the budget ran
-out before Postfix's timeout did); failed (error reply, lost connection, refused, TLS).
-A target that cannot open connections at all (a snapshot) raises ConnectRefused: that
-is "we could not look", not a fact about the peer.
+Each phase waits at most min(Postfix's timeout for that phase, what is left of the budget)
+against ONE deadline per phase, so a peer trickling a byte a second cannot stretch it.
 """
 
 from __future__ import annotations
@@ -27,57 +12,32 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
-from typing import TYPE_CHECKING, Literal, NamedTuple
+from typing import TYPE_CHECKING, Literal
 
 from checks.errors import ConnectFailed, UsageError
 from checks.model import Evidence, Finding, Severity
+from checks.postfix.defaults import (
+    BANNER, BODY, CONNECT, DATA, EHLO, EHLO_TLS, END_OF_DATA, HELO, MAIL, OS_CONNECT_TIMEOUT, PHASE, QUIT, RCPT,
+    RSET, STARTTLS, TIMEOUT_DEFAULTS, TLS_HANDSHAKE,
+)  # fmt: skip
 from checks.postfix.postconf import parse_time
+from checks.smtp.wire import (
+    _BODY_CHUNK, MAX_LINE_KEEP, Reply, TlsInfo, _Hostile, _Lost, _Plain, _Reader, _Timeout, _TlsFailed,
+    _tls_handshake, default_tls_context, is_masked_banner,
+)  # fmt: skip
 from checks.targets.base import Connection, Target
 
-if TYPE_CHECKING:  # ssl is imported where TLS starts: a probe of a plaintext peer never loads it (start-up)
+if TYPE_CHECKING:
     import ssl
-
-__all__ = [
-    "DEFAULT_LADDER_SIZES",
-    "LadderStep",
-    "LadderVerdict",
-    "MessageResult",
-    "PhaseResult",
-    "PhaseTimeouts",
-    "ProbeResult",
-    "Reply",
-    "TlsInfo",
-    "Verdict",
-    "build_test_message",
-    "conclude_ladder",
-    "default_tls_context",
-    "is_masked_banner",
-    "parse_reply",
-    "probe_address",
-    "send_test_messages",
-    "to_findings",
-]
 
 CHECK_ID = "smtp.probe"
 
-# Hostile-peer bounds. Postfix itself cuts lines at line_length_limit (2048) and skips the
-# rest of an overlong line; we keep twice that and also cap lines and bytes per reply.
-MAX_LINE_KEEP = 4096
-MAX_REPLY_LINES = 200
-MAX_REPLY_BYTES = 4 << 20
-MAX_HANDSHAKE_BYTES = 256 << 10  # a certificate chain is tens of KiB
-_RECV_CHUNK = 1 << 16
-_BODY_CHUNK = 1 << 14
-
-# smtp_connect_timeout = 0 means "the kernel's": about 127 s on Linux (tcp_syn_retries = 6).
-_OS_CONNECT_TIMEOUT = 127.0
 # Postfix does not wait for the QUIT reply (smtp_skip_quit_response = yes): neither do we, long.
 _QUIT_WAIT = 5.0
 # A greeting this late is a tarpit (or postscreen's greet pause), even when it is "ok".
 _TARPIT_SECONDS = 5.0
 SMTPS_PORTS = frozenset({465})
-DEFAULT_LADDER_SIZES = (300, 1536, 4096, 16384, 65536, 1048576)
-_MAX_TEST_SIZE = 64 << 20
+
 
 
 class Verdict(str, enum.Enum):
@@ -104,51 +64,23 @@ _BAD = (Verdict.WOULD_TIME_OUT, Verdict.UNDECIDED, Verdict.FAILED)
 
 # --- phases and Postfix's timeouts -----------------------------------------------------
 
-CONNECT, BANNER, EHLO, HELO = "connect", "banner", "ehlo", "helo"
-STARTTLS, TLS_HANDSHAKE, EHLO_TLS = "starttls", "tls-handshake", "ehlo-after-tls"
-MAIL, RCPT, DATA, BODY, END_OF_DATA, RSET, QUIT = "mail", "rcpt", "data", "body", "end-of-data", "rset", "quit"
-
-
-class _Phase(NamedTuple):
-    param: str  # Postfix's timeout parameter for the phase
-    doing: str  # Postfix's own words: "... timed out while <doing>"
-    expect: int  # reply class that lets the conversation go on
-
-
-_PHASES: dict[str, _Phase] = {
-    CONNECT: _Phase("smtp_connect_timeout", "connecting", 0),
-    BANNER: _Phase("smtp_helo_timeout", "receiving the initial server greeting", 2),
-    EHLO: _Phase("smtp_helo_timeout", "performing the EHLO handshake", 2),
-    HELO: _Phase("smtp_helo_timeout", "performing the HELO handshake", 2),
-    STARTTLS: _Phase("smtp_starttls_timeout", "receiving the STARTTLS response", 2),
-    TLS_HANDSHAKE: _Phase("smtp_starttls_timeout", "performing the TLS handshake", 0),
-    EHLO_TLS: _Phase("smtp_helo_timeout", "performing the EHLO handshake", 2),
-    MAIL: _Phase("smtp_mail_timeout", "sending MAIL FROM", 2),
-    RCPT: _Phase("smtp_rcpt_timeout", "sending RCPT TO", 2),
-    DATA: _Phase("smtp_data_init_timeout", "sending DATA command", 3),
-    BODY: _Phase("smtp_data_xfer_timeout", "sending message body", 0),
-    END_OF_DATA: _Phase(
-        "smtp_data_done_timeout", "sending end of data -- message may be sent more than once", 2
-    ),
-    RSET: _Phase("smtp_rset_timeout", "sending RSET", 2),
-    QUIT: _Phase("smtp_quit_timeout", "sending QUIT", 2),
-}
+_PHASES = PHASE  # phase name -> checks.postfix.defaults.Phase (param, Postfix's words, reply class)
 
 
 @dataclass(frozen=True)
 class PhaseTimeouts:
     """Postfix's SMTP client timeouts in seconds, under their postconf names."""
 
-    smtp_connect_timeout: float = 30.0
-    smtp_helo_timeout: float = 300.0
-    smtp_starttls_timeout: float = 300.0
-    smtp_mail_timeout: float = 300.0
-    smtp_rcpt_timeout: float = 300.0
-    smtp_data_init_timeout: float = 120.0
-    smtp_data_xfer_timeout: float = 180.0
-    smtp_data_done_timeout: float = 600.0
-    smtp_rset_timeout: float = 20.0
-    smtp_quit_timeout: float = 300.0
+    smtp_connect_timeout: float = TIMEOUT_DEFAULTS["smtp_connect_timeout"]
+    smtp_helo_timeout: float = TIMEOUT_DEFAULTS["smtp_helo_timeout"]
+    smtp_starttls_timeout: float = TIMEOUT_DEFAULTS["smtp_starttls_timeout"]
+    smtp_mail_timeout: float = TIMEOUT_DEFAULTS["smtp_mail_timeout"]
+    smtp_rcpt_timeout: float = TIMEOUT_DEFAULTS["smtp_rcpt_timeout"]
+    smtp_data_init_timeout: float = TIMEOUT_DEFAULTS["smtp_data_init_timeout"]
+    smtp_data_xfer_timeout: float = TIMEOUT_DEFAULTS["smtp_data_xfer_timeout"]
+    smtp_data_done_timeout: float = TIMEOUT_DEFAULTS["smtp_data_done_timeout"]
+    smtp_rset_timeout: float = TIMEOUT_DEFAULTS["smtp_rset_timeout"]
+    smtp_quit_timeout: float = TIMEOUT_DEFAULTS["smtp_quit_timeout"]
 
     @classmethod
     def from_postconf(cls, values: Mapping[str, str | int | float]) -> PhaseTimeouts:
@@ -167,212 +99,8 @@ class PhaseTimeouts:
         param = _PHASES[phase].param
         value = float(getattr(self, param))
         if param == "smtp_connect_timeout" and value <= 0:
-            value = _OS_CONNECT_TIMEOUT
+            value = OS_CONNECT_TIMEOUT
         return param, value
-
-
-# --- replies ---------------------------------------------------------------------------
-
-_CODE = re.compile(r"(\d{3})([ -]|$)")
-_ENHANCED = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?=\s|$)")
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-
-
-@dataclass(frozen=True)
-class Reply:
-    """One SMTP reply. `lines` are as received (decoded, controls as '?', cut at MAX_LINE_KEEP)."""
-
-    code: int  # of the last line, as Postfix takes it; 0 when that line has no 3-digit code
-    enhanced: str | None  # of the last line, only when its class matches the code (Postfix's rule)
-    lines: tuple[str, ...]
-    truncated: bool = False  # some line was longer than MAX_LINE_KEEP
-    malformed: bool = False  # some line had no "NNN-" / "NNN " prefix
-
-    @property
-    def text(self) -> str:
-        """The reply as Postfix logs it: lines joined by spaces, codes kept."""
-        return " ".join(self.lines)
-
-    @property
-    def full(self) -> str:
-        """Lines joined by newlines: what Postfix's PIX test looks at."""
-        return "\n".join(self.lines)
-
-
-def parse_reply(lines: Sequence[str]) -> Reply:
-    """Code and enhanced status code of complete reply lines (pure; used by the reader)."""
-    malformed = any(_CODE.match(line) is None for line in lines)
-    last = lines[-1] if lines else ""
-    m = _CODE.match(last)
-    code = int(m[1]) if m else 0
-    enhanced = None
-    if m:
-        e = _ENHANCED.match(last[4:].lstrip())
-        if e and int(e[1]) == code // 100:
-            enhanced = f"{e[1]}.{int(e[2])}.{int(e[3])}"
-    return Reply(code, enhanced, tuple(lines), malformed=malformed)
-
-
-def is_masked_banner(greeting: str) -> bool:
-    """Postfix's PIX test: the greeting consists only of "2", "0", space, "*", tab and
-    newline (strspn(resp, "20 *\\t\\n")), what a Cisco PIX "fixup protocol smtp" leaves."""
-    return all(c in "20 *\t\n" for c in greeting)
-
-
-def _decode(raw: bytes) -> str:
-    return _CONTROL.sub("?", raw.decode("utf-8", "replace"))
-
-
-# --- I/O with deadlines ----------------------------------------------------------------
-
-
-class _Timeout(Exception):
-    pass
-
-
-class _Lost(Exception):
-    pass
-
-
-class _Hostile(Exception):
-    """The peer broke a bound (reply too long, too many lines)."""
-
-
-class _TlsFailed(Exception):
-    def __init__(self, why: str, verify: bool = False) -> None:
-        super().__init__(why)
-        self.verify = verify
-
-
-def _left(deadline: float) -> float:
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise _Timeout
-    return left
-
-
-def _os_text(exc: OSError) -> str:
-    return exc.strerror or str(exc) or type(exc).__name__
-
-
-class _Plain:
-    """The raw Connection, with every call bounded by a deadline."""
-
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
-
-    def recv(self, deadline: float) -> bytes:
-        try:
-            self.conn.settimeout(_left(deadline))
-            data = self.conn.recv(_RECV_CHUNK)
-        except TimeoutError:
-            raise _Timeout from None
-        except OSError as exc:
-            raise _Lost(_os_text(exc)) from None
-        if not data:
-            raise _Lost("the server closed the connection")
-        return data
-
-    def send(self, data: bytes, deadline: float) -> None:
-        try:
-            self.conn.settimeout(_left(deadline))
-            self.conn.sendall(data)  # the timeout bounds the whole sendall (socket and channel)
-        except TimeoutError:
-            raise _Timeout from None
-        except OSError as exc:
-            raise _Lost(_os_text(exc)) from None
-
-
-class _Tls:
-    """TLS over any Connection: an SSLObject between two memory BIOs."""
-
-    def __init__(self, raw: _Plain, obj: ssl.SSLObject, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO) -> None:
-        self.raw, self.obj, self.incoming, self.outgoing = raw, obj, incoming, outgoing
-
-    def _flush(self, deadline: float) -> None:
-        pending = self.outgoing.read()
-        if pending:
-            self.raw.send(pending, deadline)
-
-    def recv(self, deadline: float) -> bytes:
-        import ssl
-
-        while True:
-            try:
-                data = self.obj.read(_RECV_CHUNK)
-            except ssl.SSLWantReadError:
-                self._flush(deadline)
-                self.incoming.write(self.raw.recv(deadline))
-                continue
-            except ssl.SSLZeroReturnError:
-                raise _Lost("the server closed the TLS session") from None
-            except ssl.SSLError as exc:
-                raise _Lost(f"TLS error: {exc.reason or exc}") from None
-            self._flush(deadline)
-            if not data:
-                raise _Lost("the server closed the TLS session")
-            return data
-
-    def send(self, data: bytes, deadline: float) -> None:
-        import ssl
-
-        view = memoryview(data)
-        try:
-            while view:
-                view = view[self.obj.write(view) :]
-                self._flush(deadline)
-        except ssl.SSLError as exc:
-            raise _Lost(f"TLS error: {exc.reason or exc}") from None
-
-
-_Stream = _Plain | _Tls
-
-
-class _Reader:
-    """Replies off a stream; memory stays bounded by one chunk plus one kept line."""
-
-    def __init__(self, stream: _Stream) -> None:
-        self.stream = stream
-        self.buf = bytearray()
-        self.count = 0  # bytes consumed for the reply being read
-        self.truncated = False
-
-    def take_buffer(self) -> bytes:
-        """Bytes that came after the last reply (fed to TLS when switching to it)."""
-        data, self.buf = bytes(self.buf), bytearray()
-        return data
-
-    def _line(self, deadline: float) -> bytes:
-        kept = bytearray()
-        while True:
-            nl = self.buf.find(b"\n")
-            end = nl if nl >= 0 else len(self.buf)
-            room = MAX_LINE_KEEP - len(kept)
-            if end > room:
-                self.truncated = True
-            kept += self.buf[: min(end, max(room, 0))]
-            consumed = end + 1 if nl >= 0 else end
-            del self.buf[:consumed]
-            self.count += consumed
-            if nl >= 0:
-                return bytes(kept[:-1] if kept.endswith(b"\r") else kept)
-            if self.count > MAX_REPLY_BYTES:
-                raise _Hostile(f"the reply grew beyond {MAX_REPLY_BYTES} bytes")
-            self.buf += self.stream.recv(deadline)
-
-    def read_reply(self, deadline: float) -> Reply:
-        self.count, self.truncated = 0, False
-        lines: list[str] = []
-        while True:
-            line = _decode(self._line(deadline))
-            lines.append(line)
-            m = _CODE.match(line)
-            if m and m[2] != "-":
-                break
-            # "NNN-" continues; a line without a code also continues (Postfix flags it and reads on)
-            if len(lines) >= MAX_REPLY_LINES:
-                raise _Hostile(f"the reply ran past {MAX_REPLY_LINES} lines")
-        return replace(parse_reply(lines), truncated=self.truncated)
 
 
 # --- results ---------------------------------------------------------------------------
@@ -390,16 +118,6 @@ class PhaseResult:
     timeout_value: float
     detail: str = ""  # what happened, in a line
     cause_id: str | None = None  # the catalog entry (postfix-deferrals.md) a bad verdict points to
-
-
-@dataclass(frozen=True)
-class TlsInfo:
-    protocol: str | None
-    cipher: str | None
-    bits: int | None
-    peer_certificate: bytes | None  # DER, for a later certificate check
-    server_hostname: str | None  # SNI sent, if any
-    peer_chain: tuple[bytes, ...] = ()  # DER, as the server sent it (leaf first): DANE-TA matches its issuers
 
 
 @dataclass(frozen=True)
@@ -442,17 +160,6 @@ def _offers(caps: Sequence[str], keyword: str) -> bool:
 
 def _capabilities(reply: Reply) -> tuple[str, ...]:
     return tuple(line[4:].strip() for line in reply.lines[1:] if len(line) > 4)
-
-
-def default_tls_context() -> ssl.SSLContext:
-    """Like Postfix at levels may/encrypt: encrypt, do not verify; the peer certificate
-    is recorded for a separate TLS check."""
-    import ssl
-
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
 
 
 # --- the conversation ------------------------------------------------------------------
@@ -748,95 +455,14 @@ _CONNECT_CAUSE = {"refused": "E02", "unreachable": "E03"}
 
 def _cause(name: str, how: str) -> str | None:
     """Catalog entry for a phase that went wrong; how = timeout | lost | reply."""
-    if name == CONNECT:
-        return "E01" if how == "timeout" else None
-    if name == BANNER:
-        return "E05" if how == "reply" else "E04"
-    if name in (EHLO, HELO, EHLO_TLS):
-        return "E05" if how == "reply" else "E06"
-    if name == STARTTLS:
-        return "E17" if how == "reply" else "E06"
-    if name == TLS_HANDSHAKE:
-        return "E18"
-    if name in (MAIL, RCPT, DATA):
-        return None if how == "reply" else "E07"  # rejects: the classifier reads their text (E21-E29)
-    if name == BODY:
-        return "E08"
-    if name == END_OF_DATA:
-        return {"timeout": "E09", "lost": "E10"}.get(how)
-    return None
-
-
-def _tls_handshake(raw: _Plain, context: ssl.SSLContext, sni: str | None, deadline: float,
-                   leftover: bytes) -> tuple[_Tls, TlsInfo]:
-    import ssl
-
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    obj = context.wrap_bio(incoming, outgoing, server_side=False, server_hostname=sni)
-    first = bytearray(leftover[:64])  # what the peer sent first: plaintext instead of TLS says a lot
-    received = len(leftover)
-    if leftover:
-        incoming.write(leftover)
-    while True:
-        try:
-            obj.do_handshake()
-            break
-        except ssl.SSLWantReadError:
-            pending = outgoing.read()
-            if pending:
-                raw.send(pending, deadline)
-            data = raw.recv(deadline)
-            received += len(data)
-            first += data[: 64 - len(first)]
-            if received > MAX_HANDSHAKE_BYTES:
-                raise _TlsFailed(f"the server sent {received} bytes without completing a handshake") from None
-            incoming.write(data)
-        except ssl.SSLCertVerificationError as exc:
-            raise _TlsFailed(f"certificate verification failed: {exc.verify_message}", verify=True) from None
-        except ssl.SSLError as exc:
-            raise _TlsFailed(f"{exc.reason or exc}{_plaintext_hint(bytes(first))}") from None
-    pending = outgoing.read()  # the client's Finished
-    if pending:
-        raw.send(pending, deadline)
-    cipher = obj.cipher()
-    info = TlsInfo(
-        protocol=obj.version(),
-        cipher=cipher[0] if cipher else None,
-        bits=cipher[2] if cipher else None,
-        peer_certificate=obj.getpeercert(binary_form=True),
-        server_hostname=sni,
-        peer_chain=peer_chain(obj),
-    )
-    return _Tls(raw, obj, incoming, outgoing), info
-
-
-def peer_chain(obj: ssl.SSLObject | ssl.SSLSocket) -> tuple[bytes, ...]:
-    """The certificates the server sent, leaf first, as DER; () when this Python cannot tell.
-    3.13 has a public get_unverified_chain() (DER bytes); 3.10-3.12 only the private
-    _sslobj.get_unverified_chain() (_ssl.Certificate objects)."""
-    import ssl
-
-    getter = getattr(obj, "get_unverified_chain", None)
-    if getter is None:
-        getter = getattr(getattr(obj, "_sslobj", None), "get_unverified_chain", None)
-    if getter is None:
-        return ()
-    try:
-        chain = getter() or []
-        return tuple(c if isinstance(c, bytes) else c.public_bytes(ssl._ssl.ENCODING_DER) for c in chain)  # type: ignore[attr-defined]
-    except (ssl.SSLError, ValueError, TypeError, AttributeError):
-        return ()
-
-
-def _plaintext_hint(first: bytes) -> str:
-    if not first:
-        return ""
-    shown = _decode(first[:40])
-    if first[:3].isdigit():
-        return f"; the server sent a plaintext SMTP reply instead of TLS ({shown!r})"
-    if sum(32 <= b < 127 or b in (9, 10, 13) for b in first) >= len(first) * 0.8:
-        return f"; the server sent plaintext instead of TLS ({shown!r})"
-    return ""
+    phase = PHASE.get(name)
+    if phase is None:
+        return None
+    if name == END_OF_DATA and how == "lost":
+        return "E10"
+    if name == CONNECT and how != "timeout":
+        return None  # refused / unreachable: _CONNECT_CAUSE
+    return phase.reply_cause if how == "reply" else phase.timeout_cause
 
 
 # --- the conversation plan -------------------------------------------------------------
@@ -1041,241 +667,6 @@ def probe_address(
     return s.result()
 
 
-# --- the end-of-data size ladder -------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class MessageResult:
-    size: int  # body bytes
-    message_id: str
-    subject: str
-    probe: ProbeResult  # the whole session, DATA / body / end-of-data phases included
-
-    @property
-    def accepted(self) -> bool:
-        eod = self.probe.phase(END_OF_DATA)
-        return eod is not None and eod.reply_code is not None and eod.reply_code // 100 == 2
-
-
-_PATTERN = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-
-
-def _body_of(size: int) -> bytes:
-    """Exactly `size` bytes of 76-character lines (78 with CRLF); no line starts with '.'."""
-    lines = []
-    for n in range(size // 78):
-        head = f"pfdiag test line {n:07d} "
-        lines.append((head + (_PATTERN * 2)[: 76 - len(head)]).encode())
-    body = b"\r\n".join(lines) + (b"\r\n" if lines else b"")
-    rest = size - len(body)
-    if rest >= 2:
-        body += (b"pfdiag end " + _PATTERN.encode() * 2)[: rest - 2] + b"\r\n"
-    elif rest == 1:
-        body = body[:-2] + b"-\r\n" if body else b"\n"
-    return body
-
-
-def _dot_stuff(message: bytes) -> bytes:
-    """RFC 5321 4.5.2: a line starting with "." gets another one (ours never do; be correct anyway)."""
-    stuffed = message.replace(b"\r\n.", b"\r\n..")
-    return b"." + stuffed if stuffed.startswith(b".") else stuffed
-
-
-def build_test_message(size: int, *, helo_name: str, mail_from: str, rcpt_to: str,
-                       when: float | None = None) -> tuple[str, str, bytes]:
-    """(Message-ID, Subject, message as sent after DATA without the final "."): headers,
-    then a body of exactly `size` bytes."""
-    import email.utils  # only when sending: a probe that sends nothing need not load the email package
-    import uuid
-
-    message_id = f"<pfdiag-{uuid.uuid4().hex[:20]}-{size}@{helo_name}>"
-    subject = f"pfdiag end-of-data test {size} bytes"
-    headers = (
-        f"Date: {email.utils.formatdate(when, localtime=True)}\r\n"
-        f"From: <{mail_from or 'postmaster@' + helo_name}>\r\n"
-        f"To: <{rcpt_to}>\r\n"
-        f"Subject: {subject}\r\n"
-        f"Message-ID: {message_id}\r\n"
-        "MIME-Version: 1.0\r\n"
-        "Content-Type: text/plain; charset=us-ascii\r\n"
-        "X-pfdiag: end-of-data size test, safe to delete\r\n"
-        "\r\n"
-    )
-    return message_id, subject, headers.encode("ascii") + _body_of(size)
-
-
-def send_test_messages(
-    target: Target,
-    host: str,
-    port: int,
-    *,
-    helo_name: str,
-    mail_from: str,
-    rcpt_to: str,
-    sizes: Sequence[int] = DEFAULT_LADDER_SIZES,
-    timeouts: PhaseTimeouts = PhaseTimeouts(),
-    budget_per_message: float | None,
-    starttls: bool | Literal["auto"] = "auto",
-    tls_context: ssl.SSLContext | None = None,
-    wrappermode: bool = False,
-    source: str | None = None,
-    bind_fallback: bool = False,
-) -> tuple[MessageResult, ...]:
-    """Deliver one REAL test message per size, each in its own session, timing DATA ->
-    354, the body write and "." -> final reply. rcpt_to must be a mailbox you control."""
-    if not rcpt_to or not rcpt_to.strip():
-        raise UsageError("sending test messages needs an explicit recipient (a mailbox you control)")
-    _check_args(host, port, helo_name, mail_from, rcpt_to, starttls)
-    for size in sizes:
-        if not isinstance(size, int) or not 1 <= size <= _MAX_TEST_SIZE:
-            raise UsageError(f"test message size must be 1..{_MAX_TEST_SIZE} bytes, not {size!r}")
-    context = tls_context  # None: each session makes the default one when TLS starts
-    results = []
-    for size in sizes:
-        message_id, subject, payload = build_test_message(size, helo_name=helo_name, mail_from=mail_from, rcpt_to=rcpt_to)
-        s = _Session(target, host, port, timeouts, budget_per_message, source, bind_fallback)
-        try:
-            _converse(s, helo_name=helo_name, mail_from=mail_from, rcpt_to=rcpt_to, starttls=starttls,
-                      context=context, wrappermode=wrappermode, payload=_dot_stuff(payload))
-        finally:
-            s.close()
-        results.append(MessageResult(size, message_id, subject, s.result()))
-    return tuple(results)
-
-
-@dataclass(frozen=True)
-class LadderStep:
-    size: int
-    message_id: str
-    outcome: str  # passed | slow | stalled-body | lost-body | stalled-eod | lost-eod | rejected | not-reached
-    data_seconds: float | None
-    body_seconds: float | None
-    eod_seconds: float | None
-    detail: str
-
-
-@dataclass(frozen=True)
-class LadderVerdict:
-    # size-correlated-stall | slow-after-data (slow, silent, or lost after "." at every size:
-    # cause E09, or E10 when the connection is lost) | inspecting-firewall | healthy | inconclusive
-    kind: str
-    explanation: str
-    steps: tuple[LadderStep, ...]
-    suggestions: tuple[str, ...] = ()
-    first_failing_size: int | None = None
-    cause_id: str | None = None
-    host: str = ""
-    port: int = 0
-
-
-_STALLS = ("stalled-body", "lost-body", "stalled-eod", "lost-eod")
-
-
-def _step(m: MessageResult) -> LadderStep:
-    p = m.probe
-    data, body, eod = p.phase(DATA), p.phase(BODY), p.phase(END_OF_DATA)
-    secs = (data.seconds if data else None, body.seconds if body else None, eod.seconds if eod else None)
-    if body is not None and body.verdict in _BAD:
-        outcome = "lost-body" if body.verdict is Verdict.FAILED else "stalled-body"
-        detail = body.detail
-    elif eod is None:
-        outcome, detail = "not-reached", p.error or "the conversation ended before DATA"
-    elif eod.verdict in (Verdict.WOULD_TIME_OUT, Verdict.UNDECIDED):
-        outcome, detail = "stalled-eod", eod.detail
-    elif eod.verdict is Verdict.FAILED:
-        outcome, detail = ("rejected" if eod.reply_code else "lost-eod"), eod.detail
-    else:
-        outcome = "slow" if eod.verdict is Verdict.SLOW else "passed"
-        detail = f"'.' -> {eod.reply_code} in {eod.seconds:.3f} s"
-    return LadderStep(m.size, m.message_id, outcome, *secs, detail)
-
-
-def _numbers(steps: Sequence[LadderStep]) -> str:
-    def one(st: LadderStep) -> str:
-        if st.outcome in ("passed", "slow"):
-            return f"{st.size} B: '.'->reply {st.eod_seconds:.2f} s"
-        if st.outcome == "stalled-body":
-            return f"{st.size} B: body write stalled after {st.body_seconds:.2f} s"
-        if st.outcome == "stalled-eod":
-            return f"{st.size} B: no reply to '.' in {st.eod_seconds:.2f} s"
-        if st.outcome == "lost-eod":
-            return f"{st.size} B: connection lost {st.eod_seconds:.2f} s after '.'"
-        return f"{st.size} B: {st.outcome}"
-    return "; ".join(one(st) for st in steps)
-
-
-_PMTU_HINTS = (
-    "tracepath -n {host}   (where does the path MTU drop?)",
-    "ping -M do -s 1472 {host}   (IPv6: ping -6 -M do -s 1452 {host}); no answer while smaller sizes work = black hole",
-    "clamp TCP MSS to the path MTU on the router/firewall: "
-    "iptables -t mangle -A FORWARD -p tcp --tcp-flags SYN,RST SYN -j TCPMSS --clamp-mss-to-pmtu",
-    "or lower the route MTU (ip route change ... mtu 1400), or sysctl net.ipv4.tcp_mtu_probing=1; "
-    "let ICMP fragmentation-needed (IPv6 packet-too-big) through",
-)
-_SLOW_HINTS = (
-    "the receiver works long after '.', typically synchronous content scanning (antivirus, spam milter, "
-    "before-queue filter): ask its postmaster to scan after queueing",
-    "check the recipient mailbox for duplicates of the test Message-IDs: a retry after this timeout can "
-    "deliver a message twice",
-    "stopgap for that destination only: a dedicated transport with a larger smtp_data_done_timeout "
-    "(raises the duplicate risk)",
-)
-_LOST_HINTS = (
-    "look at the receiver's side for what ends the session after DATA: a crashing or killed content "
-    "filter, a policy drop, process limits",
-    "if the loss always comes after the same delay, suspect a firewall/NAT idle timeout shorter than the "
-    "receiver's processing",
-    "check the recipient mailbox for duplicates of the test Message-IDs: the receiver may have kept them",
-)
-_FIREWALL_HINTS = (
-    "turn off SMTP inspection on the firewall (PIX: no fixup protocol smtp 25; ASA: no inspect esmtp)",
-    "meanwhile in Postfix: smtp_pix_workaround_threshold_time = 0, or smtp_pix_workaround_maps for that address",
-)
-
-
-def conclude_ladder(results: Sequence[MessageResult]) -> LadderVerdict:
-    """What the end-of-data ladder says about the path and the receiver."""
-    steps = tuple(sorted((_step(m) for m in results), key=lambda st: st.size))
-    host, port = (results[0].probe.host, results[0].probe.port) if results else ("", 0)
-    reached = [st for st in steps if st.outcome not in ("not-reached", "rejected")]
-    skipped = len(steps) - len(reached)
-    extra = f" ({skipped} of {len(steps)} sizes did not get that far or were rejected)" if skipped else ""
-
-    def verdict(kind: str, why: str, hints: Sequence[str] = (), first: int | None = None,
-                cause: str | None = None) -> LadderVerdict:
-        return LadderVerdict(kind, why + extra, steps, tuple(h.format(host=host) for h in hints), first, cause, host, port)
-
-    masked = any(m.probe.masked_banner for m in results)
-    if masked and any(st.outcome != "passed" for st in steps):
-        return verdict("inspecting-firewall", "the greeting is masked by an SMTP-inspecting firewall and test "
-                       f"messages fail: {_numbers(steps)}", _FIREWALL_HINTS,
-                       next((st.size for st in steps if st.outcome != "passed"), None), "E09")
-    if not reached:
-        why = steps[0].detail if steps else "no test message was sent"
-        return verdict("inconclusive", f"no test message got through DATA: {why}")
-    if all(st.outcome == "passed" for st in reached):
-        return verdict("healthy", f"every size went through: {_numbers(reached)}")
-    split = next(i for i, st in enumerate(reached) if st.outcome != "passed")
-    if split > 0 and all(st.outcome in _STALLS for st in reached[split:]):
-        first = reached[split]
-        cause = "E08" if first.outcome in ("stalled-body", "lost-body") else "E09"
-        return verdict("size-correlated-stall", (
-            f"up to {reached[split - 1].size} B every message went through, from {first.size} B on the "
-            f"transfer stalls, the signature of a path-MTU black hole (full-size packets lost, small ones pass): "
-            f"{_numbers(reached)}"),
-            _PMTU_HINTS, first.size, cause)
-    body_fine = all(st.outcome not in ("stalled-body", "lost-body") for st in reached)
-    if body_fine and all(st.outcome in ("slow", "stalled-eod", "lost-eod") for st in reached):
-        if all(st.outcome == "lost-eod" for st in reached):
-            return verdict("slow-after-data", (
-                "the body goes through, but at every size, even the smallest, the connection is lost after '.' "
-                f"instead of a final reply: {_numbers(reached)}"), _LOST_HINTS, reached[0].size, "E10")
-        return verdict("slow-after-data", (
-            "the body goes through at every size, but the receiver is slow to answer '.' at every size, "
-            f"even the smallest: {_numbers(reached)}"), _SLOW_HINTS, reached[0].size, "E09")
-    return verdict("inconclusive", f"no clear pattern (sporadic loss or an outage?): {_numbers(reached)}")
-
-
 # --- findings --------------------------------------------------------------------------
 
 
@@ -1315,22 +706,3 @@ def _probe_findings(r: ProbeResult) -> list[Finding]:
     return out
 
 
-def _ladder_findings(v: LadderVerdict) -> list[Finding]:
-    severity = {"healthy": Severity.OK, "inconclusive": Severity.INFO}.get(v.kind, Severity.PROBLEM)
-    if v.kind == "inconclusive" and any(st.outcome in _STALLS for st in v.steps):
-        severity = Severity.WARNING
-    excerpt = "\n".join(f"{st.size} B {st.message_id} {st.outcome}: {st.detail}" for st in v.steps)
-    values = {"ladder": v.kind, "first_failing_size": v.first_failing_size, "suggestions": list(v.suggestions),
-              "steps": [{"size": st.size, "message_id": st.message_id, "outcome": st.outcome,
-                         "data": st.data_seconds, "body": st.body_seconds, "end_of_data": st.eod_seconds}
-                        for st in v.steps]}
-    return [Finding(CHECK_ID, severity, f"{v.host}:{v.port} end-of-data test: {v.kind}: {v.explanation}",
-                    v.cause_id, (Evidence(f"SMTP test messages to {v.host}:{v.port}", excerpt),), values)]
-
-
-def to_findings(result: ProbeResult | LadderVerdict) -> list[Finding]:
-    """Findings for diagnose: a probe gives its worst phase (+ masked banner, no STARTTLS);
-    a ladder verdict gives one finding with its cause."""
-    if isinstance(result, LadderVerdict):
-        return _ladder_findings(result)
-    return _probe_findings(result)
