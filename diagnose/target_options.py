@@ -31,7 +31,7 @@ def add_target_options(p: argparse.ArgumentParser) -> None:
     s.add_argument("--accept-new-host-key", action="store_true",
                    help="trust an unknown host key and save it (like OpenSSH's accept-new); a CHANGED key is always refused")
     s.add_argument("--ssh-timeout", type=float, default=30.0, metavar="SECONDS",
-                   help="connect and per-command timeout over SSH (default 30)")  # fmt: skip
+                   help="the longest wait for the SSH server: connecting, and any answer or output after (default 30)")  # fmt: skip
 
 
 def demo_path() -> str:
@@ -85,7 +85,8 @@ def open_target(args: argparse.Namespace) -> tuple[Target, str | None]:
         target = SSHTarget.open(args.host, accept_new_host_key=bool(getattr(args, "accept_new_host_key", False)),
                                 known_hosts=getattr(args, "known_hosts", None),
                                 ssh_config=getattr(args, "ssh_config", None), connect_timeout=min(timeout, 30.0),
-                                command_timeout=max(timeout, 30.0), password_prompt=_passphrase_prompt(),
+                                command_timeout=max(timeout, 30.0), io_timeout=timeout,
+                                password_prompt=_passphrase_prompt(),
                                 identity=getattr(args, "identity", None))  # fmt: skip
         return target, None
     from checks.targets.local import LocalTarget
