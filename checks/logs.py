@@ -17,6 +17,7 @@ from datetime import tzinfo
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, TextIO
 
+from checks import places
 from checks.errors import InputError
 from checks.postfix.logline import SKIPPED, LineParser, LogLine, looks_like_postfix
 from checks.targets.base import FileInfo, Target, decode_stream
@@ -41,7 +42,7 @@ EARLIEST = 631152000.0  # 1990-01-01T00:00:00Z
 _FAMILIES = ("mail.log", "maillog", "postfix.log", "mail", "syslog", "messages")
 _ROTATION = re.compile(r"^(?P<base>.+?)(?:\.(?P<num>\d+)|-(?P<date>\d{8}(?:\d{2})?))?(?:\.(?:gz|bz2|xz))?$")
 # Where Postfix logs when nothing is named (maillog_file comes first, from postconf).
-DEFAULT_LOGS = ("/var/log/mail.log", "/var/log/maillog", "/var/log/postfix.log")
+DEFAULT_LOGS = places.MAIL_LOGS  # a target's own list: Target.default_logs()
 
 
 @dataclass
@@ -172,7 +173,8 @@ def default_sources(target: Target, config_dir: str | None = None) -> list[str]:
             candidates.append(value)
     except Exception:  # no postconf here: fall through to the usual places
         pass
-    candidates.extend(DEFAULT_LOGS)
+    usual = target.default_logs()
+    candidates.extend(usual)
     for path in candidates:
         try:
             info = target.file_info(path)
@@ -182,7 +184,7 @@ def default_sources(target: Target, config_dir: str | None = None) -> list[str]:
         siblings = [f for f in target.list_dir(directory) if _family_of(f.path) == base]
         return [f.path for f in sorted(siblings, key=lambda f: (rotation_key(f.path), f.mtime))] or [info.path]
     raise InputError(
-        "no Postfix log found here (looked at maillog_file and " + ", ".join(DEFAULT_LOGS) + "); name a log file"
+        "no Postfix log found here (looked at maillog_file and " + ", ".join(usual) + "); name a log file"
     )
 
 

@@ -22,6 +22,7 @@ left pointed beyond loopback; if one was, the test errors and that Postfix is st
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable, Iterator, TypeVar
 
 import pytest
@@ -104,6 +105,29 @@ def make_peer() -> Iterator[Callable[..., Peer]]:
         peer.stop()
 
 
+# This machine's own Postfix and pfdiag files: no test may change them (pre-commit's
+# dont_write_to_home_directory is the model). Checked once around the whole session.
+# (a running Postfix changes its own log and spool by itself: those are not watched)
+HOST_PLACES = ("/etc/postfix/main.cf", "/etc/postfix/master.cf", "/var/log/pfdiag", "/var/log/pfdiag/actions.log",
+               "/var/lib/pfdiag", "/var/lib/pfdiag/backup")
+
+
+def _state(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _host_untouched() -> Iterator[None]:
+    before = {p: _state(p) for p in HOST_PLACES}
+    yield
+    changed = [p for p in HOST_PLACES if _state(p) != before[p]]
+    assert not changed, f"the test session changed this machine's own Postfix or pfdiag files: {changed}"
+
+
 @pytest.fixture(autouse=True)
 def _hermetic(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No test reads or writes this machine's Postfix, logs or pfdiag files by accident: every
@@ -115,6 +139,7 @@ def _hermetic(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monk
     monkeypatch.setenv("PFDIAG_ACTION_LOG", str(home / "actions.log"))
     monkeypatch.setenv("PFDIAG_BACKUP_DIR", str(home / "backup"))
     monkeypatch.setenv("PFDIAG_CONFIG_DIR", str(home / "config"))
+    monkeypatch.setenv("PFDIAG_MAIL_LOGS", str(home / "no-mail.log"))
     monkeypatch.setenv("MAIL_CONFIG", str(home / "postfix"))
     yield
 

@@ -11,4 +11,6 @@ fi
 
 python3 -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+# the type gate (pyproject.toml [tool.mypy]: checks/ and diagnose/), then the tests
+.venv/bin/mypy
 exec .venv/bin/python -m pytest "$@"

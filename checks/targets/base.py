@@ -127,6 +127,12 @@ class Target:
 
         return resolver_for(self, source, queue_directory, timeout)
 
+    def default_logs(self) -> tuple[str, ...]:
+        """Where Postfix logs on this target when its configuration names no maillog_file."""
+        from checks.places import MAIL_LOGS
+
+        return MAIL_LOGS
+
     def local_path(self, path: str) -> str | None:
         """A path this process can open itself (for reading a big file in parallel), or None."""
         return None

@@ -35,6 +35,9 @@ class LocalTarget(Target):
         base.setdefault("LC_ALL", "C")  # Postfix and coreutils messages in English, as the parsers expect
         self._env = base
 
+    def default_logs(self) -> tuple[str, ...]:
+        return places.mail_logs()  # PFDIAG_MAIL_LOGS moves them (packagers, the test suite)
+
     def run(self, argv: Sequence[str], timeout: float = DEFAULT_TIMEOUT) -> CommandResult:
         return self._run(argv, timeout, None)
 

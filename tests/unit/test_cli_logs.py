@@ -108,9 +108,7 @@ def test_time_zone_option(tmp_path, capsys):
 
 
 def test_without_a_local_log_the_demo_is_shown_and_said(capsys, monkeypatch):
-    import checks.logs
-
-    monkeypatch.setattr(checks.logs, "DEFAULT_LOGS", ("/nonexistent/mail.log",))
+    monkeypatch.setenv("PFDIAG_MAIL_LOGS", "/nonexistent/mail.log")
     monkeypatch.setenv("PATH", "/nonexistent")  # no postconf -> no maillog_file either
     monkeypatch.setenv("PFDIAG_SBIN_PATH", "")
     assert main(["logs", "-f", "json"]) == 0

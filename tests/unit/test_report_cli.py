@@ -165,7 +165,8 @@ def test_report_runs_plugins_and_survives_broken_ones(plugin_site: Path) -> None
 
 def test_without_postfix_report_shows_the_demo_and_says_so(tmp_path: Path) -> None:
     # a machine without Postfix: no postconf on PATH, no log
-    env = {"PATH": str(Path(sys.executable).parent), "HOME": str(tmp_path), "LANG": "C.UTF-8", "PFDIAG_SBIN_PATH": ""}
+    env = {"PATH": str(Path(sys.executable).parent), "HOME": str(tmp_path), "LANG": "C.UTF-8", "PFDIAG_SBIN_PATH": "",
+           "PFDIAG_MAIL_LOGS": str(tmp_path / "no-mail.log")}
     res = subprocess.run([sys.executable, "-m", "diagnose.cli", "report", "-f", "json"], capture_output=True,
                          text=True, env=env, cwd=tmp_path, timeout=120)  # fmt: skip
     assert res.returncode == 0, res.stderr
@@ -183,7 +184,7 @@ def test_an_idle_installed_postfix_also_gets_the_demo(tmp_path: Path) -> None:
         f.write_text(f"#!/bin/sh\n{script}\n")
         f.chmod(0o755)
     env = {"PATH": f"{bin_dir}:{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8",
-           "PFDIAG_SBIN_PATH": ""}
+           "PFDIAG_SBIN_PATH": "", "PFDIAG_MAIL_LOGS": str(tmp_path / "no-mail.log")}
     res = subprocess.run([sys.executable, "-m", "diagnose.cli", "report", "-f", "json"], capture_output=True,
                          text=True, env=env, cwd=tmp_path, timeout=120)  # fmt: skip
     assert res.returncode == 0 and "Postfix is not running here" in res.stderr
