@@ -35,7 +35,6 @@ from checks.postfix.postqueue import (
     QueuedMessage,
     iter_postqueue_json,
     parse_mailq,
-    parse_postqueue_json,
 )
 from checks.postfix.retry import Forecast, RetrySettings, forecast, next_delay
 from checks.targets import Target
@@ -93,48 +92,57 @@ def read_queue(
     stats = ParseStats()
     msgs: list[QueuedMessage] = []
     put: Callable[[QueuedMessage], None] = msgs.append if keep else _drop
-    # Only a target whose class streams: a wrapper that forwards unknown attributes (the
-    # snapshot recorder) must see the run() it records, not be bypassed.
-    stream = getattr(target, "stream", None) if getattr(type(target), "stream", None) else None
+    notes: list[str] = []
     try:
-        if stream is None:
-            res = target.run(argv)
-            for m in parse_postqueue_json(res.stdout, stats):
+        with target.stream(argv) as out:
+            for m in iter_postqueue_json(out, stats):
                 put(m)
                 if on_message is not None:
                     on_message(m)
-        else:
-            with stream(argv) as out:
-                for m in iter_postqueue_json(out, stats):
-                    put(m)
-                    if on_message is not None:
-                        on_message(m)
-                res = out.result()
+            res = out.result()
     except CommandNotFound:
-        raise InputError("postqueue not found: is Postfix installed here?") from None
-    notes: list[str] = []
+        # no postqueue -j here: a recording (or pasted input) that holds only postqueue -p
+        return _read_mailq(target, config_dir, taken, msgs, put, on_message, notes, missing_ok=False)  # type: ignore[return-value]
     # an old postqueue rejects -j before it lists anything; records read mean a real failure
     if res.returncode != 0 and not stats.records and _BAD_OPTION.search(res.stderr) and not _PERMISSION.search(res.stderr):
         notes.append("postqueue -j is not supported (Postfix < 3.1): read postqueue -p instead")
-        argv = postfix_argv("postqueue", config_dir, "-p")
-        try:
-            res = target.run(argv)
-        except CommandNotFound:
-            raise InputError("postqueue not found: is Postfix installed here?") from None
-        if res.returncode != 0:
-            raise InputError(_explain_failure(argv, res.stderr, res.stdout, res.returncode))
-        stats = ParseStats()  # msgs is still empty: the -j run listed nothing
-        for m in parse_mailq(res.stdout, stats=stats):
-            put(m)
-            if on_message is not None:
-                on_message(m)
-        return QueueRead(msgs, "postqueue -p", tuple(argv), stats, taken, notes)
+        return _read_mailq(target, config_dir, taken, msgs, put, on_message, notes, missing_ok=False)  # type: ignore[return-value]
     if res.returncode != 0:
         said = res.stdout or "\n".join(text for _, _, text in stats.examples)  # a stream's lines were parsed
         raise InputError(_explain_failure(argv, res.stderr, said, res.returncode))
+    if not stats.records and not target.live:
+        # a recording whose -j output is empty: its -p listing, when it has one, is the truth
+        other = _read_mailq(target, config_dir, taken, msgs, put, on_message, notes, missing_ok=True)
+        if other is not None and other.stats.records:
+            other.notes.insert(0, f"the recorded postqueue -j output is empty but postqueue -p lists "
+                                  f"{other.stats.records} message(s): read postqueue -p")
+            return other
     if stats.malformed:
         notes.append(f"{stats.malformed} malformed line(s) in the postqueue -j output were skipped")
     return QueueRead(msgs, "postqueue -j", tuple(argv), stats, taken, notes)
+
+
+def _read_mailq(target: Target, config_dir: str | None, taken: float, msgs: list[QueuedMessage],
+                put: Callable[[QueuedMessage], None],
+                on_message: Callable[[QueuedMessage], None] | None, notes: list[str],
+                missing_ok: bool) -> QueueRead | None:  # fmt: skip
+    """postqueue -p, its yearless arrival times dated against the listing's own time (a recording's,
+    not today's). None when missing_ok and the target has no such command."""
+    argv = postfix_argv("postqueue", config_dir, "-p")
+    try:
+        res = target.run(argv)
+    except CommandNotFound:
+        if missing_ok:
+            return None
+        raise InputError("postqueue not found: is Postfix installed here?") from None
+    if res.returncode != 0:
+        raise InputError(_explain_failure(argv, res.stderr, res.stdout, res.returncode))
+    stats = ParseStats()
+    for m in parse_mailq(res.stdout, now=taken, stats=stats):
+        put(m)
+        if on_message is not None:
+            on_message(m)
+    return QueueRead(msgs, "postqueue -p", tuple(argv), stats, taken, notes)
 
 
 # ------------------------------------------------------------------ counts and matrix

@@ -45,7 +45,7 @@ class Options:
 
         if args.budget <= 0:
             raise UsageError("--budget must be positive")
-        ssh = {k: getattr(args, k) for k in ("accept_new_host_key", "known_hosts", "ssh_config", "ssh_timeout", "identity", "strict")
+        ssh = {k: getattr(args, k) for k in ("accept_new_host_key", "known_hosts", "ssh_config", "ssh_timeout", "identity", "strict", "now")
                if hasattr(args, k)}  # fmt: skip
         return cls(budget=args.budget, config_dir=args.config_dir, since=parse_when(args.since) if args.since else None,
                    log_paths=args.log_paths, interactive=interactive, include_plugins=not args.no_plugins, ssh=ssh,
@@ -70,13 +70,15 @@ def state_of(facts: engine.Facts | None, checked: bool, interactive: bool, domai
 
 
 def where_answers(args: argparse.Namespace) -> dict[str, str]:
-    """The answers --demo, --snapshot and --host give (target, snapshot, host); {} for none."""
+    """The answers --demo, --snapshot, --host and --mailq give (target, snapshot, host, mailq); {} for none."""
     if getattr(args, "demo", False):
         return {"target": "demo"}
     if getattr(args, "snapshot", None):
         return {"target": "snapshot", "snapshot": args.snapshot}
     if getattr(args, "host", None):
         return {"target": "ssh", "host": args.host}
+    if getattr(args, "mailq", None):
+        return {"target": "pasted", "mailq": args.mailq}
     return {}
 
 
@@ -131,6 +133,8 @@ def open_from_answers(answers: Mapping[str, str], opts: Options) -> tuple[Target
         ns.snapshot = answers["snapshot"]
     elif kind == "ssh":
         ns.host = answers["host"]
+    elif kind == "pasted":
+        ns.mailq, ns.log_paths = answers["mailq"], opts.log_paths
     return open_target(ns)
 
 

@@ -24,6 +24,11 @@ def add_target_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--strict", action="store_true",
                    help="refuse a snapshot whose entries do not all match the sha256 values of its manifest "
                         "(default: read it and warn)")  # fmt: skip
+    t = p.add_argument_group("pasted input (a support ticket: no mail host to ask)")
+    t.add_argument("--mailq", metavar="FILE|-", help="a pasted mailq / postqueue -p listing (- reads stdin); logs are "
+                   "the files the command names")  # fmt: skip
+    t.add_argument("--now", metavar="TIME", help="when the listing was taken (ISO time, e.g. 2026-12-06T03:12; "
+                   "default: the newest log line's time, else this machine's clock)")  # fmt: skip
     s = p.add_argument_group("SSH (with --host)")
     s.add_argument("--ssh-config", metavar="FILE", help="ssh_config to read (default ~/.ssh/config)")
     s.add_argument("--identity", metavar="FILE", help="private key file to log in with (like ssh -i), tried first")
@@ -60,7 +65,7 @@ def _passphrase_prompt() -> Callable[[str], str | None] | None:
 
 def open_target(args: argparse.Namespace) -> tuple[Target, str | None]:
     """(target, notice for the user or None)."""
-    chosen = [o for o in ("demo", "snapshot", "host") if getattr(args, o, None)]
+    chosen = [o for o in ("demo", "snapshot", "host", "mailq") if getattr(args, o, None)]
     if len(chosen) > 1:
         raise UsageError(f"--{chosen[0]} and --{chosen[1]} cannot be used together")
     if getattr(args, "identity", None) and not getattr(args, "host", None):
@@ -75,6 +80,18 @@ def open_target(args: argparse.Namespace) -> tuple[Target, str | None]:
         if demo:
             return snap, "pfdiag: using the demo snapshot shipped with pfdiag (a recorded test-lab Postfix), not this machine"
         return snap, None
+    if getattr(args, "now", None) and not getattr(args, "mailq", None):
+        raise UsageError("--now goes with --mailq (a snapshot keeps its own time)")
+    if getattr(args, "mailq", None):
+        from checks.targets.pasted import PastedTarget
+        from diagnose.timespec import parse_when
+
+        now = parse_when(args.now) if getattr(args, "now", None) else None
+        logs = list(getattr(args, "log_paths", None) or getattr(args, "paths", None) or [])
+        pasted = PastedTarget(args.mailq, now=now, logs=logs)
+        for warning in pasted.warnings:
+            print(visible(f"pfdiag: warning: {warning}"), file=sys.stderr)
+        return pasted, visible(f"pfdiag: reading pasted input: {pasted.describe()}")
     if getattr(args, "host", None):
         given = getattr(args, "ssh_timeout", None)
         timeout = 30.0 if given is None else float(given)  # 0 is an error, not "the default"
