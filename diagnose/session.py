@@ -126,7 +126,7 @@ def open_from_answers(answers: Mapping[str, str], opts: Options) -> tuple[Target
     from diagnose.target_options import open_target
 
     kind = answers.get("target", "local")
-    ns = argparse.Namespace(snapshot=None, demo=False, host=None, **dict(opts.ssh))
+    ns = argparse.Namespace(snapshot=None, demo=False, host=None, budget=opts.budget, **dict(opts.ssh))
     if kind == "demo":
         ns.demo = True
     elif kind == "snapshot":
@@ -194,7 +194,9 @@ def run(answer: Answerer, given: Mapping[str, str], opts: Options,
     target: Target | None = None
     checked = False
     notices: list[str] = []
-    collect_started = time.monotonic()
+    # --budget is the whole diagnosis: opening the target, collecting and the checks all come out of
+    # it, counted from the moment the target is opened (questions asked before do not count)
+    deadline = time.monotonic() + opts.budget
     while True:
         step = flow.next_step(answers, state_of(facts, checked, opts.interactive, answers.get("domain") or None))
         if isinstance(step, flow.Ask):
@@ -213,19 +215,20 @@ def run(answer: Answerer, given: Mapping[str, str], opts: Options,
             answers[step.question.key] = str(value)
             asked.append(step.question.key)
         elif isinstance(step, flow.Run) and step.phase == "collect":
+            deadline = time.monotonic() + opts.budget
             target, notice = open_target(answers, opts)
             if notice:
                 notices.append(notice)
                 if on_notice is not None:
                     on_notice(notice)
-            collect_started = time.monotonic()
-            facts = engine.collect(target, budget=opts.budget * 2 / 3, config_dir=opts.config_dir,
+            share = min(opts.budget * 2 / 3, max(deadline - time.monotonic(), 0.5))
+            facts = engine.collect(target, budget=share, config_dir=opts.config_dir,
                                    log_paths=opts.log_paths, since=opts.since, progress=progress,
                                    domain=answers.get("domain") or None)  # fmt: skip
         elif isinstance(step, flow.Run):
             assert facts is not None and target is not None
-            left = opts.budget - (time.monotonic() - collect_started)  # what collecting did not use
-            engine.run_checks(facts, target, answers, max(10.0, left), opts.config_dir, progress,
+            left = deadline - time.monotonic()  # what opening and collecting did not use
+            engine.run_checks(facts, target, answers, max(1.0, left), opts.config_dir, progress,
                               opts.include_plugins, opts.dns_resolver)  # fmt: skip
             checked = True
             if on_checked is not None:

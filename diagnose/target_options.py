@@ -99,9 +99,11 @@ def open_target(args: argparse.Namespace) -> tuple[Target, str | None]:
             raise UsageError("--ssh-timeout must be positive")
         from checks.targets.ssh import SSHTarget
 
+        budget = getattr(args, "budget", None)  # a command with --budget: the connection comes out of it too
+        connect = min(timeout, 30.0, budget) if isinstance(budget, (int, float)) and budget > 0 else min(timeout, 30.0)
         target = SSHTarget.open(args.host, accept_new_host_key=bool(getattr(args, "accept_new_host_key", False)),
                                 known_hosts=getattr(args, "known_hosts", None),
-                                ssh_config=getattr(args, "ssh_config", None), connect_timeout=min(timeout, 30.0),
+                                ssh_config=getattr(args, "ssh_config", None), connect_timeout=connect,
                                 command_timeout=max(timeout, 30.0), io_timeout=timeout,
                                 password_prompt=_passphrase_prompt(),
                                 identity=getattr(args, "identity", None))  # fmt: skip
