@@ -23,6 +23,7 @@ left pointed beyond loopback; if one was, the test errors and that Postfix is st
 from __future__ import annotations
 
 import os
+import time
 from typing import Any, Callable, Iterator, TypeVar
 
 import pytest
@@ -136,6 +137,15 @@ def _hermetic(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monk
     subprocesses a test starts inherit this environment. A test that wants a default place sets it."""
     home = tmp_path_factory.mktemp("hermetic")
     (home / "postfix").mkdir()
+    # Postfix's defaults, answered at once: a missing main.cf is a fatal error after postconf's one-second
+    # pause, without myhostname postconf looks this machine's name up in DNS, and with an empty master.cf
+    # postconf -x takes seconds; Debian's pristine master.cf is the default one
+    (home / "postfix" / "main.cf").write_text("myhostname = hermetic.pfdiag.test\nmydomain = pfdiag.test\n")
+    dist = "/usr/share/postfix/master.cf.dist"
+    (home / "postfix" / "master.cf").write_text(open(dist).read() if os.path.exists(dist) else "")
+    past = time.time() - 60  # Postfix waits until a table file is over a second old before it reads it
+    for name in ("main.cf", "master.cf"):
+        os.utime(home / "postfix" / name, (past, past))
     monkeypatch.setenv("PFDIAG_ACTION_LOG", str(home / "actions.log"))
     monkeypatch.setenv("PFDIAG_BACKUP_DIR", str(home / "backup"))
     monkeypatch.setenv("PFDIAG_CONFIG_DIR", str(home / "config"))

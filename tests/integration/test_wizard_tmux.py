@@ -87,7 +87,9 @@ def test_whole_wizard_session(postfix_lab: PostfixLab, tmux: Tmux, tmp_path: Pat
     saved = tmp_path / "ticket.md"
     pfdiag = str(Path(sys.executable).with_name("pfdiag"))
     env = {"MAIL_CONFIG": str(postfix_lab.config_dir), "PATH": os.environ["PATH"], "TERM": "xterm-256color",
-           "HOME": os.environ.get("HOME", "/root"), "LANG": "C.UTF-8"}  # fmt: skip
+           "HOME": os.environ.get("HOME", "/root"), "LANG": "C.UTF-8",
+           # tmux's server has its own environment: the test's places (tests/conftest.py) are passed on by name
+           **{k: v for k, v in os.environ.items() if k.startswith("PFDIAG_")}}  # fmt: skip
     tmux.start([pfdiag], env, str(tmp_path))
 
     pos = tmux.wait(r"Where is the Postfix whose mail is stuck\?")

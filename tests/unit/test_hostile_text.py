@@ -30,6 +30,7 @@ from diagnose import engine, fleet, logreport, report
 from diagnose.cli import main
 from diagnose import dnsreport
 from diagnose.commands import dns as dns_cmd
+from diagnose import probe_render
 from diagnose.commands import probe as probe_cmd
 from diagnose.commands import queue as queue_cmd
 from diagnose.html import render_html
@@ -403,7 +404,7 @@ def test_pfdiag_probe_banner_and_reply(name: str, capsys: pytest.CaptureFixture[
         doc = json.loads(capsys.readouterr().out)
         rcpt = next(p for p in doc["probe"]["phases"] if p["phase"] == "rcpt")
         assert main(["probe", f"[{peer.host}]:{peer.port}", *argv]) == 4
-        assert_text_shows(capsys.readouterr().out, probe_cmd._short(rcpt["text"]))
+        assert_text_shows(capsys.readouterr().out, probe_render._short(rcpt["text"]))
         md = probe_cmd.render_md(doc)
         assert_md_inert(md, rcpt["text"][:40])
 
