@@ -132,10 +132,6 @@ def plans() -> list[Plan]:
     return out
 
 
-def _pickup(eligible: float, lag: float) -> float:
-    return eligible + lag
-
-
 def chain(durations: list[float], lags: list[float], first_lag: float = 1.0) -> list[tuple[float, float]]:
     """(start, end) of each attempt relative to arrival, on qmgr's schedule (retry.py)."""
     out = []
@@ -143,7 +139,7 @@ def chain(durations: list[float], lags: list[float], first_lag: float = 1.0) -> 
     for k, dur in enumerate(durations):
         end = at + dur
         out.append((at, end))
-        at = _pickup(end + next_delay(end, DEFAULTS), lags[k])
+        at = end + next_delay(end, DEFAULTS) + lags[k]  # the first deferred-queue scan after the mtime
     return out
 
 
@@ -250,12 +246,12 @@ def _fmt_ts(t: float) -> str:
 
 
 def _num(x: float) -> str:
-    """Postfix prints delays with 2 significant digits below 1 s... keep it simple: like it does above 1 s."""
-    if x >= 100:
-        return f"{x:.0f}"
+    """A delay as Postfix logs it: whole seconds from 10 s on, else two significant digits, 0 for ~0."""
     if x >= 10:
-        return f"{x:.1f}".rstrip("0").rstrip(".") if x != int(x) else f"{x:.0f}"
-    return f"{x:.2g}" if x < 0.1 else f"{x:.2f}".rstrip("0").rstrip(".") or "0"
+        return f"{x:.0f}"
+    if x < 0.005:
+        return "0"
+    return f"{x:.2g}"
 
 
 @dataclass
@@ -278,8 +274,8 @@ def shift(log_text: str, plans_: list[Plan], now: float) -> tuple[str, dict[str,
     times = [_parse_ts(m["ts"], year) if m else 0.0 for m in parsed]
     qids: list[str | None] = []
     for m in parsed:
-        q = QID.match(m["msg"]) if m else None
-        qids.append(q["qid"] if q else None)
+        qm = QID.match(m["msg"]) if m else None
+        qids.append(qm["qid"] if qm else None)
     attempts: dict[str, list[Attempt]] = {}
     for i, m in enumerate(parsed):
         s = STATUS.search(m["msg"]) if m else None
@@ -353,8 +349,9 @@ def shift(log_text: str, plans_: list[Plan], now: float) -> tuple[str, dict[str,
     first = min((t for t in new_times if t is not None), default=now)
     prev: tuple[float, float] | None = None
     for i in range(len(raw)):
-        if new_times[i] is not None:
-            prev = (times[i], new_times[i])  # type: ignore[assignment]
+        nt = new_times[i]
+        if nt is not None:
+            prev = (times[i], nt)
         elif parsed[i]:
             new_times[i] = (prev[1] + max(times[i] - prev[0], 0)) if prev else first - 600 + i
     # delays=: a is the time before the last qmgr pick-up (incl. the deferred queue), delay= the total
@@ -363,10 +360,11 @@ def shift(log_text: str, plans_: list[Plan], now: float) -> tuple[str, dict[str,
             a, b, c, d = x.delays
             total = x.new_end - arrival[q]
             new_a = max(total - (b + c + d), 0.0)
-            line = raw[x.index]
-            line = re.sub(r"delay=[\d.]+, delays=[\d./]+,",
-                          f"delay={_num(total)}, delays={_num(new_a)}/{_num(b)}/{_num(c)}/{_num(d)},", line)
-            raw[x.index] = line
+            s = STATUS.search(raw[x.index])
+            assert s is not None
+            d_text = _num(d) if x.eod else s["d"]  # b, c (and d unless stretched) stay as logged
+            raw[x.index] = re.sub(r"delay=[\d.]+, delays=[\d./]+,",
+                                  f"delay={_num(total)}, delays={_num(new_a)}/{s['b']}/{s['c']}/{d_text},", raw[x.index])
     order = sorted(range(len(raw)), key=lambda i: ((new_times[i] or 0.0), i))
     out = []
     for i in order:
