@@ -405,7 +405,7 @@ def rewrite(bundle: Path, out: Path, plans_: list[Plan], meta: dict[str, Any]) -
     new_log, arrival = shift(log_text, plans_, now)
     defaults = parse_postconf(next(o for c, o, _ in cmds if c["argv"] == ["postconf", "-d"]))
     recorded = time.strftime("%Y-%m-%d", time.gmtime(now))
-    w = SnapshotWriter(host="mx1.shop.test", postfix_version=manifest["postfix_version"], extra={
+    w = SnapshotWriter(host="local", postfix_version=manifest["postfix_version"], extra={
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
         "origin": (f"pfdiag demo: recorded from the pfdiag test lab (real Postfix {manifest['postfix_version']} on "
                    f"loopback, tests/lab/make_demo.py) on {recorded}; timestamps shifted onto Postfix's retry schedule "
