@@ -1,6 +1,6 @@
 """The captured lab outputs (tests/data/lab/) hang together: no lab needed, milliseconds.
 
-They are what unit tests and the demo snapshot rely on, so a partial or hand-edited capture
+They are what unit tests (and the capture bundle of tests/lab_bundle.py) rely on, so a partial or hand-edited capture
 should fail here rather than mislead a parser test.
 """
 

@@ -3,7 +3,7 @@
     sudo .venv/bin/python -m tests.lab.capture [--out tests/data/lab]
 
 The outputs are real (Postfix 3.7 on Debian 12): unit tests parse them without a lab, and
-they make a demo snapshot. What happens, in order:
+tests/lab_bundle.py makes a snapshot bundle of them (the demo is tests/lab/make_demo.py). What happens, in order:
 
 1. Every row of SCENARIOS gets one message, and on top, sent in parallel: 3 more messages for
    the end-of-data stall peer, 3 for the PIX peer (it stalls after the first "." of every

@@ -70,7 +70,7 @@ def test_report_redact_flag(capsys: pytest.CaptureFixture[str]) -> None:
     assert roles and all(a in red for a in roles)
     for a in addresses - roles:
         assert a not in red, f"{a} survived redaction"
-    assert " lab " in plain and " lab " not in red  # the server's own (syslog) name
+    assert " mx1 " in plain and " mx1 " not in red  # the server's own (syslog) name
     # the same diagnosis: causes, counts and codes survive
     before = json.loads(plain)
     assert [(c["id"], c["impact"]) for c in before["causes"]] == [(c["id"], c["impact"]) for c in doc["causes"]]
