@@ -78,7 +78,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-default-causes", action="store_true", help="no built-in per-cause thresholds")
     p.add_argument("--top", type=int, default=10, metavar="N", help="destinations in the Prometheus output (default 10, rest as other)")
     add_target_options(p)
-    p.error = _plugin_usage_error  # type: ignore[method-assign]
+    p.error = _plugin_usage_error
     p.set_defaults(func=run)
 
 

@@ -46,6 +46,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="the whole diagnosis, no questions: ranked root causes and fixes",
                        description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     add_report_options(p)
+    p.add_argument("--baseline", metavar="OLD.json", help="say what is new, resolved or worse since this saved report (-f json)")
     add_fleet_options(p)
     p.set_defaults(func=run)
 
@@ -246,20 +247,24 @@ def write(text: str, output: str | None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from diagnose import report, session
+    from diagnose import changes, report, session
 
     if getattr(args, "hosts", None) or getattr(args, "inventory", None):
         return run_fleet(args)
     answers = read_answers(args)
     opts = session_options(args)
+    baseline = changes.load(args.baseline) if getattr(args, "baseline", None) else None  # fail before diagnosing
     show = progress_printer(sys.stderr.isatty() and args.format != "json")
     outcome = session.run(session.report_mode_answerer, answers, opts, show, open_target=open_with_fallback)
     for notice in outcome.notices:
         print(visible_lines(notice), file=sys.stderr)
     doc = report.build(outcome.facts, outcome.answers)
+    if baseline is not None:
+        doc["changes"] = changes.to_dict(changes.compare(baseline, doc))
     if args.redact:
         doc = redact(doc)
-    write(render(doc, args.format, args.output is None and sys.stdout.isatty()), args.output)
+    text = render(doc, args.format, args.output is None and sys.stdout.isatty())
+    write(changes.insert(text, doc["changes"], args.format) if "changes" in doc else text, args.output)
     if answers.get("target") == "local" and outcome.answers.get("target") == "demo":
         return 0  # a first look on a machine without Postfix: the demo's verdict is not this machine's
     return int(doc["verdict"]["exit_code"])
@@ -270,6 +275,8 @@ def run_fleet(args: argparse.Namespace) -> int:
 
     if args.hosts and args.inventory:
         raise UsageError("--hosts and --inventory cannot be used together")
+    if getattr(args, "baseline", None):
+        raise UsageError("--baseline compares reports of one host: not with --hosts/--inventory")
     if args.snapshot or args.demo or getattr(args, "host", None):
         raise UsageError("--hosts/--inventory go without --host, --snapshot and --demo")
     if args.format == "html":
