@@ -87,7 +87,7 @@ def load(path: str) -> dict[str, Any]:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: the baseline is not JSON ({exc})") from None
     check(doc, path)
-    return doc  # type: ignore[no-any-return]
+    return doc
 
 
 def check(doc: object, name: str = "baseline") -> None:
