@@ -166,27 +166,34 @@ def collect(target: Target, config_dir: str | None = None, since_seconds: float 
 
 def _read_logs(target: Target, config_dir: str | None, state: MonitorState, since: float) -> None:
     """Deferrals per cause in the window; a missing or unreadable log is a note, not a failure
-    (the queue is the main evidence)."""
-    from checks.logs import default_sources
-    from diagnose.logscan import analyse_logs
+    (the queue is the main evidence). Files last written before the window are skipped, and a
+    big plain local log is read from a byte offset found by bisection on its timestamps."""
+    from checks.logs import Chunk, ReadStats, default_sources, read_lines
+    from diagnose.deferrals import NOISE_DAEMONS, DeferralAnalysis
 
     try:
         sources = default_sources(target, config_dir)
     except PfdiagError as exc:
         state.notes.append(f"logs not read: {exc}")
         return
-    recent = []
+    chunks: list[str | Chunk] = []
     for path in sources:  # a file last written before the window holds nothing in it
         try:
-            if target.file_info(path).mtime >= since:
-                recent.append(path)
+            info = target.file_info(path)
         except (PfdiagError, OSError):
-            recent.append(path)
+            chunks.append(path)
+            continue
+        if info.mtime < since:
+            continue
+        local = getattr(target, "local_path", None)
+        start = window_offset(local(path), since, info.mtime) if callable(local) else 0
+        # up to the size seen now: lines written while we read are the next check's
+        chunks.append(Chunk(path, start, info.size) if start else path)
     state.log_since = since
-    if not recent:
-        return
+    stats = ReadStats()
+    analysis = DeferralAnalysis()
     try:
-        analysis, stats = analyse_logs(target, recent, since, None, workers=1)
+        analysis.add_all(read_lines(target, chunks, stats, since, None, NOISE_DAEMONS)).finish()
     except PfdiagError as exc:
         state.notes.append(f"logs not read: {exc}")
         state.log_since = None
@@ -200,6 +207,57 @@ def _read_logs(target: Target, config_dir: str | None, state: MonitorState, sinc
             c = state.causes[cid] = CauseCount(cid, cause_title(cid))
         c.log_deferrals += cs.events + cs.attempts
         c.log_messages += cs.messages
+
+
+BISECT_ABOVE = 4 << 20  # bytes: a smaller log is simply read
+
+
+def window_offset(path: str, since: float, mtime: float, min_size: int = BISECT_ABOVE) -> int:
+    """A line start in a plain log file at or before the first line stamped >= since (0 when
+    unsure): bisection on the stamps, so a check reads the last hour of a 2 GB log, not all of
+    it. A compressed, small or unreadable file gives 0. Syslog stamps only go forward; a line
+    read from the offset on is still filtered by time, so an early offset costs only time."""
+    from checks.postfix.logline import LineParser
+
+    if path.endswith((".gz", ".bz2", ".xz")):
+        return 0
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - closed below
+    except OSError:
+        return 0
+    with fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size < min_size:
+            return 0
+
+        def stamp_after(pos: int) -> tuple[int, float | None]:
+            """(start of the first whole line after pos, its stamp) looking at a few lines."""
+            fh.seek(pos)
+            if pos:
+                fh.readline()
+            start = fh.tell()
+            for _ in range(20):
+                raw = fh.readline()
+                if not raw:
+                    break
+                rec = LineParser(reference_time=mtime).parse(raw.decode("utf-8", "replace"))
+                if rec is not None and rec.ts is not None:
+                    return start, rec.ts
+            return start, None
+
+        lo, hi = 0, size  # invariant: the line at lo is before the window (or lo is 0)
+        for _ in range(64):
+            if hi - lo <= 1 << 16:
+                break
+            mid = (lo + hi) // 2
+            start, ts = stamp_after(mid)
+            if ts is None:
+                return 0
+            if ts < since:
+                lo = start
+            else:
+                hi = mid
+        return lo
 
 
 # ------------------------------------------------------------------ thresholds

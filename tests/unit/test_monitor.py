@@ -182,3 +182,35 @@ def test_help_documents_cron_and_timer(capsys: pytest.CaptureFixture[str]) -> No
     out = capsys.readouterr().out
     assert "/etc/cron.d/pfdiag" in out and "OnCalendar" in out and "E09 E10" in out
     assert os.environ.get("PFDIAG_NEVER_SET") is None
+
+
+def _big_log(path: Path, start: float, lines: int) -> None:
+    from datetime import datetime, timezone
+
+    with open(path, "w") as fh:
+        for i in range(lines):
+            ts = datetime.fromtimestamp(start + i, timezone.utc).isoformat()
+            fh.write(f"{ts} mx postfix/smtp[{100 + i % 50}]: {0x1A00000000 + i:X}: to=<u{i}@greylist.test>, "
+                     f"relay=mx.greylist.test[127.0.0.1]:25, delay=1, delays=0/0/0/1, dsn=4.7.1, status=deferred "
+                     f"({GREY})\n")
+
+
+def test_window_offset_reads_only_the_window_of_a_big_log(tmp_path: Path) -> None:
+    from checks.logs import Chunk, ReadStats, read_lines
+    from checks.targets.local import LocalTarget
+
+    log = tmp_path / "mail.log"
+    start = 1_790_000_000.0
+    _big_log(log, start, 20_000)  # ~5 MB, one deferral a second
+    since = start + 19_000
+    mtime = log.stat().st_mtime
+    offset = mon.window_offset(str(log), since, mtime, min_size=1 << 20)
+    size = log.stat().st_size
+    assert size * 0.9 < offset <= size * 0.95, (offset, size)  # the last 1,000 of 20,000 lines, and a bisection step
+    assert mon.window_offset(str(log), since, mtime, min_size=10 << 20) == 0, "a small log is read whole"
+    target = LocalTarget()
+    whole, part = ReadStats(), ReadStats()
+    full = [r.queue_id for r in read_lines(target, [str(log)], whole, since)]
+    tail = [r.queue_id for r in read_lines(target, [Chunk(str(log), offset, size)], part, since)]
+    assert full == tail and len(full) == 1000
+    assert part.lines < 1000 + 400, "only the window (plus one bisection step) was read"
