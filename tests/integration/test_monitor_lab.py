@@ -23,6 +23,7 @@ from tests.lab.postfix import PostfixLab, free_port
 from tests.lab.scenarios import PeerSet, scenario_mail
 
 pytestmark = pytest.mark.lab
+# the tests up to the node_exporter one share the greylisted mail; later ones replace the queue
 NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
 N = 3
 QUIET = ["--warn-age", "off", "--crit-age", "off", "--no-default-causes"]
@@ -36,13 +37,14 @@ def greylisted(postfix_lab: PostfixLab) -> list[str]:
     """N greylisted messages; the log window of the checks starts with them (the lab's log is
     shared with other tests: their earlier greylisting stays out)."""
     postfix_lab.clear_queue()
-    time.sleep(1.1)  # log stamps have whole seconds
+    time.sleep(2.1)  # log stamps have whole seconds: the window starts up to 2 s early (below), still after this
     WINDOW["start"] = time.time()
     return postfix_lab.deferred_mail(N, "check")
 
 
 def since() -> str:
-    return f"{int(time.time() - WINDOW['start']) + 1}s" if WINDOW else "10m"
+    # a line stamped 10:00:05 may have been written at 10:00:05.9: one whole second more than elapsed
+    return f"{int(time.time() - WINDOW['start']) + 2}s" if WINDOW else "10m"
 
 
 def check(capsys: pytest.CaptureFixture[str], lab: PostfixLab, *args: str) -> tuple[int, str]:
@@ -81,6 +83,17 @@ def test_plugin_default_age_thresholds_and_clean_queue(postfix_lab: PostfixLab, 
     assert rc == 0 and out.startswith("OK - E21 "), "3 fresh greylisted messages: below every default threshold"
     rc, out = check(capsys, postfix_lab, "--warn-age", "1s")
     assert rc == 1 and "(oldest message " in out.splitlines()[0]
+
+
+def test_plugin_over_ssh(postfix_lab: PostfixLab, greylisted: list[str], ssh: dict[str, str],
+                         capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """The monitoring server checks the mail host: the lab's real sshd, the same queue and log."""
+    rc, out = check(capsys, postfix_lab, *QUIET, "--warn", str(N), "--host", "mx1", "--ssh-config", ssh["config"],
+                    "--known-hosts", ssh["known_hosts"])  # fmt: skip
+    first = out.splitlines()[0]
+    assert rc == 1, out
+    assert first.startswith(f"WARNING - E21 Greylisting at the receiver: {N} messages deferred to greylist.test")
+    assert f"; {N} deferral(s) in the logs of the last " in first and f"deferred={N};{N};500;0" in first
 
 
 @pytest.fixture()
@@ -161,3 +174,4 @@ def test_baseline_shows_the_fixed_cause_as_resolved(postfix_lab: PostfixLab, tmp
     main([*base, "-f", "md", "--baseline", str(old)])
     md = capsys.readouterr().out
     assert "## Changes since the baseline" in md and "**resolved:** E21 Greylisting at the receiver" in md
+
