@@ -225,10 +225,10 @@ def _delta(a: Any, b: Any) -> str:
     return f"{a} -> {b}" + (f" ({b - a:+d})" if b != a else "")
 
 
-def _lines(ch: Mapping[str, Any]) -> list[tuple[str, str, list[str]]]:
-    """(label, our words around the cause, outside text) per line, for all three renderers:
-    the third element holds the destinations (outside text) to be escaped per format."""
-    rows: list[tuple[str, str, list[str]]] = []
+def _lines(ch: Mapping[str, Any]) -> list[tuple[str, str, list[str], str]]:
+    """(label, our words around the cause, outside text, its lead-in) per line, for all three
+    renderers: the third element holds the destinations (outside text) to be escaped per format."""
+    rows: list[tuple[str, str, list[str], str]] = []
     for c in ch.get("causes") or []:
         if c["status"] == "unchanged":
             continue
@@ -239,7 +239,8 @@ def _lines(ch: Mapping[str, Any]) -> list[tuple[str, str, list[str]]]:
             tail = f"{a.get('queued_recipients', 0)} queued recipient(s), {a.get('log_deferrals', 0)} log deferral(s)"
         else:
             tail = str(c["why"])
-        rows.append((_LABEL.get(c["status"], c["status"]), f"{c['id']} {c['title']}: {tail}", list(c.get("new_domains") or [])[:5]))
+        lead = "to" if c["status"] == "new" else "now also to"
+        rows.append((_LABEL.get(c["status"], c["status"]), f"{c['id']} {c['title']}: {tail}", list(c.get("new_domains") or [])[:5], lead))
     return rows
 
 
@@ -257,8 +258,8 @@ def render_text(ch: Mapping[str, Any]) -> str:
     if not ch.get("same_target"):
         out.append(f"  note: the baseline is from {visible(ch.get('baseline_where'))}, this report from {visible(ch.get('where'))}")
     out += [f"  {visible(h)}" for h in _head(ch)]
-    for label, text, doms in _lines(ch):
-        extra = f" (now also to {', '.join(visible(d) for d in doms)})" if doms else ""
+    for label, text, doms, lead in _lines(ch):
+        extra = f" ({lead} {', '.join(visible(d) for d in doms)})" if doms else ""
         out.append(f"  {label + ':':<13} {visible(text)}{extra}")
     out += [f"  {'new warning:':<13} {visible(w)}" for w in ch.get("new_warnings") or []]
     out += [f"  {'warning gone:':<13} {visible(w)}" for w in ch.get("resolved_warnings") or []]
@@ -270,8 +271,8 @@ def render_md(ch: Mapping[str, Any]) -> str:
     if not ch.get("same_target"):
         out.append(f"- note: the baseline is from {md_code(ch.get('baseline_where'))}, this report from {md_code(ch.get('where'))}")
     out += [f"- {md_text(h)}" for h in _head(ch)]
-    for label, text, doms in _lines(ch):
-        extra = f" (now also to {', '.join(md_code(d) for d in doms)})" if doms else ""
+    for label, text, doms, lead in _lines(ch):
+        extra = f" ({lead} {', '.join(md_code(d) for d in doms)})" if doms else ""
         out.append(f"- **{md_text(label)}:** {md_text(text)}{extra}")
     out += [f"- **new warning:** {md_text(w)}" for w in ch.get("new_warnings") or []]
     out += [f"- **warning gone:** {md_text(w)}" for w in ch.get("resolved_warnings") or []]
@@ -284,8 +285,8 @@ def render_html(ch: Mapping[str, Any]) -> str:
         items.append(f"<li>note: the baseline is from <code>{html(ch.get('baseline_where'))}</code>, this report from "
                      f"<code>{html(ch.get('where'))}</code></li>")  # fmt: skip
     items += [f"<li>{html(h)}</li>" for h in _head(ch)]
-    for label, text, doms in _lines(ch):
-        extra = f" (now also to {', '.join(f'<code>{html(d)}</code>' for d in doms)})" if doms else ""
+    for label, text, doms, lead in _lines(ch):
+        extra = f" ({lead} {', '.join(f'<code>{html(d)}</code>' for d in doms)})" if doms else ""
         items.append(f'<li class="change {html(label.split()[0])}"><b>{html(label)}:</b> {html(text)}{extra}</li>')
     items += [f"<li><b>new warning:</b> {html(w)}</li>" for w in ch.get("new_warnings") or []]
     items += [f"<li><b>warning gone:</b> {html(w)}</li>" for w in ch.get("resolved_warnings") or []]

@@ -404,7 +404,8 @@ def evaluate(state: MonitorState, th: Thresholds, window: str | None = None, lon
         cause_level[cid] = lvl
         if lvl:
             limit = th.cause_crit.get(cid) if lvl == CRITICAL else th.cause_warn.get(cid)
-            reasons.append((lvl, f"{cid} {c.count} message(s) >= {limit}"))
+            where = " in the log window" if c.log_messages > c.messages else ""
+            reasons.append((lvl, f"{cid} {c.count} message(s){where} >= {limit}"))
     worst = max((r[0] for r in reasons), default=OK)
     ranked = sorted(state.causes.values(), key=lambda c: (-cause_level[c.cause_id], -c.messages, -c.log_messages, c.cause_id))
     now = state.taken_at

@@ -142,7 +142,7 @@ def test_cli_demo_plugin(capsys: pytest.CaptureFixture[str]) -> None:
     rc = main(["check", "--demo"])
     out = capsys.readouterr().out
     assert rc == 2 and out.startswith("CRITICAL - E32 ")  # both E09 and E32 critical by default; E32 holds more mail
-    assert "E09 9 message(s) >= 1" in out.splitlines()[0]
+    assert "E09 9 message(s) in the log window >= 1" in out.splitlines()[0]  # 5 queued, 9 deferred in the log
     rc = main(["check", "--demo", "--no-default-causes", "--since", "off"])
     out = capsys.readouterr().out
     assert rc == 0 and out.startswith("OK - E32 ") and "log_deferrals" not in out
@@ -214,3 +214,13 @@ def test_window_offset_reads_only_the_window_of_a_big_log(tmp_path: Path) -> Non
     tail = [r.queue_id for r in read_lines(target, [Chunk(str(log), offset, size)], part, since)]
     assert full == tail and len(full) == 1000
     assert part.lines < 1000 + 400, "only the window (plus one bisection step) was read"
+
+
+def test_a_bug_is_unknown_in_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    def broken(*a: object, **k: object) -> None:
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(mon, "collect", broken)
+    assert main(["check", "--demo"]) == 3
+    out = capsys.readouterr().out
+    assert out == "UNKNOWN - internal error: RuntimeError: boom\\nsecond line\n"
