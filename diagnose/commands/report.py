@@ -12,7 +12,7 @@ from checks.errors import UsageError
 from diagnose.output import Output, add_output_options
 from diagnose.rendering import FORMATS, redact, render  # noqa: F401 - redact, render: for scripts and tests
 from diagnose.target_options import add_target_options
-from diagnose.textsafe import visible, visible_lines
+from diagnose.textsafe import visible
 
 HELP = """\
 Runs the diagnosis (logs, queue and configuration at once, then the checks they call
@@ -48,6 +48,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="the whole diagnosis, no questions: ranked root causes and fixes",
                        description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     add_report_options(p)
+    p.add_argument("--baseline", metavar="OLD.json", help="say what is new, resolved or worse since this saved report (-f json)")
     add_fleet_options(p)
     p.set_defaults(func=run)
 
@@ -108,21 +109,25 @@ def progress_printer(enabled: bool) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from diagnose import report, session
+    from diagnose import changes, report, session
 
     if getattr(args, "hosts", None) or getattr(args, "inventory", None):
         return run_fleet(args)
     answers = read_answers(args)
     opts = session.Options.from_args(args)
+    baseline = changes.load(args.baseline) if getattr(args, "baseline", None) else None  # fail before diagnosing
     out = Output.from_args(args)
     show = progress_printer(sys.stderr.isatty() and not out.machine)
     outcome = session.run(session.report_mode_answerer, answers, opts, show, open_target=session.open_with_fallback)
     for notice in outcome.notices:
         out.notice(notice)
     doc = report.build(outcome.facts, outcome.answers)
+    if baseline is not None:
+        doc["changes"] = changes.to_dict(changes.compare(baseline, doc))
     if args.redact:
         doc = redact(doc)
-    out.emit(render(doc, out.format, out.to_tty))
+    text = render(doc, out.format, out.to_tty)
+    out.emit(changes.insert(text, doc["changes"], out.format) if "changes" in doc else text)
     if answers.get("target") == "local" and outcome.answers.get("target") == "demo":
         return 0  # a first look on a machine without Postfix: the demo's verdict is not this machine's
     return int(doc["verdict"]["exit_code"])
@@ -133,6 +138,8 @@ def run_fleet(args: argparse.Namespace) -> int:
 
     if args.hosts and args.inventory:
         raise UsageError("--hosts and --inventory cannot be used together")
+    if getattr(args, "baseline", None):
+        raise UsageError("--baseline compares reports of one host: not with --hosts/--inventory")
     if args.snapshot or args.demo or getattr(args, "host", None):
         raise UsageError("--hosts/--inventory go without --host, --snapshot and --demo")
     if args.format == "html":

@@ -12,6 +12,8 @@ command -v pflogsumm >/dev/null || need+=(pflogsumm)
 command -v swaks >/dev/null || need+=(swaks)
 command -v tmux >/dev/null || need+=(tmux)
 command -v sudo >/dev/null || need+=(sudo)  # the SSH target tests log in as a non-root user
+[ -x /usr/bin/prometheus-node-exporter ] || need+=(prometheus-node-exporter)  # pfdiag check -f prometheus, scraped
+command -v promtool >/dev/null || need+=(prometheus)  # promtool check metrics
 [ ${#need[@]} -eq 0 ] && exit 0
 # Nothing may auto-start: the lab starts what it needs on loopback itself.
 printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
