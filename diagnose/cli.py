@@ -32,7 +32,36 @@ examples:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # one line, exit 2, no usage dump
-        raise UsageError(f"{message} (see {self.prog} --help)")
+        raise UsageError(f"{message}{_did_you_mean(self, message)} (see {self.prog} --help)")
+
+
+def _options_of(parser: argparse.ArgumentParser) -> set[str]:
+    found: set[str] = set()
+    for action in parser._actions:
+        found.update(action.option_strings)
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found |= _options_of(sub)
+    return found
+
+
+def _did_you_mean(parser: argparse.ArgumentParser, message: str) -> str:
+    """'; did you mean report?' for a misspelt command or option (difflib's close matches)."""
+    import difflib
+    import re
+
+    m = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if m:
+        choices = re.findall(r"'([^']*)'", m[2]) or [c.strip() for c in m[2].split(",")]
+        close = difflib.get_close_matches(m[1], choices, n=1, cutoff=0.6)
+        return f"; did you mean {close[0]}?" if close else ""
+    m = re.search(r"unrecognized arguments: (.*)", message)
+    if m:
+        known = sorted(_options_of(parser))
+        words = [w for w in m[1].split() if w.startswith("-")]
+        close = [c for w in words for c in difflib.get_close_matches(w.split("=")[0], known, n=1, cutoff=0.7)]
+        return f"; did you mean {', '.join(dict.fromkeys(close))}?" if close else ""
+    return ""
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -63,7 +92,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in argv
     try:
         # the first word that is not an option names the subcommand: load only that one
+        from diagnose.commands import command_names
+
         first = next((a for a in argv if not a.startswith("-")), None)
+        if argv and argv[0].startswith("-") and argv[0] not in ("--debug", "--version", "-h", "--help") \
+                and not set(argv) & command_names():
+            # `pfdiag --demo`, `pfdiag --host mx1`: the wizard on a terminal, the report elsewhere
+            tty = sys.stdin is not None and sys.stdin.isatty() and sys.stdout is not None and sys.stdout.isatty()
+            return _wizard(argv) if tty else main(["report", *argv])
         parser = build_parser(first)
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):

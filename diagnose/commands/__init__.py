@@ -29,3 +29,9 @@ def command_modules(only: str | None = None) -> list[ModuleType]:
         if callable(getattr(mod, "add_parser", None)):
             mods.append(mod)
     return sorted(mods, key=lambda m: (getattr(m, "ORDER", 100), m.__name__))
+
+
+def command_names() -> set[str]:
+    """The subcommands' names, without importing them (for telling a command from an option's value)."""
+    names = {info.name for info in pkgutil.iter_modules(__path__) if not info.name.startswith("_")}
+    return (names - set(ALIASES.values())) | set(ALIASES)

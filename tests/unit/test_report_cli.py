@@ -191,3 +191,20 @@ def test_an_idle_installed_postfix_also_gets_the_demo(tmp_path: Path) -> None:
                          text=True, env=env, cwd=tmp_path, timeout=120)  # fmt: skip
     assert res.returncode == 0 and "Postfix is not running here" in res.stderr
     assert json.loads(res.stdout)["target"]["live"] is False
+
+
+@pytest.mark.parametrize("argv,hint", [
+    (["reprot", "--demo"], "did you mean report?"),
+    (["qeue"], "did you mean queue?"),
+    (["report", "--demo", "--formt", "json"], "did you mean --format?"),
+    (["logs", "--sinse", "24h"], "did you mean --since?"),
+])  # fmt: skip
+def test_a_misspelt_command_or_option_gets_a_suggestion(argv: list[str], hint: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert hint in err and len(err.strip().splitlines()) == 1
+
+
+def test_top_level_options_without_a_command_run_the_report_off_a_terminal(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--demo", "-f", "json"]) == 4  # pytest's stdin is no terminal: the report, not the wizard
+    assert json.loads(capsys.readouterr().out)["schema"] == "pfdiag.report/1"
