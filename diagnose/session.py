@@ -216,7 +216,19 @@ def run(answer: Answerer, given: Mapping[str, str], opts: Options,
             asked.append(step.question.key)
         elif isinstance(step, flow.Run) and step.phase == "collect":
             deadline = time.monotonic() + opts.budget
-            target, notice = open_target(answers, opts)
+            try:
+                target, notice = open_target(answers, opts)
+            except PfdiagError as exc:
+                asked_where = [k for k in asked if k in _WHERE_KEYS]
+                if not (opts.interactive and asked_where):
+                    raise
+                # a wrong host or bundle the user typed: say why, and ask where again
+                if on_notice is not None:
+                    on_notice(f"pfdiag: {exc}")
+                for key in _WHERE_KEYS:
+                    answers.pop(key, None)
+                asked[:] = [k for k in asked if k not in _WHERE_KEYS]
+                continue
             if notice:
                 notices.append(notice)
                 if on_notice is not None:

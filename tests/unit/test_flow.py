@@ -108,3 +108,29 @@ def test_valid_hosts(text: str) -> None:
 @pytest.mark.parametrize("text", ["", "a b", "mx1;ls", "[300.1.1.1]", "$(id)"])
 def test_invalid_hosts(text: str) -> None:
     assert flow.valid_host(text) is not None
+
+
+def test_a_wrong_host_is_asked_again_in_the_wizard_and_fatal_in_report_mode(tmp_path) -> None:
+    """A host the user typed that cannot be reached: the wizard says why and asks where again;
+    report mode (flags, no questions) ends with that one line."""
+    import os
+
+    from checks.errors import PfdiagError
+    from diagnose import session
+
+    asked: list[str] = []
+    replies = iter(["ssh", "root@127.0.0.1:1", "demo", "no", "no", "no", "no"])
+
+    def answerer(question, answers):  # type: ignore[no-untyped-def]
+        asked.append(question.key)
+        return next(replies) if question.key in ("target", "host") else session.report_mode_answerer(question, answers)
+
+    notices: list[str] = []
+    ssh = {"ssh_config": os.devnull, "known_hosts": str(tmp_path / "kh"), "ssh_timeout": 5.0}
+    outcome = session.run(answerer, {}, session.Options(budget=20, interactive=True, include_plugins=False, ssh=ssh),
+                          on_notice=notices.append)  # fmt: skip
+    assert asked[:3] == ["target", "host", "target"] and outcome.answers["target"] == "demo"
+    assert any("127.0.0.1" in n for n in notices)
+    with pytest.raises(PfdiagError):
+        session.run(session.report_mode_answerer, {"target": "ssh", "host": "root@127.0.0.1:1"},
+                    session.Options(budget=20, include_plugins=False, ssh=ssh))  # fmt: skip
