@@ -111,10 +111,10 @@ from checks.dns.compare import (  # noqa: F401
     to_findings,
 )
 from checks.dns.mtasts import (  # noqa: F401
-    _dechunk as _dechunk,
+    MAX_POLICY,
     mta_sts_policy,
     MtaStsPolicy,
     parse_mta_sts_policy,
 )
 
-__all__ = ['Answer', 'asks_from', 'DEFAULT_DNSBL_ZONES', 'ERROR', 'lookup', 'make_resolver', 'NODATA', 'NoReserved', 'NXDOMAIN', 'OK', 'RESERVED_TLDS', 'resolv_conf_servers', 'RESOLV_HOST', 'resolver_for', 'route_resolver', 'SERVFAIL', 'SPF_LOOKUP_LIMIT', 'SPF_LOOKUP_MECHANISMS', 'SPF_VOID_LIMIT', 'TargetResolver', 'TEMPORARY', 'TIMEOUT', 'fcrdns', 'FcrdnsResult', 'helo_check', 'HeloResult', 'mx_check', 'MxHost', 'MxResult', 'spf_check', 'SpfResult', 'dmarc_check', 'DmarcResult', 'dnsbl_check', 'DnsblResult', 'DnsblZoneResult', 'LISTED', 'mta_sts_txt', 'MtaStsResult', 'NOT_LISTED', 'REFUSED', 'tlsa_check', 'TlsaResult', 'compare_resolvers', 'ComparisonRow', 'ResolverComparison', 'server_drift', 'to_findings', 'mta_sts_policy', 'MtaStsPolicy', 'parse_mta_sts_policy']
+__all__ = ['Answer', 'asks_from', 'DEFAULT_DNSBL_ZONES', 'ERROR', 'lookup', 'make_resolver', 'NODATA', 'NoReserved', 'NXDOMAIN', 'OK', 'RESERVED_TLDS', 'resolv_conf_servers', 'RESOLV_HOST', 'resolver_for', 'route_resolver', 'SERVFAIL', 'SPF_LOOKUP_LIMIT', 'SPF_LOOKUP_MECHANISMS', 'SPF_VOID_LIMIT', 'TargetResolver', 'TEMPORARY', 'TIMEOUT', 'fcrdns', 'FcrdnsResult', 'helo_check', 'HeloResult', 'mx_check', 'MxHost', 'MxResult', 'spf_check', 'SpfResult', 'dmarc_check', 'DmarcResult', 'dnsbl_check', 'DnsblResult', 'DnsblZoneResult', 'LISTED', 'mta_sts_txt', 'MtaStsResult', 'NOT_LISTED', 'REFUSED', 'tlsa_check', 'TlsaResult', 'compare_resolvers', 'ComparisonRow', 'ResolverComparison', 'server_drift', 'to_findings', 'MAX_POLICY', 'mta_sts_policy', 'MtaStsPolicy', 'parse_mta_sts_policy']
