@@ -168,3 +168,17 @@ def test_direct_get_reports_status_and_truncation(https: Any) -> None:
     assert (whole.status, whole.status_line, whole.body, whole.truncated) == (200, "HTTP/1.1 200 OK", POLICY, False)
     part = get(LocalTarget(), url, timeout=5, max_body=10, context=ctx, addresses={"mta-sts.sts.test": "127.0.0.1"})
     assert part.body == POLICY[:10] and part.truncated
+
+
+def test_policy_over_ssh_leaves_from_the_mail_host(https: Any, ssh: dict[str, str]) -> None:
+    """Through a real SSHTarget (the lab's sshd on 127.0.0.1): the HTTPS connection is a
+    direct-tcpip channel from the mail host, TLS runs over that paramiko channel, and the
+    policy says where it was fetched from."""
+    from checks.targets.ssh import SSHTarget
+
+    srv, hits, ca, r = https("ok")
+    with SSHTarget.open("mx1", ssh_config=ssh["config"], known_hosts=ssh["known_hosts"]) as t:
+        pol = d.mta_sts_policy(t, r, "sts.test", port=srv.server_address[1], cafile=ca, timeout=10)
+        assert (pol.status, pol.mode, pol.mx) == ("ok", "enforce", ("mx.sts.test",)), pol
+        assert pol.where == t.where and pol.where != "local"
+    assert hits == ["/.well-known/mta-sts.txt"]
