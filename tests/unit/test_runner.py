@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Callable
 
 import pytest
 
@@ -18,7 +19,10 @@ def _after(seconds: float, value: object) -> object:
 
 def test_tasks_run_at_once_and_come_back_in_order() -> None:
     t0 = time.monotonic()
-    out = run_within(5, [(f"t{i}", lambda d, i=i: _after(0.3, i)) for i in range(4)])
+    def task(i: int) -> Callable[[float], object]:
+        return lambda deadline: _after(0.3, i)
+
+    out = run_within(5, [(f"t{i}", task(i)) for i in range(4)])
     assert time.monotonic() - t0 < 0.9, "four 0.3 s tasks at once, not one after another"
     assert [o.label for o in out] == ["t0", "t1", "t2", "t3"] and values(out) == [0, 1, 2, 3]
 
