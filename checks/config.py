@@ -150,12 +150,14 @@ def read_config(target: Target, config_dir: str | None = None, names: Sequence[s
     eff_argv = postfix_argv("postconf", config_dir, "-h", *wanted)
     def_argv = postfix_argv("postconf", config_dir, "-d", "-h", *wanted)
     p_argv = postfix_argv("postconf", config_dir, "-P")
-    from concurrent.futures import ThreadPoolExecutor  # (and logging: ~8 ms) only when a command reads it
+    from checks.runner import run_within
+    from checks.runner import values as all_values
 
-    # three quick commands whose cost is starting them (or a round trip over SSH): at once
-    with ThreadPoolExecutor(3, thread_name_prefix="pfdiag-postconf") as pool:
-        eff, dflt, over = (pool.submit(_postconf, target, argv) for argv in (eff_argv, def_argv, p_argv))
-        (out, err), (d_out, d_err), (p_out, _) = eff.result(), dflt.result(), over.result()
+    # three quick commands whose cost is starting them (or a round trip over SSH): at once (each
+    # bounded by its own command timeout; the first one's error is raised, as it was)
+    runs = [(label, lambda _deadline, argv=argv: _postconf(target, argv))
+            for label, argv in (("postconf -h", eff_argv), ("postconf -d", def_argv), ("postconf -P", p_argv))]  # fmt: skip
+    (out, err), (d_out, d_err), (p_out, _) = all_values(run_within(None, runs, workers=3, name="pfdiag-postconf"))
     values = parse_postconf_h(out, wanted, err)
     defaults = parse_postconf_h(d_out, wanted, d_err)
     overrides = parse_postconf_p(p_out)

@@ -1,6 +1,6 @@
 """Run a set of probes at once within ONE budget: the only probe runner (the diagnosis's
 smtp.nexthops check, `pfdiag probe D1 D2 ...`, the other addresses of one destination, and
-plugins all use it).
+plugins all use it), on checks.runner (pfdiag's one concurrency runner).
 
 The budget rule: ``budget`` seconds of wall time for the whole set. Every task gets the set's
 deadline; a probe waits, per phase, min(Postfix's timeout for it, its own cap, what is left of
@@ -12,14 +12,16 @@ daemon threads; a straggler ends at its own socket timeout and its result is dro
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Generic, Literal, Sequence, TypeVar
+from typing import Any, Callable, Literal, Sequence, TypeVar
 
-from checks.errors import PfdiagError
+from checks import runner
+from checks.runner import Failed, Outcome, Unfinished
 from checks.smtp import SMTPS_PORTS, PhaseTimeouts, ProbeResult, probe_address
 from checks.targets import Target
+
+__all__ = ["GRACE", "MAX_WORKERS", "Failed", "Outcome", "ProbeJob", "Unfinished", "helo_name", "run_probes", "run_within"]
 
 MAX_WORKERS = 16  # connections at once: a probe waits on the network, not the CPU
 # After the deadline a probe that ran into it still records its "undecided" verdict: this long.
@@ -28,88 +30,12 @@ GRACE = 0.3
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class Unfinished:
-    """A task the budget ended before it finished (started) or before it could start."""
-
-    label: str
-    budget: float
-    started: bool
-
-    @property
-    def reason(self) -> str:
-        return f"not finished within the budget ({self.budget:g} s)" + ("" if self.started else "; never started")
-
-
-@dataclass(frozen=True)
-class Failed:
-    """A task that could not be done (no address, a target that cannot connect): its error."""
-
-    label: str
-    error: str
-
-
-@dataclass(frozen=True)
-class Outcome(Generic[T]):
-    label: str
-    value: T | None  # None when not done: see `missing`
-    missing: Unfinished | Failed | None = None
-
-    @property
-    def done(self) -> bool:
-        return self.missing is None
-
-
 def run_within(budget: float, tasks: Sequence[tuple[str, Callable[[float], T]]], *, workers: int = MAX_WORKERS,
                progress: Callable[[int, int], None] | None = None) -> list[Outcome[T]]:  # fmt: skip
-    """Run (label, task(deadline)) pairs on at most `workers` daemon threads; return in task
-    order as soon as all are done or `budget` seconds have passed (plus GRACE). A task's
-    PfdiagError is its Failed outcome; any other exception is a bug and is raised here."""
-    deadline = time.monotonic() + max(budget, 0.0)
-    n = len(tasks)
-    results: list[Outcome[T] | None] = [None] * n
-    started = [False] * n
-    crashed: list[BaseException] = []
-    state = threading.Condition()
-    queue = iter(range(n))
-    finished = 0
-
-    def worker() -> None:
-        nonlocal finished
-        while True:
-            with state:
-                i = next(queue, None)
-                if i is None:
-                    return
-                late = time.monotonic() >= deadline
-                started[i] = not late
-            label, task = tasks[i]
-            outcome: Outcome[T]
-            if late:
-                outcome = Outcome(label, None, Unfinished(label, budget, False))
-            else:
-                try:
-                    outcome = Outcome(label, task(deadline))
-                except PfdiagError as exc:
-                    outcome = Outcome(label, None, Failed(label, str(exc)))
-                except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-                    crashed.append(exc)
-                    outcome = Outcome(label, None, Failed(label, f"internal error: {exc!r}"))
-            with state:
-                results[i] = outcome
-                finished += 1
-                state.notify_all()
-            if progress is not None:
-                progress(finished, n)
-
-    for k in range(min(max(workers, 1), n)):
-        threading.Thread(target=worker, name=f"pfdiag-probe-{k}", daemon=True).start()
-    with state:
-        state.wait_for(lambda: finished == n, timeout=max(deadline - time.monotonic(), 0.0) + GRACE)
-        if crashed:
-            raise crashed[0]
-        return [r if r is not None else Outcome(tasks[i][0], None, Unfinished(tasks[i][0], budget, started[i]))
-                for i, r in enumerate(results)]  # fmt: skip
+    """checks.runner.run_within with the probes' GRACE: (label, task(deadline)) pairs on at most
+    `workers` daemon threads, back in task order when all are done or the budget has passed. A
+    task's PfdiagError is its Failed outcome; any other exception is a bug and is raised here."""
+    return runner.run_within(budget, tasks, workers=workers, progress=progress, grace=GRACE, name="pfdiag-probe")
 
 
 @dataclass(frozen=True)

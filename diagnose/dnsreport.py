@@ -5,14 +5,14 @@ document (docs/dns-json.md) with its text and Markdown rendering."""
 from __future__ import annotations
 
 import ipaddress
-from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from checks import dns as d
 from checks.config import queue_directory
-from checks.errors import UsageError
+from checks.errors import PfdiagError, UsageError
 from checks.model import Finding, Severity
+from checks.runner import Failed, Unfinished, run_within
 from checks.targets.base import Target
 
 SCHEMA = "pfdiag.dns/1"
@@ -56,6 +56,21 @@ def _finding(f: Finding, where: str) -> dict[str, Any]:
             "values": f.values, "evidence": [{"source": e.source, "excerpt": e.excerpt, "where": where} for e in f.evidence]}  # fmt: skip
 
 
+def _noted(fn: Callable[[], Any]) -> Callable[[float], Any]:
+    """A lookup as a runner task: whatever it raises is a note of the report, as before (the
+    resolver's own exceptions are not PfdiagErrors)."""
+
+    def task(_deadline: float) -> Any:
+        try:
+            return fn()
+        except PfdiagError:
+            raise
+        except Exception as exc:
+            raise PfdiagError(str(exc)) from exc
+
+    return task
+
+
 def build(target: Target, req: Request) -> dict[str, Any]:
     """Every lookup the request calls for, at once, within req.budget seconds: the document."""
     subject = req.subject
@@ -87,23 +102,19 @@ def build(target: Target, req: Request) -> dict[str, Any]:
             jobs["compare"] = lambda: d.compare_resolvers(resolver, chroot, [(subject, "MX"), (subject, "A")])
         except Exception as exc:  # no chroot copy: nothing to compare, say so
             compare = (None, f"not compared: {exc}")
-    pool = ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="pfdiag-dns")
-    futures = {name: pool.submit(fn) for name, fn in jobs.items()}
-    _, pending = wait(futures.values(), timeout=req.budget)
-    pool.shutdown(wait=False, cancel_futures=True)
+    outcomes = run_within(req.budget, [(name, _noted(fn)) for name, fn in jobs.items()], workers=max(len(jobs), 1),
+                          name="pfdiag-dns")  # fmt: skip
     findings: list[Finding] = [drift] if drift else []
     results: dict[str, Any] = {}
     notes: list[str] = []
-    for name, fut in futures.items():
-        if fut in pending:
-            notes.append(f"{name}: not finished within the {req.budget:g} s budget")
-            continue
-        if fut.exception() is not None:
-            notes.append(f"{name}: {fut.exception()}")
-            continue
-        res = fut.result()
-        results[name] = res
-        findings.extend(d.to_findings(res))
+    for o in outcomes:
+        if isinstance(o.missing, Unfinished):
+            notes.append(f"{o.label}: not finished within the {req.budget:g} s budget")
+        elif isinstance(o.missing, Failed):
+            notes.append(f"{o.label}: {o.missing.error}")
+        else:
+            results[o.label] = o.value
+            findings.extend(d.to_findings(o.value))
     if "mx" in results and not ip:  # TLSA of the MX hosts: what DANE would use
         for host in [h.exchange for h in getattr(results["mx"], "hosts", ())][:3]:
             findings.extend(d.to_findings(d.tlsa_check(resolver, host)))

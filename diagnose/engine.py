@@ -65,44 +65,43 @@ def _noop(step: str, state: str, detail: str) -> None:
 
 def run_parallel(jobs: Mapping[str, tuple[str, Callable[[], Any]]], budget: float, where: str,
                  progress: Progress = _noop) -> tuple[dict[str, Any], list[StepStatus]]:  # fmt: skip
-    """Run each job in a daemon thread; wait for all of them until ``budget`` seconds.
+    """Run every job at once (checks.runner, one daemon thread each); wait for them until ``budget`` seconds.
 
     A job still running at the deadline is reported as a timeout and abandoned (daemon
-    threads do not keep pfdiag alive); its result, if it ever comes, is ignored."""
-    results: dict[str, Any] = {}
+    threads do not keep pfdiag alive); its result, if it ever comes, is ignored. A job's
+    PfdiagError, and any other exception (a bug or a broken plugin), is its "error" step."""
+    from checks.runner import run_within
+
     statuses = {jid: StepStatus(jid, title, where=where) for jid, (title, _) in jobs.items()}
-    done = {jid: threading.Event() for jid in jobs}
-    lock = threading.Lock()
 
-    def work(jid: str, func: Callable[[], Any]) -> None:
-        st = statuses[jid]
-        t0 = time.monotonic()
-        try:
-            value = func()
-            state, detail = "ok", ""
-        except PfdiagError as exc:
-            value, state, detail = None, "error", str(exc)
-        except Exception as exc:  # a bug or a broken plugin: reported, never fatal
-            value, state, detail = None, "error", f"{type(exc).__name__}: {exc}"
-        with lock:
-            if st.state == "pending":
-                st.state, st.detail, st.seconds = state, detail, round(time.monotonic() - t0, 3)
-                results[jid] = value
-        progress(jid, state, detail)
-        done[jid].set()
+    def task(jid: str, func: Callable[[], Any]) -> Callable[[float], tuple[Any, str, str, float]]:
+        def work(deadline: float) -> tuple[Any, str, str, float]:
+            t0 = time.monotonic()
+            try:
+                value = func()
+                state, detail = "ok", ""
+            except PfdiagError as exc:
+                value, state, detail = None, "error", str(exc)
+            except Exception as exc:  # a bug or a broken plugin: reported, never fatal
+                value, state, detail = None, "error", f"{type(exc).__name__}: {exc}"
+            progress(jid, state, detail)
+            return value, state, detail, round(time.monotonic() - t0, 3)
 
-    deadline = time.monotonic() + budget
-    for jid, (_, func) in jobs.items():
+        return work
+
+    for jid in jobs:
         progress(jid, "start", statuses[jid].title)
-        threading.Thread(target=work, args=(jid, func), name=f"pfdiag-{jid}", daemon=True).start()
-    for jid, ev in done.items():
-        if not ev.wait(max(0.0, deadline - time.monotonic())):
-            with lock:
-                st = statuses[jid]
-                if st.state == "pending":
-                    st.state, st.seconds = "timeout", round(budget, 3)
-                    st.detail = f"did not finish within the {budget:g} s budget"
-                    progress(jid, "timeout", st.detail)
+    outcomes = run_within(budget, [(jid, task(jid, func)) for jid, (_, func) in jobs.items()], workers=max(len(jobs), 1),
+                          name="pfdiag-step")  # fmt: skip
+    results: dict[str, Any] = {}
+    for o in outcomes:
+        st = statuses[o.label]
+        if o.value is not None:
+            results[o.label], st.state, st.detail, st.seconds = o.value
+        else:  # not finished within the budget (the tasks themselves never fail)
+            st.state, st.seconds = "timeout", round(budget, 3)
+            st.detail = f"did not finish within the {budget:g} s budget"
+            progress(o.label, "timeout", st.detail)
     return results, list(statuses.values())
 
 

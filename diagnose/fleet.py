@@ -15,11 +15,11 @@ from __future__ import annotations
 import re
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
 from checks.errors import InputError, PfdiagError, UsageError
+from checks.runner import run_within
 from diagnose.flow import valid_host
 from diagnose.textsafe import console, md_code, md_text, rich_markup, rich_text
 
@@ -205,8 +205,12 @@ def run_fleet(hosts: list[HostSpec], diagnose_one: Callable[[HostSpec], dict[str
             progress(h.name, "error: " + res.error if res.error else status)
         return res
 
-    with ThreadPoolExecutor(max_workers=min(concurrency, len(hosts)), thread_name_prefix="pfdiag-host") as pool:
-        return list(pool.map(one, hosts))
+    # no budget of its own: each host's diagnosis has its own; `one` turns every error into a result
+    def task(h: HostSpec) -> Callable[[float], HostResult]:
+        return lambda _deadline: one(h)
+
+    outcomes = run_within(None, [(h.name, task(h)) for h in hosts], workers=min(concurrency, len(hosts)), name="pfdiag-host")
+    return [o.unwrap() for o in outcomes]
 
 
 def compare(results: list[HostResult]) -> dict[str, Any]:

@@ -10,7 +10,6 @@ document (pfdiag.probe/1 and pfdiag.probe-set/1, docs/probe-json.md).
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -22,6 +21,7 @@ from checks.nexthop import Destination, is_reserved, nexthop_domain, parse_desti
 from checks.postfix.defaults import SHORT_TIMEOUTS as _SHORT
 from checks.postfix.defaults import TIMEOUT_NAMES
 from checks.probeset import Failed, Outcome, ProbeJob, run_probes, run_within
+from checks.runner import start
 from checks.smtp import BODY, DATA, END_OF_DATA, SMTPS_PORTS, LadderVerdict, MessageResult, PhaseTimeouts, ProbeResult, to_findings
 from checks.targets import Target
 
@@ -95,17 +95,8 @@ def read_postfix(target: Target, settings: Settings) -> PostfixView:
     from checks.tls import TLS_PARAMS
 
     postconf = ["postconf", *(("-c", settings.config_dir) if settings.config_dir else ())]
-    master: list[Any] = []
-
-    def read_master() -> None:
-        try:
-            master.append(target.run([*postconf, "-P"], timeout=20))
-        except PfdiagError as exc:
-            master.append(exc)
-
     view = PostfixView()
-    thread = threading.Thread(target=read_master, daemon=True)
-    thread.start()
+    master = start("postconf -P", lambda _deadline: target.run([*postconf, "-P"], timeout=20), budget=25)
     try:
         res = target.run([*postconf, "-x", *TIMEOUT_NAMES, *_NAMES, *BIND_NAMES, *TLS_PARAMS], timeout=20)
         view.values, view.read = (parse_postconf(res.stdout), True) if res.ok else ({}, False)
@@ -114,10 +105,9 @@ def read_postfix(target: Target, settings: Settings) -> PostfixView:
     except PfdiagError as exc:
         view.notes.append(f"could not read this Postfix's settings ({exc})")
     finally:
-        thread.join(25)
-    over = master[0] if master else None
-    if over is not None and not isinstance(over, PfdiagError) and over.ok:
-        view.overrides = parse_postconf_p(over.stdout)
+        over = master.wait()[0]  # within its 25 s; its PfdiagError (or not finishing) leaves no overrides
+    if over.value is not None and over.value.ok:
+        view.overrides = parse_postconf_p(over.value.stdout)
     view.bind, view.can_bind = settings.bind, type(target).__name__ != "SSHTarget"
     view.plan, more = bind_plan(view.values, view.overrides, view.bind, view.can_bind)
     view.notes += more

@@ -43,7 +43,7 @@ from checks.targets import Target
 from diagnose.textsafe import md_code, md_text, visible
 
 if TYPE_CHECKING:
-    from concurrent.futures import Future
+    from checks.runner import Batch
 
 SCHEMA = "pfdiag.queue/1"
 DIGEST_SCHEMA = "pfdiag.queue-digest/1"
@@ -122,16 +122,15 @@ def queue_report(target: Target, config_dir: str | None, *, by: str = "recipient
     only, which writes a big one fast from the entries encoded on the way (and dropped then).
     postqueue and the postconf/master runs wait on Postfix, not on us: they are asked at the
     same time, and the report is built from each message as postqueue lists it."""
-    from concurrent.futures import ThreadPoolExecutor
+    from checks.runner import start
 
     notes: list[str] = []
     now = listing_time(target)
     builder = ReportBuilder(now, by=by, top=top, shape_queues=shape_queues, encode=encode, lean=encode)
-    with ThreadPoolExecutor(1) as pool:
-        config_job = pool.submit(_settings_and_state, target, config_dir, notes)
-        builder.configure_when_done(config_job, target)
-        read = read_queue(target, config_dir, now=now, on_message=builder.add, keep=False)
-        settings, cfg, down = config_job.result()
+    config_job = start("config", lambda _deadline: _settings_and_state(target, config_dir, notes))
+    builder.configure_when_done(config_job, target)
+    read = read_queue(target, config_dir, now=now, on_message=builder.add, keep=False)
+    settings, cfg, down = config_job.wait()[0].unwrap()
     read.notes.extend(notes)
     if down:
         read.notes.insert(0, "Postfix is NOT running (master -t): nothing is delivered or retried until `postfix start`")
@@ -142,7 +141,7 @@ def collect_digest(target: Target, config_dir: str | None, config: Callable[[], 
     """The diagnosis's queue step: QueueDigest.finish() of the listing. ``config`` gives the
     ConfigReport (shared with the other steps, asked once): in a thread of its own, so the
     listing does not wait for postconf."""
-    from concurrent.futures import ThreadPoolExecutor
+    from checks.runner import start
 
     notes: list[str] = []
 
@@ -155,11 +154,10 @@ def collect_digest(target: Target, config_dir: str | None, config: Callable[[], 
             return DEFAULTS, None
 
     digest = QueueDigest(listing_time(target))
-    with ThreadPoolExecutor(1) as pool:
-        job = pool.submit(settings)
-        digest.configure_when_done(job, target)
-        read = read_queue(target, config_dir, now=digest.now, on_message=digest.add, keep=False)
-        retry, cfg = job.result()
+    job = start("config", lambda _deadline: settings())
+    digest.configure_when_done(job, target)
+    read = read_queue(target, config_dir, now=digest.now, on_message=digest.add, keep=False)
+    retry, cfg = job.wait()[0].unwrap()
     read.notes.extend(notes)
     return digest.finish(read, retry, target, cfg.queue_directory if cfg else None)
 
@@ -230,7 +228,7 @@ class ReportBuilder:
         self._forecaster: Forecaster | None = None
         self._target: Target | None = None
         self._files: QueueFiles | None = None
-        self._pending: Future[tuple[Any, ...]] | None = None  # (settings, ConfigReport | None, ...)
+        self._pending: Batch[tuple[Any, ...]] | None = None  # (settings, ConfigReport | None, ...)
 
     def configure(self, settings: RetrySettings, target: Target, queue_directory: str | None) -> None:
         """From now on forecast deferred messages as they come; the waiting ones first."""
@@ -258,7 +256,7 @@ class ReportBuilder:
         if self._lean:
             self.entries[i] = None  # type: ignore[call-overload]
 
-    def configure_when_done(self, job: Future[tuple[Any, ...]], target: Target) -> None:
+    def configure_when_done(self, job: Batch[tuple[Any, ...]], target: Target) -> None:
         """configure() from the configuration job as soon as it has finished (checked per message)."""
         self._pending, self._target = job, target
 
@@ -299,8 +297,8 @@ class ReportBuilder:
         if q != "deferred":
             self._encode(len(self.entries) - 1)
             return
-        if self._forecaster is None and self._pending is not None and self._pending.done():
-            settings, cfg = self._pending.result()[:2]
+        if self._forecaster is None and self._pending is not None and self._pending.ready():
+            settings, cfg = self._pending.wait()[0].unwrap()[:2]
             self._pending = None
             self.configure(settings, self._target, cfg.queue_directory if cfg else None)  # type: ignore[arg-type]
         if self._forecaster is not None:
@@ -407,7 +405,7 @@ class QueueDigest:
         self._forecaster: Forecaster | None = None
         self._files: QueueFiles | None = None
         self._target: Target | None = None
-        self._pending: Future[tuple[Any, ...]] | None = None  # (settings, ConfigReport | None, ...)
+        self._pending: Batch[tuple[Any, ...]] | None = None  # (settings, ConfigReport | None, ...)
 
     def configure(self, settings: RetrySettings, target: Target, queue_directory: str | None) -> None:
         """From now on forecast deferred messages as they come; the waiting ones first."""
@@ -417,7 +415,7 @@ class QueueDigest:
         for m in waiting:
             self._forecast(m)
 
-    def configure_when_done(self, job: Future[tuple[Any, ...]], target: Target) -> None:
+    def configure_when_done(self, job: Batch[tuple[Any, ...]], target: Target) -> None:
         """configure() from a job giving (settings, ConfigReport | None) as soon as it has finished."""
         self._pending, self._target = job, target
 
@@ -457,8 +455,8 @@ class QueueDigest:
             heapq.heapreplace(heap, (-a, -self.messages, m))
         if q != "deferred":
             return
-        if self._forecaster is None and self._pending is not None and self._pending.done():
-            settings, cfg = self._pending.result()[:2]
+        if self._forecaster is None and self._pending is not None and self._pending.ready():
+            settings, cfg = self._pending.wait()[0].unwrap()[:2]
             self._pending = None
             assert self._target is not None
             self.configure(settings, self._target, cfg.queue_directory if cfg else None)

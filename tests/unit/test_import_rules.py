@@ -109,3 +109,48 @@ def test_the_decision_model_touches_nothing_outside_itself() -> None:
     calls = [node.func.id for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
              if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)]  # fmt: skip
     assert "open" not in calls and "print" not in calls and "input" not in calls
+
+
+# The one concurrency runner (checks/runner.py) and I/O plumbing inside the target seam (the
+# stderr reader of checks/targets/streams.py, the deadline watchdog Timer of an SSH channel in
+# checks/targets/ssh/channels.py) are the only modules of checks/ and diagnose/ that start threads.
+THREAD_STARTERS = ("checks/runner.py", "checks/targets/streams.py", "checks/targets/ssh/channels.py")
+
+
+def _thread_starts(file: Path) -> list[str]:
+    """What in the file starts a thread or makes a thread pool: threading.Thread / Timer (called,
+    subclassed or imported by name), concurrent.futures.ThreadPoolExecutor, the _thread module."""
+    tree = ast.parse(file.read_text(encoding="utf-8"), filename=str(file))
+    found: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr in ("Thread", "Timer", "ThreadPoolExecutor"):
+            found.append(f"line {node.lineno}: .{node.attr}")
+        elif isinstance(node, ast.ImportFrom) and node.module in ("threading", "concurrent.futures", "concurrent.futures.thread"):
+            found += [f"line {node.lineno}: from {node.module} import {a.name}" for a in node.names
+                      if a.name in ("Thread", "Timer", "ThreadPoolExecutor", "*")]  # fmt: skip
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            found += [f"line {node.lineno}: import {m}" for m in mods if _under(m, "_thread") or _under(m, "multiprocessing.dummy")]
+        elif isinstance(node, ast.Name) and node.id == "ThreadPoolExecutor":
+            found.append(f"line {node.lineno}: ThreadPoolExecutor")
+    return found
+
+
+def test_threads_start_only_in_the_runner() -> None:
+    """Issue 11: one concurrency runner. Every other module runs its concurrent work through
+    checks.runner (run_within, Batch, start)."""
+    starters = {p: found for p in _modules() if p not in THREAD_STARTERS and (found := _thread_starts(ROOT / p))}
+    assert not starters, f"threads started outside checks/runner.py: {starters}"
+    assert _thread_starts(ROOT / "checks/runner.py"), "the runner itself must be where threads start"
+
+
+def test_the_thread_scanner_sees_every_form(tmp_path: Path) -> None:
+    src = tmp_path / "t.py"
+    src.write_text("import threading\nimport _thread\nfrom threading import Thread\n"
+                   "from concurrent.futures import ThreadPoolExecutor\nimport concurrent.futures as cf\n"
+                   "def f():\n    threading.Thread(target=f).start()\n    cf.ThreadPoolExecutor(2)\n"
+                   "    threading.Lock()\n")  # fmt: skip
+    found = _thread_starts(src)
+    assert [f.split(":")[0] for f in found].count("line 7") == 1 and any("line 8" in f for f in found)
+    assert any("_thread" in f for f in found) and any("import Thread" in f for f in found)
+    assert any("import ThreadPoolExecutor" in f for f in found) and not any("line 9" in f for f in found)

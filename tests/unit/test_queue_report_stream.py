@@ -97,14 +97,14 @@ def test_a_small_report_stays_indented(listing):
 def test_settings_arriving_with_the_message_past_the_mark_encode_each_entry_once(listing):
     """The configuration job finishing just as entry 1,001 is listed: the waiting entries are
     forecast and encoded then, each once (not the whole backlog again per waiting entry)."""
-    from concurrent.futures import Future
+    from checks.runner import start
 
     target, cfg, read = listing
     b = ReportBuilder(read.taken_at, encode=True)
     encode, calls = b._encode_entry, []
     b._encode_entry = lambda e: calls.append(1) or encode(e)  # type: ignore[method-assign]
-    job: Future = Future()
-    job.set_result((cfg.settings, cfg, False))
+    job = start("config", lambda _deadline: (cfg.settings, cfg, False))
+    job.wait()  # finished before entry 1,001 is listed
     msgs = list(read.messages)
     k = next(i for i in range(COMPACT_ABOVE, len(msgs)) if msgs[i].queue_name == "deferred")
     msgs[COMPACT_ABOVE], msgs[k] = msgs[k], msgs[COMPACT_ABOVE]  # entry 1,001 is deferred: it configures
