@@ -185,8 +185,8 @@ def _read_logs(target: Target, config_dir: str | None, state: MonitorState, sinc
             continue
         if info.mtime < since:
             continue
-        local = getattr(target, "local_path", None)
-        start = window_offset(local(path), since, info.mtime) if callable(local) else 0
+        local = target.local_path(path)  # a file this process can seek in itself (None over SSH, in a bundle)
+        start = window_offset(local, since, info.mtime) if local else 0
         # up to the size seen now: lines written while we read are the next check's
         chunks.append(Chunk(path, start, info.size) if start else path)
     state.log_since = since

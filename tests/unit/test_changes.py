@@ -59,17 +59,17 @@ def test_cause_with_old_log_lines_only_is_resolved_and_new_deferral_is_not(demo:
 
 def test_new_worse_better(demo: dict[str, Any]) -> None:
     old = copy.deepcopy(demo)
-    old["causes"] = [c for c in old["causes"] if c["id"] != "E19"]
+    old["causes"] = [c for c in old["causes"] if c["id"] != "E16"]
     _cause(old, "E09")["impact"]["queued_recipients"] = 2
     _cause(old, "E27")["impact"]["queued_recipients"] = 7
     new = copy.deepcopy(demo)
     _cause(new, "E09")["domains"].append({"domain": "new\x1b[2J.test", "count": 1})
     ch = changes.compare(old, new)
     st = _status(ch)
-    assert (st["E19"], st["E09"], st["E27"]) == ("new", "worse", "better")
-    assert [c.id for c in ch.causes][:2] == ["E19", "E09"], "new first, then worse"
+    assert (st["E16"], st["E09"], st["E27"]) == ("new", "worse", "better")
+    assert [c.id for c in ch.causes][:2] == ["E16", "E09"], "new first, then worse"
     e09 = next(c for c in ch.causes if c.id == "E09")
-    assert e09.new_domains == ["new\x1b[2J.test"] and e09.why == "queued recipients 2 -> 5"
+    assert e09.new_domains == ["new\x1b[2J.test"] and e09.why == "queued recipients 2 -> 19"
     d = changes.to_dict(ch)
     assert d["counts"]["new"] == 1 and d["counts"]["worse"] == 1 and json.dumps(d)
     # outside text is shown literally in every format

@@ -106,7 +106,7 @@ def test_promtool_accepts_the_demo_metrics(tmp_path: Path, capsys: pytest.Captur
     out = tmp_path / "pfdiag.prom"
     assert main(["check", "--demo", "-f", "prometheus", "-o", str(out)]) == 0
     text = out.read_text()
-    assert 'pfdiag_deferred_messages{cause="E09"} 5' in text and "pfdiag_up 1" in text
+    assert 'pfdiag_deferred_messages{cause="E09"} 19' in text and "pfdiag_up 1" in text
     assert 'pfdiag_queue_messages{queue="deferred"} 25' in text
     assert 'pfdiag_cause_info{cause="E21",title="Greylisting at the receiver"} 1' in text
     assert oct(out.stat().st_mode & 0o777) == "0o644"
@@ -141,11 +141,11 @@ def test_atomic_write_never_shows_a_partial_file(tmp_path: Path) -> None:
 def test_cli_demo_plugin(capsys: pytest.CaptureFixture[str]) -> None:
     rc = main(["check", "--demo"])
     out = capsys.readouterr().out
-    assert rc == 2 and out.startswith("CRITICAL - E32 ")  # both E09 and E32 critical by default; E32 holds more mail
-    assert "E09 9 message(s) in the log window >= 1" in out.splitlines()[0]  # 5 queued, 9 deferred in the log
-    rc = main(["check", "--demo", "--no-default-causes", "--since", "off"])
+    assert rc == 2 and out.startswith("CRITICAL - E09 ")  # the demo's end-of-data timeouts: critical by default
+    assert "E09 19 message(s) >= 1" in out.splitlines()[0] and "oldest message 25.1 h >= 2.0 h" in out.splitlines()[0]
+    rc = main(["check", "--demo", "--no-default-causes", "--since", "off", "--warn-age", "2d", "--crit-age", "3d"])
     out = capsys.readouterr().out
-    assert rc == 0 and out.startswith("OK - E32 ") and "log_deferrals" not in out
+    assert rc == 0 and out.startswith("OK - E09 ") and "log_deferrals" not in out
 
 
 @pytest.mark.parametrize("argv", [["--warn", "lots"], ["--cause-crit", "E99=1"], ["--snapshot", "/nonexistent/x.tar.gz"],
