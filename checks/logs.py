@@ -157,7 +157,7 @@ def check_stdin() -> None:
 def _check_readable(target: Target, path: str) -> None:
     """A local file that cannot be opened, or is a device or a socket (/dev/zero never
     ends), is one clear error before any work (a FIFO is opened without blocking)."""
-    local = _local_path(target, path)
+    local = target.local_path(path)
     if local is not None:
         open_file(local, path).close()
 
@@ -223,19 +223,13 @@ class _Limited(io.RawIOBase):
             super().close()
 
 
-def _local_path(target: Target, path: str) -> str | None:
-    """A path this process can open directly, when the target has one."""
-    local = getattr(target, "local_path", None)
-    return local(path) if callable(local) else None
-
-
 def plan_chunks(target: Target, sources: Iterable[str], pieces: int, min_bytes: int) -> list[Chunk]:
     """Sources split for parallel reading, in time order. Only plain local files
     of at least 2 x min_bytes are split (a compressed stream cannot be entered in
     the middle); each piece starts at a line start."""
     chunks: list[Chunk] = []
     for path in sources:
-        local = _local_path(target, path) if path != STDIN else None
+        local = target.local_path(path) if path != STDIN else None
         if local is None or pieces < 2:
             chunks.append(Chunk(path))
             continue
@@ -289,15 +283,14 @@ def _open_chunk(target: Target, chunk: Chunk, since: float | None = None) -> tup
         if hasattr(sys.stdin, "buffer"):
             return decode_stream(sys.stdin.buffer, "stdin"), 0
         return io.StringIO(sys.stdin.read()), 0
-    filtered = getattr(target, "open_filtered", None)
-    if chunk.end is None and callable(filtered):
-        # a remote host greps its own log: only Postfix lines cross the network, and a
-        # rotated file last written before --since is not read at all
-        return filtered(chunk.path, since_epoch=since, pattern="postfix"), 0
-    local = _local_path(target, chunk.path)
-    if local is None:
-        return target.open_text(chunk.path), 0
-    return _open_local(chunk.path, local, chunk.start, chunk.end)
+    local = target.local_path(chunk.path)
+    if local is not None:  # a file of this machine: read in bounded steps, a leading NUL hole skipped
+        return _open_local(chunk.path, local, chunk.start, chunk.end)
+    if chunk.end is None:
+        # a remote host greps its own log: only Postfix lines cross the network, and a rotated
+        # file last written before --since is not read at all (the base default reads it whole)
+        return target.open_filtered(chunk.path, since_epoch=since, pattern="postfix"), 0
+    return target.open_text(chunk.path), 0
 
 
 def _open_local(label: str, local: str, start: int, end: int | None) -> tuple[TextIO, int]:

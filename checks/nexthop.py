@@ -300,15 +300,13 @@ def resolver_for(target: Target, spec: str | None = None) -> Any:
     (checks.dns.TargetResolver: DNS over TCP through the target); nothing for a snapshot.
     Reserved names (RESERVED_TLDS) are never sent to these. spec "IP[:PORT]": that server,
     asked from the target, used as given (reserved names too: a lab's server)."""
-    from checks.targets import LocalTarget, SnapshotTarget
-
     if spec:
         from checks.dns import resolver_for as dns_resolver
 
         return dns_resolver(target, spec)[0]
-    if isinstance(target, SnapshotTarget):
+    if not target.live:  # a recording: nothing to ask
         return None
-    if isinstance(target, LocalTarget):
+    if target.local_network:  # this machine's own sockets: its own resolver
         import dns.resolver
 
         r = dns.resolver.Resolver()

@@ -50,7 +50,7 @@ def listing_time(target: Target, now: float | None = None) -> float:
     """The moment the listing describes: a recording's own time, not today's."""
     if now is not None:
         return now
-    return getattr(target, "recorded_at", None) or time.time()
+    return target.recorded_at or time.time()
 
 
 @dataclass

@@ -156,7 +156,7 @@ def collect(target: Target, config_dir: str | None = None, since_seconds: float 
     started = time.monotonic()
     read = read_queue(target, config_dir, now=now)
     queues, oldest, causes, domains = tally_queue(read.messages, lambda reason: classify(reason).cause_id)
-    state = MonitorState(str(getattr(target, "where", "local")), read.taken_at, queues, oldest, causes, domains,
+    state = MonitorState(target.where, read.taken_at, queues, oldest, causes, domains,
                          notes=list(read.notes))  # fmt: skip
     if since_seconds is not None:
         _read_logs(target, config_dir, state, read.taken_at - since_seconds)

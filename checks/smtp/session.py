@@ -426,7 +426,7 @@ class _Session:
         return ProbeResult(
             host=self.host,
             port=self.port,
-            where=getattr(self.target, "where", "?"),
+            where=self.target.where,
             phases=tuple(self.phases),
             banner=self.banner.text if self.banner else "",
             masked_banner=self.masked,
