@@ -79,11 +79,11 @@ def selection(args: Any) -> act.Selection:
 
 
 def origins(target: Target, config_dir: str | None, messages: list[QueuedMessage], now: float,
-            since: float | None = None) -> tuple[dict[str, act.Origin], str]:  # fmt: skip
+            since: float | None = None, sources: list[str] | None = None) -> tuple[dict[str, act.Origin], str]:  # fmt: skip
     """Who submitted each of these messages, from smtpd's client= lines in the default log,
     read from `since` (default: the oldest message's arrival, at most JOIN_CAP back); and a
     note saying what was read. A log that cannot be read is an InputError: --sasl-user and
-    --client are refused rather than guessed."""
+    --client are refused rather than guessed. sources: log files instead of the default ones."""
     from checks.logs import ReadStats, default_sources, read_lines
 
     if since is None:
@@ -93,8 +93,7 @@ def origins(target: Target, config_dir: str | None, messages: list[QueuedMessage
     found: dict[str, act.Origin] = {}
     stats = ReadStats()
     try:
-        sources = default_sources(target, config_dir)
-        for line in read_lines(target, sources, stats, since=since, skip_daemons=frozenset({"qmgr", "smtp", "cleanup"})):
+        for line in read_lines(target, sources or default_sources(target, config_dir), stats, since=since, skip_daemons=frozenset({"qmgr", "smtp", "cleanup"})):
             if line.queue_id in wanted and line.text.startswith("client=") and line.program == "smtpd":
                 m = _CLIENT.match(line.text)
                 if m:

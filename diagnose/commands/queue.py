@@ -105,6 +105,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.top < 1:
         raise UsageError("--top must be at least 1")
+    sel = queueselect.selection(args)  # a malformed selector is said before anything is opened
     target, notice = open_target(args)
     if notice and args.format != "json":
         print(visible_lines(notice), file=sys.stderr)
@@ -113,9 +114,8 @@ def run(args: argparse.Namespace) -> int:
     if args.action in act.MORE:
         return act.run_more(args, target)
     if args.action:
-        return run_action(args, target)
+        return run_action(args, target, sel)
     act.warn_interrupted(args.action_log)
-    sel = queueselect.selection(args)
     if args.yes or args.dry_run:
         raise UsageError("--yes and --dry-run go with an action: pfdiag queue hold --id ID (see --help)")
     queueselect.check("", sel, yes=False, dry_run=False)
@@ -171,9 +171,8 @@ def _listing_filter(args: argparse.Namespace, target: Target, sel: act.Selection
     return (lambda m, now: m.queue_id in wanted), said
 
 
-def run_action(args: argparse.Namespace, target: Target) -> int:
+def run_action(args: argparse.Namespace, target: Target, sel: act.Selection) -> int:
     action = args.action
-    sel = queueselect.selection(args)
     queueselect.check(action, sel, yes=args.yes, dry_run=args.dry_run)
     chosen, _missing, notes = queueselect.choose(target, action, sel, args.config_dir, _since(args, sel))
     acks = act.warn_interrupted(args.action_log)
