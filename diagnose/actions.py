@@ -65,47 +65,137 @@ FLUSH_WARNING = (
 _COUNT = re.compile(r"^postsuper: ([A-Za-z -]+): (\d+) messages?$", re.M)
 
 
+@dataclass(frozen=True)
+class Origin:
+    """Who submitted a message, from smtpd's `client=host[addr], sasl_username=LOGIN` line."""
+
+    client: str  # the address in brackets ("unknown" when smtpd did not know it)
+    host: str = ""
+    sasl_user: str | None = None
+
+
 @dataclass
 class Selection:
+    """Which messages: every selector given must match (AND). Ages in seconds, sizes in
+    bytes, reason a compiled case-insensitive regex (diagnose/queueselect.py parses them)."""
+
     ids: list[str] = field(default_factory=list)
     cause: str | None = None
     domain: str | None = None
     queue: str | None = None
     all_deferred: bool = False
+    sender: str | None = None  # ADDR, @domain, or <> (the null sender)
+    recipient: str | None = None  # ADDR or @domain
+    older_than: float | None = None
+    younger_than: float | None = None
+    min_size: int | None = None
+    max_size: int | None = None
+    reason: re.Pattern[str] | None = None
+    sasl_user: str | None = None
+    client: str | None = None  # an IP address or network (CIDR)
 
     @property
     def empty(self) -> bool:
-        return not (self.ids or self.cause or self.domain or self.queue or self.all_deferred)
+        return not (self.ids or self.cause or self.domain or self.queue or self.all_deferred or self.sender
+                    or self.recipient or self.older_than is not None or self.younger_than is not None
+                    or self.min_size is not None or self.max_size is not None or self.reason is not None
+                    or self.needs_log)  # fmt: skip
+
+    @property
+    def needs_log(self) -> bool:
+        """--sasl-user or --client: only the mail log says who submitted a message."""
+        return bool(self.sasl_user or self.client)
+
+    @property
+    def by_recipient(self) -> bool:
+        """Selected by some of its recipients: the action still acts on the whole message."""
+        return bool(self.recipient or self.domain)
+
+    def recipient_matches(self, address: str) -> bool:
+        """This recipient address is one --recipient and --domain select (True when neither is given)."""
+        if self.domain:
+            d, have = self.domain.lower().strip("."), domain_of(address)
+            if not (have == d or have.endswith("." + d)):
+                return False
+        return self.recipient is None or _address_matches(self.recipient, address)
+
+
+def _address_matches(want: str, address: str) -> bool:
+    """ADDR (whole address, any case) or @domain (that domain or a subdomain)."""
+    if want.startswith("@"):
+        d, have = want[1:].lower().strip("."), domain_of(address)
+        return have == d or have.endswith("." + d)
+    return address.lower() == want.lower()
+
+
+def _client_matches(want: str, addr: str) -> bool:
+    import ipaddress
+
+    try:
+        have = ipaddress.ip_address(addr.removeprefix("IPv6:"))
+    except ValueError:
+        return addr.lower() == want.lower()
+    try:
+        return have in ipaddress.ip_network(want, strict=False) if "/" in want else have == ipaddress.ip_address(want)
+    except ValueError:
+        return False
 
 
 def select(
-    messages: Sequence[QueuedMessage], sel: Selection, cause_of: Callable[[str], str]
-) -> tuple[list[QueuedMessage], list[str]]:
-    """(messages matching every given selector, ids given with --id that are not queued)."""
+    messages: Sequence[QueuedMessage], sel: Selection, cause_of: Callable[[str], str], *, now: float | None = None,
+    origins: dict[str, Origin] | None = None,
+) -> tuple[list[QueuedMessage], list[str]]:  # fmt: skip
+    """(messages matching every given selector, ids given with --id that are not queued).
+    now: the time ages count from (the listing's); origins: who submitted each queue id
+    (from the log), needed by --sasl-user and --client (a message not in it does not match)."""
     for qid in sel.ids:
         if not is_valid_queue_id(qid):
             raise UsageError(f"{qid!r} is not a Postfix queue id (hex like 2984816E715, or a long id like 4PbC4x469Jz3tBr)")
+    if sel.needs_log and origins is None:
+        raise ValueError("--sasl-user/--client need the origins read from the log")
+    when = time.time() if now is None else now
     wanted = set(sel.ids)
-    out = []
-    for m in messages:
-        if wanted and m.queue_id not in wanted:
-            continue
-        if sel.all_deferred and m.queue_name != "deferred":
-            continue
-        if sel.queue and m.queue_name != sel.queue:
-            continue
-        rcpts = m.recipients
-        if sel.domain:
-            d = sel.domain.lower().strip(".")
-            if not any(domain_of(r.address) == d or domain_of(r.address).endswith("." + d) for r in rcpts):
-                continue
-        if sel.cause:
-            causes = {cause_of(r.delay_reason) for r in rcpts if r.delay_reason}
-            if sel.cause.upper() not in {c.upper() for c in causes}:
-                continue
-        out.append(m)
+    out = [m for m in messages if (not wanted or m.queue_id in wanted) and matches(m, sel, cause_of, when, origins)]
     found = {m.queue_id for m in messages}
     return out, [q for q in sel.ids if q not in found]
+
+
+def matches(m: QueuedMessage, sel: Selection, cause_of: Callable[[str], str], now: float,
+            origins: dict[str, Origin] | None = None) -> bool:  # fmt: skip
+    """Every selector but --id matches this message."""
+    if sel.all_deferred and m.queue_name != "deferred":
+        return False
+    if sel.queue and m.queue_name != sel.queue:
+        return False
+    if sel.sender is not None:
+        if sel.sender == "<>":
+            if not m.null_sender:
+                return False
+        elif not _address_matches(sel.sender, m.sender):
+            return False
+    age = now - m.arrival_time
+    if (sel.older_than is not None and age < sel.older_than) or (sel.younger_than is not None and age >= sel.younger_than):
+        return False
+    if (sel.min_size is not None and m.size < sel.min_size) or (sel.max_size is not None and m.size > sel.max_size):
+        return False
+    rcpts = m.recipients
+    if sel.by_recipient and not any(sel.recipient_matches(r.address) for r in rcpts):
+        return False
+    if sel.reason is not None and not any(sel.reason.search(r.delay_reason) for r in rcpts if r.delay_reason):
+        return False
+    if sel.cause:
+        causes = {cause_of(r.delay_reason) for r in rcpts if r.delay_reason}
+        if sel.cause.upper() not in {c.upper() for c in causes}:
+            return False
+    if sel.needs_log:
+        o = (origins or {}).get(m.queue_id)
+        if o is None:
+            return False
+        if sel.client and not _client_matches(sel.client, o.client):
+            return False
+        if sel.sasl_user and (o.sasl_user or "").lower() != sel.sasl_user.lower():
+            return False
+    return True
 
 
 @dataclass

@@ -40,6 +40,7 @@ from checks.queue import (
     read_queue,
 )
 from checks.targets import Target
+from diagnose.fate import fate, first_cause
 from diagnose.textsafe import md_code, md_text, visible
 
 if TYPE_CHECKING:
@@ -117,11 +118,14 @@ def _settings_and_state(target: Target, config_dir: str | None, notes: list[str]
 
 
 def queue_report(target: Target, config_dir: str | None, *, by: str = "recipient", top: int = 20,
-                 shape_queues: list[str] | None = None, encode: bool = False) -> tuple[dict[str, Any], ReportBuilder]:  # fmt: skip
+                 shape_queues: list[str] | None = None, encode: bool = False,
+                 keep: Callable[[QueuedMessage, float], bool] | None = None, said: str = "") -> tuple[dict[str, Any], ReportBuilder]:  # fmt: skip
     """`pfdiag queue`'s report, and its builder. encode: the report is for builder.write_json
     only, which writes a big one fast from the entries encoded on the way (and dropped then).
     postqueue and the postconf/master runs wait on Postfix, not on us: they are asked at the
-    same time, and the report is built from each message as postqueue lists it."""
+    same time, and the report is built from each message as postqueue lists it.
+    keep(message, now): only the messages it accepts are in the report (the selectors of
+    `pfdiag queue`); `said` describes them in a note, with how many of the queued ones."""
     from checks.runner import start
 
     notes: list[str] = []
@@ -129,8 +133,18 @@ def queue_report(target: Target, config_dir: str | None, *, by: str = "recipient
     builder = ReportBuilder(now, by=by, top=top, shape_queues=shape_queues, encode=encode, lean=encode)
     config_job = start("config", lambda _deadline: _settings_and_state(target, config_dir, notes))
     builder.configure_when_done(config_job, target)
-    read = read_queue(target, config_dir, now=now, on_message=builder.add, keep=False)
+    listed, wanted = [0], keep or (lambda m, t: True)
+
+    def add(m: QueuedMessage) -> None:
+        listed[0] += 1
+        if wanted(m, now):
+            builder.add(m)
+
+    read = read_queue(target, config_dir, now=now, on_message=builder.add if keep is None else add, keep=False)
     settings, cfg, down = config_job.wait()[0].unwrap()
+    if keep is not None:
+        notes.insert(0, f"selected messages only ({said}): {len(builder.entries)} of the {listed[0]} queued; "
+                        "counts, table and groups are over these")  # fmt: skip
     read.notes.extend(notes)
     if down:
         read.notes.insert(0, "Postfix is NOT running (master -t): nothing is delivered or retried until `postfix start`")
@@ -271,6 +285,8 @@ class ReportBuilder:
             "lifetime_ends": round(lifetime), "remaining_attempts": list(remaining),
             "overdue": overdue, "expiring": expiring,
         }  # fmt: skip
+        entry["fate"] = fate(m.queue_name, m.queue_id, first_cause([r["cause_id"] for r in entry["recipients"]]),
+                             now=self.now, next_attempt=earliest, expires_at=expires, expiring=expiring)  # fmt: skip
 
     def add(self, m: QueuedMessage) -> None:
         domains = [domain_of(r.address) for r in m.recipients]  # once for both tallies
@@ -288,8 +304,10 @@ class ReportBuilder:
             "forced_expire": m.forced_expire,
             "recipients": [{"address": r.address, "delay_reason": r.delay_reason, "cause_id": cause(r.delay_reason)}
                            for r in m.recipients],
-            "forecast": None,
+            "forecast": None, "fate": None,
         }  # fmt: skip
+        if q != "deferred":
+            entry["fate"] = fate(q, m.queue_id, None, now=self.now)
         self.entries.append(entry)
         self._arrivals.append(m.arrival_time)
         if self.texts is not None:
@@ -559,7 +577,7 @@ def render_text(rep: dict[str, Any]) -> str:
         out += ["", f"Deferred messages: next attempt and return to sender (if every attempt fails; "
                     f"backoff {s['minimal_backoff_time']:g}-{s['maximal_backoff_time']:g}s, scan "
                     f"{s['queue_run_delay']:g}s, lifetime {human(s['maximal_queue_lifetime'])})"]  # fmt: skip
-        out.append(f"  {'queue id':<17} {'age':>7}  {'next attempt':<22} {'returned':<13} cause")
+        out.append(f"  {'queue id':<17} {'age':>7}  {'next attempt':<22} {'returned':<13} {'cause':<5}  fate")
         for m in deferred[:50]:
             f = m["forecast"]
             nxt = f"{_when(f['next_attempt_earliest'], now)}..{_when(f['next_attempt_latest'], now).removeprefix('in ')}"
@@ -567,7 +585,7 @@ def render_text(rep: dict[str, Any]) -> str:
                 nxt += "*"
             causes = ",".join(dict.fromkeys(r["cause_id"] or "-" for r in m["recipients"]))
             out.append(f"  {m['queue_id']:<17} {human(m['age_seconds']):>7}  {nxt:<22} "
-                       f"{_when(f['expires_at'], now):<13} {causes}")  # fmt: skip
+                       f"{_when(f['expires_at'], now):<13} {causes:<5}  {m['fate']}")  # fmt: skip
         if len(deferred) > 50:
             out.append(f"  ... {len(deferred) - 50} more (--format json lists all)")
     out += [""] + [f"note: {n}" for n in rep["notes"]] if rep["notes"] else []
@@ -594,12 +612,13 @@ def render_md(rep: dict[str, Any]) -> str:
                        f"{len(g['messages'])} | {reason} |")  # fmt: skip
     deferred = [m for m in rep["messages"] if m["forecast"]]
     if deferred:
-        out += ["", "## Deferred messages", "", "| queue id | age | next attempt | returned to sender | mtime |",
-                "|---|---:|---|---|---|"]  # fmt: skip
+        out += ["", "## Deferred messages", "", "| queue id | age | next attempt | returned to sender | mtime | fate |",
+                "|---|---:|---|---|---|---|"]  # fmt: skip
         for m in deferred:
             f = m["forecast"]
             out.append(f"| {md_text(m['queue_id'])} | {human(m['age_seconds'])} | {_when(f['next_attempt_earliest'], now)} .. "
-                       f"{_when(f['next_attempt_latest'], now)} | {_when(f['expires_at'], now)} | {f['mtime_source']} |")  # fmt: skip
+                       f"{_when(f['next_attempt_latest'], now)} | {_when(f['expires_at'], now)} | {f['mtime_source']} | "
+                       f"{md_text(m['fate'])} |")  # fmt: skip
     if rep["notes"]:
         out += [""] + [f"- {md_text(n)}" for n in rep["notes"]]
     return "\n".join(out) + "\n"

@@ -6,17 +6,11 @@ import re
 import time
 from typing import Any
 
+from diagnose.fate import fate as queued_fate
 from diagnose.trace import EOD_CAUSES, MessageTrace, Trace
 
 SCHEMA = "pfdiag.trace/1"
 _RUNS = re.compile(r"`+")
-
-# what the next retry does for mail deferred for each cause, when nothing is changed
-_CLEARS_BY_ITSELF = {"E21": "greylisting: the next retry from the same address usually passes"}
-_FUTILE = {"E33": "retrying is futile: soft_bounce keeps a permanent refusal as a deferral; return it now "
-                  "(postqueue -i after soft_bounce = no) or hold it",
-           "E37": "retrying is futile: the receiver refused it permanently"}
-
 
 def _iso(ts: float | None) -> str | None:
     return None if ts is None else time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(ts))
@@ -24,17 +18,6 @@ def _iso(ts: float | None) -> str | None:
 
 def _stamp(ts: float | None) -> str:
     return "????-??-?? ??:??:??" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
-
-
-def _human(seconds: float) -> str:
-    s = int(abs(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m"
-    if s < 86400:
-        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-    return f"{s // 86400}d{(s % 86400) // 3600:02d}h"
 
 
 def fate(t: MessageTrace, now: float) -> str:
@@ -47,23 +30,11 @@ def fate(t: MessageTrace, now: float) -> str:
         if t.end in ("expired", "force-expired"):
             return f"returned to the sender ({t.end}) at {_stamp(t.end_ts)}"
         return "not in the queue now, and the log does not say how it left" if t.attempts else "no delivery attempt in the log"
-    q = t.queued
-    if q.queue_name == "hold":
-        return "on hold: nothing happens until it is released (pfdiag queue release --id " + t.queue_id + ")"
-    if q.queue_name != "deferred" or t.forecast is None:
-        return f"in the {q.queue_name} queue: being delivered now"
-    fc = t.forecast
+    q, fc = t.queued, t.forecast
     failed = next((a for a in reversed(t.attempts) if a.cause_id), None)
-    cause = failed.cause_id if failed else None
-    if cause in _FUTILE:
-        return _FUTILE[cause]
-    nxt = f"next retry in {_human(fc.next_attempt_earliest - now)}" if fc.next_attempt_earliest > now else "next retry at the next queue scan"
-    if cause in _CLEARS_BY_ITSELF:
-        return f"clears at the {nxt.replace('next retry', 'next retry,', 1)} ({_CLEARS_BY_ITSELF[cause]})"
-    if fc.expiring:
-        return f"bounces at the end of its next attempt ({nxt}) unless that attempt succeeds"
-    what = f" if the {cause} problem goes on" if cause else ""
-    return f"{nxt}; bounces around {_stamp(fc.expires_at)[:16]}{what}"
+    return queued_fate(q.queue_name, t.queue_id, failed.cause_id if failed else None, now=now,
+                       next_attempt=fc.next_attempt_earliest if fc else None, expires_at=fc.expires_at if fc else None,
+                       expiring=fc.expiring if fc else False)  # fmt: skip
 
 
 def to_dict(tr: Trace, now: float) -> dict[str, Any]:

@@ -65,10 +65,6 @@ RULES = ("core-imports-no-commands", "io-only-in-targets", "questionary-only-in-
 
 # (rule, module): why it still breaks the rule. Each is an xfail until its change lands.
 PENDING: dict[tuple[str, str], str] = {
-    ("io-only-in-targets", "checks/builtin.py"):
-        "checks/builtin.py imports socket for getfqdn (helper probehouse owns it)",
-    ("io-only-in-targets", "diagnose/commands/probe.py"):
-        "the probe command imports socket (helper probehouse owns it)",
 }
 
 

@@ -4,6 +4,7 @@ SnapshotTarget bundle built from them: the same Target seam the live commands us
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -36,7 +37,7 @@ def _h_output(values: dict[str, str], names: list[str]) -> tuple[str, str]:
     return out, err
 
 
-def lab_snapshot(tmp_path: Path, *, postqueue: CommandResult | None = None, extra: list[CommandResult] = (),
+def lab_snapshot(tmp_path: Path, *, postqueue: CommandResult | None = None, extra: Sequence[CommandResult] = (),
                  files: dict[str, str] | None = None, config: bool = True) -> str:  # fmt: skip
     """A snapshot bundle answering the commands pfdiag runs, from the captured lab outputs."""
     w = SnapshotWriter(host="lab")
@@ -53,9 +54,9 @@ def lab_snapshot(tmp_path: Path, *, postqueue: CommandResult | None = None, extr
         w.add_command(CommandResult(("postconf", "-P"), 0, (LAB / "postconf-P.txt").read_text(), ""))
     for path, text in (files or {}).items():
         w.add_file(path, text.encode())
-    out = tmp_path / "snap.tar.gz"
-    w.write(str(out))
-    return str(out)
+    bundle = tmp_path / "snap.tar.gz"
+    w.write(str(bundle))
+    return str(bundle)
 
 
 # ------------------------------------------------------------------ qshape matrix

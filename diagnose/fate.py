@@ -1,0 +1,69 @@
+"""A queued message's fate in one phrase: what happens to it if nothing is changed.
+
+One implementation for `pfdiag queue` (each entry's `fate`, diagnose/queuereport.py) and
+`pfdiag trace` (diagnose/tracereport.py). It reads only plain facts: the queue the message
+is in, the cause of its last deferral, and its forecast (next attempt, expiry)."""
+
+from __future__ import annotations
+
+import time
+
+# mail deferred for these causes usually passes at the next retry by itself
+CLEARS_BY_ITSELF = {"E21": "greylisting"}
+# retrying cannot help: what to do instead
+FUTILE = {
+    "E33": "retrying is futile (5xx kept by soft_bounce): return it now or hold it",
+    "E37": "retrying is futile (the receiver refused it permanently): return it now or hold it",
+}
+
+
+def _human(seconds: float) -> str:
+    s = int(abs(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min"
+    if s < 86400:
+        return f"{s // 3600} h {(s % 3600) // 60:02d} min"
+    return f"{s // 86400} d {(s % 86400) // 3600} h"
+
+
+def _day(ts: float) -> str:
+    return time.strftime("%m-%d %H:%M", time.localtime(ts))
+
+
+def fate(queue_name: str, queue_id: str, cause_id: str | None, *, now: float, next_attempt: float | None = None,
+         expires_at: float | None = None, expiring: bool = False) -> str:  # fmt: skip
+    """The phrase for a message in `queue_name`, deferred last for `cause_id` (None: no cause
+    known), with its forecast (next_attempt, expires_at: epoch seconds; expiring: its next
+    attempt is its last) when it is deferred."""
+    if queue_name == "hold":
+        return f"on hold: nothing happens until it is released (pfdiag queue release --id {queue_id})"
+    if queue_name != "deferred":
+        return f"in the {queue_name} queue: being delivered now"
+    if cause_id in FUTILE:
+        return FUTILE[cause_id]
+    if next_attempt is None:
+        nxt = "the next retry"
+    elif next_attempt > now + 1:
+        nxt = f"the next retry in {_human(next_attempt - now)}"
+    else:
+        nxt = "the next retry (the next queue scan)"
+    if cause_id in CLEARS_BY_ITSELF:
+        return f"clears at {nxt} ({CLEARS_BY_ITSELF[cause_id]})"
+    if expiring:
+        return f"bounces after {nxt} unless that attempt succeeds"
+    if expires_at is None:
+        return f"waits for {nxt}"
+    unless = f"unless the {cause_id} problem is fixed" if cause_id and cause_id != "no-reason" else "unless an attempt succeeds"
+    return f"bounces on {_day(expires_at)} {unless}"
+
+
+def first_cause(cause_ids: list[str | None]) -> str | None:
+    """The cause a message's fate follows: a futile one if any recipient has one (retrying is
+    futile for those recipients whatever the others do), else the first known."""
+    known = [c for c in cause_ids if c and c != "no-reason"]
+    return next((c for c in known if c in FUTILE), known[0] if known else None)
+
+
+__all__ = ["CLEARS_BY_ITSELF", "FUTILE", "fate", "first_cause"]
