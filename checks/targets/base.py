@@ -114,6 +114,11 @@ class Target:
         sink.write(res.stdout.encode("utf-8"))
         return CommandResult(res.argv, res.returncode, "", res.stderr, res.duration)
 
+    def run_with_input(self, argv: Sequence[str], data: bytes, timeout: float = DEFAULT_TIMEOUT) -> CommandResult:
+        """run(), with ``data`` as the command's standard input (a message handed to sendmail).
+        Default: this target cannot feed a command (a recording, a pasted listing)."""
+        raise InputError(f"{' '.join(argv)}: {self.where} cannot run a command with standard input")
+
     def open_filtered(self, path: str, since_epoch: float | None = None, pattern: str = "postfix") -> TextIO:
         """A log file's lines, where the target can pre-filter them (lines containing
         ``pattern``, files last written before ``since_epoch`` skipped). Default: the whole file."""

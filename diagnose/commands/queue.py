@@ -19,6 +19,7 @@ from checks.postfix.postqueue import QUEUE_NAMES, QueuedMessage
 from checks.queue import read_queue
 from checks.targets import Target
 from diagnose import actions as act
+from diagnose import restore
 from diagnose import queueselect
 from diagnose.queuereport import cause_of, human, queue_report, render_md, render_text
 from diagnose.target_options import add_target_options, open_target
@@ -66,7 +67,7 @@ examples:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("queue", help="the mail queue: shape, causes, forecasts; safe queue actions",
                        description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("action", nargs="?", choices=(*act.SPECS, *act.MORE), metavar="ACTION",
+    p.add_argument("action", nargs="?", choices=(*act.SPECS, *restore.MORE), metavar="ACTION",
                    help="hold | release | requeue | retry | expire | delete | flush (none: report); "
                         "restore BACKUP_DIR: send deleted mail again; log: the action log's runs")  # fmt: skip
     p.add_argument("path", nargs="?", metavar="BACKUP_DIR", help="restore: a backup directory of delete")
@@ -111,8 +112,8 @@ def run(args: argparse.Namespace) -> int:
         print(visible_lines(notice), file=sys.stderr)
     if args.path and args.action != "restore":
         raise UsageError(f"unexpected argument {args.path!r} (only restore takes a directory)")
-    if args.action in act.MORE:
-        return act.run_more(args, target)
+    if args.action in restore.MORE:
+        return restore.run_more(args, target)
     if args.action:
         return run_action(args, target, sel)
     act.warn_interrupted(args.action_log)

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from checks.targets import LocalTarget
-from diagnose import actions as act
+from diagnose import restore
 from diagnose.cli import main
 from tests.lab.postfix import PostfixLab
 from tests.lab.scenarios import SENDER
@@ -115,27 +115,27 @@ def test_sigkill_mid_delete_then_log_and_restore(postfix_lab: PostfixLab, capsys
 
     # every message is queued, or backed up and recorded as deleted (or in doubt and not queued)
     queued = set(postfix_lab.queue_ids()) & set(mine)
-    plan = act.restore_plan(LocalTarget(postfix_lab.env), str(backup), str(postfix_lab.config_dir))
-    restore = {i.qid: i for i in plan.restore}
-    assert queued.isdisjoint(restore) and queued | set(restore) == set(mine)
+    plan = restore.restore_plan(LocalTarget(postfix_lab.env), str(backup), str(postfix_lab.config_dir))
+    to_send = {i.qid: i for i in plan.restore}
+    assert queued.isdisjoint(to_send) and queued | set(to_send) == set(mine)
     # the batches before the one in flight are deleted and recorded; the orphaned postsuper of the
     # one in flight deleted some of it (it dies of SIGPIPE at its first report to the dead pfdiag)
     done = {q for r in records if r.get("phase") == "done" and r.get("action") == "delete" for q in r["ids"]}
-    assert len(done) == (KILL_AT - 1) * BATCH and {q for q, i in restore.items() if i.why == "deleted"} == done
-    doubt = set(restore) - done
-    assert doubt and doubt <= set(in_flight["ids"]) and all(restore[q].why.startswith("in doubt") for q in doubt)
+    assert len(done) == (KILL_AT - 1) * BATCH and {q for q, i in to_send.items() if i.why == "deleted"} == done
+    doubt = set(to_send) - done
+    assert doubt and doubt <= set(in_flight["ids"]) and all(to_send[q].why.startswith("in doubt") for q in doubt)
     assert all(Path(i.file).exists() and i.copy and i.copy.recipients == [mine[q]] and i.copy.sender == SENDER
-               for q, i in restore.items())  # fmt: skip
+               for q, i in to_send.items())  # fmt: skip
     never_deleted = {q for q, why in plan.skip}
     assert never_deleted <= queued  # copies of mail still queued are listed as such, not restored
 
     # restore: a dry run first (no terminal), then for real; the mail is queued again
     rc, out, _ = pfdiag(capsys, postfix_lab, "queue", "restore", str(backup), "--action-log", str(log))
-    assert rc == 0 and "nothing was sent" in out and f"{len(restore)} message(s) to send again" in out
+    assert rc == 0 and "nothing was sent" in out and f"{len(to_send)} message(s) to send again" in out
     rc, out, err = pfdiag(capsys, postfix_lab, "queue", "restore", str(backup), "--yes", "--action-log", str(log))
     assert rc == 0, err
     assert "was interrupted" in err  # said once more, then acknowledged by this run
-    want = {mine[q] for q in restore}
+    want = {mine[q] for q in to_send}
     deadline = time.monotonic() + 30
     while not want <= set(_queued_recipients(postfix_lab)):
         assert time.monotonic() < deadline, sorted(want - set(_queued_recipients(postfix_lab)))[:5]
@@ -143,11 +143,11 @@ def test_sigkill_mid_delete_then_log_and_restore(postfix_lab: PostfixLab, capsys
         time.sleep(0.5)
     again = _queued_recipients(postfix_lab)
     assert all(again[r] not in mine for r in want)  # new queue ids: re-submitted, not revived
-    q = next(iter(restore))
+    q = next(iter(to_send))
     body = postfix_lab.postcat("-q", again[mine[q]], check=True).stdout
     assert f"body of killed {mine[q].removeprefix('killed').split('@')[0]}\n" in body and f"sender: {SENDER}" in body
     assert sum(1 for r in again if r in set(mine.values())) == N  # every message exactly once
-    # a second restore sends nothing, and the interrupted run is no longer announced
+    # a second to_send sends nothing, and the interrupted run is no longer announced
     rc, out, err = pfdiag(capsys, postfix_lab, "queue", "restore", str(backup), "--yes", "--action-log", str(log))
     assert rc == 0 and "nothing to restore" in out and "restored already" in out and "was interrupted" not in err
     postfix_lab.clear_queue()

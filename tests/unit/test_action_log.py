@@ -13,12 +13,13 @@ import pytest
 from checks.errors import InputError
 from checks.postfix.postqueue import QueuedMessage
 from diagnose import actions as act
+from diagnose import restore
 
 REAL_COPY = Path(__file__).resolve().parents[1] / "data" / "postcat-deferred.txt"
 
 
 def test_parse_a_real_postcat_copy() -> None:
-    c = act.parse_copy(REAL_COPY.read_bytes())
+    c = restore.parse_copy(REAL_COPY.read_bytes())
     assert c.sender == "lab@sender.test" and c.recipients == ["killed106@greylist.test"]
     assert c.content.startswith(b"Received: by lab.pfdiag.test") and c.content.endswith(b"\n\nbody of killed 106\n")
 
@@ -28,16 +29,16 @@ def test_parse_skips_delivered_recipients_and_lines_in_the_body_that_look_like_r
             b"done_recipient: gone@y.test\n*** MESSAGE CONTENTS deferred/ABC123 ***\nSubject: s\n\n"
             b"recipient: fake@evil.test\n*** HEADER EXTRACTED deferred/ABC123 ***\ncaf\xe9 8-bit\n"
             b"*** HEADER EXTRACTED deferred/ABC123 ***\nrecipient: two@y.test\n*** MESSAGE FILE END deferred/ABC123 ***\n")  # fmt: skip
-    c = act.parse_copy(data)
+    c = restore.parse_copy(data)
     assert c.recipients == ["one@y.test", "two@y.test"]  # not the delivered one, not the body's line
     assert c.content == b"Subject: s\n\nrecipient: fake@evil.test\n*** HEADER EXTRACTED deferred/ABC123 ***\ncaf\xe9 8-bit\n"
 
 
 def test_null_sender_and_a_torn_copy() -> None:
     whole = REAL_COPY.read_bytes().replace(b"sender: lab@sender.test\n", b"sender: \n")
-    assert act.parse_copy(whole).sender == ""
+    assert restore.parse_copy(whole).sender == ""
     with pytest.raises(InputError, match="not a whole postcat copy"):
-        act.parse_copy(REAL_COPY.read_bytes().split(b"*** HEADER EXTRACTED")[0])
+        restore.parse_copy(REAL_COPY.read_bytes().split(b"*** HEADER EXTRACTED")[0])
 
 
 def test_dev_full_fails_at_the_first_record_and_close_is_quiet() -> None:
@@ -123,22 +124,22 @@ def test_restore_plan_follows_the_manifest(tmp_path: Path, monkeypatch: pytest.M
             m.put(st, [qid], **({"file": f"{qid}.postcat", "arrival_time": 1000.0} if st == "copied" else {}))
     m.close()
     queued = [_msg("DDD444", 1000.0), _msg("BBB222", 1000.0), _msg("FFF666", 5000.0)]  # FFF666: a reused id
-    monkeypatch.setattr(act, "read_queue", lambda target, cfg: type("R", (), {"messages": queued})())
-    plan = act.restore_plan(object(), str(tmp_path), "/etc/postfix-x")  # type: ignore[arg-type]
+    monkeypatch.setattr(restore, "read_queue", lambda target, cfg: type("R", (), {"messages": queued})())
+    plan = restore.restore_plan(object(), str(tmp_path), "/etc/postfix-x")  # type: ignore[arg-type]
     assert {i.qid: i.why.split(":")[0] for i in plan.restore} == {"AAA111": "deleted", "CCC333": "in doubt",
                                                                   "FFF666": "in doubt"}  # fmt: skip
     assert dict(plan.skip) == {"BBB222": "never deleted (a copy of mail that stayed queued)",
                                "DDD444": "in doubt, but still queued: not deleted", "EEE555": "restored already"}  # fmt: skip
     argv = plan.restore[0].argv
     assert argv == ["sendmail", "-C", "/etc/postfix-x", "-G", "-i", "-f", "lab@sender.test", "--", "killed106@greylist.test"]
-    text = act.render_restore_plan(plan)
+    text = restore.render_restore_plan(plan)
     assert "3 message(s) to send again" in text and "may have been delivered just before" in text
 
 
 def test_no_manifest_no_restore(tmp_path: Path) -> None:
     (tmp_path / "AAA111.postcat").write_bytes(REAL_COPY.read_bytes())
     with pytest.raises(InputError, match="cannot tell deleted copies from copies of mail still queued"):
-        act.read_manifest(str(tmp_path))
+        restore.read_manifest(str(tmp_path))
     assert os.listdir(tmp_path) == ["AAA111.postcat"]
 
 
