@@ -15,6 +15,7 @@ from checks.errors import InputError, PfdiagError
 from checks.postfix.postconf import PostfixConfig
 from checks.postfix.retry import SEED_PROPOSAL, RetrySettings, Timeline, risky_settings, timeline
 from checks.targets.base import Target
+from diagnose.fate import human
 from diagnose.textsafe import md_block, md_code, md_text, visible
 from diagnose.actions import ActionLog
 
@@ -27,17 +28,6 @@ SEED = {  # the seed admin's faster-retry values (postfix-deferrals.md §2.2), a
     "bounce_queue_lifetime": "24h",
 }
 assert RetrySettings.from_config(SEED) == SEED_PROPOSAL  # one source of truth with the retry model
-
-
-def human(seconds: float) -> str:
-    s = int(abs(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m"
-    if s < 86400:
-        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-    return f"{s // 86400}d{(s % 86400) // 3600:02d}h"
 
 
 def proposal(items: list[str] | None) -> dict[str, str]:

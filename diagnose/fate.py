@@ -17,15 +17,17 @@ FUTILE = {
 }
 
 
-def _human(seconds: float) -> str:
+def human(seconds: float, *, prose: bool = False) -> str:
+    """A duration in its two largest units: '4m', '1h20m', '2d03h' for tables, or with prose=True
+    '4 min', '1 h 20 min', '2 d 3 h' for a sentence. The one duration format of the reports."""
     s = int(abs(seconds))
     if s < 60:
-        return f"{s} s"
+        return f"{s} s" if prose else f"{s}s"
     if s < 3600:
-        return f"{s // 60} min"
+        return f"{s // 60} min" if prose else f"{s // 60}m"
     if s < 86400:
-        return f"{s // 3600} h {(s % 3600) // 60:02d} min"
-    return f"{s // 86400} d {(s % 86400) // 3600} h"
+        return f"{s // 3600} h {(s % 3600) // 60:02d} min" if prose else f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    return f"{s // 86400} d {(s % 86400) // 3600} h" if prose else f"{s // 86400}d{(s % 86400) // 3600:02d}h"
 
 
 def _day(ts: float) -> str:
@@ -46,7 +48,7 @@ def fate(queue_name: str, queue_id: str, cause_id: str | None, *, now: float, ne
     if next_attempt is None:
         nxt = "the next retry"
     elif next_attempt > now + 1:
-        nxt = f"the next retry in {_human(next_attempt - now)}"
+        nxt = f"the next retry in {human(next_attempt - now, prose=True)}"
     else:
         nxt = "the next retry (the next queue scan)"
     if cause_id in CLEARS_BY_ITSELF:

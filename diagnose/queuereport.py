@@ -40,7 +40,7 @@ from checks.queue import (
     read_queue,
 )
 from checks.targets import Target
-from diagnose.fate import fate, first_cause
+from diagnose.fate import fate, first_cause, human
 from diagnose.textsafe import md_code, md_text, visible
 
 if TYPE_CHECKING:
@@ -514,17 +514,6 @@ class QueueDigest:
 
 
 # ------------------------------------------------------------------ rendering
-
-
-def human(seconds: float) -> str:
-    s = int(abs(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m"
-    if s < 86400:
-        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-    return f"{s // 86400}d{(s % 86400) // 3600:02d}h"
 
 
 def _when(t: float, now: float) -> str:

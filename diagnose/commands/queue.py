@@ -21,11 +21,11 @@ from checks.targets import Target
 from diagnose import actions as act
 from diagnose import restore
 from diagnose import queueselect
-from diagnose.queuereport import cause_of, human, queue_report, render_md, render_text
+from diagnose.queuereport import cause_of, queue_report, render_md, render_text
 from diagnose.target_options import add_target_options, open_target
 from diagnose.textsafe import visible_lines
 
-__all__ = ["add_parser", "human", "run"]  # human: the config command's durations
+__all__ = ["add_parser", "run"]
 SELECTORS = ("id", "cause", "domain", "queue", "all_deferred", "sender", "recipient", "older_than", "younger_than",
              "min_size", "max_size", "reason", "sasl_user", "client")  # fmt: skip
 
