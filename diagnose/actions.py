@@ -35,8 +35,6 @@ from diagnose.actionlog import (  # noqa: F401 - re-exported: the action log's n
     ActionLog, Interrupted, _ends_torn, check_writable, interrupted_runs, run_id, warn_interrupted,
 )
 
-DEFAULT_BACKUP_ROOT = places.BACKUP_DIR  # PFDIAG_BACKUP_DIR moves it (checks/places.py)
-DEFAULT_ACTION_LOG = places.ACTION_LOG  # PFDIAG_ACTION_LOG moves it
 BATCH = 100  # ids per postsuper call: argv stays far below ARG_MAX
 COMMAND_TIMEOUT = 120.0  # seconds per postcat/postsuper/postqueue run
 

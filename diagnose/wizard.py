@@ -167,11 +167,15 @@ def _show_plan(out: Any, plan: act.Plan) -> None:
 
 
 def offer_queue_actions(doc: Mapping[str, Any], outcome: session.Outcome, out: Any, config_dir: str | None = None,
-                        action_log: str = act.DEFAULT_ACTION_LOG) -> None:  # fmt: skip
+                        action_log: str | None = None) -> None:  # fmt: skip
     """Pick actions from a list; each picked one is planned and shown as a dry run (exactly which
     messages, which commands) and confirmed on its own, then executed by the guarded action
     (logged; delete is never offered here)."""
     import questionary
+
+    from checks import places
+
+    action_log = action_log or places.action_log()  # at call time: PFDIAG_ACTION_LOG may move it
 
     items = []
     for cause in doc["causes"]:
