@@ -1,10 +1,19 @@
 """From the evidence of one diagnosis to ranked causes (pure: no I/O).
 
-A cause is ranked by where it was seen and how much mail it holds up:
+A cause is ranked by the harm it does, in tiers (``RankedCause.tier``, explained in
+``why_ranked``); the sort key is fully specified, so the same evidence gives the same ranking:
 
-* root causes before collateral (``delivery temporarily suspended`` is the consequence of
-  an earlier failure: it is counted under its inner cause and a bare E11 ranks last);
-* then by impact: recipients waiting in the queue now, then messages deferred in the logs;
+* tier 0, ongoing duplicate deliveries: an end-of-data timeout (E09/E10) with mail still
+  queued (every later attempt may deliver it again) or already delivered on a later attempt;
+* tier 1, mail about to bounce: queued mail of the cause expires (maximal_queue_lifetime)
+  within a day, earliest expiry first, or a 5xx kept only by soft_bounce (E33);
+* tier 2, the other root causes, by queued volume: recipients waiting now, then messages
+  deferred in the logs, then log lines;
+* tier 3, unclassified reasons (a failure, but of no known kind);
+* tier 4, collateral: a consequence of another failure (``delivery temporarily suspended``
+  around an unknown text, E11) is folded under the root cause seen for the same destination
+  or next hop (``folded_under``) and never heads the report;
+* within a tier: the keys above, then confidence, then the cause id.
 * confidence says how sure the attribution is: the exact Postfix text was matched (base),
   seen both in the logs and in the queue, confirmed by a check (a probe, the config), and
   for the end-of-data timeout (E09/E10) the best-supported underlying cause.
@@ -50,6 +59,12 @@ class RankedCause:
     duplicates_possible: int = 0
     hop: dict[str, Any] | None = None  # {"host", "addr", "port"} from a real log line
     queue_ids: list[str] = field(default_factory=list)
+    oldest_arrival: float | None = None  # of its queued mail
+    expires_at: float | None = None  # the first of its queued messages to bounce (oldest + lifetime)
+    tier: int = 2
+    why_ranked: str = ""
+    folded: list[str] = field(default_factory=list)  # collateral causes counted under this one
+    folded_under: str | None = None
 
     @property
     def root(self) -> bool:
@@ -89,8 +104,11 @@ def _in_domain(name: str, domain: str) -> bool:
 
 
 def rank(logs: Mapping[str, Any] | None, queue: Mapping[str, Any] | None, findings: Iterable[Finding],
-         timeouts: Mapping[str, float] | None = None, domain: str | None = None) -> list[RankedCause]:  # fmt: skip
-    """Ranked causes; with ``domain``, only those seen for mail to that domain (or its subdomains)."""
+         timeouts: Mapping[str, float] | None = None, domain: str | None = None,
+         lifetime: float | None = None) -> list[RankedCause]:  # fmt: skip
+    """Ranked causes, most harmful first (see the module's docstring); with ``domain``, only those
+    seen for mail to that domain (or its subdomains). ``lifetime`` is maximal_queue_lifetime in
+    seconds (for the expiry of queued mail, measured from the queue's ``now``)."""
     found = list(findings)
     table: dict[str, RankedCause] = {}
 
@@ -136,6 +154,9 @@ def rank(logs: Mapping[str, Any] | None, queue: Mapping[str, Any] | None, findin
             continue
         rc = get(cid)
         rc.queued_recipients += int(g.get("recipients", 0))
+        if g.get("oldest_arrival") is not None:
+            oldest = float(g["oldest_arrival"])
+            rc.oldest_arrival = oldest if rc.oldest_arrival is None else min(rc.oldest_arrival, oldest)
         if cid not in seen_ids:
             seen_ids[cid], seen_domains[cid] = dict.fromkeys(rc.queue_ids), {d for d, _ in rc.domains}
         seen_ids[cid].update(dict.fromkeys(g.get("messages", ())))
@@ -152,7 +173,79 @@ def rank(logs: Mapping[str, Any] | None, queue: Mapping[str, Any] | None, findin
     eod = (logs or {}).get("end_of_data") or {}
     for rc in table.values():
         _confidence(rc, found, log_causes, eod, timeouts)
-    return sorted(table.values(), key=lambda r: (not r.root, r.id == "unclassified", -r.impact, -r.confidence, r.id))
+    now = (queue or {}).get("now")
+    return order(list(table.values()), lifetime, float(now) if now is not None else None)
+
+
+EXPIRY_SOON = 86400.0  # queued mail that bounces within a day ranks right after duplicates
+TIER_NAMES = {0: "ongoing duplicate deliveries", 1: "mail about to bounce", 2: "queued volume",
+              3: "unclassified", 4: "collateral"}  # fmt: skip
+
+
+def _shares(a: RankedCause, b: RankedCause) -> bool:
+    """The same destination or the same next hop address."""
+    if {d for d, _ in a.domains} & {d for d, _ in b.domains}:
+        return True
+    return bool(a.hop and b.hop and a.hop.get("addr") and a.hop.get("addr") == b.hop.get("addr"))
+
+
+def _span(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{max(0.0, seconds) / 60:.0f} min"
+
+
+def order(causes: list[RankedCause], lifetime: float | None = None, now: float | None = None) -> list[RankedCause]:
+    """Tiers, folding and the sort (the module's docstring); sets ``tier`` and ``why_ranked``."""
+    for rc in causes:
+        if lifetime and rc.oldest_arrival is not None:
+            rc.expires_at = rc.oldest_arrival + lifetime
+        if rc.id == "unclassified":
+            rc.tier = 3
+            rc.why_ranked = "unclassified: no known Postfix message matched, so it ranks after every known cause"
+        elif not rc.root:
+            rc.tier = 4
+        elif rc.id in EOD_CAUSES and (rc.queued_recipients or rc.duplicates_possible):
+            rc.tier = 0
+            parts = []
+            if rc.queued_recipients:
+                parts.append(f"{rc.queued_recipients} recipient(s) still queued after a timeout at end of data: "
+                             "every retry may deliver the message again")  # fmt: skip
+            if rc.duplicates_possible:
+                parts.append(f"{rc.duplicates_possible} message(s) already went through on a later attempt")
+            rc.why_ranked = "ongoing duplicate deliveries: " + "; ".join(parts)
+        elif rc.queued_recipients and rc.expires_at is not None and now is not None and rc.expires_at - now <= EXPIRY_SOON:
+            rc.tier = 1
+            left = rc.expires_at - now
+            when = f"expires in {_span(left)}" if left > 0 else "is past its lifetime: it bounces at its next attempt"
+            rc.why_ranked = (f"mail about to bounce: its oldest queued message {when} (maximal_queue_lifetime) "
+                             "and returns to its sender")  # fmt: skip
+        elif rc.id == "E33" and (rc.queued_recipients or rc.log_deferrals):
+            rc.tier = 1
+            rc.why_ranked = ("mail about to bounce: a permanent (5xx) refusal kept in the queue only by soft_bounce; "
+                             "it will bounce once soft_bounce is off or the message expires")  # fmt: skip
+        else:
+            rc.tier = 2
+            rc.why_ranked = (f"queued volume: {rc.queued_recipients} recipient(s) waiting, {rc.log_messages} "
+                             f"message(s) deferred in the logs")  # fmt: skip
+    roots = sorted((r for r in causes if r.tier < 3), key=_key)
+    for rc in causes:
+        if rc.tier != 4:
+            continue
+        parent = next((r for r in roots if _shares(rc, r)), None)
+        if parent is not None:
+            rc.folded_under = parent.id
+            parent.folded.append(rc.id)
+            parent.collateral_lines += rc.log_deferrals + rc.collateral_lines
+            rc.why_ranked = (f"collateral: 'delivery temporarily suspended' echoes of an earlier failure to the same "
+                             f"destination; counted under {parent.id}, which produced them")  # fmt: skip
+        else:
+            rc.why_ranked = ("collateral: the echo of an earlier failure whose own line is not in this evidence; "
+                             "ranked after every root cause")  # fmt: skip
+    return sorted(causes, key=_key)
+
+
+def _key(r: RankedCause) -> tuple[Any, ...]:
+    expiry = r.expires_at if r.tier == 1 and r.expires_at is not None else float("inf")
+    return (r.tier, expiry, -r.queued_recipients, -r.log_messages, -r.log_deferrals, -r.confidence, r.id)
 
 
 def _confidence(rc: RankedCause, found: list[Finding], log_causes: Mapping[str, Any], eod: Mapping[str, Any],

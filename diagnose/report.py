@@ -26,7 +26,8 @@ HEADLINES = {
     "warnings": "No deferred mail, but warnings",
     "undiagnosed": "Could not diagnose",
 }
-MAX_CAUSES = 12
+MAX_CAUSES = 12  # shown in text and Markdown (the JSON carries every cause); --all-causes shows them all
+MORE_HINT = "pfdiag report --all-causes (or -f json)"
 
 
 def _iso(ts: float) -> str:
@@ -93,6 +94,8 @@ def _cause_dict(i: int, rc: RankedCause, facts: Facts, domain: str | None = None
     return {
         "rank": i, "id": rc.id, "slug": c.slug, "title": c.title, "family": c.family, "root_cause": rc.root,
         "confidence": rc.confidence, "confidence_label": confidence_label(rc.confidence), "why": rc.why,
+        "tier": rc.tier, "why_ranked": rc.why_ranked, "folded": rc.folded, "folded_under": rc.folded_under,
+        "expires_at": round(rc.expires_at) if rc.expires_at is not None else None,
         "impact": {"queued_recipients": rc.queued_recipients, "queued_messages": rc.queued_messages,
                    "log_deferrals": rc.log_deferrals, "log_messages": rc.log_messages,
                    "collateral_lines": rc.collateral_lines},
@@ -157,11 +160,19 @@ def _server(facts: Facts) -> dict[str, Any]:
     return {"myhostname": host or None, "mydomain": ident.get("mydomain") or None, "mydestination": dest}
 
 
-def build(facts: Facts, answers: Mapping[str, str]) -> dict[str, Any]:
+def _lifetime(facts: Facts) -> float | None:
+    life = (((facts.config or {}).get("timeline") or {}).get("lifetime"))
+    return float(life) if life else None
+
+
+def build(facts: Facts, answers: Mapping[str, str], all_causes: bool = False) -> dict[str, Any]:
+    """The report. ``causes`` holds every cause; text and Markdown show the first ``causes_shown``
+    (MAX_CAUSES, or all of them with ``all_causes``) and say how to see the rest."""
     timeouts = ((facts.logs or {}).get("timeouts") or {}).get("values")
     domain = answers.get("domain") or None
-    ranked = rank(facts.logs, facts.queue, facts.findings, timeouts, domain=domain)
-    causes = [_cause_dict(i + 1, rc, facts, domain) for i, rc in enumerate(ranked[:MAX_CAUSES])]
+    ranked = rank(facts.logs, facts.queue, facts.findings, timeouts, domain=domain, lifetime=_lifetime(facts))
+    causes = [_cause_dict(i + 1, rc, facts, domain) for i, rc in enumerate(ranked)]
+    shown = len(causes) if all_causes else min(len(causes), MAX_CAUSES)
     warnings = [f for f in facts.findings if f.severity in (Severity.WARNING, Severity.PROBLEM) and not f.cause_id]
     warnings += [f for f in facts.findings if f.check_id == "config.timeouts" and f.severity >= Severity.WARNING and f.cause_id]
     errors = [f for f in facts.findings if f.severity == Severity.ERROR]
@@ -175,12 +186,14 @@ def build(facts: Facts, answers: Mapping[str, str]) -> dict[str, Any]:
         status = "warnings"
     else:
         status = "no-problem"
-    top = causes[0] if causes else None
+    # the headline is the most harmful root cause, never collateral (ranked after every root cause)
+    top = next((c for c in causes if c["root_cause"] and c["tier"] < 3), None)
     headline = HEADLINES[status]
     if top and status == "root-cause":
         headline = f"{top['id']} {top['title']}"
         if top["underlying"]:
-            headline += f" - most likely: {top['underlying'][0]['title'].lower()}"
+            t = top["underlying"][0]["title"]
+            headline += " - most likely: " + (t if t.startswith("Postfix") else t[:1].lower() + t[1:])
     return {
         "schema": SCHEMA,
         "pfdiag_version": __version__,
@@ -191,7 +204,9 @@ def build(facts: Facts, answers: Mapping[str, str]) -> dict[str, Any]:
         "verdict": {"status": status, "exit_code": EXIT[status], "headline": headline,
                     "summary": _summary(status, ranked, facts)},
         "causes": causes,
-        "more_causes": max(0, len(ranked) - MAX_CAUSES),
+        "causes_shown": shown,
+        "more_causes": len(causes) - shown,
+        "more_causes_hint": MORE_HINT if len(causes) > shown else None,
         "warnings": [_finding_dict(f) for f in warnings],
         "errors": [_finding_dict(f) for f in errors],
         "findings": [_finding_dict(f) for f in facts.findings],
@@ -256,13 +271,16 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
         out += ["## Causes, most important first", "",
                 "| # | Cause | Confidence | Queued rcpts | Deferred msgs (log) | Top destination |",
                 "|---|---|---|---|---|---|"]  # fmt: skip
-        for c in doc["causes"]:
+        for c in _shown(doc):
             dom = md_code(c["domains"][0]["domain"], table=True) if c["domains"] else "-"
-            root = "" if c["root_cause"] else " (collateral)"
-            out.append(f"| {c['rank']} | {md_text(c['id'])} {md_text(c['title'])}{root} | {md_text(c['confidence_label'])} "
-                       f"({c['confidence']:.2f}) | {c['impact']['queued_recipients']} | {c['impact']['log_messages']} | {dom} |")  # fmt: skip
+            out.append(f"| {c['rank']} | {md_text(c['id'])} {md_text(c['title'])}{md_text(_tag(c))} | "
+                       f"{md_text(c['confidence_label'])} ({c['confidence']:.2f}) | {c['impact']['queued_recipients']} | "
+                       f"{c['impact']['log_messages']} | {dom} |")  # fmt: skip
         out.append("")
-        for c in doc["causes"][:5]:
+        if doc.get("more_causes"):
+            out += [f"{doc['more_causes']} more cause(s), less harmful, not listed here: see them with "
+                    f"{md_code(doc.get('more_causes_hint') or MORE_HINT)}.", ""]  # fmt: skip
+        for c in _shown(doc):  # a ticket: every listed cause in detail
             out += _md_cause(c)
     if doc["warnings"]:
         out += ["## Warnings", ""] + [f"- {md_text(w['summary'])}" for w in doc["warnings"]] + [""]
@@ -278,6 +296,20 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
+def _shown(doc: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return list(doc["causes"][: doc.get("causes_shown", len(doc["causes"]))])
+
+
+def _tag(c: Mapping[str, Any]) -> str:
+    if c.get("folded_under"):
+        return f" (collateral of {c['folded_under']})"
+    return "" if c["root_cause"] else " (collateral)"
+
+
+def _ranked_phrase(c: Mapping[str, Any]) -> str:
+    return f"ranked {c['rank']}: {c['why_ranked']}" if c.get("why_ranked") else ""
+
+
 def _dur(seconds: float | None) -> str:
     if not seconds:
         return "-"
@@ -286,6 +318,8 @@ def _dur(seconds: float | None) -> str:
 
 def _md_cause(c: Mapping[str, Any]) -> list[str]:
     out = [f"### {c['rank']}. {md_text(c['id'])} {md_text(c['title'])}", "", md_text(c["meaning"]), ""]
+    if c.get("why_ranked"):
+        out.append(f"- {md_text(_ranked_phrase(c))}")
     out += [f"- confidence **{md_text(c['confidence_label'])}**: " + "; ".join(md_text(w) for w in c["why"])]
     if c.get("possible_duplicates"):
         out.append(f"- **{c['possible_duplicates']} message(s) may have been delivered twice**")
@@ -332,16 +366,21 @@ def render_text(doc: Mapping[str, Any], width: int = 100, color: bool = False) -
         t = Table(title="Causes, most important first", title_justify="left", expand=False)
         for col in ("#", "cause", "confidence", "queued", "log msgs", "destination"):
             t.add_column(col, overflow="fold")
-        for c in doc["causes"]:
+        for c in _shown(doc):
             dom = c["domains"][0]["domain"] if c["domains"] else "-"
-            t.add_row(rich_text(c["rank"]), rich_text(f"{c['id']} {c['title']}" + ("" if c["root_cause"] else " (collateral)")),
+            t.add_row(rich_text(c["rank"]), rich_text(f"{c['id']} {c['title']}" + _tag(c)),
                       rich_text(f"{c['confidence_label']} {c['confidence']:.2f}"), rich_text(c["impact"]["queued_recipients"]),
                       rich_text(c["impact"]["log_messages"]), rich_text(dom))  # fmt: skip
         con.print(t)
+        if doc.get("more_causes"):
+            con.print(rich_markup("{} more cause(s), less harmful, not listed here: see them with {}", doc["more_causes"],
+                                  doc.get("more_causes_hint") or MORE_HINT))  # fmt: skip
         for c in doc["causes"][:3]:
             con.print()
             con.print(rich_markup("[bold]{}. {} {}[/]  ({} confidence)", c["rank"], c["id"], c["title"], c["confidence_label"]))
             con.print(rich_markup("  {}", c["meaning"]))
+            if c.get("why_ranked"):
+                con.print(rich_markup("  [bold]{}[/]", _ranked_phrase(c)))
             for w in c["why"]:
                 con.print(rich_markup("  - {}", w))
             if c.get("possible_duplicates"):
@@ -366,6 +405,4 @@ def render_text(doc: Mapping[str, Any], width: int = 100, color: bool = False) -
                               t.get("summary"), t.get("attempt_count"), _dur(t.get("lifetime"))))  # fmt: skip
     for e in doc["errors"]:
         con.print(rich_markup("[magenta]not checked:[/] {}", e["summary"]), overflow="fold")
-    if doc.get("more_causes"):
-        con.print(rich_markup("[dim]{} more cause(s) in the JSON/Markdown report[/]", doc["more_causes"]))
     return buf.getvalue()
