@@ -50,6 +50,7 @@ class RankedCause:
     first_seen: str | None = None
     last_seen: str | None = None
     examples: list[str] = field(default_factory=list)  # real log lines / queue reasons
+    log_example: bool = False  # examples[0] is a log line (else every example is a queue reason)
     delays: dict[str, Any] | None = None
     delays_meaning: list[str] = field(default_factory=list)
     confirmations: list[Finding] = field(default_factory=list)
@@ -141,8 +142,15 @@ def rank(logs: Mapping[str, Any] | None, queue: Mapping[str, Any] | None, findin
         rc.first_seen, rc.last_seen = c.get("first_seen"), c.get("last_seen")
         if c.get("example") and (not domain or domain.lower() in c["example"].lower()):
             rc.examples.append(c["example"])
+            rc.log_example = True
             rc.hop = hop_of(c["example"])
         rc.delays, rc.delays_meaning = c.get("delays"), list(c.get("delays_meaning") or [])
+        if domain and any(not _in_domain(d, domain) for d, _ in c.get("top_domains", [])):
+            # the logs' delays=a/b/c/d profile is the cause's over every destination: not this one's
+            rc.delays, rc.delays_meaning = None, []
+            rc.why.append(f"other destinations share this cause: their delays= values are left out of {domain}'s reasoning")
+            log_causes[cid] = {**c, "delays": None, "top_domains": [[d, n] for d, n in c.get("top_domains", [])
+                                                                    if _in_domain(d, domain)]}  # fmt: skip
     # Linear in the queue: a cause's distinct messages are an ordered set (a dict) and its known
     # domains a set, beside its lists (a list-membership test here made a 100,000-message report
     # take minutes).

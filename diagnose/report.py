@@ -49,9 +49,11 @@ def _fixes(rc: RankedCause) -> list[dict[str, str]]:
     first (the catalog says which fix answers which), then the ones shown whichever leads."""
     fixes = list(rc.cause.fixes)
     if rc.id in EOD_CAUSES and rc.hypotheses:
-        lead = [h.id for h in rc.hypotheses[:2]]
-        chosen = [f for hid in lead for f in fixes if hid in f.hypotheses]
-        chosen = list(dict.fromkeys(chosen))
+        score = {h.id: h.score for h in rc.hypotheses}
+        lead = {h.id for h in rc.hypotheses[:2]}
+        chosen = [f for f in fixes if lead & set(f.hypotheses)]
+        # by the score of the best hypothesis each fix answers; ties keep the catalog's order
+        chosen.sort(key=lambda f: -max(score.get(h, 0.0) for h in f.hypotheses))
         rest = [f for f in fixes if f.always and f not in chosen]
         fixes = chosen + rest or fixes
     out = [{"kind": f.kind, "text": _fill(f.text, rc)} for f in fixes]
@@ -77,10 +79,15 @@ def _queue_actions(rc: RankedCause, domain: str | None = None) -> list[dict[str,
 
 
 def _evidence(rc: RankedCause, facts: Facts) -> list[dict[str, str]]:
+    """Each line once: a queue reason already quoted inside a log line is not repeated."""
     where = facts.where
-    out = [{"kind": "log" if i == 0 and rc.log_deferrals else "queue" if not rc.log_deferrals else "log",
-            "source": "mail log" if rc.log_deferrals and i == 0 else "postqueue -j", "excerpt": ex, "where": where}
-           for i, ex in enumerate(rc.examples[:3])]  # fmt: skip
+    examples: list[str] = []
+    for ex in rc.examples:
+        if not any(ex in seen for seen in examples):
+            examples.append(ex)
+    out = [{"kind": "log" if i == 0 and rc.log_example else "queue",
+            "source": "mail log" if i == 0 and rc.log_example else "postqueue -j", "excerpt": ex, "where": where}
+           for i, ex in enumerate(examples[:3])]  # fmt: skip
     for m in rc.delays_meaning[:2]:
         out.append({"kind": "delays", "source": "delays=a/b/c/d in the log", "excerpt": m, "where": where})
     for f in rc.confirmations[:4]:

@@ -124,3 +124,54 @@ def test_the_headline_is_never_collateral() -> None:
     doc = report.build(Facts(where="local", logs=logs, queue=queue), {})
     assert doc["verdict"]["headline"].startswith("E21 ")
     assert doc["causes"][-1]["id"] == "E11" and doc["causes"][-1]["tier"] == 4
+
+
+def eod_facts(d_median: float, findings: list | None = None, domains: list | None = None) -> Facts:
+    e09 = {**cause("E09", 4, "slow.example"), "top_domains": domains or [["slow.example", 4]],
+           "delays": {"d": {"median": d_median, "p95": d_median}}, "delays_meaning": ["d sits at the timeout"],
+           "example": "Nov 28 17:43:40 lab postfix/smtp[1]: ABC: to=<u@slow.example>, relay=mx.slow.example[192.0.2.9]:25, "
+                      "delay=6, delays=0/0/1/5, dsn=4.4.2, status=deferred (conversation with mx.slow.example[192.0.2.9] "
+                      "timed out while sending end of data -- message may be sent more than once)"}  # fmt: skip
+    logs = {"causes": [e09], "domains": [{"domain": d, "causes": {"E09": n}} for d, n in e09["top_domains"]],
+            "end_of_data": {"pix_workarounds": [["mx.slow.example[192.0.2.9]", 3]]},
+            "timeouts": {"values": {"smtp_data_done_timeout": 5.0}}}  # fmt: skip
+    reason = "conversation with mx.slow.example[192.0.2.9] timed out while sending end of data -- message may be sent more than once"
+    queue = {"now": NOW, "counts": {"deferred": 1}, "groups": [{**group("E09", "slow.example", 1), "example_reason": reason}]}
+    return Facts(where="local", logs=logs, queue=queue, findings=findings or [])
+
+
+def lowered(seconds: float) -> Any:
+    from checks.model import Finding, Severity
+
+    return Finding("config.timeouts", Severity.WARNING, "smtp_data_done_timeout lowered", "E09",
+                   values={"hypothesis": "local-timeout", "parameter": "smtp_data_done_timeout",
+                           "effective": f"{seconds:g}s", "default": "600s", "seconds": seconds})  # fmt: skip
+
+
+def test_fixes_follow_the_scores_of_the_hypotheses_they_fix() -> None:
+    doc = report.build(eod_facts(5.0, [lowered(5.0)]), {})
+    c = doc["causes"][0]
+    scores = {h["id"]: h["score"] for h in c["underlying"]}
+    assert scores["local-timeout"] > scores["firewall"] > 0
+    texts = [f["text"] for f in c["fixes"]]
+    assert "smtp_data_done_timeout" in texts[0] and texts[1].startswith("SMTP-inspecting firewall"), texts
+    # the other way round: no lowered timeout, the firewall's fix comes first
+    c2 = report.build(eod_facts(5.0), {})["causes"][0]
+    assert c2["underlying"][0]["id"] == "firewall" and "firewall" in c2["fixes"][0]["text"].lower()
+
+
+def test_evidence_lines_are_quoted_once() -> None:
+    c = report.build(eod_facts(5.0), {})["causes"][0]
+    excerpts = [e["excerpt"] for e in c["evidence"] if e["kind"] in ("log", "queue")]
+    assert len(excerpts) == 1 and excerpts[0].startswith("Nov 28") and c["evidence"][0]["kind"] == "log"
+
+
+def test_domain_focus_does_not_quote_other_destinations_delays() -> None:
+    mixed = [["slow.example", 2], ["other.example", 2]]
+    focused = report.build(eod_facts(5.0, [lowered(5.0)], mixed), {"domain": "slow.example"})["causes"][0]
+    under = {h["id"]: h for h in focused["underlying"]}
+    assert not any("median" in e for e in under["local-timeout"]["evidence"]), "d values of other.example"
+    assert not any(e["kind"] == "delays" for e in focused["evidence"])
+    assert any("other destinations share this cause" in w for w in focused["why"])
+    alone = report.build(eod_facts(5.0, [lowered(5.0)]), {"domain": "slow.example"})["causes"][0]
+    assert any("median 5 s" in e for e in alone["underlying"][0]["evidence"]), "its own lines: d is quoted"
