@@ -47,6 +47,10 @@ QUEUEING = (
 PARAMETERS = TIMEOUTS + QUEUEING
 # Read alongside, not shown in the table: where the queue (and the smtp chroot) lives.
 _CONTEXT = ("queue_directory", "daemon_directory")
+# the parameters that name a service on this machine (or a relay) as a next hop: read apart (a
+# recording made before they were read lacks them: then the values are simply unknown)
+LOCAL_SERVICE_PARAMS = ("content_filter", "relayhost", "fallback_relay", "virtual_transport", "mailbox_transport",
+                        "relay_transport", "default_transport", "local_transport")  # fmt: skip
 DEFAULT_QUEUE_DIRECTORY = "/var/spool/postfix"  # Debian's, and Postfix's compiled-in default
 
 
@@ -150,13 +154,21 @@ def read_config(target: Target, config_dir: str | None = None, names: Sequence[s
     eff_argv = postfix_argv("postconf", config_dir, "-h", *wanted)
     def_argv = postfix_argv("postconf", config_dir, "-d", "-h", *wanted)
     p_argv = postfix_argv("postconf", config_dir, "-P")
+    l_argv = postfix_argv("postconf", config_dir, "-h", *LOCAL_SERVICE_PARAMS)
     from concurrent.futures import ThreadPoolExecutor  # (and logging: ~8 ms) only when a command reads it
 
-    # three quick commands whose cost is starting them (or a round trip over SSH): at once
-    with ThreadPoolExecutor(3, thread_name_prefix="pfdiag-postconf") as pool:
+    # four quick commands whose cost is starting them (or a round trip over SSH): at once
+    with ThreadPoolExecutor(4, thread_name_prefix="pfdiag-postconf") as pool:
         eff, dflt, over = (pool.submit(_postconf, target, argv) for argv in (eff_argv, def_argv, p_argv))
+        local = pool.submit(_postconf, target, l_argv)
         (out, err), (d_out, d_err), (p_out, _) = eff.result(), dflt.result(), over.result()
+        try:
+            l_out, l_err = local.result()
+        except PfdiagError:  # not recorded, or an old Postfix: locality stays unknown
+            l_out, l_err = None, ""
     values = parse_postconf_h(out, wanted, err)
+    if l_out is not None:
+        values.update(parse_postconf_h(l_out, list(LOCAL_SERVICE_PARAMS), l_err))
     defaults = parse_postconf_h(d_out, wanted, d_err)
     overrides = parse_postconf_p(p_out)
     cfg = PostfixConfig(values=values, defaults=defaults, overrides=overrides)

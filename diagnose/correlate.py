@@ -25,8 +25,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
+from checks.config import LOCAL_SERVICE_PARAMS
 from checks.model import Finding, Severity
 from diagnose.causes import Cause, get_cause
+from diagnose.classify import classify
 from diagnose.eod import Hypothesis, hypotheses
 
 PROBE_FAMILIES = ("connection", "tls", "reply")
@@ -106,10 +108,11 @@ def _in_domain(name: str, domain: str) -> bool:
 
 def rank(logs: Mapping[str, Any] | None, queue: Mapping[str, Any] | None, findings: Iterable[Finding],
          timeouts: Mapping[str, float] | None = None, domain: str | None = None,
-         lifetime: float | None = None) -> list[RankedCause]:  # fmt: skip
+         lifetime: float | None = None, services: Mapping[str, str] | None = None) -> list[RankedCause]:  # fmt: skip
     """Ranked causes, most harmful first (see the module's docstring); with ``domain``, only those
     seen for mail to that domain (or its subdomains). ``lifetime`` is maximal_queue_lifetime in
-    seconds (for the expiry of queued mail, measured from the queue's ``now``)."""
+    seconds (for the expiry of queued mail, measured from the queue's ``now``); ``services``, the
+    local-service parameters of the configuration (``localize``)."""
     found = list(findings)
     table: dict[str, RankedCause] = {}
 
@@ -182,7 +185,8 @@ def rank(logs: Mapping[str, Any] | None, queue: Mapping[str, Any] | None, findin
     for rc in table.values():
         _confidence(rc, found, log_causes, eod, timeouts)
     now = (queue or {}).get("now")
-    return order(list(table.values()), lifetime, float(now) if now is not None else None)
+    causes = localize(list(table.values()), services)
+    return order(causes, lifetime, float(now) if now is not None else None)
 
 
 EXPIRY_SOON = 86400.0  # queued mail that bounces within a day ranks right after duplicates
@@ -294,6 +298,95 @@ def _confidence(rc: RankedCause, found: list[Finding], log_causes: Mapping[str, 
             if rc.id not in EOD_CAUSES:
                 rc.why.append("Postfix's own wait for this phase is shortened: " + f.summary)
     rc.confidence = round(max(0.05, min(0.98, c)), 2)
+
+
+# main.cf/master.cf parameters that name a service on this machine (or a relay) as a next hop
+LOCAL_PARAMS = LOCAL_SERVICE_PARAMS
+REPLY_CAUSES = ("E28", "E29")
+
+
+def _hop_key(hop: Mapping[str, Any] | None) -> str | None:
+    if not hop or not hop.get("addr"):
+        return None
+    return f"{hop['addr']}:{hop['port']}" if hop.get("port") else str(hop["addr"])
+
+
+def _named_by(hop: Mapping[str, Any], services: Mapping[str, str]) -> str | None:
+    """The parameter whose value names this next hop ('content_filter = smtp-amavis:[127.0.0.1]:10024')."""
+    addr, port = str(hop.get("addr") or ""), hop.get("port")
+    for name, value in sorted(services.items()):
+        v = value.replace("[", "").replace("]", "")
+        if addr and addr in v and (port is None or f":{port}" in v or (port in (24, 25) and f"{addr}:" not in v)):
+            return f"{name} = {value}"
+    return None
+
+
+def localize(causes: list[RankedCause], services: Mapping[str, str] | None) -> list[RankedCause]:
+    """Locality from the configuration, not from the address alone (classify() only sees the
+    text, so it calls every failure at a loopback address or socket E32, keeping the network or
+    reply cause as its subcause). The rule, for real servers:
+
+    * E32 (a local filter, LMTP server or relay is down) stays when the next hop is a unix socket
+      (only local services listen there), or when a main.cf/master.cf -o parameter of a local
+      service (``LOCAL_PARAMS``: content_filter, relayhost, virtual_transport, ...) names that
+      address and port: the why says which one;
+    * a *reply* from that service (E28/E29 kept as subcause: it answered, e.g. 451 queue file
+      write error) keeps its reply meaning: back to the reply cause, saying which local service
+      answered;
+    * a loopback next hop that no local-service parameter names was reached through an MX/A
+      record or a transport_maps route (the pfdiag test lab routes its simulated *remote* MXs
+      as ``smtp:[127.0.0.1]:PORT`` in transport_maps): it keeps the network/reply meaning the
+      text has (E02 refused, E28 ...) and the why says the next hop is on loopback: a DNS record
+      or a transport map pointing at this machine, its own finding;
+    * ``services`` None: those parameters were not read, E32 stays and the why says it was
+      judged from the address alone.
+    """
+    if services is None:
+        for rc in causes:
+            if rc.id == "E32":
+                rc.why.append("judged from the loopback/socket address alone: this evidence does not hold the "
+                              "local services' configuration (content_filter, relayhost, *_transport)")  # fmt: skip
+        return causes
+    by_id = {rc.id: rc for rc in causes}
+    for rc in list(causes):
+        if rc.id != "E32" or not rc.examples:
+            continue
+        c = classify(rc.examples[0].rpartition("status=deferred (")[2].rstrip(")") or rc.examples[0])
+        hop = rc.hop or {"addr": c.addr, "port": c.port, "host": c.host}
+        socket = "/" in str(hop.get("addr") or "")
+        named = _named_by(hop, services) if hop.get("addr") else None
+        sub = c.subcause
+        if (socket or named) and sub not in REPLY_CAUSES:
+            rc.why.append(f"the next hop {_hop_key(hop)} is " + (f"a service on this machine: {named}" if named else
+                          "a unix socket: a service on this machine"))  # fmt: skip
+            continue
+        if not sub or sub == "E32":
+            continue
+        if named or socket:
+            note = f"the local service that answered: {named or _hop_key(hop)} (its reply keeps its meaning)"
+        else:
+            note = (f"the next hop {_hop_key(hop)} is on loopback but no local service (content_filter, relayhost, "
+                    "*_transport) is configured there: an MX/A record or a transport_maps route points at this "
+                    "machine; judged by what happened there, not as a local filter")  # fmt: skip
+        target = by_id.get(sub)
+        if target is None:
+            rc.id, rc.cause = sub, _cause_or_unclassified(sub)
+            rc.why.append(note)
+            by_id[sub] = rc
+            del by_id["E32"]
+        else:  # the same cause seen elsewhere: one entry
+            target.queued_recipients += rc.queued_recipients
+            target.queued_messages += rc.queued_messages
+            target.log_deferrals += rc.log_deferrals
+            target.log_messages += rc.log_messages
+            target.collateral_lines += rc.collateral_lines
+            target.domains += [d for d in rc.domains if d not in target.domains]
+            target.queue_ids += [q for q in rc.queue_ids if q not in target.queue_ids]
+            target.examples += [e for e in rc.examples if e not in target.examples][: max(0, 3 - len(target.examples))]
+            target.why.append(note)
+            causes.remove(rc)
+            del by_id["E32"]
+    return causes
 
 
 def probe_targets(ranked: Iterable[RankedCause], limit: int = 10,

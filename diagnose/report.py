@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 from checks.model import Finding, Severity
 from diagnose import __version__
-from diagnose.correlate import EOD_CAUSES, REMOTE_FAMILIES, RankedCause, confidence_label, rank
+from diagnose.correlate import EOD_CAUSES, LOCAL_PARAMS, REMOTE_FAMILIES, RankedCause, confidence_label, rank
 from diagnose.engine import Facts
 from diagnose.textsafe import console, md_block, md_code, md_text, rich_markup, rich_text
 
@@ -172,12 +172,28 @@ def _lifetime(facts: Facts) -> float | None:
     return float(life) if life else None
 
 
+def local_services(facts: Facts) -> dict[str, str] | None:
+    """main.cf values and master.cf -o overrides of the local-service parameters (correlate.LOCAL_PARAMS);
+    None when the configuration read holds none of them (then locality is judged from the address)."""
+    cr = facts.config_report
+    if cr is None:
+        return None
+    known = [n for n in LOCAL_PARAMS if n in cr.config.values]
+    out = {n: cr.config.values[n] for n in known if cr.config.values[n]}
+    for (svc, kind, name), value in sorted(cr.config.overrides.items()):
+        if name in LOCAL_PARAMS and value:
+            out[f"{svc}/{kind} -o {name}"] = value
+            known.append(name)
+    return out if known else None
+
+
 def build(facts: Facts, answers: Mapping[str, str], all_causes: bool = False) -> dict[str, Any]:
     """The report. ``causes`` holds every cause; text and Markdown show the first ``causes_shown``
     (MAX_CAUSES, or all of them with ``all_causes``) and say how to see the rest."""
     timeouts = ((facts.logs or {}).get("timeouts") or {}).get("values")
     domain = answers.get("domain") or None
-    ranked = rank(facts.logs, facts.queue, facts.findings, timeouts, domain=domain, lifetime=_lifetime(facts))
+    ranked = rank(facts.logs, facts.queue, facts.findings, timeouts, domain=domain, lifetime=_lifetime(facts),
+                  services=local_services(facts))  # fmt: skip
     causes = [_cause_dict(i + 1, rc, facts, domain) for i, rc in enumerate(ranked)]
     shown = len(causes) if all_causes else min(len(causes), MAX_CAUSES)
     warnings = [f for f in facts.findings if f.severity in (Severity.WARNING, Severity.PROBLEM) and not f.cause_id]
