@@ -376,6 +376,8 @@ def render_text(doc: Mapping[str, Any], width: int = 100, color: bool = False) -
     v = doc["verdict"]
     style = {"root-cause": "bold red", "warnings": "yellow", "no-problem": "green", "undiagnosed": "bold magenta"}[v["status"]]
     body = rich_markup("{}\nwhere: {}", v["summary"], doc["target"]["where"])
+    if len(v["headline"]) > width - 8:  # a panel title is cut at the border: the whole headline in the body
+        body = rich_markup("{}\n", v["headline"]).append_text(body)
     if not doc["target"]["live"]:
         body.append(" (recorded snapshot)")
     q = doc.get("queue")
