@@ -115,6 +115,9 @@ def rank(logs: Mapping[str, Any] | None, queue: Mapping[str, Any] | None, findin
     local-service parameters of the configuration (``localize``)."""
     found = list(findings)
     table: dict[str, RankedCause] = {}
+    notes: dict[str, list[str]] = {}
+    if services is not None:
+        logs, queue, notes = localize_inputs(logs, queue, services)
 
     def get(cid: str) -> RankedCause:
         if cid not in table:
@@ -185,7 +188,7 @@ def rank(logs: Mapping[str, Any] | None, queue: Mapping[str, Any] | None, findin
     for rc in table.values():
         _confidence(rc, found, log_causes, eod, timeouts)
     now = (queue or {}).get("now")
-    causes = localize(list(table.values()), services)
+    causes = localize(list(table.values()), services, notes)
     return order(causes, lifetime, float(now) if now is not None else None)
 
 
@@ -321,7 +324,97 @@ def _named_by(hop: Mapping[str, Any], services: Mapping[str, str]) -> str | None
     return None
 
 
-def localize(causes: list[RankedCause], services: Mapping[str, str] | None) -> list[RankedCause]:
+def local_verdict(text: str, services: Mapping[str, str]) -> tuple[str, str]:
+    """(cause id, why) for one E32 text (a log line or a queue reason) under the rule of ``localize``."""
+    reason = text.rpartition("status=deferred (")[2][:-1] if "status=deferred (" in text else text
+    c = classify(reason)
+    hop = hop_of(text) or {"addr": c.addr, "port": c.port, "host": c.host}
+    socket = "/" in str(hop.get("addr") or "")
+    named = _named_by(hop, services) if hop.get("addr") else None
+    sub = c.subcause if c.cause_id == "E32" else c.cause_id
+    if (socket or named) and sub not in REPLY_CAUSES:
+        return "E32", f"the next hop {_hop_key(hop)} is " + (f"a service on this machine: {named}" if named else
+                                                            "a unix socket: a service on this machine")  # fmt: skip
+    if not sub or sub == "E32":
+        return "E32", "the next hop is on this machine"
+    if named or socket:
+        return sub, f"the local service that answered: {named or _hop_key(hop)} (its reply keeps its meaning)"
+    return sub, (f"the next hop {_hop_key(hop)} is on loopback but no local service (content_filter, relayhost, "
+                 "*_transport) is configured there: an MX/A record or a transport_maps route points at this "
+                 "machine; judged by what happened there, not as a local filter")  # fmt: skip
+
+
+def _domain_of(text: str) -> str | None:
+    m = re.search(r"to=<[^>@]*@([^>]+)>", text)
+    return m.group(1).lower() if m else None
+
+
+def localize_inputs(logs: Mapping[str, Any] | None, queue: Mapping[str, Any] | None,
+                    services: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, Any], dict[str, list[str]]]:  # fmt: skip
+    """The logs and queue reports with their E32 entries re-judged per destination (``localize``):
+    copies, the inputs are not changed. Returns (logs, queue, notes per cause id)."""
+    notes: dict[str, list[str]] = {}
+    new_logs: dict[str, Any] = dict(logs or {})
+    new_queue: dict[str, Any] = dict(queue or {})
+    verdict: dict[str, tuple[str, str]] = {}  # domain -> (cid, why)
+    groups = []
+    for g in (queue or {}).get("groups", []):
+        if g.get("cause_id") == "E32" and g.get("example_reason"):
+            v = local_verdict(g["example_reason"], services)
+            verdict.setdefault((g.get("domain") or "").lower(), v)
+            g = {**g, "cause_id": v[0]}
+            notes.setdefault(v[0], []).append(v[1])
+        groups.append(g)
+    if queue is not None:
+        new_queue["groups"] = groups
+    causes: dict[str, dict[str, Any]] = {}
+    for c in (logs or {}).get("causes", []):
+        if c["id"] != "E32" or not c.get("example"):
+            _merge(causes, c)
+            continue
+        own = local_verdict(c["example"], services)
+        own_domain = _domain_of(c["example"])
+        total = max(1, int(c.get("deferrals", 0)))
+        for d, n in c.get("top_domains", []) or [[own_domain or "", c.get("deferrals", 0)]]:
+            cid, why = own if d.lower() == own_domain else verdict.get(d.lower(), own)
+            share = int(n) / total
+            _merge(causes, {**c, "id": cid, "deferrals": int(n), "messages": round(int(c.get("messages", 0)) * share),
+                            "collateral": round(int(c.get("collateral", 0)) * share), "top_domains": [[d, int(n)]],
+                            "example": c["example"] if d.lower() == own_domain else None})  # fmt: skip
+            notes.setdefault(cid, []).append(why)
+    new_logs["causes"] = list(causes.values())
+    rows = []
+    for row in (logs or {}).get("domains", []):
+        if "E32" in (row.get("causes") or {}):
+            counts = dict(row["causes"])
+            n = counts.pop("E32")
+            cid = verdict.get(str(row.get("domain", "")).lower(), ("", ""))[0]
+            if not cid:
+                cid = next((k for k, c in causes.items() for d, _ in c["top_domains"] if d == row.get("domain")), "E32")
+            counts[cid] = counts.get(cid, 0) + n
+            row = {**row, "causes": counts}
+        rows.append(row)
+    if logs is not None:
+        new_logs["domains"] = rows
+    return new_logs, new_queue, {k: list(dict.fromkeys(v)) for k, v in notes.items()}
+
+
+def _merge(causes: dict[str, dict[str, Any]], c: Mapping[str, Any]) -> None:
+    old = causes.get(c["id"])
+    if old is None:
+        causes[c["id"]] = dict(c)
+        return
+    for k in ("deferrals", "messages", "collateral"):
+        old[k] = int(old.get(k, 0)) + int(c.get(k, 0))
+    old["top_domains"] = list(old.get("top_domains", [])) + [x for x in c.get("top_domains", [])
+                                                              if x not in old.get("top_domains", [])]  # fmt: skip
+    old["example"] = old.get("example") or c.get("example")
+    old["first_seen"] = min(filter(None, (old.get("first_seen"), c.get("first_seen"))), default=None)
+    old["last_seen"] = max(filter(None, (old.get("last_seen"), c.get("last_seen"))), default=None)
+
+
+def localize(causes: list[RankedCause], services: Mapping[str, str] | None,
+             notes: Mapping[str, list[str]] | None = None) -> list[RankedCause]:  # fmt: skip
     """Locality from the configuration, not from the address alone (classify() only sees the
     text, so it calls every failure at a loopback address or socket E32, keeping the network or
     reply cause as its subcause). The rule, for real servers:
@@ -341,51 +434,13 @@ def localize(causes: list[RankedCause], services: Mapping[str, str] | None) -> l
     * ``services`` None: those parameters were not read, E32 stays and the why says it was
       judged from the address alone.
     """
-    if services is None:
-        for rc in causes:
-            if rc.id == "E32":
-                rc.why.append("judged from the loopback/socket address alone: this evidence does not hold the "
-                              "local services' configuration (content_filter, relayhost, *_transport)")  # fmt: skip
-        return causes
-    by_id = {rc.id: rc for rc in causes}
-    for rc in list(causes):
-        if rc.id != "E32" or not rc.examples:
-            continue
-        c = classify(rc.examples[0].rpartition("status=deferred (")[2].rstrip(")") or rc.examples[0])
-        hop = rc.hop or {"addr": c.addr, "port": c.port, "host": c.host}
-        socket = "/" in str(hop.get("addr") or "")
-        named = _named_by(hop, services) if hop.get("addr") else None
-        sub = c.subcause
-        if (socket or named) and sub not in REPLY_CAUSES:
-            rc.why.append(f"the next hop {_hop_key(hop)} is " + (f"a service on this machine: {named}" if named else
-                          "a unix socket: a service on this machine"))  # fmt: skip
-            continue
-        if not sub or sub == "E32":
-            continue
-        if named or socket:
-            note = f"the local service that answered: {named or _hop_key(hop)} (its reply keeps its meaning)"
-        else:
-            note = (f"the next hop {_hop_key(hop)} is on loopback but no local service (content_filter, relayhost, "
-                    "*_transport) is configured there: an MX/A record or a transport_maps route points at this "
-                    "machine; judged by what happened there, not as a local filter")  # fmt: skip
-        target = by_id.get(sub)
-        if target is None:
-            rc.id, rc.cause = sub, _cause_or_unclassified(sub)
-            rc.why.append(note)
-            by_id[sub] = rc
-            del by_id["E32"]
-        else:  # the same cause seen elsewhere: one entry
-            target.queued_recipients += rc.queued_recipients
-            target.queued_messages += rc.queued_messages
-            target.log_deferrals += rc.log_deferrals
-            target.log_messages += rc.log_messages
-            target.collateral_lines += rc.collateral_lines
-            target.domains += [d for d in rc.domains if d not in target.domains]
-            target.queue_ids += [q for q in rc.queue_ids if q not in target.queue_ids]
-            target.examples += [e for e in rc.examples if e not in target.examples][: max(0, 3 - len(target.examples))]
-            target.why.append(note)
-            causes.remove(rc)
-            del by_id["E32"]
+    for rc in causes:
+        if services is None and rc.id == "E32":
+            rc.why.append("judged from the loopback/socket address alone: this evidence does not hold the "
+                          "local services' configuration (content_filter, relayhost, *_transport)")  # fmt: skip
+        for note in (notes or {}).get(rc.id, []):
+            if note not in rc.why:
+                rc.why.append(note)
     return causes
 
 

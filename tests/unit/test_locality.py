@@ -59,3 +59,25 @@ def test_relabelled_causes_merge_with_the_same_cause_seen_elsewhere() -> None:
     ranked = one({}, REFUSED, (("E02", "y.test", "connect to mx.y.test[192.0.2.7]:25: Connection refused"),))
     assert [r.id for r in ranked] == ["E02"]
     assert {d for d, _ in ranked[0].domains} == {"x.test", "y.test"} and ranked[0].log_deferrals == 4
+
+
+def test_one_e32_entry_over_two_destinations_is_judged_per_destination() -> None:
+    # the logs aggregate by cause: refused.test (a refusal) and qwe.test (a 451 reply) share one E32 entry;
+    # each destination's own queue reason decides its cause
+    refused_line = ("Nov 28 17:43:29 lab postfix/smtp[1]: D4: to=<user@refused.test>, relay=none, delay=0.09, "
+                    "delays=0.03/0.06/0/0, dsn=4.4.1, status=deferred (" + REFUSED + ")")  # fmt: skip
+    logs_doc = {"causes": [{"id": "E32", "deferrals": 4, "messages": 4, "collateral": 0, "top_relays": [],
+                            "top_domains": [["refused.test", 3], ["qwe.test", 1]], "example": refused_line}],
+                "domains": [{"domain": "refused.test", "causes": {"E32": 3}}, {"domain": "qwe.test", "causes": {"E32": 1}}],
+                "end_of_data": {}}  # fmt: skip
+    queue = {"groups": [{"cause_id": "E32", "domain": "qwe.test", "recipients": 1, "messages": ["Q1"],
+                         "example_reason": WRITE_ERR.rpartition("status=deferred (")[2][:-1]},
+                        {"cause_id": "E32", "domain": "refused.test", "recipients": 2, "messages": ["Q2", "Q3"],
+                         "example_reason": REFUSED}]}  # fmt: skip
+    by = {r.id: r for r in rank(logs_doc, queue, [], services={})}
+    assert set(by) == {"E02", "E28"}
+    assert by["E02"].domains[0] == ("refused.test", 3) and by["E02"].queued_recipients == 2 and by["E02"].log_deferrals == 3
+    assert by["E28"].domains[0] == ("qwe.test", 1) and by["E28"].queued_recipients == 1
+    focused = rank(logs_doc, queue, [], services={}, domain="qwe.test")
+    assert [(r.id, r.log_deferrals) for r in focused] == [("E28", 1)]
+    assert rank(logs_doc, queue, [], services=None)[0].id == "E32", "configuration unknown: as classified"
