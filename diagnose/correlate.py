@@ -382,6 +382,10 @@ def localize_inputs(logs: Mapping[str, Any] | None, queue: Mapping[str, Any] | N
                             "collateral": round(int(c.get("collateral", 0)) * share), "top_domains": [[d, int(n)]],
                             "example": c["example"] if d.lower() == own_domain else None})  # fmt: skip
             notes.setdefault(cid, []).append(why)
+        rest = int(c.get("deferrals", 0)) - sum(int(n) for _, n in c.get("top_domains", []) or [])
+        if rest > 0 and c.get("top_domains"):  # destinations beyond the logs' top list: the example's verdict
+            _merge(causes, {**c, "id": own[0], "deferrals": rest, "messages": 0, "collateral": 0, "top_domains": [],
+                            "example": None})  # fmt: skip
     new_logs["causes"] = list(causes.values())
     rows = []
     for row in (logs or {}).get("domains", []):
