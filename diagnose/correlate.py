@@ -374,18 +374,19 @@ def localize_inputs(logs: Mapping[str, Any] | None, queue: Mapping[str, Any] | N
             continue
         own = local_verdict(c["example"], services)
         own_domain = _domain_of(c["example"])
-        total = max(1, int(c.get("deferrals", 0)))
-        for d, n in c.get("top_domains", []) or [[own_domain or "", c.get("deferrals", 0)]]:
+        # top_domains counts lines (deferrals and suspended ones): each destination gets its share of
+        # the cause's deferrals, messages and collateral lines; the last one the rounding rest
+        tops = [(str(d), int(n)) for d, n in c.get("top_domains", [])] or [(own_domain or "", 1)]
+        weight = sum(n for _, n in tops) or 1
+        left = {k: int(c.get(k, 0)) for k in ("deferrals", "messages", "collateral")}
+        for i, (d, n) in enumerate(tops):
             cid, why = own if d.lower() == own_domain else verdict.get(d.lower(), own)
-            share = int(n) / total
-            _merge(causes, {**c, "id": cid, "deferrals": int(n), "messages": round(int(c.get("messages", 0)) * share),
-                            "collateral": round(int(c.get("collateral", 0)) * share), "top_domains": [[d, int(n)]],
+            part = {k: (v if i == len(tops) - 1 else int(c.get(k, 0)) * n // weight) for k, v in left.items()}
+            for k in left:
+                left[k] -= part[k]
+            _merge(causes, {**c, **part, "id": cid, "top_domains": [[d, n]],
                             "example": c["example"] if d.lower() == own_domain else None})  # fmt: skip
             notes.setdefault(cid, []).append(why)
-        rest = int(c.get("deferrals", 0)) - sum(int(n) for _, n in c.get("top_domains", []) or [])
-        if rest > 0 and c.get("top_domains"):  # destinations beyond the logs' top list: the example's verdict
-            _merge(causes, {**c, "id": own[0], "deferrals": rest, "messages": 0, "collateral": 0, "top_domains": [],
-                            "example": None})  # fmt: skip
     new_logs["causes"] = list(causes.values())
     rows = []
     for row in (logs or {}).get("domains", []):
