@@ -47,6 +47,10 @@ QUEUEING = (
 PARAMETERS = TIMEOUTS + QUEUEING
 # Read alongside, not shown in the table: where the queue (and the smtp chroot) lives.
 _CONTEXT = ("queue_directory", "daemon_directory")
+# the parameters that name a service on this machine (or a relay) as a next hop: read apart (a
+# recording made before they were read lacks them: then the values are simply unknown)
+LOCAL_SERVICE_PARAMS = ("content_filter", "relayhost", "fallback_relay", "virtual_transport", "mailbox_transport",
+                        "relay_transport", "default_transport", "local_transport")  # fmt: skip
 DEFAULT_QUEUE_DIRECTORY = "/var/spool/postfix"  # Debian's, and Postfix's compiled-in default
 
 
@@ -145,20 +149,37 @@ def _postconf(target: Target, argv: list[str]) -> tuple[str, str]:
     return res.stdout, res.stderr
 
 
+def _local_services(target: Target, argv: list[str]) -> tuple[str | None, str]:
+    """The local-service parameters (content_filter, relayhost, *_transport): None when this
+    postconf or recording cannot answer (an old Postfix): locality then stays unknown."""
+    try:
+        return _postconf(target, argv)
+    except PfdiagError:
+        return None, ""
+
+
 def read_config(target: Target, config_dir: str | None = None, names: Sequence[str] = PARAMETERS) -> ConfigReport:
     wanted = list(names) + [n for n in _CONTEXT if n not in names]
     eff_argv = postfix_argv("postconf", config_dir, "-h", *wanted)
     def_argv = postfix_argv("postconf", config_dir, "-d", "-h", *wanted)
     p_argv = postfix_argv("postconf", config_dir, "-P")
+    l_argv = postfix_argv("postconf", config_dir, "-h", *LOCAL_SERVICE_PARAMS)
     from checks.runner import run_within
     from checks.runner import values as all_values
 
-    # three quick commands whose cost is starting them (or a round trip over SSH): at once (each
+    # four quick commands whose cost is starting them (or a round trip over SSH): at once (each
     # bounded by its own command timeout; the first one's error is raised, as it was)
-    runs = [(label, lambda _deadline, argv=argv: _postconf(target, argv))
-            for label, argv in (("postconf -h", eff_argv), ("postconf -d", def_argv), ("postconf -P", p_argv))]  # fmt: skip
-    (out, err), (d_out, d_err), (p_out, _) = all_values(run_within(None, runs, workers=3, name="pfdiag-postconf"))
+    def job(argv: list[str], optional: bool = False) -> Callable[[float], tuple[str | None, str]]:
+        return lambda _deadline: _local_services(target, argv) if optional else _postconf(target, argv)
+
+    runs = [("postconf -h", job(eff_argv)), ("postconf -d", job(def_argv)), ("postconf -P", job(p_argv)),
+            ("postconf -h local services", job(l_argv, optional=True))]  # fmt: skip
+    (out, err), (d_out, d_err), (p_out, _), (l_out, l_err) = all_values(
+        run_within(None, runs, workers=4, name="pfdiag-postconf"))
+    assert out is not None and d_out is not None and p_out is not None  # _postconf raises rather than give None
     values = parse_postconf_h(out, wanted, err)
+    if l_out is not None:
+        values.update(parse_postconf_h(l_out, list(LOCAL_SERVICE_PARAMS), l_err))
     defaults = parse_postconf_h(d_out, wanted, d_err)
     overrides = parse_postconf_p(p_out)
     cfg = PostfixConfig(values=values, defaults=defaults, overrides=overrides)

@@ -1,10 +1,19 @@
 """From the evidence of one diagnosis to ranked causes (pure: no I/O).
 
-A cause is ranked by where it was seen and how much mail it holds up:
+A cause is ranked by the harm it does, in tiers (``RankedCause.tier``, explained in
+``why_ranked``); the sort key is fully specified, so the same evidence gives the same ranking:
 
-* root causes before collateral (``delivery temporarily suspended`` is the consequence of
-  an earlier failure: it is counted under its inner cause and a bare E11 ranks last);
-* then by impact: recipients waiting in the queue now, then messages deferred in the logs;
+* tier 0, ongoing duplicate deliveries: an end-of-data timeout (E09/E10) with mail still
+  queued (every later attempt may deliver it again) or already delivered on a later attempt;
+* tier 1, mail about to bounce: queued mail of the cause expires (maximal_queue_lifetime)
+  within a day, earliest expiry first, or a 5xx kept only by soft_bounce (E33);
+* tier 2, the other root causes, by queued volume: recipients waiting now, then messages
+  deferred in the logs, then log lines;
+* tier 3, unclassified reasons (a failure, but of no known kind);
+* tier 4, collateral: a consequence of another failure (``delivery temporarily suspended``
+  around an unknown text, E11) is folded under the root cause seen for the same destination
+  or next hop (``folded_under``) and never heads the report;
+* within a tier: the keys above, then confidence, then the cause id.
 * confidence says how sure the attribution is: the exact Postfix text was matched (base),
   seen both in the logs and in the queue, confirmed by a check (a probe, the config), and
   for the end-of-data timeout (E09/E10) the best-supported underlying cause.
@@ -16,8 +25,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
+from checks.config import LOCAL_SERVICE_PARAMS
 from checks.model import Finding, Severity
 from diagnose.causes import Cause, get_cause
+from diagnose.classify import classify
 from diagnose.eod import Hypothesis, hypotheses
 
 PROBE_FAMILIES = ("connection", "tls", "reply")
@@ -41,6 +52,7 @@ class RankedCause:
     first_seen: str | None = None
     last_seen: str | None = None
     examples: list[str] = field(default_factory=list)  # real log lines / queue reasons
+    log_example: bool = False  # examples[0] is a log line (else every example is a queue reason)
     delays: dict[str, Any] | None = None
     delays_meaning: list[str] = field(default_factory=list)
     confirmations: list[Finding] = field(default_factory=list)
@@ -50,6 +62,12 @@ class RankedCause:
     duplicates_possible: int = 0
     hop: dict[str, Any] | None = None  # {"host", "addr", "port"} from a real log line
     queue_ids: list[str] = field(default_factory=list)
+    oldest_arrival: float | None = None  # of its queued mail
+    expires_at: float | None = None  # the first of its queued messages to bounce (oldest + lifetime)
+    tier: int = 2
+    why_ranked: str = ""
+    folded: list[str] = field(default_factory=list)  # collateral causes counted under this one
+    folded_under: str | None = None
 
     @property
     def root(self) -> bool:
@@ -89,10 +107,17 @@ def _in_domain(name: str, domain: str) -> bool:
 
 
 def rank(logs: Mapping[str, Any] | None, queue: Mapping[str, Any] | None, findings: Iterable[Finding],
-         timeouts: Mapping[str, float] | None = None, domain: str | None = None) -> list[RankedCause]:  # fmt: skip
-    """Ranked causes; with ``domain``, only those seen for mail to that domain (or its subdomains)."""
+         timeouts: Mapping[str, float] | None = None, domain: str | None = None,
+         lifetime: float | None = None, services: Mapping[str, str] | None = None) -> list[RankedCause]:  # fmt: skip
+    """Ranked causes, most harmful first (see the module's docstring); with ``domain``, only those
+    seen for mail to that domain (or its subdomains). ``lifetime`` is maximal_queue_lifetime in
+    seconds (for the expiry of queued mail, measured from the queue's ``now``); ``services``, the
+    local-service parameters of the configuration (``localize``)."""
     found = list(findings)
     table: dict[str, RankedCause] = {}
+    notes: dict[str, list[str]] = {}
+    if services is not None:
+        logs, queue, notes = localize_inputs(logs, queue, services)
 
     def get(cid: str) -> RankedCause:
         if cid not in table:
@@ -123,8 +148,15 @@ def rank(logs: Mapping[str, Any] | None, queue: Mapping[str, Any] | None, findin
         rc.first_seen, rc.last_seen = c.get("first_seen"), c.get("last_seen")
         if c.get("example") and (not domain or domain.lower() in c["example"].lower()):
             rc.examples.append(c["example"])
+            rc.log_example = True
             rc.hop = hop_of(c["example"])
         rc.delays, rc.delays_meaning = c.get("delays"), list(c.get("delays_meaning") or [])
+        if domain and any(not _in_domain(d, domain) for d, _ in c.get("top_domains", [])):
+            # the logs' delays=a/b/c/d profile is the cause's over every destination: not this one's
+            rc.delays, rc.delays_meaning = None, []
+            rc.why.append(f"other destinations share this cause: their delays= values are left out of {domain}'s reasoning")
+            log_causes[cid] = {**c, "delays": None, "top_domains": [[d, n] for d, n in c.get("top_domains", [])
+                                                                    if _in_domain(d, domain)]}  # fmt: skip
     # Linear in the queue: a cause's distinct messages are an ordered set (a dict) and its known
     # domains a set, beside its lists (a list-membership test here made a 100,000-message report
     # take minutes).
@@ -136,6 +168,9 @@ def rank(logs: Mapping[str, Any] | None, queue: Mapping[str, Any] | None, findin
             continue
         rc = get(cid)
         rc.queued_recipients += int(g.get("recipients", 0))
+        if g.get("oldest_arrival") is not None:
+            oldest = float(g["oldest_arrival"])
+            rc.oldest_arrival = oldest if rc.oldest_arrival is None else min(rc.oldest_arrival, oldest)
         if cid not in seen_ids:
             seen_ids[cid], seen_domains[cid] = dict.fromkeys(rc.queue_ids), {d for d, _ in rc.domains}
         seen_ids[cid].update(dict.fromkeys(g.get("messages", ())))
@@ -152,7 +187,80 @@ def rank(logs: Mapping[str, Any] | None, queue: Mapping[str, Any] | None, findin
     eod = (logs or {}).get("end_of_data") or {}
     for rc in table.values():
         _confidence(rc, found, log_causes, eod, timeouts)
-    return sorted(table.values(), key=lambda r: (not r.root, r.id == "unclassified", -r.impact, -r.confidence, r.id))
+    now = (queue or {}).get("now")
+    causes = localize(list(table.values()), services, notes)
+    return order(causes, lifetime, float(now) if now is not None else None)
+
+
+EXPIRY_SOON = 86400.0  # queued mail that bounces within a day ranks right after duplicates
+TIER_NAMES = {0: "ongoing duplicate deliveries", 1: "mail about to bounce", 2: "queued volume",
+              3: "unclassified", 4: "collateral"}  # fmt: skip
+
+
+def _shares(a: RankedCause, b: RankedCause) -> bool:
+    """The same destination or the same next hop address."""
+    if {d for d, _ in a.domains} & {d for d, _ in b.domains}:
+        return True
+    return bool(a.hop and b.hop and a.hop.get("addr") and a.hop.get("addr") == b.hop.get("addr"))
+
+
+def _span(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{max(0.0, seconds) / 60:.0f} min"
+
+
+def order(causes: list[RankedCause], lifetime: float | None = None, now: float | None = None) -> list[RankedCause]:
+    """Tiers, folding and the sort (the module's docstring); sets ``tier`` and ``why_ranked``."""
+    for rc in causes:
+        if lifetime and rc.oldest_arrival is not None:
+            rc.expires_at = rc.oldest_arrival + lifetime
+        if rc.id == "unclassified":
+            rc.tier = 3
+            rc.why_ranked = "unclassified: no known Postfix message matched, so it ranks after every known cause"
+        elif not rc.root:
+            rc.tier = 4
+        elif rc.id in EOD_CAUSES and (rc.queued_recipients or rc.duplicates_possible):
+            rc.tier = 0
+            parts = []
+            if rc.queued_recipients:
+                parts.append(f"{rc.queued_recipients} recipient(s) still queued after a timeout at end of data: "
+                             "every retry may deliver the message again")  # fmt: skip
+            if rc.duplicates_possible:
+                parts.append(f"{rc.duplicates_possible} message(s) already went through on a later attempt")
+            rc.why_ranked = "ongoing duplicate deliveries: " + "; ".join(parts)
+        elif rc.queued_recipients and rc.expires_at is not None and now is not None and rc.expires_at - now <= EXPIRY_SOON:
+            rc.tier = 1
+            left = rc.expires_at - now
+            when = f"expires in {_span(left)}" if left > 0 else "is past its lifetime: it bounces at its next attempt"
+            rc.why_ranked = (f"mail about to bounce: its oldest queued message {when} (maximal_queue_lifetime) "
+                             "and returns to its sender")  # fmt: skip
+        elif rc.id == "E33" and (rc.queued_recipients or rc.log_deferrals):
+            rc.tier = 1
+            rc.why_ranked = ("mail about to bounce: a permanent (5xx) refusal kept in the queue only by soft_bounce; "
+                             "it will bounce once soft_bounce is off or the message expires")  # fmt: skip
+        else:
+            rc.tier = 2
+            rc.why_ranked = (f"queued volume: {rc.queued_recipients} recipient(s) waiting, {rc.log_messages} "
+                             f"message(s) deferred in the logs")  # fmt: skip
+    roots = sorted((r for r in causes if r.tier < 3), key=_key)
+    for rc in causes:
+        if rc.tier != 4:
+            continue
+        parent = next((r for r in roots if _shares(rc, r)), None)
+        if parent is not None:
+            rc.folded_under = parent.id
+            parent.folded.append(rc.id)
+            parent.collateral_lines += rc.log_deferrals + rc.collateral_lines
+            rc.why_ranked = (f"collateral: 'delivery temporarily suspended' echoes of an earlier failure to the same "
+                             f"destination; counted under {parent.id}, which produced them")  # fmt: skip
+        else:
+            rc.why_ranked = ("collateral: the echo of an earlier failure whose own line is not in this evidence; "
+                             "ranked after every root cause")  # fmt: skip
+    return sorted(causes, key=_key)
+
+
+def _key(r: RankedCause) -> tuple[Any, ...]:
+    expiry = r.expires_at if r.tier == 1 and r.expires_at is not None else float("inf")
+    return (r.tier, expiry, -r.queued_recipients, -r.log_messages, -r.log_deferrals, -r.confidence, r.id)
 
 
 def _confidence(rc: RankedCause, found: list[Finding], log_causes: Mapping[str, Any], eod: Mapping[str, Any],
@@ -193,6 +301,152 @@ def _confidence(rc: RankedCause, found: list[Finding], log_causes: Mapping[str, 
             if rc.id not in EOD_CAUSES:
                 rc.why.append("Postfix's own wait for this phase is shortened: " + f.summary)
     rc.confidence = round(max(0.05, min(0.98, c)), 2)
+
+
+# main.cf/master.cf parameters that name a service on this machine (or a relay) as a next hop
+LOCAL_PARAMS = LOCAL_SERVICE_PARAMS
+REPLY_CAUSES = ("E28", "E29")
+
+
+def _hop_key(hop: Mapping[str, Any] | None) -> str | None:
+    if not hop or not hop.get("addr"):
+        return None
+    return f"{hop['addr']}:{hop['port']}" if hop.get("port") else str(hop["addr"])
+
+
+def _named_by(hop: Mapping[str, Any], services: Mapping[str, str]) -> str | None:
+    """The parameter whose value names this next hop ('content_filter = smtp-amavis:[127.0.0.1]:10024')."""
+    addr, port = str(hop.get("addr") or ""), hop.get("port")
+    for name, value in sorted(services.items()):
+        v = value.replace("[", "").replace("]", "")
+        if addr and addr in v and (port is None or f":{port}" in v or (port in (24, 25) and f"{addr}:" not in v)):
+            return f"{name} = {value}"
+    return None
+
+
+def local_verdict(text: str, services: Mapping[str, str]) -> tuple[str, str]:
+    """(cause id, why) for one E32 text (a log line or a queue reason) under the rule of ``localize``."""
+    reason = text.rpartition("status=deferred (")[2][:-1] if "status=deferred (" in text else text
+    c = classify(reason)
+    hop = hop_of(text) or {"addr": c.addr, "port": c.port, "host": c.host}
+    socket = "/" in str(hop.get("addr") or "")
+    named = _named_by(hop, services) if hop.get("addr") else None
+    sub = c.subcause if c.cause_id == "E32" else c.cause_id
+    if (socket or named) and sub not in REPLY_CAUSES:
+        return "E32", f"the next hop {_hop_key(hop)} is " + (f"a service on this machine: {named}" if named else
+                                                            "a unix socket: a service on this machine")  # fmt: skip
+    if not sub or sub == "E32":
+        return "E32", "the next hop is on this machine"
+    if named or socket:
+        return sub, f"the local service that answered: {named or _hop_key(hop)} (its reply keeps its meaning)"
+    return sub, (f"the next hop {_hop_key(hop)} is on loopback but no local service (content_filter, relayhost, "
+                 "*_transport) is configured there: an MX/A record or a transport_maps route points at this "
+                 "machine; judged by what happened there, not as a local filter")  # fmt: skip
+
+
+def _domain_of(text: str) -> str | None:
+    m = re.search(r"to=<[^>@]*@([^>]+)>", text)
+    return m.group(1).lower() if m else None
+
+
+def localize_inputs(logs: Mapping[str, Any] | None, queue: Mapping[str, Any] | None,
+                    services: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, Any], dict[str, list[str]]]:  # fmt: skip
+    """The logs and queue reports with their E32 entries re-judged per destination (``localize``):
+    copies, the inputs are not changed. Returns (logs, queue, notes per cause id)."""
+    notes: dict[str, list[str]] = {}
+    new_logs: dict[str, Any] = dict(logs or {})
+    new_queue: dict[str, Any] = dict(queue or {})
+    verdict: dict[str, tuple[str, str]] = {}  # domain -> (cid, why)
+    groups = []
+    for g in (queue or {}).get("groups", []):
+        if g.get("cause_id") == "E32" and g.get("example_reason"):
+            v = local_verdict(g["example_reason"], services)
+            verdict.setdefault((g.get("domain") or "").lower(), v)
+            g = {**g, "cause_id": v[0]}
+            notes.setdefault(v[0], []).append(v[1])
+        groups.append(g)
+    if queue is not None:
+        new_queue["groups"] = groups
+    causes: dict[str, dict[str, Any]] = {}
+    for c in (logs or {}).get("causes", []):
+        if c["id"] != "E32" or not c.get("example"):
+            _merge(causes, c)
+            continue
+        own = local_verdict(c["example"], services)
+        own_domain = _domain_of(c["example"])
+        # top_domains counts lines (deferrals and suspended ones): each destination gets its share of
+        # the cause's deferrals, messages and collateral lines; the last one the rounding rest
+        tops = [(str(d), int(n)) for d, n in c.get("top_domains", [])] or [(own_domain or "", 1)]
+        weight = sum(n for _, n in tops) or 1
+        left = {k: int(c.get(k, 0)) for k in ("deferrals", "messages", "collateral")}
+        for i, (d, n) in enumerate(tops):
+            cid, why = own if d.lower() == own_domain else verdict.get(d.lower(), own)
+            part = {k: (v if i == len(tops) - 1 else int(c.get(k, 0)) * n // weight) for k, v in left.items()}
+            for k in left:
+                left[k] -= part[k]
+            _merge(causes, {**c, **part, "id": cid, "top_domains": [[d, n]],
+                            "example": c["example"] if d.lower() == own_domain else None})  # fmt: skip
+            notes.setdefault(cid, []).append(why)
+    new_logs["causes"] = list(causes.values())
+    rows = []
+    for row in (logs or {}).get("domains", []):
+        if "E32" in (row.get("causes") or {}):
+            counts = dict(row["causes"])
+            n = counts.pop("E32")
+            cid = verdict.get(str(row.get("domain", "")).lower(), ("", ""))[0]
+            if not cid:
+                cid = next((k for k, c in causes.items() for d, _ in c["top_domains"] if d == row.get("domain")), "E32")
+            counts[cid] = counts.get(cid, 0) + n
+            row = {**row, "causes": counts}
+        rows.append(row)
+    if logs is not None:
+        new_logs["domains"] = rows
+    return new_logs, new_queue, {k: list(dict.fromkeys(v)) for k, v in notes.items()}
+
+
+def _merge(causes: dict[str, dict[str, Any]], c: Mapping[str, Any]) -> None:
+    old = causes.get(c["id"])
+    if old is None:
+        causes[c["id"]] = dict(c)
+        return
+    for k in ("deferrals", "messages", "collateral"):
+        old[k] = int(old.get(k, 0)) + int(c.get(k, 0))
+    old["top_domains"] = list(old.get("top_domains", [])) + [x for x in c.get("top_domains", [])
+                                                              if x not in old.get("top_domains", [])]  # fmt: skip
+    old["example"] = old.get("example") or c.get("example")
+    old["first_seen"] = min(filter(None, (old.get("first_seen"), c.get("first_seen"))), default=None)
+    old["last_seen"] = max(filter(None, (old.get("last_seen"), c.get("last_seen"))), default=None)
+
+
+def localize(causes: list[RankedCause], services: Mapping[str, str] | None,
+             notes: Mapping[str, list[str]] | None = None) -> list[RankedCause]:  # fmt: skip
+    """Locality from the configuration, not from the address alone (classify() only sees the
+    text, so it calls every failure at a loopback address or socket E32, keeping the network or
+    reply cause as its subcause). The rule, for real servers:
+
+    * E32 (a local filter, LMTP server or relay is down) stays when the next hop is a unix socket
+      (only local services listen there), or when a main.cf/master.cf -o parameter of a local
+      service (``LOCAL_PARAMS``: content_filter, relayhost, virtual_transport, ...) names that
+      address and port: the why says which one;
+    * a *reply* from that service (E28/E29 kept as subcause: it answered, e.g. 451 queue file
+      write error) keeps its reply meaning: back to the reply cause, saying which local service
+      answered;
+    * a loopback next hop that no local-service parameter names was reached through an MX/A
+      record or a transport_maps route (the pfdiag test lab routes its simulated *remote* MXs
+      as ``smtp:[127.0.0.1]:PORT`` in transport_maps): it keeps the network/reply meaning the
+      text has (E02 refused, E28 ...) and the why says the next hop is on loopback: a DNS record
+      or a transport map pointing at this machine, its own finding;
+    * ``services`` None: those parameters were not read, E32 stays and the why says it was
+      judged from the address alone.
+    """
+    for rc in causes:
+        if services is None and rc.id == "E32":
+            rc.why.append("judged from the loopback/socket address alone: this evidence does not hold the "
+                          "local services' configuration (content_filter, relayhost, *_transport)")  # fmt: skip
+        for note in (notes or {}).get(rc.id, []):
+            if note not in rc.why:
+                rc.why.append(note)
+    return causes
 
 
 def probe_targets(ranked: Iterable[RankedCause], limit: int = 10,

@@ -304,8 +304,6 @@ def render_html(doc: Mapping[str, Any]) -> str:
             rows.append((c.get("rank"), f"{c.get('id')} {c.get('title') or ''}" + ("" if c.get("root_cause", True) else " (collateral)"),
                          _conf(c), imp.get("queued_recipients"), imp.get("log_messages"), dom or "-"))  # fmt: skip
         parts.append(_rows(("#", "cause", "confidence", "queued recipients", "deferred messages (log)", "top destination"), rows))
-        if doc.get("more_causes"):
-            parts.append(f"<p class=muted>{_e(doc['more_causes'])} less important cause(s) not listed.</p>")
     if causes or (q.get("arrivals") if q else None):
         parts.append("<h2>Deferrals over time</h2>" + deferral_timeline(doc))
         drawn, total = len(q.get("arrivals") or []), _num(q.get("total_messages"))

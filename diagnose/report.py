@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 from checks.model import Finding, Severity
 from diagnose import __version__
-from diagnose.correlate import EOD_CAUSES, REMOTE_FAMILIES, RankedCause, confidence_label, rank
+from diagnose.correlate import EOD_CAUSES, LOCAL_PARAMS, REMOTE_FAMILIES, RankedCause, confidence_label, rank
 from diagnose.engine import Facts
 from diagnose.textsafe import console, md_block, md_code, md_text, rich_markup, rich_text
 
@@ -26,7 +26,8 @@ HEADLINES = {
     "warnings": "No deferred mail, but warnings",
     "undiagnosed": "Could not diagnose",
 }
-MAX_CAUSES = 12
+MAX_CAUSES = 12  # shown in text and Markdown (the JSON carries every cause); --all-causes shows them all
+MORE_HINT = "pfdiag report --all-causes (or -f json)"
 
 
 def _iso(ts: float) -> str:
@@ -48,9 +49,11 @@ def _fixes(rc: RankedCause) -> list[dict[str, str]]:
     first (the catalog says which fix answers which), then the ones shown whichever leads."""
     fixes = list(rc.cause.fixes)
     if rc.id in EOD_CAUSES and rc.hypotheses:
-        lead = [h.id for h in rc.hypotheses[:2]]
-        chosen = [f for hid in lead for f in fixes if hid in f.hypotheses]
-        chosen = list(dict.fromkeys(chosen))
+        score = {h.id: h.score for h in rc.hypotheses}
+        lead = {h.id for h in rc.hypotheses[:2]}
+        chosen = [f for f in fixes if lead & set(f.hypotheses)]
+        # by the score of the best hypothesis each fix answers; ties keep the catalog's order
+        chosen.sort(key=lambda f: -max(score.get(h, 0.0) for h in f.hypotheses))
         rest = [f for f in fixes if f.always and f not in chosen]
         fixes = chosen + rest or fixes
     out = [{"kind": f.kind, "text": _fill(f.text, rc)} for f in fixes]
@@ -76,10 +79,15 @@ def _queue_actions(rc: RankedCause, domain: str | None = None) -> list[dict[str,
 
 
 def _evidence(rc: RankedCause, facts: Facts) -> list[dict[str, str]]:
+    """Each line once: a queue reason already quoted inside a log line is not repeated."""
     where = facts.where
-    out = [{"kind": "log" if i == 0 and rc.log_deferrals else "queue" if not rc.log_deferrals else "log",
-            "source": "mail log" if rc.log_deferrals and i == 0 else "postqueue -j", "excerpt": ex, "where": where}
-           for i, ex in enumerate(rc.examples[:3])]  # fmt: skip
+    examples: list[str] = []
+    for ex in rc.examples:
+        if not any(ex in seen for seen in examples):
+            examples.append(ex)
+    out = [{"kind": "log" if i == 0 and rc.log_example else "queue",
+            "source": "mail log" if i == 0 and rc.log_example else "postqueue -j", "excerpt": ex, "where": where}
+           for i, ex in enumerate(examples[:3])]  # fmt: skip
     for m in rc.delays_meaning[:2]:
         out.append({"kind": "delays", "source": "delays=a/b/c/d in the log", "excerpt": m, "where": where})
     for f in rc.confirmations[:4]:
@@ -93,6 +101,8 @@ def _cause_dict(i: int, rc: RankedCause, facts: Facts, domain: str | None = None
     return {
         "rank": i, "id": rc.id, "slug": c.slug, "title": c.title, "family": c.family, "root_cause": rc.root,
         "confidence": rc.confidence, "confidence_label": confidence_label(rc.confidence), "why": rc.why,
+        "tier": rc.tier, "why_ranked": rc.why_ranked, "folded": rc.folded, "folded_under": rc.folded_under,
+        "expires_at": round(rc.expires_at) if rc.expires_at is not None else None,
         "impact": {"queued_recipients": rc.queued_recipients, "queued_messages": rc.queued_messages,
                    "log_deferrals": rc.log_deferrals, "log_messages": rc.log_messages,
                    "collateral_lines": rc.collateral_lines},
@@ -157,11 +167,35 @@ def _server(facts: Facts) -> dict[str, Any]:
     return {"myhostname": host or None, "mydomain": ident.get("mydomain") or None, "mydestination": dest}
 
 
-def build(facts: Facts, answers: Mapping[str, str]) -> dict[str, Any]:
+def _lifetime(facts: Facts) -> float | None:
+    life = (((facts.config or {}).get("timeline") or {}).get("lifetime"))
+    return float(life) if life else None
+
+
+def local_services(facts: Facts) -> dict[str, str] | None:
+    """main.cf values and master.cf -o overrides of the local-service parameters (correlate.LOCAL_PARAMS);
+    None when the configuration read holds none of them (then locality is judged from the address)."""
+    cr = facts.config_report
+    if cr is None:
+        return None
+    known = [n for n in LOCAL_PARAMS if n in cr.config.values]
+    out = {n: cr.config.values[n] for n in known if cr.config.values[n]}
+    for (svc, kind, name), value in sorted(cr.config.overrides.items()):
+        if name in LOCAL_PARAMS and value:
+            out[f"{svc}/{kind} -o {name}"] = value
+            known.append(name)
+    return out if known else None
+
+
+def build(facts: Facts, answers: Mapping[str, str], all_causes: bool = False) -> dict[str, Any]:
+    """The report. ``causes`` holds every cause; text and Markdown show the first ``causes_shown``
+    (MAX_CAUSES, or all of them with ``all_causes``) and say how to see the rest."""
     timeouts = ((facts.logs or {}).get("timeouts") or {}).get("values")
     domain = answers.get("domain") or None
-    ranked = rank(facts.logs, facts.queue, facts.findings, timeouts, domain=domain)
-    causes = [_cause_dict(i + 1, rc, facts, domain) for i, rc in enumerate(ranked[:MAX_CAUSES])]
+    ranked = rank(facts.logs, facts.queue, facts.findings, timeouts, domain=domain, lifetime=_lifetime(facts),
+                  services=local_services(facts))  # fmt: skip
+    causes = [_cause_dict(i + 1, rc, facts, domain) for i, rc in enumerate(ranked)]
+    shown = len(causes) if all_causes else min(len(causes), MAX_CAUSES)
     warnings = [f for f in facts.findings if f.severity in (Severity.WARNING, Severity.PROBLEM) and not f.cause_id]
     warnings += [f for f in facts.findings if f.check_id == "config.timeouts" and f.severity >= Severity.WARNING and f.cause_id]
     errors = [f for f in facts.findings if f.severity == Severity.ERROR]
@@ -175,12 +209,14 @@ def build(facts: Facts, answers: Mapping[str, str]) -> dict[str, Any]:
         status = "warnings"
     else:
         status = "no-problem"
-    top = causes[0] if causes else None
+    # the headline is the most harmful root cause, never collateral (ranked after every root cause)
+    top = next((c for c in causes if c["root_cause"] and c["tier"] < 3), None)
     headline = HEADLINES[status]
     if top and status == "root-cause":
         headline = f"{top['id']} {top['title']}"
         if top["underlying"]:
-            headline += f" - most likely: {top['underlying'][0]['title'].lower()}"
+            t = top["underlying"][0]["title"]
+            headline += " - most likely: " + (t if t.startswith("Postfix") else t[:1].lower() + t[1:])
     return {
         "schema": SCHEMA,
         "pfdiag_version": __version__,
@@ -191,7 +227,9 @@ def build(facts: Facts, answers: Mapping[str, str]) -> dict[str, Any]:
         "verdict": {"status": status, "exit_code": EXIT[status], "headline": headline,
                     "summary": _summary(status, ranked, facts)},
         "causes": causes,
-        "more_causes": max(0, len(ranked) - MAX_CAUSES),
+        "causes_shown": shown,
+        "more_causes": len(causes) - shown,
+        "more_causes_hint": MORE_HINT if len(causes) > shown else None,
         "warnings": [_finding_dict(f) for f in warnings],
         "errors": [_finding_dict(f) for f in errors],
         "findings": [_finding_dict(f) for f in facts.findings],
@@ -256,13 +294,16 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
         out += ["## Causes, most important first", "",
                 "| # | Cause | Confidence | Queued rcpts | Deferred msgs (log) | Top destination |",
                 "|---|---|---|---|---|---|"]  # fmt: skip
-        for c in doc["causes"]:
+        for c in _shown(doc):
             dom = md_code(c["domains"][0]["domain"], table=True) if c["domains"] else "-"
-            root = "" if c["root_cause"] else " (collateral)"
-            out.append(f"| {c['rank']} | {md_text(c['id'])} {md_text(c['title'])}{root} | {md_text(c['confidence_label'])} "
-                       f"({c['confidence']:.2f}) | {c['impact']['queued_recipients']} | {c['impact']['log_messages']} | {dom} |")  # fmt: skip
+            out.append(f"| {c['rank']} | {md_text(c['id'])} {md_text(c['title'])}{md_text(_tag(c))} | "
+                       f"{md_text(c['confidence_label'])} ({c['confidence']:.2f}) | {c['impact']['queued_recipients']} | "
+                       f"{c['impact']['log_messages']} | {dom} |")  # fmt: skip
         out.append("")
-        for c in doc["causes"][:5]:
+        if doc.get("more_causes"):
+            out += [f"{doc['more_causes']} more cause(s), less harmful, not listed here: see them with "
+                    f"{md_code(doc.get('more_causes_hint') or MORE_HINT)}.", ""]  # fmt: skip
+        for c in _shown(doc):  # a ticket: every listed cause in detail
             out += _md_cause(c)
     if doc["warnings"]:
         out += ["## Warnings", ""] + [f"- {md_text(w['summary'])}" for w in doc["warnings"]] + [""]
@@ -278,6 +319,20 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
+def _shown(doc: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return list(doc["causes"][: doc.get("causes_shown", len(doc["causes"]))])
+
+
+def _tag(c: Mapping[str, Any]) -> str:
+    if c.get("folded_under"):
+        return f" (collateral of {c['folded_under']})"
+    return "" if c["root_cause"] else " (collateral)"
+
+
+def _ranked_phrase(c: Mapping[str, Any]) -> str:
+    return f"ranked {c['rank']}: {c['why_ranked']}" if c.get("why_ranked") else ""
+
+
 def _dur(seconds: float | None) -> str:
     if not seconds:
         return "-"
@@ -286,6 +341,8 @@ def _dur(seconds: float | None) -> str:
 
 def _md_cause(c: Mapping[str, Any]) -> list[str]:
     out = [f"### {c['rank']}. {md_text(c['id'])} {md_text(c['title'])}", "", md_text(c["meaning"]), ""]
+    if c.get("why_ranked"):
+        out.append(f"- {md_text(_ranked_phrase(c))}")
     out += [f"- confidence **{md_text(c['confidence_label'])}**: " + "; ".join(md_text(w) for w in c["why"])]
     if c.get("possible_duplicates"):
         out.append(f"- **{c['possible_duplicates']} message(s) may have been delivered twice**")
@@ -319,6 +376,8 @@ def render_text(doc: Mapping[str, Any], width: int = 100, color: bool = False) -
     v = doc["verdict"]
     style = {"root-cause": "bold red", "warnings": "yellow", "no-problem": "green", "undiagnosed": "bold magenta"}[v["status"]]
     body = rich_markup("{}\nwhere: {}", v["summary"], doc["target"]["where"])
+    if len(v["headline"]) > width - 8:  # a panel title is cut at the border: the whole headline in the body
+        body = rich_markup("{}\n", v["headline"]).append_text(body)
     if not doc["target"]["live"]:
         body.append(" (recorded snapshot)")
     q = doc.get("queue")
@@ -332,16 +391,21 @@ def render_text(doc: Mapping[str, Any], width: int = 100, color: bool = False) -
         t = Table(title="Causes, most important first", title_justify="left", expand=False)
         for col in ("#", "cause", "confidence", "queued", "log msgs", "destination"):
             t.add_column(col, overflow="fold")
-        for c in doc["causes"]:
+        for c in _shown(doc):
             dom = c["domains"][0]["domain"] if c["domains"] else "-"
-            t.add_row(rich_text(c["rank"]), rich_text(f"{c['id']} {c['title']}" + ("" if c["root_cause"] else " (collateral)")),
+            t.add_row(rich_text(c["rank"]), rich_text(f"{c['id']} {c['title']}" + _tag(c)),
                       rich_text(f"{c['confidence_label']} {c['confidence']:.2f}"), rich_text(c["impact"]["queued_recipients"]),
                       rich_text(c["impact"]["log_messages"]), rich_text(dom))  # fmt: skip
         con.print(t)
+        if doc.get("more_causes"):
+            con.print(rich_markup("{} more cause(s), less harmful, not listed here: see them with {}", doc["more_causes"],
+                                  doc.get("more_causes_hint") or MORE_HINT))  # fmt: skip
         for c in doc["causes"][:3]:
             con.print()
             con.print(rich_markup("[bold]{}. {} {}[/]  ({} confidence)", c["rank"], c["id"], c["title"], c["confidence_label"]))
             con.print(rich_markup("  {}", c["meaning"]))
+            if c.get("why_ranked"):
+                con.print(rich_markup("  [bold]{}[/]", _ranked_phrase(c)))
             for w in c["why"]:
                 con.print(rich_markup("  - {}", w))
             if c.get("possible_duplicates"):
@@ -366,6 +430,4 @@ def render_text(doc: Mapping[str, Any], width: int = 100, color: bool = False) -
                               t.get("summary"), t.get("attempt_count"), _dur(t.get("lifetime"))))  # fmt: skip
     for e in doc["errors"]:
         con.print(rich_markup("[magenta]not checked:[/] {}", e["summary"]), overflow="fold")
-    if doc.get("more_causes"):
-        con.print(rich_markup("[dim]{} more cause(s) in the JSON/Markdown report[/]", doc["more_causes"]))
     return buf.getvalue()

@@ -60,6 +60,8 @@ def add_report_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--redact", action="store_true", help="replace addresses, client IPs and own hostnames with tokens")
     p.add_argument("--budget", type=float, default=180.0, metavar="SECONDS", help="total time for all checks (default 180)")
     p.add_argument("--domain", metavar="DOMAIN", help="only the mail to this domain (and its subdomains)")
+    p.add_argument("--all-causes", action="store_true",
+                   help="list every cause in text and Markdown (default: the 12 most harmful; JSON always has all)")
     p.add_argument("--since", metavar="WHEN", help="only log lines since then: 24h, 7d, 2026-11-28T10:00")
     p.add_argument("-c", "--config-dir", metavar="DIR", help="Postfix configuration directory (postconf -c DIR)")
     p.add_argument("--log", dest="log_paths", action="append", metavar="PATH", help="log file or directory (default: found)")
@@ -121,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     outcome = session.run(session.report_mode_answerer, answers, opts, show, open_target=session.open_with_fallback)
     for notice in outcome.notices:
         out.notice(notice)
-    doc = report.build(outcome.facts, outcome.answers)
+    doc = report.build(outcome.facts, outcome.answers, all_causes=getattr(args, "all_causes", False))
     if baseline is not None:
         doc["changes"] = changes.to_dict(changes.compare(baseline, doc))
     if args.redact:
