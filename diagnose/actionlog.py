@@ -11,7 +11,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence, TextIO
+from typing import Any, Iterator, Sequence, TextIO
 
 from checks.errors import InputError
 
@@ -167,6 +167,19 @@ class Interrupted:
                 f"{what}; {check}")  # fmt: skip
 
 
+def json_records(path: str) -> Iterator[dict[str, Any]]:
+    """The JSON objects of a JSON-lines file (the action log, a backup manifest), streamed; a torn
+    last line (a run killed mid-write) or a line that is not an object is skipped."""
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(rec, dict):
+                yield rec
+
+
 def interrupted_runs(path: str, *, include_acknowledged: bool = False) -> list[Interrupted]:
     """The runs in the action log with a start and no end, whose process is gone (a run still
     going is not interrupted). Read as a stream: only unfinished runs are kept in memory. A log
@@ -176,26 +189,21 @@ def interrupted_runs(path: str, *, include_acknowledged: bool = False) -> list[I
     runs: dict[str, dict[str, Any]] = {}
     acked: set[str] = set()
     try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                try:
-                    rec = json.loads(line)
-                except ValueError:  # a torn last line (killed mid-write)
-                    continue
-                run, phase = rec.get("run"), rec.get("phase") if isinstance(rec, dict) else None
-                if not run or not isinstance(run, str):
-                    continue
-                if phase == "start":
-                    runs[run] = {"start": rec, "intents": {}}
-                    acked.update(a for a in rec.get("acknowledges") or [] if isinstance(a, str))
-                elif run not in runs:
-                    continue
-                elif phase == "intent":
-                    runs[run]["intents"][rec.get("seq")] = rec
-                elif phase == "done" and "seq" in rec:
-                    runs[run]["intents"].pop(rec.get("seq"), None)
-                elif phase == "end":
-                    del runs[run]
+        for rec in json_records(path):
+            run, phase = rec.get("run"), rec.get("phase")
+            if not run or not isinstance(run, str):
+                continue
+            if phase == "start":
+                runs[run] = {"start": rec, "intents": {}}
+                acked.update(a for a in rec.get("acknowledges") or [] if isinstance(a, str))
+            elif run not in runs:
+                continue
+            elif phase == "intent":
+                runs[run]["intents"][rec.get("seq")] = rec
+            elif phase == "done" and "seq" in rec:
+                runs[run]["intents"].pop(rec.get("seq"), None)
+            elif phase == "end":
+                del runs[run]
     except OSError:
         return []
     out = []

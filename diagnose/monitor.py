@@ -20,7 +20,7 @@ import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from checks.errors import PfdiagError, UsageError
 from checks.postfix.postqueue import QUEUE_NAMES, QueuedMessage
@@ -499,29 +499,25 @@ def render_prometheus(state: MonitorState | None, top: int = 10, *, verdict: Ver
     m.family("pfdiag_cause_info", "Title of each cause seen (join on cause)")
     for c in causes:
         m.sample("pfdiag_cause_info", 1, {"cause": c.cause_id, "title": c.title})
-    m.family("pfdiag_deferred_messages", "Deferred messages in the queue by cause (a message may count under two)")
-    for c in causes:
-        if c.messages:
-            m.sample("pfdiag_deferred_messages", c.messages, {"cause": c.cause_id})
-    m.family("pfdiag_deferred_recipients", "Deferred recipients in the queue by cause")
-    for c in causes:
-        if c.recipients:
-            m.sample("pfdiag_deferred_recipients", c.recipients, {"cause": c.cause_id})
-    m.family("pfdiag_deferred_oldest_age_seconds", "Age of the oldest deferred message of each cause")
-    for c in causes:
-        if c.oldest_arrival is not None:
-            m.sample("pfdiag_deferred_oldest_age_seconds", round(max(0.0, state.taken_at - c.oldest_arrival)), {"cause": c.cause_id})
+    def per_cause(name: str, help_text: str, value: Callable[[Any], float | None]) -> None:
+        """One family with a sample per cause that has a value (0 and None are left out)."""
+        m.family(name, help_text)
+        for c in causes:
+            v = value(c)
+            if v:
+                m.sample(name, v, {"cause": c.cause_id})
+
+    per_cause("pfdiag_deferred_messages", "Deferred messages in the queue by cause (a message may count under two)",
+              lambda c: c.messages)
+    per_cause("pfdiag_deferred_recipients", "Deferred recipients in the queue by cause", lambda c: c.recipients)
+    per_cause("pfdiag_deferred_oldest_age_seconds", "Age of the oldest deferred message of each cause",
+              lambda c: None if c.oldest_arrival is None else round(max(0.0, state.taken_at - c.oldest_arrival)))
     if state.log_since is not None:
         m.family("pfdiag_log_window_seconds", "Length of the log window read")
         m.sample("pfdiag_log_window_seconds", round(state.taken_at - state.log_since))
-        m.family("pfdiag_log_deferrals", "Deferral log lines by cause in the log window")
-        for c in causes:
-            if c.log_deferrals:
-                m.sample("pfdiag_log_deferrals", c.log_deferrals, {"cause": c.cause_id})
-        m.family("pfdiag_log_deferred_messages", "Distinct messages deferred by cause in the log window")
-        for c in causes:
-            if c.log_messages:
-                m.sample("pfdiag_log_deferred_messages", c.log_messages, {"cause": c.cause_id})
+        per_cause("pfdiag_log_deferrals", "Deferral log lines by cause in the log window", lambda c: c.log_deferrals)
+        per_cause("pfdiag_log_deferred_messages", "Distinct messages deferred by cause in the log window",
+                  lambda c: c.log_messages)
     m.family("pfdiag_deferred_destination_messages",
              f"Deferred messages by recipient domain: the top {top}, the rest as domain=\"other\"")
     ranked = sorted(state.domains.items(), key=lambda kv: (-kv[1], kv[0]))

@@ -15,7 +15,7 @@ from checks.errors import InputError, PfdiagError, UsageError
 from checks.postfix.postqueue import QueuedMessage, is_valid_queue_id
 from checks.queue import read_queue
 from checks.targets import Target
-from diagnose.actionlog import ActionLog, check_writable, interrupted_runs, warn_interrupted
+from diagnose.actionlog import ActionLog, check_writable, interrupted_runs, json_records, warn_interrupted
 from diagnose.actions import COMMAND_TIMEOUT, MANIFEST, Manifest, Outcome, Result, Selection, _last_line, confirm
 
 
@@ -83,21 +83,14 @@ def read_manifest(directory: str) -> dict[str, dict[str, Any]]:
         raise InputError(f"{directory}: no {MANIFEST} (not a pfdiag backup, or made before pfdiag recorded what it "
                          "deleted): it cannot tell deleted copies from copies of mail still queued; nothing restored")  # fmt: skip
     out: dict[str, dict[str, Any]] = {}
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for line in fh:
-            try:
-                rec = json.loads(line)
-            except ValueError:
+    for rec in json_records(path):
+        for qid in rec.get("ids") or []:
+            if not isinstance(qid, str) or not is_valid_queue_id(qid):
                 continue
-            if not isinstance(rec, dict):
-                continue
-            for qid in rec.get("ids") or []:
-                if not isinstance(qid, str) or not is_valid_queue_id(qid):
-                    continue
-                st = out.setdefault(qid, {})
-                if rec.get("state") == "copied":
-                    st.update(file=rec.get("file"), arrival_time=rec.get("arrival_time"))
-                st["state"] = rec.get("state")
+            st = out.setdefault(qid, {})
+            if rec.get("state") == "copied":
+                st.update(file=rec.get("file"), arrival_time=rec.get("arrival_time"))
+            st["state"] = rec.get("state")
     return out
 
 
@@ -264,16 +257,11 @@ def run_log(args: Any) -> int:
         raise InputError(f"{path}: no action log there (nothing recorded yet, or see --action-log)")
     broken = interrupted_runs(path, include_acknowledged=True)
     runs: list[dict[str, Any]] = []
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for line in fh:
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(rec, dict) and rec.get("phase") == "start":
-                runs.append({"run": rec.get("run"), "time": rec.get("time"), "action": rec.get("action"),
-                             "messages": len(rec.get("ids") or []), "backup_dir": rec.get("backup_dir")})  # fmt: skip
-                runs = runs[-50:]
+    for rec in json_records(path):
+        if rec.get("phase") == "start":
+            runs.append({"run": rec.get("run"), "time": rec.get("time"), "action": rec.get("action"),
+                         "messages": len(rec.get("ids") or []), "backup_dir": rec.get("backup_dir")})  # fmt: skip
+            runs = runs[-50:]
     if args.format == "json":
         print(json.dumps({"schema": "pfdiag.queue-log/1", "path": path, "recent_runs": runs,
                           "interrupted": [{"run": r.run, "time": r.time, "action": r.action, "in_doubt": r.in_doubt,

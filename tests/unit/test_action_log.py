@@ -161,3 +161,14 @@ def test_queue_log_and_the_restore_arguments(tmp_path: Path, capsys: pytest.Capt
     assert main(["queue", "restore", str(tmp_path), "--action-log", str(log)]) == 1  # no manifest there
     err = capsys.readouterr().err
     assert err.count("was interrupted") == 1 and err.strip().endswith("nothing restored")
+
+
+def test_an_action_log_with_foreign_lines_is_read_past_them(tmp_path) -> None:
+    # a JSON line that is not an object (5, "x", []) or a torn one: skipped, never an AttributeError
+    log = tmp_path / "actions.log"
+    log.write_text('5\n"text"\n[]\n{"run": "r1", "phase": "start", "pid": 1, "action": "hold", "ids": ["ABC123"]}\n'
+                   '{"run": "r1", "phase": "intent", "seq": 1, "ids": ["ABC123"], "argv": ["postsuper", "-h"]}\n{"run": ')
+    from diagnose.actionlog import interrupted_runs, json_records
+
+    assert [r.get("phase") for r in json_records(str(log))] == ["start", "intent"]
+    assert [r.run for r in interrupted_runs(str(log))] == ["r1"]
