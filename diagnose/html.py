@@ -28,7 +28,9 @@ th{background:#f4f4f4}code,pre{font:12px/1.4 ui-monospace,Menlo,Consolas,monospa
 .no-problem{background:#e6f6e6}.undiagnosed{background:#f1e6f8}.badge{display:inline-block;padding:.1em .5em;border-radius:4px;background:#444;color:#fff;font-size:.8em;margin-left:.5em}
 .redacted{background:#1f4e79}.high{color:#a40000;font-weight:600}.medium{color:#8a5a00}.low{color:#666}.dup{color:#a40000;font-weight:600}
 .fix-contact{border-left:3px solid #3a6ea5;padding-left:.5em}.muted{color:#666}svg{max-width:100%;height:auto;background:#fcfcfc;border:1px solid #eee}
-.cause{break-inside:avoid-page}
+.cause{break-inside:avoid-page}.do-now{border:2px solid #a40000;border-radius:6px;padding:.2em 1em .6em;margin:1em 0}
+.do-now h2{border:none;margin-top:.4em}.do-now pre{margin:.3em 0}
+.table-wrap{overflow-x:auto}
 @media print{body{margin:0;max-width:none;font-size:11pt}svg{border:none}pre{white-space:pre-wrap}h2{break-after:avoid}a{color:inherit}}
 """
 MAX_LANES = 12  # the report lists at most 12 causes (report.MAX_CAUSES); one lane each, plus "other"
@@ -201,7 +203,7 @@ def retry_schedule(doc: Mapping[str, Any], width: int = 1000) -> str:
 def _rows(head: Iterable[str], rows: Iterable[Iterable[Any]]) -> str:
     h = "".join(f"<th>{_e(c)}</th>" for c in head)
     body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<div class=table-wrap><table><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table></div>"  # a phone scrolls it
 
 
 def _list(items: Sequence[Any] | None) -> list[Any]:
@@ -289,6 +291,14 @@ def _header(doc: Mapping[str, Any]) -> list[str]:
 def render_html(doc: Mapping[str, Any]) -> str:
     """One page for a browser, a ticket attachment or a printer; no script, nothing loaded from elsewhere."""
     parts = _header(doc)
+    steps = _maps(doc.get("do_now"))
+    if steps:  # what to do first, before the evidence: each step a sentence and its exact command
+        live = (doc.get("target") or {}).get("live", True)
+        parts.append('<div class="do-now"><h2>Do this now</h2>'
+                     + ("" if live else '<p class=muted>Run these on the mail host: this report comes from a recording.</p>')
+                     + "<ol>" + "".join(f"<li>{_e(st.get('step'))}"
+                                        + (f"<pre>{_e(st.get('command'))}</pre>" if st.get("command") else "") + "</li>"
+                                        for st in steps) + "</ol></div>")  # fmt: skip
     q = doc.get("queue") or {}
     if q:
         counts = ", ".join(f"{k} {n}" for k, n in (q.get("counts") or {}).items() if n) or "empty"

@@ -226,6 +226,7 @@ def build(facts: Facts, answers: Mapping[str, str], all_causes: bool = False) ->
         "answers": dict(answers),
         "verdict": {"status": status, "exit_code": EXIT[status], "headline": headline,
                     "summary": _summary(status, ranked, facts)},
+        "do_now": do_now(causes, facts.live) if status == "root-cause" else [],
         "causes": causes,
         "causes_shown": shown,
         "more_causes": len(causes) - shown,
@@ -243,6 +244,53 @@ def build(facts: Facts, answers: Mapping[str, str], all_causes: bool = False) ->
                    "where": s.where} for s in facts.steps],
         "probed": facts.probe_targets,
     }  # fmt: skip
+
+
+def _split_fix(text: str, kind: str) -> tuple[str, str | None]:
+    """'Local override: postconf -X ...' -> ('Local override', 'postconf -X ...'): the catalog's fixes
+    lead with what they are for; what follows the colon is the change itself. A fix that is not a
+    change on this machine (contact, advice, wait) stays one sentence."""
+    head, sep, rest = text.partition(": ")
+    if sep and len(head) <= 60 and rest and kind in ("postconf", "master.cf", "queue", "service", "network", "dns"):
+        return head, rest
+    return text, None
+
+
+def do_now(causes: list[dict[str, Any]], live: bool) -> list[dict[str, Any]]:
+    """At most three steps, in order, for the admin who has to act now: stop harm first (hold mail
+    that every retry may deliver twice), then the fix the evidence supports best, then what to do
+    after the fix. Each step: {"step": sentence, "command": the exact command or None, "cause": id}."""
+    roots = [c for c in causes if c["root_cause"] and c.get("tier", 2) < 3 and c["id"] != "unclassified"]
+    if not roots:
+        return []
+    top, steps = roots[0], []
+    one = top["domains"][0]["domain"] if len(top["domains"]) == 1 else None
+    sel = ["--cause", top["id"], *(["--domain", one] if one else [])]
+    eod = top["id"] in EOD_CAUSES and (top["impact"]["queued_recipients"] or top.get("possible_duplicates"))
+    if eod:
+        steps.append({"step": "Hold this mail now: every retry may deliver it again",
+                      "command": " ".join(["pfdiag", "queue", "hold", *sel]), "cause": top["id"]})
+    fixes = [f for f in top["fixes"] if f["kind"] not in ("advice",)] or top["fixes"]
+    if fixes:
+        sentence, command = _split_fix(fixes[0]["text"], fixes[0]["kind"])
+        steps.append({"step": sentence, "command": command, "cause": top["id"], "kind": fixes[0]["kind"]})
+    if top["fixes"] and top["fixes"][0]["kind"] == "wait":
+        pass  # nothing to release or retry: it clears by itself
+    elif eod:
+        steps.append({"step": "After the fix, release the held mail and try it at once",
+                      "command": " ".join(["pfdiag", "queue", "release", *sel]) + " && "
+                                 + " ".join(["pfdiag", "queue", "retry", *sel]), "cause": top["id"]})  # fmt: skip
+    elif top["impact"]["queued_recipients"]:
+        steps.append({"step": "After the fix, try the waiting mail at once instead of at its next retry",
+                      "command": " ".join(["pfdiag", "queue", "retry", *sel]), "cause": top["id"]})
+    for other in roots[1:]:  # room left: the next cause's first fix
+        if len(steps) >= 3:
+            break
+        if other["fixes"]:
+            sentence, command = _split_fix(other["fixes"][0]["text"], other["fixes"][0]["kind"])
+            steps.append({"step": f"{other['id']}: {sentence}", "command": command, "cause": other["id"],
+                          "kind": other["fixes"][0]["kind"]})
+    return steps[:3]
 
 
 def _summary(status: str, ranked: list[RankedCause], facts: Facts) -> str:
@@ -285,6 +333,12 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
            f"- **Verdict:** {md_text(v['status'])} (exit {v['exit_code']}) - {md_text(v['summary'])}",
            f"- **Where:** {md_code(doc['target']['where'])}" + ("" if doc["target"]["live"] else " (recorded snapshot)"),
            f"- **Generated:** {md_text(doc['generated'])} by pfdiag {md_text(doc['pfdiag_version'])}", ""]  # fmt: skip
+    if doc.get("do_now"):
+        out += ["## Do this now", ""] + ([] if doc["target"]["live"] else
+                                        ["Run these on the mail host: this report comes from a recording.", ""])
+        for i, st in enumerate(doc["do_now"], 1):
+            out.append(f"{i}. {md_text(st['step'])}" + (f": {md_code(st['command'])}" if st.get("command") else ""))
+        out.append("")
     q = doc.get("queue")
     if q:
         counts = ", ".join(f"{k} {n}" for k, n in (q.get("counts") or {}).items() if n)
@@ -387,6 +441,18 @@ def render_text(doc: Mapping[str, Any], width: int = 100, color: bool = False) -
                                      counts or "empty", _ago(q.get("next_attempt"), q.get("now")),
                                      _ago(q.get("first_expiry"), q.get("now"))))  # fmt: skip
     con.print(Panel(body, title=rich_text(v["headline"], style), title_align="left"))
+    if doc.get("do_now"):
+        import textwrap
+
+        con.print(rich_markup("[bold]Do this now[/]" + ("" if doc["target"]["live"] else
+                                                      " (on the mail host: this report comes from a recording)")))
+        for i, st in enumerate(doc["do_now"], 1):
+            said = st["step"] + (":" if st.get("command") else "")
+            for line in textwrap.wrap(said, width - 1, initial_indent=f"{i}. ", subsequent_indent="   "):
+                con.print(rich_text(line))
+            if st.get("command"):  # a command is shown whole, never wrapped: it is copied as it is
+                con.print(rich_markup("   [bold]{}[/]", st["command"]), soft_wrap=True)
+        con.print()
     if doc["causes"]:
         t = Table(title="Causes, most important first", title_justify="left", expand=False)
         for col in ("#", "cause", "confidence", "queued", "log msgs", "destination"):

@@ -1,0 +1,67 @@
+"""Every report opens with the verdict and 'Do this now': at most three steps, in order, each a
+sentence and, where it is a change, the exact command (diagnose/report.do_now)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from diagnose.cli import main
+from diagnose.report import do_now
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _cause(cid: str, *, queued: int = 3, fixes: list[tuple[str, str]] = (), domains: tuple[str, ...] = ("example.net",),
+           dup: int = 0, root: bool = True, tier: int = 2) -> dict:  # type: ignore[assignment]
+    return {"id": cid, "root_cause": root, "tier": tier, "possible_duplicates": dup,
+            "impact": {"queued_recipients": queued}, "domains": [{"domain": d, "count": 1} for d in domains],
+            "fixes": [{"kind": k, "text": t} for k, t in fixes]}  # fmt: skip
+
+
+def test_end_of_data_timeouts_hold_first_then_the_fix_then_release() -> None:
+    steps = do_now([_cause("E09", dup=2, fixes=[("postconf", "Local override: postconf -X smtp_data_done_timeout")])], True)
+    assert [s["command"] for s in steps] == [
+        "pfdiag queue hold --cause E09 --domain example.net", "postconf -X smtp_data_done_timeout",
+        "pfdiag queue release --cause E09 --domain example.net && pfdiag queue retry --cause E09 --domain example.net"]
+    assert steps[1]["step"] == "Local override"
+
+
+def test_greylisting_says_wait_and_offers_no_retry() -> None:
+    steps = do_now([_cause("E21", fixes=[("wait", "Usually nothing: wait for the next retry")])], True)
+    assert [s["command"] for s in steps] == [None] and "wait" in steps[0]["step"]
+
+
+def test_a_contact_fix_is_a_sentence_and_collateral_never_leads() -> None:
+    causes = [_cause("E11", root=False, tier=4, fixes=[("advice", "Fix the inner cause first")]),
+              _cause("E23", queued=0, fixes=[("contact", "Ask the list: request delisting at https://x.example")]),
+              _cause("E24", fixes=[("postconf", "Set the name: postconf -e 'smtp_helo_name = mx.example.org'")])]
+    steps = do_now(causes, True)
+    assert steps[0] == {"step": "Ask the list: request delisting at https://x.example", "command": None, "cause": "E23",
+                        "kind": "contact"}  # fmt: skip
+    assert steps[1]["cause"] == "E24" and steps[1]["command"] == "postconf -e 'smtp_helo_name = mx.example.org'"
+    assert len(do_now(causes * 3, True)) <= 3
+
+
+def test_the_demo_report_opens_with_the_steps_at_80_columns(capsys: pytest.CaptureFixture[str]) -> None:
+    env = {**os.environ, "COLUMNS": "80", "PYTHONPATH": str(ROOT)}
+    res = subprocess.run([sys.executable, "-m", "diagnose.cli", "report", "--demo"], capture_output=True, text=True,
+                         env=env, timeout=120)  # fmt: skip
+    first = res.stdout.splitlines()[:40]
+    assert any(line.startswith("Do this now") for line in first)
+    assert "   pfdiag queue hold --cause E09 --domain partner.test" in first
+    assert all(len(line) <= 80 for line in first if not line.startswith("   pfdiag"))  # commands are never cut
+    assert main(["report", "--demo", "-f", "json"]) == 4
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["do_now"][0]["command"].startswith("pfdiag queue hold --cause E09")
+    assert main(["report", "--demo", "-f", "md"]) == 4
+    md = capsys.readouterr().out
+    assert md.index("## Do this now") < md.index("## Causes")
+    assert main(["report", "--demo", "-f", "html"]) == 4
+    html = capsys.readouterr().out
+    assert html.index('class="do-now"') < html.index("Causes, most important first")
