@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["CheckSpec", "CommandResult", "Context", "Evidence", "Finding", "Severity", "check"]
+__all__ = ["CheckSkipped", "CheckSpec", "CommandResult", "Context", "Evidence", "Finding", "Severity", "check"]
 __version__ = "0.1.0"
 
 _HOME = {"CommandResult": "checks.model", "Evidence": "checks.model", "Finding": "checks.model",
          "Severity": "checks.model", "CheckSpec": "checks.registry", "Context": "checks.registry",
-         "check": "checks.registry"}  # fmt: skip
+         "check": "checks.registry", "CheckSkipped": "checks.errors"}  # fmt: skip
 
 
 def __getattr__(name: str) -> Any:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from checks.errors import PfdiagError
+from checks.errors import CheckSkipped, PfdiagError
 from checks.model import Evidence, Finding, Severity
 from checks.registry import Context, check
 
@@ -152,10 +152,10 @@ def smtp_nexthops(ctx: Context) -> list[Finding]:
     from checks.smtp import to_findings
 
     if not _is_live(ctx):
-        return [Finding("smtp.nexthops", Severity.INFO, "a snapshot cannot be probed: next hops were not contacted")]
+        raise CheckSkipped("a recording cannot be probed: the next hops were not contacted")
     hops = list(_probe_targets(ctx))[:10]
     if not hops:
-        return [Finding("smtp.nexthops", Severity.INFO, "no next hop of deferred mail needs a probe")]
+        raise CheckSkipped("no next hop of deferred mail needs a probe")
     # the checks run under the same budget: a second is left to hand the findings back
     budget = max(1.0, float(ctx.options.get("budget") or 60.0) - 1.0)
     jobs, out = [], []
@@ -197,12 +197,12 @@ def smtp_eod_ladder(ctx: Context) -> list[Finding]:
     from checks.smtp import DEFAULT_LADDER_SIZES, conclude_ladder, send_test_messages, to_findings
 
     if ctx.answers.get("send_test") != "yes":
-        return [Finding("smtp.eod_ladder", Severity.INFO, "no test message was sent (not asked for)")]
+        raise CheckSkipped("not asked for: no test message was sent (--answer send_test=yes --answer test_to=ADDRESS)")
     rcpt = ctx.answers.get("test_to") or ""
     if "@" not in rcpt:
         return [Finding("smtp.eod_ladder", Severity.ERROR, "send_test=yes needs test_to=ADDRESS")]
     if not _is_live(ctx):
-        return [Finding("smtp.eod_ladder", Severity.INFO, "a snapshot cannot send test messages")]
+        raise CheckSkipped("a recording cannot send test messages")
     from checks.nexthop import first_address
 
     domain = rcpt.rsplit("@", 1)[1].lower()
@@ -242,7 +242,7 @@ def dns_destinations(ctx: Context) -> list[Finding]:
         return [Finding("dns.destinations", Severity.INFO, "no mail is deferred for a DNS reason")]
     source = ctx.options.get("dns_resolver") or "system"
     if not _is_live(ctx) and source in ("system", "chroot"):
-        return [Finding("dns.destinations", Severity.INFO, "a snapshot has no live DNS: the lookups were not repeated")]
+        raise CheckSkipped("a recording has no live DNS: the lookups were not repeated")
     queue_dir = getattr(_config_report(ctx), "queue_directory", None) or "/var/spool/postfix"
     resolver, described = d.resolver_for(ctx.target, source, queue_dir)
     where = ctx.target.where if type(resolver).__name__ == "TargetResolver" else "local"

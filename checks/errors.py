@@ -51,3 +51,8 @@ class ConnectFailed(TargetError):
 
 class ConnectRefused(TargetError):
     pass
+
+
+class CheckSkipped(PfdiagError):
+    """A check that does not apply here says why (raise CheckSkipped("a recording cannot be probed")):
+    its step is "skipped" with that reason, not "ok" and not an error."""

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Generic, Mapping, TypeVar, cast
 
-from checks.errors import PfdiagError
+from checks.errors import CheckSkipped, PfdiagError
 from checks.model import Evidence, Finding, Severity
 from checks.registry import CheckSpec, Context, load_checks
 from checks.targets.base import Target
@@ -80,6 +80,8 @@ def run_parallel(jobs: Mapping[str, tuple[str, Callable[[], Any]]], budget: floa
             try:
                 value = func()
                 state, detail = "ok", ""
+            except CheckSkipped as exc:  # it does not apply here: said as such, with its reason
+                value, state, detail = [], "skipped", str(exc)
             except PfdiagError as exc:
                 value, state, detail = None, "error", str(exc)
             except Exception as exc:  # a bug or a broken plugin: reported, never fatal

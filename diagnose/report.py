@@ -256,6 +256,34 @@ def _split_fix(text: str, kind: str) -> tuple[str, str | None]:
     return text, None
 
 
+def _shell_lines(command: str, width: int) -> list[str]:
+    """A long command split for the terminal at spaces outside quotes, each line but the last
+    ending in " \\": pasted into a shell it is still the one command (never split inside quotes,
+    where a backslash-newline would become part of the value)."""
+    if not command or len(command) <= width:
+        return [command] if command else []
+    words, cur, quote = [], "", ""
+    for ch in command:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == " ":
+            words.append(cur)
+            cur = ""
+            continue
+        cur += ch
+    words.append(cur)
+    lines, line = [], ""
+    for w in words:
+        if line and len(line) + 1 + len(w) > width - 2:
+            lines.append(line + " \\")
+            line = "  " + w
+        else:
+            line = f"{line} {w}" if line else w
+    return lines + [line]
+
+
 def do_now(causes: list[dict[str, Any]], live: bool) -> list[dict[str, Any]]:
     """At most three steps, in order, for the admin who has to act now: stop harm first (hold mail
     that every retry may deliver twice), then the fix the evidence supports best, then what to do
@@ -450,8 +478,8 @@ def render_text(doc: Mapping[str, Any], width: int = 100, color: bool = False) -
             said = st["step"] + (":" if st.get("command") else "")
             for line in textwrap.wrap(said, width - 1, initial_indent=f"{i}. ", subsequent_indent="   "):
                 con.print(rich_text(line))
-            if st.get("command"):  # a command is shown whole, never wrapped: it is copied as it is
-                con.print(rich_markup("   [bold]{}[/]", st["command"]), soft_wrap=True)
+            for line in _shell_lines(st.get("command") or "", width - 3):  # copied and pasted as it is
+                con.print(rich_markup("   [bold]{}[/]", line), soft_wrap=True)
         con.print()
     if doc["causes"]:
         t = Table(title="Causes, most important first", title_justify="left", expand=False)
