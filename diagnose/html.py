@@ -17,6 +17,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping, Sequence
 
+from diagnose.report import _read_line
 from diagnose.textsafe import html as _safe
 
 CSS = """
@@ -282,10 +283,15 @@ def _header(doc: Mapping[str, Any]) -> list[str]:
         f"<title>pfdiag report: {_e(v.get('headline'))}</title><style>{CSS}</style></head><body>",
         f"<h1>pfdiag report{badge}</h1>",
         f'<div class="verdict {_e(status)}"><b>{_e(v.get("headline"))}</b><br>{_e(v.get("summary"))}<br>'
-        f'<span class=muted>verdict {_e(status)} (exit {_e(v.get("exit_code"))}) &middot; where: {where} &middot; '
-        f'generated {_e(doc.get("generated"))} by pfdiag {_e(doc.get("pfdiag_version"))} &middot; '
-        f'{_e(doc.get("schema"))}</span></div>',
+        f'<span class=muted>where: {where} &middot; {_e(_read_line(doc))}</span></div>',
     ]  # fmt: skip
+
+
+def _footer(doc: Mapping[str, Any]) -> str:
+    """pfdiag's own bookkeeping, last: the verdict's code, the schema, when and by which version."""
+    v = doc.get("verdict") or {}
+    return (f'<p class=muted>verdict {_e(v.get("status"))} (exit {_e(v.get("exit_code"))}) &middot; generated '
+            f'{_e(doc.get("generated"))} by pfdiag {_e(doc.get("pfdiag_version"))} &middot; {_e(doc.get("schema"))}</p>')
 
 
 def render_html(doc: Mapping[str, Any]) -> str:
@@ -341,5 +347,6 @@ def render_html(doc: Mapping[str, Any]) -> str:
             ("step", "state", "seconds", "where", "detail"),
             [(s.get("title") or s.get("id"), s.get("state"), f"{_num(s.get('seconds')) or 0:.2f}", s.get("where"), s.get("detail"))
              for s in steps]))  # fmt: skip
+    parts.append(_footer(doc))
     parts.append("</body></html>\n")
     return "".join(parts)

@@ -226,6 +226,7 @@ def build(facts: Facts, answers: Mapping[str, str], all_causes: bool = False) ->
         "answers": dict(answers),
         "verdict": {"status": status, "exit_code": EXIT[status], "headline": headline,
                     "summary": _summary(status, ranked, facts)},
+        "read": _read(facts),
         "do_now": do_now(causes, facts.live) if status == "root-cause" else [],
         "causes": causes,
         "causes_shown": shown,
@@ -244,6 +245,33 @@ def build(facts: Facts, answers: Mapping[str, str], all_causes: bool = False) ->
                    "where": s.where} for s in facts.steps],
         "probed": facts.probe_targets,
     }  # fmt: skip
+
+
+def _read(facts: Facts) -> dict[str, Any]:
+    """What the diagnosis read, for the reader: the log files and the window they covered, where the
+    queue listing came from, what the timings were compared with, and the checks that did not run."""
+    logs = facts.logs or {}
+    window = logs.get("window") or {}
+    return {
+        "logs": list(((logs.get("input") or {}).get("files")) or []),
+        "log_window": [window.get("first_line"), window.get("last_line")] if window else None,
+        "queue": (facts.queue or {}).get("source"),
+        "config": ((logs.get("timeouts") or {}).get("source")),
+        "not_run": [{"check": st.id, "state": st.state, "why": st.detail} for st in facts.steps
+                    if st.state in ("skipped", "error", "timeout")],
+    }  # fmt: skip
+
+
+def _read_line(doc: Mapping[str, Any]) -> str:
+    r = doc.get("read") or {}
+    logs = ", ".join(r.get("logs") or []) or "no log"
+    w = r.get("log_window") or [None, None]
+    span = f" ({_short_ts(w[0])} .. {_short_ts(w[1])})" if w[0] and w[1] else ""
+    return f"read: {logs}{span}; queue: {r.get('queue') or 'not read'}; timings: {r.get('config') or 'Postfix defaults'}"
+
+
+def _short_ts(iso: str) -> str:
+    return iso.replace("T", " ")[:16]
 
 
 def _split_fix(text: str, kind: str) -> tuple[str, str | None]:
@@ -360,6 +388,7 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
     out = [f"# pfdiag report: {md_text(v['headline'])}", "",
            f"- **Verdict:** {md_text(v['status'])} (exit {v['exit_code']}) - {md_text(v['summary'])}",
            f"- **Where:** {md_code(doc['target']['where'])}" + ("" if doc["target"]["live"] else " (recorded snapshot)"),
+           f"- **Read:** {md_text(_read_line(doc).removeprefix('read: '))}",
            f"- **Generated:** {md_text(doc['generated'])} by pfdiag {md_text(doc['pfdiag_version'])}", ""]  # fmt: skip
     if doc.get("do_now"):
         out += ["## Do this now", ""] + ([] if doc["target"]["live"] else
@@ -468,6 +497,7 @@ def render_text(doc: Mapping[str, Any], width: int = 100, color: bool = False) -
         body.append_text(rich_markup("\nqueue: {} message(s) ({}); next retry {}; first expiry {}", q.get("total_messages", 0),
                                      counts or "empty", _ago(q.get("next_attempt"), q.get("now")),
                                      _ago(q.get("first_expiry"), q.get("now"))))  # fmt: skip
+    body.append_text(rich_markup("\n{}", _read_line(doc)))
     con.print(Panel(body, title=rich_text(v["headline"], style), title_align="left"))
     if doc.get("do_now"):
         import textwrap
