@@ -135,7 +135,6 @@ def test_plan_counts_and_multi_recipient_warning(postfix_lab, mail, capsys):
     assert "1 message(s); by cause: E21 1" in out and f"by recipient domain: {GL} 1" in out
     assert "warning: 1 of the 1 selected message(s) also have 1 other recipient(s)" in out
     assert "acts on whole messages" in out and "nothing was changed (dry run)" in out
-    print("\n" + out)  # the plan as a user sees it (shown with pytest -s)
     rc, out, _ = pfdiag(capsys, postfix_lab, "queue", "hold", "--sender", "@corp.test", "--dry-run")
     assert "3 message(s); by cause: E21 3" in out and "other recipient" not in out
 
@@ -161,4 +160,3 @@ def test_dry_run_changes_nothing_then_hold_by_sender_holds_exactly_those(postfix
     rc, out, _ = pfdiag(capsys, lab, "queue", "--sender", "bob@other.test")
     assert "clears at the next retry in " in out and "(greylisting)" in out
     assert "selected messages only (--sender bob@other.test): 2 of the 5 queued" in out
-    print("\n" + out)  # shown with pytest -s
