@@ -18,9 +18,7 @@ from checks.model import Evidence, Finding, Severity
 from checks.registry import Context, check
 
 def _is_live(ctx: Context) -> bool:
-    from checks.targets import SnapshotTarget
-
-    return not isinstance(ctx.target, SnapshotTarget)
+    return ctx.target.live  # a recording (or a pasted listing): nothing to probe, resolve or change
 
 
 def _config_report(ctx: Context) -> Any:

@@ -188,7 +188,7 @@ def probe_one(target: Target, text: str, settings: Settings, view: PostfixView, 
     if compare_here:
         from checks.targets import LocalTarget
 
-        if isinstance(target, LocalTarget):
+        if target.local_network:  # this machine already: nothing to compare with
             raise UsageError("--compare-here compares a mail host (--host) with this machine")
         jobs.append(ProbeJob(address, port, first.helo_name, timeouts, settings.mail_from, settings.rcpt,
                              settings.starttls, label="here", target=LocalTarget()))  # fmt: skip
