@@ -5,14 +5,13 @@ from __future__ import annotations
 ORDER = 35  # place in pfdiag --help
 
 import argparse
-import json
-import sys
 import time
 
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from checks.errors import InputError, PfdiagError, UsageError
+from checks.errors import PfdiagError, UsageError
+from diagnose.output import Output, add_output_options
 from diagnose.target_options import add_target_options, open_target
 
 if TYPE_CHECKING:
@@ -50,15 +49,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--until", metavar="T", help="only lines before T")
     p.add_argument("--no-queue", action="store_true", help="do not look at the queue (logs only)")
     p.add_argument("-c", "--config-dir", metavar="DIR", help="Postfix configuration directory (postqueue -c DIR)")
-    p.add_argument("-f", "--format", choices=("text", "md", "json"), default="text")
-    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    add_output_options(p, ("text", "md", "json"))
     add_target_options(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from checks.logs import STDIN, ReadStats, default_sources, read_lines, resolve_sources
-    from diagnose.commands.logs import parse_when
+    from diagnose.timespec import parse_when
     from diagnose.trace import Key, trace
     from diagnose.textsafe import md_code, visible
     from diagnose.tracereport import render_markdown, render_text, to_dict
@@ -78,31 +76,20 @@ def run(args: argparse.Namespace) -> int:
 
     tr = trace(key, read, rereadable=STDIN not in sources)
     tr.files = list(dict.fromkeys(stats.files))
-    if notice:  # before the trace, on stderr: never mixed into it
-        print(visible(notice), file=sys.stderr)
+    out = Output.from_args(args)
+    out.notice(notice)  # before the trace, on stderr: never mixed into it
     now, notes = time.time(), list[str]()
     if not args.no_queue:
         now, notes = _attach_queue(target, tr, args.config_dir)
     doc = to_dict(tr, now)
     doc["notes"] = notes
-    if args.format == "json":
-        text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
-    elif args.format == "md":
-        text = render_markdown(doc, lambda t: md_code(t, table=True))
-    else:
-        text = render_text(doc, visible)
+    text = out.render(doc, {"md": lambda d: render_markdown(d, lambda t: md_code(t, table=True)),
+                            "text": lambda d: render_text(d, visible)})  # json: the document itself
     for n in notes:
-        print(visible(n), file=sys.stderr)
+        out.notice(n)
     if stats.malformed:
-        print("pfdiag: " + ", ".join(f"{n} {kind}" for kind, n in stats.malformed.items()) + " (skipped)", file=sys.stderr)
-    if args.output:
-        try:
-            with open(args.output, "w", encoding="utf-8") as fh:
-                fh.write(text)
-        except OSError as exc:
-            raise InputError(f"{args.output}: cannot write ({exc.strerror})") from exc
-    else:
-        sys.stdout.write(text)
+        out.notice("pfdiag: " + ", ".join(f"{n} {kind}" for kind, n in stats.malformed.items()) + " (skipped)")
+    out.emit(text)
     return 0 if doc["messages"] else 1
 
 
