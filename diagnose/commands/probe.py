@@ -6,7 +6,6 @@ from __future__ import annotations
 ORDER = 40  # place in pfdiag --help
 
 import argparse
-import json
 import sys
 from typing import Any
 
@@ -14,6 +13,7 @@ from checks.errors import PfdiagError, UsageError
 from checks.smtp import DEFAULT_LADDER_SIZES
 from diagnose.probe_render import render_md, render_text
 from diagnose.probedoc import Settings, probe_one, probe_set, read_postfix
+from diagnose.output import Output, add_output_options
 from diagnose.target_options import add_target_options, open_target
 from diagnose.textsafe import visible, visible_lines
 
@@ -71,7 +71,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="DNS server for a domain's MX lookup (default: the target's own resolver; reserved names never)")
     p.add_argument("--compare-here", action="store_true",
                    help="with --host: also probe from this machine and compare the two vantage points")
-    p.add_argument("-f", "--format", choices=("text", "md", "json"), default="text")
+    add_output_options(p, ("text", "md", "json"))
     add_target_options(p)
     p.set_defaults(func=run)
 
@@ -115,12 +115,11 @@ def run(args: argparse.Namespace) -> int:
         finally:
             if progress is not None:
                 progress.stop()
-        if args.format == "json":
-            sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
-        else:
-            render = render_md if args.format == "md" else render_text
-            sys.stdout.write("\n".join(f"== {visible(d['destination'])}: {visible(d['error'])}\n" if d.get("error") else render(d)
-                                       for d in doc["probes"]))  # fmt: skip
+        def each(render: Any) -> Any:
+            return lambda x: "\n".join(f"== {visible(d['destination'])}: {visible(d['error'])}\n" if d.get("error")
+                                       else render(d) for d in x["probes"])  # fmt: skip
+
+        Output.from_args(args).write(doc, {"md": each(render_md), "text": each(render_text)})
         return EXIT_PROBLEM if doc["problem"] else 0
     sizes = parse_sizes(args.sizes)
     if args.send_test and not (args.to and args.to.strip()):
@@ -137,10 +136,7 @@ def run(args: argparse.Namespace) -> int:
         raise PfdiagError("not confirmed: no test message was sent")
     doc = probe_one(target, args.destination[0], settings, read_postfix(target, settings), deadline=deadline,
                     ladder=(args.to.strip(), sizes) if args.send_test else None, compare_here=args.compare_here)  # fmt: skip
-    if args.format == "json":
-        sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
-    else:
-        sys.stdout.write(render_md(doc) if args.format == "md" else render_text(doc))
+    Output.from_args(args).write(doc, {"md": render_md, "text": render_text})
     return EXIT_PROBLEM if doc["problem"] else 0
 
 
