@@ -93,26 +93,38 @@ def read_queue(
     msgs: list[QueuedMessage] = []
     put: Callable[[QueuedMessage], None] = msgs.append if keep else _drop
     notes: list[str] = []
+
+    def take(m: QueuedMessage) -> None:
+        put(m)
+        if on_message is not None:
+            on_message(m)
+
+    def mailq() -> QueueRead:
+        try:
+            return _read_mailq(target, config_dir, taken, msgs, take, notes)
+        except CommandNotFound:
+            raise InputError("postqueue not found: is Postfix installed here?") from None
+
     try:
         with target.stream(argv) as out:
             for m in iter_postqueue_json(out, stats):
-                put(m)
-                if on_message is not None:
-                    on_message(m)
+                take(m)
             res = out.result()
-    except CommandNotFound:
-        # no postqueue -j here: a recording (or pasted input) that holds only postqueue -p
-        return _read_mailq(target, config_dir, taken, msgs, put, on_message, notes, missing_ok=False)  # type: ignore[return-value]
+    except CommandNotFound:  # no postqueue -j here: a recording (or pasted input) that holds only postqueue -p
+        return mailq()
     # an old postqueue rejects -j before it lists anything; records read mean a real failure
     if res.returncode != 0 and not stats.records and _BAD_OPTION.search(res.stderr) and not _PERMISSION.search(res.stderr):
         notes.append("postqueue -j is not supported (Postfix < 3.1): read postqueue -p instead")
-        return _read_mailq(target, config_dir, taken, msgs, put, on_message, notes, missing_ok=False)  # type: ignore[return-value]
+        return mailq()
     if res.returncode != 0:
         said = res.stdout or "\n".join(text for _, _, text in stats.examples)  # a stream's lines were parsed
         raise InputError(_explain_failure(argv, res.stderr, said, res.returncode))
     if not stats.records and not target.live:
         # a recording whose -j output is empty: its -p listing, when it has one, is the truth
-        other = _read_mailq(target, config_dir, taken, msgs, put, on_message, notes, missing_ok=True)
+        try:
+            other = _read_mailq(target, config_dir, taken, msgs, take, notes)
+        except CommandNotFound:
+            other = None
         if other is not None and other.stats.records:
             other.notes.insert(0, f"the recorded postqueue -j output is empty but postqueue -p lists "
                                   f"{other.stats.records} message(s): read postqueue -p")
@@ -123,25 +135,16 @@ def read_queue(
 
 
 def _read_mailq(target: Target, config_dir: str | None, taken: float, msgs: list[QueuedMessage],
-                put: Callable[[QueuedMessage], None],
-                on_message: Callable[[QueuedMessage], None] | None, notes: list[str],
-                missing_ok: bool) -> QueueRead | None:  # fmt: skip
+                take: Callable[[QueuedMessage], None], notes: list[str]) -> QueueRead:
     """postqueue -p, its yearless arrival times dated against the listing's own time (a recording's,
-    not today's). None when missing_ok and the target has no such command."""
+    not today's); CommandNotFound when the target has no such command."""
     argv = postfix_argv("postqueue", config_dir, "-p")
-    try:
-        res = target.run(argv)
-    except CommandNotFound:
-        if missing_ok:
-            return None
-        raise InputError("postqueue not found: is Postfix installed here?") from None
+    res = target.run(argv)
     if res.returncode != 0:
         raise InputError(_explain_failure(argv, res.stderr, res.stdout, res.returncode))
     stats = ParseStats()
     for m in parse_mailq(res.stdout, now=taken, stats=stats):
-        put(m)
-        if on_message is not None:
-            on_message(m)
+        take(m)
     return QueueRead(msgs, "postqueue -p", tuple(argv), stats, taken, notes)
 
 
