@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import heapq
 import io
+import itertools
 import json
+import struct
 import time
 from json import encoder as _json_encoder
-from typing import TYPE_CHECKING, Any, Callable, TextIO
+from typing import IO, TYPE_CHECKING, Any, Callable, Iterator, TextIO
 
 from checks.config import ConfigReport, read_config
 from checks.errors import InputError, PfdiagError
@@ -49,6 +51,8 @@ if TYPE_CHECKING:
 SCHEMA = "pfdiag.queue/1"
 DIGEST_SCHEMA = "pfdiag.queue-digest/1"
 COMPACT_ABOVE = 1000  # messages; a bigger report is written as compact JSON
+RUN = 8192  # a big report's entries per sorted run in a temporary file (some 6 MB of JSON)
+WAIT_LIMIT = 4096  # deferred entries waiting for the retry settings before the listing waits for postconf
 ARRIVALS = 2000  # the digest keeps the arrivals of this many of the oldest messages (the report's timeline)
 ASSUMED_NOTE = ("next-attempt times marked 'assumed': the queue file's mtime could not be read, so the last attempt "
                 "is assumed to have ended just now (the latest possible next attempt; the earliest is now)")  # fmt: skip
@@ -120,8 +124,9 @@ def _settings_and_state(target: Target, config_dir: str | None, notes: list[str]
 def queue_report(target: Target, config_dir: str | None, *, by: str = "recipient", top: int = 20,
                  shape_queues: list[str] | None = None, encode: bool = False,
                  keep: Callable[[QueuedMessage, float], bool] | None = None, said: str = "") -> tuple[dict[str, Any], ReportBuilder]:  # fmt: skip
-    """`pfdiag queue`'s report, and its builder. encode: the report is for builder.write_json
-    only, which writes a big one fast from the entries encoded on the way (and dropped then).
+    """`pfdiag queue`'s report, and its builder. encode: a big queue's entries are kept as
+    sorted runs of JSON (ReportBuilder): memory bounded, "messages" a SortedEntries that
+    builder.write_json streams and render_text/render_md read once.
     postqueue and the postconf/master runs wait on Postfix, not on us: they are asked at the
     same time, and the report is built from each message as postqueue lists it.
     keep(message, now): only the messages it accepts are in the report (the selectors of
@@ -130,7 +135,7 @@ def queue_report(target: Target, config_dir: str | None, *, by: str = "recipient
 
     notes: list[str] = []
     now = listing_time(target)
-    builder = ReportBuilder(now, by=by, top=top, shape_queues=shape_queues, encode=encode, lean=encode)
+    builder = ReportBuilder(now, by=by, top=top, shape_queues=shape_queues, encode=encode)
     config_job = start("config", lambda _deadline: _settings_and_state(target, config_dir, notes))
     builder.configure_when_done(config_job, target)
     listed, wanted = [0], keep or (lambda m, t: True)
@@ -143,7 +148,7 @@ def queue_report(target: Target, config_dir: str | None, *, by: str = "recipient
     read = read_queue(target, config_dir, now=now, on_message=builder.add if keep is None else add, keep=False)
     settings, cfg, down = config_job.wait()[0].unwrap()
     if keep is not None:
-        notes.insert(0, f"selected messages only ({said}): {len(builder.entries)} of the {listed[0]} queued; "
+        notes.insert(0, f"selected messages only ({said}): {builder.count} of the {listed[0]} queued; "
                         "counts, table and groups are over these")  # fmt: skip
     read.notes.extend(notes)
     if down:
@@ -211,73 +216,161 @@ def build_report(read: QueueRead, settings: RetrySettings, target: Target, queue
     return builder.finish(read, settings, target, queue_directory)
 
 
+class SortedEntries:
+    """A big queue's `messages`, oldest first (listing order among equals), without holding
+    them: ReportBuilder sorts each RUN of compact JSON entries and writes it to a temporary
+    file as it fills (the last run stays in memory); reading merges the runs (heapq.merge,
+    one line of each at a time). Memory is one run and a line per run, whatever the queue.
+    len(); iteration gives the entries as dicts (the text and Markdown renderers), texts()
+    their JSON (write_json). One reader at a time: each read starts the files over. Equal to
+    a list of the same entries (build_report's), which the tests compare it with."""
+
+    def __init__(self, files: list[IO[str]], last: list[str], count: int) -> None:
+        self._files, self._last, self._count = files, last, count
+
+    def __len__(self) -> int:
+        return self._count
+
+    def _rewound(self, fh: IO[str]) -> IO[str]:
+        fh.seek(0)
+        return fh
+
+    def texts(self) -> Iterator[str]:
+        # the lines (_line) compare as their (arrival, listing position) keys, which are unique: the
+        # merge compares strings in C, and the texts after the keys are never what decides
+        for line in heapq.merge(*map(self._rewound, self._files), self._last):
+            yield line[_KEY_LEN:-1]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return map(json.loads, self.texts())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, SortedEntries):
+            other = list(other)
+        return isinstance(other, list) and len(other) == self._count and list(self) == other
+
+    __hash__ = None  # type: ignore[assignment]  # mutable files behind it, compared by value
+
+    def close(self) -> None:
+        for fh in self._files:
+            fh.close()
+        self._files, self._last = [], []
+
+
+_KEY_LEN = 28  # _line()'s key: 16 hex digits of the arrival, 12 of the listing position
+_SIGN = 1 << 63
+_pack_double = struct.Struct(">d").pack
+_unpack_u64 = struct.Struct(">Q").unpack
+
+
+def _line(arrival: float, seq: int, text: str) -> str:
+    """One entry of a sorted run: a key whose string order is the order of (arrival, listing
+    position) - the float's bits made to sort as unsigned (negative ones inverted), exact for
+    every arrival - then the JSON text (no raw newline in it) and a newline."""
+    (bits,) = _unpack_u64(_pack_double(arrival + 0.0))  # + 0.0: -0.0 is 0.0, as == has it
+    bits = bits ^ 0xFFFFFFFFFFFFFFFF if bits & _SIGN else bits | _SIGN
+    return f"{bits:016x}{seq:012x}{text}\n"
+
+
+def _spill_file() -> IO[str] | None:
+    """A temporary file for a sorted run (gone when closed), or None when none can be made."""
+    import tempfile
+
+    try:  # reason texts are kept literally: lone surrogates too
+        return tempfile.TemporaryFile("w+", encoding="utf-8", errors="surrogatepass", newline="\n", prefix="pfdiag-queue-")
+    except OSError:
+        return None
+
+
 class ReportBuilder:
     """build_report() one message at a time: `pfdiag queue` hands it each message while
     postqueue is still listing (read_queue's on_message), so the per-message work overlaps
     postqueue's. Forecasts need the retry settings and the queue directory: until
     configure() gives them (postconf runs at the same time) deferred messages wait, and
-    finish() forecasts whatever still waits."""
+    finish() forecasts whatever still waits.
+
+    Memory (encode=True, as `pfdiag queue` runs it): past COMPACT_ABOVE messages each entry
+    is encoded to compact JSON as soon as it is complete and dropped; the texts are sorted
+    by arrival in runs of RUN spilled to temporary files (SortedEntries): a 100,000-message
+    queue's report is some 70 MB of JSON that is never in memory at once. Deferred entries
+    waiting for the settings are whole: past WAIT_LIMIT of them the listing waits for
+    postconf instead of piling them up."""
 
     def __init__(self, now: float, *, by: str = "recipient", top: int = 20, shape_queues: list[str] | None = None,
-                 encode: bool = False, lean: bool = False) -> None:  # fmt: skip
-        """encode: the report will be written as JSON (write_json): a big queue's message
-        entries are encoded as they complete, while postqueue still lists. lean (with encode):
-        the report is only written with write_json, so an entry encoded is dropped (its text
-        stays): a fifth of the memory for a big queue; the report's "messages" then holds None
-        in the place of each dropped entry."""
+                 encode: bool = False, run: int | None = None) -> None:  # fmt: skip
+        """encode: a big queue's entries become sorted runs of JSON texts on the way (see the
+        class); finish()'s "messages" is then a SortedEntries. Without it every entry stays a
+        dict in a list (build_report, small inputs). run: entries per sorted run (RUN)."""
         self.now, self.top, self.shape_queues = now, top, shape_queues
         self.ages = AgeTally(now, by=by, queues=shape_queues)
         self.causes = GroupTally(cause_of)
         self.queues: dict[str, int] = {}
+        self.count = 0  # entries (messages in the report)
         self.recipients = 0
         self.oldest: QueuedMessage | None = None
-        self.entries: list[dict[str, Any]] = []
-        self.texts: list[str | None] | None = [] if encode else None  # entries as compact JSON, when encoding
+        self.entries: list[dict[str, Any]] = []  # in listing order, until crossed
+        self._encoding = encode
         self._encode_entry = _entry_encoder() if encode else _ENCODE
-        self._crossed = False  # past COMPACT_ABOVE entries: encoding as they complete
-        self._lean = lean and encode
-        self._arrivals: list[float] = []  # per entry, for the order (a dropped entry has none)
-        self.waiting: list[tuple[QueuedMessage, int]] = []  # deferred entries not forecast yet
+        self._crossed = False  # past COMPACT_ABOVE entries: encoded into runs as they complete
+        self._run_size = run or RUN
+        self._run: list[str] = []  # the current run's _line()s
+        self._files: list[IO[str]] = []  # the spilled runs, each sorted
+        self._spill_failed = False
+        self.waiting: list[tuple[QueuedMessage, dict[str, Any], int]] = []  # deferred entries not forecast yet
         self.sources: set[str] = set()  # mtime_source values used
         self._forecaster: Forecaster | None = None
         self._target: Target | None = None
-        self._files: QueueFiles | None = None
+        self._qfiles: QueueFiles | None = None
         self._pending: Batch[tuple[Any, ...]] | None = None  # (settings, ConfigReport | None, ...)
 
     def configure(self, settings: RetrySettings, target: Target, queue_directory: str | None) -> None:
         """From now on forecast deferred messages as they come; the waiting ones first."""
         self._forecaster = Forecaster(self.now, settings)
-        self._target, self._files = target, QueueFiles(target, queue_directory)
+        self._target, self._qfiles = target, QueueFiles(target, queue_directory)
         waiting, self.waiting = self.waiting, []
-        for m, i in waiting:
-            self._forecast(m, self.entries[i])
-            self._encode(i)
+        for m, entry, seq in waiting:
+            self._forecast(m, entry)
+            if self._crossed:  # before, the entry is in self.entries already
+                self._put(entry, seq)
 
-    def _encode(self, i: int) -> None:
-        # only past COMPACT_ABOVE: smaller reports are indented; finish() encodes stragglers
-        texts = self.texts
-        if texts is None or len(self.entries) <= COMPACT_ABOVE:
-            return
-        if not self._crossed:  # the first time past the mark: every complete entry so far (i among them)
-            self._crossed = True
-            for j, e in enumerate(self.entries):
-                if texts[j] is None and (e["forecast"] is not None or e["queue_name"] != "deferred"):
-                    texts[j] = self._encode_entry(e)
-                    if self._lean:
-                        self.entries[j] = None  # type: ignore[call-overload]  # lean: see __init__
-            return
-        texts[i] = self._encode_entry(self.entries[i])
-        if self._lean:
-            self.entries[i] = None  # type: ignore[call-overload]
+    def _put(self, entry: dict[str, Any], seq: int) -> None:
+        """A complete entry past the mark: into the current run, spilled when full."""
+        run = self._run
+        run.append(_line(entry["arrival_time"], seq, self._encode_entry(entry)))
+        if len(run) >= self._run_size and not self._spill_failed:
+            fh = _spill_file()
+            if fh is None:  # no temporary file: the runs stay in memory (correct, not bounded)
+                self._spill_failed = True
+                return
+            run.sort()
+            fh.writelines(run)
+            fh.flush()
+            self._files.append(fh)
+            self._run = []
+
+    def _cross(self) -> None:
+        """Past COMPACT_ABOVE entries: the complete ones so far go into the runs."""
+        self._crossed = True
+        waiting = {seq for _, _, seq in self.waiting}
+        entries, self.entries = self.entries, []
+        for seq, e in enumerate(entries):
+            if seq not in waiting:
+                self._put(e, seq)
 
     def configure_when_done(self, job: Batch[tuple[Any, ...]], target: Target) -> None:
         """configure() from the configuration job as soon as it has finished (checked per message)."""
         self._pending, self._target = job, target
 
+    def _configure_from_job(self) -> None:
+        assert self._pending is not None and self._target is not None
+        settings, cfg = self._pending.wait()[0].unwrap()[:2]
+        self._pending = None
+        self.configure(settings, self._target, cfg.queue_directory if cfg else None)
+
     def _forecast(self, m: QueuedMessage, entry: dict[str, Any]) -> None:
-        assert self._forecaster is not None and self._files is not None
+        assert self._forecaster is not None and self._qfiles is not None
         source, earliest, latest, expires, expires_latest, lifetime, remaining, overdue, expiring = (
-            self._forecaster.row(m, self._files.mtime(m)))
+            self._forecaster.row(m, self._qfiles.mtime(m)))
         self.sources.add(source)
         entry["forecast"] = {
             "mtime_source": source, "next_attempt_earliest": round(earliest), "next_attempt_latest": round(latest),
@@ -306,38 +399,41 @@ class ReportBuilder:
                            for r in m.recipients],
             "forecast": None, "fate": None,
         }  # fmt: skip
+        seq = self.count
+        self.count += 1
+        complete = True
         if q != "deferred":
             entry["fate"] = fate(q, m.queue_id, None, now=self.now)
-        self.entries.append(entry)
-        self._arrivals.append(m.arrival_time)
-        if self.texts is not None:
-            self.texts.append(None)
-        if q != "deferred":
-            self._encode(len(self.entries) - 1)
-            return
-        if self._forecaster is None and self._pending is not None and self._pending.ready():
-            settings, cfg = self._pending.wait()[0].unwrap()[:2]
-            self._pending = None
-            self.configure(settings, self._target, cfg.queue_directory if cfg else None)  # type: ignore[arg-type]
-        if self._forecaster is not None:
-            self._forecast(m, entry)
-            self._encode(len(self.entries) - 1)
         else:
-            self.waiting.append((m, len(self.entries) - 1))
+            if self._forecaster is None and self._pending is not None and self._pending.ready():
+                self._configure_from_job()
+            if self._forecaster is not None:
+                self._forecast(m, entry)
+            else:
+                self.waiting.append((m, entry, seq))
+                complete = False
+        if not self._crossed:
+            self.entries.append(entry)
+            if self._encoding and self.count > COMPACT_ABOVE:
+                self._cross()
+        elif complete:
+            self._put(entry, seq)
+        if len(self.waiting) > WAIT_LIMIT and self._pending is not None and self._encoding:
+            self._configure_from_job()  # postconf is slower than the listing: wait for it, not pile up
 
     def finish(self, read: QueueRead, settings: RetrySettings, target: Target, queue_directory: str | None) -> dict[str, Any]:
         """The report. settings and queue_directory are the ones configure() was given, if it was."""
         now = self.now
         if self._forecaster is None:
             self.configure(settings, target, queue_directory)
-        # by arrival; sorted() is stable: listing order among equals
-        if self.texts is None:
+        messages: list[dict[str, Any]] | SortedEntries
+        if not self._crossed:  # by arrival; sort() is stable: listing order among equals
             self.entries.sort(key=lambda e: e["arrival_time"])
+            messages = self.entries
         else:
-            entries, texts = self.entries, self.texts
-            order = sorted(range(len(entries)), key=self._arrivals.__getitem__)
-            self.entries = [entries[i] for i in order]
-            self.texts = [texts[i] or self._encode_entry(entries[i]) for i in order]
+            self._run.sort()
+            messages = SortedEntries(self._files, self._run, self.count)
+            self._files, self._run = [], []
         return {
             "schema": SCHEMA,
             "generated_at": _iso(now),
@@ -345,13 +441,13 @@ class ReportBuilder:
             "where": target.where,
             "source": read.source,
             "counts": counts_of(self.queues),
-            "total_messages": len(self.entries),
+            "total_messages": self.count,
             "total_recipients": self.recipients,
             "matrix": _matrix_dict(self.ages.matrix(self.top), self.shape_queues),
             "groups": _groups(self.causes),
             "oldest": _oldest(self.oldest, now),
             "settings": {k: getattr(settings, k) for k in settings.__dataclass_fields__},
-            "messages": self.entries,
+            "messages": messages,
             "notes": _notes(read, self.sources),
         }
 
@@ -361,17 +457,15 @@ class ReportBuilder:
         self.write_json(report, out)
         return out.getvalue()
 
-    def write_json(self, report: dict[str, Any], out: TextIO) -> None:
-        """The report as JSON: indented for people; a big queue compact, which the C encoder
-        writes ~5x faster, from the entries encoded during the listing, written in pieces
-        (one 7 MB string for 10,000 messages costs more in page faults than the writes):
-        the same text as json.dumps(report)."""
-        if len(report["messages"]) <= COMPACT_ABOVE:
-            out.write(json.dumps(report, indent=2, ensure_ascii=False))
-            return
-        texts = self.texts
-        if texts is None or report["messages"] is not self.entries:
-            out.write(json.dumps(report, ensure_ascii=False))
+    @staticmethod
+    def write_json(report: dict[str, Any], out: TextIO) -> None:
+        """The report as JSON, the same text as json.dumps(report) with the messages as a list:
+        indented for people; a big queue compact (the C encoder writes it ~5x faster), its
+        messages streamed from the sorted runs (SortedEntries) in pieces."""
+        messages = report["messages"]
+        if not isinstance(messages, SortedEntries):
+            indent = 2 if len(messages) <= COMPACT_ABOVE else None
+            out.write(json.dumps(report, indent=indent, ensure_ascii=False))
             return
         out.write("{")
         for n, (k, v) in enumerate(report.items()):
@@ -380,8 +474,13 @@ class ReportBuilder:
                 out.write(_ENCODE(v))
                 continue
             out.write("[")
-            for at in range(0, len(texts), 256):
-                out.write(("" if at == 0 else ", ") + ", ".join(texts[at : at + 256]))  # type: ignore[arg-type,operator]  # finish() filled every slot
+            texts, first = messages.texts(), True
+            while True:
+                chunk = list(itertools.islice(texts, 256))
+                if not chunk:
+                    break
+                out.write(("" if first else ", ") + ", ".join(chunk))
+                first = False
             out.write("]")
         out.write("}")
 
@@ -560,14 +659,15 @@ def render_text(rep: dict[str, Any]) -> str:
     if o:
         out += ["", f"Oldest: {o['queue_id']} ({o['queue_name']}) from {o['sender'] or '<>'}, "
                     f"{human(o['age_seconds'])} old"]  # fmt: skip
-    deferred = [m for m in rep["messages"] if m["forecast"]]
+    # the first 50 only: a big queue's messages are read from its sorted runs (SortedEntries)
+    deferred = list(itertools.islice((m for m in rep["messages"] if m["forecast"]), 50))
     if deferred:
         s = rep["settings"]
         out += ["", f"Deferred messages: next attempt and return to sender (if every attempt fails; "
                     f"backoff {s['minimal_backoff_time']:g}-{s['maximal_backoff_time']:g}s, scan "
                     f"{s['queue_run_delay']:g}s, lifetime {human(s['maximal_queue_lifetime'])})"]  # fmt: skip
         out.append(f"  {'queue id':<17} {'age':>7}  {'next attempt':<22} {'returned':<13} {'cause':<5}  fate")
-        for m in deferred[:50]:
+        for m in deferred:
             f = m["forecast"]
             nxt = f"{_when(f['next_attempt_earliest'], now)}..{_when(f['next_attempt_latest'], now).removeprefix('in ')}"
             if f["mtime_source"] == "assumed":
@@ -575,8 +675,9 @@ def render_text(rep: dict[str, Any]) -> str:
             causes = ",".join(dict.fromkeys(r["cause_id"] or "-" for r in m["recipients"]))
             out.append(f"  {m['queue_id']:<17} {human(m['age_seconds']):>7}  {nxt:<22} "
                        f"{_when(f['expires_at'], now):<13} {causes:<5}  {m['fate']}")  # fmt: skip
-        if len(deferred) > 50:
-            out.append(f"  ... {len(deferred) - 50} more (--format json lists all)")
+        more = rep["counts"].get("deferred", 0) - len(deferred)  # every deferred entry has a forecast
+        if more > 0:
+            out.append(f"  ... {more} more (--format json lists all)")
     out += [""] + [f"note: {n}" for n in rep["notes"]] if rep["notes"] else []
     return "\n".join(map(visible, out)) + "\n"  # senders, domains, reasons: control characters written out (textsafe)
 
@@ -599,8 +700,8 @@ def render_md(rep: dict[str, Any]) -> str:
             reason = md_text(g["example_reason"][:160])
             out.append(f"| {md_text(g['cause_id'])} {md_text(g['cause_title'])} | {md_code(g['domain'], table=True)} | {g['recipients']} | "
                        f"{len(g['messages'])} | {reason} |")  # fmt: skip
-    deferred = [m for m in rep["messages"] if m["forecast"]]
-    if deferred:
+    deferred = (m for m in rep["messages"] if m["forecast"])  # read as written: a big queue's from its runs
+    if rep["counts"].get("deferred"):
         out += ["", "## Deferred messages", "", "| queue id | age | next attempt | returned to sender | mtime | fate |",
                 "|---|---:|---|---|---|---|"]  # fmt: skip
         for m in deferred:

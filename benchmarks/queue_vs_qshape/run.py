@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark `pfdiag queue` against qshape on a real 10,000-message Postfix queue.
 
-    python benchmarks/queue_vs_qshape/run.py [--messages 10000] [--runs 3] [--keep]
+    python benchmarks/queue_vs_qshape/run.py [--messages 10000] [--runs 3] [--keep] [--before DIR]
 
 1. Starts a lab Postfix of tests/lab/postfix.py, an instance of its own (config dir
    /etc/postfix-pfdiag-qbench, loopback only; the test suite's instance is left alone) with 20 test domains (d00.qbench.test ...) routed to a loopback port
@@ -11,15 +11,18 @@
    are raised so nothing is retried while we measure). The fill is timed: submission and
    until the whole queue is deferred. A lab left running by `--keep` with at least
    --messages deferred messages is reused as it is.
-2. Times, best of --runs, alternating the tools, stdout to /dev/null:
+2. Times, best of --runs, alternating the tools, stdout to /dev/null, with each one's peak
+   RSS (wait4's ru_maxrss) and the load average before and after:
        pfdiag queue -c /etc/postfix-pfdiag-qbench --format json
        qshape -c /etc/postfix-pfdiag-qbench deferred
+   and with --before DIR the same pfdiag command from that tree (PYTHONPATH=DIR).
 3. Times checks.postfix.postqueue.parse_postqueue_json on 100,000 `postqueue -j` lines
    made from the real records of the filled queue (queue ids and addresses varied).
 4. Prints a PASS/FAIL table, writes out/results.json, cleans the queue and stops the
    lab (unless --keep). Exit status 1 when a target fails.
 
-Targets: pfdiag/qshape wall-time ratio <= 1.0; 100k records parsed in < 2 s.
+Targets: pfdiag/qshape wall-time ratio <= 1.0; pfdiag's peak RSS < 100 MB (issue 18: at 100,000
+messages, --messages 100000); 100k records parsed in < 2 s.
 """
 
 from __future__ import annotations
@@ -126,13 +129,20 @@ def fill(lab: PostfixLab, messages: int, sessions: int) -> dict[str, float]:
             "messages_per_s": round(messages / submitted, 1)}  # fmt: skip
 
 
-def time_cmd(argv: list[str], env: dict[str, str]) -> float:
+def time_cmd(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall time (s) and the process's own peak RSS (MB, wait4's ru_maxrss; its children,
+    postqueue and showq for pfdiag, are not counted, nor are qshape's: it has none)."""
     t0 = time.perf_counter()
-    proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, check=False)
+    with open(os.devnull, "wb") as null:
+        proc = subprocess.Popen(argv, stdout=null, stderr=subprocess.PIPE, env=env)
+        assert proc.stderr is not None
+        err = proc.stderr.read()  # small: only a failure writes here
+        _, status, usage = os.wait4(proc.pid, 0)
     dt = time.perf_counter() - t0
-    if proc.returncode not in (0,):
-        raise SystemExit(f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr.decode(errors='replace')[-500:]}")
-    return dt
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} exited {proc.returncode}: {err.decode(errors='replace')[-500:]}")
+    return dt, usage.ru_maxrss / 1024
 
 
 def make_records(lab: PostfixLab, n: int) -> list[str]:
@@ -158,6 +168,8 @@ def main() -> int:
     ap.add_argument("--sessions", type=int, default=8, help="parallel SMTP sessions for the fill")
     ap.add_argument("--records", type=int, default=100_000, help="postqueue -j records for the parse timing")
     ap.add_argument("--keep", action="store_true", help="leave the lab running with its queue")
+    ap.add_argument("--out", default="results.json", help="file name in out/ (default results.json)")
+    ap.add_argument("--before", metavar="DIR", help="also time pfdiag from another commit's tree (git archive REV | tar -x -C DIR)")
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     # bytecode, as `pip install` leaves it: with PYTHONDONTWRITEBYTECODE set (as on the CI machines) an
@@ -193,17 +205,35 @@ def main() -> int:
             "pfdiag": [PFDIAG, "queue", "-c", cfg, "--format", "json"],
             "qshape": [QSHAPE, "-c", cfg, "deferred"],
         }
-        for argv in tools.values():  # warm-up (page cache, imports), untimed
-            time_cmd(argv, env)
+        envs = {k: env for k in tools}
+        if args.before:  # another commit's tree, alternating with the others (its modules first on the path)
+            before = str(Path(args.before).resolve())
+            subprocess.run([sys.executable, "-m", "compileall", "-q", f"{before}/checks", f"{before}/diagnose"],
+                           check=False, capture_output=True)  # fmt: skip
+            tools["pfdiag-before"] = tools["pfdiag"]
+            envs["pfdiag-before"] = {**env, "PYTHONPATH": before}
+        for name, argv in tools.items():  # warm-up (page cache, imports), untimed
+            time_cmd(argv, envs[name])
         times: dict[str, list[float]] = {k: [] for k in tools}
+        rss: dict[str, list[float]] = {k: [] for k in tools}
+        load = [os.getloadavg()[0]]
         for _ in range(args.runs):
             for name, argv in tools.items():
-                times[name].append(time_cmd(argv, env))
+                dt, mb = time_cmd(argv, envs[name])
+                times[name].append(dt)
+                rss[name].append(mb)
+        load.append(os.getloadavg()[0])
         best = {k: min(v) for k, v in times.items()}
+        median = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+        peak = {k: max(v) for k, v in rss.items()}
         ratio = best["pfdiag"] / best["qshape"]
         results["queue"] = {"commands": {k: " ".join(v) for k, v in tools.items()},
                             "runs_s": {k: [round(x, 3) for x in v] for k, v in times.items()},
-                            "best_s": {k: round(v, 3) for k, v in best.items()}, "ratio": round(ratio, 3)}  # fmt: skip
+                            "best_s": {k: round(v, 3) for k, v in best.items()},
+                            "median_s": {k: round(v, 3) for k, v in median.items()}, "ratio": round(ratio, 3),
+                            "rss_mb": {k: [round(x, 1) for x in v] for k, v in rss.items()},
+                            "peak_rss_mb": {k: round(v, 1) for k, v in peak.items()},
+                            "load_1min": [round(x, 2) for x in load]}  # fmt: skip
 
         lines = make_records(lab, args.records)
         text = "\n".join(lines) + "\n"
@@ -231,6 +261,7 @@ def main() -> int:
 
     targets = [
         ("pfdiag queue / qshape (wall, best of %d)" % args.runs, f"{ratio:.2f}x", "<= 1.0", ratio <= 1.0),
+        ("pfdiag queue peak RSS (max of the runs)", f"{peak['pfdiag']:.0f} MB", "< 100 MB", peak["pfdiag"] < 100),
         (f"parse {args.records:,} postqueue -j records", f"{parse_best:.2f} s", "< 2 s", parse_best < 2.0),
     ]
     results["targets"] = [{"target": t, "value": v, "limit": lim, "pass": ok} for t, v, lim, ok in targets]
@@ -241,13 +272,15 @@ def main() -> int:
         print(f"fill:  submitted in {fill_info['submit_s']:.1f} s ({fill_info['messages_per_s']:.0f} msg/s over "
               f"{fill_info['sessions']} SMTP sessions), all deferred after {fill_info['all_deferred_s']:.1f} s")  # fmt: skip
     print(f"pfdiag queue: {best['pfdiag']:.3f} s   qshape: {best['qshape']:.3f} s   (runs: {results['queue']['runs_s']})")
+    print("medians: " + "   ".join(f"{k} {v:.3f} s" for k, v in median.items()))
+    print("peak RSS: " + "   ".join(f"{k} {v:.1f} MB" for k, v in peak.items()) + f"; load {load[0]:.2f} -> {load[1]:.2f}")
     print()
     w = max(len(t[0]) for t in targets)
     print(f"{'target'.ljust(w)}  {'value':>8}  {'limit':>7}  result")
     for t, v, lim, ok in targets:
         print(f"{t.ljust(w)}  {v:>8}  {lim:>7}  {'PASS' if ok else 'FAIL'}")
-    (OUT / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nresults: {OUT / 'results.json'}")
+    (OUT / args.out).write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nresults: {OUT / args.out}")
     return 0 if all(t[3] for t in targets) else 1
 
 

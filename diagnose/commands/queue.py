@@ -130,7 +130,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         shape = None if args.shape_queues == "all" else [q.strip() for q in args.shape_queues.split(",") if q.strip()]
         report, builder = queue_report(target, args.config_dir, by=args.by, top=args.top, shape_queues=shape,
-                                       encode=args.format == "json", keep=keep, said=said)  # fmt: skip
+                                       encode=True, keep=keep, said=said)  # fmt: skip
+        # a big queue's entries are sorted runs of JSON in temporary files (bounded memory), streamed out
         if args.format == "json":
             builder.write_json(report, sys.stdout)
             sys.stdout.write("\n")

@@ -178,20 +178,26 @@ def test_no_core_module_imports_the_queue_command() -> None:
 
 
 @pytest.mark.parametrize("configured_after", [0, 1500, None])
-def test_a_lean_json_report_writes_the_same_text(listing, configured_after) -> None:
-    """`pfdiag queue -f json` drops each message's entry once encoded (its text stays): the
-    JSON written is still exactly json.dumps of the whole report."""
+def test_a_spooled_json_report_writes_the_same_text(listing, configured_after) -> None:
+    """`pfdiag queue` keeps a big queue's entries as sorted runs of JSON in temporary files,
+    never all at once: the JSON written is still exactly json.dumps of the whole report, and
+    the text renderer reads the same messages from the runs."""
     import json
 
-    from diagnose.queuereport import ReportBuilder
+    from diagnose.queuereport import ReportBuilder, SortedEntries, render_md, render_text
 
     target, cfg, read, qdir = listing
     full = build_report(read, cfg.settings, target, qdir)
-    b = ReportBuilder(read.taken_at, encode=True, lean=True)
+    b = ReportBuilder(read.taken_at, encode=True, run=256)
     for i, m in enumerate(read.messages):
         if i == configured_after:
             b.configure(cfg.settings, target, qdir)
         b.add(m)
-    lean = b.finish(read, cfg.settings, target, qdir)
-    assert sum(e is None for e in lean["messages"]) > 2000  # dropped as they were encoded
-    assert b.json_text(lean) == json.dumps(full, ensure_ascii=False)
+        assert len(b.entries) + len(b._run) <= max(1001, 256) + len(b.waiting)  # never the whole queue
+    spooled = b.finish(read, cfg.settings, target, qdir)
+    msgs = spooled["messages"]
+    assert isinstance(msgs, SortedEntries) and len(msgs._files) >= 7  # 3,000 entries, runs of 256 on disk
+    assert b.json_text(spooled) == json.dumps(full, ensure_ascii=False)
+    assert spooled == full and len(msgs) == 3000
+    assert render_text(spooled) == render_text(full) and render_md(spooled) == render_md(full)
+    msgs.close()

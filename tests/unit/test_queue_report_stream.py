@@ -52,7 +52,8 @@ def test_streamed_report_equals_the_whole_listing_functions(listing, configured_
     rep = b.finish(read, cfg.settings, target, cfg.queue_directory)
 
     text = b.json_text(rep)
-    assert text == json.dumps(rep, ensure_ascii=False)  # compact, from the entries encoded on the way
+    as_list = {**rep, "messages": list(rep["messages"])}  # a big report's messages: sorted runs (SortedEntries)
+    assert text == json.dumps(as_list, ensure_ascii=False)  # compact, from the entries encoded on the way
     assert rep == build_report(read, cfg.settings, target, cfg.queue_directory)
 
     mx = age_matrix(msgs, now)
@@ -116,3 +117,42 @@ def test_settings_arriving_with_the_message_past_the_mark_encode_each_entry_once
     rep = b.finish(read, cfg.settings, target, cfg.queue_directory)
     assert b.json_text(rep) == json.dumps(build_report(read, cfg.settings, target, cfg.queue_directory), ensure_ascii=False)
     assert len(calls) == len(msgs)
+
+
+@pytest.mark.parametrize("spill", [True, False])
+def test_sorted_runs_keep_listing_order_among_equal_arrivals(listing, monkeypatch, spill):
+    """Runs of 100 entries, three distinct arrival times, the deferred ones waiting for the
+    settings until the end (so they land in later runs than messages listed after them): the
+    merged messages are still sorted by arrival, listing order among equals, as sorted() of
+    the whole listing. Without a temporary file the runs stay in memory, same result."""
+    from diagnose import queuereport
+    from diagnose.queuereport import SortedEntries
+
+    if not spill:
+        monkeypatch.setattr(queuereport, "_spill_file", lambda: None)
+    target, cfg, read = listing
+    msgs = [replace(m, arrival_time=read.taken_at - 600 * (i % 3)) for i, m in enumerate(read.messages)]
+    read = replace(read, messages=msgs)
+    b = ReportBuilder(read.taken_at, encode=True, run=100)
+    for m in msgs:
+        b.add(m)
+    rep = b.finish(read, cfg.settings, target, cfg.queue_directory)
+    assert isinstance(rep["messages"], SortedEntries) and (len(rep["messages"]._files) > 5) == spill
+    want = [m.queue_id for m in sorted(msgs, key=lambda m: m.arrival_time)]
+    assert [e["queue_id"] for e in rep["messages"]] == want
+    assert json.loads(b.json_text(rep))["messages"] == build_report(read, cfg.settings, target, cfg.queue_directory)["messages"]
+
+
+def test_run_keys_sort_as_arrival_then_listing_position():
+    """A sorted run's lines compare as strings in the order of (arrival, listing position), for
+    any float arrival (negative, fractions, ties), so the merge never parses a line."""
+    from diagnose.queuereport import _KEY_LEN, _line
+
+    rnd = random.Random(3)
+    pairs = [(rnd.choice([-1e9, -2.5, -0.0, 0.0, 1e-7, 1.5, 1795887927.0, 1795887927.25, 4e12]), rnd.randrange(10**6))
+             for _ in range(2000)]  # fmt: skip
+    lines = [_line(a, i, f'{{"n": {i}}}') for a, i in pairs]
+    want = sorted(range(len(pairs)), key=lambda k: (pairs[k][0], pairs[k][1]))
+    got = sorted(range(len(pairs)), key=lambda k: lines[k])
+    assert [pairs[k] for k in got] == [pairs[k] for k in want]
+    assert all(ln[_KEY_LEN:-1] == f'{{"n": {i}}}' for ln, (_, i) in zip(lines, pairs))
