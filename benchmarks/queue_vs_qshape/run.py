@@ -129,9 +129,13 @@ def fill(lab: PostfixLab, messages: int, sessions: int) -> dict[str, float]:
             "messages_per_s": round(messages / submitted, 1)}  # fmt: skip
 
 
+CPU: dict[str, list[float]] = {}  # per command line: user + system seconds of the process itself
+
+
 def time_cmd(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
     """Wall time (s) and the process's own peak RSS (MB, wait4's ru_maxrss; its children,
-    postqueue and showq for pfdiag, are not counted, nor are qshape's: it has none)."""
+    postqueue for pfdiag, are not counted, nor is showq, a Postfix daemon). Its own CPU time
+    goes to CPU: on a shared machine it moves less with the load than the wall time."""
     t0 = time.perf_counter()
     with open(os.devnull, "wb") as null:
         proc = subprocess.Popen(argv, stdout=null, stderr=subprocess.PIPE, env=env)
@@ -142,6 +146,7 @@ def time_cmd(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} exited {proc.returncode}: {err.decode(errors='replace')[-500:]}")
+    CPU.setdefault(" ".join(argv) + env.get("PYTHONPATH", ""), []).append(usage.ru_utime + usage.ru_stime)
     return dt, usage.ru_maxrss / 1024
 
 
@@ -214,6 +219,7 @@ def main() -> int:
             envs["pfdiag-before"] = {**env, "PYTHONPATH": before}
         for name, argv in tools.items():  # warm-up (page cache, imports), untimed
             time_cmd(argv, envs[name])
+        CPU.clear()  # not the warm-ups
         times: dict[str, list[float]] = {k: [] for k in tools}
         rss: dict[str, list[float]] = {k: [] for k in tools}
         load = [os.getloadavg()[0]]
@@ -233,7 +239,9 @@ def main() -> int:
                             "median_s": {k: round(v, 3) for k, v in median.items()}, "ratio": round(ratio, 3),
                             "rss_mb": {k: [round(x, 1) for x in v] for k, v in rss.items()},
                             "peak_rss_mb": {k: round(v, 1) for k, v in peak.items()},
-                            "load_1min": [round(x, 2) for x in load]}  # fmt: skip
+                            "load_1min": [round(x, 2) for x in load],
+                            "cpu_s": {k: [round(x, 3) for x in CPU[" ".join(v) + envs[k].get("PYTHONPATH", "")]]
+                                      for k, v in tools.items()}}  # fmt: skip
 
         lines = make_records(lab, args.records)
         text = "\n".join(lines) + "\n"
@@ -273,6 +281,8 @@ def main() -> int:
               f"{fill_info['sessions']} SMTP sessions), all deferred after {fill_info['all_deferred_s']:.1f} s")  # fmt: skip
     print(f"pfdiag queue: {best['pfdiag']:.3f} s   qshape: {best['qshape']:.3f} s   (runs: {results['queue']['runs_s']})")
     print("medians: " + "   ".join(f"{k} {v:.3f} s" for k, v in median.items()))
+    print("CPU (user+sys, median): " + "   ".join(f"{k} {sorted(v)[len(v) // 2]:.3f} s"
+                                               for k, v in results["queue"]["cpu_s"].items()))  # type: ignore[index]
     print("peak RSS: " + "   ".join(f"{k} {v:.1f} MB" for k, v in peak.items()) + f"; load {load[0]:.2f} -> {load[1]:.2f}")
     print()
     w = max(len(t[0]) for t in targets)
