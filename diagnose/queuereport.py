@@ -257,19 +257,21 @@ class SortedEntries:
         self._files, self._last = [], []
 
 
-_KEY_LEN = 28  # _line()'s key: 16 hex digits of the arrival, 12 of the listing position
-_SIGN = 1 << 63
+_KEY_LEN = 29  # _line()'s key: 17 hex digits of the arrival, 12 of the listing position
 _pack_double = struct.Struct(">d").pack
 _unpack_u64 = struct.Struct(">Q").unpack
 
 
 def _line(arrival: float, seq: int, text: str) -> str:
     """One entry of a sorted run: a key whose string order is the order of (arrival, listing
-    position) - the float's bits made to sort as unsigned (negative ones inverted), exact for
-    every arrival - then the JSON text (no raw newline in it) and a newline."""
-    (bits,) = _unpack_u64(_pack_double(arrival + 0.0))  # + 0.0: -0.0 is 0.0, as == has it
-    bits = bits ^ 0xFFFFFFFFFFFFFFFF if bits & _SIGN else bits | _SIGN
-    return f"{bits:016x}{seq:012x}{text}\n"
+    position) - the float's big-endian bits, which sort as the numbers do when positive ("1"
+    first), inverted when negative ("0" first), exact for every arrival - then the JSON text
+    (no raw newline in it) and a newline."""
+    arrival += 0.0  # -0.0 is 0.0, as == has it
+    if arrival >= 0:
+        return f"1{_pack_double(arrival).hex()}{seq:012x}{text}\n"
+    (bits,) = _unpack_u64(_pack_double(arrival))
+    return f"0{bits ^ 0xFFFFFFFFFFFFFFFF:016x}{seq:012x}{text}\n"
 
 
 def _spill_file() -> IO[str] | None:
