@@ -156,3 +156,30 @@ def test_run_keys_sort_as_arrival_then_listing_position():
     got = sorted(range(len(pairs)), key=lambda k: lines[k])
     assert [pairs[k] for k in got] == [pairs[k] for k in want]
     assert all(ln[_KEY_LEN:-1] == f'{{"n": {i}}}' for ln, (_, i) in zip(lines, pairs))
+
+
+def test_a_slow_postconf_makes_the_listing_wait_instead_of_piling_up_entries(listing, monkeypatch):
+    """Deferred entries wait whole for the retry settings; past WAIT_LIMIT of them add() waits
+    for the configuration job (postconf) instead of holding more: memory stays bounded
+    however slow postconf is, and the report is the same."""
+    import threading
+
+    from checks.runner import start
+    from diagnose import queuereport
+
+    monkeypatch.setattr(queuereport, "WAIT_LIMIT", 50)
+    target, cfg, read = listing
+    release = threading.Event()
+    job = start("config", lambda _deadline: (release.wait(30), (cfg.settings, cfg, False))[1])
+    threading.Timer(0.3, release.set).start()
+    b = ReportBuilder(read.taken_at, encode=True, run=200)
+    b.configure_when_done(job, target)
+    most = 0
+    for m in read.messages:
+        b.add(m)
+        most = max(most, len(b.waiting))
+    assert release.is_set() and most == 50  # waited when the 51st came (never more held), then forecast as they came
+    rep = b.finish(read, cfg.settings, target, cfg.queue_directory)
+    as_list = {**rep, "messages": list(rep["messages"])}
+    assert b.json_text(rep) == json.dumps(as_list, ensure_ascii=False)
+    assert rep == build_report(read, cfg.settings, target, cfg.queue_directory)
