@@ -30,6 +30,8 @@ from checks.targets.base import Connection, Target
 if TYPE_CHECKING:
     import ssl
 
+    from checks.smtp.ladder import LadderVerdict
+
 CHECK_ID = "smtp.probe"
 
 # Postfix does not wait for the QUIT reply (smtp_skip_quit_response = yes): neither do we, long.
@@ -706,3 +708,11 @@ def _probe_findings(r: ProbeResult) -> list[Finding]:
     return out
 
 
+def to_findings(result: ProbeResult | LadderVerdict) -> list[Finding]:
+    """Findings for diagnose: a probe gives its worst phase (+ masked banner, no STARTTLS);
+    a ladder verdict gives one finding with its cause (checks.smtp.ladder, loaded only then)."""
+    if isinstance(result, ProbeResult):
+        return _probe_findings(result)
+    from checks.smtp.ladder import _ladder_findings
+
+    return _ladder_findings(result)
