@@ -368,8 +368,11 @@ class _Session:
         self.record(TLS_HANDSHAKE, seconds, _timed(seconds, timeout), detail=f"{info.protocol} {info.cipher}")
         return True
 
-    def quit(self) -> None:
-        """QUIT and a short wait: Postfix skips the QUIT reply, so no answer is harmless."""
+    def quit(self, await_reply: bool = True) -> None:
+        """QUIT and a short wait: Postfix skips the QUIT reply, so no answer is harmless. With
+        ``await_reply=False`` (a session that ended normally: RSET or "." answered) QUIT is sent and
+        the connection closed, as Postfix does (smtp_skip_quit_response = yes): waiting for the 221
+        would cost one more round trip that Postfix never spends."""
         if self.dead or self.reader is None:
             return
         _, _, wait = self._window(QUIT, _QUIT_WAIT)
@@ -377,6 +380,10 @@ class _Session:
         try:
             self.log.add("C", "QUIT")
             self.reader.stream.send(b"QUIT\r\n", t0 + max(wait, 0.0))
+            if not await_reply:
+                self.record(QUIT, time.monotonic() - t0, Verdict.OK,
+                            detail="sent; reply not awaited, as Postfix does (smtp_skip_quit_response = yes)")
+                return
             reply = self.reader.read_reply(t0 + max(wait, 0.0))
         except (_Timeout, _Lost, _Hostile) as exc:
             why = str(exc) or f"no reply within {max(wait, 0):.3g} s"
@@ -611,7 +618,7 @@ def _converse(s: _Session, *, helo_name: str, mail_from: str, rcpt_to: str | Non
         return
     ok = _transaction(s, mail_from, rcpt_to, payload)
     s.completed = ok
-    s.quit()
+    s.quit(await_reply=not ok)  # Postfix reads no QUIT reply after a normal end (smtp_skip_quit_response)
 
 
 # --- public entry points ---------------------------------------------------------------
