@@ -23,8 +23,9 @@ _MAX_SIZE = 64 << 20
 
 HELP = """\
 Talks SMTP to DESTINATION the way Postfix's smtp(8) client does (connect, greeting,
-EHLO, STARTTLS, MAIL, [RCPT], RSET, QUIT: nothing is sent by default) and times every
-phase against this Postfix's smtp_*_timeout values. With --send-test it delivers real
+EHLO, STARTTLS, MAIL, [RCPT], RSET, QUIT: nothing is sent by default; MAIL to QUIT in
+one write when the server offers PIPELINING, as Postfix sends an address probe) and
+times every phase against this Postfix's smtp_*_timeout values. With --send-test it delivers real
 test messages of growing size to --to and tells a path-MTU black hole from a receiver
 that is slow after "." (E09) or an SMTP-inspecting firewall.
 
