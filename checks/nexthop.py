@@ -194,6 +194,9 @@ def route(target: Target, dest: Destination, config_dir: str | None = None, reso
     if dest.is_domain:
         return resolve_nexthop(target, dest.host, config_dir, resolver)
     hop = NextHop(dest.host, "smtp", dest.text.strip(), f"given as {dest.text.strip()}")
+    if _is_ip(dest.host):  # an address is used as given: the routing settings would go unread (one postconf less)
+        _fill(hop, dest.host, dest.port, True, {}, resolver)
+        return hop
     try:
         conf = postconf_x(target, config_dir, *_ROUTING)
     except PfdiagError as exc:

@@ -189,6 +189,9 @@ def netem_case(sw: str, pfdiag: str, runs: int, delay: float = 0.030) -> dict[st
         inside = ["ip", "netns", "exec", ns]
         s_argv, p_argv = argvs(sw, pfdiag, port)
         out: dict[str, object] = {"delay": how, **compare([*inside, *s_argv], [*inside, *p_argv], runs)}
+        # for reference: swaks with its own PIPELINING (not its default; the target is against the default)
+        piped = compare([*inside, *s_argv, "--pipeline"], [*inside, *p_argv], runs)
+        out["swaks_pipeline_s"], out["ratio_vs_swaks_pipeline"] = piped["swaks_s"], piped["ratio"]
         proc = subprocess.run([*inside, *p_argv], capture_output=True, text=True)
         doc = json.loads(proc.stdout)
         out["pfdiag_phases"] = {p["phase"]: p["seconds"] for p in doc["probe"]["phases"]}
