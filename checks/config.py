@@ -16,13 +16,14 @@ smtp(8) resolves with) and /etc/resolv.conf.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 from checks.errors import CommandNotFound, InputError, PfdiagError
 from checks.postfix.postconf import TIME_UNITS, PostfixConfig, parse_postconf, parse_postconf_h, parse_postconf_p, parse_time
-from checks.postfix.retry import RetrySettings, risky_settings
-from checks.resolvconf import HOST_RESOLV, chroot_resolv, parse_resolv_conf
 from checks.targets.base import Target
+
+if TYPE_CHECKING:  # retry and resolv.conf load where they are used: routing a probe (checks.nexthop) needs neither
+    from checks.postfix.retry import RetrySettings
 
 # §2.1: SMTP/LMTP client and receiving-side timeouts.
 TIMEOUTS = (
@@ -164,6 +165,7 @@ def read_config(target: Target, config_dir: str | None = None, names: Sequence[s
     def_argv = postfix_argv("postconf", config_dir, "-d", "-h", *wanted)
     p_argv = postfix_argv("postconf", config_dir, "-P")
     l_argv = postfix_argv("postconf", config_dir, "-h", *LOCAL_SERVICE_PARAMS)
+    from checks.postfix.retry import RetrySettings
     from checks.runner import run_within
     from checks.runner import values as all_values
 
@@ -243,6 +245,8 @@ def shortened(cfg: PostfixConfig, name: str) -> float | None:
 def assess(cfg: PostfixConfig, settings: RetrySettings) -> list[tuple[str, str]]:
     """(parameter, why) for every risky value: the retry model's own list plus the ones
     that need the whole configuration (duplicates, soft_bounce, master.cf overrides)."""
+    from checks.postfix.retry import risky_settings
+
     out = list(risky_settings(settings))
     done = _seconds(cfg, "smtp_data_done_timeout")
     if done is not None and done < 600:
@@ -280,6 +284,8 @@ def _read(target: Target, path: str) -> str | None:
 def resolv_risks(target: Target, queue_directory: str | None) -> list[tuple[str, str]]:
     """A chrooted smtp(8) resolves with $queue_directory/etc/resolv.conf: a stale copy sends
     its DNS lookups somewhere else than the host's (Debian copies it at start only)."""
+    from checks.resolvconf import HOST_RESOLV, chroot_resolv, parse_resolv_conf
+
     if not queue_directory:
         return []
     chroot_path = chroot_resolv(queue_directory)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from checks.config import domain_keys, postconf_x, postmap_query
 from checks.errors import PfdiagError, UsageError
@@ -194,6 +194,9 @@ def route(target: Target, dest: Destination, config_dir: str | None = None, reso
     if dest.is_domain:
         return resolve_nexthop(target, dest.host, config_dir, resolver)
     hop = NextHop(dest.host, "smtp", dest.text.strip(), f"given as {dest.text.strip()}")
+    if _is_ip(dest.host):  # an address is used as given: the routing settings would go unread (one postconf less)
+        _fill(hop, dest.host, dest.port, True, {}, resolver)
+        return hop
     try:
         conf = postconf_x(target, config_dir, *_ROUTING)
     except PfdiagError as exc:
@@ -306,12 +309,8 @@ def resolver_for(target: Target, spec: str | None = None) -> Any:
         return dns_resolver(target, spec)[0]
     if not target.live:  # a recording: nothing to ask
         return None
-    if target.local_network:  # this machine's own sockets: its own resolver
-        import dns.resolver
-
-        r = dns.resolver.Resolver()
-        r.lifetime = 5.0
-        return _NoReserved(r)
+    if target.local_network:  # this machine's own sockets: its own resolver, built on first use
+        return _NoReserved(None, _local_resolver)  # (dnspython costs ~30 ms of start-up: a [literal] needs none)
     from checks.dns import resolver_for as dns_resolver
 
     try:
@@ -320,11 +319,26 @@ def resolver_for(target: Target, spec: str | None = None) -> Any:
         return None
 
 
-class _NoReserved:
-    """A resolver that refuses reserved names instead of sending them to the network."""
+def _local_resolver() -> Any:
+    import dns.resolver
 
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
+    r = dns.resolver.Resolver()
+    r.lifetime = 5.0
+    return r
+
+
+class _NoReserved:
+    """A resolver that refuses reserved names instead of sending them to the network.
+    ``make`` builds the inner resolver when it is first needed."""
+
+    def __init__(self, inner: Any, make: Callable[[], Any] | None = None) -> None:
+        self._inner, self._make = inner, make
+
+    @property
+    def inner(self) -> Any:
+        if self._inner is None and self._make is not None:
+            self._inner, self._make = self._make(), None
+        return self._inner
 
     def resolve(self, name: str, rtype: str) -> Any:
         import dns.resolver

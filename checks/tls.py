@@ -18,14 +18,15 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from checks.errors import PfdiagError
 from checks.targets import Target
+
+if TYPE_CHECKING:  # datetime and hashlib (OpenSSL's libcrypto) load with a certificate: a probe of a
+    import datetime as dt  # plaintext peer, which reads TLS_PARAMS and the policy only, needs neither
 
 LEVELS = ("none", "may", "encrypt", "dane", "dane-only", "fingerprint", "verify", "secure")
 
@@ -64,6 +65,9 @@ def _wild_match(pattern: str, name: str, multi_label: bool = False) -> bool:
 
 def analyze(der: bytes, names: Sequence[str] = (), now: dt.datetime | None = None,
             multi_label: bool = False) -> CertInfo:  # fmt: skip
+    import datetime as dt
+    import hashlib
+
     from cryptography import x509
     from cryptography.x509.oid import NameOID
 
@@ -95,6 +99,8 @@ def analyze(der: bytes, names: Sequence[str] = (), now: dt.datetime | None = Non
 def _association(der: bytes, selector: int, mtype: int) -> str:
     """The TLSA certificate association data of one certificate: full (0), SHA-256 (1), SHA-512 (2)
     of the whole certificate (selector 0) or its SubjectPublicKeyInfo (selector 1)."""
+    import hashlib
+
     from cryptography import x509
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 

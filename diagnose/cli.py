@@ -34,6 +34,27 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # one line, exit 2, no usage dump
         raise UsageError(f"{message}{_did_you_mean(self, message)} (see {self.prog} --help)")
 
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        # argparse makes a formatter for every add_argument, and HelpFormatter finds its width with
+        # shutil.get_terminal_size: importing shutil (and with it bz2, lzma) is ~3 ms of every start-up
+        return self.formatter_class(prog=self.prog, width=_width())  # type: ignore[call-arg]
+
+
+def _width() -> int:
+    """shutil.get_terminal_size().columns - 2, as HelpFormatter would use, without importing shutil."""
+    import os
+
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns if sys.__stdout__ else 0
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return (columns or 80) - 2
+
 
 def _options_of(parser: argparse.ArgumentParser) -> set[str]:
     found: set[str] = set()

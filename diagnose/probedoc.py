@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from checks.bind import BIND_NAMES, BindPlan, bind_plan
 from checks.errors import PfdiagError, UsageError
@@ -22,8 +22,11 @@ from checks.postfix.defaults import SHORT_TIMEOUTS as _SHORT
 from checks.postfix.defaults import TIMEOUT_NAMES
 from checks.probeset import Failed, Outcome, ProbeJob, run_probes, run_within
 from checks.runner import start
-from checks.smtp import BODY, DATA, END_OF_DATA, SMTPS_PORTS, LadderVerdict, MessageResult, PhaseTimeouts, ProbeResult, to_findings
+from checks.smtp import BODY, DATA, END_OF_DATA, SMTPS_PORTS, PhaseTimeouts, ProbeResult, to_findings
 from checks.targets import Target
+
+if TYPE_CHECKING:  # a plain probe never loads the size ladder's module
+    from checks.smtp import LadderVerdict, MessageResult
 
 SCHEMA = "pfdiag.probe/1"
 SET_SCHEMA = "pfdiag.probe-set/1"

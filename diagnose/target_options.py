@@ -6,11 +6,13 @@ import argparse
 import os
 import sys
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from checks.errors import UsageError
-from checks.targets.base import Target
 from diagnose.textsafe import visible
+
+if TYPE_CHECKING:  # `pfdiag CMD --help` builds the options without loading the targets
+    from checks.targets.base import Target
 
 DEMO_SNAPSHOT = "demo-snapshot.tar.gz"
 

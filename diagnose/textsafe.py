@@ -28,7 +28,6 @@ those four characters in the input; the JSON report holds the exact string).
 
 from __future__ import annotations
 
-import html as _html
 import re
 import unicodedata
 from functools import lru_cache
@@ -160,4 +159,6 @@ def md_block(lines: Iterable[Any], info: str = "") -> list[str]:
 
 def html(text: Any) -> str:
     """Outside text for HTML text or an attribute value: visible, then escaped (quotes too)."""
+    import html as _html  # with the first HTML text: every command's start-up imports this module
+
     return _html.escape(visible(text), quote=True)

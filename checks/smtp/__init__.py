@@ -22,22 +22,51 @@ is "we could not look", not a fact about the peer.
 
 from __future__ import annotations
 
-from checks.postfix.defaults import (
-    BANNER, BODY, CONNECT, DATA, EHLO, EHLO_TLS, END_OF_DATA, HELO, MAIL, QUIT, RCPT, RSET, STARTTLS, TLS_HANDSHAKE,
-)  # fmt: skip
-from checks.smtp.ladder import (
-    DEFAULT_LADDER_SIZES, LadderStep, LadderVerdict, MessageResult, build_test_message, conclude_ladder,
-    send_test_messages, to_findings,
-)  # fmt: skip
-from checks.smtp.session import (
-    CHECK_ID, SMTPS_PORTS, PhaseResult, PhaseTimeouts, ProbeResult, Verdict, probe_address,
-)  # fmt: skip
-from checks.smtp.wire import Reply, TlsInfo, default_tls_context, is_masked_banner, parse_reply, peer_chain
+from typing import TYPE_CHECKING, Any
 
-__all__ = [
-    "BANNER", "BODY", "CHECK_ID", "CONNECT", "DATA", "DEFAULT_LADDER_SIZES", "EHLO", "EHLO_TLS", "END_OF_DATA",
-    "HELO", "MAIL", "QUIT", "RCPT", "RSET", "SMTPS_PORTS", "STARTTLS", "TLS_HANDSHAKE",
-    "LadderStep", "LadderVerdict", "MessageResult", "PhaseResult", "PhaseTimeouts", "ProbeResult", "Reply",
-    "TlsInfo", "Verdict", "build_test_message", "conclude_ladder", "default_tls_context", "is_masked_banner",
-    "parse_reply", "peer_chain", "probe_address", "send_test_messages", "to_findings",
-]  # fmt: skip
+# Every name below loads its module on first use (PEP 562), so that importing checks.smtp (for
+# DEFAULT_LADDER_SIZES in `pfdiag probe --help`, say) costs nothing and a plain probe never loads
+# the ladder.
+DEFAULT_LADDER_SIZES = (300, 1536, 4096, 16384, 65536, 1048576)
+
+_WHERE = {
+    "checks.postfix.defaults": ("BANNER", "BODY", "CONNECT", "DATA", "EHLO", "EHLO_TLS", "END_OF_DATA", "HELO",
+                                "MAIL", "QUIT", "RCPT", "RSET", "STARTTLS", "TLS_HANDSHAKE"),
+    "checks.smtp.ladder": ("LadderStep", "LadderVerdict", "MessageResult", "build_test_message", "conclude_ladder",
+                           "send_test_messages"),
+    "checks.smtp.session": ("CHECK_ID", "SMTPS_PORTS", "PhaseResult", "PhaseTimeouts", "ProbeResult", "Verdict",
+                            "probe_address", "to_findings"),
+    "checks.smtp.wire": ("Reply", "TlsInfo", "default_tls_context", "is_masked_banner", "parse_reply", "peer_chain"),
+}  # fmt: skip
+_MODULE_OF = {name: module for module, names in _WHERE.items() for name in names}
+
+if TYPE_CHECKING:
+    from checks.postfix.defaults import (
+        BANNER, BODY, CONNECT, DATA, EHLO, EHLO_TLS, END_OF_DATA, HELO, MAIL, QUIT, RCPT, RSET, STARTTLS,
+        TLS_HANDSHAKE,
+    )  # fmt: skip
+    from checks.smtp.ladder import (
+        LadderStep, LadderVerdict, MessageResult, build_test_message, conclude_ladder, send_test_messages,
+    )  # fmt: skip
+    from checks.smtp.session import (
+        CHECK_ID, SMTPS_PORTS, PhaseResult, PhaseTimeouts, ProbeResult, Verdict, probe_address, to_findings,
+    )  # fmt: skip
+    from checks.smtp.wire import Reply, TlsInfo, default_tls_context, is_masked_banner, parse_reply, peer_chain
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'checks.smtp' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # once: later lookups are plain attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+__all__ = ["DEFAULT_LADDER_SIZES", *_MODULE_OF]

@@ -11,15 +11,15 @@ from typing import TYPE_CHECKING, Literal
 from checks.errors import UsageError
 from checks.model import Evidence, Finding, Severity
 from checks.postfix.defaults import BODY, DATA, END_OF_DATA
-from checks.smtp.session import (
-    _BAD, CHECK_ID, PhaseTimeouts, ProbeResult, Verdict, _check_args, _converse, _probe_findings, _Session,
+from checks.smtp import DEFAULT_LADDER_SIZES
+from checks.smtp.session import (  # noqa: F401 - to_findings: it was here, callers may still import it from here
+    _BAD, CHECK_ID, PhaseTimeouts, ProbeResult, Verdict, _check_args, _converse, _Session, to_findings,
 )  # fmt: skip
 from checks.targets.base import Target
 
 if TYPE_CHECKING:
     import ssl
 
-DEFAULT_LADDER_SIZES = (300, 1536, 4096, 16384, 65536, 1048576)
 _MAX_TEST_SIZE = 64 << 20
 
 # --- the end-of-data size ladder -------------------------------------------------------
@@ -268,12 +268,3 @@ def _ladder_findings(v: LadderVerdict) -> list[Finding]:
                         for st in v.steps]}
     return [Finding(CHECK_ID, severity, f"{v.host}:{v.port} end-of-data test: {v.kind}: {v.explanation}",
                     v.cause_id, (Evidence(f"SMTP test messages to {v.host}:{v.port}", excerpt),), values)]
-
-
-def to_findings(result: ProbeResult | LadderVerdict) -> list[Finding]:
-    """Findings for diagnose: a probe gives its worst phase (+ masked banner, no STARTTLS);
-    a ladder verdict gives one finding with its cause."""
-    if isinstance(result, LadderVerdict):
-        return _ladder_findings(result)
-    return _probe_findings(result)
-

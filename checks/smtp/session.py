@@ -30,6 +30,8 @@ from checks.targets.base import Connection, Target
 if TYPE_CHECKING:
     import ssl
 
+    from checks.smtp.ladder import LadderVerdict
+
 CHECK_ID = "smtp.probe"
 
 # Postfix does not wait for the QUIT reply (smtp_skip_quit_response = yes): neither do we, long.
@@ -202,6 +204,7 @@ class _Session:
         self.tls_capabilities: tuple[str, ...] = ()
         self.starttls_offered: bool | None = None
         self.tls: TlsInfo | None = None
+        self.quit_sent = False  # QUIT went out pipelined with MAIL..RSET: quit() only records it
 
     # -- time
 
@@ -339,6 +342,24 @@ class _Session:
         self.record(name, seconds, verdict, reply=reply, detail=detail, cause=None if ok_class else _cause(name, "reply"))
         return reply
 
+    def send_pipelined(self, name: str, commands: Sequence[str]) -> bool:
+        """Write several commands at once (the server offered PIPELINING), within the window of the
+        first one's phase ``name``; False (and that phase recorded) when the write fails."""
+        assert self.reader is not None
+        _, timeout, wait = self._window(name)
+        t0 = time.monotonic()
+        for command in commands:
+            self.log.add("C", command)
+        try:
+            self.reader.stream.send("".join(f"{c}\r\n" for c in commands).encode("utf-8"), t0 + max(wait, 0.0))
+        except _Timeout:
+            self._no_answer(name, time.monotonic() - t0, timeout, wait, 0)
+            return False
+        except _Lost as exc:
+            self._lost(name, time.monotonic() - t0, str(exc))
+            return False
+        return True
+
     def handshake(self, context: ssl.SSLContext | None) -> bool:
         assert self.reader is not None and isinstance(self.reader.stream, _Plain)
         context = context or default_tls_context()
@@ -366,15 +387,26 @@ class _Session:
         self.record(TLS_HANDSHAKE, seconds, _timed(seconds, timeout), detail=f"{info.protocol} {info.cipher}")
         return True
 
-    def quit(self) -> None:
-        """QUIT and a short wait: Postfix skips the QUIT reply, so no answer is harmless."""
+    def quit(self, await_reply: bool = True) -> None:
+        """QUIT and a short wait: Postfix skips the QUIT reply, so no answer is harmless. With
+        ``await_reply=False`` (a session that ended normally: RSET or "." answered) QUIT is sent and
+        the connection closed, as Postfix does (smtp_skip_quit_response = yes): waiting for the 221
+        would cost one more round trip that Postfix never spends."""
         if self.dead or self.reader is None:
+            return
+        if self.quit_sent:  # pipelined: replies still in flight belong to other commands, none is read
+            self.record(QUIT, 0.0, Verdict.OK, detail="sent pipelined after RSET; reply not awaited, as Postfix "
+                        "does (smtp_skip_quit_response = yes)")  # fmt: skip
             return
         _, _, wait = self._window(QUIT, _QUIT_WAIT)
         t0 = time.monotonic()
         try:
             self.log.add("C", "QUIT")
             self.reader.stream.send(b"QUIT\r\n", t0 + max(wait, 0.0))
+            if not await_reply:
+                self.record(QUIT, time.monotonic() - t0, Verdict.OK,
+                            detail="sent; reply not awaited, as Postfix does (smtp_skip_quit_response = yes)")
+                return
             reply = self.reader.read_reply(t0 + max(wait, 0.0))
         except (_Timeout, _Lost, _Hostile) as exc:
             why = str(exc) or f"no reply within {max(wait, 0):.3g} s"
@@ -532,6 +564,8 @@ def _starttls(s: _Session, mode: bool | str, context: ssl.SSLContext | None, hel
 
 
 def _transaction(s: _Session, mail_from: str, rcpt_to: str | None, payload: bytes | None) -> bool:
+    if payload is None and s.esmtp and _offers(s.tls_capabilities if s.tls else s.capabilities, "PIPELINING"):
+        return _pipelined_probe(s, mail_from, rcpt_to)
     reply = s.exchange(MAIL, f"MAIL FROM:<{mail_from}>")
     if reply is None or reply.code // 100 != 2:
         return False
@@ -548,6 +582,29 @@ def _transaction(s: _Session, mail_from: str, rcpt_to: str | None, payload: byte
     if not s.body(payload):
         return False
     return s.exchange(END_OF_DATA, None) is not None  # the "." went with the body
+
+
+def _pipelined_probe(s: _Session, mail_from: str, rcpt_to: str | None) -> bool:
+    """MAIL, [RCPT], RSET and QUIT in one write, as Postfix's smtp(8) sends an address probe to a server
+    that offers PIPELINING (smtp_proto.c: the sender runs ahead of the replies; a trace-only request
+    ends with RSET, then QUIT, whose reply it skips). Each reply is still read and judged on its own,
+    against its own timeout from the moment the previous one arrived, as Postfix reads them: one round
+    trip for the transaction instead of three. A rejected MAIL or RCPT ends the reading there (Postfix
+    ignores what follows a rejected MAIL); QUIT is already on its way."""
+    steps = [(MAIL, f"MAIL FROM:<{mail_from}>")]
+    if rcpt_to is not None:
+        steps.append((RCPT, f"RCPT TO:<{rcpt_to}>"))
+    steps.append((RSET, "RSET"))
+    if not s.send_pipelined(MAIL, [command for _, command in steps] + ["QUIT"]):
+        return False
+    s.quit_sent = True
+    for name, _ in steps:
+        reply = s.exchange(name, None)
+        if reply is None:
+            return False
+        if reply.code // 100 != 2:
+            return name == RSET  # a refused RSET: the probe got its answers; Postfix would just not reuse it
+    return True
 
 
 def _greet(s: _Session, port: int, wrappermode: bool) -> Reply | None:
@@ -609,7 +666,7 @@ def _converse(s: _Session, *, helo_name: str, mail_from: str, rcpt_to: str | Non
         return
     ok = _transaction(s, mail_from, rcpt_to, payload)
     s.completed = ok
-    s.quit()
+    s.quit(await_reply=not ok)  # Postfix reads no QUIT reply after a normal end (smtp_skip_quit_response)
 
 
 # --- public entry points ---------------------------------------------------------------
@@ -649,7 +706,9 @@ def probe_address(
     bind_fallback: bool = False,
 ) -> ProbeResult:
     """Talk SMTP to host:port from the target's vantage point, up to RCPT TO (only when
-    rcpt_to is given), then RSET and QUIT: nothing is ever sent after RCPT.
+    rcpt_to is given), then RSET and QUIT: nothing is ever sent after RCPT. A server that offers
+    PIPELINING gets MAIL..QUIT in one write, as Postfix sends it an address probe (each reply is
+    still timed on its own); QUIT's reply is never waited for after a normal end, as in Postfix.
 
     starttls: True = required (like smtp_tls_security_level = encrypt), "auto" = when
     offered (level may), False = never. wrappermode: TLS from the first byte (port 465).
@@ -706,3 +765,11 @@ def _probe_findings(r: ProbeResult) -> list[Finding]:
     return out
 
 
+def to_findings(result: ProbeResult | LadderVerdict) -> list[Finding]:
+    """Findings for diagnose: a probe gives its worst phase (+ masked banner, no STARTTLS);
+    a ladder verdict gives one finding with its cause (checks.smtp.ladder, loaded only then)."""
+    if isinstance(result, ProbeResult):
+        return _probe_findings(result)
+    from checks.smtp.ladder import _ladder_findings
+
+    return _ladder_findings(result)

@@ -9,11 +9,7 @@ ability a target lacks has a default there, so callers never ask which target th
 
 from __future__ import annotations
 
-import bz2
-import gzip
 import io
-import lzma
-import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, Protocol, Sequence, TextIO, TypeVar, cast
 
@@ -180,6 +176,9 @@ class _CheckedStream(io.RawIOBase):
         return True
 
     def readinto(self, buffer: Any) -> int:
+        import lzma  # the decompressors load with the first compressed file, not at every start-up
+        import zlib
+
         try:
             # read1: one step of the decompressor, so that what it gave before the damage
             # is handed on (read(n) loops to fill n and drops what it had on an error)
@@ -207,10 +206,16 @@ def decode_stream(raw: BinaryIO, label: str) -> TextIO:
     kind = next((name for magic, name in _MAGIC if head.startswith(magic)), None)
     binary: io.BufferedReader[Any]
     if kind == "gzip":
+        import gzip
+
         binary = io.BufferedReader(_CheckedStream(cast(BinaryIO, gzip.GzipFile(fileobj=buffered)), label), 1 << 16)
     elif kind == "bz2":
+        import bz2
+
         binary = io.BufferedReader(_CheckedStream(cast(BinaryIO, bz2.BZ2File(buffered)), label), 1 << 16)
     elif kind == "xz":
+        import lzma
+
         binary = io.BufferedReader(_CheckedStream(cast(BinaryIO, lzma.LZMAFile(buffered)), label), 1 << 16)
     else:
         binary = buffered

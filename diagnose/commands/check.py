@@ -8,11 +8,16 @@ ORDER = 25  # place in pfdiag --help
 import argparse
 import sys
 import time
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from checks.errors import PfdiagError, UsageError
-from diagnose import monitor as mon
+from diagnose.commands import LazyModule
 from diagnose.target_options import add_target_options, open_target
+
+if TYPE_CHECKING:
+    from diagnose import monitor as mon
+else:  # loaded when a check runs: `pfdiag check --help` stays light
+    mon = LazyModule("diagnose.monitor")
 from diagnose.textsafe import visible
 
 HELP = """\

@@ -8,15 +8,15 @@ ORDER = 30  # place in pfdiag --help
 
 import argparse
 import sys
+from typing import Any
 
 from checks import places
-from checks.config import read_config
 from checks.errors import UsageError
-from diagnose import actions as act
-from diagnose.configreport import SEED, apply, build, proposal, render_md, render_text  # noqa: F401 - SEED: for scripts and tests
 from diagnose.output import Output, add_output_options
 from diagnose.target_options import add_target_options, open_target
 from diagnose.textsafe import visible
+
+# The configuration report and the actions load in run(): `pfdiag config --help` stays light.
 
 HELP = """\
 Shows every timeout, backoff, lifetime and concurrency parameter that decides when
@@ -48,7 +48,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def __getattr__(name: str) -> Any:
+    """SEED and proposal, for scripts and tests: from diagnose.configreport, loaded on use."""
+    if name in ("SEED", "proposal"):
+        from diagnose import configreport
+
+        return getattr(configreport, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def run(args: argparse.Namespace) -> int:
+    from checks.config import read_config
+    from diagnose import actions as act
+    from diagnose.configreport import apply, build, proposal, render_md, render_text
+
     changes = proposal(args.propose)
     if (args.apply or args.yes) and not changes:
         raise UsageError("--apply needs --propose (seed or NAME=VALUE)")

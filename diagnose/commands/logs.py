@@ -5,17 +5,15 @@ from __future__ import annotations
 ORDER = 10  # place in pfdiag --help
 
 import argparse
+from typing import TYPE_CHECKING
 
-from checks.config import config_or_defaults, read_config
 from checks.errors import InputError, UsageError
-from checks.targets import Target
-from diagnose.timespec import parse_when, parse_zone  # noqa: F401 - parse_when: also for scripts
-from diagnose.delays import DEFAULT_TIMEOUTS, smtp_timeouts
-from checks.logs import LONG_LINE, NUL_BYTES, ReadStats, default_sources, resolve_sources
-from diagnose.logreport import render_markdown, render_text, to_dict
-from diagnose.logscan import analyse_logs
-from diagnose.output import Output, add_output_options
-from diagnose.target_options import add_target_options, open_target
+from diagnose.output import add_output_options
+from diagnose.target_options import add_target_options
+
+if TYPE_CHECKING:  # the log analysis loads in run(): `pfdiag logs --help` and `pfdiag --help` stay light
+    from checks.logs import ReadStats
+    from checks.targets import Target
 
 HELP = """\
 Reads Postfix logs (plain, .gz, .bz2, .xz; a directory of rotated logs is read
@@ -48,6 +46,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from checks.logs import default_sources, resolve_sources
+    from diagnose.delays import DEFAULT_TIMEOUTS
+    from diagnose.logreport import render_markdown, render_text, to_dict
+    from diagnose.logscan import analyse_logs
+    from diagnose.output import Output
+    from diagnose.target_options import open_target
+    from diagnose.timespec import parse_when, parse_zone
+
     since = parse_when(args.since) if args.since else None
     until = parse_when(args.until) if args.until else None
     if args.jobs is not None and args.jobs < 1:
@@ -87,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _unreadable(stats: ReadStats) -> str:
     """'; skipped: 1 line(s) with NUL bytes: binary data, not a text log?' when lines were skipped."""
+    from checks.logs import LONG_LINE, NUL_BYTES
+
     if not stats.malformed:
         return ""
     words = {NUL_BYTES: "line(s) with NUL bytes", LONG_LINE: f"line(s) {LONG_LINE.removeprefix('line ')}"}
@@ -99,6 +107,9 @@ def effective_timeouts(target: Target, config_dir: str | None = None) -> tuple[d
     """This server's smtp client timeouts (master.cf -o overrides of the smtp service included,
     read by checks.config like every command does), so that a delays profile is read against
     what Postfix really waited; Postfix's defaults when the target has no postconf."""
+    from checks.config import config_or_defaults, read_config
+    from diagnose.delays import smtp_timeouts
+
     cfg, source = config_or_defaults(lambda: read_config(target, config_dir), target.where)
     return (smtp_timeouts(cfg) if cfg is not None else None), source
 

@@ -10,12 +10,12 @@ import sys
 from typing import Any
 
 from checks.errors import PfdiagError, UsageError
-from checks.smtp import DEFAULT_LADDER_SIZES
-from diagnose.probe_render import render_md, render_text
-from diagnose.probedoc import Settings, probe_one, probe_set, read_postfix
-from diagnose.output import Output, add_output_options
-from diagnose.target_options import add_target_options, open_target
-from diagnose.textsafe import visible, visible_lines
+from checks.smtp import DEFAULT_LADDER_SIZES  # a constant: checks.smtp loads its modules on first use
+from diagnose.output import add_output_options
+from diagnose.target_options import add_target_options
+
+# What a probe runs on (the SMTP conversation, routing, Postfix's settings) is imported in run():
+# `pfdiag probe --help` and `pfdiag --help` load none of it.
 
 EXIT_PROBLEM = 4
 DEFAULT_BUDGET = 120.0
@@ -23,8 +23,9 @@ _MAX_SIZE = 64 << 20
 
 HELP = """\
 Talks SMTP to DESTINATION the way Postfix's smtp(8) client does (connect, greeting,
-EHLO, STARTTLS, MAIL, [RCPT], RSET, QUIT: nothing is sent by default) and times every
-phase against this Postfix's smtp_*_timeout values. With --send-test it delivers real
+EHLO, STARTTLS, MAIL, [RCPT], RSET, QUIT: nothing is sent by default; MAIL to QUIT in
+one write when the server offers PIPELINING, as Postfix sends an address probe) and
+times every phase against this Postfix's smtp_*_timeout values. With --send-test it delivers real
 test messages of growing size to --to and tells a path-MTU black hole from a receiver
 that is slow after "." (E09) or an SMTP-inspecting firewall.
 
@@ -76,6 +77,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def __getattr__(name: str) -> Any:
+    """render_md and render_text, for scripts and tests: from diagnose.probe_render, loaded on use."""
+    if name in ("render_md", "render_text"):
+        from diagnose import probe_render
+
+        return getattr(probe_render, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def parse_sizes(text: str | None) -> tuple[int, ...]:
     if text is None:
         return DEFAULT_LADDER_SIZES
@@ -94,6 +104,9 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from checks.nexthop import parse_destination
+    from diagnose.output import Output
+    from diagnose.probedoc import Settings, probe_one, probe_set, read_postfix
+    from diagnose.textsafe import visible
 
     deadline = time.monotonic() + (args.budget or 0)  # --budget: the wall time of the whole command
     for d in args.destination:  # usage errors before any connection
@@ -119,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
             return lambda x: "\n".join(f"== {visible(d['destination'])}: {visible(d['error'])}\n" if d.get("error")
                                        else render(d) for d in x["probes"])  # fmt: skip
 
-        Output.from_args(args).write(doc, {"md": each(render_md), "text": each(render_text)})
+        Output.from_args(args).write(doc, {"md": each(_renderer("render_md")), "text": each(_renderer("render_text"))})
         return EXIT_PROBLEM if doc["problem"] else 0
     sizes = parse_sizes(args.sizes)
     if args.send_test and not (args.to and args.to.strip()):
@@ -136,8 +149,19 @@ def run(args: argparse.Namespace) -> int:
         raise PfdiagError("not confirmed: no test message was sent")
     doc = probe_one(target, args.destination[0], settings, read_postfix(target, settings), deadline=deadline,
                     ladder=(args.to.strip(), sizes) if args.send_test else None, compare_here=args.compare_here)  # fmt: skip
-    Output.from_args(args).write(doc, {"md": render_md, "text": render_text})
+    Output.from_args(args).write(doc, {"md": _renderer("render_md"), "text": _renderer("render_text")})
     return EXIT_PROBLEM if doc["problem"] else 0
+
+
+def _renderer(name: str) -> Any:
+    """diagnose.probe_render's renderer, imported when the text or Markdown is made (-f json needs none)."""
+
+    def render(doc: Any) -> str:
+        from diagnose import probe_render
+
+        return str(getattr(probe_render, name)(doc))
+
+    return render
 
 
 def _progress(total: int) -> Any:
@@ -163,6 +187,9 @@ def _progress(total: int) -> Any:
 def _live_target(args: argparse.Namespace) -> Any:
     if getattr(args, "snapshot", None) or getattr(args, "demo", False):  # said before opening (and importing) it
         raise PfdiagError("a probe needs a live target: a snapshot (or --demo) is a recording and cannot open connections")
+    from diagnose.target_options import open_target
+    from diagnose.textsafe import visible_lines
+
     target, notice = open_target(args)
     if notice and args.format != "json":
         print(visible_lines(notice), file=sys.stderr)

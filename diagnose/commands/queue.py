@@ -11,19 +11,27 @@ ORDER = 20  # place in pfdiag --help
 import argparse
 import json
 import sys
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from checks import places
 from checks.errors import InputError, UsageError
-from checks.postfix.postqueue import QUEUE_NAMES, QueuedMessage
-from checks.queue import read_queue
-from checks.targets import Target
-from diagnose import actions as act
-from diagnose import restore
-from diagnose import queueselect
-from diagnose.queuereport import cause_of, queue_report, render_md, render_text
+from diagnose.commands import LazyModule
 from diagnose.target_options import add_target_options, open_target
 from diagnose.textsafe import visible_lines
+
+if TYPE_CHECKING:
+    from checks.postfix.postqueue import QueuedMessage
+    from checks.targets import Target
+    from diagnose import actions as act
+    from diagnose import queueselect, restore
+else:  # the queue actions and the report load when they run: `pfdiag queue --help` stays light
+    act, queueselect, restore = (LazyModule(f"diagnose.{m}") for m in ("actions", "queueselect", "restore"))
+
+# For the parser, without importing the modules they come from (tests/unit/test_imports_lazy.py keeps them
+# equal): the queues, the actions (*actions.SPECS, *restore.MORE) and queueselect.JOIN_CAP in days.
+QUEUE_NAMES = ("maildrop", "incoming", "active", "deferred", "hold")  # checks.postfix.postqueue.QUEUE_NAMES
+ACTIONS = ("hold", "release", "requeue", "retry", "expire", "delete", "flush", "restore", "log")
+JOIN_CAP_DAYS = 7
 
 __all__ = ["add_parser", "run"]
 SELECTORS = ("id", "cause", "domain", "queue", "all_deferred", "sender", "recipient", "older_than", "younger_than",
@@ -67,7 +75,7 @@ examples:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("queue", help="the mail queue: shape, causes, forecasts; safe queue actions",
                        description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("action", nargs="?", choices=(*act.SPECS, *restore.MORE), metavar="ACTION",
+    p.add_argument("action", nargs="?", choices=ACTIONS, metavar="ACTION",
                    help="hold | release | requeue | retry | expire | delete | flush (none: report); "
                         "restore BACKUP_DIR: send deleted mail again; log: the action log's runs")  # fmt: skip
     p.add_argument("path", nargs="?", metavar="BACKUP_DIR", help="restore: a backup directory of delete")
@@ -93,7 +101,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--sasl-user", metavar="LOGIN", help="submitted with this SASL login (smtpd's log line)")
     g.add_argument("--client", metavar="IP", help="submitted from this IP address or network (smtpd's log line)")
     g.add_argument("--since", metavar="T", help="--sasl-user/--client: read the log from T (24h, 7d, ISO time; "
-                   f"default: the oldest selected message's arrival, at most {queueselect.JOIN_CAP // 86400} days back)")
+                   f"default: the oldest selected message's arrival, at most {JOIN_CAP_DAYS} days back)")
     g = p.add_argument_group("running an action")
     g.add_argument("--dry-run", action="store_true", help="show what would run, change nothing")
     g.add_argument("--yes", action="store_true", help="run without asking")
@@ -103,7 +111,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def __getattr__(name: str) -> Any:
+    """render_md and render_text, for scripts and tests: from diagnose.queuereport, loaded on use."""
+    if name in ("render_md", "render_text"):
+        from diagnose import queuereport
+
+        return getattr(queuereport, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def run(args: argparse.Namespace) -> int:
+    from diagnose.queuereport import queue_report, render_md, render_text
+
     if args.top < 1:
         raise UsageError("--top must be at least 1")
     sel = queueselect.selection(args)  # a malformed selector is said before anything is opened
@@ -156,6 +175,9 @@ def _listing_filter(args: argparse.Namespace, target: Target, sel: act.Selection
                     ) -> tuple[Callable[[QueuedMessage, float], bool] | None, str]:  # fmt: skip
     """The report's filter for the selectors given (None: all), and how they read. With
     --sasl-user/--client the queue is listed once first and the log joined to it."""
+    from checks.queue import read_queue
+    from diagnose.queuereport import cause_of
+
     since = _since(args, sel)
     if sel.empty:
         return None, ""
