@@ -132,8 +132,9 @@ def plan(ob: Outbreak) -> dict[str, Any]:
                  "and destination, and changes nothing", "command": f"pfdiag queue hold {sel} --dry-run"},
         {"step": "Hold it: kept in the hold queue, no more retries that hurt the server's reputation",
          "command": f"pfdiag queue hold {sel} --yes"},
-        {"step": "Once the account is safe again, release what is legitimate (or delete the spam: pfdiag queue "
-                 "delete keeps a backup)", "command": f"pfdiag queue release {sel} --yes"},
+        {"step": f"Once {'the account' if kind == 'sasl-user' else 'the source'} is safe again, release what is "
+                 "legitimate (or delete the spam: pfdiag queue delete keeps a backup)",
+         "command": f"pfdiag queue release {sel} --yes"},
     ]  # fmt: skip
     param, restriction = RESTRICTION[kind]
     table = MAP_FILES[kind]
