@@ -24,7 +24,7 @@ LOG = """\
 
 def _msg(qid: str, now: float) -> QueuedMessage:
     return QueuedMessage(queue_name="deferred", queue_id=qid, arrival_time=now - 60, size=400, sender="bulk@corp.test",
-                         recipients=[], forced_expire=False)  # fmt: skip
+                         recipients=(), forced_expire=False)  # fmt: skip
 
 
 def test_first_id_follows_the_chain_and_stops_on_a_cycle():
