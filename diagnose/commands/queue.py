@@ -62,6 +62,10 @@ examples:
   pfdiag queue hold --sasl-user bob                submitted with that SASL login (from the log)
   pfdiag queue hold --client 192.0.2.7             submitted from that IP or network (from the log)
   pfdiag queue hold --client 10.0.0.0/8 --since 2d   ... reading the log of the last 2 days
+  pfdiag queue hold --sasl-user=bob@example.com --dry-run   what pfdiag report's outbreak triage
+                                                   suggests: plan and counts, nothing changed
+  pfdiag queue release --sasl-user=bob@example.com --yes   ... and back, once the account is safe
+(--sasl-user/--client follow a message requeued with postsuper -r to its first queue id)
 """
 
 
