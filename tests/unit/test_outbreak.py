@@ -222,3 +222,22 @@ def test_redaction_hides_the_login_and_client(report_doc):
     doc = redact(report_doc)
     blob = json.dumps(doc)
     assert "bob@example.com" not in blob and "203.0.113.5" not in blob
+
+
+def test_a_recording_is_read_through_its_target_and_stdin_is_not_read_twice(tmp_path):
+    from checks.config import read_config
+    from checks.errors import CheckSkipped
+    from checks.targets import SnapshotTarget
+    from diagnose.target_options import demo_path
+
+    demo = SnapshotTarget(demo_path())
+    logs = collect_logs(demo, None, None, lambda: read_config(demo, None))
+    [f] = outbreak.outbreak_check(Context(target=demo, options={"collected": {"logs": logs}}))
+    assert f.severity == Severity.INFO and "(E22/E23) are 0 % of the deferrals" in f.summary  # the demo: end-of-data
+    ev = scan(demo, logs["input"]["files"], None, cause_of=cause_of, causes=("E09",), deadline=time.monotonic() + 30)
+    assert ev.complete and ev.deferred_messages > 0 and ev.senders  # the bundle's log, read through the target
+    facts = _facts(flood_log(tmp_path / "mail.log"))
+    assert facts.logs is not None
+    facts.logs["input"]["files"] = ["-"]
+    with pytest.raises(CheckSkipped, match="standard input"):
+        outbreak.outbreak_check(Context(target=LocalTarget(), options={"collected": {"logs": facts.logs}}))
