@@ -18,6 +18,7 @@ from checks.queue import domain_of, read_queue
 from checks.targets import Target
 from diagnose import actions as act
 from diagnose.queuereport import cause_of
+from diagnose.fate import human
 from diagnose.textsafe import visible
 
 PLAN_SHOWN = 200  # messages listed in a plan's text
@@ -281,3 +282,41 @@ def plan_dict(plan: act.Plan, result: act.Result | None, *, dry: bool) -> dict[s
             "outcomes": [{"argv": o.argv, "ok": o.ok, "detail": o.detail} for o in result.outcomes],
         },
     }  # fmt: skip
+
+
+# -- the listing's text (pfdiag queue without an action)
+
+OTHER_SHOWN = 50  # held and active messages listed with their fate in the text
+
+
+def other_fates(report: dict[str, Any]) -> list[str]:
+    """The held, active, incoming and maildrop messages with their fate (diagnose/fate.py's
+    phrase, which the report entry carries): the deferred ones have their own table."""
+    rows = [m for m in report.get("messages") or [] if m and m.get("queue_name") != "deferred" and m.get("fate")]
+    if not rows:
+        return []
+    rows.sort(key=lambda m: (m["queue_name"] != "hold", -m["age_seconds"]))  # held first, oldest first
+    out = ["", "Held and active messages: what happens to them"]
+    out.append(f"  {'queue id':<17} {'queue':<9} {'age':>7}  {'sender':<30} fate")
+    for m in rows[:OTHER_SHOWN]:
+        causes = ",".join(dict.fromkeys(r["cause_id"] for r in m["recipients"] if r.get("cause_id")))
+        why = f" (last deferred: {causes})" if causes else ""
+        out.append(f"  {m['queue_id']:<17} {m['queue_name']:<9} {human(m['age_seconds']):>7}  {m['sender'] or '<>':<30} "
+                   f"{m['fate']}{why}")  # fmt: skip
+    if len(rows) > OTHER_SHOWN:
+        out.append(f"  ... {len(rows) - OTHER_SHOWN} more (--format json lists all)")
+    return [visible(line) for line in out]  # senders are outside text (textsafe)
+
+
+def with_other_fates(text: str, report: dict[str, Any]) -> str:
+    """render_text()'s listing with other_fates() after the deferred messages, before the notes."""
+    extra = other_fates(report)
+    if not extra:
+        return text
+    lines = text.rstrip("\n").split("\n")
+    notes = len(lines)
+    while notes > 0 and lines[notes - 1].startswith("note: "):
+        notes -= 1
+    if notes < len(lines) and notes > 0 and lines[notes - 1] == "":
+        notes -= 1
+    return "\n".join(lines[:notes] + extra + lines[notes:]) + "\n"

@@ -11,7 +11,7 @@ ORDER = 20  # place in pfdiag --help
 import argparse
 import json
 import sys
-from typing import Any, Callable
+from typing import Callable
 
 from checks import places
 from checks.errors import InputError, UsageError
@@ -23,8 +23,7 @@ from diagnose import restore
 from diagnose import queueselect
 from diagnose.queuereport import cause_of, queue_report, render_md, render_text
 from diagnose.target_options import add_target_options, open_target
-from diagnose.fate import human
-from diagnose.textsafe import visible, visible_lines
+from diagnose.textsafe import visible_lines
 
 __all__ = ["add_parser", "run"]
 SELECTORS = ("id", "cause", "domain", "queue", "all_deferred", "sender", "recipient", "older_than", "younger_than",
@@ -142,46 +141,10 @@ def run(args: argparse.Namespace) -> int:
         elif args.format == "md":
             sys.stdout.write(render_md(report))
         else:
-            sys.stdout.write(with_other_fates(render_text(report), report))
+            sys.stdout.write(queueselect.with_other_fates(render_text(report), report))
     finally:
         gc.enable()
     return 0
-
-
-OTHER_SHOWN = 50  # held and active messages listed with their fate in the text
-
-
-def other_fates(report: dict[str, Any]) -> list[str]:
-    """The held, active, incoming and maildrop messages with their fate (diagnose/fate.py's
-    phrase, which the report entry carries): the deferred ones have their own table."""
-    rows = [m for m in report.get("messages") or [] if m and m.get("queue_name") != "deferred" and m.get("fate")]
-    if not rows:
-        return []
-    rows.sort(key=lambda m: (m["queue_name"] != "hold", -m["age_seconds"]))  # held first, oldest first
-    out = ["", "Held and active messages: what happens to them"]
-    out.append(f"  {'queue id':<17} {'queue':<9} {'age':>7}  {'sender':<30} fate")
-    for m in rows[:OTHER_SHOWN]:
-        causes = ",".join(dict.fromkeys(r["cause_id"] for r in m["recipients"] if r.get("cause_id")))
-        why = f" (last deferred: {causes})" if causes else ""
-        out.append(f"  {m['queue_id']:<17} {m['queue_name']:<9} {human(m['age_seconds']):>7}  {m['sender'] or '<>':<30} "
-                   f"{m['fate']}{why}")  # fmt: skip
-    if len(rows) > OTHER_SHOWN:
-        out.append(f"  ... {len(rows) - OTHER_SHOWN} more (--format json lists all)")
-    return [visible(line) for line in out]  # senders are outside text (textsafe)
-
-
-def with_other_fates(text: str, report: dict[str, Any]) -> str:
-    """render_text()'s listing with other_fates() after the deferred messages, before the notes."""
-    extra = other_fates(report)
-    if not extra:
-        return text
-    lines = text.rstrip("\n").split("\n")
-    notes = len(lines)
-    while notes > 0 and lines[notes - 1].startswith("note: "):
-        notes -= 1
-    if notes < len(lines) and notes > 0 and lines[notes - 1] == "":
-        notes -= 1
-    return "\n".join(lines[:notes] + extra + lines[notes:]) + "\n"
 
 
 def _since(args: argparse.Namespace, sel: act.Selection) -> float | None:
