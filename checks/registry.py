@@ -20,7 +20,7 @@ ENTRY_POINT_GROUP = "pfdiag.checks"
 
 # Modules whose @check functions are built in. Listed, not discovered, so that
 # what ships is visible in one place.
-BUILTIN_MODULES: tuple[str, ...] = ("checks.builtin",)
+BUILTIN_MODULES: tuple[str, ...] = ("checks.builtin", "diagnose.outbreak")  # the second: its check reads the logs report
 
 
 @dataclass(frozen=True)

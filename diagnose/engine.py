@@ -244,7 +244,7 @@ def run_checks(facts: Facts, target: Target, answers: Mapping[str, str], budget:
                progress: Progress = _noop, include_plugins: bool = True, dns_resolver: str | None = None) -> None:  # fmt: skip
     specs, problems = load_checks(include_plugins=include_plugins)
     ctx = Context(target=target, answers=dict(answers),
-                  options={"collected": {"config_report": facts.config_report, "identity": facts.identity}, "probe_targets": facts.probe_targets,
+                  options={"collected": {"config_report": facts.config_report, "identity": facts.identity, "logs": facts.logs}, "probe_targets": facts.probe_targets,
                            "dns_targets": facts.dns_targets, "dns_resolver": dns_resolver,
                            "config_dir": config_dir, "budget": budget})  # fmt: skip
     jobs: dict[str, tuple[str, Callable[[], Any]]] = {}

@@ -19,6 +19,36 @@ from diagnose.textsafe import console, md_block, md_code, md_text, rich_markup, 
 
 SCHEMA = "pfdiag.logs/1"
 TOP = 5
+SAID_PER_CAUSE = 3  # Postfix's own warnings shown under each cause (most frequent first)
+SAID_OTHER = 5  # and unrelated ones, in one short section at the end
+# companion kinds that are no warning (TLS logged as it went) or are shown elsewhere (PIX: end of data)
+NOT_WARNINGS = ("Untrusted TLS connection", "Trusted TLS connection", "Verified TLS connection",
+                "Anonymous TLS connection", "PIX workarounds enabled")  # fmt: skip
+
+
+def postfix_said(report: dict[str, Any]) -> tuple[dict[str, list[tuple[str, int]]], list[tuple[str, int]]]:
+    """Postfix's own warning lines of the log (the report's "companions": lines without a queue id
+    that name a problem, e.g. "SMTPS wrappermode ... requires setting smtp_tls_wrappermode = yes",
+    "warning: connect to transport private/X"), each as (example line, count): under the cause
+    their text classifies as when that cause is in the report, SAID_PER_CAUSE at most; the others
+    apart (SAID_OTHER at most). Most frequent first."""
+    from diagnose.classify import classify
+
+    shown = {c["id"] for c in report.get("causes") or []}
+    by_cause: dict[str, list[tuple[str, int]]] = {}
+    other: list[tuple[str, int]] = []
+    rows = sorted((report.get("companions") or {}).items(), key=lambda kv: (-kv[1]["count"], kv[0]))
+    for kind, c in rows:
+        example = c.get("example") or kind
+        if kind.startswith(NOT_WARNINGS):
+            continue
+        _, sep, message = example.partition("]: ")
+        cause = classify(message if sep else example).cause_id
+        if cause in shown:
+            by_cause.setdefault(cause, []).append((example, c["count"]))
+        else:
+            other.append((example, c["count"]))
+    return {k: v[:SAID_PER_CAUSE] for k, v in by_cause.items()}, other[:SAID_OTHER]
 
 
 def _iso(ts: float | None) -> str | None:
@@ -224,6 +254,7 @@ def render_text(report: dict[str, Any], width: int = 120, color: bool = False) -
                 row.append(_top(c["top_domains"][:1]))
             t.add_row(*map(rich_text, row))
         con.print(t)
+        said, _ = postfix_said(report)
         for c in report["causes"]:
             con.print(rich_markup(
                 "\n[bold]{} {}[/bold] — {} deferral(s), {} collateral, {} message(s), {} .. {}", c["id"], c["title"],
@@ -240,6 +271,8 @@ def render_text(report: dict[str, Any], width: int = 120, color: bool = False) -
                 con.print(f"  also {c['other_mx_failures']:,} failure(s) at one MX host before the next was tried")
             if c["example"]:
                 con.print(rich_markup("  e.g.     {}", c["example"]), soft_wrap=True)
+            for line, n in said.get(c["id"], []):
+                con.print(rich_markup("  postfix: {}  ({}x)", line, f"{n:,}"), soft_wrap=True)
         _render_places(con, Table, report["domains"], "domain", "Destinations with deferrals", width)
         _render_places(con, Table, report["relays"], "relay", "Next hops with deferrals", width)
     o = report["outcomes"]
@@ -259,6 +292,11 @@ def render_text(report: dict[str, Any], width: int = 120, color: bool = False) -
         con.print(rich_markup("  hosts: {}; message sizes: {}", _top(e["hosts"]), _top(list(e["message_sizes"].items()))))
         if e["pix_workarounds"]:
             con.print(rich_markup("  Postfix turned on its PIX firewall workarounds for: {}", _top(e["pix_workarounds"])))
+    other = postfix_said(report)[1]
+    if other:
+        con.print("\n[bold]Other Postfix warnings[/bold] (no deferral cause in this log; most frequent first):")
+        for line, n in other:
+            con.print(rich_markup("  {}  ({}x)", line, f"{n:,}"), soft_wrap=True)
     if inp["malformed"]:
         con.print("\n[bold]Lines that could not be read as they are[/bold] (counted):")
         for kind, m in inp["malformed"].items():
@@ -328,12 +366,15 @@ def render_markdown(report: dict[str, Any]) -> str:
                 )
                 + " |"
             )
+        said, _ = postfix_said(report)
         for c in report["causes"]:
             out += ["", f"### {md_text(c['id'])} {md_text(c['title'])}", ""]
             for line in c["delays_meaning"]:
                 out.append(f"- {md_text(line)}")
             if c["example"]:
                 out += [""] + md_block([c["example"]])
+            if said.get(c["id"]):
+                out += ["", "Postfix said (count):", ""] + md_block(f"{line}  ({n}x)" for line, n in said[c["id"]])
     else:
         out.append("No deferrals in this log.")
     o, e = report["outcomes"], report["end_of_data"]
@@ -348,6 +389,10 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"**End-of-data timeouts:** {e['messages']} message(s); {e['delivered_later_possible_duplicates']} delivered "
             "by a later attempt and may have arrived twice.",
         ]
+    other = postfix_said(report)[1]
+    if other:
+        out += ["", "### Other Postfix warnings", "", "No deferral cause in this log; most frequent first (count):", ""]
+        out += md_block(f"{line}  ({n}x)" for line, n in other)
     if inp["malformed"]:
         out += ["", "Lines that could not be read as they are: " + ", ".join(f"{md_text(k)} {m['count']}" for k, m in inp["malformed"].items())]
     return "\n".join(out) + "\n"

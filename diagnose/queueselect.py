@@ -18,6 +18,7 @@ from checks.queue import domain_of, read_queue
 from checks.targets import Target
 from diagnose import actions as act
 from diagnose.queuereport import cause_of
+from diagnose.fate import human
 from diagnose.textsafe import visible
 
 PLAN_SHOWN = 200  # messages listed in a plan's text
@@ -25,7 +26,6 @@ JOIN_CAP = 7 * 86400  # --sasl-user/--client read the log back at most this far 
 JOIN_SLACK = 300  # seconds before the oldest arrival: smtpd logs client= before cleanup stamps the arrival
 _AGE = re.compile(r"^(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)([kmg]?)b?$", re.I)
-_CLIENT = re.compile(r"client=(?P<host>[^\[,\s]*)\[(?P<addr>[^\]]*)\](?:.*?\bsasl_username=(?P<login>[^,\s]+))?")
 
 
 def parse_age(text: str, option: str = "--older-than") -> float:
@@ -83,28 +83,65 @@ def origins(target: Target, config_dir: str | None, messages: list[QueuedMessage
     """Who submitted each of these messages, from smtpd's client= lines in the default log,
     read from `since` (default: the oldest message's arrival, at most JOIN_CAP back); and a
     note saying what was read. A log that cannot be read is an InputError: --sasl-user and
-    --client are refused rather than guessed. sources: log files instead of the default ones."""
-    from checks.logs import ReadStats, default_sources, read_lines
+    --client are refused rather than guessed. sources: log files instead of the default ones.
+
+    A message requeued with postsuper -r has a new queue id and no client= line of its own:
+    pickup logs ``orig_id=OLD`` for it (the chain diagnose/trace.py follows), and its submitter
+    is that of the first id of the chain. The log is read a second time, for those first ids
+    only, when such messages are among the ones asked about."""
+    from checks.logs import ReadStats, default_sources
 
     if since is None:
         oldest = min((m.arrival_time for m in messages if m.arrival_time > 0), default=now)
         since = max(oldest - JOIN_SLACK, now - JOIN_CAP)
     wanted = {m.queue_id for m in messages}
-    found: dict[str, act.Origin] = {}
+    files = sources or default_sources(target, config_dir)
     stats = ReadStats()
+    links: dict[str, str] = {}  # new queue id -> the id it was requeued from (pickup's orig_id=)
     try:
-        for line in read_lines(target, sources or default_sources(target, config_dir), stats, since=since, skip_daemons=frozenset({"qmgr", "smtp", "cleanup"})):
-            if line.queue_id in wanted and line.text.startswith("client=") and line.program == "smtpd":
-                m = _CLIENT.match(line.text)
-                if m:
-                    found[line.queue_id] = act.Origin(m["addr"], m["host"], m["login"])
+        found = _join(target, files, stats, since, wanted, links)
+        firsts = {qid: first for qid in wanted - set(found) if (first := first_id(qid, links)) != qid}
+        if firsts:
+            earlier = _join(target, files, ReadStats(), since, set(firsts.values()), {})
+            found.update({qid: earlier[first] for qid, first in firsts.items() if first in earlier})
     except PfdiagError as exc:
         raise InputError(f"--sasl-user/--client need the mail log, which cannot be read ({exc}); "
                          "those selectors are refused") from None  # fmt: skip
     if not stats.files:
         raise InputError("--sasl-user/--client need the mail log, and none was found; those selectors are refused")
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(since))
-    return found, f"submitters read from {', '.join(dict.fromkeys(stats.files))} since {when}: {len(found)} of {len(wanted)} message(s) came in over SMTP"
+    requeued = f" ({len(firsts)} requeued: joined through pickup's orig_id= to their first queue id)" if firsts else ""
+    return found, (f"submitters read from {', '.join(dict.fromkeys(stats.files))} since {when}: "
+                   f"{len(found)} of {len(wanted)} message(s) came in over SMTP{requeued}")  # fmt: skip
+
+
+MAX_LINKS = 100_000  # requeue links (pickup's orig_id=) remembered in one read of the log
+
+
+def _join(target: Target, files: list[str], stats: Any, since: float, wanted: set[str], links: dict[str, str]
+          ) -> dict[str, act.Origin]:  # fmt: skip
+    """One read of the log: the submitters of the wanted ids (checks/outbreak.py's SubmitterJoin,
+    the one join of smtpd's client= lines) and the requeue links pickup logs."""
+    from checks.logs import read_lines
+    from checks.outbreak import SubmitterJoin
+    from diagnose.trace import _ORIG_ID
+
+    join = SubmitterJoin(wanted)
+    for line in read_lines(target, files, stats, since=since, skip_daemons=frozenset({"qmgr", "smtp", "cleanup"})):
+        if join.see(line) is None and line.queue_id and "orig_id=" in line.text and len(links) < MAX_LINKS:
+            m = _ORIG_ID.search(line.text)
+            if m and m["id"] != line.queue_id:
+                links[line.queue_id] = m["id"]
+    return {qid: act.Origin(s.addr, s.host, s.login) for qid, s in join.origins.items()}
+
+
+def first_id(qid: str, links: dict[str, str]) -> str:
+    """The first queue id of a chain of requeues (postsuper -r, then pickup's orig_id=)."""
+    seen = {qid}
+    while qid in links and links[qid] not in seen:
+        qid = links[qid]
+        seen.add(qid)
+    return qid
 
 
 def choose_listed(messages: list[QueuedMessage], sel: act.Selection, now: float, target: Target,
@@ -245,3 +282,41 @@ def plan_dict(plan: act.Plan, result: act.Result | None, *, dry: bool) -> dict[s
             "outcomes": [{"argv": o.argv, "ok": o.ok, "detail": o.detail} for o in result.outcomes],
         },
     }  # fmt: skip
+
+
+# -- the listing's text (pfdiag queue without an action)
+
+OTHER_SHOWN = 50  # held and active messages listed with their fate in the text
+
+
+def other_fates(report: dict[str, Any]) -> list[str]:
+    """The held, active, incoming and maildrop messages with their fate (diagnose/fate.py's
+    phrase, which the report entry carries): the deferred ones have their own table."""
+    rows = [m for m in report.get("messages") or [] if m and m.get("queue_name") != "deferred" and m.get("fate")]
+    if not rows:
+        return []
+    rows.sort(key=lambda m: (m["queue_name"] != "hold", -m["age_seconds"]))  # held first, oldest first
+    out = ["", "Held and active messages: what happens to them"]
+    out.append(f"  {'queue id':<17} {'queue':<9} {'age':>7}  {'sender':<30} fate")
+    for m in rows[:OTHER_SHOWN]:
+        causes = ",".join(dict.fromkeys(r["cause_id"] for r in m["recipients"] if r.get("cause_id")))
+        why = f" (last deferred: {causes})" if causes else ""
+        out.append(f"  {m['queue_id']:<17} {m['queue_name']:<9} {human(m['age_seconds']):>7}  {m['sender'] or '<>':<30} "
+                   f"{m['fate']}{why}")  # fmt: skip
+    if len(rows) > OTHER_SHOWN:
+        out.append(f"  ... {len(rows) - OTHER_SHOWN} more (--format json lists all)")
+    return [visible(line) for line in out]  # senders are outside text (textsafe)
+
+
+def with_other_fates(text: str, report: dict[str, Any]) -> str:
+    """render_text()'s listing with other_fates() after the deferred messages, before the notes."""
+    extra = other_fates(report)
+    if not extra:
+        return text
+    lines = text.rstrip("\n").split("\n")
+    notes = len(lines)
+    while notes > 0 and lines[notes - 1].startswith("note: "):
+        notes -= 1
+    if notes < len(lines) and notes > 0 and lines[notes - 1] == "":
+        notes -= 1
+    return "\n".join(lines[:notes] + extra + lines[notes:]) + "\n"

@@ -13,7 +13,7 @@ import time
 from typing import Any, Mapping
 
 from checks.model import Finding, Severity
-from diagnose import __version__
+from diagnose import __version__, outbreak
 from diagnose.correlate import EOD_CAUSES, LOCAL_PARAMS, REMOTE_FAMILIES, RankedCause, confidence_label, rank
 from diagnose.engine import Facts
 from diagnose.textsafe import console, md_block, md_code, md_text, rich_markup, rich_text
@@ -217,7 +217,7 @@ def build(facts: Facts, answers: Mapping[str, str], all_causes: bool = False) ->
         if top["underlying"]:
             t = top["underlying"][0]["title"]
             headline += " - most likely: " + (t if t.startswith("Postfix") else t[:1].lower() + t[1:])
-    return {
+    doc = {
         "schema": SCHEMA,
         "pfdiag_version": __version__,
         "generated": _iso(time.time()),
@@ -245,6 +245,8 @@ def build(facts: Facts, answers: Mapping[str, str], all_causes: bool = False) ->
                    "where": s.where} for s in facts.steps],
         "probed": facts.probe_targets,
     }  # fmt: skip
+    outbreak.add_to(doc, facts.findings)  # one login/client behind E22/E23: its section and "Do this now" steps
+    return doc
 
 
 def _read(facts: Facts) -> dict[str, Any]:
@@ -416,6 +418,8 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
                     f"{md_code(doc.get('more_causes_hint') or MORE_HINT)}.", ""]  # fmt: skip
         for c in _shown(doc):  # a ticket: every listed cause in detail
             out += _md_cause(c)
+    if outbreak.text_lines(doc):
+        out += ["## Outbreak triage", ""] + md_block(outbreak.text_lines(doc)) + [""]
     if doc["warnings"]:
         out += ["## Warnings", ""] + [f"- {md_text(w['summary'])}" for w in doc["warnings"]] + [""]
     if doc.get("retry"):
@@ -546,6 +550,8 @@ def render_text(doc: Mapping[str, Any], width: int = 100, color: bool = False) -
                 con.print(rich_markup("  [green]fix ({}):[/] {}", f["kind"], f["text"]), overflow="fold")
             for a in c["queue_actions"]:
                 con.print(rich_markup("  [cyan]queue:[/] {}  [dim]{}[/]", " ".join(a["argv"]), a["why"]), overflow="fold")
+    for i, line in enumerate(outbreak.text_lines(doc)):  # one login/client behind E22/E23
+        con.print(*([""] if i == 0 else []), rich_text(line, "bold" if i == 0 else ""), soft_wrap=True, sep="\n")
     for w in doc["warnings"]:
         con.print(rich_markup("[yellow]warning:[/] {}", w["summary"]), overflow="fold")
     if doc.get("retry"):

@@ -69,6 +69,10 @@ examples:
   pfdiag queue hold --sasl-user bob                submitted with that SASL login (from the log)
   pfdiag queue hold --client 192.0.2.7             submitted from that IP or network (from the log)
   pfdiag queue hold --client 10.0.0.0/8 --since 2d   ... reading the log of the last 2 days
+  pfdiag queue hold --sasl-user=bob@example.com --dry-run   what pfdiag report's outbreak triage
+                                                   suggests: plan and counts, nothing changed
+  pfdiag queue release --sasl-user=bob@example.com --yes   ... and back, once the account is safe
+(--sasl-user/--client follow a message requeued with postsuper -r to its first queue id)
 """
 
 
@@ -157,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
         elif args.format == "md":
             sys.stdout.write(render_md(report))
         else:
-            sys.stdout.write(render_text(report))
+            sys.stdout.write(queueselect.with_other_fates(render_text(report), report))
     finally:
         gc.enable()
     return 0

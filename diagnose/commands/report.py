@@ -41,6 +41,11 @@ examples:
   pfdiag report --snapshot mx1.tar.gz -f html -o mx1.html
   pfdiag report --answer send_test=yes --answer test_to=me@example.net
   pfdiag report --inventory hosts.ini -f md     every mail host, compared
+
+When rate-limit or reputation deferrals (E22/E23) dominate, the report reads the log a
+second time and says whether one SASL login, client or sender sends most of that mail
+("86 % of the 28 messages deferred by E22 ... came from client 127.0.0.5"), with a guarded
+plan: pfdiag queue hold --client=127.0.0.5 --dry-run, the access map line that stops it.
 """
 
 

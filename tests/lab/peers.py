@@ -15,6 +15,7 @@ to the final ".": enough to count duplicates by Message-ID.
     NoEhloReplyPeer       banner, then silence after EHLO                ... performing the EHLO handshake
     Banner421Peer         "421 4.3.2 ..." as its banner                  refused to talk to me: 421 ...
     GreylistPeer          451 4.7.1 ... Greylisted at RCPT               said: 451 4.7.1 ... (RCPT TO)
+    RateLimitPeer         450 4.7.1 too many messages at MAIL FROM       said: 450 4.7.1 ... (MAIL FROM)
     MailboxFullPeer       452 4.2.2 <r>: Mailbox full at RCPT            said: 452 4.2.2 ... (RCPT TO)
     QueueWriteErrorPeer   451 4.3.0 queue file write error after "."     said: 451 4.3.0 ... (end of DATA)
     DropAtRcptPeer        closes the connection on RCPT                  lost connection ... RCPT TO
@@ -585,6 +586,16 @@ class GreylistPeer(Peer):
         )
 
 
+class RateLimitPeer(Peer):
+    """A receiver that rate-limits this sender: every MAIL FROM gets 450 4.7.1 "too many
+    messages" (E22), as a provider answers a server that floods it."""
+
+    kind = "rate-limit"
+
+    def on_mail(self, s: Session, sender: str) -> str:
+        return f"450 4.7.1 {self.hostname} too many messages from you, rate limited: try again later"
+
+
 class MailboxFullPeer(Peer):
     """Recipients whose local part starts with ``full`` get 452 4.2.2; others are accepted."""
 
@@ -726,7 +737,7 @@ KINDS: dict[str, type[Peer]] = {
     cls.kind: cls
     for cls in (
         HealthyPeer, EndOfDataStallPeer, RefusedPeer, NoBannerPeer, NoEhloReplyPeer, Banner421Peer,
-        GreylistPeer, MailboxFullPeer, QueueWriteErrorPeer, DropAtRcptPeer, BodyStallPeer,
+        GreylistPeer, RateLimitPeer, MailboxFullPeer, QueueWriteErrorPeer, DropAtRcptPeer, BodyStallPeer,
         StartTlsGarbagePeer, NoStartTlsPeer, SelfSignedTlsPeer, PixPeer, SlowDataPeer,
     )
 }  # fmt: skip
