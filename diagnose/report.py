@@ -16,6 +16,7 @@ from checks.model import Finding, Severity
 from diagnose import __version__
 from diagnose.correlate import EOD_CAUSES, LOCAL_PARAMS, REMOTE_FAMILIES, RankedCause, confidence_label, rank
 from diagnose.engine import Facts
+from diagnose.fate import CLEARS_BY_ITSELF
 from diagnose.textsafe import console, md_block, md_code, md_text, rich_markup, rich_text
 
 SCHEMA = "pfdiag.report/1"
@@ -75,6 +76,8 @@ def _queue_actions(rc: RankedCause, domain: str | None = None) -> list[dict[str,
     ]  # fmt: skip
     if rc.id in EOD_CAUSES:
         acts.reverse()  # every retry may deliver a duplicate: hold first
+    if rc.id in CLEARS_BY_ITSELF:  # greylisting: holding would only delay the retry that clears it
+        acts = [a for a in acts if a["action"] != "hold"]
     return acts
 
 
