@@ -241,6 +241,7 @@ def build(facts: Facts, answers: Mapping[str, str], all_causes: bool = False) ->
         "queue": _queue_summary(facts),
         "retry": _retry(facts),
         "log_window": (facts.logs or {}).get("window"),
+        "log_hours": {c["id"]: c.get("hours") or [] for c in (facts.logs or {}).get("causes", [])},  # the HTML heat strip
         "log_input": {k: v for k, v in ((facts.logs or {}).get("input") or {}).items() if k != "files"} or None,
         "outcomes": (facts.logs or {}).get("outcomes"),
         "end_of_data": (facts.logs or {}).get("end_of_data"),
