@@ -70,7 +70,6 @@ class State:
 
 Step = Ask | Run | Done
 
-PASTE_HINT = "paste the lines, then Esc Enter; or type a file name"
 
 _ADDR = re.compile(r"^[^@\s<>\"(),;:\\\[\]]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 _HOST = re.compile(r"^(?:[A-Za-z0-9_.-]+@)?(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)(?::\d{1,5})?$")
@@ -122,20 +121,20 @@ VALIDATORS = {"address": valid_address, "host": valid_host, "bundle": valid_bund
 Q_TARGET = Question("target", "select", "Where is the Postfix whose mail is stuck?",
                     (("local", "this machine"), ("ssh", "a mail host over SSH"),
                      ("snapshot", "a snapshot bundle (pfdiag snapshot)"),
-                     ("pasted", "pasted text or files from a ticket (mailq listing, log lines)"),
+                     ("pasted", "a mailq listing and/or log lines from a ticket"),
                      ("demo", "the demo snapshot shipped with pfdiag")),
                     default="local")  # fmt: skip
 # asked instead of Q_TARGET when "this machine" turned out to have no Postfix to diagnose
 Q_ELSEWHERE = Question("target", "select", "There is no Postfix to diagnose on this machine. What do you have?",
-                       (("pasted", "a mailq listing and/or log lines (paste them or give file names)"),
+                       (("pasted", "a mailq listing and/or log lines: pasted, or their files"),
                         ("ssh", "a mail host over SSH"), ("snapshot", "a snapshot bundle (pfdiag snapshot)"),
                         ("demo", "nothing: show the demo snapshot shipped with pfdiag")),
                        default="demo")  # fmt: skip
 Q_HOST = Question("host", "text", "SSH host ([user@]host[:port] or an ssh_config alias):", validate="host")
 Q_SNAPSHOT = Question("snapshot", "text", "Path of the snapshot bundle (.tar.gz or directory):", validate="bundle")
-Q_MAILQ = Question("mailq", "text", f"The mailq (postqueue -p) listing: {PASTE_HINT}; empty if you have none:",
+Q_MAILQ = Question("mailq", "text", "mailq listing: paste it or type a file name, then Esc Enter",
                    default="", validate="paste")  # fmt: skip
-Q_PASTED_LOG = Question("pasted_log", "text", f"Postfix log lines: {PASTE_HINT}; empty if you have none:",
+Q_PASTED_LOG = Question("pasted_log", "text", "Log lines: paste them or type a file name, then Esc Enter",
                         default="", validate="paste")  # fmt: skip
 Q_SYMPTOM = Question("symptom", "select", "Nothing is deferred right now. What did you notice?",
                      (("eod", "'timed out while sending end of data' in the log"),

@@ -493,7 +493,7 @@ def _md_cause(c: Mapping[str, Any]) -> list[str]:
     return out
 
 
-def _hang(con: Any, width: int, head: Any, text: Any, *, indent: int = 2, hang: int = 2, style: str = "") -> None:
+def hang(con: Any, width: int, head: Any, text: Any, *, indent: int = 2, hang: int = 2, style: str = "") -> None:
     """One paragraph: ``head`` (a rich Text of ours, styled) then the ``text`` (shown literally), wrapped
     at ``width`` with the first line at ``indent`` and the lines after it ``hang`` further in: a
     wrapped paragraph never starts again at the margin."""
@@ -507,14 +507,14 @@ def _hang(con: Any, width: int, head: Any, text: Any, *, indent: int = 2, hang: 
                           subsequent_indent=" " * (indent + hang), break_on_hyphens=False) or [""]  # fmt: skip
     first = lines[0]
     if head is not None and lead and first[indent:].startswith(lead):
-        line = Text(" " * indent)
-        line.append_text(head)
-        line.append(first[indent + len(lead):], style=style)
-        con.print(line, overflow="fold")
+        out = Text(" " * indent)
+        out.append_text(head)
+        out.append(first[indent + len(lead):], style=style)
     else:
-        con.print(Text(first, style=style), overflow="fold")
+        out = Text(first, style=style)
     for rest in lines[1:]:
-        con.print(Text(rest, style=style), overflow="fold")
+        out.append("\n" + rest, style=style)
+    con.print(out, overflow="fold")  # one print: the wizard's progress lines come from several threads
 
 
 def _title_fits(headline: str, width: int) -> bool:
@@ -576,34 +576,34 @@ def render_text(doc: Mapping[str, Any], width: int = 100, color: bool = False) -
                                   doc.get("more_causes_hint") or MORE_HINT))  # fmt: skip
         for c in doc["causes"][:3]:
             con.print()
-            _hang(con, width, rich_markup("[bold]{}. {} {}[/]", c["rank"], c["id"], c["title"]),
+            hang(con, width, rich_markup("[bold]{}. {} {}[/]", c["rank"], c["id"], c["title"]),
                   f"  ({c['confidence_label']} confidence)", indent=0, hang=3)  # fmt: skip
-            _hang(con, width, None, c["meaning"], hang=0)
+            hang(con, width, None, c["meaning"], hang=0)
             if c.get("why_ranked"):
-                _hang(con, width, None, _ranked_phrase(c), style="bold")
+                hang(con, width, None, _ranked_phrase(c), style="bold")
             for w in c["why"]:
-                _hang(con, width, rich_text("- "), w)
+                hang(con, width, rich_text("- "), w)
             if c.get("possible_duplicates"):
-                _hang(con, width, rich_markup("[bold red]! {} message(s) may have been delivered twice[/]", c["possible_duplicates"]), "")
+                hang(con, width, rich_markup("[bold red]! {} message(s) may have been delivered twice[/]", c["possible_duplicates"]), "")
             for h in c["underlying"][:3]:
-                _hang(con, width, rich_markup("[bold]? {}[/] ", h["title"]), f"({h['label']} {h['score']:.2f})")
+                hang(con, width, rich_markup("[bold]? {}[/] ", h["title"]), f"({h['label']} {h['score']:.2f})")
                 for e in h["evidence"]:
-                    _hang(con, width, rich_text("+ "), e, indent=6)
+                    hang(con, width, rich_text("+ "), e, indent=6)
                 for a in h["against"]:
-                    _hang(con, width, rich_text("- "), a, indent=6)
+                    hang(con, width, rich_text("- "), a, indent=6)
             for e in c["evidence"][:3]:
-                _hang(con, width, rich_markup("[dim]evidence ({}):[/] ", e["where"]), e["excerpt"], hang=4)
+                hang(con, width, rich_markup("[dim]evidence ({}):[/] ", e["where"]), e["excerpt"], hang=4)
             for f in c["fixes"][:4]:
-                _hang(con, width, rich_markup("[green]fix ({}):[/] ", f["kind"]), f["text"], hang=4)
+                hang(con, width, rich_markup("[green]fix ({}):[/] ", f["kind"]), f["text"], hang=4)
             for a in c["queue_actions"]:
-                _hang(con, width, rich_markup("[cyan]queue:[/] {}  ", " ".join(a["argv"])), a["why"], hang=4)
+                hang(con, width, rich_markup("[cyan]queue:[/] {}  ", " ".join(a["argv"])), a["why"], hang=4)
     for w in doc["warnings"]:
-        _hang(con, width, rich_markup("[yellow]warning:[/] "), w["summary"], indent=0)
+        hang(con, width, rich_markup("[yellow]warning:[/] "), w["summary"], indent=0)
     if doc.get("retry"):
         t = doc["retry"]["timeline"]
         con.print()
-        _hang(con, width, rich_markup("[bold]Retry schedule[/] "), f"(after arrival): {t.get('summary')}; {t.get('attempt_count')} "
+        hang(con, width, rich_markup("[bold]Retry schedule[/] "), f"(after arrival): {t.get('summary')}; {t.get('attempt_count')} "
               f"attempts before the message expires after {_dur(t.get('lifetime'))}", indent=0)  # fmt: skip
     for e in doc["errors"]:
-        _hang(con, width, rich_markup("[magenta]not checked:[/] "), e["summary"], indent=0)
+        hang(con, width, rich_markup("[magenta]not checked:[/] "), e["summary"], indent=0)
     return buf.getvalue()

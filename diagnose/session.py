@@ -175,15 +175,16 @@ def pasted_logs(answers: Mapping[str, str], opts: Options) -> list[str] | None:
 def take_paste(text: str, key: str, temps: list[str]) -> str:
     """A wizard answer to "paste it or give a file name": "" (none), the file name as it is, or the
     pasted lines written to a private temporary file (removed when the session ends) whose name
-    is returned: the readers read files. A single line that is no file is an error (asked again)."""
+    is returned: the readers read files. One word that is no file is an error (asked again)."""
     import tempfile
 
     if not text.strip():
         return ""
-    if "\n" not in text.strip():
-        path = os.path.expanduser(text.strip())
+    one = text.strip()
+    if "\n" not in one and not any(c.isspace() for c in one):  # one word: a file name (a log line has spaces)
+        path = os.path.expanduser(one)
         if not os.path.isfile(path):
-            raise InputError(f"no such file: {text.strip()} (paste the lines themselves, or give a file name)")
+            raise InputError(f"no such file: {one} (paste the lines themselves, or give a file name)")
         return path
     fd, path = tempfile.mkstemp(prefix=f"pfdiag-{key.replace('_', '-')}-", suffix=".txt")
     temps.append(path)
@@ -327,6 +328,7 @@ def _run(answer: Answerer, given: Mapping[str, str], opts: Options, progress: en
 
             symptom = search(target, facts.logs, facts.queue, answers["symptom"],
                              max(1.0, min(20.0, deadline - time.monotonic())))  # fmt: skip
+            symptom.files = ["the pasted log lines" if f in temps else f for f in symptom.files]
             notices.append(symptom.sentence())
             on_notice(symptom.sentence())
         elif isinstance(step, flow.Run):

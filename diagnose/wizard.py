@@ -44,13 +44,14 @@ class Asker:
         import questionary
 
         can_go_back = self.answered > 0
+        message = _wrap(q.message, self.out.width)
         if q.kind == "select" or q.kind == "confirm":
             choices = list(q.choices) if q.kind == "select" else [("yes", "yes"), ("no", "no")]
             items = [questionary.Choice(label, value=value) for value, label in choices]
             if can_go_back:
                 items.append(questionary.Choice(BACK_LABEL, value=session.BACK))
             default = next((c for c in items if c.value == q.default), None)
-            value = questionary.select(q.message, choices=items, default=default, style=_style()).unsafe_ask()
+            value = questionary.select(message, choices=items, default=default, style=_style()).unsafe_ask()
         else:
             validator = session.VALIDATORS.get(q.validate or "")
 
@@ -61,9 +62,12 @@ class Asker:
                 return True if why is None else why
 
             hint = f" ({_BACK_TEXT} to go back)" if can_go_back else ""
-            # pasted lines: Enter makes a new line, Esc Enter (or Alt-Enter) ends the answer
-            multiline = q.validate == "paste"
-            value = questionary.text(q.message + hint, validate=check, style=_style(), multiline=multiline).unsafe_ask()
+            if q.validate == "paste":  # pasted lines: Enter makes a new line, Esc Enter (or Alt-Enter) ends the answer;
+                # the input starts on a line of its own (prompt_toolkit does not wrap a multi-line prompt's message)
+                value = questionary.text(message + hint + "\n>", validate=check, style=_style(),
+                                         multiline=True, instruction="").unsafe_ask()  # fmt: skip
+            else:
+                value = questionary.text(message + hint, validate=check, style=_style()).unsafe_ask()
             if can_go_back and value.strip() == _BACK_TEXT:
                 value = session.BACK
             elif isinstance(value, str):
@@ -75,18 +79,34 @@ class Asker:
         return value
 
 
+def _wrap(message: str, width: int) -> str:
+    """A question's text broken at spaces to the terminal's width (the terminal would break it inside
+    words), each paragraph of it ("\n") on its own; "? " goes before it, and the last line keeps room
+    for the prompt's own hint ("(Use arrow keys)", "(< to go back)")."""
+    import textwrap
+
+    room = max(30, width - 3)
+    lines = [ln for p in message.split("\n") for ln in textwrap.wrap(p, room, break_on_hyphens=False) or [""]]
+    if len(lines[-1]) + 20 > width:
+        lines[-1:] = textwrap.wrap(lines[-1], max(20, width - 22), break_on_hyphens=False) or [""]
+    return "\n".join(lines)
+
+
 def _progress(out: Any) -> Any:
+    from diagnose.report import hang
+
     marks = {"ok": "[green]done[/]", "error": "[red]failed[/]", "timeout": "[red]out of time[/]", "skipped": "[dim]skipped[/]"}
     titles: dict[str, str] = {}
 
     def show(step: str, state: str, detail: str) -> None:
+        width = out.width
         if state == "start":
             titles[step] = detail
-            out.print(rich_markup("  [cyan]...[/] {}", detail))
+            hang(out, width, rich_markup("[cyan]...[/] "), detail, hang=4)
         else:  # a step's detail may quote a remote reply or a file name: through textsafe, as every outside text
             extra = f": {detail}" if detail else ""
             mark, line = marks.get(state), titles.get(step, step) + extra
-            out.print(rich_markup(f"  {mark} {{}}", line) if mark else rich_markup("  {} {}", state, line))
+            hang(out, width, rich_markup(f"{mark} ") if mark else rich_markup("{} ", state), line, hang=4)
 
     return show
 

@@ -130,4 +130,7 @@ def test_take_paste() -> None:
         session.take_paste("/nowhere/at/all", "mailq", temps)
     path = session.take_paste("line 1\nline 2\n", "pasted_log", temps)
     assert temps == [path] and Path(path).read_text() == "line 1\nline 2\n" and (Path(path).stat().st_mode & 0o777) == 0o600
-    Path(path).unlink()
+    one = session.take_paste("Aug  1 11:58:01 mx postfix/smtp[1]: 3F1A2B4C5D: to=<a@b.test>, status=sent (ok)", "pasted_log", temps)
+    assert one != path and Path(one).read_text().startswith("Aug  1 11:58:01 mx")  # one pasted line is a line, not a file name
+    for p in temps:
+        Path(p).unlink()
