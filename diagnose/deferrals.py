@@ -88,6 +88,7 @@ class CauseStats:
     example: str | None = None
     example_ts: float | None = None
     softbounce: int = 0
+    hours: Counter = field(default_factory=Counter)  # deferral lines per hour (epoch // 3600): the report's heat strip
 
     def example_from(self, line: LogLine) -> None:
         if self.example is None:
@@ -102,6 +103,7 @@ class CauseStats:
         self.relays.merge(o.relays)
         self.phases.update(o.phases)
         self.dsns.update(o.dsns)
+        self.hours.update(o.hours)
         for part in PARTS:
             self.delays[part].update(o.delays[part])
         if o.example is not None and (self.example is None or (o.example_ts or 0) < (self.example_ts or 0)):
@@ -389,6 +391,8 @@ class DeferralAnalysis:
         self.deferral_lines += 1
         stats = self._cause(c.cause_id)
         stats.seen(ts)
+        if ts is not None:
+            stats.hours[int(ts // 3600)] += 1
         if c.collateral:
             self.collateral_lines += 1
             stats.collateral += 1

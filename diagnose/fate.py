@@ -61,6 +61,28 @@ def fate(queue_name: str, queue_id: str, cause_id: str | None, *, now: float, ne
     return f"bounces on {_day(expires_at)} {unless}"
 
 
+# Which queue actions fit a cause, and when. Holding is for mail whose every retry may do harm
+# (an end-of-data timeout may deliver it again); retrying now is for mail that a retry helps:
+# after its fix was applied, or when the cause clears by itself (greylisting accepts the retry).
+# A cause that clears by itself is never held; one where retrying is futile is never retried.
+def fitting_actions(cause_id: str, fixed: bool) -> list[tuple[str, str]]:
+    """[(action, why)] for the queued mail of a cause, in the order they make sense."""
+    from diagnose.correlate import EOD_CAUSES
+
+    if cause_id in EOD_CAUSES:
+        if fixed:
+            return [("release", "the fix is applied: take the held mail off hold"),
+                    ("retry", "the fix is applied: try this mail now")]  # fmt: skip
+        return [("hold", "while you fix it: every retry may deliver it twice")]
+    if cause_id in FUTILE:
+        return [("hold", "retrying cannot help: keep it until you decide")]
+    if cause_id in CLEARS_BY_ITSELF:
+        return [("retry", f"{CLEARS_BY_ITSELF[cause_id]} accepts a retry: try it now")]
+    if fixed:
+        return [("retry", "the fix is applied: try this mail now")]
+    return []
+
+
 def first_cause(cause_ids: list[str | None]) -> str | None:
     """The cause a message's fate follows: a futile one if any recipient has one (retrying is
     futile for those recipients whatever the others do), else the first known."""
@@ -68,4 +90,4 @@ def first_cause(cause_ids: list[str | None]) -> str | None:
     return next((c for c in known if c in FUTILE), known[0] if known else None)
 
 
-__all__ = ["CLEARS_BY_ITSELF", "FUTILE", "fate", "first_cause"]
+__all__ = ["CLEARS_BY_ITSELF", "FUTILE", "fate", "first_cause", "fitting_actions"]

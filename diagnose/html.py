@@ -1,5 +1,6 @@
-"""The report as one self-contained HTML page (no external CSS, JS, fonts or images), with two
-inline SVG charts drawn here: a timeline of the deferrals per cause, and the retry schedule.
+"""The report as one self-contained HTML page (no external CSS, JS, fonts or images): a heat strip
+of the deferrals per cause by hour (plain HTML cells, readable on a phone), and an inline SVG chart
+of the retry schedule.
 
 Everything that comes from the report is escaped (diagnose.textsafe: control and bidi
 characters written out, then HTML-escaped): it holds log lines and remote servers'
@@ -24,7 +25,7 @@ CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
 h1{font-size:1.5em;margin:.2em 0}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ddd}h3{font-size:1.05em}
 table{border-collapse:collapse;margin:.5em 0;width:100%}th,td{border:1px solid #ddd;padding:.3em .5em;text-align:left;vertical-align:top}
-th{background:#f4f4f4}code,pre{font:12px/1.4 ui-monospace,Menlo,Consolas,monospace}pre{background:#f7f7f7;padding:.6em;overflow-x:auto;white-space:pre-wrap;word-break:break-all}
+th{background:#f4f4f4}code,pre{font:12px/1.4 ui-monospace,Menlo,Consolas,monospace}pre{background:#f7f7f7;padding:.6em;overflow-x:auto;white-space:pre-wrap;overflow-wrap:anywhere}
 .verdict{padding:.8em 1em;border-radius:6px;margin:1em 0}.root-cause{background:#fde8e8}.warnings{background:#fff6dd}
 .no-problem{background:#e6f6e6}.undiagnosed{background:#f1e6f8}.badge{display:inline-block;padding:.1em .5em;border-radius:4px;background:#444;color:#fff;font-size:.8em;margin-left:.5em}
 .redacted{background:#1f4e79}.high{color:#a40000;font-weight:600}.medium{color:#8a5a00}.low{color:#666}.dup{color:#a40000;font-weight:600}
@@ -32,6 +33,11 @@ th{background:#f4f4f4}code,pre{font:12px/1.4 ui-monospace,Menlo,Consolas,monospa
 .cause{break-inside:avoid-page}.do-now{border:2px solid #a40000;border-radius:6px;padding:.2em 1em .6em;margin:1em 0}
 .do-now h2{border:none;margin-top:.4em}.do-now pre{margin:.3em 0}
 .table-wrap{overflow-x:auto}
+.hs{margin:.6em 0}.hs-row{display:flex;align-items:center;gap:.5em;margin:2px 0}.hs-label{flex:0 0 3.2em;font:12px ui-monospace,Menlo,Consolas,monospace}
+.hs-cells{display:flex;flex:1;gap:1px;min-width:0}.hs-cells i{flex:1;height:16px;background:#f0f0f0;min-width:2px}
+.hs-cells i.l1{background:#f9d3cd}.hs-cells i.l2{background:#ef9a8c}.hs-cells i.l3{background:#d9534f}.hs-cells i.l4{background:#8c0000}
+.hs-steady{flex:1;font-size:.9em;color:#444;border-left:4px solid #d9534f;padding-left:.4em}
+.hs-axis{display:flex;justify-content:space-between;margin-left:3.7em;font-size:11px;color:#666}
 @media print{body{margin:0;max-width:none;font-size:11pt}svg{border:none}pre{white-space:pre-wrap}h2{break-after:avoid}a{color:inherit}}
 """
 MAX_LANES = 12  # the report lists at most 12 causes (report.MAX_CAUSES); one lane each, plus "other"
@@ -86,74 +92,67 @@ def _empty_chart(width: int, label: str, text: str) -> str:
     return SVG_OPEN.format(w=width, h=60, label=_e(label)) + f'<text x="10" y="35" fill="#666">{_e(text)}</text></svg>'
 
 
-def _lanes(doc: Mapping[str, Any]) -> tuple[list[tuple[str, float | None, float | None, list[float]]], int]:
-    """(cause id, first seen, last seen, arrival times) per lane; arrivals of no listed cause get an 'other' lane."""
-    causes = [c for c in (doc.get("causes") or []) if isinstance(c, Mapping) and c.get("id")]
-    shown = causes[:MAX_LANES]
-    ids = {str(c["id"]): i for i, c in enumerate(shown)}
-    marks: list[list[float]] = [[] for _ in shown]
-    other: list[float] = []
-    for a in ((doc.get("queue") or {}).get("arrivals")) or []:
-        t = _num(a.get("arrival")) if isinstance(a, Mapping) else None
-        if t is None:
+HEAT_COLUMNS = 48  # at most this many columns: a longer log is counted into 2, 3, 4, 6, 12 or 24-hour columns
+_STEPS = (1, 2, 3, 4, 6, 12, 24)
+
+
+def _level(n: int, top: int) -> int:
+    """0 for none, else 1..4 on a log scale of the busiest cell: a change the eye sees is a change in level."""
+    if n <= 0:
+        return 0
+    return 1 + min(3, int(3 * math.log1p(n) / math.log1p(max(top, 1)) + 1e-9)) if top > 1 else 4
+
+
+def heat_strip(doc: Mapping[str, Any]) -> str:
+    """Deferral lines per cause by hour, one row per cause (the report's order). A row that does not
+    change from column to column is one line of text, and when no row changes the whole strip is one
+    sentence: a server that defers all day the same way is said to, not drawn as identical bars."""
+    hours = doc.get("log_hours") if isinstance(doc.get("log_hours"), Mapping) else {}
+    rows: list[tuple[str, dict[int, int]]] = []
+    for c in _maps(doc.get("causes"))[:MAX_LANES]:
+        counts: dict[int, int] = {}
+        for pair in _list((hours or {}).get(str(c.get("id")))):
+            if isinstance(pair, (list, tuple)) and len(pair) == 2:
+                t, n = _num(pair[0]), _num(pair[1])
+                if t is not None and n is not None and n > 0:
+                    counts[int(t // 3600)] = counts.get(int(t // 3600), 0) + int(n)
+        if counts:
+            rows.append((str(c.get("id")), counts))
+    if not rows:
+        return "<p class=muted>No deferral with a time in the logs: nothing to draw by hour.</p>"
+    first = min(min(r) for _, r in rows)
+    last = max(max(r) for _, r in rows)
+    step = next((k for k in _STEPS if (last - first) // k + 1 <= HEAT_COLUMNS), 24 * ((last - first) // (24 * HEAT_COLUMNS) + 1))
+    ncol = (last - first) // step + 1
+    cols = [[0] * ncol for _ in rows]
+    for i, (_, counts) in enumerate(rows):
+        for h, n in counts.items():
+            cols[i][(h - first) // step] += n
+    top = max(max(r) for r in cols)
+    unit = "hour" if step == 1 else f"{step} hours"
+    start, end = first * 3600, (first + ncol * step) * 3600
+    levels = [[_level(n, top) for n in r] for r in cols]
+    steady = [len(set(lv)) == 1 for lv in levels]
+
+    def rate(r: list[int]) -> str:
+        return f"about {sum(r) / len(r):.0f} deferral(s) every {unit}"
+
+    span = f"{_e(_full(start)[:16])} .. {_e(_full(end)[:16])} UTC"
+    if all(steady):
+        said = "; ".join(f"{_e(cid)} {rate(r)}" for (cid, _), r in zip(rows, cols))
+        return f'<p class="hs hs-steady">No change from {span}: {said}.</p>'
+    out = ['<div class=hs role=img aria-label="deferrals per cause by hour">']
+    for (cid, _), r, lv, flat in zip(rows, cols, levels, steady):
+        out.append(f'<div class=hs-row><span class=hs-label>{_e(cid)}</span>')
+        if flat:
+            out.append(f"<span class=hs-steady>no change: {rate(r)}</span></div>")
             continue
-        hit = [ids[c] for c in (a.get("causes") or []) if isinstance(c, str) and c in ids]
-        for i in hit:
-            marks[i].append(t)
-        if not hit:
-            other.append(t)
-    lanes = [(str(c["id"]), _parse_iso(c.get("first_seen")), _parse_iso(c.get("last_seen")), m) for c, m in zip(shown, marks)]
-    if other:
-        lanes.append(("other", None, None, other))
-    return lanes, len(causes) - len(shown)
-
-
-def deferral_timeline(doc: Mapping[str, Any], width: int = 1000) -> str:
-    """One lane per cause: first..last deferral in the logs as a bar, queued messages' arrivals as columns."""
-    lanes, hidden = _lanes(doc)
-    points = [t for _, a, b, m in lanes for t in (a, b) if t is not None] + [t for *_, m in lanes for t in m]
-    if not points:
-        return _empty_chart(width, "no timeline", "no timestamps to draw: no deferral in the logs and no queued message")
-    lo, hi = min(points), max(points)
-    pad = max((hi - lo) * 0.03, 2.0) if hi > lo else 30.0  # room at the ends; a single point gets a minute
-    lo, hi = lo - pad, hi + pad
-    left, right, pitch = 80, width - 20, 28
-    height = 50 + pitch * len(lanes)
-
-    def x(t: float) -> float:
-        return left + (t - lo) / (hi - lo) * (right - left)
-
-    out = [SVG_OPEN.format(w=width, h=height, label="deferrals over time, per cause")]
-    for k in range(5):  # time axis: five gridlines, labels in UTC
-        t = lo + (hi - lo) * k / 4
-        anchor = "start" if k == 0 else "end" if k == 4 else "middle"
-        out.append(f'<line x1="{x(t):.1f}" y1="16" x2="{x(t):.1f}" y2="{height - 22}" stroke="#e4e4e4"/>'
-                   f'<text x="{x(t):.1f}" y="{height - 6}" font-size="11" text-anchor="{anchor}" fill="#555">'
-                   f'{_e(_when(t, hi - lo))}{" UTC" if k == 4 else ""}</text>')  # fmt: skip
-    col = (right - left) / BINS
-    for i, (cid, first, last, marks) in enumerate(lanes):
-        y = 30 + pitch * i
-        out.append(f'<text x="4" y="{y + 4}" font-size="12" fill="#222">{_e(cid)}</text>')
-        bins: dict[int, int] = {}
-        for t in marks:
-            k = min(BINS - 1, int((t - lo) / (hi - lo) * BINS))
-            bins[k] = bins.get(k, 0) + 1
-        top = max(bins.values(), default=1)
-        for k, n in sorted(bins.items()):  # a column per bin, its height grows with the count
-            h = 3 + 8 * math.log1p(n) / math.log1p(top)
-            out.append(f'<rect x="{left + k * col:.1f}" y="{y - h:.1f}" width="{max(1.5, col - .5):.1f}" '
-                       f'height="{2 * h:.1f}" fill="#1f4e79"><title>{n} queued message(s) of {_e(cid)} arrived '
-                       f'{_e(_full(lo + k * (hi - lo) / BINS))}..{_e(_full(lo + (k + 1) * (hi - lo) / BINS))} '
-                       f'UTC</title></rect>')  # fmt: skip
-        ends = [t for t in (first, last) if t is not None]
-        if ends:
-            a, b = min(ends), max(ends)
-            out.append(f'<rect x="{x(a):.1f}" y="{y - 5}" width="{max(3.0, x(b) - x(a)):.1f}" height="10" rx="3" '
-                       f'fill="#d9534f" opacity=".75"><title>{_e(cid)}: deferred in the logs from {_e(_full(a))} '
-                       f'to {_e(_full(b))} UTC</title></rect>')  # fmt: skip
-    if hidden:
-        out.append(f'<text x="{right}" y="12" font-size="11" text-anchor="end" fill="#666">{hidden} more cause(s) not drawn</text>')
-    out.append("</svg>")
+        cells = "".join(f'<i class=l{lv[k]} title="{_e(cid)} {_e(_full((first + k * step) * 3600)[5:16])} UTC: {n}"></i>'
+                        for k, n in enumerate(r))  # fmt: skip
+        out.append(f"<span class=hs-cells>{cells}</span></div>")
+    mid = start + (end - start) / 2
+    out.append(f"<div class=hs-axis><span>{_e(_when(start, end - start))}</span><span>{_e(_when(mid, end - start))}</span>"
+               f"<span>{_e(_when(end, end - start))} UTC</span></div></div>")  # fmt: skip
     return "".join(out)
 
 
@@ -320,12 +319,10 @@ def render_html(doc: Mapping[str, Any]) -> str:
             rows.append((c.get("rank"), f"{c.get('id')} {c.get('title') or ''}" + ("" if c.get("root_cause", True) else " (collateral)"),
                          _conf(c), imp.get("queued_recipients"), imp.get("log_messages"), dom or "-"))  # fmt: skip
         parts.append(_rows(("#", "cause", "confidence", "queued recipients", "deferred messages (log)", "top destination"), rows))
-    if causes or (q.get("arrivals") if q else None):
-        parts.append("<h2>Deferrals over time</h2>" + deferral_timeline(doc))
-        drawn, total = len(q.get("arrivals") or []), _num(q.get("total_messages"))
-        note = f" Arrivals drawn for {drawn} of {total:.0f} queued messages." if total and drawn < total else ""
-        parts.append("<p class=muted>Bars: first to last deferral in the logs; columns: arrivals of the messages still "
-                     f"queued (taller = more messages).{_e(note)}</p>")  # fmt: skip
+    if causes:
+        parts.append("<h2>Deferrals by hour</h2>" + heat_strip(doc))
+        parts.append("<p class=muted>Deferral lines in the logs per cause and hour; darker = more (hover a cell "
+                     "for its count).</p>")  # fmt: skip
     parts += [_cause(c) for c in causes]
     retry = doc.get("retry") or {}
     t = retry.get("timeline") if isinstance(retry, Mapping) else None
@@ -336,8 +333,11 @@ def render_html(doc: Mapping[str, Any]) -> str:
         risks = _maps(retry.get("risks"))
         if risks:
             parts.append("<ul>" + "".join(f"<li><code>{_e(r.get('parameter'))}</code>: {_e(r.get('why'))}</li>" for r in risks) + "</ul>")
-    if doc.get("warnings"):
-        parts.append("<h2>Warnings</h2><ul>" + "".join(f"<li>{_e(w.get('summary'))}</li>" for w in _maps(doc["warnings"])) + "</ul>")
+    # each thing once: a configuration risk shown under the retry schedule is not repeated as a warning
+    shown_risks = {f"{r.get('parameter')}: {r.get('why')}" for r in _maps((retry or {}).get("risks")) if t}
+    warnings = [w for w in _maps(doc.get("warnings")) if w.get("summary") not in shown_risks]
+    if warnings:
+        parts.append("<h2>Warnings</h2><ul>" + "".join(f"<li>{_e(w.get('summary'))}</li>" for w in warnings) + "</ul>")
     if doc.get("errors"):
         parts.append("<h2>What could not be checked</h2><ul>" + "".join(
             f"<li>{_e(e.get('check'))}: {_e(e.get('summary'))}</li>" for e in _maps(doc["errors"])) + "</ul>")

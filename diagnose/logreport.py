@@ -102,6 +102,7 @@ def to_dict(
                 "share": round(c.events / root_events, 4) if root_events else 0.0,
                 "first_seen": _iso(c.first_seen),
                 "last_seen": _iso(c.last_seen),
+                "hours": [[h * 3600, n] for h, n in sorted(c.hours.items())],  # [start of the hour (epoch), deferral lines]
                 "top_domains": c.domains.most_common(TOP),
                 "top_relays": c.relays.most_common(TOP),
                 "phases": dict(c.phases.most_common()),

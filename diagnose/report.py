@@ -16,7 +16,8 @@ from checks.model import Finding, Severity
 from diagnose import __version__, outbreak
 from diagnose.correlate import EOD_CAUSES, LOCAL_PARAMS, REMOTE_FAMILIES, RankedCause, confidence_label, rank
 from diagnose.engine import Facts
-from diagnose.textsafe import console, md_block, md_code, md_text, rich_markup, rich_text
+from diagnose.fate import CLEARS_BY_ITSELF
+from diagnose.textsafe import console, md_block, md_code, md_text, rich_markup, rich_text, visible
 
 SCHEMA = "pfdiag.report/1"
 EXIT = {"no-problem": 0, "root-cause": 4, "warnings": 5, "undiagnosed": 1}
@@ -75,6 +76,8 @@ def _queue_actions(rc: RankedCause, domain: str | None = None) -> list[dict[str,
     ]  # fmt: skip
     if rc.id in EOD_CAUSES:
         acts.reverse()  # every retry may deliver a duplicate: hold first
+    if rc.id in CLEARS_BY_ITSELF:  # greylisting: holding would only delay the retry that clears it
+        acts = [a for a in acts if a["action"] != "hold"]
     return acts
 
 
@@ -238,6 +241,7 @@ def build(facts: Facts, answers: Mapping[str, str], all_causes: bool = False) ->
         "queue": _queue_summary(facts),
         "retry": _retry(facts),
         "log_window": (facts.logs or {}).get("window"),
+        "log_hours": {c["id"]: c.get("hours") or [] for c in (facts.logs or {}).get("causes", [])},  # the HTML heat strip
         "log_input": {k: v for k, v in ((facts.logs or {}).get("input") or {}).items() if k != "files"} or None,
         "outcomes": (facts.logs or {}).get("outcomes"),
         "end_of_data": (facts.logs or {}).get("end_of_data"),
@@ -384,6 +388,21 @@ def _ago(ts: float | None, now: float | None) -> str:
     return f"{sign}{text}" + ("" if sign else " ago")
 
 
+def next_retry(doc: Mapping[str, Any]) -> str:
+    """When the queue is tried next, as far as the evidence tells. Without the queue files' times (a
+    snapshot, pasted text, an unreadable spool) the forecast assumes the last attempt ended just now,
+    so it would say "in 0 s": then the time is unknown, and the last logged attempt is named instead."""
+    from diagnose.queuereport import ASSUMED_NOTE
+
+    q = doc.get("queue") or {}
+    nxt, now = q.get("next_attempt"), q.get("now")
+    if nxt is None or now is None or nxt > now + 1 or ASSUMED_NOTE not in (q.get("notes") or []):
+        return _ago(nxt, now)
+    seen = [str(c["last_seen"]) for c in doc.get("causes") or [] if c.get("last_seen")]
+    last = f", last attempt logged {_short_ts(max(seen))}" if seen else ""
+    return f"unknown (no queue file times{last})"
+
+
 def render_markdown(doc: Mapping[str, Any]) -> str:
     """Every value from the report is Markdown-escaped or in a code span (diagnose.textsafe)."""
     v = doc["verdict"]
@@ -402,7 +421,7 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
     if q:
         counts = ", ".join(f"{k} {n}" for k, n in (q.get("counts") or {}).items() if n)
         out += [f"- **Queue:** {q.get('total_messages', 0)} message(s) ({md_text(counts or 'empty')}); "
-                f"next retry {_ago(q.get('next_attempt'), q.get('now'))}; first expiry {_ago(q.get('first_expiry'), q.get('now'))}", ""]  # fmt: skip
+                f"next retry {next_retry(doc)}; first expiry {_ago(q.get('first_expiry'), q.get('now'))}", ""]  # fmt: skip
     if doc["causes"]:
         out += ["## Causes, most important first", "",
                 "| # | Cause | Confidence | Queued rcpts | Deferred msgs (log) | Top destination |",
@@ -478,6 +497,34 @@ def _md_cause(c: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def hang(con: Any, width: int, head: Any, text: Any, *, indent: int = 2, hang: int = 2, style: str = "") -> None:
+    """One paragraph: ``head`` (a rich Text of ours, styled) then the ``text`` (shown literally), wrapped
+    at ``width`` with the first line at ``indent`` and the lines after it ``hang`` further in: a
+    wrapped paragraph never starts again at the margin."""
+    import textwrap
+
+    from rich.text import Text
+
+    lead = head.plain if head is not None else ""
+    body = visible(text)
+    lines = textwrap.wrap(lead + body, max(20, width - 1), initial_indent=" " * indent,
+                          subsequent_indent=" " * (indent + hang), break_on_hyphens=False) or [""]  # fmt: skip
+    first = lines[0]
+    if head is not None and lead and first[indent:].startswith(lead):
+        out = Text(" " * indent)
+        out.append_text(head)
+        out.append(first[indent + len(lead):], style=style)
+    else:
+        out = Text(first, style=style)
+    for rest in lines[1:]:
+        out.append("\n" + rest, style=style)
+    con.print(out, overflow="fold")  # one print: the wizard's progress lines come from several threads
+
+
+def _title_fits(headline: str, width: int) -> bool:
+    return len(headline) <= width - 8  # a panel title beside its corners and spaces
+
+
 def render_text(doc: Mapping[str, Any], width: int = 100, color: bool = False) -> str:
     """For the terminal: rich panels and tables. Every value from the report goes through
     diagnose.textsafe: shown literally, never parsed as markup (it holds log lines and replies)."""
@@ -491,18 +538,20 @@ def render_text(doc: Mapping[str, Any], width: int = 100, color: bool = False) -
     v = doc["verdict"]
     style = {"root-cause": "bold red", "warnings": "yellow", "no-problem": "green", "undiagnosed": "bold magenta"}[v["status"]]
     body = rich_markup("{}\nwhere: {}", v["summary"], doc["target"]["where"])
-    if len(v["headline"]) > width - 8:  # a panel title is cut at the border: the whole headline in the body
-        body = rich_markup("{}\n", v["headline"]).append_text(body)
+    title = v["headline"]
+    if not _title_fits(title, width):  # a panel title is cut at the border: a short one, the whole headline in the body
+        title = HEADLINES[v["status"]]
+        body = rich_markup(f"[{style}]{{}}[/]\n", v["headline"]).append_text(body)
     if not doc["target"]["live"]:
         body.append(" (recorded snapshot)")
     q = doc.get("queue")
     if q:
         counts = ", ".join(f"{k} {n}" for k, n in (q.get("counts") or {}).items() if n)
         body.append_text(rich_markup("\nqueue: {} message(s) ({}); next retry {}; first expiry {}", q.get("total_messages", 0),
-                                     counts or "empty", _ago(q.get("next_attempt"), q.get("now")),
+                                     counts or "empty", next_retry(doc),
                                      _ago(q.get("first_expiry"), q.get("now"))))  # fmt: skip
     body.append_text(rich_markup("\n{}", _read_line(doc)))
-    con.print(Panel(body, title=rich_text(v["headline"], style), title_align="left"))
+    con.print(Panel(body, title=rich_text(title, style), title_align="left"))
     if doc.get("do_now"):
         import textwrap
 
@@ -510,54 +559,57 @@ def render_text(doc: Mapping[str, Any], width: int = 100, color: bool = False) -
                                                       " (on the mail host: this report comes from a recording)")))
         for i, st in enumerate(doc["do_now"], 1):
             said = st["step"] + (":" if st.get("command") else "")
-            for line in textwrap.wrap(said, width - 1, initial_indent=f"{i}. ", subsequent_indent="   "):
+            for line in textwrap.wrap(visible(said), width - 1, initial_indent=f"{i}. ", subsequent_indent="   "):
                 con.print(rich_text(line))
             for line in _shell_lines(st.get("command") or "", width - 3):  # copied and pasted as it is
                 con.print(rich_markup("   [bold]{}[/]", line), soft_wrap=True)
         con.print()
     if doc["causes"]:
+        narrow = width < 100  # short column titles and no scores: the cause titles get the room
         t = Table(title="Causes, most important first", title_justify="left", expand=False)
-        for col in ("#", "cause", "confidence", "queued", "log msgs", "destination"):
+        for col in ("#", "cause", "conf." if narrow else "confidence", "queued", "in log" if narrow else "log msgs", "destination"):
             t.add_column(col, overflow="fold")
         for c in _shown(doc):
             dom = c["domains"][0]["domain"] if c["domains"] else "-"
-            t.add_row(rich_text(c["rank"]), rich_text(f"{c['id']} {c['title']}" + _tag(c)),
-                      rich_text(f"{c['confidence_label']} {c['confidence']:.2f}"), rich_text(c["impact"]["queued_recipients"]),
-                      rich_text(c["impact"]["log_messages"]), rich_text(dom))  # fmt: skip
+            conf = c["confidence_label"] if narrow else f"{c['confidence_label']} {c['confidence']:.2f}"
+            t.add_row(rich_text(c["rank"]), rich_text(f"{c['id']} {c['title']}" + _tag(c)), rich_text(conf),
+                      rich_text(c["impact"]["queued_recipients"]), rich_text(c["impact"]["log_messages"]), rich_text(dom))  # fmt: skip
         con.print(t)
         if doc.get("more_causes"):
             con.print(rich_markup("{} more cause(s), less harmful, not listed here: see them with {}", doc["more_causes"],
                                   doc.get("more_causes_hint") or MORE_HINT))  # fmt: skip
         for c in doc["causes"][:3]:
             con.print()
-            con.print(rich_markup("[bold]{}. {} {}[/]  ({} confidence)", c["rank"], c["id"], c["title"], c["confidence_label"]))
-            con.print(rich_markup("  {}", c["meaning"]))
+            hang(con, width, rich_markup("[bold]{}. {} {}[/]", c["rank"], c["id"], c["title"]),
+                  f"  ({c['confidence_label']} confidence)", indent=0, hang=3)  # fmt: skip
+            hang(con, width, None, c["meaning"], hang=0)
             if c.get("why_ranked"):
-                con.print(rich_markup("  [bold]{}[/]", _ranked_phrase(c)))
+                hang(con, width, None, _ranked_phrase(c), style="bold")
             for w in c["why"]:
-                con.print(rich_markup("  - {}", w))
+                hang(con, width, rich_text("- "), w)
             if c.get("possible_duplicates"):
-                con.print(rich_markup("  [bold red]! {} message(s) may have been delivered twice[/]", c["possible_duplicates"]))
+                hang(con, width, rich_markup("[bold red]! {} message(s) may have been delivered twice[/]", c["possible_duplicates"]), "")
             for h in c["underlying"][:3]:
-                con.print(rich_markup("  [bold]? {}[/] ({} {})", h["title"], h["label"], f"{h['score']:.2f}"))
+                hang(con, width, rich_markup("[bold]? {}[/] ", h["title"]), f"({h['label']} {h['score']:.2f})")
                 for e in h["evidence"]:
-                    con.print(rich_markup("      + {}", e))
+                    hang(con, width, rich_text("+ "), e, indent=6)
                 for a in h["against"]:
-                    con.print(rich_markup("      - {}", a))
+                    hang(con, width, rich_text("- "), a, indent=6)
             for e in c["evidence"][:3]:
-                con.print(rich_markup("  [dim]evidence ({}):[/] {}", e["where"], e["excerpt"]), overflow="fold")
+                hang(con, width, rich_markup("[dim]evidence ({}):[/] ", e["where"]), e["excerpt"], hang=4)
             for f in c["fixes"][:4]:
-                con.print(rich_markup("  [green]fix ({}):[/] {}", f["kind"], f["text"]), overflow="fold")
+                hang(con, width, rich_markup("[green]fix ({}):[/] ", f["kind"]), f["text"], hang=4)
             for a in c["queue_actions"]:
-                con.print(rich_markup("  [cyan]queue:[/] {}  [dim]{}[/]", " ".join(a["argv"]), a["why"]), overflow="fold")
+                hang(con, width, rich_markup("[cyan]queue:[/] {}  ", " ".join(a["argv"])), a["why"], hang=4)
     for i, line in enumerate(outbreak.text_lines(doc)):  # one login/client behind E22/E23
         con.print(*([""] if i == 0 else []), rich_text(line, "bold" if i == 0 else ""), soft_wrap=True, sep="\n")
     for w in doc["warnings"]:
-        con.print(rich_markup("[yellow]warning:[/] {}", w["summary"]), overflow="fold")
+        hang(con, width, rich_markup("[yellow]warning:[/] "), w["summary"], indent=0)
     if doc.get("retry"):
         t = doc["retry"]["timeline"]
-        con.print(rich_markup("\n[bold]Retry schedule[/] (after arrival): {}; {} attempts before the message expires after {}",
-                              t.get("summary"), t.get("attempt_count"), _dur(t.get("lifetime"))))  # fmt: skip
+        con.print()
+        hang(con, width, rich_markup("[bold]Retry schedule[/] "), f"(after arrival): {t.get('summary')}; {t.get('attempt_count')} "
+              f"attempts before the message expires after {_dur(t.get('lifetime'))}", indent=0)  # fmt: skip
     for e in doc["errors"]:
-        con.print(rich_markup("[magenta]not checked:[/] {}", e["summary"]), overflow="fold")
+        hang(con, width, rich_markup("[magenta]not checked:[/] "), e["summary"], indent=0)
     return buf.getvalue()

@@ -18,6 +18,7 @@ from checks.targets.base import Target
 
 from diagnose import actions as act
 from diagnose import flow, session
+from diagnose.fate import fitting_actions
 from diagnose.textsafe import console, rich_markup, visible
 
 BACK_LABEL = "<- back"
@@ -28,7 +29,8 @@ def _style() -> Any:
     import questionary
 
     return questionary.Style([("qmark", "fg:ansicyan bold"), ("question", "bold"), ("answer", "fg:ansigreen bold"),
-                              ("pointer", "fg:ansicyan bold"), ("highlighted", "fg:ansicyan bold")])  # fmt: skip
+                              ("pointer", "fg:ansicyan bold"), ("highlighted", "fg:ansicyan bold"),
+                              ("separator", "bold")])  # fmt: skip
 
 
 class Asker:
@@ -42,15 +44,14 @@ class Asker:
         import questionary
 
         can_go_back = self.answered > 0
-        if q.help:
-            self.out.print(rich_markup("[dim]{}[/]", q.help))
+        message = _wrap(q.message, self.out.width)
         if q.kind == "select" or q.kind == "confirm":
             choices = list(q.choices) if q.kind == "select" else [("yes", "yes"), ("no", "no")]
             items = [questionary.Choice(label, value=value) for value, label in choices]
             if can_go_back:
                 items.append(questionary.Choice(BACK_LABEL, value=session.BACK))
             default = next((c for c in items if c.value == q.default), None)
-            value = questionary.select(q.message, choices=items, default=default, style=_style()).unsafe_ask()
+            value = questionary.select(message, choices=items, default=default, style=_style()).unsafe_ask()
         else:
             validator = session.VALIDATORS.get(q.validate or "")
 
@@ -61,7 +62,12 @@ class Asker:
                 return True if why is None else why
 
             hint = f" ({_BACK_TEXT} to go back)" if can_go_back else ""
-            value = questionary.text(q.message + hint, validate=check, style=_style()).unsafe_ask()
+            if q.validate == "paste":  # pasted lines: Enter makes a new line, Esc Enter (or Alt-Enter) ends the answer;
+                # the input starts on a line of its own (prompt_toolkit does not wrap a multi-line prompt's message)
+                value = questionary.text(message + hint + "\n>", validate=check, style=_style(),
+                                         multiline=True, instruction="").unsafe_ask()  # fmt: skip
+            else:
+                value = questionary.text(message + hint, validate=check, style=_style()).unsafe_ask()
             if can_go_back and value.strip() == _BACK_TEXT:
                 value = session.BACK
             elif isinstance(value, str):
@@ -73,18 +79,34 @@ class Asker:
         return value
 
 
+def _wrap(message: str, width: int) -> str:
+    """A question's text broken at spaces to the terminal's width (the terminal would break it inside
+    words), each paragraph of it ("\n") on its own; "? " goes before it, and the last line keeps room
+    for the prompt's own hint ("(Use arrow keys)", "(< to go back)")."""
+    import textwrap
+
+    room = max(30, width - 3)
+    lines = [ln for p in message.split("\n") for ln in textwrap.wrap(p, room, break_on_hyphens=False) or [""]]
+    if len(lines[-1]) + 20 > width:
+        lines[-1:] = textwrap.wrap(lines[-1], max(20, width - 22), break_on_hyphens=False) or [""]
+    return "\n".join(lines)
+
+
 def _progress(out: Any) -> Any:
+    from diagnose.report import hang
+
     marks = {"ok": "[green]done[/]", "error": "[red]failed[/]", "timeout": "[red]out of time[/]", "skipped": "[dim]skipped[/]"}
     titles: dict[str, str] = {}
 
     def show(step: str, state: str, detail: str) -> None:
+        width = out.width
         if state == "start":
             titles[step] = detail
-            out.print(rich_markup("  [cyan]...[/] {}", detail))
+            hang(out, width, rich_markup("[cyan]...[/] "), detail, hang=4)
         else:  # a step's detail may quote a remote reply or a file name: through textsafe, as every outside text
             extra = f": {detail}" if detail else ""
             mark, line = marks.get(state), titles.get(step, step) + extra
-            out.print(rich_markup(f"  {mark} {{}}", line) if mark else rich_markup("  {} {}", state, line))
+            hang(out, width, rich_markup(f"{mark} ") if mark else rich_markup("{} ", state), line, hang=4)
 
     return show
 
@@ -112,8 +134,7 @@ def run(args: argparse.Namespace) -> int:
         outcome = session.run(Asker(out), given, opts, _progress(out), open_target=session.open_with_fallback,
                               on_checked=show, on_notice=lambda notice: out.print(rich_markup("[yellow]{}[/]", notice)))  # fmt: skip
         doc = report.build(outcome.facts, outcome.answers)
-        if outcome.answers.get("act_on_queue") == "yes":
-            offer_queue_actions(doc, outcome, out, opts.config_dir)
+        act_step(doc, outcome, out, opts.config_dir)
         save = questionary.select("Save this report for a ticket?", style=_style(),
                                   choices=[questionary.Choice("no", value="no"),
                                            questionary.Choice("Markdown", value="md"),
@@ -130,6 +151,45 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         out.print("[dim]pfdiag: stopped; nothing was changed[/]")
         return 130
+
+
+def act_step(doc: Mapping[str, Any], outcome: session.Outcome, out: Any, config_dir: str | None = None) -> None:
+    """After the report: what can be done about it here. On a recording (snapshot, demo, pasted
+    text) nothing can be changed: say so, and how to get to the live host."""
+    waiting = [c for c in doc["causes"] if c["impact"]["queued_messages"]]
+    if not outcome.target.can_change:
+        if waiting:
+            out.print(rich_markup("\n[bold]Queue actions[/] (hold, retry, release) change a live Postfix, and this is a "
+                                  "recording ({}): run pfdiag on the mail host, or `pfdiag --host HOST` from here "
+                                  "(HOST: the mail host's SSH name).", outcome.target.where))  # fmt: skip
+        return
+    if outcome.answers.get("act_on_queue") != "yes":
+        return
+    fixed: set[str] = set()  # ids of the causes whose fix was applied in this session: their mail may be retried now
+    # -- config fixes go here (diagnose/configfix): each one applied adds its cause id to `fixed` --
+    offer_queue_actions(doc, outcome, out, config_dir, fixed=fixed)
+
+
+def _fit(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def action_menu(causes: list[Mapping[str, Any]], fixed: set[str], width: int = 80,
+                domain: str | None = None) -> list[tuple[str, list[tuple[str, Mapping[str, Any], str, list[str]]]]]:  # fmt: skip
+    """[(group title, [(label, cause, why, argv)])]: one group per cause with queued mail and a fitting
+    action, titled with the cause id, its title and how many messages wait; every line fits `width`."""
+    groups = []
+    for c in causes:
+        n = c["impact"]["queued_messages"]
+        acts = fitting_actions(c["id"], c["id"] in fixed) if n else []
+        if not acts:
+            continue
+        sel = ["--cause", c["id"], *(["--domain", domain] if domain else [])]
+        count = f" · {n} queued"
+        title = _fit(f"{c['id']} {c['title']}", width - 5 - len(count)) + count  # questionary indents it by 3
+        items = [(_fit(f"{a:<7} {why}", width - 7), c, why, ["pfdiag", "queue", a, *sel]) for a, why in acts]
+        groups.append((visible(title), items))
+    return groups
 
 
 def _cause_of(reason: str) -> str:
@@ -167,36 +227,40 @@ def _show_plan(out: Any, plan: act.Plan) -> None:
 
 
 def offer_queue_actions(doc: Mapping[str, Any], outcome: session.Outcome, out: Any, config_dir: str | None = None,
-                        action_log: str | None = None) -> None:  # fmt: skip
-    """Pick actions from a list; each picked one is planned and shown as a dry run (exactly which
+                        action_log: str | None = None, fixed: set[str] | None = None) -> None:  # fmt: skip
+    """Pick actions from a list grouped per cause (only those that fit the cause and the moment,
+    see fitting_actions); each picked one is planned and shown as a dry run (exactly which
     messages, which commands) and confirmed on its own, then executed by the guarded action
     (logged; delete is never offered here)."""
+    import shutil
+
     import questionary
 
     from checks import places
 
     action_log = action_log or places.action_log()  # at call time: PFDIAG_ACTION_LOG may move it
-
-    items = []
-    for cause in doc["causes"]:
-        n = cause["impact"]["queued_messages"]
-        for action in cause["queue_actions"]:
-            label = visible(f"{action['action']:<6} {cause['id']} ({n} message(s)): {action['why']}")
-            items.append(questionary.Choice(label, value=(cause, action)))
-    if not items:
+    domain = outcome.answers.get("domain") or None
+    width = shutil.get_terminal_size((80, 24)).columns
+    groups = action_menu(doc["causes"], fixed or set(), width, domain)
+    if not groups:
+        out.print("No queue action fits now: the waiting mail needs its fix first (the report's fixes), "
+                  "and a retry only after the fix: `pfdiag queue retry --cause ID`.")  # fmt: skip
         return
+    items: list[Any] = []
+    for title, acts in groups:
+        items.append(questionary.Separator(title))
+        items += [questionary.Choice(label, value=(cause, why, argv)) for label, cause, why, argv in acts]
     picked = questionary.checkbox("Which queue actions? (space selects, enter confirms; none is fine)",
                                   choices=items, style=_style()).unsafe_ask()  # fmt: skip
-    domain = outcome.answers.get("domain") or None
-    for cause, action in picked or []:
-        out.print(rich_markup("\n[bold]{} {}[/]: {}", cause["id"], cause["title"], action["why"]))
+    for cause, why, argv in picked or []:
+        out.print(rich_markup("\n[bold]{} {}[/]: {}", cause["id"], cause["title"], why))
         try:
-            plan = plan_queue_action(outcome.target, action["action"], cause["id"], domain, config_dir)
+            plan = plan_queue_action(outcome.target, argv[2], cause["id"], domain, config_dir)
         except PfdiagError as exc:
             out.print(rich_markup("[red]{}[/]", exc))
             continue
         _show_plan(out, plan)
-        if not questionary.confirm(f"Run `{visible(' '.join(action['argv']))}` now?", default=False, style=_style()).unsafe_ask():
+        if not questionary.confirm(f"Run `{visible(' '.join(argv))}` now?", default=False, style=_style()).unsafe_ask():
             out.print("[dim]skipped[/]")
             continue
         try:

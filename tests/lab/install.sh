@@ -11,6 +11,7 @@ command -v openssl >/dev/null || need+=(openssl)  # the TLS peers make a self-si
 command -v pflogsumm >/dev/null || need+=(pflogsumm)
 command -v swaks >/dev/null || need+=(swaks)
 command -v tmux >/dev/null || need+=(tmux)
+command -v chromium >/dev/null || need+=(chromium)  # tools/screenshots.py: the HTML report in a real browser
 command -v sudo >/dev/null || need+=(sudo)  # the SSH target tests log in as a non-root user
 [ -x /usr/bin/prometheus-node-exporter ] || need+=(prometheus-node-exporter)  # pfdiag check -f prometheus, scraped
 command -v promtool >/dev/null || need+=(prometheus)  # promtool check metrics

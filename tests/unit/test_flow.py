@@ -38,8 +38,16 @@ def key(step: object) -> str:
         ({"target": "local", "send_test": "no"}, LIVE_EOD, "run:checks"),
         ({"target": "local", "send_test": "yes"}, LIVE_EOD, "ask:test_to"),
         ({"target": "local", "send_test": "yes", "test_to": "me@example.net"}, LIVE_EOD, "run:checks"),
-        # the operator says so even though the logs do not show it
-        ({"target": "local", "symptom": "eod"}, State(collected=True), "ask:send_test"),
+        # the operator's answer is looked for in the evidence first, then the send question follows
+        ({"target": "local", "symptom": "eod"}, State(collected=True), "run:search"),
+        ({"target": "local", "symptom": "eod"}, State(collected=True, searched=True), "ask:send_test"),
+        ({"target": "local", "symptom": "stuck"}, State(collected=True, searched=True), "run:checks"),
+        # "this machine" had nothing to diagnose: asked what the user has instead
+        ({}, State(nothing_here=True), "ask:target"),
+        # pasted input: the listing, then the log lines (either may be empty)
+        ({"target": "pasted"}, State(), "ask:mailq"),
+        ({"target": "pasted", "mailq": ""}, State(), "ask:pasted_log"),
+        ({"target": "pasted", "mailq": "", "pasted_log": "/tmp/x"}, State(), "run:collect"),
         # a snapshot cannot send anything: not asked
         ({"target": "demo"}, State(collected=True, live=False, deferred=True, eod=True), "run:checks"),
         # after the checks: act on the queue only interactively and only with something to act on
@@ -51,6 +59,23 @@ def key(step: object) -> str:
 )
 def test_next_step(answers: dict[str, str], state: State, expected: str) -> None:
     assert key(next_step(answers, state)) == expected
+
+
+def test_the_questions_follow_the_evidence() -> None:
+    """Nothing here: the other question; the send question says what was (not) found; the
+    recipient question names the destination and its next hop and accepts any mailbox behind it."""
+    assert next_step({}, State(nothing_here=True)).question is flow.Q_ELSEWHERE  # type: ignore[union-attr]
+    assert "pasted" in {v for v, _ in flow.Q_ELSEWHERE.choices}
+    none_found = next_step({"target": "local", "symptom": "eod"}, State(collected=True, searched=True))
+    assert isinstance(none_found, Ask) and "found no end-of-data timeout" in none_found.question.message
+    st = State(collected=True, live=True, deferred=True, eod=True, eod_dest="partner.test", eod_hop="mx.partner.test[192.0.2.7]:25")
+    send = next_step({"target": "local"}, st)
+    assert isinstance(send, Ask) and send.question.message.startswith("End-of-data timeouts to partner.test:")
+    to = next_step({"target": "local", "send_test": "yes"}, st)
+    assert isinstance(to, Ask) and to.question.key == "test_to"
+    msg = to.question.message
+    assert "partner.test" in msg and "mx.partner.test[192.0.2.7]:25" in msg and "Any mailbox behind that next hop" in msg
+    assert not hasattr(to.question, "help")  # no stray help line above a question
 
 
 def test_next_step_is_pure() -> None:

@@ -1,4 +1,4 @@
-"""The self-contained HTML report: well-formed, two inline SVG charts, every cause present,
+"""The self-contained HTML report: well-formed, a heat strip and an inline SVG retry chart, every cause present,
 hostile text from logs and remote replies inert, and small even for a huge queue."""
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def demo() -> dict:
 def test_demo_page(demo: dict) -> None:
     page = render_html(demo)
     tags = parse(page)
-    assert page.startswith("<!DOCTYPE html>") and tags.count["svg"] == 2
+    assert page.startswith("<!DOCTYPE html>") and tags.count["svg"] == 1 and "Deferrals by hour" in page
     assert tags.scripts == 0 and tags.external == [], "self-contained: nothing loaded from elsewhere"
     for c in demo["causes"]:
         assert f'id="{c["id"]}"' in page
@@ -73,7 +73,7 @@ def test_huge_queue_stays_small(demo: dict) -> None:
                                 for i in range(10_000)]  # fmt: skip
     page = render_html(doc)
     assert len(page.encode()) < 1_000_000
-    assert parse(page).count["svg"] == 2
+    assert parse(page).count["svg"] == 1
 
 
 def test_missing_data_still_renders() -> None:
@@ -93,4 +93,4 @@ def test_redacted_badge(demo: dict) -> None:
 def test_cli_writes_the_page(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "report.html"
     assert main(["report", "--demo", "-f", "html", "-o", str(out)]) == 4
-    assert parse(out.read_text()).count["svg"] == 2
+    assert parse(out.read_text()).count["svg"] == 1

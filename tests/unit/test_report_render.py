@@ -1,5 +1,5 @@
 """diagnose/html.py on the demo report and on hand-made edge cases: the page parses, has one <svg>
-per chart, names every cause, keeps hostile text from logs and SMTP replies inert, and stays small
+for the retry chart, a heat strip row per cause, names every cause, keeps hostile text from logs and SMTP replies inert, and stays small
 for a huge queue. Assertions are on structure, not wording."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 from checks.targets import SnapshotTarget
 from diagnose import engine, report
 from diagnose.cli import main
-from diagnose.html import deferral_timeline, render_html, retry_schedule
+from diagnose.html import heat_strip, render_html, retry_schedule
 from diagnose.target_options import demo_path
 
 EVIL = '<script>alert(1)</script><img src=x onerror=alert(2)><svg onload=alert(3)>"\'&'
@@ -89,11 +89,11 @@ def test_demo_page_structure(demo: dict[str, Any]) -> None:
     page = render_html(demo)
     p = parse(page)
     assert page.startswith("<!DOCTYPE html>") and p.open == [], f"unclosed: {p.open}"
-    assert p.tags["svg"] == 2 and p.active == [], p.active
+    assert p.tags["svg"] == 1 and p.active == [], p.active
     assert demo["causes"], "the demo has causes"
     for c in demo["causes"]:
         assert f'id="{c["id"]}"' in page
-        assert f'>{c["id"]}<' in page, "each cause has a lane in the timeline"
+        assert f'<span class=hs-label>{c["id"]}</span>' in page, "each cause has a row in the heat strip"
     for s in demo["steps"]:
         assert s["title"] in page
     assert len(page.encode()) < 200_000
@@ -125,7 +125,7 @@ def test_hostile_log_line_and_smtp_reply_are_inert(demo: dict[str, Any]) -> None
     doc["queue"]["arrivals"].append({"arrival": doc["queue"]["now"], "queue": EVIL, "causes": [EVIL]})
     page = render_html(doc)
     p = parse(page)
-    assert p.active == [] and p.open == [] and p.tags["svg"] == 2, p.active
+    assert p.active == [] and p.open == [] and p.tags["svg"] == 1, p.active
     assert "<script" not in page.lower() and "onerror=" not in page.replace("onerror=alert(2)&gt;", "")
     assert page.count("&lt;script&gt;alert(1)&lt;/script&gt;") >= 8
     assert any("<script>alert(1)</script>" in t for t in p.text), "the text reads as it was, only inert"
@@ -141,34 +141,44 @@ def test_huge_queue_is_aggregated(demo: dict[str, Any]) -> None:
     page = render_html(doc)
     size = len(page.encode())
     assert size < 1_000_000, size
-    assert svg_count(page) == 2
+    assert svg_count(page) == 1
     assert "10000" in page, "the page says how many queued messages the chart counts"
 
 
-def test_timeline_edge_cases() -> None:
-    # a single point: no division by zero, one bar
-    one = minimal(causes=[cause("E09", "2026-11-28T10:00:00Z", "2026-11-28T10:00:00Z")])
-    assert svg_count(deferral_timeline(one)) == 1 and "<rect" in deferral_timeline(one)
-    # queue arrivals only, no log times; an arrival with no listed cause gets its own lane
-    q = minimal(causes=[cause("E21", None, None)], queue={"arrivals": [
-        {"arrival": 1.8e9, "queue": "deferred", "causes": ["E21"]}, {"arrival": 1.8e9 + 5, "queue": "hold", "causes": []}]})
-    svg = deferral_timeline(q)
-    assert ">E21<" in svg and ">other<" in svg
-    # nothing to draw: a clear empty chart, still one svg
-    assert svg_count(deferral_timeline(minimal())) == 1
-    # garbage times are skipped, not a traceback
-    bad = minimal(causes=[cause("E04", "yesterday", None)], queue={"arrivals": [{"arrival": "soon"}, {"arrival": None}, 7]})
-    assert svg_count(deferral_timeline(bad)) == 1
-    # more causes than lanes: capped, and says so
-    many = minimal(causes=[cause(f"E{i:02d}") for i in range(1, 21)])
-    assert "8 more cause(s)" in deferral_timeline(many)
+H = 1796482800  # 2026-12-05 15:00 UTC, the start of an hour
 
 
-def test_timeline_x_follows_time() -> None:
-    doc = minimal(causes=[cause("E01", "2026-11-28T00:00:00Z", "2026-11-28T01:00:00Z"),
-                          cause("E02", "2026-11-28T05:00:00Z", "2026-11-28T06:00:00Z")])  # fmt: skip
-    xs = [float(m) for m in re.findall(r'<rect x="([\d.]+)"', deferral_timeline(doc))]
-    assert len(xs) == 2 and xs[0] < xs[1]
+def test_heat_strip_shows_change_per_cause_and_hour() -> None:
+    doc = minimal(causes=[cause("E09"), cause("E21")],
+                  log_hours={"E09": [[H, 2], [H + 3600, 40], [H + 7200, 3]], "E21": [[H + 3600, 1]]})  # fmt: skip
+    strip = heat_strip(doc)
+    p = parse(strip)
+    assert p.open == [] and p.tags["i"] == 6  # two rows of three hours
+    e09 = strip.split("<span class=hs-label>E09</span>")[1].split("</div>")[0]
+    assert re.findall(r"class=l(\d)", e09) == ["1", "4", "2"] and 'title="E09 12-05 16:00 UTC: 40"' in e09
+    e21 = strip.split("<span class=hs-label>E21</span>")[1].split("</div>")[0]
+    assert re.findall(r"class=l(\d)", e21) == ["0", "1", "0"]
+
+
+def test_heat_strip_collapses_when_nothing_changes() -> None:
+    """A server that defers all day the same way: one sentence, not a dozen identical bars."""
+    same = {f"E{i:02d}": [[H + k * 3600, 10] for k in range(12)] for i in range(1, 13)}
+    doc = minimal(causes=[cause(c) for c in same], log_hours=same)
+    strip = heat_strip(doc)
+    assert "<i " not in strip and strip.count("<p") == 1
+    assert strip.startswith('<p class="hs hs-steady">No change from 2026-12-05 15:00 .. 2026-12-06 03:00 UTC: E01 about 10')
+    # one row steady, another changing: the steady row is one line of text, the other a strip
+    mixed = minimal(causes=[cause("E01"), cause("E02")], log_hours={"E01": same["E01"], "E02": [[H, 1], [H + 7200, 50]]})
+    strip = heat_strip(mixed)
+    assert "no change: about 10 deferral(s) every hour" in strip and strip.count("<i ") == 12
+
+
+def test_heat_strip_edge_cases() -> None:
+    assert "nothing to draw" in heat_strip(minimal())  # no log hours at all
+    bad = minimal(causes=[cause("E04")], log_hours={"E04": [["soon", 1], None, [H, "x"], [H, 3, 4]]})
+    assert "nothing to draw" in heat_strip(bad)  # garbage is skipped, not a traceback
+    long = minimal(causes=[cause("E09")], log_hours={"E09": [[H + k * 3600, k % 5] for k in range(24 * 30)]})
+    assert heat_strip(long).count("<i ") <= 48  # a month: counted into wider columns
 
 
 def test_retry_schedule_marks() -> None:
@@ -189,7 +199,7 @@ def test_retry_schedule_marks() -> None:
 def test_retry_schedule_missing_data(timeline: Any) -> None:
     page = render_html(minimal(causes=[cause("E09")], retry={"timeline": timeline} if timeline is not None else None))
     p = parse(page)
-    assert p.open == [] and p.tags["svg"] == (2 if timeline else 1)
+    assert p.open == [] and p.tags.get("svg", 0) == (1 if timeline else 0)
 
 
 def test_sparse_doc_renders() -> None:
@@ -202,7 +212,7 @@ def test_sparse_doc_renders() -> None:
     page = render_html(doc)
     p = parse(page)
     assert p.open == [] and 'id="E09"' in page and 'id="E11"' in page and "collateral" in page
-    assert p.tags.get("svg") == 1, "a timeline (E09 has a queued arrival), no retry chart"
+    assert p.tags.get("svg") is None and "nothing to draw by hour" in page, "no log hours, no retry chart"
     assert "Postfix is not running" in page
 
 
@@ -219,4 +229,16 @@ def test_cli_writes_html_and_exits_4(tmp_path: Path) -> None:
     assert main(["report", "--demo", "-f", "html", "-o", str(out)]) == 4
     page = out.read_text(encoding="utf-8")
     p = parse(page)
-    assert p.tags["svg"] == 2 and p.active == [] and p.open == []
+    assert p.tags["svg"] == 1 and p.active == [] and p.open == []
+
+
+def test_every_section_once(demo: dict[str, Any]) -> None:
+    """A configuration risk is listed under the retry schedule and is not repeated as a warning;
+    every heading appears once."""
+    doc = copy.deepcopy(demo)
+    doc["retry"]["risks"] = [{"parameter": "smtp_data_done_timeout", "why": "lowered to 60 s"}]
+    doc["warnings"] = [{"summary": "smtp_data_done_timeout: lowered to 60 s"}, {"summary": "another warning"}]
+    page = render_html(doc)
+    assert page.count("lowered to 60 s") == 1 and "another warning" in page
+    heads = re.findall(r"<h2>([^<]*)</h2>", page)
+    assert len(heads) == len(set(heads)) and heads[:3] == ["Do this now", "Causes, most important first", "Deferrals by hour"]
