@@ -44,7 +44,7 @@ def _header_lines(doc: dict[str, Any]) -> list[str]:
 
 def _phase_rows(doc: dict[str, Any]) -> list[list[str]]:
     return [[p["phase"], f"{p['seconds']:.3f}", p["verdict"], f"{p['timeout_param']}={p['timeout']:g}",
-             _code(p), _short(p["text"] or p["detail"])] for p in doc["probe"]["phases"]]  # fmt: skip
+             _code(p), p.get("cause_id") or "-", _short(p["text"] or p["detail"])] for p in doc["probe"]["phases"]]  # fmt: skip
 
 
 def _ladder_rows(lad: dict[str, Any]) -> list[list[str]]:
@@ -56,7 +56,7 @@ def _ladder_rows(lad: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-_PHASE_HEAD = ["phase", "seconds", "verdict", "Postfix timeout", "reply", "text"]
+_PHASE_HEAD = ["phase", "seconds", "verdict", "Postfix timeout", "reply", "cause", "text"]
 _LADDER_HEAD = ["size", "DATA -> 354", "body write", "'.' -> reply", "verdict", "Message-ID"]
 
 
