@@ -11,9 +11,8 @@ import sys
 
 from checks import places
 from checks.config import read_config
-from checks.errors import UsageError
-from diagnose import actions as act
-from diagnose.configreport import SEED, apply, build, proposal, render_md, render_text  # noqa: F401 - SEED: for scripts and tests
+from checks.errors import InputError, UsageError
+from diagnose.configreport import SEED, build, changes_of, proposal, read_diagnosis, render_md, render_text  # noqa: F401 - SEED: for scripts and tests
 from diagnose.output import Output, add_output_options
 from diagnose.target_options import add_target_options, open_target
 from diagnose.textsafe import visible
@@ -59,21 +58,20 @@ def run(args: argparse.Namespace) -> int:
     if args.apply and not target.can_change:
         raise UsageError(f"--apply changes a live Postfix: it cannot run on {target.where}")
     rep = read_config(target, args.config_dir)
-    doc = build(rep, changes, args.config_dir)
+    # a proposal is judged against what the logs say (duplicates with E09, earlier bounces, the cause found)
+    diagnosis = read_diagnosis(target, rep, args.config_dir) if changes and not args.apply else None
+    doc = build(rep, changes, args.config_dir, diagnosis)
     out.write(doc, {"text": render_text, "md": render_md})
     if not args.apply:
         return 0
-    interactive = sys.stdin.isatty()
-    cmds = doc["proposal"]["commands"]
-    if not act.confirm("Apply: " + "; ".join(" ".join(c) for c in cmds) + "?", yes=args.yes, dry_run=False,
-                       interactive=interactive):  # fmt: skip
-        why = "not confirmed" if interactive else "no terminal to confirm on and no --yes"
-        print(f"nothing was changed ({why})", file=sys.stderr)
-        return 0
-    log = act.ActionLog(args.action_log)
-    try:
-        apply(target, rep, changes, cmds, log, lambda line: print(visible(line), file=sys.stderr))
-    finally:
-        log.close()
-    print(visible(f"applied; logged to {args.action_log}"), file=sys.stderr)
+    from diagnose.configfix import plan_fix, run_fix
+
+    # the guarded action (diagnose.configfix): values before re-read now, dry run unless confirmed, logged, rollback said
+    say = lambda line: print(visible(line), file=sys.stderr)  # noqa: E731
+    plan = plan_fix(target, changes_of(changes), args.config_dir)
+    result = run_fix(target, plan, args.action_log, yes=args.yes, interactive=sys.stdin.isatty(), say=say)
+    if result.applied and not result.ok:
+        raise InputError(f"postfix reload failed (logged to {args.action_log}); the change is in the files")
+    if result.lines and not result.applied:
+        return 0 if result.lines[0].startswith("nothing was changed") else 1
     return 0
