@@ -85,3 +85,35 @@ def test_a_config_fix_applied_then_rolled_back_on_the_lab(postfix_lab: PostfixLa
     finally:
         postfix_lab.postconf_edit("-e", "smtp_data_done_timeout=5s")
         postfix_lab.reload()
+
+
+def test_a_report_from_where_no_next_hop_is_reachable_says_its_live_evidence_is_missing(postfix_lab: PostfixLab) -> None:
+    """The same report twice over the lab's end-of-data stall (E09 in the log): from this machine,
+    where the lab's peer answers, and from a network namespace of the test's own (`unshare --net`:
+    no interface up, nothing reachable; the log, postconf and the queue's sockets are files and
+    still there): the second says its live checks are missing, in Markdown and in text."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.lab.scenarios import SENDER
+
+    since = postfix_lab.fresh_window([(SENDER, ["vantage@eod-stall.test"], {"subject": "vantage"})])
+    pfdiag = str(Path(sys.executable).with_name("pfdiag"))
+    argv = [pfdiag, "report", "-c", str(postfix_lab.config_dir), "--log", str(postfix_lab.log_path), "--since", since,
+            "--domain", "eod-stall.test", "--budget", "30"]  # fmt: skip
+    env = {**os.environ, "MAIL_CONFIG": str(postfix_lab.config_dir), "COLUMNS": "250"}  # the text panel unwrapped
+    try:
+        here = subprocess.run([*argv, "-f", "md"], capture_output=True, text=True, timeout=120, env=env)
+        assert here.returncode == 4, here.stderr
+        assert "E09" in here.stdout and "could not reach any next hop" not in here.stdout
+        for fmt in ("md", "text"):
+            away = subprocess.run(["unshare", "--net", *argv, "-f", fmt], capture_output=True, text=True, timeout=120,
+                                  env=env)  # fmt: skip
+            assert away.returncode == 4, away.stderr
+            out = " ".join(away.stdout.split())
+            assert "could not reach any next hop from here: the live checks are missing; run on the mail host or with --host" in out
+            assert "live evidence missing" in out
+    finally:
+        postfix_lab.clear_queue()
