@@ -104,7 +104,8 @@ def render_text(doc: dict[str, Any]) -> str:
             n = t["name_check"]
             out.append(f"  names checked: {', '.join(n['names']) or '-'} ({n['source']}; nexthop {n['nexthop'] or '-'}, "
                        f"hostname {n['hostname'] or '-'})")  # fmt: skip
-        out.append(f"  Postfix would {'deliver' if t['postfix_would_deliver'] else 'NOT deliver'}: {t['why']}"
+        would = {True: "Postfix would deliver", False: "Postfix would NOT deliver", None: "TLS policy"}[t["postfix_would_deliver"]]
+        out.append(f"  {would}: {t['why']}"
                    + (f" (it logs: {t['postfix_would_log']})" if t["postfix_would_log"] and not t["postfix_would_deliver"] else ""))  # fmt: skip
     if doc.get("compare"):
         c = doc["compare"]

@@ -52,6 +52,9 @@ def tls_doc(target: Any, probe: ProbeResult, original: str, address: str, port: 
     verdict = tls.judge(policy.level, probe.starttls_offered or port in SMTPS_PORTS, cert, trusted, dane)
     if dane_doc and dane_doc["state"] == "lookup-failed":
         verdict = tls.Judgement(False, dane_doc["why"], "E12", f"TLSA lookup error for {dane_doc['tlsa_name']}")
+    if probe.starttls_offered is None and cert is None and port not in SMTPS_PORTS:
+        # no EHLO answer and no handshake: whether the server offers STARTTLS is not known
+        verdict = tls.Judgement(True, "not judged: the conversation ended before the EHLO reply (see the phases)")
     names_doc = {"names": list(rule.names), "patterns": list(rule.patterns), "source": rule.source,
                  "nexthop": nexthop, "hostname": hostname} if rule else None  # fmt: skip
     if rule and cert is not None and cert.name_match is None and verdict.cause_id == "E19":
@@ -62,7 +65,7 @@ def tls_doc(target: Any, probe: ProbeResult, original: str, address: str, port: 
             "protocol": probe.tls.protocol if probe.tls else None, "cipher": probe.tls.cipher if probe.tls else None,
             "certificate": tls.describe(cert) if cert else None, "trusted": trusted, "trust_detail": trust_detail,
             "chain": _chain_doc(probe.tls.peer_chain) if probe.tls and probe.tls.peer_chain else None,
-            "postfix_would_deliver": verdict.accepted, "why": verdict.why, "cause_id": verdict.cause_id,
+            "postfix_would_deliver": verdict.accepted if verdict.why[:11] != "not judged:" else None, "why": verdict.why, "cause_id": verdict.cause_id,
             "postfix_would_log": verdict.log_line}  # fmt: skip
 
 
@@ -130,7 +133,7 @@ def policy_findings(findings: list[Finding], tls: dict[str, Any] | None, probe: 
     addr = f"{probe.host}:{probe.port}"
     main = next((f for f in findings if f.severity == Severity.OK), None)
     rest = [f for f in findings if f is not main and not _is_no_starttls(f)]
-    if not tls["postfix_would_deliver"]:
+    if tls["postfix_would_deliver"] is False:
         said = f" (it logs: {tls['postfix_would_log']})" if tls.get("postfix_would_log") else ""
         talk = "; the SMTP conversation itself works" if main is not None else ""
         verdict = Finding(main.check_id if main else "smtp.probe", Severity.PROBLEM,

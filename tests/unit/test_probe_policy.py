@@ -126,3 +126,20 @@ def test_the_reports_probe_of_a_greylisting_peer_gets_e21(monkeypatch) -> None:
     main_f = with_classifier[0]
     assert main_f.cause_id == "E21" and "mail: failed" in main_f.summary and main_f.values["for_cause"] == "E21"
     assert without[0].cause_id != "E21"  # the phase table's own cause (none for MAIL FROM) without the classifier
+
+
+def test_a_refused_connection_under_encrypt_is_not_called_a_missing_starttls(tmp_path, capsys) -> None:
+    import socket
+
+    conf = _conf(tmp_path, "smtp_tls_security_level = encrypt\n")
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens: refused
+    code = main(["probe", f"[127.0.0.1]:{port}", "-c", conf, "--timeouts", "short", "--budget", "5", "-f", "json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["tls"]["postfix_would_deliver"] is None and doc["tls"]["why"].startswith("not judged")
+    assert [f["cause_id"] for f in doc["findings"]] == ["E02"] and code == 4
+    main(["probe", f"[127.0.0.1]:{port}", "-c", conf, "--timeouts", "short", "--budget", "5"])
+    out = capsys.readouterr().out
+    assert "does not offer STARTTLS" not in out and "TLS policy: not judged" in out
