@@ -358,11 +358,19 @@ def build(r: Route, address: str, port: int, notes: list[str], timeouts: PhaseTi
         "port": port, "helo": helo, "timeouts_source": source,
         "timeouts": {n: getattr(timeouts, n) for n in TIMEOUT_NAMES},
         "notes": notes,
-        "probe": probe_dict(probe),
+        "probe": _with_policy_notes(probe_dict(probe), tls),
         "ladder": None if ladder is None else _ladder_dict(*ladder),
         "findings": [finding_dict(f) for f in findings],
         "problem": worst >= Severity.WARNING,
     }  # fmt: skip
+
+
+def _with_policy_notes(p: dict[str, Any], tls: dict[str, Any] | None) -> dict[str, Any]:
+    """The session's generic note on a missing STARTTLS ("at security level may ...") gives way to
+    the verdict of this destination's own policy (the findings say it) when the policy was read."""
+    if tls is not None and tls.get("postfix_would_deliver") is not None:
+        p["notes"] = [n for n in p["notes"] if not n.startswith("STARTTLS not offered:")]
+    return p
 
 
 def bind_doc(plan: BindPlan, address: str, probe: ProbeResult) -> dict[str, Any]:
