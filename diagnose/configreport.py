@@ -31,14 +31,48 @@ assert RetrySettings.from_config(SEED) == SEED_PROPOSAL  # one source of truth w
 
 
 def proposal(items: list[str] | None) -> dict[str, str]:
+    """{name: value}; a master.cf -o is keyed SERVICE/TYPE/NAME (diagnose.configfix.parse_change)."""
+    from diagnose.configfix import parse_change
+
     out: dict[str, str] = {}
     for item in items or []:
         if item == "seed":
             out.update(SEED)
+        elif "/" in item.partition("=")[0]:
+            ch = parse_change(item)
+            out[ch.key] = ch.value
         else:
             name, value = parse_assignment(item)
             out[name] = value
     return out
+
+
+def changes_of(changes: dict[str, str]) -> list[Any]:
+    """The proposal as diagnose.configfix Changes (main.cf, or a master.cf -o for SERVICE/TYPE/NAME)."""
+    from diagnose.configfix import Change
+
+    out = []
+    for key, value in changes.items():
+        parts = key.split("/")
+        out.append(Change(parts[-1], value, "/".join(parts[:2]) if len(parts) == 3 else None))
+    return out
+
+
+def fix_plan(changes: dict[str, str], rep: ConfigReport, config_dir: str | None) -> Any:
+    """The configfix plan of a proposal with the values before from the configuration read (rep);
+    --apply re-reads them from the target (configfix.plan_fix) right before changing anything."""
+    from diagnose.configfix import FixPlan, Step
+
+    steps = []
+    for c in changes_of(changes):
+        if c.service:
+            key = (*c.service.split("/"), c.name)
+            steps.append(Step(c, rep.config.overrides.get(key, rep.config.values.get(c.name)), key in rep.config.overrides))
+        else:
+            cfg = rep.config  # main.cf sets it when postconf -n says so, or when it differs from the default
+            was = c.name in (cfg.explicit or {}) or cfg.values.get(c.name) != cfg.defaults.get(c.name, cfg.values.get(c.name))
+            steps.append(Step(c, cfg.values.get(c.name), was))
+    return FixPlan(steps, config_dir)
 
 
 def timeline_dict(t: Timeline) -> dict[str, Any]:
@@ -53,7 +87,8 @@ def timeline_dict(t: Timeline) -> dict[str, Any]:
     }
 
 
-def build(rep: ConfigReport, changes: dict[str, str], config_dir: str | None = None) -> dict[str, Any]:
+def build(rep: ConfigReport, changes: dict[str, str], config_dir: str | None = None,
+          diagnosis: Diagnosis | None = None) -> dict[str, Any]:
     cfg = rep.config
     doc: dict[str, Any] = {
         "schema": SCHEMA,
@@ -66,16 +101,122 @@ def build(rep: ConfigReport, changes: dict[str, str], config_dir: str | None = N
         "proposal": None,
     }
     if changes:
-        after_cfg = PostfixConfig(values={**cfg.values, **changes}, defaults=cfg.defaults, overrides=cfg.overrides)
+        main = {k: v for k, v in changes.items() if "/" not in k}  # SERVICE/TYPE/NAME: a master.cf -o
+        after_cfg = PostfixConfig(values={**cfg.values, **main}, defaults=cfg.defaults, overrides=cfg.overrides)
         after = RetrySettings.from_config(after_cfg)
         doc["proposal"] = {
             "changes": changes,
-            "commands": [postconf_e(config_dir, changes), postfix_argv("postfix", config_dir, "reload")],
+            "commands": fix_plan(changes, rep, config_dir).commands(),
             "settings_after": dataclasses.asdict(after),
             "timeline_after": timeline_dict(timeline(after)) if _valid(after) else None,
             "risks_after": [{"parameter": n, "why": w} for n, w in risky_settings(after)],
+            "rollback": fix_plan(changes, rep, config_dir).rollback(),
+            "judgement": judge(rep, changes, diagnosis, config_dir),
         }
     return doc
+
+
+# ------------------------------------------------------------------ the proposal judged
+
+
+@dataclasses.dataclass
+class Diagnosis:
+    """What the logs say, for judging a proposal: deferred messages per cause id, and how many
+    were possibly delivered twice (an end-of-data timeout, then a later success)."""
+
+    causes: dict[str, int] = dataclasses.field(default_factory=dict)
+    duplicates: int = 0
+    source: str = ""  # what was read ("/var/log/mail.log")
+    error: str | None = None  # why there is no diagnosis
+
+
+EOD = ("E09", "E10")  # diagnose.correlate.EOD_CAUSES: Postfix sent everything, the reply never came
+
+
+def read_diagnosis(target: Target, rep: ConfigReport, config_dir: str | None, budget: float = 60.0) -> Diagnosis:
+    """The logs' causes within ``budget`` seconds (diagnose.engine.collect_logs, the report's reading)."""
+    from checks.runner import start
+    from diagnose.engine import collect_logs
+
+    job = start("read the logs", lambda _deadline: collect_logs(target, None, None, lambda: rep, config_dir), budget=budget)
+    out = job.wait()[0]
+    if out.value is None:
+        why = getattr(out.missing, "error", None) or getattr(out.missing, "reason", None) or "not read"
+        return Diagnosis(error=str(why))
+    logs = out.value
+    causes = {str(c["id"]): int(c.get("messages") or c.get("deferrals") or 0) for c in logs.get("causes", [])}
+    files = ", ".join((logs.get("input") or {}).get("files") or []) or "the mail log"
+    dup = int(((logs.get("end_of_data") or {}).get("delivered_later_possible_duplicates")) or 0)
+    return Diagnosis(dict(sorted(causes.items(), key=lambda kv: -kv[1])), dup, files)
+
+
+def judge(rep: ConfigReport, changes: dict[str, str], diag: Diagnosis | None,
+          config_dir: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """A proposal against the diagnosis: duplicates (every extra retry after an end-of-data
+    timeout may deliver the message again), earlier bounces (a shorter lifetime returns mail
+    sooner), load (more attempts), the short smtp_*_timeout values it leaves as they are, and the
+    fix of the cause found, to make first."""
+    from diagnose.configfix import fixes_for, short_timeouts
+
+    before = rep.settings
+    main = {k: v for k, v in changes.items() if "/" not in k}
+    after = RetrySettings.from_config(PostfixConfig(values={**rep.config.values, **main}, defaults=rep.config.defaults,
+                                                    overrides=rep.config.overrides))  # fmt: skip
+    t0 = timeline(before) if _valid(before) else None
+    t1 = timeline(after) if _valid(after) else None
+    found = [c for c in (diag.causes if diag else {}) if c != "unclassified"]
+    eod = [c for c in found if c in EOD]
+    warnings: list[str] = []
+    more = after.minimal_backoff_time < before.minimal_backoff_time or after.queue_run_delay < before.queue_run_delay \
+        or after.maximal_backoff_time < before.maximal_backoff_time  # fmt: skip
+    if more and t0 and t1:
+        per_day = lambda t: sum(1 for o in t.offsets() if o <= 86400)  # noqa: E731 - attempts in a message's first day
+        load = (f"{per_day(t1)} attempts in a message's first day instead of {per_day(t0)}: more connections to "
+                "receivers that are already failing, and more load here")  # fmt: skip
+        if eod:
+            n = sum(diag.causes[c] for c in eod) if diag else 0
+            dup = f"; {diag.duplicates} message(s) were possibly delivered twice already" if diag and diag.duplicates else ""
+            warnings.append(f"{'/'.join(eod)} (no reply after the end of the message) is diagnosed for {n} message(s){dup}: "
+                            "the receiver may have accepted each of them, so every extra retry may deliver the message "
+                            f"again. Faster retries mean more duplicates: {load}")  # fmt: skip
+        else:
+            warnings.append("faster retries: " + load)
+    if after.maximal_queue_lifetime < before.maximal_queue_lifetime:
+        warnings.append(f"maximal_queue_lifetime {_span(after.maximal_queue_lifetime)}: mail still "
+                        f"undeliverable after {_span(after.maximal_queue_lifetime)} is returned to its senders "
+                        f"(a bounce) instead of after {_span(before.maximal_queue_lifetime)}; a receiver down "
+                        "for a weekend makes your users' mail bounce")  # fmt: skip
+    if after.bounce_queue_lifetime < before.bounce_queue_lifetime:
+        warnings.append(f"bounce_queue_lifetime {_span(after.bounce_queue_lifetime)}: a bounce that cannot "
+                        f"be delivered is dropped after {_span(after.bounce_queue_lifetime)} instead of "
+                        f"{_span(before.bounce_queue_lifetime)}: the sender never learns the mail failed")  # fmt: skip
+    fixes = fixes_for(found, rep.config)
+    fix_keys = {c.key for c in fixes}
+    left = []
+    for st in short_timeouts(rep.config):
+        key = f"{st.service}/{st.name}" if st.service else st.name
+        if key in changes:
+            continue
+        cause = " (the fix of the cause found: see above)" if key in fix_keys else ""
+        left.append(f"{st.name} = {st.value} ({st.where}; default {st.default:g}s) is left as it is{cause}")
+    if diag is None or diag.error:
+        warnings.append("the logs were not read" + (f" ({diag.error})" if diag and diag.error else "") + ": whether "
+                        "end-of-data timeouts happen here (each retry then a possible duplicate) is not known")  # fmt: skip
+    first = [{"parameter": c.name, "service": c.service, "value": c.value, "why": c.why,
+              "before": (rep.config.overrides.get((*c.service.split("/"), c.name)) if c.service  # type: ignore[arg-type]
+                         else rep.config.values.get(c.name)),
+              "apply": ["pfdiag", "config", *(("-c", config_dir) if config_dir else ()), "--propose",
+                        f"{c.key}={c.value}", "--apply"]} for c in fixes]  # fmt: skip
+    return {"diagnosis": None if diag is None else dataclasses.asdict(diag), "fix_first": first,
+            "warnings": warnings, "left_as_is": left}
+
+
+def _span(seconds: float) -> str:
+    """'1 day', '5 days', '12 h': a lifetime in a sentence."""
+    if seconds >= 86400 and seconds % 86400 == 0:
+        n = int(seconds // 86400)
+        return f"{n} day" + ("s" if n != 1 else "")
+    return human(seconds, prose=True)
 
 
 def _valid(s: RetrySettings) -> bool:
@@ -121,11 +262,36 @@ def render_text(doc: dict[str, Any]) -> str:
     out += ["", "Retry timeline with these settings (if every attempt fails):"] + _tl_text(doc["timeline"])
     p = doc["proposal"]
     if p:
+        out += [""] + _judgement_text(p.get("judgement"))
         out += ["", "Proposed (--apply runs these):"] + [f"  {' '.join(c)}" for c in p["commands"]]
+        out += ["To undo it:"] + [f"  {' '.join(c)}" for c in p.get("rollback") or []]
         out += ["", "Timeline after the change:"] + _tl_text(p["timeline_after"])
         if p["risks_after"]:
             out += ["Risky after the change:"] + [f"  ! {x['parameter']}: {x['why']}" for x in p["risks_after"]]
-    return "\n".join(map(visible, out)) + "\n"  # values and file names from the configuration, shown literally (textsafe)
+    return "\n".join(map(visible, out)) + "\n"
+
+
+def _diagnosis_line(j: dict[str, Any]) -> str:
+    d = j.get("diagnosis")
+    if not d or d.get("error"):
+        return "Judged without a diagnosis: the logs were not read"
+    causes = ", ".join(f"{c} {n} msg(s)" for c, n in list(d["causes"].items())[:5]) or "no deferral"
+    return f"Judged against the diagnosis ({d['source']}: {causes})"
+
+
+def _judgement_text(j: dict[str, Any] | None) -> list[str]:
+    if not j:
+        return []
+    out = [_diagnosis_line(j) + ":"]
+    if j["fix_first"]:
+        out.append("Fix the cause found first, before any retry tuning:")
+        for f in j["fix_first"]:
+            where = f"master.cf {f['service']} -o " if f["service"] else ""
+            out.append(f"  {where}{f['parameter']}: {f['before']} -> {f['value']}: {f['why']}")
+            out.append(f"    {' '.join(f['apply'])}")
+    out += [f"  ! {w}" for w in j["warnings"]]
+    out += [f"  - {x}" for x in j["left_as_is"]]
+    return out  # values and file names from the configuration, shown literally (textsafe)
 
 
 def render_md(doc: dict[str, Any]) -> str:
@@ -140,7 +306,18 @@ def render_md(doc: dict[str, Any]) -> str:
     out += ["", "## Retry timeline", ""] + [ln.strip() for ln in _tl_text(doc["timeline"])]
     p = doc["proposal"]
     if p:
-        out += ["", "## Proposed", ""] + md_block([*(f"postconf -e {k}={v}" for k, v in p["changes"].items()), "postfix reload"])
+        j = p.get("judgement")
+        if j:
+            out += ["", "## The proposal against the diagnosis", "", md_text(_diagnosis_line(j)), ""]
+            if j["fix_first"]:
+                out += ["Fix the cause found first, before any retry tuning:", ""]
+                out += [f"- {md_text((f'master.cf ' + f['service'] + ' -o ' if f['service'] else '') + f['parameter'])}: "
+                        f"{md_code(str(f['before']))} -> {md_code(f['value'])}: {md_text(f['why'])} "
+                        f"({md_code(' '.join(f['apply']))})" for f in j["fix_first"]] + [""]  # fmt: skip
+            out += [f"- **warning**: {md_text(w)}" for w in j["warnings"]]
+            out += [f"- {md_text(x)}" for x in j["left_as_is"]]
+        out += ["", "## Proposed", ""] + md_block([" ".join(c) for c in p["commands"]])
+        out += ["", "To undo it:", ""] + md_block([" ".join(c) for c in p.get("rollback") or []])
         out += ["", "After:", ""] + [ln.strip() for ln in _tl_text(p["timeline_after"])]
     return "\n".join(out) + "\n"
 

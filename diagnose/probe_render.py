@@ -44,7 +44,7 @@ def _header_lines(doc: dict[str, Any]) -> list[str]:
 
 def _phase_rows(doc: dict[str, Any]) -> list[list[str]]:
     return [[p["phase"], f"{p['seconds']:.3f}", p["verdict"], f"{p['timeout_param']}={p['timeout']:g}",
-             _code(p), _short(p["text"] or p["detail"])] for p in doc["probe"]["phases"]]  # fmt: skip
+             _code(p), p.get("cause_id") or "-", _short(p["text"] or p["detail"])] for p in doc["probe"]["phases"]]  # fmt: skip
 
 
 def _ladder_rows(lad: dict[str, Any]) -> list[list[str]]:
@@ -56,7 +56,7 @@ def _ladder_rows(lad: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-_PHASE_HEAD = ["phase", "seconds", "verdict", "Postfix timeout", "reply", "text"]
+_PHASE_HEAD = ["phase", "seconds", "verdict", "Postfix timeout", "reply", "cause", "text"]
 _LADDER_HEAD = ["size", "DATA -> 354", "body write", "'.' -> reply", "verdict", "Message-ID"]
 
 
@@ -104,7 +104,8 @@ def render_text(doc: dict[str, Any]) -> str:
             n = t["name_check"]
             out.append(f"  names checked: {', '.join(n['names']) or '-'} ({n['source']}; nexthop {n['nexthop'] or '-'}, "
                        f"hostname {n['hostname'] or '-'})")  # fmt: skip
-        out.append(f"  Postfix would {'deliver' if t['postfix_would_deliver'] else 'NOT deliver'}: {t['why']}"
+        would = {True: "Postfix would deliver", False: "Postfix would NOT deliver", None: "TLS policy"}[t["postfix_would_deliver"]]
+        out.append(f"  {would}: {t['why']}"
                    + (f" (it logs: {t['postfix_would_log']})" if t["postfix_would_log"] and not t["postfix_would_deliver"] else ""))  # fmt: skip
     if doc.get("compare"):
         c = doc["compare"]

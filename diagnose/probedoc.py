@@ -22,7 +22,7 @@ from checks.postfix.defaults import SHORT_TIMEOUTS as _SHORT
 from checks.postfix.defaults import TIMEOUT_NAMES
 from checks.probeset import Failed, Outcome, ProbeJob, run_probes, run_within
 from checks.runner import start
-from checks.smtp import BODY, DATA, END_OF_DATA, SMTPS_PORTS, PhaseTimeouts, ProbeResult, to_findings
+from checks.smtp import BODY, DATA, END_OF_DATA, SMTPS_PORTS, PhaseResult, PhaseTimeouts, ProbeResult, to_findings
 from checks.targets import Target
 
 if TYPE_CHECKING:  # a plain probe never loads the size ladder's module
@@ -196,18 +196,18 @@ def probe_one(target: Target, text: str, settings: Settings, view: PostfixView, 
         jobs.append(ProbeJob(address, port, first.helo_name, timeouts, settings.mail_from, settings.rcpt,
                              settings.starttls, label="here", target=LocalTarget()))  # fmt: skip
     outcomes = run_probes(target, jobs, max(deadline - time.monotonic(), 0.0)) if jobs else []
-    probe = lad[1][0].probe if lad else _value(outcomes[0])
-    doc = build(r, address, port, notes, timeouts, source, first.helo_name, probe, lad)
-    doc["bind"] = bind_doc(view.plan_for(r.transport), address, probe)
-    doc["where"] = target.where
+    probe = classify_replies(lad[1][0].probe if lad else _value(outcomes[0]), r.name or None)
     from diagnose.probetls import tls_doc
 
-    doc["tls"] = tls_doc(target, probe, text, address, port, settings.config_dir, r.name,
-                         lambda: resolver_for(target, settings.resolver), r.nexthop,
-                         (view.values, view.overrides) if view.read else None,
-                         max(min(20.0, deadline - time.monotonic()), 1.0))  # fmt: skip
-    if doc["tls"] and not doc["tls"]["postfix_would_deliver"]:
-        doc["problem"] = True
+    # the TLS policy of the transport Postfix routes this destination through (master.cf -o included)
+    tls = tls_doc(target, probe, text, address, port, settings.config_dir, r.name,
+                  lambda: resolver_for(target, settings.resolver), r.nexthop,
+                  (view.values, view.overrides) if view.read else None,
+                  max(min(20.0, deadline - time.monotonic()), 1.0), service=r.transport)  # fmt: skip
+    doc = build(r, address, port, notes, timeouts, source, first.helo_name, probe, lad, tls)
+    doc["bind"] = bind_doc(view.plan_for(r.transport), address, probe)
+    doc["where"] = target.where
+    doc["tls"] = tls
     doc["addresses"] = [_address_row(address, port, probe)]
     if ladder is None and len(r.hops) > 1 and all_addresses:
         from diagnose.vantage import family_difference
@@ -252,22 +252,63 @@ def probe_set(target: Target, texts: list[str], settings: Settings, view: Postfi
 # --- the document --------------------------------------------------------------------------
 
 
+# the command a probe phase sent, as Postfix names it in "(in reply to X command)"
+_COMMANDS = {"ehlo": "EHLO", "helo": "HELO", "ehlo-after-tls": "EHLO", "starttls": "STARTTLS", "mail": "MAIL FROM",
+             "rcpt": "RCPT TO", "data": "DATA", "end-of-data": "end of DATA"}  # fmt: skip
+
+
+def reply_reason(p: PhaseResult, host: str, address: str) -> str | None:
+    """The deferral reason Postfix would log for this phase's 4xx/5xx reply ("host H[A] said: ...
+    (in reply to RCPT TO command)", "host H[A] refused to talk to me: ..." at the greeting); None
+    for a phase without a failing reply."""
+    if p.reply_code is None or p.reply_code < 400 or not p.text:
+        return None
+    if p.name == "banner":
+        return f"host {host}[{address}] refused to talk to me: {p.text}"
+    cmd = _COMMANDS.get(p.name)
+    return f"host {host}[{address}] said: {p.text}" + (f" (in reply to {cmd} command)" if cmd else "")
+
+
+def classify_replies(r: ProbeResult, host: str | None = None) -> ProbeResult:
+    """The probe's failing replies classified by the log classifier (diagnose.classify), the text
+    Postfix would log for them: a greylisting 451 at RCPT TO is E21 here as in the logs and queue.
+    The phase keeps its name; its cause_id becomes the classifier's (unless it has none)."""
+    from dataclasses import replace
+
+    changed = False
+    phases = []
+    for p in r.phases:
+        reason = reply_reason(p, host or r.host, r.host)
+        if reason is not None:
+            from diagnose.classify import UNCLASSIFIED, classify
+
+            c = classify(reason, status="deferred" if p.reply_code and p.reply_code < 500 else None)
+            if c.cause_id != UNCLASSIFIED and c.cause_id != p.cause_id:
+                p, changed = replace(p, cause_id=c.cause_id), True
+        phases.append(p)
+    return replace(r, phases=tuple(phases)) if changed else r
+
+
 def _phase_dict(p: Any) -> dict[str, Any]:
     return {"phase": p.name, "seconds": p.seconds, "verdict": p.verdict.value, "timeout_param": p.timeout_param,
             "timeout": p.timeout_value, "reply_code": p.reply_code, "enhanced_code": p.enhanced_code,
-            "text": p.text, "detail": p.detail, "cause_id": p.cause_id}  # fmt: skip
+            "text": p.text, "detail": p.detail, "cause_id": p.cause_id,
+            "cause_title": _title(p.cause_id) if p.reply_code and p.reply_code >= 400 else None}  # fmt: skip
+
+
+def _title(cause_id: str | None) -> str | None:
+    if not cause_id:
+        return None
+    try:
+        from diagnose.causes import get_cause
+
+        return get_cause(cause_id).title
+    except KeyError:
+        return None
 
 
 def finding_dict(f: Finding) -> dict[str, Any]:
-    title = None
-    if f.cause_id:
-        try:
-            from diagnose.causes import get_cause
-
-            title = get_cause(f.cause_id).title
-        except KeyError:
-            title = None
-    return {"severity": str(f.severity), "cause_id": f.cause_id, "cause_title": title, "summary": f.summary}
+    return {"severity": str(f.severity), "cause_id": f.cause_id, "cause_title": _title(f.cause_id), "summary": f.summary}
 
 
 def probe_dict(r: ProbeResult) -> dict[str, Any]:
@@ -303,8 +344,13 @@ def _ladder_dict(v: LadderVerdict, results: tuple[MessageResult, ...]) -> dict[s
 
 
 def build(r: Route, address: str, port: int, notes: list[str], timeouts: PhaseTimeouts, source: str, helo: str,
-          probe: ProbeResult, ladder: tuple[LadderVerdict, tuple[MessageResult, ...]] | None) -> dict[str, Any]:  # fmt: skip
-    findings = to_findings(probe)
+          probe: ProbeResult, ladder: tuple[LadderVerdict, tuple[MessageResult, ...]] | None,
+          tls: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    """The document; ``tls`` (diagnose.probetls.tls_doc) decides the verdict with the conversation's:
+    one verdict, the one Postfix's TLS policy for this destination gives."""
+    from diagnose.probetls import policy_findings
+
+    findings = policy_findings(to_findings(probe), tls, probe)
     if ladder is not None:
         findings += to_findings(ladder[0])
     worst = max((f.severity for f in findings), default=Severity.OK)
@@ -314,11 +360,19 @@ def build(r: Route, address: str, port: int, notes: list[str], timeouts: PhaseTi
         "port": port, "helo": helo, "timeouts_source": source,
         "timeouts": {n: getattr(timeouts, n) for n in TIMEOUT_NAMES},
         "notes": notes,
-        "probe": probe_dict(probe),
+        "probe": _with_policy_notes(probe_dict(probe), tls),
         "ladder": None if ladder is None else _ladder_dict(*ladder),
         "findings": [finding_dict(f) for f in findings],
         "problem": worst >= Severity.WARNING,
     }  # fmt: skip
+
+
+def _with_policy_notes(p: dict[str, Any], tls: dict[str, Any] | None) -> dict[str, Any]:
+    """The session's generic note on a missing STARTTLS ("at security level may ...") gives way to
+    the verdict of this destination's own policy (the findings say it) when the policy was read."""
+    if tls is not None and tls.get("postfix_would_deliver") is not None:
+        p["notes"] = [n for n in p["notes"] if not n.startswith("STARTTLS not offered:")]
+    return p
 
 
 def bind_doc(plan: BindPlan, address: str, probe: ProbeResult) -> dict[str, Any]:

@@ -220,6 +220,10 @@ def build(facts: Facts, answers: Mapping[str, str], all_causes: bool = False) ->
         if top["underlying"]:
             t = top["underlying"][0]["title"]
             headline += " - most likely: " + (t if t.startswith("Postfix") else t[:1].lower() + t[1:])
+    from diagnose.vantage import live_evidence_missing  # missing evidence is a finding (helper probecfg)
+
+    live = live_evidence_missing(facts.findings) if facts.live else None
+    summary = _summary(status, ranked, facts) + ("; live evidence missing: could not reach any next hop from here" if live else "")
     doc = {
         "schema": SCHEMA,
         "pfdiag_version": __version__,
@@ -228,7 +232,8 @@ def build(facts: Facts, answers: Mapping[str, str], all_causes: bool = False) ->
         "server": _server(facts),
         "answers": dict(answers),
         "verdict": {"status": status, "exit_code": EXIT[status], "headline": headline,
-                    "summary": _summary(status, ranked, facts)},
+                    "summary": summary},
+        "live_evidence": live,
         "read": _read(facts),
         "do_now": do_now(causes, facts.live) if status == "root-cause" else [],
         "causes": causes,
@@ -411,6 +416,8 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
            f"- **Where:** {md_code(doc['target']['where'])}" + ("" if doc["target"]["live"] else " (recorded snapshot)"),
            f"- **Read:** {md_text(_read_line(doc).removeprefix('read: '))}",
            f"- **Generated:** {md_text(doc['generated'])} by pfdiag {md_text(doc['pfdiag_version'])}", ""]  # fmt: skip
+    if doc.get("live_evidence"):
+        out[-1:-1] = [f"- **Live checks:** {md_text(doc['live_evidence']['message'])}"]
     if doc.get("do_now"):
         out += ["## Do this now", ""] + ([] if doc["target"]["live"] else
                                         ["Run these on the mail host: this report comes from a recording.", ""])
@@ -551,6 +558,8 @@ def render_text(doc: Mapping[str, Any], width: int = 100, color: bool = False) -
                                      counts or "empty", next_retry(doc),
                                      _ago(q.get("first_expiry"), q.get("now"))))  # fmt: skip
     body.append_text(rich_markup("\n{}", _read_line(doc)))
+    if doc.get("live_evidence"):
+        body.append_text(rich_markup("\n[bold]{}[/]", doc["live_evidence"]["message"]))
     con.print(Panel(body, title=rich_text(title, style), title_align="left"))
     if doc.get("do_now"):
         import textwrap

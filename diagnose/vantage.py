@@ -53,3 +53,32 @@ def family_difference(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
         f"addresses smtp_address_preference lets it try (default any: in random order), each costing up to "
         f"smtp_connect_timeout; fix the IPv{bad} route or firewall, or set smtp_address_preference = ipv{good} "
         "(or inet_protocols) until it is fixed", cause))  # fmt: skip
+
+
+UNREACHED = ("could not reach any next hop from here: the live checks are missing; run on the mail host or with "
+             "--host")  # fmt: skip
+
+
+def live_evidence_missing(findings: list[Finding]) -> dict[str, Any] | None:
+    """The report's probes (smtp.nexthops) when none of them reached a next hop (no greeting from
+    any) and what they met is not what the logs say happened there (the logs name another cause:
+    the report runs somewhere else than the mail host, whose peers are out of reach from here).
+    None when a next hop answered, when nothing was probed, or when the probes confirm the logs
+    (a connect timeout in the log, a connect timeout now)."""
+    # smtp.nexthops tags its probes' findings (checks.smtp's "smtp.probe") with the log's cause: for_cause
+    probes = [f for f in findings if f.check_id == "smtp.nexthops" or f.check_id == "smtp.probe" and "for_cause" in f.values]
+    if not probes:
+        return None
+    hops: list[dict[str, Any]] = []
+    for f in probes:
+        phases = f.values.get("phases")
+        if not isinstance(phases, dict) and f.severity != Severity.ERROR:
+            continue  # a side finding (bind, masked banner, STARTTLS) of a probe that has its main one
+        if isinstance(phases, dict) and (phases.get("banner") or {}).get("reply_code") is not None:
+            return None  # a next hop answered: the live checks are there
+        hops.append({"hop": f"{f.values.get('host', '')}:{f.values.get('port', '')}".strip(":") or f.summary.split(":")[0],
+                     "met": f.summary, "cause_id": f.cause_id, "log_cause": f.values.get("for_cause"),
+                     "domain": f.values.get("domain")})  # fmt: skip
+    if not hops or all(h["cause_id"] and h["cause_id"] == h["log_cause"] for h in hops):
+        return None
+    return {"missing": True, "message": UNREACHED, "probed": len(hops), "hops": hops}

@@ -135,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
                               on_checked=show, on_notice=lambda notice: out.print(rich_markup("[yellow]{}[/]", notice)))  # fmt: skip
         doc = report.build(outcome.facts, outcome.answers)
         act_step(doc, outcome, out, opts.config_dir)
+        offer_config_fixes(doc, outcome, out, opts.config_dir)  # hook of helper probecfg (diagnose/configfix.py)
         save = questionary.select("Save this report for a ticket?", style=_style(),
                                   choices=[questionary.Choice("no", value="no"),
                                            questionary.Choice("Markdown", value="md"),
@@ -275,3 +276,26 @@ def offer_queue_actions(doc: Mapping[str, Any], outcome: session.Outcome, out: A
         for o in result.outcomes:
             out.print(rich_markup("  {} {}: {}", "ok " if o.ok else "FAIL", " ".join(o.argv), o.detail))
         out.print(rich_markup("[green]done[/] (logged to {})", action_log) if result.ok else rich_markup("[red]failed[/] (see {})", action_log))
+
+
+# --- configuration fixes: a hook of helper probecfg; the offer itself is diagnose.configfix.offer_fixes
+
+
+def offer_config_fixes(doc: Mapping[str, Any], outcome: session.Outcome, out: Any, config_dir: str | None = None,
+                       action_log: str | None = None) -> None:  # fmt: skip
+    """The configuration fixes of the top causes (before/after, rollback, confirmation, postfix
+    reload), never on a snapshot or the demo: diagnose.configfix does it all, asking here."""
+    import questionary
+
+    from checks import places
+    from diagnose.configfix import offer_fixes
+
+    def ask(prompt: str) -> str:
+        return "yes" if questionary.confirm(prompt, default=False, style=_style()).unsafe_ask() else "no"
+
+    config = getattr(outcome.facts.config_report, "config", None)
+    try:
+        offer_fixes(outcome.target, dict(doc), config, config_dir=config_dir, ask=ask,
+                    log_path=action_log or places.action_log(), say=lambda line: out.print(rich_markup("{}", line)))  # fmt: skip
+    except PfdiagError as exc:
+        out.print(rich_markup("[red]configuration fix not made:[/] {}", str(exc)))

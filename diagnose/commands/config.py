@@ -11,7 +11,7 @@ import sys
 from typing import Any
 
 from checks import places
-from checks.errors import UsageError
+from checks.errors import InputError, UsageError
 from diagnose.output import Output, add_output_options
 from diagnose.target_options import add_target_options, open_target
 from diagnose.textsafe import visible
@@ -59,8 +59,7 @@ def __getattr__(name: str) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     from checks.config import read_config
-    from diagnose import actions as act
-    from diagnose.configreport import apply, build, proposal, render_md, render_text
+    from diagnose.configreport import build, changes_of, proposal, read_diagnosis, render_md, render_text
 
     changes = proposal(args.propose)
     if (args.apply or args.yes) and not changes:
@@ -72,21 +71,20 @@ def run(args: argparse.Namespace) -> int:
     if args.apply and not target.can_change:
         raise UsageError(f"--apply changes a live Postfix: it cannot run on {target.where}")
     rep = read_config(target, args.config_dir)
-    doc = build(rep, changes, args.config_dir)
+    # a proposal is judged against what the logs say (duplicates with E09, earlier bounces, the cause found)
+    diagnosis = read_diagnosis(target, rep, args.config_dir) if changes and not args.apply else None
+    doc = build(rep, changes, args.config_dir, diagnosis)
     out.write(doc, {"text": render_text, "md": render_md})
     if not args.apply:
         return 0
-    interactive = sys.stdin.isatty()
-    cmds = doc["proposal"]["commands"]
-    if not act.confirm("Apply: " + "; ".join(" ".join(c) for c in cmds) + "?", yes=args.yes, dry_run=False,
-                       interactive=interactive):  # fmt: skip
-        why = "not confirmed" if interactive else "no terminal to confirm on and no --yes"
-        print(f"nothing was changed ({why})", file=sys.stderr)
-        return 0
-    log = act.ActionLog(args.action_log)
-    try:
-        apply(target, rep, changes, cmds, log, lambda line: print(visible(line), file=sys.stderr))
-    finally:
-        log.close()
-    print(visible(f"applied; logged to {args.action_log}"), file=sys.stderr)
+    from diagnose.configfix import plan_fix, run_fix
+
+    # the guarded action (diagnose.configfix): values before re-read now, dry run unless confirmed, logged, rollback said
+    say = lambda line: print(visible(line), file=sys.stderr)  # noqa: E731
+    plan = plan_fix(target, changes_of(changes), args.config_dir)
+    result = run_fix(target, plan, args.action_log, yes=args.yes, interactive=sys.stdin.isatty(), say=say)
+    if result.applied and not result.ok:
+        raise InputError(f"postfix reload failed (logged to {args.action_log}); the change is in the files")
+    if result.lines and not result.applied:
+        return 0 if result.lines[0].startswith("nothing was changed") else 1
     return 0

@@ -170,6 +170,11 @@ def test_whole_wizard_session(postfix_lab: PostfixLab, tmux: Tmux, tmp_path: Pat
     pos = tmux.wait(r"Run `pfdiag queue hold --cause E09", after=pos)
     tmux.text("y")
     pos = tmux.wait(r"done", after=pos)
+    # the configuration fix of the cause found (the lab's smtp_data_done_timeout = 5s): offered, refused (default no)
+    pos = tmux.wait(r"smtp_data_done_timeout: 5s -> 600s", after=pos)
+    pos = tmux.wait(r"Apply this configuration change and reload Postfix\?", after=pos)
+    tmux.keys("Enter")
+    pos = tmux.wait(r"nothing was changed \(not confirmed\)", after=pos)
     pos = tmux.wait(r"Save this report for a ticket\?", after=pos)
     tmux.keys("Down", "Enter")  # Markdown
     pos = tmux.wait(r"File name:", after=pos)
