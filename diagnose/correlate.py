@@ -29,6 +29,7 @@ from checks.config import LOCAL_SERVICE_PARAMS
 from checks.model import Finding, Severity
 from diagnose.causes import Cause, get_cause
 from diagnose.classify import classify
+from diagnose.delays import explain
 from diagnose.eod import Hypothesis, hypotheses
 
 PROBE_FAMILIES = ("connection", "tls", "reply")
@@ -94,6 +95,16 @@ def hop_of(text: str) -> dict[str, Any] | None:
     return {"host": m.group("host"), "addr": m.group("addr"), "port": int(port) if port else None}
 
 
+def _own_slice(c: Mapping[str, Any], domain: str) -> dict[str, Any] | None:
+    """The logs' per-destination slice of a cause (diagnose/deferrals.py DomainSlice) for
+    ``domain``: the domain itself first, else its busiest subdomain."""
+    slices = c.get("by_domain") or {}
+    for d, _ in c.get("top_domains", []):
+        if _in_domain(str(d), domain) and d in slices:
+            return dict(slices[d])
+    return None
+
+
 def _cause_or_unclassified(cid: str) -> Cause:
     try:
         return get_cause(cid)
@@ -108,11 +119,14 @@ def _in_domain(name: str, domain: str) -> bool:
 
 def rank(logs: Mapping[str, Any] | None, queue: Mapping[str, Any] | None, findings: Iterable[Finding],
          timeouts: Mapping[str, float] | None = None, domain: str | None = None,
-         lifetime: float | None = None, services: Mapping[str, str] | None = None) -> list[RankedCause]:  # fmt: skip
+         lifetime: float | None = None, services: Mapping[str, str] | None = None,
+         route: Mapping[str, Any] | None = None) -> list[RankedCause]:  # fmt: skip
     """Ranked causes, most harmful first (see the module's docstring); with ``domain``, only those
     seen for mail to that domain (or its subdomains). ``lifetime`` is maximal_queue_lifetime in
     seconds (for the expiry of queued mail, measured from the queue's ``now``); ``services``, the
-    local-service parameters of the configuration (``localize``)."""
+    local-service parameters of the configuration (``localize``); ``route``, the transport that
+    delivers to ``domain`` (diagnose.engine.routes_of: its reasoning uses that transport's values,
+    ``timeouts`` then being that transport's)."""
     found = list(findings)
     table: dict[str, RankedCause] = {}
     notes: dict[str, list[str]] = {}
@@ -146,17 +160,32 @@ def rank(logs: Mapping[str, Any] | None, queue: Mapping[str, Any] | None, findin
             rc.relays = [(r, int(n)) for r, n in c.get("top_relays", [])]
         rc.collateral_lines = int(c.get("collateral", 0))
         rc.first_seen, rc.last_seen = c.get("first_seen"), c.get("last_seen")
-        if c.get("example") and (not domain or domain.lower() in c["example"].lower()):
-            rc.examples.append(c["example"])
+        # with a domain: that destination's own slice of the cause (its first line, its delays=)
+        own = _own_slice(c, domain) if domain else None
+        example = (own or {}).get("example") or c.get("example")
+        if example and (not domain or domain.lower() in example.lower()):
+            rc.examples.append(example)
             rc.log_example = True
-            rc.hop = hop_of(c["example"])
+            rc.hop = hop_of(example)
         rc.delays, rc.delays_meaning = c.get("delays"), list(c.get("delays_meaning") or [])
-        if domain and any(not _in_domain(d, domain) for d, _ in c.get("top_domains", [])):
+        shared = domain is not None and any(not _in_domain(d, domain or "") for d, _ in c.get("top_domains", []))
+        if own is not None and own.get("delays"):
+            rc.delays = own["delays"]
+            rc.delays_meaning = explain(own["delays"], dict(timeouts or {}), classify(example or "").phase if example else None,
+                                        rc.cause.family in REMOTE_FAMILIES)  # fmt: skip
+            if shared:
+                rc.why.append(f"other destinations share this cause: only {domain}'s own delays= values are read here")
+        elif shared:
             # the logs' delays=a/b/c/d profile is the cause's over every destination: not this one's
             rc.delays, rc.delays_meaning = None, []
             rc.why.append(f"other destinations share this cause: their delays= values are left out of {domain}'s reasoning")
-            log_causes[cid] = {**c, "delays": None, "top_domains": [[d, n] for d, n in c.get("top_domains", [])
-                                                                    if _in_domain(d, domain)]}  # fmt: skip
+        elif domain and timeouts is not None and rc.delays:  # this destination's transport's timeouts
+            rc.delays_meaning = explain(rc.delays, dict(timeouts), classify(example or "").phase if example else None,
+                                        rc.cause.family in REMOTE_FAMILIES)  # fmt: skip
+        if domain:
+            focus_domain = domain
+            log_causes[cid] = {**c, "delays": rc.delays, "example": example, "own_destination": True,
+                               "top_domains": [[d, n] for d, n in c.get("top_domains", []) if _in_domain(d, focus_domain)]}  # fmt: skip
     # Linear in the queue: a cause's distinct messages are an ordered set (a dict) and its known
     # domains a set, beside its lists (a list-membership test here made a 100,000-message report
     # take minutes).
@@ -186,7 +215,7 @@ def rank(logs: Mapping[str, Any] | None, queue: Mapping[str, Any] | None, findin
         table[cid].queued_messages = len(ids)
     eod = (logs or {}).get("end_of_data") or {}
     for rc in table.values():
-        _confidence(rc, found, log_causes, eod, timeouts)
+        _confidence(rc, found, log_causes, _focused_eod(eod, rc) if domain else eod, timeouts, route)
     now = (queue or {}).get("now")
     causes = localize(list(table.values()), services, notes)
     return order(causes, lifetime, float(now) if now is not None else None)
@@ -263,8 +292,25 @@ def _key(r: RankedCause) -> tuple[Any, ...]:
     return (r.tier, expiry, -r.queued_recipients, -r.log_messages, -r.log_deferrals, -r.confidence, r.id)
 
 
+def _focused_eod(eod: Mapping[str, Any], rc: RankedCause) -> dict[str, Any]:
+    """The end-of-data summary as far as it is this destination's: the PIX workarounds Postfix
+    enabled for its own next hop (host[addr], and the port when it is not 25); message sizes and
+    later deliveries are counted over every destination, so they stay out when others share it."""
+    hop = rc.hop or {}
+    mine = []
+    for key, n in eod.get("pix_workarounds") or []:
+        m = re.match(r"(?P<host>[^\[]*)\[(?P<addr>[^\]]*)\](?::(?P<port>\d+))?$", str(key))
+        if m and hop.get("addr") == m["addr"] and int(m["port"] or 25) == int(hop.get("port") or 25):
+            mine.append((key, n))
+    shared = any("other destinations share this cause" in w for w in rc.why)
+    out = {**eod, "pix_workarounds": mine}
+    if shared:
+        out = {"pix_workarounds": mine}
+    return out
+
+
 def _confidence(rc: RankedCause, found: list[Finding], log_causes: Mapping[str, Any], eod: Mapping[str, Any],
-                timeouts: Mapping[str, float] | None) -> None:  # fmt: skip
+                timeouts: Mapping[str, float] | None, route: Mapping[str, Any] | None = None) -> None:  # fmt: skip
     if rc.id == "unclassified":
         rc.confidence = 0.25
         rc.why.append("no known Postfix message matched: the reason text is kept verbatim below")
@@ -288,7 +334,7 @@ def _confidence(rc: RankedCause, found: list[Finding], log_causes: Mapping[str, 
         c += 0.2
         rc.why.append("confirmed by a check: " + rc.confirmations[0].summary)
     if rc.id in EOD_CAUSES:
-        rc.hypotheses = hypotheses(log_causes.get(rc.id, {"id": rc.id}), eod, timeouts, found)
+        rc.hypotheses = hypotheses(log_causes.get(rc.id, {"id": rc.id}), eod, timeouts, found, route)
         rc.duplicates_possible = int(eod.get("delivered_later_possible_duplicates") or 0)
         if rc.hypotheses:
             best = rc.hypotheses[0]

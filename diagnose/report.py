@@ -192,8 +192,12 @@ def build(facts: Facts, answers: Mapping[str, str], all_causes: bool = False) ->
     (MAX_CAUSES, or all of them with ``all_causes``) and say how to see the rest."""
     timeouts = ((facts.logs or {}).get("timeouts") or {}).get("values")
     domain = answers.get("domain") or None
+    # focused on one destination: the timeouts of the transport that delivers to it (master.cf -o included)
+    route = facts.routes.get(domain.lower()) if domain else None
+    if route is not None:
+        timeouts = route["timeouts"]
     ranked = rank(facts.logs, facts.queue, facts.findings, timeouts, domain=domain, lifetime=_lifetime(facts),
-                  services=local_services(facts))  # fmt: skip
+                  services=local_services(facts), route=route)  # fmt: skip
     causes = [_cause_dict(i + 1, rc, facts, domain) for i, rc in enumerate(ranked)]
     shown = len(causes) if all_causes else min(len(causes), MAX_CAUSES)
     warnings = [f for f in facts.findings if f.severity in (Severity.WARNING, Severity.PROBLEM) and not f.cause_id]

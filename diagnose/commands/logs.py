@@ -6,11 +6,11 @@ ORDER = 10  # place in pfdiag --help
 
 import argparse
 
-from checks.config import config_or_defaults, read_config
+from checks.config import read_config
 from checks.errors import InputError, UsageError
 from checks.targets import Target
 from diagnose.timespec import parse_when, parse_zone  # noqa: F401 - parse_when: also for scripts
-from diagnose.delays import DEFAULT_TIMEOUTS, smtp_timeouts
+from diagnose.delays import DEFAULT_TIMEOUTS, config_for_log, smtp_timeouts
 from checks.logs import LONG_LINE, NUL_BYTES, ReadStats, default_sources, resolve_sources
 from diagnose.logreport import render_markdown, render_text, to_dict
 from diagnose.logscan import analyse_logs
@@ -72,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
         if stats.warnings:
             raise InputError(stats.warnings[0])
         raise InputError(f"no Postfix log lines in {', '.join(sources)} ({stats.lines:,} lines read{_unreadable(stats)})")
-    timeouts, source = effective_timeouts(target)
+    timeouts, source = effective_timeouts(target, examples=[c.example for c in analysis.causes.values()],
+                                          paths_given=bool(args.paths))  # fmt: skip
     report = to_dict(analysis, stats, since, until, timeouts)
     report["timeouts"] = {"source": source, "values": timeouts or DEFAULT_TIMEOUTS}
     out = Output.from_args(args)
@@ -95,11 +96,12 @@ def _unreadable(stats: ReadStats) -> str:
     return f"; skipped: {kinds}{guess}"
 
 
-def effective_timeouts(target: Target, config_dir: str | None = None) -> tuple[dict[str, float] | None, str]:
+def effective_timeouts(target: Target, config_dir: str | None = None, examples: list[str | None] | None = None,
+                       paths_given: bool = False) -> tuple[dict[str, float] | None, str]:  # fmt: skip
     """This server's smtp client timeouts (master.cf -o overrides of the smtp service included,
     read by checks.config like every command does), so that a delays profile is read against
     what Postfix really waited; Postfix's defaults when the target has no postconf."""
-    cfg, source = config_or_defaults(lambda: read_config(target, config_dir), target.where)
+    cfg, source = config_for_log(target, config_dir, lambda: read_config(target, config_dir), examples or [], paths_given)
     return (smtp_timeouts(cfg) if cfg is not None else None), source
 
 
