@@ -68,9 +68,12 @@ def _entry_encoder() -> Callable[[Any], str]:
 
 
 def cause_of(reason: str) -> str:
-    from diagnose.classify import classify
+    """The cause of a queued recipient's delay reason. A permanent (5xx) failure that is still in
+    the queue was not bounced: soft_bounce kept it (main.cf or a transport's master.cf
+    -o soft_bounce=yes; postqueue does not say which), so it is E33, not E37 "bounced"."""
+    from diagnose.classify import queued_cause
 
-    return classify(reason).cause_id
+    return queued_cause(reason)
 
 
 def cause_title(cause_id: str) -> str:
