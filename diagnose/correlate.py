@@ -354,6 +354,43 @@ LOCAL_PARAMS = LOCAL_SERVICE_PARAMS
 REPLY_CAUSES = ("E28", "E29")
 
 
+def services_of(config: Any) -> dict[str, str] | None:
+    """The local-service parameters (LOCAL_PARAMS) of a checks.postfix.postconf.PostfixConfig: main.cf
+    values and master.cf -o overrides ("smtp-amavis/unix -o content_filter"); None when the
+    configuration read holds none of them (then locality is judged from the address). The one
+    input of ``localize``: the report, `pfdiag logs` and `pfdiag queue` all judge locality with it."""
+    known = [n for n in LOCAL_PARAMS if n in config.values]
+    out = {n: config.values[n] for n in known if config.values[n]}
+    for (svc, kind, name), value in sorted(config.overrides.items()):
+        if name in LOCAL_PARAMS and value:
+            out[f"{svc}/{kind} -o {name}"] = value
+            known.append(name)
+    return out if known else None
+
+
+def relocalize(report: dict[str, Any], config: Any, kind: str) -> dict[str, Any]:
+    """`pfdiag logs` (kind "logs") or `pfdiag queue` ("queue") report with its E32 entries judged
+    by ``localize``'s rule from ``config`` (a PostfixConfig; None: unknown, E32 stays as the text
+    says, noted), as the report engine does: changed in place, the why per cause in "locality"."""
+    services = services_of(config) if config is not None else None
+    has_local = any(c.get("id") == "E32" for c in report.get("causes", [])) or any(
+        g.get("cause_id") == "E32" for g in report.get("groups", []))  # fmt: skip
+    if not has_local:
+        return report
+    if services is None:
+        report["locality"] = {"E32": ["judged from the loopback/socket address alone: the local services' "
+                                      "configuration (content_filter, relayhost, *_transport) was not read"]}  # fmt: skip
+        return report
+    if kind == "logs":
+        new, _, notes = localize_inputs(report, None, services)
+        report["causes"], report["domains"] = new["causes"], new["domains"]
+    else:
+        _, new, notes = localize_inputs(None, report, services)
+        report["groups"] = new["groups"]
+    report["locality"] = notes
+    return report
+
+
 def _hop_key(hop: Mapping[str, Any] | None) -> str | None:
     if not hop or not hop.get("addr"):
         return None
@@ -385,9 +422,34 @@ def local_verdict(text: str, services: Mapping[str, str]) -> tuple[str, str]:
         return "E32", "the next hop is on this machine"
     if named or socket:
         return sub, f"the local service that answered: {named or _hop_key(hop)} (its reply keeps its meaning)"
+    inward = dns_points_inward(hop, _domain_of(text))
+    if inward:
+        return sub, inward
     return sub, (f"the next hop {_hop_key(hop)} is on loopback but no local service (content_filter, relayhost, "
                  "*_transport) is configured there: an MX/A record or a transport_maps route points at this "
                  "machine; judged by what happened there, not as a local filter")  # fmt: skip
+
+
+def dns_points_inward(hop: Mapping[str, Any] | None, domain: str | None = None) -> str | None:
+    """Its own finding: the next hop is a host *name* (found in DNS: an MX or A record, not a
+    bracketed transport_maps/relayhost address) whose address is loopback, private or link-local
+    space: the destination's DNS (or a local override of it) points where no Internet MX can be."""
+    import ipaddress
+
+    if not hop or not hop.get("host") or not hop.get("addr"):
+        return None
+    host, addr = str(hop["host"]), str(hop["addr"])
+    try:
+        ip = ipaddress.ip_address(addr.removeprefix("ipv6:").removeprefix("IPv6:"))
+    except ValueError:
+        return None
+    if host == addr or host.lower() in ("localhost", "unknown") or not (ip.is_loopback or ip.is_private or ip.is_link_local):
+        return None
+    space = "loopback" if ip.is_loopback else "link-local" if ip.is_link_local else "private"
+    whose = f" of {domain}" if domain else ""
+    return (f"the destination's DNS points at {space} space: {host} (an MX or A record{whose}) resolves to {addr}; "
+            "a DNS problem of the destination (or a local DNS override), its own finding, not a local filter on "
+            "this machine: check it with dig MX / dig A, judged by what happened there")  # fmt: skip
 
 
 def _domain_of(text: str) -> str | None:
@@ -492,6 +554,9 @@ def localize(causes: list[RankedCause], services: Mapping[str, str] | None,
         for note in (notes or {}).get(rc.id, []):
             if note not in rc.why:
                 rc.why.append(note)
+        inward = dns_points_inward(rc.hop, rc.top_domain)
+        if inward and not any("the destination's DNS points at" in w for w in rc.why):
+            rc.why.append(inward)
     return causes
 
 

@@ -151,7 +151,10 @@ def queue_report(target: Target, config_dir: str | None, *, by: str = "recipient
     read.notes.extend(notes)
     if down:
         read.notes.insert(0, "Postfix is NOT running (master -t): nothing is delivered or retried until `postfix start`")
-    return builder.finish(read, settings, target, cfg.queue_directory if cfg else None), builder
+    rep = builder.finish(read, settings, target, cfg.queue_directory if cfg else None)
+    from diagnose.correlate import relocalize  # E32 only for a configured local service, as the report says
+
+    return relocalize(rep, cfg.config if cfg else None, "queue"), builder
 
 
 def collect_digest(target: Target, config_dir: str | None, config: Callable[[], Any]) -> dict[str, Any]:

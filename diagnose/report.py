@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 from checks.model import Finding, Severity
 from diagnose import __version__
-from diagnose.correlate import EOD_CAUSES, LOCAL_PARAMS, REMOTE_FAMILIES, RankedCause, confidence_label, rank
+from diagnose.correlate import EOD_CAUSES, REMOTE_FAMILIES, RankedCause, confidence_label, rank, services_of
 from diagnose.engine import Facts
 from diagnose.textsafe import console, md_block, md_code, md_text, rich_markup, rich_text
 
@@ -306,15 +306,22 @@ def local_services(facts: Facts) -> dict[str, str] | None:
     """main.cf values and master.cf -o overrides of the local-service parameters (correlate.LOCAL_PARAMS);
     None when the configuration read holds none of them (then locality is judged from the address)."""
     cr = facts.config_report
-    if cr is None:
-        return None
-    known = [n for n in LOCAL_PARAMS if n in cr.config.values]
-    out = {n: cr.config.values[n] for n in known if cr.config.values[n]}
-    for (svc, kind, name), value in sorted(cr.config.overrides.items()):
-        if name in LOCAL_PARAMS and value:
-            out[f"{svc}/{kind} -o {name}"] = value
-            known.append(name)
-    return out if known else None
+    return services_of(cr.config) if cr is not None else None
+
+
+def inward_findings(ranked: list[RankedCause], where: str) -> list[Finding]:
+    """Its own finding beside the cause: a destination whose MX/A record resolves to loopback or
+    private space (correlate.dns_points_inward said so in the cause's why)."""
+    from checks.model import Evidence
+
+    out = []
+    for rc in ranked:
+        said = next((w for w in rc.why if w.startswith("the destination's DNS points at")), None)
+        if said:
+            out.append(Finding("dns.inward-nexthop", Severity.WARNING, f"{rc.top_domain or rc.id}: {said}",
+                               evidence=tuple(Evidence("mail log", ex, where) for ex in rc.examples[:1]),
+                               values={"domain": rc.top_domain, "next_hop": rc.hop, "cause": rc.id}))  # fmt: skip
+    return out
 
 
 def build(facts: Facts, answers: Mapping[str, str], all_causes: bool = False) -> dict[str, Any]:
@@ -331,6 +338,7 @@ def build(facts: Facts, answers: Mapping[str, str], all_causes: bool = False) ->
     causes = [_cause_dict(i + 1, rc, facts, domain) for i, rc in enumerate(ranked)]
     shown = len(causes) if all_causes else min(len(causes), MAX_CAUSES)
     warnings = [f for f in facts.findings if f.severity in (Severity.WARNING, Severity.PROBLEM) and not f.cause_id]
+    warnings += inward_findings(ranked, facts.where)
     warnings += [f for f in facts.findings if f.check_id == "config.timeouts" and f.severity >= Severity.WARNING and f.cause_id]
     errors = [f for f in facts.findings if f.severity == Severity.ERROR]
     deferred = bool(ranked) or (not domain and bool(((facts.queue or {}).get("counts") or {}).get("deferred")))

@@ -13,6 +13,7 @@ from diagnose.timespec import parse_when, parse_zone  # noqa: F401 - parse_when:
 from diagnose.delays import DEFAULT_TIMEOUTS, config_for_log, smtp_timeouts
 from checks.logs import LONG_LINE, NUL_BYTES, ReadStats, default_sources, resolve_sources
 from diagnose.logreport import render_markdown, render_text, to_dict
+from diagnose.correlate import relocalize
 from diagnose.logscan import analyse_logs
 from diagnose.output import Output, add_output_options
 from diagnose.target_options import add_target_options, open_target
@@ -43,6 +44,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_output_options(p, ("text", "md", "json"))
     p.add_argument("--tz", metavar="ZONE", help="time zone of timestamps without an offset (e.g. Europe/Berlin, UTC; default: this machine's)")
     p.add_argument("-j", "--jobs", type=int, metavar="N", help="worker processes (default: one per CPU for big logs)")
+    p.add_argument("-c", "--config-dir", metavar="DIR",
+                   help="the Postfix instance whose configuration the log is read with (postconf -c DIR)")
     add_target_options(p)
     p.set_defaults(func=run)
 
@@ -72,10 +75,13 @@ def run(args: argparse.Namespace) -> int:
         if stats.warnings:
             raise InputError(stats.warnings[0])
         raise InputError(f"no Postfix log lines in {', '.join(sources)} ({stats.lines:,} lines read{_unreadable(stats)})")
-    timeouts, source = effective_timeouts(target, examples=[c.example for c in analysis.causes.values()],
-                                          paths_given=bool(args.paths))  # fmt: skip
+    # the configuration of the host the log came from (Postfix's defaults, said so, for another host's)
+    cfg, source = config_for_log(target, args.config_dir, lambda: read_config(target, args.config_dir),
+                                 [c.example for c in analysis.causes.values()], bool(args.paths))  # fmt: skip
+    timeouts = smtp_timeouts(cfg) if cfg is not None else None
     report = to_dict(analysis, stats, since, until, timeouts)
     report["timeouts"] = {"source": source, "values": timeouts or DEFAULT_TIMEOUTS}
+    relocalize(report, cfg, "logs")  # E32 only for a configured local service, as the report engine says
     out = Output.from_args(args)
     text = out.render(report, {"md": render_markdown,
                                "text": lambda r: render_text(r, width=_width(), color=out.to_tty)})  # fmt: skip
