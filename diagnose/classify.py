@@ -790,3 +790,11 @@ def classify(reason: str, *, status: str | None = None, dsn: str | None = None) 
 
 cache_info = _cached.cache_info
 cache_clear = _cached.cache_clear
+
+
+def queued_cause(reason: str) -> str:
+    """The cause of a reason read from the queue (postqueue -j's delay_reason, mailq): as
+    classify(), except that a permanent failure (E37) there was kept by soft_bounce (main.cf's or
+    a transport's -o soft_bounce=yes), so it is E33. The queue has no status= to say so."""
+    c = classify(reason)
+    return "E33" if c.cause_id == "E37" else c.cause_id

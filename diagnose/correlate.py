@@ -29,6 +29,7 @@ from checks.config import LOCAL_SERVICE_PARAMS
 from checks.model import Finding, Severity
 from diagnose.causes import Cause, get_cause
 from diagnose.classify import classify
+from diagnose.delays import explain
 from diagnose.eod import Hypothesis, hypotheses
 
 PROBE_FAMILIES = ("connection", "tls", "reply")
@@ -94,6 +95,16 @@ def hop_of(text: str) -> dict[str, Any] | None:
     return {"host": m.group("host"), "addr": m.group("addr"), "port": int(port) if port else None}
 
 
+def _own_slice(c: Mapping[str, Any], domain: str) -> dict[str, Any] | None:
+    """The logs' per-destination slice of a cause (diagnose/deferrals.py DomainSlice) for
+    ``domain``: the domain itself first, else its busiest subdomain."""
+    slices = c.get("by_domain") or {}
+    for d, _ in c.get("top_domains", []):
+        if _in_domain(str(d), domain) and d in slices:
+            return dict(slices[d])
+    return None
+
+
 def _cause_or_unclassified(cid: str) -> Cause:
     try:
         return get_cause(cid)
@@ -108,11 +119,14 @@ def _in_domain(name: str, domain: str) -> bool:
 
 def rank(logs: Mapping[str, Any] | None, queue: Mapping[str, Any] | None, findings: Iterable[Finding],
          timeouts: Mapping[str, float] | None = None, domain: str | None = None,
-         lifetime: float | None = None, services: Mapping[str, str] | None = None) -> list[RankedCause]:  # fmt: skip
+         lifetime: float | None = None, services: Mapping[str, str] | None = None,
+         route: Mapping[str, Any] | None = None) -> list[RankedCause]:  # fmt: skip
     """Ranked causes, most harmful first (see the module's docstring); with ``domain``, only those
     seen for mail to that domain (or its subdomains). ``lifetime`` is maximal_queue_lifetime in
     seconds (for the expiry of queued mail, measured from the queue's ``now``); ``services``, the
-    local-service parameters of the configuration (``localize``)."""
+    local-service parameters of the configuration (``localize``); ``route``, the transport that
+    delivers to ``domain`` (diagnose.engine.routes_of: its reasoning uses that transport's values,
+    ``timeouts`` then being that transport's)."""
     found = list(findings)
     table: dict[str, RankedCause] = {}
     notes: dict[str, list[str]] = {}
@@ -146,17 +160,32 @@ def rank(logs: Mapping[str, Any] | None, queue: Mapping[str, Any] | None, findin
             rc.relays = [(r, int(n)) for r, n in c.get("top_relays", [])]
         rc.collateral_lines = int(c.get("collateral", 0))
         rc.first_seen, rc.last_seen = c.get("first_seen"), c.get("last_seen")
-        if c.get("example") and (not domain or domain.lower() in c["example"].lower()):
-            rc.examples.append(c["example"])
+        # with a domain: that destination's own slice of the cause (its first line, its delays=)
+        own = _own_slice(c, domain) if domain else None
+        example = (own or {}).get("example") or c.get("example")
+        if example and (not domain or domain.lower() in example.lower()):
+            rc.examples.append(example)
             rc.log_example = True
-            rc.hop = hop_of(c["example"])
+            rc.hop = hop_of(example)
         rc.delays, rc.delays_meaning = c.get("delays"), list(c.get("delays_meaning") or [])
-        if domain and any(not _in_domain(d, domain) for d, _ in c.get("top_domains", [])):
+        shared = domain is not None and any(not _in_domain(d, domain or "") for d, _ in c.get("top_domains", []))
+        if own is not None and own.get("delays"):
+            rc.delays = own["delays"]
+            rc.delays_meaning = explain(own["delays"], dict(timeouts or {}), classify(example or "").phase if example else None,
+                                        rc.cause.family in REMOTE_FAMILIES)  # fmt: skip
+            if shared:
+                rc.why.append(f"other destinations share this cause: only {domain}'s own delays= values are read here")
+        elif shared:
             # the logs' delays=a/b/c/d profile is the cause's over every destination: not this one's
             rc.delays, rc.delays_meaning = None, []
             rc.why.append(f"other destinations share this cause: their delays= values are left out of {domain}'s reasoning")
-            log_causes[cid] = {**c, "delays": None, "top_domains": [[d, n] for d, n in c.get("top_domains", [])
-                                                                    if _in_domain(d, domain)]}  # fmt: skip
+        elif domain and timeouts is not None and rc.delays:  # this destination's transport's timeouts
+            rc.delays_meaning = explain(rc.delays, dict(timeouts), classify(example or "").phase if example else None,
+                                        rc.cause.family in REMOTE_FAMILIES)  # fmt: skip
+        if domain:
+            focus_domain = domain
+            log_causes[cid] = {**c, "delays": rc.delays, "example": example, "own_destination": True,
+                               "top_domains": [[d, n] for d, n in c.get("top_domains", []) if _in_domain(d, focus_domain)]}  # fmt: skip
     # Linear in the queue: a cause's distinct messages are an ordered set (a dict) and its known
     # domains a set, beside its lists (a list-membership test here made a 100,000-message report
     # take minutes).
@@ -186,7 +215,7 @@ def rank(logs: Mapping[str, Any] | None, queue: Mapping[str, Any] | None, findin
         table[cid].queued_messages = len(ids)
     eod = (logs or {}).get("end_of_data") or {}
     for rc in table.values():
-        _confidence(rc, found, log_causes, eod, timeouts)
+        _confidence(rc, found, log_causes, _focused_eod(eod, rc) if domain else eod, timeouts, route)
     now = (queue or {}).get("now")
     causes = localize(list(table.values()), services, notes)
     return order(causes, lifetime, float(now) if now is not None else None)
@@ -263,8 +292,25 @@ def _key(r: RankedCause) -> tuple[Any, ...]:
     return (r.tier, expiry, -r.queued_recipients, -r.log_messages, -r.log_deferrals, -r.confidence, r.id)
 
 
+def _focused_eod(eod: Mapping[str, Any], rc: RankedCause) -> dict[str, Any]:
+    """The end-of-data summary as far as it is this destination's: the PIX workarounds Postfix
+    enabled for its own next hop (host[addr], and the port when it is not 25); message sizes and
+    later deliveries are counted over every destination, so they stay out when others share it."""
+    hop = rc.hop or {}
+    mine = []
+    for key, n in eod.get("pix_workarounds") or []:
+        m = re.match(r"(?P<host>[^\[]*)\[(?P<addr>[^\]]*)\](?::(?P<port>\d+))?$", str(key))
+        if m and hop.get("addr") == m["addr"] and int(m["port"] or 25) == int(hop.get("port") or 25):
+            mine.append((key, n))
+    shared = any("other destinations share this cause" in w for w in rc.why)
+    out = {**eod, "pix_workarounds": mine}
+    if shared:
+        out = {"pix_workarounds": mine}
+    return out
+
+
 def _confidence(rc: RankedCause, found: list[Finding], log_causes: Mapping[str, Any], eod: Mapping[str, Any],
-                timeouts: Mapping[str, float] | None) -> None:  # fmt: skip
+                timeouts: Mapping[str, float] | None, route: Mapping[str, Any] | None = None) -> None:  # fmt: skip
     if rc.id == "unclassified":
         rc.confidence = 0.25
         rc.why.append("no known Postfix message matched: the reason text is kept verbatim below")
@@ -288,7 +334,7 @@ def _confidence(rc: RankedCause, found: list[Finding], log_causes: Mapping[str, 
         c += 0.2
         rc.why.append("confirmed by a check: " + rc.confirmations[0].summary)
     if rc.id in EOD_CAUSES:
-        rc.hypotheses = hypotheses(log_causes.get(rc.id, {"id": rc.id}), eod, timeouts, found)
+        rc.hypotheses = hypotheses(log_causes.get(rc.id, {"id": rc.id}), eod, timeouts, found, route)
         rc.duplicates_possible = int(eod.get("delivered_later_possible_duplicates") or 0)
         if rc.hypotheses:
             best = rc.hypotheses[0]
@@ -306,6 +352,43 @@ def _confidence(rc: RankedCause, found: list[Finding], log_causes: Mapping[str, 
 # main.cf/master.cf parameters that name a service on this machine (or a relay) as a next hop
 LOCAL_PARAMS = LOCAL_SERVICE_PARAMS
 REPLY_CAUSES = ("E28", "E29")
+
+
+def services_of(config: Any) -> dict[str, str] | None:
+    """The local-service parameters (LOCAL_PARAMS) of a checks.postfix.postconf.PostfixConfig: main.cf
+    values and master.cf -o overrides ("smtp-amavis/unix -o content_filter"); None when the
+    configuration read holds none of them (then locality is judged from the address). The one
+    input of ``localize``: the report, `pfdiag logs` and `pfdiag queue` all judge locality with it."""
+    known = [n for n in LOCAL_PARAMS if n in config.values]
+    out = {n: config.values[n] for n in known if config.values[n]}
+    for (svc, kind, name), value in sorted(config.overrides.items()):
+        if name in LOCAL_PARAMS and value:
+            out[f"{svc}/{kind} -o {name}"] = value
+            known.append(name)
+    return out if known else None
+
+
+def relocalize(report: dict[str, Any], config: Any, kind: str) -> dict[str, Any]:
+    """`pfdiag logs` (kind "logs") or `pfdiag queue` ("queue") report with its E32 entries judged
+    by ``localize``'s rule from ``config`` (a PostfixConfig; None: unknown, E32 stays as the text
+    says, noted), as the report engine does: changed in place, the why per cause in "locality"."""
+    services = services_of(config) if config is not None else None
+    has_local = any(c.get("id") == "E32" for c in report.get("causes", [])) or any(
+        g.get("cause_id") == "E32" for g in report.get("groups", []))  # fmt: skip
+    if not has_local:
+        return report
+    if services is None:
+        report["locality"] = {"E32": ["judged from the loopback/socket address alone: the local services' "
+                                      "configuration (content_filter, relayhost, *_transport) was not read"]}  # fmt: skip
+        return report
+    if kind == "logs":
+        new, _, notes = localize_inputs(report, None, services)
+        report["causes"], report["domains"] = new["causes"], new["domains"]
+    else:
+        _, new, notes = localize_inputs(None, report, services)
+        report["groups"] = new["groups"]
+    report["locality"] = notes
+    return report
 
 
 def _hop_key(hop: Mapping[str, Any] | None) -> str | None:
@@ -339,9 +422,34 @@ def local_verdict(text: str, services: Mapping[str, str]) -> tuple[str, str]:
         return "E32", "the next hop is on this machine"
     if named or socket:
         return sub, f"the local service that answered: {named or _hop_key(hop)} (its reply keeps its meaning)"
+    inward = dns_points_inward(hop, _domain_of(text))
+    if inward:
+        return sub, inward
     return sub, (f"the next hop {_hop_key(hop)} is on loopback but no local service (content_filter, relayhost, "
                  "*_transport) is configured there: an MX/A record or a transport_maps route points at this "
                  "machine; judged by what happened there, not as a local filter")  # fmt: skip
+
+
+def dns_points_inward(hop: Mapping[str, Any] | None, domain: str | None = None) -> str | None:
+    """Its own finding: the next hop is a host *name* (found in DNS: an MX or A record, not a
+    bracketed transport_maps/relayhost address) whose address is loopback, private or link-local
+    space: the destination's DNS (or a local override of it) points where no Internet MX can be."""
+    import ipaddress
+
+    if not hop or not hop.get("host") or not hop.get("addr"):
+        return None
+    host, addr = str(hop["host"]), str(hop["addr"])
+    try:
+        ip = ipaddress.ip_address(addr.removeprefix("ipv6:").removeprefix("IPv6:"))
+    except ValueError:
+        return None
+    if host == addr or host.lower() in ("localhost", "unknown") or not (ip.is_loopback or ip.is_private or ip.is_link_local):
+        return None
+    space = "loopback" if ip.is_loopback else "link-local" if ip.is_link_local else "private"
+    whose = f" of {domain}" if domain else ""
+    return (f"the destination's DNS points at {space} space: {host} (an MX or A record{whose}) resolves to {addr}; "
+            "a DNS problem of the destination (or a local DNS override), its own finding, not a local filter on "
+            "this machine: check it with dig MX / dig A, judged by what happened there")  # fmt: skip
 
 
 def _domain_of(text: str) -> str | None:
@@ -446,6 +554,9 @@ def localize(causes: list[RankedCause], services: Mapping[str, str] | None,
         for note in (notes or {}).get(rc.id, []):
             if note not in rc.why:
                 rc.why.append(note)
+        inward = dns_points_inward(rc.hop, rc.top_domain)
+        if inward and not any("the destination's DNS points at" in w for w in rc.why):
+            rc.why.append(inward)
     return causes
 
 

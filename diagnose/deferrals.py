@@ -32,6 +32,9 @@ EVICT_AFTER = 10 * 86400.0  # longer than any sane maximal_queue_lifetime (defau
 MAX_KEYS = 5000
 MAX_SIZES = 200_000  # sizes of messages whose "removed" line never came are dropped oldest first  # per-counter cap on distinct domains/relays: memory must not follow the log
 PARTS = ("a", "b", "c", "d")
+# per cause, the destinations whose own delays= values and example line are kept (the per-destination
+# reasoning of a report focused on one domain); further domains only count in the cause's totals
+MAX_DOMAIN_SLICES = 200
 # Lines of messages born before a chunk that its worker may keep for the merge. A normal
 # log needs few (the messages in the queue when the chunk starts); one without cleanup's
 # lines (a grep for postfix/smtp) would keep all of them: past this, the chunk is read
@@ -89,6 +92,13 @@ class CauseStats:
     example_ts: float | None = None
     softbounce: int = 0
     hours: Counter = field(default_factory=Counter)  # deferral lines per hour (epoch // 3600): the report's heat strip
+    by_domain: dict[str, DomainSlice] = field(default_factory=dict)  # at most MAX_DOMAIN_SLICES
+
+    def slice(self, domain: str) -> DomainSlice | None:
+        got = self.by_domain.get(domain)
+        if got is None and len(self.by_domain) < MAX_DOMAIN_SLICES:
+            got = self.by_domain[domain] = DomainSlice()
+        return got
 
     def example_from(self, line: LogLine) -> None:
         if self.example is None:
@@ -108,6 +118,10 @@ class CauseStats:
             self.delays[part].update(o.delays[part])
         if o.example is not None and (self.example is None or (o.example_ts or 0) < (self.example_ts or 0)):
             self.example, self.example_ts = o.example, o.example_ts
+        for dom, sl in o.by_domain.items():
+            mine = self.slice(dom)
+            if mine is not None:
+                mine.merge(sl)
 
     def seen(self, ts: float | None) -> None:
         if ts is None:
@@ -116,6 +130,21 @@ class CauseStats:
             self.first_seen = ts
         if self.last_seen is None or ts > self.last_seen:
             self.last_seen = ts
+
+
+@dataclass(slots=True)
+class DomainSlice:
+    """One cause's deferrals to one destination: its own delays= values and first line."""
+
+    delays: dict[str, Counter] = field(default_factory=lambda: {p: Counter() for p in PARTS})
+    example: str | None = None
+    example_ts: float | None = None
+
+    def merge(self, o: "DomainSlice") -> None:
+        for part in PARTS:
+            self.delays[part].update(o.delays[part])
+        if o.example is not None and (self.example is None or (o.example_ts or 0) < (self.example_ts or 0)):
+            self.example, self.example_ts = o.example, o.example_ts
 
 
 @dataclass(slots=True)
@@ -298,7 +327,10 @@ class DeferralAnalysis:
         if text.startswith("enabling PIX"):
             pix = parse_pix(text)
             if pix is not None:
-                self.eod.pix_workarounds.bump(f"{pix.host}[{pix.addr}]")
+                # a port other than SMTP's 25 is kept: peers on one address but different ports are
+                # different next hops (a report focused on one destination keeps only its own)
+                port = f":{pix.port}" if pix.port and pix.port != 25 else ""
+                self.eod.pix_workarounds.bump(f"{pix.host}[{pix.addr}]{port}")
                 self._companion(line, "PIX workarounds enabled")
             return
         if line.program in ("smtp", "lmtp") and text.startswith(ATTEMPT_PREFIXES):
@@ -403,12 +435,17 @@ class DeferralAnalysis:
                 stats.phases[c.phase] += 1
             if dsn:
                 stats.dsns[dsn] += 1
+            own = stats.slice(domain)
+            if own is not None and own.example is None:
+                own.example, own.example_ts = line.raw, ts
             if delays is not None:
-                parts = stats.delays
-                parts["a"][_two_digits(delays[0])] += 1
-                parts["b"][_two_digits(delays[1])] += 1
-                parts["c"][_two_digits(delays[2])] += 1
-                parts["d"][_two_digits(delays[3])] += 1
+                a, b, c2, d = (_two_digits(x) for x in delays)
+                for parts in (stats.delays, own.delays if own is not None else None):
+                    if parts is not None:
+                        parts["a"][a] += 1
+                        parts["b"][b] += 1
+                        parts["c"][c2] += 1
+                        parts["d"][d] += 1
         if status == "SOFTBOUNCE":
             stats.softbounce += 1
         stats.domains.bump(domain)

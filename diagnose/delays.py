@@ -10,7 +10,8 @@ passes this server's effective values.
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Any, Iterable
 
 from checks.postfix.defaults import TIMEOUT_DEFAULTS  # the one table of Postfix's defaults
 
@@ -21,19 +22,59 @@ DEFAULT_TIMEOUTS: dict[str, float] = {k: v for k, v in TIMEOUT_DEFAULTS.items() 
 MX_ADDRESS_LIMIT = 5  # smtp_mx_address_limit's default: no delivery tries more addresses
 
 
-def smtp_timeouts(config: Any) -> dict[str, float]:
+def smtp_timeouts(config: Any, service: str = "smtp/unix") -> dict[str, float]:
     """The smtp client's effective timeouts from a checks.postfix.postconf.PostfixConfig (the
-    master.cf -o overrides of the smtp service included); a value postconf cannot give keeps
-    Postfix's default."""
+    master.cf -o overrides of ``service`` included: "smtp/unix", or the transport a destination
+    is routed through, "slowdest/unix"); a value postconf cannot give keeps Postfix's default."""
     from checks.errors import PfdiagError
 
     values = {}
     for name, default in DEFAULT_TIMEOUTS.items():
         try:
-            values[name] = config.time(name, "smtp/unix")
+            values[name] = config.time(name, service)
         except PfdiagError:
             values[name] = default
     return values
+
+
+def timeout_origin(config: Any, name: str, service: str = "smtp/unix") -> str:
+    """Where ``service``'s value of ``name`` comes from, in words: "master.cf slowdest/unix -o
+    smtp_data_done_timeout=2s", "main.cf smtp_data_done_timeout = 5s" or "Postfix's default 600s"."""
+    svc, _, kind = service.partition("/")
+    raw = config.overrides.get((svc, kind or "unix", name))
+    if raw is not None:
+        return f"master.cf {svc}/{kind or 'unix'} -o {name}={raw}"
+    value = config.values.get(name)
+    default = config.defaults.get(name)
+    if value is not None and (default is None or " ".join(value.split()) != " ".join(default.split())):
+        return f"main.cf {name} = {value}"
+    return f"Postfix's default {name} = {default or value or f'{DEFAULT_TIMEOUTS.get(name, 0):g}s'}"
+
+
+# The timeouts of another host's log: what Postfix's defaults say, and that the host's own are unknown
+UNKNOWN_HOST_CONFIG = "compared with Postfix's defaults; this log's host configuration is unknown"
+_SYSLOG_HOST = re.compile(r"^(?:\w{3} [ \d]\d \d\d:\d\d:\d\d|\d{4}-\d\d-\d\dT\S+) (\S+) \S*postfix")
+
+
+def log_hosts(lines: Iterable[str | None]) -> set[str]:
+    """The syslog host names of these raw log lines (the causes' examples), lower case."""
+    out = set()
+    for line in lines:
+        m = _SYSLOG_HOST.match(line or "")
+        if m:
+            out.add(m.group(1).lower().rstrip("."))
+    return out
+
+
+def same_host(logged: set[str], own: Iterable[str]) -> bool | None:
+    """Whether a log whose lines name the hosts ``logged`` was written on the host called ``own``
+    (its myhostname, its system names): a name or its first label matches. None: the lines name
+    no host (journal exports, other formats), so it cannot be told."""
+    if not logged:
+        return None
+    names = {n.lower().rstrip(".") for n in own if n}
+    short = {n.split(".", 1)[0] for n in names}
+    return any(h in names or h.split(".", 1)[0] in short for h in logged)
 
 
 def _near(value: float, target: float, tolerance: float = 0.1) -> bool:
@@ -151,3 +192,37 @@ def _nat(d: float, d95: float) -> str:
 
 def _hours(seconds: float) -> str:
     return f"{seconds / 86400:.1f} days" if seconds >= 2 * 86400 else f"{seconds / 3600:.1f} h"
+
+
+def config_for_log(target: Any, config_dir: str | None, read: Any, examples: Iterable[str | None],
+                   paths_given: bool) -> tuple[Any, str]:  # fmt: skip
+    """(PostfixConfig or None, what the timings are compared with) for a log read through ``target``.
+
+    The target's own log (no paths given), a snapshot's or a --host's: that host's configuration.
+    Files named on the command line of a live target may come from another host (a colleague's
+    log read here): their lines' syslog host must be one of the target's names, else the
+    configuration here says nothing about them and Postfix's defaults are used, saying so."""
+    from checks.config import config_or_defaults, postconf_x
+    from checks.errors import PfdiagError
+
+    cfg, source = config_or_defaults(read, target.where)
+    if not paths_given or not target.live:
+        return cfg, source
+    logged = log_hosts(examples)
+    if cfg is None:
+        return None, UNKNOWN_HOST_CONFIG + (f" (no Postfix configuration could be read on {target.where})")
+    own: set[str] = set()
+    try:
+        own |= set(postconf_x(target, config_dir, "myhostname").values())
+    except PfdiagError:
+        pass
+    try:  # syslog writes the system's name, which myhostname need not be
+        res = target.run(["hostname"], timeout=5)
+        if res.ok:
+            own.add(res.stdout.strip())
+    except PfdiagError:
+        pass
+    if same_host(logged, own) is False:
+        return None, (f"{UNKNOWN_HOST_CONFIG} (its lines come from {', '.join(sorted(logged))}, "
+                      f"not from {target.where}'s {', '.join(sorted(n for n in own if n)) or 'Postfix'})")  # fmt: skip
+    return cfg, source

@@ -57,6 +57,7 @@ class Facts:
     findings: list[Finding] = field(default_factory=list)
     steps: list[StepStatus] = field(default_factory=list)
     live: bool = True  # False for snapshots: nothing can be probed
+    routes: dict[str, dict[str, Any]] = field(default_factory=dict)  # domain -> its transport (routes_of)
 
 
 def _noop(step: str, state: str, detail: str) -> None:
@@ -136,19 +137,47 @@ class _Once(Generic[_V]):
 
 def collect_logs(target: Target, since: float | None, paths: list[str] | None, config: Callable[[], ConfigReport],
                  config_dir: str | None = None) -> dict[str, Any]:  # fmt: skip
-    from checks.config import config_or_defaults
     from checks.logs import default_sources, resolve_sources
-    from diagnose.delays import DEFAULT_TIMEOUTS, smtp_timeouts
+    from diagnose.delays import DEFAULT_TIMEOUTS, config_for_log, smtp_timeouts
     from diagnose.logreport import to_dict
     from diagnose.logscan import analyse_logs
 
     sources = resolve_sources(target, paths) if paths else default_sources(target, config_dir)
     analysis, stats = analyse_logs(target, sources, since, None)
-    cfg, source = config_or_defaults(config, target.where)
+    # the configuration of the host the log came from (another host's log: Postfix's defaults, said so)
+    cfg, source = config_for_log(target, config_dir, config, (c.example for c in analysis.causes.values()), bool(paths))
     timeouts = smtp_timeouts(cfg) if cfg is not None else None
     report = to_dict(analysis, stats, since, None, timeouts)
-    report["timeouts"] = {"source": source, "values": timeouts or DEFAULT_TIMEOUTS}
+    report["timeouts"] = {"source": source, "values": timeouts or DEFAULT_TIMEOUTS, "host_config": cfg is not None}
     return report
+
+
+ROUTED_CAUSES = ("E09", "E10", "E31", "E33")  # causes whose reasoning needs the destination's transport
+MAX_ROUTES = 8
+
+
+def routes_of(target: Target, config_dir: str | None, cfg: Any, domains: list[str]) -> dict[str, dict[str, Any]]:
+    """{domain: {"transport", "source", "timeouts", "origins", "soft_bounce"}}: the master.cf
+    service each destination is delivered by (transport_maps, relayhost, default_transport,
+    looked up as Postfix does; no DNS) and what that service really uses: its smtp_*_timeout
+    values and soft_bounce with its master.cf -o overrides (diagnose.delays.timeout_origin says
+    which line sets each). A domain that cannot be looked up is left out."""
+    from checks.nexthop import resolve_nexthop
+    from diagnose.delays import DEFAULT_TIMEOUTS, smtp_timeouts, timeout_origin
+
+    out: dict[str, dict[str, Any]] = {}
+    for d in domains[:MAX_ROUTES]:
+        try:
+            hop = resolve_nexthop(target, d, config_dir, None)
+        except PfdiagError:
+            continue
+        service = f"{hop.transport}/unix"
+        out[d] = {"domain": d, "transport": hop.transport, "nexthop": hop.nexthop, "source": hop.source,
+                  "timeouts": smtp_timeouts(cfg, service),
+                  "origins": {n: timeout_origin(cfg, n, service) for n in DEFAULT_TIMEOUTS},
+                  "soft_bounce": (cfg.effective("soft_bounce", service) or "no").strip().lower(),
+                  "soft_bounce_origin": timeout_origin(cfg, "soft_bounce", service)}  # fmt: skip
+    return out
 
 
 def collect_queue(target: Target, config_dir: str | None, config: Callable[[], Any]) -> dict[str, Any]:
@@ -218,6 +247,9 @@ def collect(target: Target, *, budget: float = DEFAULT_BUDGET, config_dir: str |
         resolve = lambda d: first_address(target, d, config_dir)  # noqa: E731 - the next hop, as Postfix finds it
 
     ranked = rank(facts.logs, facts.queue, [], domain=domain)
+    if facts.config_report is not None and ((facts.logs or {}).get("timeouts") or {}).get("host_config", True):
+        wanted = [domain.lower().rstrip(".")] if domain else [rc.top_domain for rc in ranked if rc.id in ROUTED_CAUSES and rc.top_domain]
+        facts.routes = routes_of(target, config_dir, facts.config_report.config, list(dict.fromkeys(d for d in wanted if d)))
     facts.probe_targets = probe_targets(ranked, resolve=resolve)
     facts.dns_targets = list(dict.fromkeys(rc.top_domain for rc in ranked
                                            if rc.cause.family == "dns" and rc.top_domain))  # fmt: skip

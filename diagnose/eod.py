@@ -67,8 +67,14 @@ def _large_only(sizes: Mapping[str, int]) -> bool | None:
 
 
 def hypotheses(cause: Mapping[str, Any] | None, end_of_data: Mapping[str, Any] | None,
-               timeouts: Mapping[str, float] | None, findings: Iterable[Finding]) -> list[Hypothesis]:  # fmt: skip
-    """Ranked hypotheses for an E09/E10 cause, best first (score 0 ones dropped)."""
+               timeouts: Mapping[str, float] | None, findings: Iterable[Finding],
+               route: Mapping[str, Any] | None = None) -> list[Hypothesis]:  # fmt: skip
+    """Ranked hypotheses for an E09/E10 cause, best first (score 0 ones dropped).
+
+    ``route``: the destination's transport (diagnose.engine.routes_of) when the reasoning is about
+    one destination: its smtp_data_done_timeout, and the master.cf or main.cf line that sets it,
+    is what Postfix waited for that mail (``timeouts`` are then that transport's values too);
+    without it, the config.timeouts findings say which values are lowered."""
     cause = cause or {}
     eod = end_of_data or {}
     found = list(findings)
@@ -79,7 +85,9 @@ def hypotheses(cause: Mapping[str, Any] | None, end_of_data: Mapping[str, Any] |
     lost_form = cause.get("id") == "E10"
 
     # local timeout override
-    for f in found:
+    if route is not None:
+        _route_timeout(hs["local-timeout"], route, d_med)
+    for f in found if route is None else ():
         if f.check_id == "config.timeouts" and f.values.get("hypothesis") == "local-timeout":
             h = hs["local-timeout"]
             secs = f.values.get("seconds")
@@ -162,6 +170,24 @@ def hypotheses(cause: Mapping[str, Any] | None, end_of_data: Mapping[str, Any] |
             h.score *= 0.5
     ranked = sorted((h for h in hs.values() if h.score > 0), key=lambda h: -h.score)
     return ranked
+
+
+def _route_timeout(h: Hypothesis, route: Mapping[str, Any], d_med: float | None) -> None:
+    """The local-timeout hypothesis from the destination's own transport: the value its master.cf
+    service really uses and the line that sets it (a -o override, main.cf), not main.cf's alone."""
+    name = "smtp_data_done_timeout"
+    secs = (route.get("timeouts") or {}).get(name)
+    origin = str((route.get("origins") or {}).get(name) or "")
+    if secs is None or secs >= RFC_DATA_DONE or origin.startswith("Postfix's default"):
+        return
+    transport, domain = route.get("transport") or "smtp", route.get("domain")
+    h.score = max(h.score, 0.55)
+    h.evidence.append(f"{origin}: the {transport} transport" + (f" that delivers to {domain}" if domain else "") +
+                      f" waits {secs:g} s for the reply after '.' (RFC 5321 asks for 10 minutes)")  # fmt: skip
+    if _near(d_med, secs):
+        h.score = 0.85
+        h.evidence.append(f"the logged wait after '.' (d, median {d_med:g} s) equals that lowered timeout: "
+                          "Postfix gave up, the receiver may still have been working")  # fmt: skip
 
 
 def _sizes(eod: Mapping[str, Any]) -> str:

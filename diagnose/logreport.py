@@ -110,6 +110,11 @@ def to_dict(
                 "delays": profile if has_delays else None,
                 "delays_meaning": delays_mod.explain(profile, timeouts, _phase(c.phases), family == "reply") if has_delays else [],
                 "example": c.example,
+                # each top destination's own delays= profile and first line: a report focused on one
+                # domain reasons from these, not from the cause's values over every destination
+                "by_domain": {d: {"delays": _profile(sl.delays) if any(sl.delays[p] for p in PARTS) else None,
+                                  "example": sl.example}
+                              for d, _ in c.domains.most_common(TOP) if (sl := c.by_domain.get(d)) is not None},
             }
         )
 

@@ -151,11 +151,11 @@ def collect(target: Target, config_dir: str | None = None, since_seconds: float 
             now: float | None = None) -> MonitorState:  # fmt: skip
     """The queue and (unless since_seconds is None) the log window ending at the queue's clock."""
     from checks.queue import read_queue
-    from diagnose.classify import classify
+    from diagnose.classify import queued_cause
 
     started = time.monotonic()
     read = read_queue(target, config_dir, now=now)
-    queues, oldest, causes, domains = tally_queue(read.messages, lambda reason: classify(reason).cause_id)
+    queues, oldest, causes, domains = tally_queue(read.messages, queued_cause)
     state = MonitorState(target.where, read.taken_at, queues, oldest, causes, domains,
                          notes=list(read.notes))  # fmt: skip
     if since_seconds is not None:

@@ -72,9 +72,12 @@ def _entry_encoder() -> Callable[[Any], str]:
 
 
 def cause_of(reason: str) -> str:
-    from diagnose.classify import classify
+    """The cause of a queued recipient's delay reason. A permanent (5xx) failure that is still in
+    the queue was not bounced: soft_bounce kept it (main.cf or a transport's master.cf
+    -o soft_bounce=yes; postqueue does not say which), so it is E33, not E37 "bounced"."""
+    from diagnose.classify import queued_cause
 
-    return classify(reason).cause_id
+    return queued_cause(reason)
 
 
 def cause_title(cause_id: str) -> str:
@@ -153,7 +156,10 @@ def queue_report(target: Target, config_dir: str | None, *, by: str = "recipient
     read.notes.extend(notes)
     if down:
         read.notes.insert(0, "Postfix is NOT running (master -t): nothing is delivered or retried until `postfix start`")
-    return builder.finish(read, settings, target, cfg.queue_directory if cfg else None), builder
+    rep = builder.finish(read, settings, target, cfg.queue_directory if cfg else None)
+    from diagnose.correlate import relocalize  # E32 only for a configured local service, as the report says
+
+    return relocalize(rep, cfg.config if cfg else None, "queue"), builder
 
 
 def collect_digest(target: Target, config_dir: str | None, config: Callable[[], Any]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 from checks.model import Finding, Severity
 from diagnose import __version__, outbreak
-from diagnose.correlate import EOD_CAUSES, LOCAL_PARAMS, REMOTE_FAMILIES, RankedCause, confidence_label, rank
+from diagnose.correlate import EOD_CAUSES, LOCAL_PARAMS, REMOTE_FAMILIES, RankedCause, confidence_label, rank, services_of
 from diagnose.engine import Facts
 from diagnose.fate import CLEARS_BY_ITSELF
 from diagnose.textsafe import console, md_block, md_code, md_text, rich_markup, rich_text, visible
@@ -35,20 +35,138 @@ def _iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
-def _fill(text: str, rc: RankedCause) -> str:
+DEFAULT_LOG = "/var/log/mail.log"  # only when no log was read: Debian's
+_PLACEHOLDER = re.compile(r"<(?:domain|addr|host|port|mx-host|rcpt|queue-id|log|transport)>")
+# a fix whose evidence placeholder stays empty still says what to do, in words
+_IN_WORDS = {"<domain>": "the destination", "<addr>": "the next hop", "<host>": "the next hop", "<port>": "its port",
+             "<mx-host>": "the MX host", "<rcpt>": "the recipient", "<queue-id>": "the queue id",
+             "<transport>": "the missing service"}  # fmt: skip
+_RCPT = re.compile(r"\bto=<([^<>\s]+@[^<>\s]+)>")
+_QID = re.compile(r"\bpostfix/[\w/.-]+\[\d+\]: ([0-9A-F]{6,}|[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-z]{10,}): ")
+_TRANSPORT = re.compile(r"connect to transport private/([\w.-]+)")
+
+
+def _is_ip(text: str | None) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(str(text).removeprefix("ipv6:").removeprefix("IPv6:"))
+        return True
+    except ValueError:
+        return False
+
+
+def log_read(facts: Facts) -> str | None:
+    """The log file the diagnosis read (the newest of them, uncompressed), for grep commands."""
+    files = [f for f in ((facts.logs or {}).get("input") or {}).get("files") or [] if f and f != "-"]
+    plain = [f for f in files if not f.endswith((".gz", ".bz2", ".xz", ".zst"))]
+    return (plain or files or [None])[-1]
+
+
+def missing_transport(rc: RankedCause, facts: Facts, route: Mapping[str, Any] | None) -> tuple[str | None, str | None]:
+    """(the master.cf service qmgr could not reach, the line that says so) for E31: the transport
+    named by qmgr's own warning ('connect to transport private/X'), else the one the destination's
+    route names."""
+    companions = (facts.logs or {}).get("companions") or {}
+    for key, entry in companions.items():
+        line = (entry or {}).get("example") or ""
+        m = _TRANSPORT.search(line) if "transport" in key else None
+        if m:
+            return m.group(1), line
+    for ex in rc.examples:
+        m = _TRANSPORT.search(ex)
+        if m:
+            return m.group(1), ex
+    if route is not None and route.get("transport"):
+        return str(route["transport"]), None
+    return None, None
+
+
+def _soft_bounce_off(facts: Facts, route: Mapping[str, Any] | None) -> str:
+    """The command that turns soft_bounce off where it is on: the master.cf service of the
+    destination (or any) that sets -o soft_bounce=yes, else main.cf."""
+    cr = facts.config_report
+    on = []
+    if cr is not None:
+        on = [(svc, kind) for (svc, kind, name), v in sorted(cr.config.overrides.items())
+              if name == "soft_bounce" and v.strip().lower() == "yes"]  # fmt: skip
+        main_on = (cr.config.values.get("soft_bounce") or "no").strip().lower() == "yes"
+    else:
+        main_on = True
+    if route is not None and str(route.get("soft_bounce_origin", "")).startswith("master.cf "):
+        svc = str(route.get("transport"))
+        on = [(svc, "unix")] + [x for x in on if x != (svc, "unix")]
+    if on:
+        svc, kind = on[0]
+        return (f"remove '-o soft_bounce=yes' from the {svc} service in master.cf (main.cf already says "
+                f"{'yes' if main_on else 'no'}): postconf -PX '{svc}/{kind}/soft_bounce'")  # fmt: skip
+    return "postconf -e 'soft_bounce = no'"
+
+
+def _undo_timeout(route: Mapping[str, Any] | None) -> str:
+    origin = str(((route or {}).get("origins") or {}).get("smtp_data_done_timeout") or "")
+    m = re.match(r"master\.cf (\S+)/(\S+) -o ", origin)
+    if m:
+        return f"postconf -PX '{m.group(1)}/{m.group(2)}/smtp_data_done_timeout' (the {m.group(1)} service's -o override)"
+    if origin.startswith("main.cf "):
+        return "postconf -X smtp_data_done_timeout"
+    return "postconf -X smtp_data_done_timeout; remove '-o smtp_data_done_timeout=...' from master.cf"
+
+
+def fill_values(rc: RankedCause, facts: Facts, route: Mapping[str, Any] | None = None) -> dict[str, str | None]:
+    """What the placeholders of a cause's commands and fixes stand for, from the evidence."""
     hop = rc.hop or {}
-    subs = {"<domain>": rc.top_domain, "<addr>": hop.get("addr"), "<host>": hop.get("host"),
-            "<port>": str(hop["port"]) if hop.get("port") else None, "<mx-host>": hop.get("host")}  # fmt: skip
-    for key, value in subs.items():
-        if value:
+    text = " ".join(rc.examples)
+    rcpt = next((m.group(1) for ex in rc.examples if (m := _RCPT.search(ex))), None)
+    qid = rc.queue_ids[0] if rc.queue_ids else next((m.group(1) for ex in rc.examples if (m := _QID.search(ex))), None)
+    probed = next((p for p in facts.probe_targets if p.get("cause_id") == rc.id), None)
+    port = hop.get("port") or (probed or {}).get("port")
+    transport = missing_transport(rc, facts, route)[0] if rc.id == "E31" else (route or {}).get("transport")
+    return {"<domain>": rc.top_domain, "<addr>": hop.get("addr"), "<host>": hop.get("host"),
+            "<port>": str(port) if port else None, "<mx-host>": hop.get("host"), "<rcpt>": rcpt,
+            "<queue-id>": qid, "<log>": log_read(facts) or DEFAULT_LOG, "<transport>": transport,
+            "<undo-timeout>": _undo_timeout(route), "<soft-bounce-off>": _soft_bounce_off(facts, route),
+            "_text": text}  # fmt: skip
+
+
+def _fill(text: str, rc: RankedCause, values: Mapping[str, str | None] | None = None) -> str:
+    if values is None:
+        hop = rc.hop or {}
+        values = {"<domain>": rc.top_domain, "<addr>": hop.get("addr"), "<host>": hop.get("host"),
+                  "<port>": str(hop["port"]) if hop.get("port") else None, "<mx-host>": hop.get("host")}  # fmt: skip
+    for key, value in values.items():
+        if value and key.startswith("<"):
             text = text.replace(key, value)
     return text
 
 
-def _fixes(rc: RankedCause) -> list[dict[str, str]]:
+def applies(command: str, values: Mapping[str, str | None]) -> bool:
+    """Whether a confirm command makes sense for this evidence: every placeholder filled, `ls -l`
+    only for a socket path, a TLSA lookup only for a host name (not an IP literal)."""
+    for key in _PLACEHOLDER.findall(command):
+        if not values.get(key):
+            return False
+    if "ls -l <addr>" in command and "/" not in str(values.get("<addr>") or ""):
+        return False
+    if "TLSA" in command and any(_is_ip(values.get(k)) for k in ("<mx-host>", "<host>") if k in command):
+        return False
+    return True
+
+
+def _fix_applies(when: tuple[str, ...], values: Mapping[str, str | None]) -> bool:
+    text = str(values.get("_text") or "").lower()
+    return not when or any(w.lower() in text for w in when)
+
+
+def _fixes(rc: RankedCause, values: Mapping[str, str | None] | None = None) -> list[dict[str, str]]:
     """The cause's fixes; for the end-of-data causes, those of the two best supported underlying causes
-    first (the catalog says which fix answers which), then the ones shown whichever leads."""
+    first (the catalog says which fix answers which), then the ones shown whichever leads. A fix
+    that names a reply text the evidence does not hold (``when``) is not offered."""
+    values = values or {}
     fixes = list(rc.cause.fixes)
+    if values.get("_text"):
+        fitting = [f for f in fixes if _fix_applies(f.when, values)]
+        fixes = fitting or fixes
     if rc.id in EOD_CAUSES and rc.hypotheses:
         score = {h.id: h.score for h in rc.hypotheses}
         lead = {h.id for h in rc.hypotheses[:2]}
@@ -57,7 +175,12 @@ def _fixes(rc: RankedCause) -> list[dict[str, str]]:
         chosen.sort(key=lambda f: -max(score.get(h, 0.0) for h in f.hypotheses))
         rest = [f for f in fixes if f.always and f not in chosen]
         fixes = chosen + rest or fixes
-    out = [{"kind": f.kind, "text": _fill(f.text, rc)} for f in fixes]
+    out = []
+    for f in fixes:
+        text = _fill(f.text, rc, values or None)
+        for key, words in _IN_WORDS.items():
+            text = text.replace(key, words)
+        out.append({"kind": f.kind, "text": text})
     if rc.cause.family in REMOTE_FAMILIES and rc.top_domain and not any(f["kind"] == "contact" for f in out):
         out.append({"kind": "contact", "text": f"The cause is on the receiving side: contact postmaster@{rc.top_domain}"})
     return out
@@ -101,6 +224,13 @@ def _evidence(rc: RankedCause, facts: Facts) -> list[dict[str, str]]:
 
 def _cause_dict(i: int, rc: RankedCause, facts: Facts, domain: str | None = None) -> dict[str, Any]:
     c = rc.cause
+    route = facts.routes.get((domain or rc.top_domain or "").lower())
+    values = fill_values(rc, facts, route)
+    if rc.id == "E31":
+        name, line = missing_transport(rc, facts, route)
+        if name and not any(name in w for w in rc.why):
+            rc.why.append(f"the transport qmgr could not reach: {name} (master.cf has no working '{name}' service)"
+                          + (f"; qmgr logged: {line}" if line else ""))  # fmt: skip
     return {
         "rank": i, "id": rc.id, "slug": c.slug, "title": c.title, "family": c.family, "root_cause": rc.root,
         "confidence": rc.confidence, "confidence_label": confidence_label(rc.confidence), "why": rc.why,
@@ -116,7 +246,7 @@ def _cause_dict(i: int, rc: RankedCause, facts: Facts, domain: str | None = None
         "underlying": [{"id": h.id, "title": h.title, "score": round(h.score, 2), "label": confidence_label(h.score),
                         "evidence": h.evidence, "against": h.against} for h in rc.hypotheses],
         "possible_duplicates": rc.duplicates_possible if rc.id in EOD_CAUSES else None,
-        "fixes": _fixes(rc), "confirm_with": [_fill(x, rc) for x in c.checks],
+        "fixes": _fixes(rc, values), "confirm_with": [_fill(x, rc, values) for x in c.checks if applies(x, values)],
         "queue_actions": _queue_actions(rc, domain), "queue_ids": rc.queue_ids[:50],
     }  # fmt: skip
 
@@ -179,15 +309,22 @@ def local_services(facts: Facts) -> dict[str, str] | None:
     """main.cf values and master.cf -o overrides of the local-service parameters (correlate.LOCAL_PARAMS);
     None when the configuration read holds none of them (then locality is judged from the address)."""
     cr = facts.config_report
-    if cr is None:
-        return None
-    known = [n for n in LOCAL_PARAMS if n in cr.config.values]
-    out = {n: cr.config.values[n] for n in known if cr.config.values[n]}
-    for (svc, kind, name), value in sorted(cr.config.overrides.items()):
-        if name in LOCAL_PARAMS and value:
-            out[f"{svc}/{kind} -o {name}"] = value
-            known.append(name)
-    return out if known else None
+    return services_of(cr.config) if cr is not None else None
+
+
+def inward_findings(ranked: list[RankedCause], where: str) -> list[Finding]:
+    """Its own finding beside the cause: a destination whose MX/A record resolves to loopback or
+    private space (correlate.dns_points_inward said so in the cause's why)."""
+    from checks.model import Evidence
+
+    out = []
+    for rc in ranked:
+        said = next((w for w in rc.why if w.startswith("the destination's DNS points at")), None)
+        if said:
+            out.append(Finding("dns.inward-nexthop", Severity.WARNING, f"{rc.top_domain or rc.id}: {said}",
+                               evidence=tuple(Evidence("mail log", ex, where) for ex in rc.examples[:1]),
+                               values={"domain": rc.top_domain, "next_hop": rc.hop, "cause": rc.id}))  # fmt: skip
+    return out
 
 
 def build(facts: Facts, answers: Mapping[str, str], all_causes: bool = False) -> dict[str, Any]:
@@ -195,11 +332,16 @@ def build(facts: Facts, answers: Mapping[str, str], all_causes: bool = False) ->
     (MAX_CAUSES, or all of them with ``all_causes``) and say how to see the rest."""
     timeouts = ((facts.logs or {}).get("timeouts") or {}).get("values")
     domain = answers.get("domain") or None
+    # focused on one destination: the timeouts of the transport that delivers to it (master.cf -o included)
+    route = facts.routes.get(domain.lower()) if domain else None
+    if route is not None:
+        timeouts = route["timeouts"]
     ranked = rank(facts.logs, facts.queue, facts.findings, timeouts, domain=domain, lifetime=_lifetime(facts),
-                  services=local_services(facts))  # fmt: skip
+                  services=local_services(facts), route=route)  # fmt: skip
     causes = [_cause_dict(i + 1, rc, facts, domain) for i, rc in enumerate(ranked)]
     shown = len(causes) if all_causes else min(len(causes), MAX_CAUSES)
     warnings = [f for f in facts.findings if f.severity in (Severity.WARNING, Severity.PROBLEM) and not f.cause_id]
+    warnings += inward_findings(ranked, facts.where)
     warnings += [f for f in facts.findings if f.check_id == "config.timeouts" and f.severity >= Severity.WARNING and f.cause_id]
     errors = [f for f in facts.findings if f.severity == Severity.ERROR]
     deferred = bool(ranked) or (not domain and bool(((facts.queue or {}).get("counts") or {}).get("deferred")))

@@ -194,9 +194,9 @@ def action_menu(causes: list[Mapping[str, Any]], fixed: set[str], width: int = 8
 
 
 def _cause_of(reason: str) -> str:
-    from diagnose.classify import classify
+    from diagnose.classify import queued_cause
 
-    return classify(reason).cause_id
+    return queued_cause(reason)
 
 
 def plan_queue_action(target: Target, action: str, cause_id: str, domain: str | None, config_dir: str | None) -> act.Plan:

@@ -9,8 +9,9 @@ Each cause is a TOML file in this folder, named by its id (``E09.toml``, ``uncla
     checks = [...]               commands that confirm it or rule it out
     likely_causes = [...]        distinct underlying causes, most likely first, with how to confirm each
     [[fix]] kind, text           a fix; kind is one of FIX_KINDS; ``for = ["pmtu", ...]`` names the
-            for, always          underlying causes (diagnose/eod.py) it fixes, ``always = true`` keeps it
-                                 shown whichever underlying cause leads
+            for, always, when    underlying causes (diagnose/eod.py) it fixes, ``always = true`` keeps it
+                                 shown whichever underlying cause leads; ``when = ["Relay access denied"]``
+                                 offers it only when the evidence holds one of those texts
     [[example]] reason, phase    a real reason text and what classify() must make of it: the phase
             status, dsn          ("none" for no phase), the log's status and dsn, ``expect = {...}``
             expect, absent       other Classification fields, ``absent = [...]`` fields that must be
@@ -19,7 +20,10 @@ Each cause is a TOML file in this folder, named by its id (``E09.toml``, ``uncla
 The examples are test cases (tests/unit/test_cause_cases.py): adding a cause touches its file and
 the classifier, nothing else. Commands and fixes use placeholders the report fills in: <domain>
 recipient domain, <host>/<addr>/<port> the next hop, <rcpt>, <queue-id>, <sender-domain>,
-<egress-ip>, <mx-host>.
+<egress-ip>, <mx-host>, <log> the log file read, <transport> the master.cf service of the
+destination (or the one qmgr could not reach), <undo-timeout> the command that removes a lowered
+smtp_data_done_timeout where it is set. A command whose placeholders the evidence cannot fill is
+not shown (diagnose/report.py).
 
 Files are read on first use, one at a time: ``CAUSES`` knows the ids from the folder listing, so
 the classifier's start-up (which only asks "is E21 a cause?") parses none of them.
@@ -57,6 +61,7 @@ class Fix:
     kind: str  # one of FIX_KINDS
     hypotheses: tuple[str, ...] = ()  # underlying causes it fixes (diagnose/eod.py ids); () = the cause itself
     always: bool = False  # shown whichever underlying cause leads
+    when: tuple[str, ...] = ()  # offered only when the evidence (the reply text) holds one of these (any case)
 
     def __str__(self) -> str:
         return self.text
@@ -100,7 +105,8 @@ def _fix(entry: Any, where: str) -> Fix:
     kind = entry.get("kind")
     if kind not in FIX_KINDS:
         raise CatalogError(f"{where}: fix kind {kind!r} is not one of {', '.join(FIX_KINDS)}")
-    return Fix(entry["text"], kind, _strings(entry, "for", where), bool(entry.get("always", False)))
+    return Fix(entry["text"], kind, _strings(entry, "for", where), bool(entry.get("always", False)),
+               _strings(entry, "when", where))
 
 
 def _example(entry: Any, where: str) -> Example:

@@ -41,6 +41,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_output_options(p, ("text", "md", "json"))
     p.add_argument("--tz", metavar="ZONE", help="time zone of timestamps without an offset (e.g. Europe/Berlin, UTC; default: this machine's)")
     p.add_argument("-j", "--jobs", type=int, metavar="N", help="worker processes (default: one per CPU for big logs)")
+    p.add_argument("-c", "--config-dir", metavar="DIR",
+                   help="the Postfix instance whose configuration the log is read with (postconf -c DIR)")
     add_target_options(p)
     p.set_defaults(func=run)
 
@@ -53,6 +55,9 @@ def run(args: argparse.Namespace) -> int:
     from diagnose.output import Output
     from diagnose.target_options import open_target
     from diagnose.timespec import parse_when, parse_zone
+    from checks.config import read_config
+    from diagnose.correlate import relocalize
+    from diagnose.delays import config_for_log, smtp_timeouts
 
     since = parse_when(args.since) if args.since else None
     until = parse_when(args.until) if args.until else None
@@ -78,9 +83,13 @@ def run(args: argparse.Namespace) -> int:
         if stats.warnings:
             raise InputError(stats.warnings[0])
         raise InputError(f"no Postfix log lines in {', '.join(sources)} ({stats.lines:,} lines read{_unreadable(stats)})")
-    timeouts, source = effective_timeouts(target)
+    # the configuration of the host the log came from (Postfix's defaults, said so, for another host's)
+    cfg, source = config_for_log(target, args.config_dir, lambda: read_config(target, args.config_dir),
+                                 [c.example for c in analysis.causes.values()], bool(args.paths))  # fmt: skip
+    timeouts = smtp_timeouts(cfg) if cfg is not None else None
     report = to_dict(analysis, stats, since, until, timeouts)
     report["timeouts"] = {"source": source, "values": timeouts or DEFAULT_TIMEOUTS}
+    relocalize(report, cfg, "logs")  # E32 only for a configured local service, as the report engine says
     out = Output.from_args(args)
     text = out.render(report, {"md": render_markdown,
                                "text": lambda r: render_text(r, width=_width(), color=out.to_tty)})  # fmt: skip
@@ -103,14 +112,15 @@ def _unreadable(stats: ReadStats) -> str:
     return f"; skipped: {kinds}{guess}"
 
 
-def effective_timeouts(target: Target, config_dir: str | None = None) -> tuple[dict[str, float] | None, str]:
+def effective_timeouts(target: Target, config_dir: str | None = None, examples: list[str | None] | None = None,
+                       paths_given: bool = False) -> tuple[dict[str, float] | None, str]:  # fmt: skip
     """This server's smtp client timeouts (master.cf -o overrides of the smtp service included,
     read by checks.config like every command does), so that a delays profile is read against
     what Postfix really waited; Postfix's defaults when the target has no postconf."""
-    from checks.config import config_or_defaults, read_config
-    from diagnose.delays import smtp_timeouts
+    from checks.config import read_config
+    from diagnose.delays import config_for_log, smtp_timeouts
 
-    cfg, source = config_or_defaults(lambda: read_config(target, config_dir), target.where)
+    cfg, source = config_for_log(target, config_dir, lambda: read_config(target, config_dir), examples or [], paths_given)
     return (smtp_timeouts(cfg) if cfg is not None else None), source
 
 

@@ -28,6 +28,7 @@ names outside ``.test`` are REFUSED: dnsmasq has no upstream server):
     noaddr.test             MX 10 mx.noaddr.test   (which has no A/AAAA: NXDOMAIN)
     nodata.test             MX 10 mx.nodata.test   (which exists, TXT only: no address, NODATA)
     loop.test               MX 10 mx.loop.test; mx.loop.test A 127.0.0.1 (Postfix's own address)
+    mxloop.test             MX 10 mx.mxloop.test; mx.mxloop.test A 127.0.0.26 (loopback, nothing listens)
     mxservfail.test         MX 10 mx.servfail.test (whose lookups SERVFAIL)
     servfail.test and below SERVFAIL for every type
     nxdomain.test           NXDOMAIN (not listed)
@@ -120,6 +121,8 @@ def zone_lines(servfail_port: int = SERVFAIL_PORT) -> list[str]:
         "ptr-record=26.0.0.127.in-addr.arpa,mismatch.test",
         "mx-host=loop.test,mx.loop.test,10",
         "host-record=mx.loop.test,127.0.0.1",
+        "mx-host=mxloop.test,mx.mxloop.test,10",
+        "host-record=mx.mxloop.test,127.0.0.26",  # the destination's MX on loopback, nothing listens
     ]
 
 
