@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """What pfdiag's start-up costs, per command: wall time and import time.
 
-    python benchmarks/probe_vs_swaks/startup.py [--runs 7] [--pfdiag PATH] [--port P]
+    python benchmarks/probe_vs_swaks/startup.py [--runs 7] [--pfdiag PATH ...] [--port P]
 
 For each command line (``pfdiag --help``, ``pfdiag probe --help``, ``pfdiag report --help``, a probe of a
 healthy peer on 127.0.0.1, ``pfdiag report --demo``): the median wall time of --runs runs, and the median
 of the total import time ``python -X importtime`` reports (the sum of the top-level imports'
 cumulative times, which includes ``site`` and the editable-install finder when there is one), with the
-number of modules imported and the largest imports. Prints a table; ``--json`` for results.json.
+number of modules imported and the largest imports. Several --pfdiag (say, an install of the commit
+before and one of this checkout) are measured in the same run, alternating. Prints a table; ``--json``
+for JSON.
 """
 
 from __future__ import annotations
@@ -39,36 +41,37 @@ def import_profile(python: str, script: list[str]) -> tuple[float, int, list[tup
     return total / 1000, count, sorted(tops, reverse=True)
 
 
-def measure(python: str, pfdiag: str, cases: dict[str, list[str]], runs: int) -> dict[str, dict[str, object]]:
-    out: dict[str, dict[str, object]] = {}
-    walls: dict[str, list[float]] = {k: [] for k in cases}
-    imports: dict[str, list[float]] = {k: [] for k in cases}
-    last: dict[str, tuple[int, list[tuple[int, str]]]] = {}
-    for _ in range(runs):  # alternating the cases
-        for name, argv in cases.items():
+def measure(pfdiags: list[str], cases: dict[str, list[str]], runs: int) -> dict[str, dict[str, dict[str, object]]]:
+    keys = [(p, name) for name in cases for p in pfdiags]
+    walls: dict[tuple[str, str], list[float]] = {k: [] for k in keys}
+    imports: dict[tuple[str, str], list[float]] = {k: [] for k in keys}
+    last: dict[tuple[str, str], tuple[int, list[tuple[int, str]]]] = {}
+    for _ in range(runs):  # alternating the cases and the installs
+        for pfdiag, name in keys:
+            argv = cases[name]
             t0 = time.perf_counter()
             subprocess.run([pfdiag, *argv], capture_output=True, check=False)
-            walls[name].append(time.perf_counter() - t0)
-            total, count, tops = import_profile(python, [pfdiag, *argv])
-            imports[name].append(total)
-            last[name] = (count, tops)
-    for name in cases:
-        count, tops = last[name]
-        out[name] = {"wall_ms": round(statistics.median(walls[name]) * 1000, 1),
-                     "import_ms": round(statistics.median(imports[name]), 1), "modules": count,
-                     "largest": [f"{n} {us / 1000:.1f}" for us, n in tops[:6]]}  # fmt: skip
+            walls[(pfdiag, name)].append(time.perf_counter() - t0)
+            total, count, tops = import_profile(str(Path(pfdiag).parent / "python"), [pfdiag, *argv])
+            imports[(pfdiag, name)].append(total)
+            last[(pfdiag, name)] = (count, tops)
+    out: dict[str, dict[str, dict[str, object]]] = {p: {} for p in pfdiags}
+    for pfdiag, name in keys:
+        count, tops = last[(pfdiag, name)]
+        out[pfdiag][name] = {"wall_ms": round(statistics.median(walls[(pfdiag, name)]) * 1000, 1),
+                             "import_ms": round(statistics.median(imports[(pfdiag, name)]), 1), "modules": count,
+                             "largest": [f"{n} {us / 1000:.1f}" for us, n in tops[:6]]}  # fmt: skip
     return out
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=7)
-    ap.add_argument("--pfdiag", help="the pfdiag console script (default: next to this Python)")
+    ap.add_argument("--pfdiag", action="append", help="a pfdiag console script (default: next to this Python); repeatable")
     ap.add_argument("--port", type=int, help="a healthy SMTP peer on 127.0.0.1 (default: start one)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    pfdiag = args.pfdiag or str(Path(sys.executable).parent / "pfdiag")
-    python = str(Path(pfdiag).parent / "python")
+    pfdiags = args.pfdiag or [str(Path(sys.executable).parent / "pfdiag")]
     peer = None
     if args.port is None:
         sys.path.insert(0, str(REPO))
@@ -85,16 +88,19 @@ def main() -> int:
         "report --demo": ["report", "--demo", "--format", "json"],
     }
     try:
-        res = measure(python, pfdiag, cases, args.runs)
+        res = measure(pfdiags, cases, args.runs)
     finally:
         if peer is not None:
             peer.stop()
     if args.json:
         print(json.dumps(res, indent=2))
     else:
-        print(f"{'command':24s} {'wall ms':>8s} {'import ms':>9s} {'modules':>7s}  largest imports (ms, importtime)")
-        for name, r in res.items():
-            print(f"{name:24s} {r['wall_ms']:8.1f} {r['import_ms']:9.1f} {r['modules']:7d}  {', '.join(r['largest'][:4])}")  # type: ignore[index]
+        for pfdiag, rows in res.items():
+            print(f"== {pfdiag}")
+            print(f"{'command':24s} {'wall ms':>8s} {'import ms':>9s} {'modules':>7s}  largest imports (ms, importtime)")
+            for name, r in rows.items():
+                print(f"{name:24s} {r['wall_ms']:8.1f} {r['import_ms']:9.1f} {r['modules']:7d}  "
+                      f"{', '.join(r['largest'][:4])}")  # type: ignore[index]
     return 0
 
 

@@ -2,6 +2,10 @@
 
 Every module in this package that defines ``add_parser`` is a subcommand; ``ORDER`` (an
 int, default 100) sets its place in ``pfdiag --help``. Adding a command is adding a file.
+
+`pfdiag --help` imports every command module and `pfdiag CMD --help` one: at module level a command
+imports only what its parser needs (argparse, the shared option helpers); what it runs on is imported
+in run() or through LazyModule. tests/unit/test_imports_lazy.py holds every command to that.
 """
 
 from __future__ import annotations

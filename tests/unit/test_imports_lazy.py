@@ -90,6 +90,14 @@ def test_a_probe_loads_only_what_a_probe_needs():
     assert not loaded(mods, NOT_FOR_A_PROBE), "a plain probe imported them"
 
 
+def test_listing_the_checks_imports_no_plugin_machinery_without_plugins():
+    """importlib.metadata (~35 ms: email, zipfile, csv) loads only when a distribution on sys.path
+    declares pfdiag.checks entry points (test_registry.py installs one and finds it)."""
+    mods, out, code = modules_after("checks", "-f", "json")
+    assert code == 0 and "smtp.nexthops" in out
+    assert "importlib.metadata" not in mods and "email" not in mods
+
+
 def test_the_checker_sees_a_heavy_import():
     """The tests above would pass vacuously if modules_after missed imports: it must see one."""
     mods, _, code = modules_after("explain", "E09", "-f", "json")
