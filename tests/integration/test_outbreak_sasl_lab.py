@@ -128,3 +128,21 @@ def test_the_suggested_access_line_stops_the_login_and_only_it(postfix_lab, floo
     assert len(_smtp(lab, OTHER_IP, ANN, ["ann-after"])) == 1  # another login still sends
     lab.wait_for_log(rf"NOQUEUE: reject: RCPT from unknown\[{FLOOD_IP}\]: 554 5\.7\.1 .*account disabled: mail flood.*"
                      rf"from=<{BOB}>", timeout=10, since=mark)  # fmt: skip
+
+
+def test_the_hold_and_release_it_offers_act_on_exactly_the_login_and_the_listing_gives_their_fate(postfix_lab, flood, capsys,
+                                                                                                   tmp_path):  # fmt: skip
+    lab = postfix_lab
+    conf = ["-c", str(lab.config_dir), "--action-log", str(tmp_path / "actions.log")]
+    assert main(["queue", "hold", f"--sasl-user={BOB}", "--yes", *conf]) == 0
+    capsys.readouterr()
+    queues = {m["queue_id"]: m["queue_name"] for m in lab.postqueue_json()}
+    assert {q for q, name in queues.items() if name == "hold"} == flood["flood"]
+    assert main(["queue", "-c", str(lab.config_dir)]) == 0
+    text = capsys.readouterr().out
+    held = text[text.index("Held and active messages: what happens to them"):]
+    for qid in flood["flood"]:
+        assert f"on hold: nothing happens until it is released (pfdiag queue release --id {qid}) (last deferred: E22)" in held
+    assert main(["queue", "release", f"--sasl-user={BOB}", "--yes", *conf]) == 0
+    queues = {m["queue_id"]: m["queue_name"] for m in lab.postqueue_json()}
+    assert all(queues[q] != "hold" for q in flood["flood"])
