@@ -268,8 +268,8 @@ def do_now_steps(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [
         {"step": f"{ob['summary']}. Hold that mail: dry run first (it lists the messages and counts, changes nothing), "
                  "then the same with --yes", "command": p["hold"][0]["command"], "cause": "outbreak"},
-        {"step": f"Stop {who}: add the line '{stop['map_line']}' to {stop['map_file']} "
-                 f"('{stop['restriction']}' first in {stop['parameter']}), then", "command":
+        {"step": f"Stop {who} with an access map line (add '{stop['map_line']}' to {stop['map_file']}, "
+                 f"'{stop['restriction']}' first in {stop['parameter']}), then", "command":
          f"postmap hash:{stop['map_file']} && postfix reload", "cause": "outbreak"},
     ]  # fmt: skip
 

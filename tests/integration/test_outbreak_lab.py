@@ -115,9 +115,18 @@ def test_the_suggested_dry_run_plans_exactly_the_flood_and_changes_nothing(postf
     rc, out, err = _run(capsys, "queue", "hold", f"--client={FLOOD_IP}", "--dry-run", "-c", str(lab.config_dir))
     assert rc == 0, err
     assert f"{FLOOD} message(s); by cause: E22 {FLOOD}" in out and "nothing was changed (dry run)" in out
+    with capsys.disabled():  # for the closing note (pytest -s)
+        print("\n".join(out.splitlines()[:4] + ["  ..."] + out.splitlines()[-3:]))
     assert {m["queue_id"]: m["queue_name"] for m in lab.postqueue_json()} == before
     rc, out, err = _run(capsys, "queue", "hold", f"--client={FLOOD_IP}", "--dry-run", "-f", "json", "-c", str(lab.config_dir))
     assert rc == 0 and set(json.loads(out)["ids"]) == flood["flood"]
+
+
+def _wait_deferred(lab: PostfixLab, qid: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while (lab.queued(qid) or {}).get("queue_name") != "deferred":
+        assert time.monotonic() < deadline, f"{qid} not in the deferred queue within {timeout:g} s"
+        time.sleep(0.1)
 
 
 def test_client_selector_follows_a_requeued_message_to_its_first_queue_id(postfix_lab, flood, capsys):
@@ -125,13 +134,15 @@ def test_client_selector_follows_a_requeued_message_to_its_first_queue_id(postfi
     old = sorted(flood["flood"])[0]
     chain = [old]
     for _ in range(2):  # requeued twice: NEW2 <- NEW1 <- OLD, each new id's pickup line names the one before
+        _wait_deferred(lab, chain[-1])  # not while qmgr still holds it in the active queue
         mark = lab.mark()
         lab.postsuper("-r", chain[-1], check=True)
         lab.kick_pickup()
         m = lab.wait_for_log(rf": (\w+): uid=\d+ from=<bulk@corp\.test> orig_id={chain[-1]}\b", timeout=60, since=mark)
         chain.append(m.group(1))
         lab.wait_first_attempt(chain[-1], timeout=60)
-    assert chain[-1] in lab.queue_ids() and old not in lab.queue_ids()
+    _wait_deferred(lab, chain[-1])
+    assert old not in lab.queue_ids() and chain[1] not in lab.queue_ids()
     rc, out, err = _run(capsys, "queue", "hold", f"--client={FLOOD_IP}", "--dry-run", "-f", "json", "-c", str(lab.config_dir))
     assert rc == 0, err
     assert set(json.loads(out)["ids"]) == (flood["flood"] - {old}) | {chain[-1]}

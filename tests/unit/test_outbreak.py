@@ -197,7 +197,7 @@ def test_the_report_says_it_with_numbers_and_offers_the_hold(report_doc):
     assert first["command"] == "pfdiag queue hold --sasl-user=bob@example.com --dry-run"
     assert first["step"].startswith("93 % of the 41 messages deferred by E22")
     assert second["command"] == "postmap hash:/etc/postfix/sasl_access && postfix reload"
-    assert "add the line 'bob@example.com REJECT account disabled: mail flood (pfdiag outbreak triage)' to /etc/postfix/sasl_access" in second["step"]
+    assert "with an access map line (add 'bob@example.com REJECT account disabled: mail flood (pfdiag outbreak triage)' to /etc/postfix/sasl_access, 'check_sasl_access hash:/etc/postfix/sasl_access' first in smtpd_sender_restrictions)" in second["step"]
     plan = ob["plan"]
     assert [h["command"] for h in plan["hold"]] == ["pfdiag queue hold --sasl-user=bob@example.com --dry-run",
                                                      "pfdiag queue hold --sasl-user=bob@example.com --yes",
