@@ -231,10 +231,17 @@ def run_fix(target: Target, plan: FixPlan, log_path: str, *, yes: bool = False, 
 
 # the timeout Postfix waits in the phase a cause names (a shortened one makes that cause itself)
 CAUSE_TIMEOUTS: dict[str, tuple[str, ...]] = {
-    "E09": ("smtp_data_done_timeout",), "E10": ("smtp_data_done_timeout",), "E08": ("smtp_data_xfer_timeout",),
+    "E09": ("smtp_data_done_timeout",), "E08": ("smtp_data_xfer_timeout",),
     "E01": ("smtp_connect_timeout",), "E04": ("smtp_helo_timeout",), "E06": ("smtp_helo_timeout", "smtp_starttls_timeout"),
     "E07": ("smtp_mail_timeout", "smtp_rcpt_timeout", "smtp_data_init_timeout"),
 }  # fmt: skip
+ALWAYS_TIMED_OUT = ("E01", "E09")  # the others also stand for a lost connection, which no timeout fixes
+
+
+def timed_out(cause_id: str, texts: Sequence[str]) -> bool:
+    """A cause whose wait ran out (not a lost connection): E01 and E09 always, the others when
+    their evidence says "timed out"."""
+    return cause_id in ALWAYS_TIMED_OUT or any("timed out" in t for t in texts)
 
 
 @dataclass(frozen=True)
@@ -301,8 +308,10 @@ def offer_fixes(target: Target, doc: dict[str, Any], config: Any, *, config_dir:
     configuration the diagnosis read (engine Facts.config_report.config)."""
     if not (doc.get("target") or {}).get("live") or not target.can_change or config is None:
         return None
-    top = [c["id"] for c in doc.get("causes") or [] if c.get("root_cause")][:3]
-    changes = fixes_for(top, config)
+    roots = [c for c in doc.get("causes") or [] if c.get("root_cause")][:3]
+    top = [c["id"] for c in roots]
+    changes = fixes_for([c["id"] for c in roots if timed_out(c["id"], [e.get("excerpt", "") for e in c.get("evidence") or []])],
+                        config)  # fmt: skip
     if not changes:
         return None
     plan = plan_fix(target, changes, config_dir)

@@ -128,6 +128,7 @@ class Diagnosis:
     duplicates: int = 0
     source: str = ""  # what was read ("/var/log/mail.log")
     error: str | None = None  # why there is no diagnosis
+    examples: dict[str, str] = dataclasses.field(default_factory=dict)  # cause id -> a log line of it
 
 
 EOD = ("E09", "E10")  # diagnose.correlate.EOD_CAUSES: Postfix sent everything, the reply never came
@@ -147,7 +148,8 @@ def read_diagnosis(target: Target, rep: ConfigReport, config_dir: str | None, bu
     causes = {str(c["id"]): int(c.get("messages") or c.get("deferrals") or 0) for c in logs.get("causes", [])}
     files = ", ".join((logs.get("input") or {}).get("files") or []) or "the mail log"
     dup = int(((logs.get("end_of_data") or {}).get("delivered_later_possible_duplicates")) or 0)
-    return Diagnosis(dict(sorted(causes.items(), key=lambda kv: -kv[1])), dup, files)
+    examples = {str(c["id"]): str(c.get("example") or "") for c in logs.get("causes", [])}
+    return Diagnosis(dict(sorted(causes.items(), key=lambda kv: -kv[1])), dup, files, examples=examples)
 
 
 def judge(rep: ConfigReport, changes: dict[str, str], diag: Diagnosis | None,
@@ -156,7 +158,7 @@ def judge(rep: ConfigReport, changes: dict[str, str], diag: Diagnosis | None,
     timeout may deliver the message again), earlier bounces (a shorter lifetime returns mail
     sooner), load (more attempts), the short smtp_*_timeout values it leaves as they are, and the
     fix of the cause found, to make first."""
-    from diagnose.configfix import fixes_for, short_timeouts
+    from diagnose.configfix import fixes_for, short_timeouts, timed_out
 
     before = rep.settings
     main = {k: v for k, v in changes.items() if "/" not in k}
@@ -190,25 +192,28 @@ def judge(rep: ConfigReport, changes: dict[str, str], diag: Diagnosis | None,
         warnings.append(f"bounce_queue_lifetime {_span(after.bounce_queue_lifetime)}: a bounce that cannot "
                         f"be delivered is dropped after {_span(after.bounce_queue_lifetime)} instead of "
                         f"{_span(before.bounce_queue_lifetime)}: the sender never learns the mail failed")  # fmt: skip
-    fixes = fixes_for(found, rep.config)
+    fixes = fixes_for([c for c in found if timed_out(c, [diag.examples.get(c, "")] if diag else [])], rep.config)
     fix_keys = {c.key for c in fixes}
     left = []
     for st in short_timeouts(rep.config):
         key = f"{st.service}/{st.name}" if st.service else st.name
-        if key in changes:
-            continue
-        cause = " (the fix of the cause found: see above)" if key in fix_keys else ""
-        left.append(f"{st.name} = {st.value} ({st.where}; default {st.default:g}s) is left as it is{cause}")
+        if key not in changes:
+            where = "" if st.service is None else f", {st.where}"
+            left.append(f"{key} = {st.value} (default {st.default:g}s{where}"
+                        + ("; the cause found: its fix is above)" if key in fix_keys else ")"))  # fmt: skip
+    if left:
+        left = [f"this proposal leaves the short smtp_*_timeout values as they are: {', '.join(left)}"]
     if diag is None or diag.error:
         warnings.append("the logs were not read" + (f" ({diag.error})" if diag and diag.error else "") + ": whether "
                         "end-of-data timeouts happen here (each retry then a possible duplicate) is not known")  # fmt: skip
     first = [{"parameter": c.name, "service": c.service, "value": c.value, "why": c.why,
               "before": (rep.config.overrides.get((*c.service.split("/"), c.name)) if c.service  # type: ignore[arg-type]
                          else rep.config.values.get(c.name)),
-              "apply": ["pfdiag", "config", *(("-c", config_dir) if config_dir else ()), "--propose",
-                        f"{c.key}={c.value}", "--apply"]} for c in fixes]  # fmt: skip
+              } for c in fixes]  # fmt: skip
+    apply = ["pfdiag", "config", *(("-c", config_dir) if config_dir else ()), "--propose",
+             *(f"{c.key}={c.value}" for c in fixes), "--apply"] if fixes else None  # fmt: skip
     return {"diagnosis": None if diag is None else dataclasses.asdict(diag), "fix_first": first,
-            "warnings": warnings, "left_as_is": left}
+            "fix_first_command": apply, "warnings": warnings, "left_as_is": left}
 
 
 def _span(seconds: float) -> str:
@@ -288,7 +293,7 @@ def _judgement_text(j: dict[str, Any] | None) -> list[str]:
         for f in j["fix_first"]:
             where = f"master.cf {f['service']} -o " if f["service"] else ""
             out.append(f"  {where}{f['parameter']}: {f['before']} -> {f['value']}: {f['why']}")
-            out.append(f"    {' '.join(f['apply'])}")
+        out.append(f"  {' '.join(j['fix_first_command'])}")
     out += [f"  ! {w}" for w in j["warnings"]]
     out += [f"  - {x}" for x in j["left_as_is"]]
     return out  # values and file names from the configuration, shown literally (textsafe)
@@ -312,8 +317,9 @@ def render_md(doc: dict[str, Any]) -> str:
             if j["fix_first"]:
                 out += ["Fix the cause found first, before any retry tuning:", ""]
                 out += [f"- {md_text((f'master.cf ' + f['service'] + ' -o ' if f['service'] else '') + f['parameter'])}: "
-                        f"{md_code(str(f['before']))} -> {md_code(f['value'])}: {md_text(f['why'])} "
-                        f"({md_code(' '.join(f['apply']))})" for f in j["fix_first"]] + [""]  # fmt: skip
+                        f"{md_code(str(f['before']))} -> {md_code(f['value'])}: {md_text(f['why'])}"
+                        for f in j["fix_first"]]  # fmt: skip
+                out += ["", md_code(" ".join(j["fix_first_command"])), ""]
             out += [f"- **warning**: {md_text(w)}" for w in j["warnings"]]
             out += [f"- {md_text(x)}" for x in j["left_as_is"]]
         out += ["", "## Proposed", ""] + md_block([" ".join(c) for c in p["commands"]])

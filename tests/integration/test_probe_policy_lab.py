@@ -62,6 +62,10 @@ def test_a_config_fix_applied_then_rolled_back_on_the_lab(postfix_lab: PostfixLa
     log = tmp_path / "actions.log"
     conf = str(postfix_lab.config_dir)
     assert postfix_lab.postconf("-h", "smtp_data_done_timeout").strip() == "5s"
+    from tests.lab.scenarios import SENDER
+
+    # the diagnosis the proposal is judged against: an end-of-data timeout (E09) in the lab's log
+    postfix_lab.fresh_window([(SENDER, ["seed@eod-stall.test"], {"subject": "seed"})])
     main(["config", "-c", conf, "--propose", "seed", "--format", "json"])
     first = json.loads(capsys.readouterr().out)["proposal"]["judgement"]["fix_first"]
     assert first and first[0]["parameter"] == "smtp_data_done_timeout" and first[0]["value"] == "600s"
@@ -85,6 +89,7 @@ def test_a_config_fix_applied_then_rolled_back_on_the_lab(postfix_lab: PostfixLa
     finally:
         postfix_lab.postconf_edit("-e", "smtp_data_done_timeout=5s")
         postfix_lab.reload()
+        postfix_lab.clear_queue()
 
 
 def test_a_report_from_where_no_next_hop_is_reachable_says_its_live_evidence_is_missing(postfix_lab: PostfixLab) -> None:
