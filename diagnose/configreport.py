@@ -1,6 +1,7 @@
 """The configuration report (``pfdiag config``, and the engine's config step): the settings
-table, the retry timeline they give, proposed changes with the before/after timeline, its
-renderings, and applying a proposal (postconf -e, postfix reload), logged.
+table, the retry timeline they give, proposed changes with the before/after timeline and their
+judgement against the diagnosis (judge), and its renderings. Applying a proposal is the guarded
+action of diagnose.configfix (postconf -e / -P, postfix reload, logged, with its rollback).
 
 A document, built from checks.config.ConfigReport; the command only parses flags and prints.
 """
@@ -8,16 +9,15 @@ A document, built from checks.config.ConfigReport; the command only parses flags
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any
 
-from checks.config import ConfigReport, parse_assignment, postfix_argv
-from checks.errors import InputError, PfdiagError
+from checks.config import ConfigReport, parse_assignment
+from checks.errors import PfdiagError
 from checks.postfix.postconf import PostfixConfig
 from checks.postfix.retry import SEED_PROPOSAL, RetrySettings, Timeline, risky_settings, timeline
 from checks.targets.base import Target
 from diagnose.fate import human
 from diagnose.textsafe import md_block, md_code, md_text, visible
-from diagnose.actions import ActionLog
 
 SCHEMA = "pfdiag.config/1"
 SEED = {  # the seed admin's faster-retry values (postfix-deferrals.md §2.2), as postconf -e text
@@ -232,10 +232,6 @@ def _valid(s: RetrySettings) -> bool:
         return False
 
 
-def postconf_e(config_dir: str | None, changes: dict[str, str]) -> list[str]:
-    return postfix_argv("postconf", config_dir, "-e", *(f"{k}={v}" for k, v in changes.items()))
-
-
 def _tl_text(t: dict[str, Any] | None) -> list[str]:
     if t is None:
         return ["  (no timeline: a backoff or queue_run_delay is 0, which Postfix refuses)"]
@@ -326,21 +322,3 @@ def render_md(doc: dict[str, Any]) -> str:
         out += ["", "To undo it:", ""] + md_block([" ".join(c) for c in p.get("rollback") or []])
         out += ["", "After:", ""] + [ln.strip() for ln in _tl_text(p["timeline_after"])]
     return "\n".join(out) + "\n"
-
-
-
-def apply(target: Target, rep: ConfigReport, changes: dict[str, str], commands: list[list[str]], log: ActionLog,
-          say: Callable[[str], None]) -> None:  # fmt: skip
-    """Run a proposal's commands (postconf -e, then postfix reload) on a target that may be
-    changed, each logged with the values before; InputError at the first that fails."""
-    if not target.can_change:
-        raise InputError(f"--apply changes a live Postfix: it cannot run on {target.where}")
-    before = {r.name: r.effective for r in rep.rows}
-    for argv in commands:
-        res = target.run(argv, timeout=120)
-        detail = "ok" if res.returncode == 0 else (res.stderr.strip().splitlines() or [f"exit {res.returncode}"])[-1]
-        log.write(action="config", argv=argv, returncode=res.returncode, result=detail,
-                  changes=changes, before={k: before.get(k) for k in changes})  # fmt: skip
-        say(f"  {'ok ' if res.returncode == 0 else 'FAIL'} {' '.join(argv)}" + ("" if res.returncode == 0 else f": {detail}"))
-        if res.returncode != 0:
-            raise InputError(f"{' '.join(argv)} failed: {detail} (logged to {log.path})")
