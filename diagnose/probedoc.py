@@ -388,7 +388,7 @@ def _address_row(address: str, port: int, r: ProbeResult | Outcome[ProbeResult])
         if r.value is None:
             error = r.missing.error if isinstance(r.missing, Failed) else getattr(r.missing, "reason", "")
             return {"address": address, "port": port, "ok": False, "phases": [], "error": error, "cause_id": None}
-        r = r.value
+        r = classify_replies(r.value)  # the other addresses' replies: the log classifier's causes too
     bad = next((p for p in r.phases if p.verdict.value not in ("ok", "slow")), None)
     return {"address": address, "port": port, "ok": bad is None,
             "phases": [[p.name, p.verdict.value] for p in r.phases], "error": r.error,

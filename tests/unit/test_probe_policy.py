@@ -126,6 +126,18 @@ def test_the_reports_probe_of_a_greylisting_peer_gets_e21(monkeypatch) -> None:
     main_f = with_classifier[0]
     assert main_f.cause_id == "E21" and "mail: failed" in main_f.summary and main_f.values["for_cause"] == "E21"
     assert without[0].cause_id != "E21"  # the phase table's own cause (none for MAIL FROM) without the classifier
+    # in the report: the probe is evidence of the E21 cause the logs found, with its phase and the reply
+    from diagnose import report
+    from diagnose.engine import Facts
+
+    logs = {"causes": [{"id": "E21", "deferrals": 2, "messages": 2, "top_domains": [["grey.test", 2]],
+                        "example": f"host mx.grey.test[127.0.0.1]:{peer.port} said: {answer} (in reply to MAIL FROM command)"}],
+            "domains": [], "end_of_data": {}}  # fmt: skip
+    doc = report.build(Facts(where="local", logs=logs, findings=with_classifier), {})
+    e21 = next(c for c in doc["causes"] if c["id"] == "E21")
+    probe_ev = [e for e in e21["evidence"] if e["kind"] == "check"]
+    assert probe_ev and "mail: failed" in probe_ev[0]["excerpt"] and "451 4.7.1 Greylisting in action" in probe_ev[0]["excerpt"]
+    assert "Greylisting in action" in report.render_markdown(doc)
 
 
 def test_a_refused_connection_under_encrypt_is_not_called_a_missing_starttls(tmp_path, capsys) -> None:
