@@ -180,7 +180,8 @@ def judge(rep: ConfigReport, changes: dict[str, str], diag: Diagnosis | None,
             dup = f"; {diag.duplicates} message(s) were possibly delivered twice already" if diag and diag.duplicates else ""
             warnings.append(f"{'/'.join(eod)} (no reply after the end of the message) is diagnosed for {n} message(s){dup}: "
                             "the receiver may have accepted each of them, so every extra retry may deliver the message "
-                            f"again. Faster retries mean more duplicates: {load}")  # fmt: skip
+                            f"again. Faster retries mean more duplicates: {load}. Hold that mail while the cause is "
+                            f"fixed: pfdiag queue hold --cause {eod[0]}")  # fmt: skip
         else:
             warnings.append("faster retries: " + load)
     if after.maximal_queue_lifetime < before.maximal_queue_lifetime:

@@ -134,3 +134,20 @@ def test_the_wizard_offer_is_never_made_on_a_snapshot(tmp_path) -> None:
     assert res is not None and not res.applied and asked  # offered, refused: nothing changed
     assert "smtp_data_done_timeout: 5s -> 600s (main.cf): E09 is diagnosed" in "\n".join(said)
     assert "smtp_data_done_timeout = 5s" in Path(conf, "main.cf").read_text()
+
+
+def test_a_master_cf_override_proposal_is_a_postconf_P_with_its_rollback(tmp_path, capsys) -> None:
+    from diagnose.cli import main
+    from diagnose.configreport import proposal
+
+    conf = _conf(tmp_path, "", "slow unix - - n - - smtp\n  -o smtp_data_done_timeout=2s\n")
+    changes = proposal(["slow/unix/smtp_data_done_timeout=600s"])
+    assert changes == {"slow/unix/smtp_data_done_timeout": "600s"}
+    doc = build(read_config(LocalTarget(), conf), changes, conf, Diagnosis({"E09": 1}, 0, "x.log"))
+    assert doc["proposal"]["commands"][0] == ["postconf", "-c", conf, "-P", "slow/unix/smtp_data_done_timeout=600s"]
+    assert doc["proposal"]["rollback"][0] == ["postconf", "-c", conf, "-P", "slow/unix/smtp_data_done_timeout=2s"]
+    assert any("pfdiag queue hold --cause E09" in w for w in build(read_config(LocalTarget(), conf), dict(SEED), conf,
+               Diagnosis({"E09": 1}, 0, "x.log"))["proposal"]["judgement"]["warnings"])  # fmt: skip
+    assert main(["config", "-c", conf, "--propose", "slow/bogus/x=1"]) in (1, 2)  # bad input: one line, no traceback
+    err = capsys.readouterr().err
+    assert "SERVICE/TYPE" in err and "Traceback" not in err and err.count("\n") == 1
