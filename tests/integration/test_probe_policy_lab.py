@@ -122,3 +122,22 @@ def test_a_report_from_where_no_next_hop_is_reachable_says_its_live_evidence_is_
             assert "live evidence missing" in out
     finally:
         postfix_lab.clear_queue()
+
+
+def test_the_reports_probe_of_a_no_starttls_peer_confirms_e16(postfix_lab: PostfixLab, capsys) -> None:  # noqa: ANN001
+    """The report's own probe (smtp.nexthops) under the lab's encrypt policy for no-starttls.test:
+    one verdict, E16, the cause's probe evidence; never "talks SMTP normally"."""
+    from tests.lab.scenarios import SENDER
+
+    since = postfix_lab.fresh_window([(SENDER, ["tls@no-starttls.test"], {"subject": "tls"})])
+    try:
+        rc = main(["report", "-f", "json", "-c", str(postfix_lab.config_dir), "--log", str(postfix_lab.log_path),
+                   "--since", since, "--domain", "no-starttls.test", "--budget", "40"])  # fmt: skip
+        doc = json.loads(capsys.readouterr().out)
+    finally:
+        postfix_lab.clear_queue()
+    assert rc == 4 and doc["causes"][0]["id"] == "E16"
+    probes = [f for f in doc["findings"] if f["check"] == "smtp.probe"]
+    assert probes and not any("talks SMTP normally" in f["summary"] for f in probes), probes
+    checks = [e for e in doc["causes"][0]["evidence"] if e["kind"] == "check"]
+    assert checks and "Postfix would NOT deliver here" in checks[0]["excerpt"] and "TLS policy encrypt" in checks[0]["excerpt"]
