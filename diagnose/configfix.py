@@ -173,13 +173,17 @@ def run_fix(target: Target, plan: FixPlan, log_path: str, *, yes: bool = False, 
     """A dry run unless confirmed. Each command: an intent record in the action log (on disk
     first), the command, its outcome with the values before and the rollback. A failed postconf
     stops before the reload; a failed reload says the change is in the files but not live."""
-    from diagnose.actionlog import ActionLog
+    from diagnose.actionlog import ActionLog, check_writable, warn_interrupted
     from diagnose.actions import ask_on_stderr, confirm
 
     if not target.can_change:
         raise InputError(f"a configuration change needs a live Postfix: it cannot run on {target.where}")
     for line in describe(plan):
         say(line)
+    acks: list[str] = []
+    if not dry_run:  # as the queue actions: an interrupted earlier run is said, an unwritable log stops us first
+        acks = warn_interrupted(log_path)
+        check_writable(log_path)
     if not confirm("Apply this configuration change and reload Postfix?", yes=yes, dry_run=dry_run,
                    interactive=interactive, ask=ask or ask_on_stderr):  # fmt: skip
         why = "dry run" if dry_run else "not confirmed" if interactive else "no terminal to confirm on and no --yes"
@@ -192,7 +196,7 @@ def run_fix(target: Target, plan: FixPlan, log_path: str, *, yes: bool = False, 
     result = FixResult(False, False, rollback=rollback)
     ok = False
     try:
-        log.begin("config", keys)
+        log.begin("config", keys, acknowledges=acks)
         for argv in plan.commands():
             seq = log.intent("config", keys, argv)
             rc, _, err = _run(target, argv, timeout=120)

@@ -151,3 +151,11 @@ def test_a_master_cf_override_proposal_is_a_postconf_P_with_its_rollback(tmp_pat
     assert main(["config", "-c", conf, "--propose", "slow/bogus/x=1"]) in (1, 2)  # bad input: one line, no traceback
     err = capsys.readouterr().err
     assert "SERVICE/TYPE" in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_an_unwritable_action_log_stops_the_change_before_it_runs(tmp_path) -> None:
+    conf = _conf(tmp_path, "smtp_data_done_timeout = 5s\n")
+    plan = plan_fix(LocalTarget(), [Change("smtp_data_done_timeout", "600s")], conf)
+    with pytest.raises(InputError, match="action log"):
+        run_fix(LocalTarget(), plan, str(tmp_path), yes=True, say=lambda _l: None)  # a directory: not a log file
+    assert "smtp_data_done_timeout = 5s" in Path(conf, "main.cf").read_text()
