@@ -168,11 +168,13 @@ def smtp_nexthops(ctx: Context) -> list[Finding]:
         jobs.append((hop, ProbeJob(hop["host"], int(hop["port"]), helo, _timeouts(ctx, transport),
                                    label=f"{hop['host']}:{hop['port']}", **_bind(ctx, transport).kwargs(hop["host"]))))  # fmt: skip
     outcomes = run_probes(ctx.target, [j for _, j in jobs], budget)
-    # diagnose's log classifier for the replies (checks never import diagnose): a probe's 451 is the cause the logs give it
-    classify = ctx.options.get("classify_replies") or (lambda r, _name=None: r)
+    # diagnose judges the probes as pfdiag probe does (checks never import diagnose): the log classifier's cause for
+    # a reply, one verdict under the destination's TLS policy
+    judge = ctx.options.get("probe_findings")
     for (hop, job), o in zip(jobs, outcomes):
         if o.value is not None:
-            out.extend(_tag(f, hop) for f in to_findings(classify(o.value, hop.get("name"))))
+            found = judge(ctx.target, o.value, hop, ctx.options.get("config_dir")) if judge else to_findings(o.value)
+            out.extend(_tag(f, hop) for f in found)
         else:  # could not be probed, or not finished within the budget (a typed Unfinished)
             why = f"probe failed: {o.missing.error}" if isinstance(o.missing, Failed) else getattr(o.missing, "reason", "")
             out.append(Finding("smtp.nexthops", Severity.ERROR, f"{job.label}: {why}",

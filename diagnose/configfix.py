@@ -173,13 +173,17 @@ def run_fix(target: Target, plan: FixPlan, log_path: str, *, yes: bool = False, 
     """A dry run unless confirmed. Each command: an intent record in the action log (on disk
     first), the command, its outcome with the values before and the rollback. A failed postconf
     stops before the reload; a failed reload says the change is in the files but not live."""
-    from diagnose.actionlog import ActionLog
+    from diagnose.actionlog import ActionLog, check_writable, warn_interrupted
     from diagnose.actions import ask_on_stderr, confirm
 
     if not target.can_change:
         raise InputError(f"a configuration change needs a live Postfix: it cannot run on {target.where}")
     for line in describe(plan):
         say(line)
+    acks: list[str] = []
+    if not dry_run:  # as the queue actions: an interrupted earlier run is said, an unwritable log stops us first
+        acks = warn_interrupted(log_path)
+        check_writable(log_path)
     if not confirm("Apply this configuration change and reload Postfix?", yes=yes, dry_run=dry_run,
                    interactive=interactive, ask=ask or ask_on_stderr):  # fmt: skip
         why = "dry run" if dry_run else "not confirmed" if interactive else "no terminal to confirm on and no --yes"
@@ -192,7 +196,7 @@ def run_fix(target: Target, plan: FixPlan, log_path: str, *, yes: bool = False, 
     result = FixResult(False, False, rollback=rollback)
     ok = False
     try:
-        log.begin("config", keys)
+        log.begin("config", keys, acknowledges=acks)
         for argv in plan.commands():
             seq = log.intent("config", keys, argv)
             rc, _, err = _run(target, argv, timeout=120)
@@ -231,10 +235,17 @@ def run_fix(target: Target, plan: FixPlan, log_path: str, *, yes: bool = False, 
 
 # the timeout Postfix waits in the phase a cause names (a shortened one makes that cause itself)
 CAUSE_TIMEOUTS: dict[str, tuple[str, ...]] = {
-    "E09": ("smtp_data_done_timeout",), "E10": ("smtp_data_done_timeout",), "E08": ("smtp_data_xfer_timeout",),
+    "E09": ("smtp_data_done_timeout",), "E08": ("smtp_data_xfer_timeout",),
     "E01": ("smtp_connect_timeout",), "E04": ("smtp_helo_timeout",), "E06": ("smtp_helo_timeout", "smtp_starttls_timeout"),
     "E07": ("smtp_mail_timeout", "smtp_rcpt_timeout", "smtp_data_init_timeout"),
 }  # fmt: skip
+ALWAYS_TIMED_OUT = ("E01", "E09")  # the others also stand for a lost connection, which no timeout fixes
+
+
+def timed_out(cause_id: str, texts: Sequence[str]) -> bool:
+    """A cause whose wait ran out (not a lost connection): E01 and E09 always, the others when
+    their evidence says "timed out"."""
+    return cause_id in ALWAYS_TIMED_OUT or any("timed out" in t for t in texts)
 
 
 @dataclass(frozen=True)
@@ -301,8 +312,10 @@ def offer_fixes(target: Target, doc: dict[str, Any], config: Any, *, config_dir:
     configuration the diagnosis read (engine Facts.config_report.config)."""
     if not (doc.get("target") or {}).get("live") or not target.can_change or config is None:
         return None
-    top = [c["id"] for c in doc.get("causes") or [] if c.get("root_cause")][:3]
-    changes = fixes_for(top, config)
+    roots = [c for c in doc.get("causes") or [] if c.get("root_cause")][:3]
+    top = [c["id"] for c in roots]
+    changes = fixes_for([c["id"] for c in roots if timed_out(c["id"], [e.get("excerpt", "") for e in c.get("evidence") or []])],
+                        config)  # fmt: skip
     if not changes:
         return None
     plan = plan_fix(target, changes, config_dir)

@@ -1,6 +1,7 @@
 """The configuration report (``pfdiag config``, and the engine's config step): the settings
-table, the retry timeline they give, proposed changes with the before/after timeline, its
-renderings, and applying a proposal (postconf -e, postfix reload), logged.
+table, the retry timeline they give, proposed changes with the before/after timeline and their
+judgement against the diagnosis (judge), and its renderings. Applying a proposal is the guarded
+action of diagnose.configfix (postconf -e / -P, postfix reload, logged, with its rollback).
 
 A document, built from checks.config.ConfigReport; the command only parses flags and prints.
 """
@@ -8,16 +9,15 @@ A document, built from checks.config.ConfigReport; the command only parses flags
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any
 
-from checks.config import ConfigReport, parse_assignment, postfix_argv
-from checks.errors import InputError, PfdiagError
+from checks.config import ConfigReport, parse_assignment
+from checks.errors import PfdiagError
 from checks.postfix.postconf import PostfixConfig
 from checks.postfix.retry import SEED_PROPOSAL, RetrySettings, Timeline, risky_settings, timeline
 from checks.targets.base import Target
 from diagnose.fate import human
 from diagnose.textsafe import md_block, md_code, md_text, visible
-from diagnose.actions import ActionLog
 
 SCHEMA = "pfdiag.config/1"
 SEED = {  # the seed admin's faster-retry values (postfix-deferrals.md §2.2), as postconf -e text
@@ -128,6 +128,7 @@ class Diagnosis:
     duplicates: int = 0
     source: str = ""  # what was read ("/var/log/mail.log")
     error: str | None = None  # why there is no diagnosis
+    examples: dict[str, str] = dataclasses.field(default_factory=dict)  # cause id -> a log line of it
 
 
 EOD = ("E09", "E10")  # diagnose.correlate.EOD_CAUSES: Postfix sent everything, the reply never came
@@ -147,7 +148,8 @@ def read_diagnosis(target: Target, rep: ConfigReport, config_dir: str | None, bu
     causes = {str(c["id"]): int(c.get("messages") or c.get("deferrals") or 0) for c in logs.get("causes", [])}
     files = ", ".join((logs.get("input") or {}).get("files") or []) or "the mail log"
     dup = int(((logs.get("end_of_data") or {}).get("delivered_later_possible_duplicates")) or 0)
-    return Diagnosis(dict(sorted(causes.items(), key=lambda kv: -kv[1])), dup, files)
+    examples = {str(c["id"]): str(c.get("example") or "") for c in logs.get("causes", [])}
+    return Diagnosis(dict(sorted(causes.items(), key=lambda kv: -kv[1])), dup, files, examples=examples)
 
 
 def judge(rep: ConfigReport, changes: dict[str, str], diag: Diagnosis | None,
@@ -156,7 +158,7 @@ def judge(rep: ConfigReport, changes: dict[str, str], diag: Diagnosis | None,
     timeout may deliver the message again), earlier bounces (a shorter lifetime returns mail
     sooner), load (more attempts), the short smtp_*_timeout values it leaves as they are, and the
     fix of the cause found, to make first."""
-    from diagnose.configfix import fixes_for, short_timeouts
+    from diagnose.configfix import fixes_for, short_timeouts, timed_out
 
     before = rep.settings
     main = {k: v for k, v in changes.items() if "/" not in k}
@@ -178,7 +180,8 @@ def judge(rep: ConfigReport, changes: dict[str, str], diag: Diagnosis | None,
             dup = f"; {diag.duplicates} message(s) were possibly delivered twice already" if diag and diag.duplicates else ""
             warnings.append(f"{'/'.join(eod)} (no reply after the end of the message) is diagnosed for {n} message(s){dup}: "
                             "the receiver may have accepted each of them, so every extra retry may deliver the message "
-                            f"again. Faster retries mean more duplicates: {load}")  # fmt: skip
+                            f"again. Faster retries mean more duplicates: {load}. Hold that mail while the cause is "
+                            f"fixed: pfdiag queue hold --cause {eod[0]}")  # fmt: skip
         else:
             warnings.append("faster retries: " + load)
     if after.maximal_queue_lifetime < before.maximal_queue_lifetime:
@@ -190,25 +193,28 @@ def judge(rep: ConfigReport, changes: dict[str, str], diag: Diagnosis | None,
         warnings.append(f"bounce_queue_lifetime {_span(after.bounce_queue_lifetime)}: a bounce that cannot "
                         f"be delivered is dropped after {_span(after.bounce_queue_lifetime)} instead of "
                         f"{_span(before.bounce_queue_lifetime)}: the sender never learns the mail failed")  # fmt: skip
-    fixes = fixes_for(found, rep.config)
+    fixes = fixes_for([c for c in found if timed_out(c, [diag.examples.get(c, "")] if diag else [])], rep.config)
     fix_keys = {c.key for c in fixes}
     left = []
     for st in short_timeouts(rep.config):
         key = f"{st.service}/{st.name}" if st.service else st.name
-        if key in changes:
-            continue
-        cause = " (the fix of the cause found: see above)" if key in fix_keys else ""
-        left.append(f"{st.name} = {st.value} ({st.where}; default {st.default:g}s) is left as it is{cause}")
+        if key not in changes:
+            where = "" if st.service is None else f", {st.where}"
+            left.append(f"{key} = {st.value} (default {st.default:g}s{where}"
+                        + ("; the cause found: its fix is above)" if key in fix_keys else ")"))  # fmt: skip
+    if left:
+        left = [f"this proposal leaves the short smtp_*_timeout values as they are: {', '.join(left)}"]
     if diag is None or diag.error:
         warnings.append("the logs were not read" + (f" ({diag.error})" if diag and diag.error else "") + ": whether "
                         "end-of-data timeouts happen here (each retry then a possible duplicate) is not known")  # fmt: skip
     first = [{"parameter": c.name, "service": c.service, "value": c.value, "why": c.why,
               "before": (rep.config.overrides.get((*c.service.split("/"), c.name)) if c.service  # type: ignore[arg-type]
                          else rep.config.values.get(c.name)),
-              "apply": ["pfdiag", "config", *(("-c", config_dir) if config_dir else ()), "--propose",
-                        f"{c.key}={c.value}", "--apply"]} for c in fixes]  # fmt: skip
+              } for c in fixes]  # fmt: skip
+    apply = ["pfdiag", "config", *(("-c", config_dir) if config_dir else ()), "--propose",
+             *(f"{c.key}={c.value}" for c in fixes), "--apply"] if fixes else None  # fmt: skip
     return {"diagnosis": None if diag is None else dataclasses.asdict(diag), "fix_first": first,
-            "warnings": warnings, "left_as_is": left}
+            "fix_first_command": apply, "warnings": warnings, "left_as_is": left}
 
 
 def _span(seconds: float) -> str:
@@ -225,10 +231,6 @@ def _valid(s: RetrySettings) -> bool:
         return True
     except PfdiagError:
         return False
-
-
-def postconf_e(config_dir: str | None, changes: dict[str, str]) -> list[str]:
-    return postfix_argv("postconf", config_dir, "-e", *(f"{k}={v}" for k, v in changes.items()))
 
 
 def _tl_text(t: dict[str, Any] | None) -> list[str]:
@@ -288,7 +290,7 @@ def _judgement_text(j: dict[str, Any] | None) -> list[str]:
         for f in j["fix_first"]:
             where = f"master.cf {f['service']} -o " if f["service"] else ""
             out.append(f"  {where}{f['parameter']}: {f['before']} -> {f['value']}: {f['why']}")
-            out.append(f"    {' '.join(f['apply'])}")
+        out.append(f"  {' '.join(j['fix_first_command'])}")
     out += [f"  ! {w}" for w in j["warnings"]]
     out += [f"  - {x}" for x in j["left_as_is"]]
     return out  # values and file names from the configuration, shown literally (textsafe)
@@ -312,29 +314,12 @@ def render_md(doc: dict[str, Any]) -> str:
             if j["fix_first"]:
                 out += ["Fix the cause found first, before any retry tuning:", ""]
                 out += [f"- {md_text((f'master.cf ' + f['service'] + ' -o ' if f['service'] else '') + f['parameter'])}: "
-                        f"{md_code(str(f['before']))} -> {md_code(f['value'])}: {md_text(f['why'])} "
-                        f"({md_code(' '.join(f['apply']))})" for f in j["fix_first"]] + [""]  # fmt: skip
+                        f"{md_code(str(f['before']))} -> {md_code(f['value'])}: {md_text(f['why'])}"
+                        for f in j["fix_first"]]  # fmt: skip
+                out += ["", md_code(" ".join(j["fix_first_command"])), ""]
             out += [f"- **warning**: {md_text(w)}" for w in j["warnings"]]
             out += [f"- {md_text(x)}" for x in j["left_as_is"]]
         out += ["", "## Proposed", ""] + md_block([" ".join(c) for c in p["commands"]])
         out += ["", "To undo it:", ""] + md_block([" ".join(c) for c in p.get("rollback") or []])
         out += ["", "After:", ""] + [ln.strip() for ln in _tl_text(p["timeline_after"])]
     return "\n".join(out) + "\n"
-
-
-
-def apply(target: Target, rep: ConfigReport, changes: dict[str, str], commands: list[list[str]], log: ActionLog,
-          say: Callable[[str], None]) -> None:  # fmt: skip
-    """Run a proposal's commands (postconf -e, then postfix reload) on a target that may be
-    changed, each logged with the values before; InputError at the first that fails."""
-    if not target.can_change:
-        raise InputError(f"--apply changes a live Postfix: it cannot run on {target.where}")
-    before = {r.name: r.effective for r in rep.rows}
-    for argv in commands:
-        res = target.run(argv, timeout=120)
-        detail = "ok" if res.returncode == 0 else (res.stderr.strip().splitlines() or [f"exit {res.returncode}"])[-1]
-        log.write(action="config", argv=argv, returncode=res.returncode, result=detail,
-                  changes=changes, before={k: before.get(k) for k in changes})  # fmt: skip
-        say(f"  {'ok ' if res.returncode == 0 else 'FAIL'} {' '.join(argv)}" + ("" if res.returncode == 0 else f": {detail}"))
-        if res.returncode != 0:
-            raise InputError(f"{' '.join(argv)} failed: {detail} (logged to {log.path})")

@@ -274,12 +274,12 @@ def gather(target: Target, answers: Mapping[str, str], *, budget: float = DEFAUL
 
 def run_checks(facts: Facts, target: Target, answers: Mapping[str, str], budget: float, config_dir: str | None,
                progress: Progress = _noop, include_plugins: bool = True, dns_resolver: str | None = None) -> None:  # fmt: skip
-    from diagnose.probedoc import classify_replies  # the probes' replies get the log classifier's causes
+    from diagnose.probedoc import report_probe_findings  # the probes judged as pfdiag probe judges them
 
     specs, problems = load_checks(include_plugins=include_plugins)
     ctx = Context(target=target, answers=dict(answers),
                   options={"collected": {"config_report": facts.config_report, "identity": facts.identity, "logs": facts.logs}, "probe_targets": facts.probe_targets,
-                           "classify_replies": classify_replies,
+                           "probe_findings": report_probe_findings,
                            "dns_targets": facts.dns_targets, "dns_resolver": dns_resolver,
                            "config_dir": config_dir, "budget": budget})  # fmt: skip
     jobs: dict[str, tuple[str, Callable[[], Any]]] = {}

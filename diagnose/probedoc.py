@@ -289,6 +289,26 @@ def classify_replies(r: ProbeResult, host: str | None = None) -> ProbeResult:
     return replace(r, phases=tuple(phases)) if changed else r
 
 
+def report_probe_findings(target: Target, probe: ProbeResult, hop: dict[str, Any], config_dir: str | None,
+                          budget: float = 10.0) -> list[Finding]:  # fmt: skip
+    """The findings of one of the report's probes (checks.builtin smtp.nexthops, which gets this
+    from the engine: checks never import diagnose), judged as pfdiag probe judges them: replies
+    classified by the log classifier, and one verdict under the TLS policy of the destination's
+    transport (a peer Postfix would refuse is never "talks SMTP normally")."""
+    from diagnose.probetls import policy_findings, tls_doc
+
+    probe = classify_replies(probe, hop.get("name"))
+    tls = None
+    if probe.starttls_offered is not None or probe.tls is not None:  # the conversation got to EHLO
+        domain = str(hop.get("domain") or "")
+        try:
+            tls = tls_doc(target, probe, domain or f"[{probe.host}]:{probe.port}", probe.host, probe.port, config_dir,
+                          budget=budget, service=str(hop.get("transport") or "smtp"))  # fmt: skip
+        except PfdiagError:
+            tls = None  # the policy could not be read: the conversation's findings stand alone
+    return policy_findings(to_findings(probe), tls, probe)
+
+
 def _phase_dict(p: Any) -> dict[str, Any]:
     return {"phase": p.name, "seconds": p.seconds, "verdict": p.verdict.value, "timeout_param": p.timeout_param,
             "timeout": p.timeout_value, "reply_code": p.reply_code, "enhanced_code": p.enhanced_code,
@@ -390,7 +410,7 @@ def _address_row(address: str, port: int, r: ProbeResult | Outcome[ProbeResult])
         if r.value is None:
             error = r.missing.error if isinstance(r.missing, Failed) else getattr(r.missing, "reason", "")
             return {"address": address, "port": port, "ok": False, "phases": [], "error": error, "cause_id": None}
-        r = r.value
+        r = classify_replies(r.value)  # the other addresses' replies: the log classifier's causes too
     bad = next((p for p in r.phases if p.verdict.value not in ("ok", "slow")), None)
     return {"address": address, "port": port, "ok": bad is None,
             "phases": [[p.name, p.verdict.value] for p in r.phases], "error": r.error,

@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--apply changes a live Postfix: it cannot run on {target.where}")
     rep = read_config(target, args.config_dir)
     # a proposal is judged against what the logs say (duplicates with E09, earlier bounces, the cause found)
-    diagnosis = read_diagnosis(target, rep, args.config_dir) if changes and not args.apply else None
+    diagnosis = read_diagnosis(target, rep, args.config_dir) if changes else None  # shown before --apply asks too
     doc = build(rep, changes, args.config_dir, diagnosis)
     out.write(doc, {"text": render_text, "md": render_md})
     if not args.apply:

@@ -62,6 +62,10 @@ def test_a_config_fix_applied_then_rolled_back_on_the_lab(postfix_lab: PostfixLa
     log = tmp_path / "actions.log"
     conf = str(postfix_lab.config_dir)
     assert postfix_lab.postconf("-h", "smtp_data_done_timeout").strip() == "5s"
+    from tests.lab.scenarios import SENDER
+
+    # the diagnosis the proposal is judged against: an end-of-data timeout (E09) in the lab's log
+    postfix_lab.fresh_window([(SENDER, ["seed@eod-stall.test"], {"subject": "seed"})])
     main(["config", "-c", conf, "--propose", "seed", "--format", "json"])
     first = json.loads(capsys.readouterr().out)["proposal"]["judgement"]["fix_first"]
     assert first and first[0]["parameter"] == "smtp_data_done_timeout" and first[0]["value"] == "600s"
@@ -85,6 +89,7 @@ def test_a_config_fix_applied_then_rolled_back_on_the_lab(postfix_lab: PostfixLa
     finally:
         postfix_lab.postconf_edit("-e", "smtp_data_done_timeout=5s")
         postfix_lab.reload()
+        postfix_lab.clear_queue()
 
 
 def test_a_report_from_where_no_next_hop_is_reachable_says_its_live_evidence_is_missing(postfix_lab: PostfixLab) -> None:
@@ -117,3 +122,22 @@ def test_a_report_from_where_no_next_hop_is_reachable_says_its_live_evidence_is_
             assert "live evidence missing" in out
     finally:
         postfix_lab.clear_queue()
+
+
+def test_the_reports_probe_of_a_no_starttls_peer_confirms_e16(postfix_lab: PostfixLab, capsys) -> None:  # noqa: ANN001
+    """The report's own probe (smtp.nexthops) under the lab's encrypt policy for no-starttls.test:
+    one verdict, E16, the cause's probe evidence; never "talks SMTP normally"."""
+    from tests.lab.scenarios import SENDER
+
+    since = postfix_lab.fresh_window([(SENDER, ["tls@no-starttls.test"], {"subject": "tls"})])
+    try:
+        rc = main(["report", "-f", "json", "-c", str(postfix_lab.config_dir), "--log", str(postfix_lab.log_path),
+                   "--since", since, "--domain", "no-starttls.test", "--budget", "40"])  # fmt: skip
+        doc = json.loads(capsys.readouterr().out)
+    finally:
+        postfix_lab.clear_queue()
+    assert rc == 4 and doc["causes"][0]["id"] == "E16"
+    probes = [f for f in doc["findings"] if f["check"] == "smtp.probe"]
+    assert probes and not any("talks SMTP normally" in f["summary"] for f in probes), probes
+    checks = [e for e in doc["causes"][0]["evidence"] if e["kind"] == "check"]
+    assert checks and "Postfix would NOT deliver here" in checks[0]["excerpt"] and "TLS policy encrypt" in checks[0]["excerpt"]

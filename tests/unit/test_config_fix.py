@@ -43,9 +43,12 @@ def test_the_seed_proposal_is_judged_against_an_eod_diagnosis(tmp_path) -> None:
     assert first[(None, "smtp_data_done_timeout")]["value"] == "600s"
     assert first[(None, "smtp_data_done_timeout")]["before"] == "5s"
     assert first[("slow/unix", "smtp_data_done_timeout")]["before"] == "2s"
-    assert "--propose" in first[(None, "smtp_data_done_timeout")]["apply"]
+    assert j["fix_first_command"][-4:] == ["--propose", "smtp_data_done_timeout=600s",
+                                           "slow/unix/smtp_data_done_timeout=600s", "--apply"]  # fmt: skip
     # a short timeout of another phase is named as left as it is
-    assert any(x.startswith("smtp_helo_timeout = 5s (main.cf; default 300s) is left as it is") for x in j["left_as_is"])
+    assert j["left_as_is"][0].startswith("this proposal leaves the short smtp_*_timeout values as they are: ")
+    assert "smtp_helo_timeout = 5s (default 300s)" in j["left_as_is"][0]
+    assert "smtp_data_done_timeout = 5s (default 600s; the cause found: its fix is above)" in j["left_as_is"][0]
     assert text.index("Fix the cause found first") < text.index("Proposed (--apply runs these)")
     assert "smtp_data_done_timeout: 5s -> 600s" in text and "To undo it:" in text
     assert "Fix the cause found first" in md and "every extra retry may deliver the message again" in md
@@ -67,6 +70,10 @@ def test_short_timeouts_and_the_fix_of_the_cause(tmp_path) -> None:
                      ("slow/unix", "smtp_data_done_timeout", "2s")}  # fmt: skip
     assert [c.key for c in fixes_for(["E21"], cfg)] == []
     assert [c.key for c in fixes_for(["E09"], cfg)] == ["smtp_data_done_timeout", "slow/unix/smtp_data_done_timeout"]
+    from diagnose.configfix import timed_out
+
+    assert timed_out("E09", []) and not timed_out("E07", ["lost connection with x[1.2.3.4] while sending RCPT TO"])
+    assert timed_out("E07", ["conversation with x[1.2.3.4] timed out while sending RCPT TO"])
 
 
 @pytest.mark.parametrize("bad", ["x", "=1", "a/b=1", "smtp/bogus/x=1", "Bad-Name=1", "a=b\nc"])
@@ -126,4 +133,29 @@ def test_the_wizard_offer_is_never_made_on_a_snapshot(tmp_path) -> None:
                       ask=lambda p: asked.append(p) or "no", say=said.append)  # fmt: skip
     assert res is not None and not res.applied and asked  # offered, refused: nothing changed
     assert "smtp_data_done_timeout: 5s -> 600s (main.cf): E09 is diagnosed" in "\n".join(said)
+    assert "smtp_data_done_timeout = 5s" in Path(conf, "main.cf").read_text()
+
+
+def test_a_master_cf_override_proposal_is_a_postconf_P_with_its_rollback(tmp_path, capsys) -> None:
+    from diagnose.cli import main
+    from diagnose.configreport import proposal
+
+    conf = _conf(tmp_path, "", "slow unix - - n - - smtp\n  -o smtp_data_done_timeout=2s\n")
+    changes = proposal(["slow/unix/smtp_data_done_timeout=600s"])
+    assert changes == {"slow/unix/smtp_data_done_timeout": "600s"}
+    doc = build(read_config(LocalTarget(), conf), changes, conf, Diagnosis({"E09": 1}, 0, "x.log"))
+    assert doc["proposal"]["commands"][0] == ["postconf", "-c", conf, "-P", "slow/unix/smtp_data_done_timeout=600s"]
+    assert doc["proposal"]["rollback"][0] == ["postconf", "-c", conf, "-P", "slow/unix/smtp_data_done_timeout=2s"]
+    assert any("pfdiag queue hold --cause E09" in w for w in build(read_config(LocalTarget(), conf), dict(SEED), conf,
+               Diagnosis({"E09": 1}, 0, "x.log"))["proposal"]["judgement"]["warnings"])  # fmt: skip
+    assert main(["config", "-c", conf, "--propose", "slow/bogus/x=1"]) in (1, 2)  # bad input: one line, no traceback
+    err = capsys.readouterr().err
+    assert "SERVICE/TYPE" in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_an_unwritable_action_log_stops_the_change_before_it_runs(tmp_path) -> None:
+    conf = _conf(tmp_path, "smtp_data_done_timeout = 5s\n")
+    plan = plan_fix(LocalTarget(), [Change("smtp_data_done_timeout", "600s")], conf)
+    with pytest.raises(InputError, match="action log"):
+        run_fix(LocalTarget(), plan, str(tmp_path), yes=True, say=lambda _l: None)  # a directory: not a log file
     assert "smtp_data_done_timeout = 5s" in Path(conf, "main.cf").read_text()

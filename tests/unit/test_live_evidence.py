@@ -11,7 +11,7 @@ from checks.registry import Context
 from checks.targets import LocalTarget
 from diagnose import report
 from diagnose.engine import Facts
-from diagnose.probedoc import classify_replies
+from diagnose.probedoc import report_probe_findings
 from diagnose.vantage import UNREACHED, live_evidence_missing
 from tests.peers import SmtpPeer
 
@@ -25,7 +25,14 @@ def _closed_port() -> int:
 
 
 def _probe(hops: list[dict]) -> list:
-    ctx = Context(LocalTarget(), {}, {"probe_targets": hops, "budget": 10, "classify_replies": classify_replies,
+    import tempfile
+    from pathlib import Path
+
+    conf = tempfile.mkdtemp(prefix="pfdiag-test-conf-")  # the TLS policy is read from a config of the test's own
+    Path(conf, "main.cf").write_text("compatibility_level = 3.6\n")
+    Path(conf, "master.cf").write_text("smtp unix - - n - - smtp\n")
+    ctx = Context(LocalTarget(), {}, {"probe_targets": hops, "budget": 10, "probe_findings": report_probe_findings,
+                                      "config_dir": conf,
                                       "collected": {"identity": {"smtp_helo_name": "out.pfdiag.test"}}})  # fmt: skip
     return smtp_nexthops(ctx)
 

@@ -12,7 +12,7 @@ import pytest
 from checks.smtp import PhaseResult, ProbeResult, Verdict
 from diagnose.classify import classify
 from diagnose.cli import main
-from diagnose.probedoc import classify_replies, reply_reason
+from diagnose.probedoc import classify_replies, reply_reason, report_probe_findings
 from tests.peers import RejectingPeer, SmtpPeer
 
 GREYLIST = "451 4.7.1 <bob@grey.test>: Recipient address rejected: Greylisted, see http://postgrey.schweikert.ch/help/grey.test.html"
@@ -108,7 +108,30 @@ def test_classify_replies_is_the_log_classifier_with_the_postfix_log_text() -> N
     assert classify_replies(ok) is ok  # nothing failing: unchanged
 
 
-def test_the_reports_probe_of_a_greylisting_peer_gets_e21(monkeypatch) -> None:
+def test_the_reports_probe_follows_the_policy_too(tmp_path) -> None:
+    """smtp.nexthops with the engine's judge: a no-STARTTLS next hop routed through a transport whose
+    -o says encrypt is E16, not "talks SMTP normally"; the same hop through smtp (may) is fine."""
+    from checks.builtin import smtp_nexthops
+    from checks.registry import Context
+    from checks.targets import LocalTarget
+
+    conf = _conf(tmp_path, "smtp_tls_security_level = may\n")
+    Path(conf, "master.cf").write_text("smtp unix - - n - - smtp\nsecure unix - - n - - smtp\n"
+                                       "  -o smtp_tls_security_level=encrypt\n")  # fmt: skip
+    with SmtpPeer(lifetime=60) as peer:
+        def run(transport: str) -> list:
+            hop = {"host": "127.0.0.1", "name": "127.0.0.1", "port": peer.port, "domain": "tls.test", "cause_id": "E16",
+                   "transport": transport}  # fmt: skip
+            return smtp_nexthops(Context(LocalTarget(), {}, {"probe_targets": [hop], "budget": 10, "config_dir": conf,
+                                                             "collected": {"identity": {"smtp_helo_name": "out.test"}},
+                                                             "probe_findings": report_probe_findings}))  # fmt: skip
+        secure, plain = run("secure"), run("smtp")
+    assert secure[0].cause_id == "E16" and str(secure[0].severity) == "problem" and secure[0].values["for_cause"] == "E16"
+    assert not any("talks SMTP normally" in f.summary for f in secure)
+    assert "talks SMTP normally" in plain[0].summary and "delivers in clear; not the cause" in plain[1].summary
+
+
+def test_the_reports_probe_of_a_greylisting_peer_gets_e21(tmp_path) -> None:
     """smtp.nexthops (the report's probes) with the classifier the engine passes: a 451 greylisting
     reply to MAIL FROM is E21 with its phase, so the report's E21 cause gets it as probe evidence."""
     from checks.builtin import smtp_nexthops
@@ -118,14 +141,26 @@ def test_the_reports_probe_of_a_greylisting_peer_gets_e21(monkeypatch) -> None:
     answer = "451 4.7.1 Greylisting in action, please come back later"
     with RejectingPeer(verb="MAIL", answer=answer, lifetime=60) as peer:
         hop = {"host": "127.0.0.1", "name": "mx.grey.test", "port": peer.port, "domain": "grey.test", "cause_id": "E21"}
-        ctx = Context(LocalTarget(), {}, {"probe_targets": [hop], "budget": 10,
+        ctx = Context(LocalTarget(), {}, {"probe_targets": [hop], "budget": 10, "config_dir": _conf(tmp_path, ""),
                                           "collected": {"identity": {"smtp_helo_name": "out.pfdiag.test"}},
-                                          "classify_replies": classify_replies})  # fmt: skip
+                                          "probe_findings": report_probe_findings})  # fmt: skip
         with_classifier = smtp_nexthops(ctx)
-        without = smtp_nexthops(Context(LocalTarget(), {}, {**ctx.options, "classify_replies": None}))
+        without = smtp_nexthops(Context(LocalTarget(), {}, {**ctx.options, "probe_findings": None}))
     main_f = with_classifier[0]
     assert main_f.cause_id == "E21" and "mail: failed" in main_f.summary and main_f.values["for_cause"] == "E21"
     assert without[0].cause_id != "E21"  # the phase table's own cause (none for MAIL FROM) without the classifier
+    # in the report: the probe is evidence of the E21 cause the logs found, with its phase and the reply
+    from diagnose import report
+    from diagnose.engine import Facts
+
+    logs = {"causes": [{"id": "E21", "deferrals": 2, "messages": 2, "top_domains": [["grey.test", 2]],
+                        "example": f"host mx.grey.test[127.0.0.1]:{peer.port} said: {answer} (in reply to MAIL FROM command)"}],
+            "domains": [], "end_of_data": {}}  # fmt: skip
+    doc = report.build(Facts(where="local", logs=logs, findings=with_classifier), {})
+    e21 = next(c for c in doc["causes"] if c["id"] == "E21")
+    probe_ev = [e for e in e21["evidence"] if e["kind"] == "check"]
+    assert probe_ev and "mail: failed" in probe_ev[0]["excerpt"] and "451 4.7.1 Greylisting in action" in probe_ev[0]["excerpt"]
+    assert "Greylisting in action" in report.render_markdown(doc)
 
 
 def test_a_refused_connection_under_encrypt_is_not_called_a_missing_starttls(tmp_path, capsys) -> None:
