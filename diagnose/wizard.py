@@ -163,11 +163,10 @@ def act_step(doc: Mapping[str, Any], outcome: session.Outcome, out: Any, config_
                                   "recording ({}): run pfdiag on the mail host, or `pfdiag --host HOST` from here "
                                   "(HOST: the mail host's SSH name).", outcome.target.where))  # fmt: skip
         return
-    if outcome.answers.get("act_on_queue") != "yes":
-        return
     fixed: set[str] = set()  # ids of the causes whose fix was applied in this session: their mail may be retried now
-    # -- config fixes go here (diagnose/configfix): each one applied adds its cause id to `fixed` --
-    offer_queue_actions(doc, outcome, out, config_dir, fixed=fixed)
+    # -- config fixes go here (a live host): each one applied adds its cause id to `fixed` --
+    if outcome.answers.get("act_on_queue") == "yes":
+        offer_queue_actions(doc, outcome, out, config_dir, fixed=fixed)
 
 
 def _fit(text: str, width: int) -> str:
@@ -250,8 +249,8 @@ def offer_queue_actions(doc: Mapping[str, Any], outcome: session.Outcome, out: A
     for title, acts in groups:
         items.append(questionary.Separator(title))
         items += [questionary.Choice(label, value=(cause, why, argv)) for label, cause, why, argv in acts]
-    picked = questionary.checkbox("Which queue actions? (space selects, enter confirms; none is fine)",
-                                  choices=items, style=_style()).unsafe_ask()  # fmt: skip
+    picked = questionary.checkbox("Which queue actions?", choices=items, style=_style(),
+                                  instruction="(space selects, enter confirms; none is fine)").unsafe_ask()  # fmt: skip
     for cause, why, argv in picked or []:
         out.print(rich_markup("\n[bold]{} {}[/]: {}", cause["id"], cause["title"], why))
         try:
