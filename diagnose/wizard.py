@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from checks.errors import InputError, PfdiagError
 from checks.targets.base import Target
@@ -173,7 +173,7 @@ def _fit(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def action_menu(causes: list[Mapping[str, Any]], fixed: set[str], width: int = 80,
+def action_menu(causes: Sequence[Mapping[str, Any]], fixed: set[str], width: int = 80,
                 domain: str | None = None) -> list[tuple[str, list[tuple[str, Mapping[str, Any], str, list[str]]]]]:  # fmt: skip
     """[(group title, [(label, cause, why, argv)])]: one group per cause with queued mail and a fitting
     action, titled with the cause id, its title and how many messages wait; every line fits `width`."""
