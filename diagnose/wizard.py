@@ -92,6 +92,15 @@ def _wrap(message: str, width: int) -> str:
     return "\n".join(lines)
 
 
+def _notice(out: Any, notice: str) -> None:
+    """What the user must know now (the demo stands in, a host could not be reached, what the symptom
+    search found): each line of it wrapped with its continuation indented under its first word."""
+    from diagnose.report import hang
+
+    for line in notice.split("\n"):
+        hang(out, out.width, None, line, indent=0, hang=8 if line.startswith("pfdiag: ") else 2, style="yellow")
+
+
 def _progress(out: Any) -> Any:
     from diagnose.report import hang
 
@@ -132,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
 
         # a notice (the demo stands in for an empty machine) comes before the progress and the report
         outcome = session.run(Asker(out), given, opts, _progress(out), open_target=session.open_with_fallback,
-                              on_checked=show, on_notice=lambda notice: out.print(rich_markup("[yellow]{}[/]", notice)))  # fmt: skip
+                              on_checked=show, on_notice=lambda notice: _notice(out, notice))  # fmt: skip
         doc = report.build(outcome.facts, outcome.answers)
         act_step(doc, outcome, out, opts.config_dir)
         save = questionary.select("Save this report for a ticket?", style=_style(),
