@@ -269,3 +269,36 @@ def test_paste_what_you_have(tmux: Tmux, tmp_path: Path) -> None:
     assert "Queue actions (hold, retry, release) change a live Postfix" in flat
     tmux.keys("Enter")
     tmux.wait(r"WIZARD-EXIT=\d", after=pos)
+
+
+@pytest.mark.parametrize("symptom, keys, found", [
+    ("eod", ("Up", "Up", "Up", "Enter"), "pfdiag found no 'timed out while sending end of data'"),
+    ("slow", ("Up", "Enter"), "pfdiag found deliveries that took 5 minutes or more (delay= in status=sent lines): "
+                              "1 log line(s) of 1 message(s)"),
+])  # fmt: skip
+def test_the_symptom_answer_is_searched_for(tmux: Tmux, tmp_path: Path, symptom: str, keys: tuple[str, ...],
+                                            found: str) -> None:  # fmt: skip
+    """Nothing deferred in what was read: the wizard asks what was noticed, looks for it, and says what it
+    found and where it looked (here: pasted log lines with one delivery that took 20 minutes)."""
+    env = wizard_env(PATH=f"{Path(sys.executable).parent}:/usr/bin:/bin", PFDIAG_SBIN_PATH="")  # no postconf: nothing here
+    tmux.start([PFDIAG], env, str(tmp_path), 80)
+    pos = tmux.wait(r"Where is the Postfix whose mail is stuck\?")
+    tmux.keys("Enter")  # this machine
+    pos = tmux.wait(r"What do you have\?", after=pos, timeout=30)
+    tmux.keys("Up", "Up", "Up", "Enter")  # a mailq listing and/or log lines
+    pos = tmux.wait(r"mailq listing: paste it", after=pos)
+    tmux.keys("Escape", "Enter")  # none
+    pos = tmux.wait(r"Log lines: paste them", after=pos)
+    tmux.text("Aug  1 11:58:01 mx postfix/smtp[123]: 3F1A2B4C5D: to=<a@partner.test>, relay=mx.partner.test[192.0.2.7]:25, "
+              "delay=1200, delays=600/0/0.2/600, dsn=2.0.0, status=sent (250 2.0.0 Ok: queued as 1234)")  # fmt: skip
+    tmux.keys("Escape", "Enter")
+    pos = tmux.wait(r"Nothing is deferred right now\. What did you notice\?", after=pos, timeout=30)
+    tmux.keys(*keys)
+    # (a syslog line has no year: the newest past Aug 1)
+    pos = tmux.wait(r"It looked in the pasted log lines \(\d{4}-08-01 11:58 \.\. \d{4}-08-01 11:58\) and no queue listing\.",
+                    after=pos, timeout=30)  # fmt: skip
+    assert found in " ".join(tmux.screen().split())
+    pos = tmux.wait(r"Save this report for a ticket\?", after=pos, timeout=60)
+    read_screen(tmux)
+    tmux.keys("Enter")
+    tmux.wait(r"WIZARD-EXIT=0", after=pos)
