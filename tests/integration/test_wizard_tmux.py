@@ -40,6 +40,9 @@ class Tmux:
         self.shots = 0
 
     def start(self, argv: list[str], env: dict[str, str], cwd: str, width: int = 160) -> None:
+        # the tmux server's own environment (from whoever started it) may hold COLUMNS/LINES of another
+        # terminal, and `env` only adds: the pane's size is said explicitly
+        env = {**env, "COLUMNS": str(width), "LINES": "50"}
         exports = " ".join(f"{k}={_q(v)}" for k, v in env.items())
         cmd = f"cd {_q(cwd)} && env {exports} {' '.join(_q(a) for a in argv)}; echo WIZARD-EXIT=$?; sleep 60"
         argv = ["tmux", "new-session", "-d", "-s", self.name, "-x", str(width), "-y", "50", cmd]
