@@ -760,7 +760,7 @@ def render_text(doc: Mapping[str, Any], width: int = 100, color: bool = False) -
         t = doc["retry"]["timeline"]
         con.print()
         hang(con, width, rich_markup("[bold]Retry schedule[/] "), f"(after arrival): {t.get('summary')}; {t.get('attempt_count')} "
-              f"attempts before the message expires after {_dur(t.get('lifetime'))}", indent=0)  # fmt: skip
+              f"attempts before the message expires after {_dur(t.get('lifetime')).replace(' ', chr(0xA0))}", indent=0)  # fmt: skip
     for e in doc["errors"]:
         hang(con, width, rich_markup("[magenta]not checked:[/] "), e["summary"], indent=0)
     return buf.getvalue()

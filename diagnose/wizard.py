@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from checks.errors import InputError, PfdiagError
 from checks.targets.base import Target
@@ -92,6 +92,15 @@ def _wrap(message: str, width: int) -> str:
     return "\n".join(lines)
 
 
+def _notice(out: Any, notice: str) -> None:
+    """What the user must know now (the demo stands in, a host could not be reached, what the symptom
+    search found): each line of it wrapped with its continuation indented under its first word."""
+    from diagnose.report import hang
+
+    for line in notice.split("\n"):
+        hang(out, out.width, None, line, indent=0, hang=8 if line.startswith("pfdiag: ") else 2, style="yellow")
+
+
 def _progress(out: Any) -> Any:
     from diagnose.report import hang
 
@@ -132,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
 
         # a notice (the demo stands in for an empty machine) comes before the progress and the report
         outcome = session.run(Asker(out), given, opts, _progress(out), open_target=session.open_with_fallback,
-                              on_checked=show, on_notice=lambda notice: out.print(rich_markup("[yellow]{}[/]", notice)))  # fmt: skip
+                              on_checked=show, on_notice=lambda notice: _notice(out, notice))  # fmt: skip
         doc = report.build(outcome.facts, outcome.answers)
         act_step(doc, outcome, out, opts.config_dir)
         offer_config_fixes(doc, outcome, out, opts.config_dir)  # hook of helper probecfg (diagnose/configfix.py)
@@ -164,18 +173,17 @@ def act_step(doc: Mapping[str, Any], outcome: session.Outcome, out: Any, config_
                                   "recording ({}): run pfdiag on the mail host, or `pfdiag --host HOST` from here "
                                   "(HOST: the mail host's SSH name).", outcome.target.where))  # fmt: skip
         return
-    if outcome.answers.get("act_on_queue") != "yes":
-        return
     fixed: set[str] = set()  # ids of the causes whose fix was applied in this session: their mail may be retried now
-    # -- config fixes go here (diagnose/configfix): each one applied adds its cause id to `fixed` --
-    offer_queue_actions(doc, outcome, out, config_dir, fixed=fixed)
+    # -- config fixes go here (a live host): each one applied adds its cause id to `fixed` --
+    if outcome.answers.get("act_on_queue") == "yes":
+        offer_queue_actions(doc, outcome, out, config_dir, fixed=fixed)
 
 
 def _fit(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def action_menu(causes: list[Mapping[str, Any]], fixed: set[str], width: int = 80,
+def action_menu(causes: Sequence[Mapping[str, Any]], fixed: set[str], width: int = 80,
                 domain: str | None = None) -> list[tuple[str, list[tuple[str, Mapping[str, Any], str, list[str]]]]]:  # fmt: skip
     """[(group title, [(label, cause, why, argv)])]: one group per cause with queued mail and a fitting
     action, titled with the cause id, its title and how many messages wait; every line fits `width`."""
@@ -251,8 +259,8 @@ def offer_queue_actions(doc: Mapping[str, Any], outcome: session.Outcome, out: A
     for title, acts in groups:
         items.append(questionary.Separator(title))
         items += [questionary.Choice(label, value=(cause, why, argv)) for label, cause, why, argv in acts]
-    picked = questionary.checkbox("Which queue actions? (space selects, enter confirms; none is fine)",
-                                  choices=items, style=_style()).unsafe_ask()  # fmt: skip
+    picked = questionary.checkbox("Which queue actions?", choices=items, style=_style(),
+                                  instruction="(space selects, enter confirms; none is fine)").unsafe_ask()  # fmt: skip
     for cause, why, argv in picked or []:
         out.print(rich_markup("\n[bold]{} {}[/]: {}", cause["id"], cause["title"], why))
         try:

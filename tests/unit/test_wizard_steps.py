@@ -134,3 +134,20 @@ def test_take_paste() -> None:
     assert one != path and Path(one).read_text().startswith("Aug  1 11:58:01 mx")  # one pasted line is a line, not a file name
     for p in temps:
         Path(p).unlink()
+
+
+def test_the_test_recipient_must_be_behind_the_next_hop_that_timed_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any mailbox will do as long as its mail takes the next hop that timed out; one routed elsewhere
+    would test another path: said, and the question is asked again."""
+    import checks.nexthop
+
+    st = flow.State(collected=True, live=True, deferred=True, eod=True, eod_dest="partner.test",
+                    eod_hop="mx.partner.test[192.0.2.7]:25")  # fmt: skip
+    routes = {"partner.test": "192.0.2.7", "sister.test": "192.0.2.7", "elsewhere.test": "198.51.100.9"}
+    monkeypatch.setattr(checks.nexthop, "first_address", lambda target, domain, config_dir=None: {
+        "host": routes[domain], "name": f"mx.{domain}", "port": 25, "transport": "smtp", "source": "MX"})
+    session._same_hop(None, "me@partner.test", st, None)  # type: ignore[arg-type]  # the destination itself
+    session._same_hop(None, "me@sister.test", st, None)  # type: ignore[arg-type]  # another domain, same next hop
+    with pytest.raises(InputError, match=r"mail to elsewhere.test goes to mx.elsewhere.test\[198.51.100.9\]:25, not to "
+                                         r"mx.partner.test\[192.0.2.7\]:25"):  # fmt: skip
+        session._same_hop(None, "me@elsewhere.test", st, None)  # type: ignore[arg-type]
