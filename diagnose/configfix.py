@@ -153,6 +153,7 @@ class FixResult:
     reloaded: bool
     lines: list[str] = field(default_factory=list)  # what was said, in order
     rollback: list[list[str]] = field(default_factory=list)
+    causes: list[str] = field(default_factory=list)  # the diagnosed causes these changes fix (the wizard's offer)
 
     @property
     def ok(self) -> bool:
@@ -314,8 +315,8 @@ def offer_fixes(target: Target, doc: dict[str, Any], config: Any, *, config_dir:
         return None
     roots = [c for c in doc.get("causes") or [] if c.get("root_cause")][:3]
     top = [c["id"] for c in roots]
-    changes = fixes_for([c["id"] for c in roots if timed_out(c["id"], [e.get("excerpt", "") for e in c.get("evidence") or []])],
-                        config)  # fmt: skip
+    timed = [c["id"] for c in roots if timed_out(c["id"], [e.get("excerpt", "") for e in c.get("evidence") or []])]
+    changes = fixes_for(timed, config)
     if not changes:
         return None
     plan = plan_fix(target, changes, config_dir)
@@ -323,4 +324,6 @@ def offer_fixes(target: Target, doc: dict[str, Any], config: Any, *, config_dir:
     if not plan.steps:
         return None
     say(f"The diagnosis supports a configuration fix ({', '.join(top)}):")
-    return run_fix(target, plan, log_path, interactive=True, say=say, ask=ask)
+    result = run_fix(target, plan, log_path, interactive=True, say=say, ask=ask)
+    result.causes = [cid for cid in timed if fixes_for([cid], config)]
+    return result

@@ -144,7 +144,6 @@ def run(args: argparse.Namespace) -> int:
                               on_checked=show, on_notice=lambda notice: _notice(out, notice))  # fmt: skip
         doc = report.build(outcome.facts, outcome.answers)
         act_step(doc, outcome, out, opts.config_dir)
-        offer_config_fixes(doc, outcome, out, opts.config_dir)  # hook of helper probecfg (diagnose/configfix.py)
         save = questionary.select("Save this report for a ticket?", style=_style(),
                                   choices=[questionary.Choice("no", value="no"),
                                            questionary.Choice("Markdown", value="md"),
@@ -174,7 +173,7 @@ def act_step(doc: Mapping[str, Any], outcome: session.Outcome, out: Any, config_
                                   "(HOST: the mail host's SSH name).", outcome.target.where))  # fmt: skip
         return
     fixed: set[str] = set()  # ids of the causes whose fix was applied in this session: their mail may be retried now
-    # -- config fixes go here (a live host): each one applied adds its cause id to `fixed` --
+    fixed |= offer_config_fixes(doc, outcome, out, config_dir)  # a fix first: then its mail may be retried
     if outcome.answers.get("act_on_queue") == "yes":
         offer_queue_actions(doc, outcome, out, config_dir, fixed=fixed)
 
@@ -290,7 +289,7 @@ def offer_queue_actions(doc: Mapping[str, Any], outcome: session.Outcome, out: A
 
 
 def offer_config_fixes(doc: Mapping[str, Any], outcome: session.Outcome, out: Any, config_dir: str | None = None,
-                       action_log: str | None = None) -> None:  # fmt: skip
+                       action_log: str | None = None) -> set[str]:  # fmt: skip
     """The configuration fixes of the top causes (before/after, rollback, confirmation, postfix
     reload), never on a snapshot or the demo: diagnose.configfix does it all, asking here."""
     import questionary
@@ -303,7 +302,9 @@ def offer_config_fixes(doc: Mapping[str, Any], outcome: session.Outcome, out: An
 
     config = getattr(outcome.facts.config_report, "config", None)
     try:
-        offer_fixes(outcome.target, dict(doc), config, config_dir=config_dir, ask=ask,
-                    log_path=action_log or places.action_log(), say=lambda line: out.print(rich_markup("{}", line)))  # fmt: skip
+        result = offer_fixes(outcome.target, dict(doc), config, config_dir=config_dir, ask=ask,
+                             log_path=action_log or places.action_log(), say=lambda line: out.print(rich_markup("{}", line)))  # fmt: skip
     except PfdiagError as exc:
         out.print(rich_markup("[red]configuration fix not made:[/] {}", str(exc)))
+        return set()
+    return set(result.causes) if result is not None and result.ok else set()
