@@ -173,9 +173,13 @@ def act_step(doc: Mapping[str, Any], outcome: session.Outcome, out: Any, config_
                                   "(HOST: the mail host's SSH name).", outcome.target.where))  # fmt: skip
         return
     fixed: set[str] = set()  # ids of the causes whose fix was applied in this session: their mail may be retried now
-    fixed |= offer_config_fixes(doc, outcome, out, config_dir)  # a fix first: then its mail may be retried
-    if outcome.answers.get("act_on_queue") == "yes":
+    acting = outcome.answers.get("act_on_queue") == "yes"
+    if acting:  # first what fits before a fix (hold what may be delivered twice, retry greylisted mail)
         offer_queue_actions(doc, outcome, out, config_dir, fixed=fixed)
+    fixed |= offer_config_fixes(doc, outcome, out, config_dir)
+    if acting and fixed:  # a fix was applied: now its causes' mail may be released and retried
+        offer_queue_actions(dict(doc, causes=[c for c in doc["causes"] if c["id"] in fixed]), outcome, out,
+                            config_dir, fixed=fixed)  # fmt: skip
 
 
 def _fit(text: str, width: int) -> str:
