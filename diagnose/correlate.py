@@ -292,6 +292,18 @@ def _key(r: RankedCause) -> tuple[Any, ...]:
     return (r.tier, expiry, -r.queued_recipients, -r.log_messages, -r.log_deferrals, -r.confidence, r.id)
 
 
+def _for_route(f: Finding, route: Mapping[str, Any] | None) -> bool:
+    """Whether a config.timeouts finding is about the value the destination's transport uses: its
+    own master.cf -o override, or main.cf's when that transport has none (without a route: all)."""
+    if route is None:
+        return True
+    origin = str((route.get("origins") or {}).get(str(f.values.get("parameter"))) or "")
+    transport = str(route.get("transport") or "smtp")
+    if origin.startswith("master.cf "):
+        return f" {transport}/" in f.summary
+    return "master.cf" not in f.summary
+
+
 def _focused_eod(eod: Mapping[str, Any], rc: RankedCause) -> dict[str, Any]:
     """The end-of-data summary as far as it is this destination's: the PIX workarounds Postfix
     enabled for its own next hop (host[addr], and the port when it is not 25); message sizes and
@@ -342,7 +354,7 @@ def _confidence(rc: RankedCause, found: list[Finding], log_causes: Mapping[str, 
                           f"confidence)")  # fmt: skip
             c += 0.1 * best.score
     for f in found:  # shown with the cause, no confidence: it says why it happens, not that it does
-        if f.check_id == "config.timeouts" and f.cause_id == rc.id:
+        if f.check_id == "config.timeouts" and f.cause_id == rc.id and _for_route(f, route):
             rc.confirmations.append(f)
             if rc.id not in EOD_CAUSES:
                 rc.why.append("Postfix's own wait for this phase is shortened: " + f.summary)

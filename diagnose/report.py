@@ -81,35 +81,36 @@ def missing_transport(rc: RankedCause, facts: Facts, route: Mapping[str, Any] | 
     return None, None
 
 
-def _soft_bounce_off(facts: Facts, route: Mapping[str, Any] | None) -> str:
-    """The command that turns soft_bounce off where it is on: the master.cf service of the
-    destination (or any) that sets -o soft_bounce=yes, else main.cf."""
+def _soft_bounce_off(facts: Facts, route: Mapping[str, Any] | None) -> tuple[str, str]:
+    """(where soft_bounce is on, in words; the command that turns it off there): the master.cf
+    service of the destination (or any) that sets -o soft_bounce=yes, else main.cf."""
     cr = facts.config_report
-    on = []
+    on: list[tuple[str, str]] = []
+    main_on = True
     if cr is not None:
         on = [(svc, kind) for (svc, kind, name), v in sorted(cr.config.overrides.items())
               if name == "soft_bounce" and v.strip().lower() == "yes"]  # fmt: skip
         main_on = (cr.config.values.get("soft_bounce") or "no").strip().lower() == "yes"
-    else:
-        main_on = True
     if route is not None and str(route.get("soft_bounce_origin", "")).startswith("master.cf "):
         svc = str(route.get("transport"))
         on = [(svc, "unix")] + [x for x in on if x != (svc, "unix")]
     if on:
         svc, kind = on[0]
-        return (f"remove '-o soft_bounce=yes' from the {svc} service in master.cf (main.cf already says "
-                f"{'yes' if main_on else 'no'}): postconf -PX '{svc}/{kind}/soft_bounce'")  # fmt: skip
-    return "postconf -e 'soft_bounce = no'"
+        return (f"the {svc} service's -o soft_bounce=yes in master.cf; main.cf says {'yes' if main_on else 'no'}",
+                f"postconf -PX '{svc}/{kind}/soft_bounce'")  # fmt: skip
+    return "main.cf", "postconf -e 'soft_bounce = no'"
 
 
-def _undo_timeout(route: Mapping[str, Any] | None) -> str:
+def _undo_timeout(route: Mapping[str, Any] | None) -> tuple[str, str]:
+    """(where the destination's smtp_data_done_timeout is lowered, the command that undoes it)."""
     origin = str(((route or {}).get("origins") or {}).get("smtp_data_done_timeout") or "")
     m = re.match(r"master\.cf (\S+)/(\S+) -o ", origin)
     if m:
-        return f"postconf -PX '{m.group(1)}/{m.group(2)}/smtp_data_done_timeout' (the {m.group(1)} service's -o override)"
+        return origin, f"postconf -PX '{m.group(1)}/{m.group(2)}/smtp_data_done_timeout'"
     if origin.startswith("main.cf "):
-        return "postconf -X smtp_data_done_timeout"
-    return "postconf -X smtp_data_done_timeout; remove '-o smtp_data_done_timeout=...' from master.cf"
+        return origin, "postconf -X smtp_data_done_timeout"
+    return ("main.cf here; master.cf -o overrides: postconf -P '*/*/smtp_data_done_timeout'",
+            "postconf -X smtp_data_done_timeout")
 
 
 def fill_values(rc: RankedCause, facts: Facts, route: Mapping[str, Any] | None = None) -> dict[str, str | None]:
@@ -124,7 +125,8 @@ def fill_values(rc: RankedCause, facts: Facts, route: Mapping[str, Any] | None =
     return {"<domain>": rc.top_domain, "<addr>": hop.get("addr"), "<host>": hop.get("host"),
             "<port>": str(port) if port else None, "<mx-host>": hop.get("host"), "<rcpt>": rcpt,
             "<queue-id>": qid, "<log>": log_read(facts) or DEFAULT_LOG, "<transport>": transport,
-            "<undo-timeout>": _undo_timeout(route), "<soft-bounce-off>": _soft_bounce_off(facts, route),
+            "<timeout-where>": _undo_timeout(route)[0], "<undo-timeout>": _undo_timeout(route)[1],
+            "<soft-bounce-where>": _soft_bounce_off(facts, route)[0], "<soft-bounce-off>": _soft_bounce_off(facts, route)[1],
             "_text": text}  # fmt: skip
 
 

@@ -123,6 +123,8 @@ def test_end_of_data_evidence_is_the_destinations_own(postfix_lab: PostfixLab, w
     assert delays and any("smtp_data_done_timeout (2 s)" in x for x in delays), delays
     # the fix undoes that transport's override, before any other
     assert top["fixes"][0]["kind"] in ("postconf", "master.cf") and "eodown/unix/smtp_data_done_timeout" in top["fixes"][0]["text"]
+    step = next(st for st in doc["do_now"] if st.get("kind") == "postconf")
+    assert step["command"].startswith("postconf -PX 'eodown/unix/smtp_data_done_timeout' && postfix reload"), step
     # and the other destination still reads main.cf's 5 s
     doc = report(capsys, postfix_lab, window["since"], "--domain", "eod-stall.test")
     stall = doc["causes"][0]
@@ -144,7 +146,7 @@ def test_transport_soft_bounce_is_e33_in_the_queue(postfix_lab: PostfixLab, wind
     top = doc["causes"][0]
     assert top["id"] == "E33", [(c["id"], c["domains"]) for c in doc["causes"]]
     fix = top["fixes"][0]["text"]
-    assert "softb" in fix and "master.cf" in fix and "postconf -e 'soft_bounce = no'" not in fix, top["fixes"]
+    assert "softb" in fix and "master.cf" in fix and "postconf -PX 'softb/unix/soft_bounce'" in fix and "postconf -e 'soft_bounce = no'" not in fix, top["fixes"]
 
 
 def test_missing_transport_is_named(postfix_lab: PostfixLab, window: dict, capsys) -> None:
