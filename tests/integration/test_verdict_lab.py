@@ -188,3 +188,20 @@ def test_mx_resolving_to_loopback_is_not_a_local_filter(dns_lab: DnsLab, mxloop:
     assert ids == {"E02"}, logs["causes"]
     rc, q = run_json(capsys, ["queue", "-f", "json", "-c", str(pf.config_dir)])
     assert {g["cause_id"] for g in q["groups"] if g["domain"] == "mxloop.test"} == {"E02"}, q["groups"]
+
+
+def test_dns_of_a_domain_routed_by_transport_maps_is_no_failure(postfix_lab: PostfixLab, dns_server, capsys) -> None:  # noqa: ANN001
+    # healthy.test is not in the lab zone (NXDOMAIN), but Postfix routes it by transport_maps to
+    # smtp:[127.0.0.1]:PORT: no DNS is used to deliver it
+    rc, doc = run_json(capsys, ["dns", "healthy.test", "-f", "json", "-c", str(postfix_lab.config_dir),
+                                "--resolver", f"127.0.0.1:{dns_server.port}", "--no-compare"])  # fmt: skip
+    assert rc == 0 and not doc["problem"], doc["findings"]
+    assert doc["routing"]["transport"] == "smtp" and doc["routing"]["nexthop"].startswith("[127.0.0.1]:")
+    said = [f["summary"] for f in doc["findings"] if f["check"] == "dns.route"]
+    assert said and "routed by transport_maps to smtp:[127.0.0.1]:" in said[0] and "DNS is not used" in said[0]
+    mx = [f for f in doc["findings"] if f["check"] == "dns.mx"]
+    assert mx and all(f["severity"] == "info" and "not used for delivery here" in f["summary"] for f in mx), mx
+    # without that route (a domain of the zone that Postfix would look up in DNS) a failure stays one
+    rc, doc = run_json(capsys, ["dns", "nxdomain.test", "-f", "json", "-c", str(postfix_lab.config_dir),
+                                "--resolver", f"127.0.0.1:{dns_server.port}", "--no-compare"])  # fmt: skip
+    assert rc == 4 and doc["problem"] and doc["routing"] is None
