@@ -21,6 +21,7 @@ A cause is ranked by the harm it does, in tiers (``RankedCause.tier``, explained
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
@@ -442,12 +443,16 @@ def local_verdict(text: str, services: Mapping[str, str]) -> tuple[str, str]:
                  "machine; judged by what happened there, not as a local filter")  # fmt: skip
 
 
+# RFC 1918, shared address space (RFC 6598) and unique local IPv6: no MX on the Internet is there
+# (the documentation ranges, 192.0.2.0/24..., stand for public addresses in examples: not these)
+_PRIVATE = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
+                                                    "fc00::/7"))  # fmt: skip
+
+
 def dns_points_inward(hop: Mapping[str, Any] | None, domain: str | None = None) -> str | None:
     """Its own finding: the next hop is a host *name* (found in DNS: an MX or A record, not a
     bracketed transport_maps/relayhost address) whose address is loopback, private or link-local
     space: the destination's DNS (or a local override of it) points where no Internet MX can be."""
-    import ipaddress
-
     if not hop or not hop.get("host") or not hop.get("addr"):
         return None
     host, addr = str(hop["host"]), str(hop["addr"])
@@ -455,7 +460,8 @@ def dns_points_inward(hop: Mapping[str, Any] | None, domain: str | None = None) 
         ip = ipaddress.ip_address(addr.removeprefix("ipv6:").removeprefix("IPv6:"))
     except ValueError:
         return None
-    if host == addr or host.lower() in ("localhost", "unknown") or not (ip.is_loopback or ip.is_private or ip.is_link_local):
+    private = any(ip in net for net in _PRIVATE if net.version == ip.version)
+    if host == addr or host.lower() in ("localhost", "unknown") or not (ip.is_loopback or private or ip.is_link_local):
         return None
     space = "loopback" if ip.is_loopback else "link-local" if ip.is_link_local else "private"
     whose = f" of {domain}" if domain else ""
