@@ -293,6 +293,43 @@ def _key(r: RankedCause) -> tuple[Any, ...]:
     return (r.tier, expiry, -r.queued_recipients, -r.log_messages, -r.log_deferrals, -r.confidence, r.id)
 
 
+def per_destination(rc: RankedCause, logs: Mapping[str, Any] | None, findings: Iterable[Finding],
+                    routes: Mapping[str, Mapping[str, Any]], timeouts: Mapping[str, float] | None) -> list[dict[str, Any]]:  # fmt: skip
+    """For an end-of-data cause shared by several destinations: each one's own reading, as a
+    report focused on it (``--domain``) would give: its d values, its next hop, the timeout of
+    the transport that delivers to it (and the line that sets it), its best supported
+    underlying cause. Empty for one destination (the cause's own reasoning is already its)."""
+    if rc.id not in EOD_CAUSES or len(rc.domains) < 2:
+        return []
+    cause = next((c for c in (logs or {}).get("causes", []) if c.get("id") == rc.id), None)
+    if cause is None:
+        return []
+    eod = (logs or {}).get("end_of_data") or {}
+    found = list(findings)
+    out = []
+    for d, n in rc.domains[:MAX_DESTINATIONS]:
+        own = _own_slice(cause, d)
+        if own is None:
+            continue
+        route = routes.get(d)
+        t = route["timeouts"] if route is not None else timeouts
+        hop = hop_of(own.get("example") or "")
+        probe = RankedCause(rc.id, rc.cause, hop=hop, why=["other destinations share this cause"])
+        hs = hypotheses({"id": rc.id, "delays": own.get("delays")}, _focused_eod(eod, probe), t, found, route)
+        d_profile = (own.get("delays") or {}).get("d") or {}
+        out.append({"domain": d, "deferrals": int(n), "next_hop": hop,
+                    "transport": (route or {}).get("transport"),
+                    "smtp_data_done_timeout": (t or {}).get("smtp_data_done_timeout"),
+                    "timeout_set_by": ((route or {}).get("origins") or {}).get("smtp_data_done_timeout"),
+                    "d_median": d_profile.get("median"), "d_p95": d_profile.get("p95"),
+                    "underlying": [{"id": h.id, "title": h.title, "score": round(h.score, 2), "evidence": h.evidence}
+                                   for h in hs[:2]]})  # fmt: skip
+    return out
+
+
+MAX_DESTINATIONS = 8
+
+
 def _for_route(f: Finding, route: Mapping[str, Any] | None) -> bool:
     """Whether a config.timeouts finding is about the value the destination's transport uses: its
     own master.cf -o override, or main.cf's when that transport has none (without a route: all)."""

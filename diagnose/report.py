@@ -14,7 +14,8 @@ from typing import Any, Mapping
 
 from checks.model import Finding, Severity
 from diagnose import __version__
-from diagnose.correlate import EOD_CAUSES, REMOTE_FAMILIES, RankedCause, confidence_label, rank, services_of
+from diagnose.correlate import (EOD_CAUSES, REMOTE_FAMILIES, RankedCause, confidence_label, per_destination, rank,
+                                services_of)
 from diagnose.engine import Facts
 from diagnose.textsafe import console, md_block, md_code, md_text, rich_markup, rich_text
 
@@ -245,6 +246,9 @@ def _cause_dict(i: int, rc: RankedCause, facts: Facts, domain: str | None = None
         "underlying": [{"id": h.id, "title": h.title, "score": round(h.score, 2), "label": confidence_label(h.score),
                         "evidence": h.evidence, "against": h.against} for h in rc.hypotheses],
         "possible_duplicates": rc.duplicates_possible if rc.id in EOD_CAUSES else None,
+        # an end-of-data cause shared by several destinations: each one's own d, timeout and best hypothesis
+        "destinations": [] if domain else per_destination(rc, facts.logs, facts.findings, facts.routes,
+                                                          ((facts.logs or {}).get("timeouts") or {}).get("values")),
         "fixes": _fixes(rc, values), "confirm_with": [_fill(x, rc, values) for x in c.checks if applies(x, values)],
         "queue_actions": _queue_actions(rc, domain), "queue_ids": rc.queue_ids[:50],
     }  # fmt: skip

@@ -205,3 +205,20 @@ def test_dns_of_a_domain_routed_by_transport_maps_is_no_failure(postfix_lab: Pos
     rc, doc = run_json(capsys, ["dns", "nxdomain.test", "-f", "json", "-c", str(postfix_lab.config_dir),
                                 "--resolver", f"127.0.0.1:{dns_server.port}", "--no-compare"])  # fmt: skip
     assert rc == 4 and doc["problem"] and doc["routing"] is None
+
+
+def test_the_whole_report_reads_each_end_of_data_destination_on_its_own(postfix_lab: PostfixLab, window: dict,
+                                                                       capsys) -> None:  # fmt: skip
+    doc = report(capsys, postfix_lab, window["since"])
+    eod = next(c for c in doc["causes"] if c["id"] == "E09")
+    per = {d["domain"]: d for d in eod["destinations"]}
+    assert {"eod-own.test", "eod-stall.test"} <= set(per), per
+    own, stall = per["eod-own.test"], per["eod-stall.test"]
+    assert (own["transport"], own["smtp_data_done_timeout"], own["d_median"]) == ("eodown", 2, 2)
+    assert own["timeout_set_by"] == "master.cf eodown/unix -o smtp_data_done_timeout=2s"
+    assert (stall["transport"], stall["smtp_data_done_timeout"], stall["d_median"]) == ("smtp", 5, 5)
+    assert own["underlying"][0]["id"] == stall["underlying"][0]["id"] == "local-timeout"
+    assert "eodown" in " ".join(own["underlying"][0]["evidence"]) and "eodown" not in " ".join(stall["underlying"][0]["evidence"])
+    assert own["next_hop"]["port"] != stall["next_hop"]["port"]
+    for h in eod["underlying"]:
+        assert len(h["evidence"]) == len(set(h["evidence"])), h
