@@ -224,8 +224,15 @@ def _evidence(rc: RankedCause, facts: Facts) -> list[dict[str, str]]:
 
 def _cause_dict(i: int, rc: RankedCause, facts: Facts, domain: str | None = None) -> dict[str, Any]:
     c = rc.cause
-    route = facts.routes.get((domain or rc.top_domain or "").lower())
+    # the route of the one destination this cause is about (a focused report, or a cause of one destination)
+    one = domain or (rc.top_domain if len(rc.domains) == 1 else None)
+    route = facts.routes.get(one.lower()) if one else None
     values = fill_values(rc, facts, route)
+    if rc.id == "E33" and not any(w.startswith("soft_bounce = yes is set by") for w in rc.why):
+        rc.why.append(f"soft_bounce = yes is set by {values['<soft-bounce-where>']}")
+    if rc.id == "E09" and route is not None and not any(w.startswith("this destination's transport") for w in rc.why):
+        rc.why.append(f"this destination's transport: {route.get('transport')} ({route.get('source')}); its "
+                      f"smtp_data_done_timeout: {values['<timeout-where>']}")  # fmt: skip
     if rc.id == "E31":
         name, line = missing_transport(rc, facts, route)
         if name and not any(name in w for w in rc.why):

@@ -124,7 +124,8 @@ def test_end_of_data_evidence_is_the_destinations_own(postfix_lab: PostfixLab, w
     # the fix undoes that transport's override, before any other
     assert top["fixes"][0]["kind"] in ("postconf", "master.cf") and "eodown/unix/smtp_data_done_timeout" in top["fixes"][0]["text"]
     step = next(st for st in doc["do_now"] if st.get("kind") == "postconf")
-    assert step["command"].startswith("postconf -PX 'eodown/unix/smtp_data_done_timeout' && postfix reload"), step
+    assert step["command"] == "postconf -PX 'eodown/unix/smtp_data_done_timeout' && postfix reload", step
+    assert any("smtp_data_done_timeout: master.cf eodown/unix -o smtp_data_done_timeout=2s" in w for w in top["why"])
     # and the other destination still reads main.cf's 5 s
     doc = report(capsys, postfix_lab, window["since"], "--domain", "eod-stall.test")
     stall = doc["causes"][0]
@@ -146,7 +147,8 @@ def test_transport_soft_bounce_is_e33_in_the_queue(postfix_lab: PostfixLab, wind
     top = doc["causes"][0]
     assert top["id"] == "E33", [(c["id"], c["domains"]) for c in doc["causes"]]
     fix = top["fixes"][0]["text"]
-    assert "softb" in fix and "master.cf" in fix and "postconf -PX 'softb/unix/soft_bounce'" in fix and "postconf -e 'soft_bounce = no'" not in fix, top["fixes"]
+    assert "postconf -PX 'softb/unix/soft_bounce'" in fix and "postconf -e 'soft_bounce = no'" not in fix, top["fixes"]
+    assert "soft_bounce = yes is set by the softb service's -o soft_bounce=yes in master.cf; main.cf says no" in top["why"]
 
 
 def test_missing_transport_is_named(postfix_lab: PostfixLab, window: dict, capsys) -> None:
