@@ -21,6 +21,7 @@ A cause is ranked by the harm it does, in tiers (``RankedCause.tier``, explained
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
@@ -292,6 +293,55 @@ def _key(r: RankedCause) -> tuple[Any, ...]:
     return (r.tier, expiry, -r.queued_recipients, -r.log_messages, -r.log_deferrals, -r.confidence, r.id)
 
 
+def per_destination(rc: RankedCause, logs: Mapping[str, Any] | None, findings: Iterable[Finding],
+                    routes: Mapping[str, Mapping[str, Any]], timeouts: Mapping[str, float] | None) -> list[dict[str, Any]]:  # fmt: skip
+    """For an end-of-data cause shared by several destinations: each one's own reading, as a
+    report focused on it (``--domain``) would give: its d values, its next hop, the timeout of
+    the transport that delivers to it (and the line that sets it), its best supported
+    underlying cause. Empty for one destination (the cause's own reasoning is already its)."""
+    if rc.id not in EOD_CAUSES or len(rc.domains) < 2:
+        return []
+    cause = next((c for c in (logs or {}).get("causes", []) if c.get("id") == rc.id), None)
+    if cause is None:
+        return []
+    eod = (logs or {}).get("end_of_data") or {}
+    found = list(findings)
+    out = []
+    for d, n in rc.domains[:MAX_DESTINATIONS]:
+        own = _own_slice(cause, d)
+        if own is None:
+            continue
+        route = routes.get(d)
+        t = route["timeouts"] if route is not None else timeouts
+        hop = hop_of(own.get("example") or "")
+        probe = RankedCause(rc.id, rc.cause, hop=hop, why=["other destinations share this cause"])
+        hs = hypotheses({"id": rc.id, "delays": own.get("delays")}, _focused_eod(eod, probe), t, found, route)
+        d_profile = (own.get("delays") or {}).get("d") or {}
+        out.append({"domain": d, "deferrals": int(n), "next_hop": hop,
+                    "transport": (route or {}).get("transport"),
+                    "smtp_data_done_timeout": (t or {}).get("smtp_data_done_timeout"),
+                    "timeout_set_by": ((route or {}).get("origins") or {}).get("smtp_data_done_timeout"),
+                    "d_median": d_profile.get("median"), "d_p95": d_profile.get("p95"),
+                    "underlying": [{"id": h.id, "title": h.title, "score": round(h.score, 2), "evidence": h.evidence}
+                                   for h in hs[:2]]})  # fmt: skip
+    return out
+
+
+MAX_DESTINATIONS = 8
+
+
+def _for_route(f: Finding, route: Mapping[str, Any] | None) -> bool:
+    """Whether a config.timeouts finding is about the value the destination's transport uses: its
+    own master.cf -o override, or main.cf's when that transport has none (without a route: all)."""
+    if route is None:
+        return True
+    origin = str((route.get("origins") or {}).get(str(f.values.get("parameter"))) or "")
+    transport = str(route.get("transport") or "smtp")
+    if origin.startswith("master.cf "):
+        return f" {transport}/" in f.summary
+    return "master.cf" not in f.summary
+
+
 def _focused_eod(eod: Mapping[str, Any], rc: RankedCause) -> dict[str, Any]:
     """The end-of-data summary as far as it is this destination's: the PIX workarounds Postfix
     enabled for its own next hop (host[addr], and the port when it is not 25); message sizes and
@@ -342,7 +392,7 @@ def _confidence(rc: RankedCause, found: list[Finding], log_causes: Mapping[str, 
                           f"confidence)")  # fmt: skip
             c += 0.1 * best.score
     for f in found:  # shown with the cause, no confidence: it says why it happens, not that it does
-        if f.check_id == "config.timeouts" and f.cause_id == rc.id:
+        if f.check_id == "config.timeouts" and f.cause_id == rc.id and _for_route(f, route):
             rc.confirmations.append(f)
             if rc.id not in EOD_CAUSES:
                 rc.why.append("Postfix's own wait for this phase is shortened: " + f.summary)
@@ -430,12 +480,16 @@ def local_verdict(text: str, services: Mapping[str, str]) -> tuple[str, str]:
                  "machine; judged by what happened there, not as a local filter")  # fmt: skip
 
 
+# RFC 1918, shared address space (RFC 6598) and unique local IPv6: no MX on the Internet is there
+# (the documentation ranges, 192.0.2.0/24..., stand for public addresses in examples: not these)
+_PRIVATE = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
+                                                    "fc00::/7"))  # fmt: skip
+
+
 def dns_points_inward(hop: Mapping[str, Any] | None, domain: str | None = None) -> str | None:
     """Its own finding: the next hop is a host *name* (found in DNS: an MX or A record, not a
     bracketed transport_maps/relayhost address) whose address is loopback, private or link-local
     space: the destination's DNS (or a local override of it) points where no Internet MX can be."""
-    import ipaddress
-
     if not hop or not hop.get("host") or not hop.get("addr"):
         return None
     host, addr = str(hop["host"]), str(hop["addr"])
@@ -443,7 +497,8 @@ def dns_points_inward(hop: Mapping[str, Any] | None, domain: str | None = None) 
         ip = ipaddress.ip_address(addr.removeprefix("ipv6:").removeprefix("IPv6:"))
     except ValueError:
         return None
-    if host == addr or host.lower() in ("localhost", "unknown") or not (ip.is_loopback or ip.is_private or ip.is_link_local):
+    private = any(ip in net for net in _PRIVATE if net.version == ip.version)
+    if host == addr or host.lower() in ("localhost", "unknown") or not (ip.is_loopback or private or ip.is_link_local):
         return None
     space = "loopback" if ip.is_loopback else "link-local" if ip.is_link_local else "private"
     whose = f" of {domain}" if domain else ""

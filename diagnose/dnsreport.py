@@ -122,13 +122,68 @@ def build(target: Target, req: Request) -> dict[str, Any]:
     if sts is not None and sts.record:  # the policy itself, fetched as an MTA-STS sender would
         policy = d.mta_sts_policy(target, resolver, subject, timeout=max(2.0, req.budget / 3))
         findings.extend(policy.findings([h.exchange for h in getattr(results.get("mx"), "hosts", ())]))
+    routing = None if ip else delivery_route(target, subject, req.config_dir)
+    if routing is not None and not routing["uses_dns"]:
+        findings = [_not_for_delivery(f, subject, routing) for f in findings]
+        findings.insert(0, Finding("dns.route", Severity.INFO, routing["said"],
+                                   values={"transport": routing["transport"], "nexthop": routing["nexthop"]}))  # fmt: skip
     return {
-        "schema": SCHEMA, "subject": subject, "kind": "ip" if ip else "domain", "where": where,
+        "schema": SCHEMA, "subject": subject, "kind": "ip" if ip else "domain", "where": where, "routing": routing,
         "sending_ips": sending, "helo": req.helo, "budget": req.budget,
         "resolver": described, "compared_with": compare[1] if compare else None,
         "findings": [_finding(f, where) for f in findings], "notes": notes,
         "problem": any(f.severity >= Severity.PROBLEM for f in findings),
     }  # fmt: skip
+
+
+# what the destination's own DNS decides: where its mail goes (MX, A fallback) and how it is secured
+DELIVERY_CHECKS = ("dns.mx", "dns.mx.cname", "dns.mx.address", "dns.tlsa", "dns.mta_sts_policy", "dns.lookup")
+
+
+def delivery_route(target: Target, domain: str, config_dir: str | None) -> dict[str, Any] | None:
+    """How this Postfix delivers mail for ``domain`` (checks.nexthop.resolve_nexthop, without
+    DNS): {"transport", "nexthop", "source", "uses_dns", "said"}; None when it cannot be told
+    (no postconf: a plain DNS question then). ``uses_dns`` is False for a transport_maps route to
+    a bracketed next hop or an IP ([host]:port: no MX lookup) and for a transport that is not
+    SMTP (error, discard, lmtp:unix:...): the domain's MX records then play no part in delivery."""
+    from checks.nexthop import NO_SMTP, resolve_nexthop, split_nexthop
+
+    try:
+        hop = resolve_nexthop(target, domain, config_dir, None)
+    except PfdiagError:
+        return None
+    if not hop.source.startswith("transport_maps"):
+        return None
+    host, _port, bracketed = split_nexthop(hop.nexthop or domain)
+    literal = _is_ip(host)
+    local = hop.transport in NO_SMTP or hop.nexthop.startswith(("unix:", "/")) or hop.transport.startswith("lmtp")
+    uses_dns = not (bracketed or literal or local)
+    target_text = f"{hop.transport}:{hop.nexthop}" if hop.nexthop else hop.transport
+    said = (f"{domain} is routed by transport_maps to {target_text} ({hop.source}): "
+            + ("DNS is not used for its delivery; its MX records only matter to other senders" if not uses_dns
+               else f"its own MX records are not used; {host}'s are"))  # fmt: skip
+    return {"transport": hop.transport, "nexthop": hop.nexthop, "source": hop.source, "uses_dns": uses_dns,
+            "said": said}  # fmt: skip
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text.removeprefix("ipv6:").removeprefix("IPv6:"))
+        return True
+    except ValueError:
+        return False
+
+
+def _not_for_delivery(f: Finding, domain: str, routing: dict[str, Any]) -> Finding:
+    """A problem of the domain's own delivery DNS is no problem for this Postfix, which routes the
+    domain by transport_maps without DNS: shown as information, saying why."""
+    from dataclasses import replace
+
+    if f.check_id not in DELIVERY_CHECKS or f.severity < Severity.WARNING:
+        return f
+    return replace(f, severity=Severity.INFO, cause_id=None,
+                   summary=f"{f.summary} (not used for delivery here: transport_maps routes {domain} to "
+                           f"{routing['transport']}:{routing['nexthop']})")  # fmt: skip
 
 
 def render(doc: dict[str, Any], md: bool = False) -> str:

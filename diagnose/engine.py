@@ -248,7 +248,8 @@ def collect(target: Target, *, budget: float = DEFAULT_BUDGET, config_dir: str |
 
     ranked = rank(facts.logs, facts.queue, [], domain=domain)
     if facts.config_report is not None and ((facts.logs or {}).get("timeouts") or {}).get("host_config", True):
-        wanted = [domain.lower().rstrip(".")] if domain else [rc.top_domain for rc in ranked if rc.id in ROUTED_CAUSES and rc.top_domain]
+        wanted = [domain.lower().rstrip(".")] if domain else [d for rc in ranked if rc.id in ROUTED_CAUSES
+                                                             for d, _ in rc.domains]  # fmt: skip
         facts.routes = routes_of(target, config_dir, facts.config_report.config, list(dict.fromkeys(d for d in wanted if d)))
     facts.probe_targets = probe_targets(ranked, resolve=resolve)
     facts.dns_targets = list(dict.fromkeys(rc.top_domain for rc in ranked

@@ -166,6 +166,7 @@ def hypotheses(cause: Mapping[str, Any] | None, end_of_data: Mapping[str, Any] |
         hs["sporadic"].evidence.append(f"{len(domains)} destinations, at most 2 failures each")
 
     for h in hs.values():
+        h.evidence, h.against = list(dict.fromkeys(h.evidence)), list(dict.fromkeys(h.against))  # each line once
         if h.against and not h.measured:
             h.score *= 0.5
     ranked = sorted((h for h in hs.values() if h.score > 0), key=lambda h: -h.score)

@@ -14,7 +14,8 @@ from typing import Any, Mapping
 
 from checks.model import Finding, Severity
 from diagnose import __version__, outbreak
-from diagnose.correlate import EOD_CAUSES, LOCAL_PARAMS, REMOTE_FAMILIES, RankedCause, confidence_label, rank, services_of
+from diagnose.correlate import (EOD_CAUSES, LOCAL_PARAMS, REMOTE_FAMILIES, RankedCause, confidence_label, per_destination,
+                                rank, services_of)
 from diagnose.engine import Facts
 from diagnose.fate import CLEARS_BY_ITSELF
 from diagnose.textsafe import console, md_block, md_code, md_text, rich_markup, rich_text, visible
@@ -82,35 +83,36 @@ def missing_transport(rc: RankedCause, facts: Facts, route: Mapping[str, Any] | 
     return None, None
 
 
-def _soft_bounce_off(facts: Facts, route: Mapping[str, Any] | None) -> str:
-    """The command that turns soft_bounce off where it is on: the master.cf service of the
-    destination (or any) that sets -o soft_bounce=yes, else main.cf."""
+def _soft_bounce_off(facts: Facts, route: Mapping[str, Any] | None) -> tuple[str, str]:
+    """(where soft_bounce is on, in words; the command that turns it off there): the master.cf
+    service of the destination (or any) that sets -o soft_bounce=yes, else main.cf."""
     cr = facts.config_report
-    on = []
+    on: list[tuple[str, str]] = []
+    main_on = True
     if cr is not None:
         on = [(svc, kind) for (svc, kind, name), v in sorted(cr.config.overrides.items())
               if name == "soft_bounce" and v.strip().lower() == "yes"]  # fmt: skip
         main_on = (cr.config.values.get("soft_bounce") or "no").strip().lower() == "yes"
-    else:
-        main_on = True
     if route is not None and str(route.get("soft_bounce_origin", "")).startswith("master.cf "):
         svc = str(route.get("transport"))
         on = [(svc, "unix")] + [x for x in on if x != (svc, "unix")]
     if on:
         svc, kind = on[0]
-        return (f"remove '-o soft_bounce=yes' from the {svc} service in master.cf (main.cf already says "
-                f"{'yes' if main_on else 'no'}): postconf -PX '{svc}/{kind}/soft_bounce'")  # fmt: skip
-    return "postconf -e 'soft_bounce = no'"
+        return (f"the {svc} service's -o soft_bounce=yes in master.cf; main.cf says {'yes' if main_on else 'no'}",
+                f"postconf -PX '{svc}/{kind}/soft_bounce'")  # fmt: skip
+    return "main.cf", "postconf -e 'soft_bounce = no'"
 
 
-def _undo_timeout(route: Mapping[str, Any] | None) -> str:
+def _undo_timeout(route: Mapping[str, Any] | None) -> tuple[str, str]:
+    """(where the destination's smtp_data_done_timeout is lowered, the command that undoes it)."""
     origin = str(((route or {}).get("origins") or {}).get("smtp_data_done_timeout") or "")
     m = re.match(r"master\.cf (\S+)/(\S+) -o ", origin)
     if m:
-        return f"postconf -PX '{m.group(1)}/{m.group(2)}/smtp_data_done_timeout' (the {m.group(1)} service's -o override)"
+        return origin, f"postconf -PX '{m.group(1)}/{m.group(2)}/smtp_data_done_timeout'"
     if origin.startswith("main.cf "):
-        return "postconf -X smtp_data_done_timeout"
-    return "postconf -X smtp_data_done_timeout; remove '-o smtp_data_done_timeout=...' from master.cf"
+        return origin, "postconf -X smtp_data_done_timeout"
+    return ("main.cf here; master.cf -o overrides: postconf -P '*/*/smtp_data_done_timeout'",
+            "postconf -X smtp_data_done_timeout")
 
 
 def fill_values(rc: RankedCause, facts: Facts, route: Mapping[str, Any] | None = None) -> dict[str, str | None]:
@@ -125,7 +127,8 @@ def fill_values(rc: RankedCause, facts: Facts, route: Mapping[str, Any] | None =
     return {"<domain>": rc.top_domain, "<addr>": hop.get("addr"), "<host>": hop.get("host"),
             "<port>": str(port) if port else None, "<mx-host>": hop.get("host"), "<rcpt>": rcpt,
             "<queue-id>": qid, "<log>": log_read(facts) or DEFAULT_LOG, "<transport>": transport,
-            "<undo-timeout>": _undo_timeout(route), "<soft-bounce-off>": _soft_bounce_off(facts, route),
+            "<timeout-where>": _undo_timeout(route)[0], "<undo-timeout>": _undo_timeout(route)[1],
+            "<soft-bounce-where>": _soft_bounce_off(facts, route)[0], "<soft-bounce-off>": _soft_bounce_off(facts, route)[1],
             "_text": text}  # fmt: skip
 
 
@@ -224,8 +227,15 @@ def _evidence(rc: RankedCause, facts: Facts) -> list[dict[str, str]]:
 
 def _cause_dict(i: int, rc: RankedCause, facts: Facts, domain: str | None = None) -> dict[str, Any]:
     c = rc.cause
-    route = facts.routes.get((domain or rc.top_domain or "").lower())
+    # the route of the one destination this cause is about (a focused report, or a cause of one destination)
+    one = domain or (rc.top_domain if len(rc.domains) == 1 else None)
+    route = facts.routes.get(one.lower()) if one else None
     values = fill_values(rc, facts, route)
+    if rc.id == "E33" and not any(w.startswith("soft_bounce = yes is set by") for w in rc.why):
+        rc.why.append(f"soft_bounce = yes is set by {values['<soft-bounce-where>']}")
+    if rc.id == "E09" and route is not None and not any(w.startswith("this destination's transport") for w in rc.why):
+        rc.why.append(f"this destination's transport: {route.get('transport')} ({route.get('source')}); its "
+                      f"smtp_data_done_timeout: {values['<timeout-where>']}")  # fmt: skip
     if rc.id == "E31":
         name, line = missing_transport(rc, facts, route)
         if name and not any(name in w for w in rc.why):
@@ -246,6 +256,9 @@ def _cause_dict(i: int, rc: RankedCause, facts: Facts, domain: str | None = None
         "underlying": [{"id": h.id, "title": h.title, "score": round(h.score, 2), "label": confidence_label(h.score),
                         "evidence": h.evidence, "against": h.against} for h in rc.hypotheses],
         "possible_duplicates": rc.duplicates_possible if rc.id in EOD_CAUSES else None,
+        # an end-of-data cause shared by several destinations: each one's own d, timeout and best hypothesis
+        "destinations": [] if domain else per_destination(rc, facts.logs, facts.findings, facts.routes,
+                                                          ((facts.logs or {}).get("timeouts") or {}).get("values")),
         "fixes": _fixes(rc, values), "confirm_with": [_fill(x, rc, values) for x in c.checks if applies(x, values)],
         "queue_actions": _queue_actions(rc, domain), "queue_ids": rc.queue_ids[:50],
     }  # fmt: skip

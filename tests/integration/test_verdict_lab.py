@@ -123,6 +123,9 @@ def test_end_of_data_evidence_is_the_destinations_own(postfix_lab: PostfixLab, w
     assert delays and any("smtp_data_done_timeout (2 s)" in x for x in delays), delays
     # the fix undoes that transport's override, before any other
     assert top["fixes"][0]["kind"] in ("postconf", "master.cf") and "eodown/unix/smtp_data_done_timeout" in top["fixes"][0]["text"]
+    step = next(st for st in doc["do_now"] if st.get("kind") == "postconf")
+    assert step["command"] == "postconf -PX 'eodown/unix/smtp_data_done_timeout' && postfix reload", step
+    assert any("smtp_data_done_timeout: master.cf eodown/unix -o smtp_data_done_timeout=2s" in w for w in top["why"])
     # and the other destination still reads main.cf's 5 s
     doc = report(capsys, postfix_lab, window["since"], "--domain", "eod-stall.test")
     stall = doc["causes"][0]
@@ -144,7 +147,8 @@ def test_transport_soft_bounce_is_e33_in_the_queue(postfix_lab: PostfixLab, wind
     top = doc["causes"][0]
     assert top["id"] == "E33", [(c["id"], c["domains"]) for c in doc["causes"]]
     fix = top["fixes"][0]["text"]
-    assert "softb" in fix and "master.cf" in fix and "postconf -e 'soft_bounce = no'" not in fix, top["fixes"]
+    assert "postconf -PX 'softb/unix/soft_bounce'" in fix and "postconf -e 'soft_bounce = no'" not in fix, top["fixes"]
+    assert "soft_bounce = yes is set by the softb service's -o soft_bounce=yes in master.cf; main.cf says no" in top["why"]
 
 
 def test_missing_transport_is_named(postfix_lab: PostfixLab, window: dict, capsys) -> None:
@@ -186,3 +190,37 @@ def test_mx_resolving_to_loopback_is_not_a_local_filter(dns_lab: DnsLab, mxloop:
     assert ids == {"E02"}, logs["causes"]
     rc, q = run_json(capsys, ["queue", "-f", "json", "-c", str(pf.config_dir)])
     assert {g["cause_id"] for g in q["groups"] if g["domain"] == "mxloop.test"} == {"E02"}, q["groups"]
+
+
+def test_dns_of_a_domain_routed_by_transport_maps_is_no_failure(postfix_lab: PostfixLab, dns_server, capsys) -> None:  # noqa: ANN001
+    # healthy.test is not in the lab zone (NXDOMAIN), but Postfix routes it by transport_maps to
+    # smtp:[127.0.0.1]:PORT: no DNS is used to deliver it
+    rc, doc = run_json(capsys, ["dns", "healthy.test", "-f", "json", "-c", str(postfix_lab.config_dir),
+                                "--resolver", f"127.0.0.1:{dns_server.port}", "--no-compare"])  # fmt: skip
+    assert rc == 0 and not doc["problem"], doc["findings"]
+    assert doc["routing"]["transport"] == "smtp" and doc["routing"]["nexthop"].startswith("[127.0.0.1]:")
+    said = [f["summary"] for f in doc["findings"] if f["check"] == "dns.route"]
+    assert said and "routed by transport_maps to smtp:[127.0.0.1]:" in said[0] and "DNS is not used" in said[0]
+    mx = [f for f in doc["findings"] if f["check"] == "dns.mx"]
+    assert mx and all(f["severity"] == "info" and "not used for delivery here" in f["summary"] for f in mx), mx
+    # without that route (a domain of the zone that Postfix would look up in DNS) a failure stays one
+    rc, doc = run_json(capsys, ["dns", "nxdomain.test", "-f", "json", "-c", str(postfix_lab.config_dir),
+                                "--resolver", f"127.0.0.1:{dns_server.port}", "--no-compare"])  # fmt: skip
+    assert rc == 4 and doc["problem"] and doc["routing"] is None
+
+
+def test_the_whole_report_reads_each_end_of_data_destination_on_its_own(postfix_lab: PostfixLab, window: dict,
+                                                                       capsys) -> None:  # fmt: skip
+    doc = report(capsys, postfix_lab, window["since"])
+    eod = next(c for c in doc["causes"] if c["id"] == "E09")
+    per = {d["domain"]: d for d in eod["destinations"]}
+    assert {"eod-own.test", "eod-stall.test"} <= set(per), per
+    own, stall = per["eod-own.test"], per["eod-stall.test"]
+    assert (own["transport"], own["smtp_data_done_timeout"], own["d_median"]) == ("eodown", 2, 2)
+    assert own["timeout_set_by"] == "master.cf eodown/unix -o smtp_data_done_timeout=2s"
+    assert (stall["transport"], stall["smtp_data_done_timeout"], stall["d_median"]) == ("smtp", 5, 5)
+    assert own["underlying"][0]["id"] == stall["underlying"][0]["id"] == "local-timeout"
+    assert "eodown" in " ".join(own["underlying"][0]["evidence"]) and "eodown" not in " ".join(stall["underlying"][0]["evidence"])
+    assert own["next_hop"]["port"] != stall["next_hop"]["port"]
+    for h in eod["underlying"]:
+        assert len(h["evidence"]) == len(set(h["evidence"])), h
