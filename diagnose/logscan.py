@@ -16,9 +16,9 @@ from datetime import tzinfo
 from concurrent.futures import ProcessPoolExecutor
 from typing import Sequence
 
-from checks.logs import STDIN, Chunk, ReadStats, plan_chunks, read_lines
+from checks.logs import STDIN, Chunk, ReadStats, plan_chunks, read_batches
 from checks.targets import Target
-from diagnose.deferrals import NOISE_DAEMONS, DeferralAnalysis, UnbornOverflow
+from diagnose.deferrals import DeferralAnalysis, UnbornOverflow
 
 CHUNK_MIN_BYTES = 24 * 1024 * 1024  # below this the fork and pickling cost more than they save
 MAX_WORKERS = 8
@@ -41,7 +41,7 @@ def _analyse(
     stats = ReadStats()
     births: set[str] | None = None if first else set()
     analysis = DeferralAnalysis(births=births)
-    analysis.add_all(read_lines(target, chunks, stats, since, until, NOISE_DAEMONS, births, tz))
+    analysis.read(read_batches(target, chunks, stats, since, births, tz), stats, since, until)
     analysis.births = None  # the set is only needed while reading; do not send it back
     return analysis, stats
 
@@ -87,7 +87,7 @@ def analyse_logs(
             for chunk, future in zip(chunks[1:], futures[1:]):
                 result = future.result()
                 if result is None:  # read here, on the state of the chunks before it: one pass's result
-                    analysis.add_all(read_lines(target, [chunk], stats, since, until, NOISE_DAEMONS, None, tz))
+                    analysis.read(read_batches(target, [chunk], stats, since, None, tz), stats, since, until)
                     continue
                 part, part_stats = result
                 analysis.merge(part)

@@ -59,6 +59,7 @@ _FAST = re.compile(
     r"(\S+) (postfix[^\s\[\]:/]*)/([^\s\[\]:]+)\[(\d+)\]: "
     r"(?:([0-9A-F]{5,15}|[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-z]{10}z[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-y]+|NOQUEUE): )?"
 )
+FAST_ENVELOPE = _FAST  # groups: stamp, host, syslog name, service, pid, queue id (or None)
 _TRADITIONAL = re.compile(r"([A-Z][a-z]{2}) {1,2}(\d{1,2}) (\d\d):(\d\d):(\d\d)(\.\d+)?$")
 _YEAR_FIRST = re.compile(r"(\d{4}) ([A-Z][a-z]{2}) {1,2}(\d{1,2}) (\d\d):(\d\d):(\d\d)(\.\d+)?$")
 _ISO = re.compile(
