@@ -384,6 +384,7 @@ class DeferralAnalysis:
         inf = float("inf")
         for parser, lines in batches:
             stamp_of = parser.stamps.parse
+            seen_stamps = parser.stamps.cache  # a hit needs no call (see StampParser.parse)
             noise = other = taken = 0
             lo, hi = inf, -inf  # first and last time of the lines handled here, folded in before add()
             for line in lines:
@@ -423,12 +424,11 @@ class DeferralAnalysis:
                             stamp, host, name, service, pid, qid = f.groups()
                             end = f.end()
                             if (
-                                service not in skip
-                                and service.rpartition("/")[2] not in skip
+                                (service == path or (service not in skip and service.rpartition("/")[2] not in skip))
                                 and not line.startswith("[ID ", end)
                                 and (qid is not None or line.find(": ", end, end + 22) <= 4)
                             ):
-                                ts = stamp_of(stamp)
+                                ts = seen_stamps.get(stamp) or stamp_of(stamp)
                                 if ts is not None and EARLIEST <= ts <= latest:
                                     # the line as parse() and admit() would take it: a LogLine only when needed
                                     taken += 1
