@@ -352,7 +352,7 @@ def read_lines(
 
     A source that cannot be opened raises InputError; one that breaks while it is
     read (a damaged .gz) keeps the lines read so far and adds a warning to stats."""
-    latest = time.time() + 86400  # no log line is dated more than a day from now
+    latest = latest_time()
     for source in sources:
         chunk = source if isinstance(source, Chunk) else Chunk(source)
         path = chunk.path
@@ -391,33 +391,197 @@ def _stream(
                 continue
             stats.lines += 1
             if rec is None:
-                if looks_like_postfix(line):
-                    stats.malformed_line("unrecognised line", line)
-                else:
-                    stats.other_lines += 1
+                _not_postfix(line, stats)
                 continue
             stats.postfix_lines += 1
-            ts = rec.ts
-            if rec.bad_stamp:
-                stats.malformed_line("unreadable timestamp", rec.raw)
-            elif ts is not None and not EARLIEST <= ts <= latest:
-                stats.malformed_line(IMPLAUSIBLE, rec.raw)
-                rec.ts = ts = None  # analysed without a time: a clock gone wrong must not stretch the window
-            if ts is None:
-                stats.no_timestamp += 1
-            elif (since is not None and ts < since) or (until is not None and ts >= until):
-                stats.outside_window += 1
-                continue
-            yield rec
+            if admit(rec, stats, since, until, latest):
+                yield rec
     except (InputError, OSError) as exc:  # a damaged rotated file: keep what was read, say so
-        where = f" (the part from byte {chunk.start:,})" if chunk.start else ""
-        detail = str(exc).removeprefix(f"{chunk.path}: ")
-        stats.warnings.append(
-            f"{chunk.path}{where} is damaged after line {lines.count:,}: the rest was not read ({detail})"
-        )
+        _damaged(chunk, lines.count, exc, stats)
     finally:
         stats.lines += skipped
         stats.postfix_lines += skipped
+
+
+def _not_postfix(line: str, stats: ReadStats) -> None:
+    if looks_like_postfix(line):
+        stats.malformed_line("unrecognised line", line)
+    else:
+        stats.other_lines += 1
+
+
+def admit(rec: LogLine, stats: ReadStats, since: float | None, until: float | None, latest: float) -> bool:
+    """Whether a parsed Postfix line is to be analysed: its timestamp checked (a bad or
+    implausible one is counted as malformed and dropped from the record), the window applied."""
+    ts = rec.ts
+    if rec.bad_stamp:
+        stats.malformed_line("unreadable timestamp", rec.raw)
+    elif ts is not None and not EARLIEST <= ts <= latest:
+        stats.malformed_line(IMPLAUSIBLE, rec.raw)
+        rec.ts = ts = None  # analysed without a time: a clock gone wrong must not stretch the window
+    if ts is None:
+        stats.no_timestamp += 1
+    elif (since is not None and ts < since) or (until is not None and ts >= until):
+        stats.outside_window += 1
+        return False
+    return True
+
+
+def take(
+    parser: LineParser,
+    line: str,
+    skip: frozenset[str],
+    stats: ReadStats,
+    since: float | None,
+    until: float | None,
+    latest: float,
+) -> LogLine | None:
+    """One line read as read_lines reads it (counted in stats): its record when it is to be analysed."""
+    rec = parser.parse(line, skip)
+    stats.lines += 1
+    if rec is SKIPPED:
+        stats.postfix_lines += 1
+        return None
+    if rec is None:
+        _not_postfix(line, stats)
+        return None
+    stats.postfix_lines += 1
+    return rec if admit(rec, stats, since, until, latest) else None
+
+
+def _damaged(chunk: Chunk, count: int, exc: Exception, stats: ReadStats) -> None:
+    where = f" (the part from byte {chunk.start:,})" if chunk.start else ""
+    detail = str(exc).removeprefix(f"{chunk.path}: ")
+    stats.warnings.append(f"{chunk.path}{where} is damaged after line {count:,}: the rest was not read ({detail})")
+
+
+def latest_time() -> float:
+    """No log line is dated more than a day from now."""
+    return time.time() + 86400
+
+
+def read_batches(
+    target: Target,
+    sources: Iterable[str | Chunk],
+    stats: ReadStats,
+    since: float | None = None,
+    births: set[str] | None = None,
+    tz: tzinfo | None = None,
+) -> Iterator[tuple[LineParser, list[str]]]:
+    """The raw lines of the sources in order, in lists of whole lines (about BATCH
+    characters each), with the parser of their source: for a reader that decides
+    itself which lines need a full parse (see DeferralAnalysis.read). Each line is as
+    read_lines would see it (no NUL, none longer than MAX_LINE, no line end); nothing
+    is counted in stats but the files, damage and what LineBatches drops.
+    Use take() to read a line exactly as read_lines does."""
+    for source in sources:
+        chunk = source if isinstance(source, Chunk) else Chunk(source)
+        path = chunk.path
+        if chunk.start == 0:
+            stats.files.append(path)
+        reference = None
+        if path != STDIN:
+            try:
+                reference = target.file_info(path).mtime
+            except InputError:
+                reference = None
+        parser = LineParser(reference_time=reference, tz=tz, births=births)
+        stream, hole = _open_chunk(target, chunk, since)
+        with stream:
+            batches = LineBatches(stream, stats, hole)
+            try:
+                for batch in batches:
+                    yield parser, batch
+            except (InputError, OSError) as exc:  # a damaged rotated file: keep what was read, say so
+                _damaged(chunk, batches.count, exc, stats)
+
+
+BATCH = 1 << 20  # characters per batch of LineBatches
+
+
+class LineBatches:
+    """The lines of a text stream, as BoundedLines hands them out, in lists of whole
+    lines of about BATCH characters: one decode and one split per batch instead of
+    work per line. A batch that holds a NUL or a line longer than MAX_LINE, and a
+    stream that starts with a hole or has no binary buffer, is read on through
+    BoundedLines (which counts and drops what it must), in lists too. `count` is the
+    number of lines handed out so far."""
+
+    def __init__(self, stream: TextIO, stats: ReadStats, leading_nuls: int = 0) -> None:
+        self._stream = stream
+        self._stats = stats
+        self._nuls = leading_nuls
+        self.count = 0
+
+    def __iter__(self) -> Iterator[list[str]]:
+        binary = getattr(self._stream, "buffer", None)
+        read1 = getattr(binary, "read1", None)
+        if read1 is None or self._nuls:
+            yield from self._bounded(BoundedLines(self._stream, self._stats, self._nuls))
+            return
+        encoding = getattr(self._stream, "encoding", None) or "utf-8"
+        errors = getattr(self._stream, "errors", None) or "replace"
+        decoder = io.IncrementalNewlineDecoder(codecs.getincrementaldecoder(encoding)(errors), translate=True)
+        decode = decoder.decode
+        carry = ""  # the start of a line whose end has not been read yet
+        while True:
+            data = read1(BATCH)
+            text = carry + decode(data, final=not data)
+            if data:
+                end = text.rfind("\n")
+                carry = text[end + 1 :]
+                if end < 0:  # no line end yet: the current line goes on
+                    if len(carry) > MAX_LINE:
+                        yield from self._rest(text, read1, decode)
+                        return
+                    continue
+                lines = text[:end].split("\n")
+            else:  # the end: what is left is the last lines (a last one without its line end too)
+                lines = text.split("\n")
+                if lines[-1] == "":
+                    lines.pop()
+                carry = ""
+            if "\x00" in text or len(carry) > MAX_LINE or (lines and max(map(len, lines)) > MAX_LINE):
+                yield from self._rest(text, read1, decode)
+                return
+            if lines:
+                self.count += len(lines)
+                yield lines
+            if not data:
+                return
+
+    def _rest(self, text: str, read1, decode) -> Iterator[list[str]]:
+        """From `text` (not handed out yet) on, through BoundedLines."""
+
+        def pieces() -> Iterator[str]:
+            for k in range(0, len(text), READ_SIZE):  # BoundedLines needs pieces of at most READ_SIZE
+                yield text[k : k + READ_SIZE]
+            while data := read1(READ_SIZE):
+                if more := decode(data):
+                    yield more
+            if more := decode(b"", final=True):
+                yield more
+
+        yield from self._bounded(BoundedLines(self._stream, self._stats, pieces=pieces()))
+
+    def _bounded(self, lines: "BoundedLines") -> Iterator[list[str]]:
+        batch: list[str] = []
+        lines.count = self.count
+        try:
+            for line in lines:
+                batch.append(line)
+                if len(batch) >= 4096:
+                    self.count = lines.count
+                    yield batch
+                    batch = []
+        except (InputError, OSError):
+            self.count = lines.count
+            if batch:  # what was read before the damage is handed out first
+                yield batch
+            raise
+        self.count = lines.count
+        if batch:
+            yield batch
 
 
 class BoundedLines:
@@ -432,15 +596,21 @@ class BoundedLines:
     that breaks (a damaged .gz) has handed out every line before the damage.
     `count` is the number of lines read so far, handed out or dropped."""
 
-    def __init__(self, stream: TextIO, stats: ReadStats, leading_nuls: int = 0) -> None:
+    def __init__(
+        self, stream: TextIO, stats: ReadStats, leading_nuls: int = 0, pieces: Iterator[str] | None = None
+    ) -> None:
         self._stream = stream
         self._stats = stats
+        self._given = pieces  # the stream's text already read and decoded (LineBatches)
         self.count = 0
         self._nuls = leading_nuls  # NUL bytes removed from the current line (a hole skipped before it)
         self._long = 0  # length of the current line once it is too long (0: it is not)
 
     def _pieces(self) -> Iterator[str]:
         """The stream's text in pieces of at most READ_SIZE characters (bytes, when decoded here)."""
+        if self._given is not None:
+            yield from self._given
+            return
         binary = getattr(self._stream, "buffer", None)
         read1 = getattr(binary, "read1", None)
         if read1 is None:  # a plain text stream (StringIO): it has its text already

@@ -10,11 +10,13 @@ longer than any queue lifetime, so memory follows the queue, not the log.
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter, OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Iterable
 
-from checks.postfix.logline import LineParser, LogLine
+from checks.logs import EARLIEST, ReadStats, latest_time, take
+from checks.postfix.logline import FAST_ENVELOPE, LineParser, LogLine
 from checks.postfix.status import (
     ATTEMPT_PREFIXES,
     COMPANION_PREFIXES,
@@ -221,6 +223,47 @@ class EndOfData:
     pix_workarounds: CappedCounter = field(default_factory=CappedCounter)
 
 
+@dataclass
+class Traffic:
+    """Whole-traffic counts beside the statuses, as pflogsumm's grand totals define them
+    (pflogsumm 1.1.5): received = smtpd/postscreen 'QUEUEID: client=' lines and pickup
+    'sender=/uid=' lines; rejected, reject warnings, held, discarded = smtpd 'QUEUEID:
+    reject|reject_warning|hold|discard: ' lines and cleanup header/body checks and
+    milters ('reject|milter-reject|warning|hold|discard: header|body|END-OF-MESSAGE');
+    forwarded = status=sent lines 'forwarded as' (pflogsumm does not count them as delivered)."""
+
+    received: int = 0
+    forwarded: int = 0
+    rejected: int = 0
+    reject_warnings: int = 0
+    held: int = 0
+    discarded: int = 0
+
+    def merge(self, o: "Traffic") -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(o, f.name))
+
+
+_SMTPD_EVENT = re.compile(r"\[\d+\]: \w+: (?:(client)=.|(reject|reject_warning|hold|discard): )")
+_CLEANUP_EVENT = re.compile(r"\]: .*?\b((?:milter-)?reject|warning|hold|discard): (?:header|body|END-OF-MESSAGE) ")
+_PICKUP_EVENT = re.compile(r"\[\d+\]: .*?: (?:sender|uid)=")
+# The services whose lines pflogsumm reads for these counts ("postfix/" and an optional
+# "smtps/" or "submission/" before the daemon): not postfix/amavis/smtpd, a content filter's re-injection.
+_TRAFFIC_PATHS = {
+    f"{lead}{daemon}": kind
+    for lead in ("", "smtps/", "submission/")
+    for daemon, kind in (("smtpd", "smtpd"), ("postscreen", "smtpd"), ("cleanup", "cleanup"), ("pickup", "pickup"))
+}
+_TRAFFIC_FIELD = {
+    "reject": "rejected",
+    "milter-reject": "rejected",
+    "reject_warning": "reject_warnings",
+    "warning": "reject_warnings",
+    "hold": "held",
+    "discard": "discarded",
+}
+
+
 # Daemons whose lines never carry a delivery outcome or its evidence: on a busy
 # server they are most of the log (connect/disconnect, message-id, postscreen).
 NOISE_DAEMONS = frozenset(
@@ -251,6 +294,7 @@ class DeferralAnalysis:
         self.collateral_lines = 0
         self.messages_deferred = 0
         self.truncated_reasons = 0
+        self.traffic = Traffic()
         self._msgs: OrderedDict[str, _Msg] = OrderedDict()  # messages with a deferral
         self._sizes: dict[str, int] = {}  # queue id -> size, for every message in the queue
         self._finished = False
@@ -287,7 +331,7 @@ class DeferralAnalysis:
                     delays = (float(a), float(b), float(c), float(d))
                     self._deferral(line, qid, to, status, relay, dsn, delays, reason, False)
                 else:
-                    self._final(qid, to, status, relay)
+                    self._final(qid, to, status, relay, reason)
                 return
             event = parse_delivery(text)
             if isinstance(event, Delivery):
@@ -296,7 +340,7 @@ class DeferralAnalysis:
                         line, qid, event.to, event.status, event.relay, event.dsn, event.delays, event.reason, event.truncated
                     )
                 else:
-                    self._final(qid, event.to, event.status, event.relay)
+                    self._final(qid, event.to, event.status, event.relay, event.reason)
             elif isinstance(event, Expiry) and qid:
                 self._expiry(qid, event)
             return
@@ -341,6 +385,177 @@ class DeferralAnalysis:
             stats.seen(ts)
             stats.example_from(line)
 
+    def read(
+        self,
+        batches: Iterable[tuple[LineParser, list[str]]],
+        stats: ReadStats,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> "DeferralAnalysis":
+        """Read raw lines (checks.logs.read_batches): the same result and statistics as
+        add_all(read_lines(..., NOISE_DAEMONS, births)), in less time. Most lines of a busy
+        log only need counting: another program's line and a noise daemon's line are told
+        by a few str.find calls (the test LineParser.parse makes first), and only some noise
+        lines are looked at again, for the traffic counts and the queue ids born. The
+        commonest Postfix lines left (qmgr's from= and removed, status=sent, TLS companions)
+        are handled here without a LogLine; every other line takes the exact per-line path
+        (checks.logs.take, then add)."""
+        latest = latest_time()
+        skip = NOISE_DAEMONS
+        births = self.births
+        traffic = self.traffic
+        envelope = FAST_ENVELOPE.match
+        status_of = STATUS_FAST.match
+        smtpd_event = _SMTPD_EVENT.match
+        msgs = self._msgs
+        sizes = self._sizes
+        statuses = self.statuses
+        companions = self.companions
+        companion_examples = self.companion_examples
+        companion_prefixes = COMPANION_PREFIXES
+        domains = self.domains
+        relays = self.relays
+        inf = float("inf")
+        for parser, lines in batches:
+            stamp_of = parser.stamps.parse
+            seen_stamps = parser.stamps.cache  # a hit needs no call (see StampParser.parse)
+            noise = other = taken = 0
+            lo, hi = inf, -inf  # first and last time of the lines handled here, folded in before add()
+            for line in lines:
+                i = line.find(" postfix/")
+                if i > 0:
+                    j = line.find("[", i + 9, i + 48)
+                    if j > 0:
+                        path = daemon = line[i + 9 : j]
+                        if "/" in daemon:  # postfix/submission/smtpd: the daemon is the last part
+                            daemon = daemon[daemon.rfind("/") + 1 :]
+                        if daemon in skip:  # what LineParser.parse skips, counted here
+                            noise += 1
+                            if births is not None and daemon == "cleanup":
+                                parser._birth(line, j)
+                            counted = _TRAFFIC_PATHS.get(path)
+                            if counted is None:
+                                continue
+                            if counted == "smtpd":
+                                m = smtpd_event(line, j)
+                                if m is not None:
+                                    if m[1]:
+                                        traffic.received += 1
+                                    else:
+                                        kind = _TRAFFIC_FIELD[m[2]]
+                                        setattr(traffic, kind, getattr(traffic, kind) + 1)
+                            elif counted == "cleanup":
+                                if ": header " in line or ": body " in line or ": END-OF-MESSAGE " in line:
+                                    m = _CLEANUP_EVENT.search(line, j)
+                                    if m is not None:
+                                        kind = _TRAFFIC_FIELD[m[1]]
+                                        setattr(traffic, kind, getattr(traffic, kind) + 1)
+                            elif _PICKUP_EVENT.match(line, j):
+                                traffic.received += 1
+                            continue
+                        f = envelope(line)
+                        if f is not None and line[-1:] != "\r":
+                            stamp, host, name, service, pid, qid = f.groups()
+                            end = f.end()
+                            if (
+                                (service == path or (service not in skip and service.rpartition("/")[2] not in skip))
+                                and not line.startswith("[ID ", end)
+                                and (qid is not None or line.find(": ", end, end + 22) <= 4)
+                            ):
+                                ts = seen_stamps.get(stamp) or stamp_of(stamp)
+                                if ts is not None and EARLIEST <= ts <= latest:
+                                    # the line as parse() and admit() would take it: a LogLine only when needed
+                                    taken += 1
+                                    if (since is not None and ts < since) or (until is not None and ts >= until):
+                                        stats.outside_window += 1
+                                        continue
+                                    if births is None or qid is None or qid == "NOQUEUE" or qid in births:
+                                        text = line[end:]
+                                        if "status=" in text:
+                                            m = status_of(text)
+                                            if m is not None and m[12] == "sent":
+                                                if ts > hi:
+                                                    hi = ts
+                                                if ts < lo:
+                                                    lo = ts
+                                                statuses["sent"] += 1
+                                                if m[13].startswith("forwarded as "):
+                                                    traffic.forwarded += 1
+                                                to = m[1]
+                                                at = to.rfind("@")
+                                                domain = to[at + 1 :].lower() if at >= 0 else "(none)"
+                                                place = domains.get(domain) or self._place(domains, domain)
+                                                place.sent += 1
+                                                relay = m[3]
+                                                if relay and relay != "none":
+                                                    host = relay.partition("[")[0]
+                                                    place = relays.get(host) or self._place(relays, host)
+                                                    place.sent += 1
+                                                if msgs and qid in msgs:
+                                                    self._final_state(qid, to, "sent")
+                                                continue
+                                        elif qid is None or qid == "NOQUEUE":
+                                            if ts > hi:
+                                                hi = ts
+                                            if ts < lo:
+                                                lo = ts
+                                            if text.startswith(companion_prefixes):
+                                                kind = _companion_kind(text)
+                                                companions[kind] += 1
+                                                if kind not in companion_examples:
+                                                    companion_examples[kind] = line
+                                            continue
+                                        elif text == "removed":
+                                            if ts > hi:
+                                                hi = ts
+                                            if ts < lo:
+                                                lo = ts
+                                            if births is not None:
+                                                births.discard(qid)
+                                            sizes.pop(qid, None)
+                                            if msgs:
+                                                msg = msgs.pop(qid, None)
+                                                if msg is not None:
+                                                    self._finalise(msg, deleted=service.rpartition("/")[2] == "postsuper")
+                                            continue
+                                        elif text.startswith("from=<"):
+                                            if ts > hi:
+                                                hi = ts
+                                            if ts < lo:
+                                                lo = ts
+                                            k = text.find(", size=")
+                                            if k > 0:
+                                                size = text[k + 7 : text.find(",", k + 7)]
+                                                if size.isdigit():
+                                                    sizes[qid] = int(size)
+                                                    if len(sizes) > MAX_SIZES:
+                                                        del sizes[next(iter(sizes))]
+                                            continue
+                                    lo, hi = self._fold(lo, hi)
+                                    self.add(LogLine(ts, host, name, service, int(pid), qid, line[end:], line, False))
+                                    continue
+                elif "postfix" not in line and "status=" not in line and "removed" not in line and line[:1] != "{":
+                    other += 1  # another program's line (LineParser.parse returns None for it)
+                    continue
+                lo, hi = self._fold(lo, hi)
+                rec = take(parser, line, skip, stats, since, until, latest)
+                if rec is not None:
+                    self.add(rec)
+            self._fold(lo, hi)
+            stats.lines += noise + other + taken
+            stats.postfix_lines += noise + taken
+            stats.other_lines += other
+        return self
+
+    def _fold(self, lo: float, hi: float) -> tuple[float, float]:
+        """The first and last times seen by read() into first_ts/last_ts (add() reads last_ts)."""
+        if hi >= lo:
+            if self.last_ts is None or hi > self.last_ts:
+                self.last_ts = hi
+            if self.first_ts is None or lo < self.first_ts:
+                self.first_ts = lo
+        return float("inf"), float("-inf")
+
     def _msg(self, qid: str, ts: float | None) -> _Msg:
         msg = self._msgs.get(qid)
         now = ts if ts is not None else (self.last_ts or 0.0)
@@ -378,12 +593,14 @@ class DeferralAnalysis:
                 place = table[key] = PlaceStats()
         return place
 
-    def _final(self, qid: str | None, to: str, status: str, relay: str | None) -> None:
+    def _final(self, qid: str | None, to: str, status: str, relay: str | None, reason: str = "") -> None:
         """A non-deferral status: sent, bounced, ... (the hot path of a healthy log)."""
         self.statuses[status] += 1
         at = to.rfind("@")
         domain = to[at + 1 :].lower() if at >= 0 else "(none)"
         if status == "sent":
+            if reason.startswith("forwarded as "):
+                self.traffic.forwarded += 1
             place = self.domains.get(domain) or self._place(self.domains, domain)
             place.sent += 1
             if relay and relay != "none":
@@ -395,12 +612,15 @@ class DeferralAnalysis:
         else:
             return
         if qid is not None:
-            msg = self._msgs.get(qid)
-            if msg is not None:
-                rcpt = msg.rcpts.get(to)
-                if rcpt is not None and rcpt.final is None:
-                    rcpt.final = status
-                    self._resolve(rcpt)
+            self._final_state(qid, to, status)
+
+    def _final_state(self, qid: str, to: str, status: str) -> None:
+        msg = self._msgs.get(qid)
+        if msg is not None:
+            rcpt = msg.rcpts.get(to)
+            if rcpt is not None and rcpt.final is None:
+                rcpt.final = status
+                self._resolve(rcpt)
 
     def _deferral(
         self,
@@ -578,6 +798,7 @@ class DeferralAnalysis:
         self.eod.hosts.merge(o.eod.hosts)
         self.eod.pix_workarounds.merge(o.eod.pix_workarounds)
         self.companions.update(o.companions)
+        self.traffic.merge(o.traffic)
         for kind, ex in o.companion_examples.items():
             self.companion_examples.setdefault(kind, ex)
         for ts in (o.first_ts, o.last_ts):

@@ -164,6 +164,7 @@ def to_dict(
             "collateral_lines": a.collateral_lines,
             "messages_deferred": a.messages_deferred,
         },
+        "traffic": _traffic(a),
         "causes": causes,
         "domains": places(a.domains, "domain"),
         "relays": places(a.relays, "relay"),
@@ -187,6 +188,39 @@ def to_dict(
         },
         "companions": {k: {"count": n, "example": a.companion_examples.get(k)} for k, n in a.companions.most_common()},
     }
+
+
+def _traffic(a: DeferralAnalysis) -> dict[str, int]:
+    """Whole-traffic totals, counted as pflogsumm's grand totals (docs/logs-json.md)."""
+    sts, t = a.statuses, a.traffic
+    return {
+        "received": t.received,
+        "delivered": sts["sent"] - t.forwarded,
+        "forwarded": t.forwarded,
+        "deferred": a.messages_deferred,
+        "deferrals": sts["deferred"],
+        "bounced": sts["bounced"],
+        "rejected": t.rejected,
+        "reject_warnings": t.reject_warnings,
+        "held": t.held,
+        "discarded": t.discarded,
+        "expired": sts["expired"] + sts["force-expired"],
+    }
+
+
+def traffic_lines(report: dict[str, Any]) -> list[str]:
+    """The whole traffic in two lines, for the top of the text and Markdown reports."""
+    t = report.get("traffic")
+    if not t:
+        return []
+    return [
+        f"traffic: {t['received']:,} received, {t['delivered']:,} delivered"
+        + (f", {t['forwarded']:,} forwarded" if t["forwarded"] else "")
+        + f", {t['deferred']:,} deferred ({t['deferrals']:,} deferrals), {t['bounced']:,} bounced, {t['expired']:,} expired",
+        f"refused: {t['rejected']:,} rejected"
+        + (f", {t['reject_warnings']:,} reject warnings" if t["reject_warnings"] else "")
+        + f", {t['held']:,} held, {t['discarded']:,} discarded",
+    ]
 
 
 # -- text (rich) -------------------------------------------------------------------
@@ -231,6 +265,8 @@ def render_text(report: dict[str, Any], width: int = 120, color: bool = False) -
         + (f", {inp['outside_window']:,} outside the time window" if inp["outside_window"] else "")
     )
     sts = tot["statuses"]
+    for line in traffic_lines(report):
+        con.print(line)
     con.print(
         "deliveries: " + (", ".join(f"{k} {v:,}" for k, v in sts.items()) or "none")
         + f"; {tot['messages_deferred']:,} message(s) deferred at least once"
@@ -346,6 +382,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"{inp['lines']:,} lines read, {inp['postfix_lines']:,} from Postfix; "
         f"{tot['deferral_lines']:,} deferral lines ({tot['collateral_lines']:,} collateral), "
         f"{tot['messages_deferred']:,} messages deferred at least once.",
+        "",
+        *(f"{md_text(line)}  " for line in traffic_lines(report)),
         "",
     ]
     if report["causes"]:

@@ -100,7 +100,7 @@ class Dom:
         self.name = name
         self.kind = kind
         self.mxs = mxs
-        self.grey = None  # greylisting style, or None
+        self.grey: str | None = None  # greylisting style, or None
         self.grey_seen: dict = {}
         self.eod = 0.0  # per-attempt probability of an end-of-data problem
         self.tls_bad = False
@@ -122,7 +122,7 @@ class Rcpt:
         self.bad = False  # unknown user: bounces when a session gets to RCPT TO
         self.quota = False  # over quota (temporary) at the receiver
         self.done = False
-        self.final = None
+        self.final: str | None = None
 
 
 class Msg:

@@ -20,6 +20,9 @@ Targets (exit status 1 when one fails):
   flat      pfdiag peak memory at the largest size <= 1.2x the smallest size
   agree     pfdiag's deferral counts within 10x of pflogsumm's (deferral lines
             and deferred messages), i.e. same order of magnitude
+  traffic   pfdiag's `traffic` totals identical to pflogsumm's Grand Totals
+            (received, delivered, forwarded, deferred and deferrals, bounced,
+            rejected, reject warnings, held, discarded)
 Results: a table on stdout and out/results.json.
 """
 
@@ -220,16 +223,55 @@ def run_once(cmd: list[str], stdout_path: str, sample: bool, cwd: Path) -> dict:
     return result
 
 
+# pflogsumm's Grand Totals lines -> pfdiag's `traffic` keys (docs/logs-json.md)
+GRAND_TOTALS = {
+    "received": "received",
+    "delivered": "delivered",
+    "forwarded": "forwarded",
+    "deferred": "deferred",
+    "bounced": "bounced",
+    "rejected": "rejected",
+    "reject warnings": "reject_warnings",
+    "held": "held",
+    "discarded": "discarded",
+}
+
+
+def _grand_total(text: str, label: str) -> tuple[int, str] | None:
+    """'  22277   received' -> (22277, ''); pflogsumm prints counts over 512k as '1234k'."""
+    m = re.search(rf"^\s*(\d+)([km]?)\s+{label}\b", text, re.M)
+    return (int(m[1]), m[2]) if m else None
+
+
 def pflogsumm_counts(text: str) -> dict:
     m = re.search(r"^\s*(\d+)\s+deferred\s+\((\d+)\s+deferrals\)", text, re.M)
-    s = re.search(r"^\s*(\d+)\s+delivered", text, re.M)
-    b = re.search(r"^\s*(\d+)\s+bounced", text, re.M)
+    grand = {key: _grand_total(text, label) for label, key in GRAND_TOTALS.items()}
+    d = re.search(r"^\s*\d+[km]?\s+deferred\s+\((\d+)([km]?)\s+deferrals\)", text, re.M)
+    grand["deferrals"] = (int(d[1]), d[2]) if d else ((0, "") if grand["deferred"] else None)  # printed when not 0
     return {
         "deferred_messages": int(m[1]) if m else None,
         "deferral_lines": int(m[2]) if m else None,
-        "delivered": int(s[1]) if s else None,
-        "bounced": int(b[1]) if b else None,
+        "delivered": grand["delivered"][0] if grand["delivered"] else None,
+        "bounced": grand["bounced"][0] if grand["bounced"] else None,
+        "grand_totals": grand,
     }
+
+
+def traffic_agrees(pfdiag_traffic: dict | None, grand: dict) -> list[str]:
+    """The grand totals where pfdiag's count differs from pflogsumm's (empty: all agree).
+    A count pflogsumm printed in 'k' (over 512k) is compared as pflogsumm rounds it."""
+    if not pfdiag_traffic:
+        return ["pfdiag has no traffic totals"]
+    bad = []
+    for key, shown in grand.items():
+        if shown is None:
+            bad.append(f"{key}: missing in pflogsumm's output")
+            continue
+        value, unit = shown
+        ours = pfdiag_traffic.get(key)
+        if ours is None or {"": ours, "k": ours // 1024, "m": ours // 1048576}[unit] != value:
+            bad.append(f"{key}: pfdiag {ours} / pflogsumm {value}{unit}")
+    return bad
 
 
 def pfdiag_counts(report: dict) -> dict:
@@ -246,6 +288,7 @@ def pfdiag_counts(report: dict) -> dict:
         "causes": {c["id"]: c["deferrals"] + c.get("collateral", 0) for c in causes},
         "outcomes": report.get("outcomes"),
         "end_of_data_messages": report.get("end_of_data", {}).get("messages"),
+        "traffic": report.get("traffic"),
     }
 
 
@@ -357,6 +400,9 @@ def main(argv: list[str] | None = None) -> int:
               f"deferred messages pfdiag {a['deferred_messages']} / pflogsumm {b['deferred_messages']}; "
               f"delivered {a['delivered']} / {b['delivered']}; bounced {a['bounced']} / {b['bounced']}")
         print(f"  {'':>10}  pfdiag causes: {a['causes']}")
+        t = a.get("traffic") or {}
+        print(f"  {'':>10}  traffic pfdiag / pflogsumm: " + ", ".join(
+            f"{k} {t.get(k)} / {v[0] if v else None}{v[1] if v else ''}" for k, v in b["grand_totals"].items()))
 
     # targets
     checks = []
@@ -374,6 +420,9 @@ def main(argv: list[str] | None = None) -> int:
         ok = within(a["deferral_lines"], b["deferral_lines"], AGREE_FACTOR) and within(a["deferred_messages"], b["deferred_messages"], AGREE_FACTOR)
         checks.append((f"agree {r['lines']:,}: deferral counts within {AGREE_FACTOR:g}x of pflogsumm", ok,
                        f"{a['deferral_lines']} vs {b['deferral_lines']} lines, {a['deferred_messages']} vs {b['deferred_messages']} messages"))
+        bad = traffic_agrees(a.get("traffic"), b["grand_totals"])
+        checks.append((f"traffic {r['lines']:,}: pfdiag's traffic totals equal pflogsumm's Grand Totals", not bad,
+                       "; ".join(bad) or f"{len(b['grand_totals'])} totals identical"))
     print()
     failed = 0
     for name, ok, value in checks:

@@ -59,6 +59,7 @@ _FAST = re.compile(
     r"(\S+) (postfix[^\s\[\]:/]*)/([^\s\[\]:]+)\[(\d+)\]: "
     r"(?:([0-9A-F]{5,15}|[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-z]{10}z[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-y]+|NOQUEUE): )?"
 )
+FAST_ENVELOPE = _FAST  # groups: stamp, host, syslog name, service, pid, queue id (or None)
 _TRADITIONAL = re.compile(r"([A-Z][a-z]{2}) {1,2}(\d{1,2}) (\d\d):(\d\d):(\d\d)(\.\d+)?$")
 _YEAR_FIRST = re.compile(r"(\d{4}) ([A-Z][a-z]{2}) {1,2}(\d{1,2}) (\d\d):(\d\d):(\d\d)(\.\d+)?$")
 _ISO = re.compile(
@@ -138,14 +139,14 @@ class StampParser:
     def __init__(self, years: YearTracker | None = None, tz: tzinfo | None = None) -> None:
         self.years = years or YearTracker()
         self.tz = tz  # None: naive stamps are local time, as syslog writes them
-        self._cache: dict[str, float] = {}
+        self.cache: dict[str, float] = {}  # stamp -> epoch: emptied, never replaced (readers may hold it)
         self._hours: dict[tuple[int, int, int, int], float] = {}  # (y, mo, d, h) -> epoch of hh:00:00
         self._minutes: dict[str, float] = {}  # "Nov  2 11:58" -> epoch of 11:58:00
 
     def parse(self, stamp: str) -> float | None:
         # A hit needs no year check: the tracker sees every new minute (a month
         # only changes with one), and both caches are emptied when the year moves on.
-        hit = self._cache.get(stamp)
+        hit = self.cache.get(stamp)
         if hit is not None:
             return hit
         if not stamp:
@@ -161,16 +162,16 @@ class StampParser:
             value = self._parse(stamp)
             if self.years.year != year and year is not None:
                 # a new year began: "Nov  2 11:58" from now on is another day
-                self._cache.clear()
+                self.cache.clear()
                 self._minutes.clear()
             if value is not None and minute is not None:
                 if len(self._minutes) > 1024:
                     self._minutes.clear()
                 self._minutes[minute] = value - int(stamp[13:])
         if value is not None:
-            if len(self._cache) > 4096:
-                self._cache.clear()
-            self._cache[stamp] = value
+            if len(self.cache) > 4096:
+                self.cache.clear()
+            self.cache[stamp] = value
         return value
 
     def _naive(self, y: int, mo: int, d: int, h: int, mi: int, s: int, frac: str | None) -> float:

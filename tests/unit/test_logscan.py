@@ -102,8 +102,9 @@ def test_worker_memory_is_capped_when_messages_are_born_elsewhere(tmp_path, monk
     if not cleanup:
         log.write_text("".join(line for line in log.read_text().splitlines(True) if "postfix/cleanup" not in line))
     monkeypatch.setattr(deferrals, "MAX_UNBORN", 4000)  # with cleanup lines a chunk keeps ~3,000 here, without ~5,000
+    monkeypatch.setattr(logscan, "CHUNKS_PER_WORKER", 1)  # a third of the log per chunk
     fallbacks = []
-    real = logscan.read_lines
+    real = logscan.read_batches
 
     def spy(target, sources, *args):  # the merging process reading a chunk a worker gave up
         fallbacks.extend(sources)
@@ -112,7 +113,7 @@ def test_worker_memory_is_capped_when_messages_are_born_elsewhere(tmp_path, monk
     size = log.stat().st_size
     serial = _report(log, 1, monkeypatch, size)
     fallbacks.clear()
-    monkeypatch.setattr(logscan, "read_lines", spy)
+    monkeypatch.setattr(logscan, "read_batches", spy)
     parallel = _report(log, 3, monkeypatch, size // 6)
     assert parallel == serial
     if cleanup:
