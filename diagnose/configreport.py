@@ -145,6 +145,9 @@ def read_diagnosis(target: Target, rep: ConfigReport, config_dir: str | None, bu
         why = getattr(out.missing, "error", None) or getattr(out.missing, "reason", None) or "not read"
         return Diagnosis(error=str(why))
     logs = out.value
+    from diagnose.correlate import relocalize  # E32 only for a configured local service, as the report says
+
+    relocalize(logs, rep.config, "logs")
     causes = {str(c["id"]): int(c.get("messages") or c.get("deferrals") or 0) for c in logs.get("causes", [])}
     files = ", ".join((logs.get("input") or {}).get("files") or []) or "the mail log"
     dup = int(((logs.get("end_of_data") or {}).get("delivered_later_possible_duplicates")) or 0)

@@ -388,7 +388,7 @@ def _confidence(rc: RankedCause, found: list[Finding], log_causes: Mapping[str, 
         rc.duplicates_possible = int(eod.get("delivered_later_possible_duplicates") or 0)
         if rc.hypotheses:
             best = rc.hypotheses[0]
-            rc.why.append(f"most likely underlying cause: {best.title.lower()} ({confidence_label(best.score)} "
+            rc.why.append(f"most likely underlying cause: {best.title if best.title.startswith('Postfix') else best.title[:1].lower() + best.title[1:]} ({confidence_label(best.score)} "
                           f"confidence)")  # fmt: skip
             c += 0.1 * best.score
     for f in found:  # shown with the cause, no confidence: it says why it happens, not that it does
@@ -434,6 +434,8 @@ def relocalize(report: dict[str, Any], config: Any, kind: str) -> dict[str, Any]
     if kind == "logs":
         new, _, notes = localize_inputs(report, None, services)
         report["causes"], report["domains"] = new["causes"], new["domains"]
+        if "relays" in new:
+            report["relays"] = new["relays"]
     else:
         _, new, notes = localize_inputs(None, report, services)
         report["groups"] = new["groups"]
@@ -542,15 +544,27 @@ def localize_inputs(logs: Mapping[str, Any] | None, queue: Mapping[str, Any] | N
         tops = [(str(d), int(n)) for d, n in c.get("top_domains", [])] or [(own_domain or "", 1)]
         weight = sum(n for _, n in tops) or 1
         left = {k: int(c.get(k, 0)) for k in ("deferrals", "messages", "collateral")}
+        slices = c.get("by_domain") or {}
+        split: dict[str, int] = {}  # new cause id -> deferrals: the relays' E32 counts follow it
         for i, (d, n) in enumerate(tops):
-            cid, why = own if d.lower() == own_domain else verdict.get(d.lower(), own)
+            mine = (slices.get(d) or {}).get("example")  # that destination's own first line, when kept
+            if d.lower() == own_domain:
+                cid, why = own
+            elif mine:
+                cid, why = local_verdict(mine, services)
+            else:
+                cid, why = verdict.get(d.lower(), own)
+            verdict.setdefault(d.lower(), (cid, why))
             part = {k: (v if i == len(tops) - 1 else int(c.get(k, 0)) * n // weight) for k, v in left.items()}
             for k in left:
                 left[k] -= part[k]
+            split[cid] = split.get(cid, 0) + part["deferrals"]
             _merge(causes, {**c, **part, "id": cid, "top_domains": [[d, n]],
-                            "example": c["example"] if d.lower() == own_domain else None})  # fmt: skip
+                            "by_domain": {d: slices[d]} if d in slices else {},
+                            "example": c["example"] if d.lower() == own_domain else mine})  # fmt: skip
             notes.setdefault(cid, []).append(why)
-    new_logs["causes"] = list(causes.values())
+        new_logs["relays"] = [_resplit(r, split) for r in (logs or {}).get("relays", [])]
+    new_logs["causes"] = [_retitle(c) for c in causes.values()]
     rows = []
     for row in (logs or {}).get("domains", []):
         if "E32" in (row.get("causes") or {}):
@@ -564,7 +578,42 @@ def localize_inputs(logs: Mapping[str, Any] | None, queue: Mapping[str, Any] | N
         rows.append(row)
     if logs is not None:
         new_logs["domains"] = rows
+    if queue is not None:
+        new_queue["groups"] = [_retitle(g, "cause_id", "cause_title") for g in groups]
     return new_logs, new_queue, {k: list(dict.fromkeys(v)) for k, v in notes.items()}
+
+
+def _retitle(entry: dict[str, Any], key: str = "id", title: str = "title") -> dict[str, Any]:
+    """An entry whose cause id was re-judged gets that cause's own title (and slug)."""
+    from diagnose.causes import get_cause
+
+    if title not in entry:
+        return entry
+    try:
+        cause = get_cause(str(entry[key]))
+    except (KeyError, ValueError):
+        return entry
+    out = {**entry, title: cause.title}
+    if "slug" in out:
+        out["slug"] = cause.slug
+    return out
+
+
+def _resplit(row: Mapping[str, Any], split: Mapping[str, int]) -> dict[str, Any]:
+    """A relay row's E32 count shared among the causes it was re-judged into, in their proportion."""
+    counts = dict(row.get("causes") or {})
+    n = counts.pop("E32", 0)
+    if not n:
+        return dict(row)
+    total = sum(split.values()) or 1
+    items = sorted(split.items(), key=lambda kv: -kv[1]) or [("E32", total)]
+    given = 0
+    for i, (cid, k) in enumerate(items):
+        part = n - given if i == len(items) - 1 else n * k // total
+        given += part
+        if part:
+            counts[cid] = counts.get(cid, 0) + part
+    return {**row, "causes": dict(sorted(counts.items(), key=lambda kv: -kv[1]))}
 
 
 def _merge(causes: dict[str, dict[str, Any]], c: Mapping[str, Any]) -> None:
@@ -577,6 +626,8 @@ def _merge(causes: dict[str, dict[str, Any]], c: Mapping[str, Any]) -> None:
     old["top_domains"] = list(old.get("top_domains", [])) + [x for x in c.get("top_domains", [])
                                                               if x not in old.get("top_domains", [])]  # fmt: skip
     old["example"] = old.get("example") or c.get("example")
+    if c.get("by_domain"):
+        old["by_domain"] = {**(old.get("by_domain") or {}), **c["by_domain"]}
     old["first_seen"] = min(filter(None, (old.get("first_seen"), c.get("first_seen"))), default=None)
     old["last_seen"] = max(filter(None, (old.get("last_seen"), c.get("last_seen"))), default=None)
 

@@ -105,7 +105,8 @@ def hypotheses(cause: Mapping[str, Any] | None, end_of_data: Mapping[str, Any] |
         h = hs["firewall"]
         h.score = max(h.score, 0.5)
         hosts = ", ".join(str(p[0]) for p in pix[:3])
-        h.evidence.append(f"Postfix enabled its PIX workarounds for {hosts} ({sum(int(p[1]) for p in pix)} times): "
+        n = sum(int(p[1]) for p in pix)
+        h.evidence.append(f"Postfix enabled its PIX workarounds for {hosts} ({n} time{'s' if n != 1 else ''}): "
                           "the greeting it saw was masked")  # fmt: skip
     for f in found:
         if f.check_id.startswith("smtp.") and f.values.get("masked_banner"):

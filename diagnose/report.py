@@ -157,8 +157,11 @@ def applies(command: str, values: Mapping[str, str | None]) -> bool:
 
 
 def _fix_applies(when: tuple[str, ...], values: Mapping[str, str | None]) -> bool:
+    """A fix's ``when``: any of its texts in the evidence's reply text (any case), or ``port=N``: the
+    next hop's port is N."""
     text = str(values.get("_text") or "").lower()
-    return not when or any(w.lower() in text for w in when)
+    port = str(values.get("<port>") or "")
+    return not when or any(port == w[5:] if w.startswith("port=") else w.lower() in text for w in when)
 
 
 def _fixes(rc: RankedCause, values: Mapping[str, str | None] | None = None) -> list[dict[str, str]]:
@@ -635,6 +638,33 @@ def _dur(seconds: float | None) -> str:
     return f"{seconds / 86400:g} d" if seconds >= 86400 else f"{seconds / 3600:g} h"
 
 
+def _destination_lines(c: Mapping[str, Any]) -> list[str]:
+    """One line per destination of a shared end-of-data cause (the whole report, no --domain): its
+    own d values, the timeout its transport waits and where that is set, its best underlying cause.
+    Nothing when one destination carries the cause (the cause's own lines say it all)."""
+    dests = c.get("destinations") or []
+    if len(dests) < 2:
+        return []
+    out = []
+    for d in dests[:8]:
+        best = (d.get("underlying") or [{}])[0]
+        wait = d.get("smtp_data_done_timeout")
+        said = f"{d['domain']}: d median {_num(d.get('d_median'))} s"
+        if wait is not None:
+            said += f"; its {d.get('transport') or 'smtp'} transport waits {_num(wait)} s ({d.get('timeout_set_by') or 'default'})"
+        if best.get("title"):
+            t = best["title"]
+            said += f" -> most likely: {t if t.startswith('Postfix') else t[:1].lower() + t[1:]} ({best.get('score', 0):.2f})"
+        out.append(said)
+    if len(dests) > 8:
+        out.append(f"... and {len(dests) - 8} more destination(s) in the JSON report")
+    return out
+
+
+def _num(x: Any) -> str:
+    return "?" if x is None else f"{float(x):g}"
+
+
 def _md_cause(c: Mapping[str, Any]) -> list[str]:
     out = [f"### {c['rank']}. {md_text(c['id'])} {md_text(c['title'])}", "", md_text(c["meaning"]), ""]
     if c.get("why_ranked"):
@@ -649,6 +679,9 @@ def _md_cause(c: Mapping[str, Any]) -> list[str]:
             out.append(f"1. **{md_text(h['title'])}** ({md_text(h['label'])}, {h['score']:.2f})")
             out += [f"   - {md_text(e)}" for e in h["evidence"]] + [f"   - against: {md_text(a)}" for a in h["against"]]
         out.append("")
+    if _destination_lines(c):
+        out += ["Per destination (each read from its own lines and its transport's settings):", ""]
+        out += [f"- {md_text(d)}" for d in _destination_lines(c)] + [""]
     if c["evidence"]:
         out += ["Evidence:", ""] + md_block(f"[{e['where']}] {e['excerpt']}" for e in c["evidence"]) + [""]
     if c["fixes"]:
@@ -759,6 +792,8 @@ def render_text(doc: Mapping[str, Any], width: int = 100, color: bool = False) -
                     hang(con, width, rich_text("+ "), e, indent=6)
                 for a in h["against"]:
                     hang(con, width, rich_text("- "), a, indent=6)
+            for d in _destination_lines(c):
+                hang(con, width, rich_text("> "), d, hang=4)
             for e in c["evidence"][:3]:
                 hang(con, width, rich_markup("[dim]evidence ({}):[/] ", e["where"]), e["excerpt"], hang=4)
             for f in c["fixes"][:4]:

@@ -12,6 +12,7 @@ Each cause is a TOML file in this folder, named by its id (``E09.toml``, ``uncla
             for, always, when    underlying causes (diagnose/eod.py) it fixes, ``always = true`` keeps it
                                  shown whichever underlying cause leads; ``when = ["Relay access denied"]``
                                  offers it only when the evidence holds one of those texts
+                                 (``"port=465"``: only when the next hop's port is 465)
     [[example]] reason, phase    a real reason text and what classify() must make of it: the phase
             status, dsn          ("none" for no phase), the log's status and dsn, ``expect = {...}``
             expect, absent       other Classification fields, ``absent = [...]`` fields that must be

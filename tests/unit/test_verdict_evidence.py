@@ -257,6 +257,27 @@ def test_logs_and_queue_judge_e32_with_the_report_engines_rule() -> None:
     assert queue["groups"][0]["cause_id"] == "E32" and "address alone" in queue["locality"]["E32"][0]
 
 
+def test_each_loopback_destination_is_judged_from_its_own_line_and_keeps_its_causes_title() -> None:
+    """Two destinations behind one loopback address (the lab's shape): a refusal is E02, a server's own
+    451 after DATA is E28, each with its own title; the relays table follows; the queue groups too."""
+    refused = ("Nov 28 10:00:00 mx postfix/smtp[1]: AAAA01: to=<u@refused.test>, relay=none, delay=0.1, "
+               "delays=0/0/0.1/0, dsn=4.4.1, status=deferred (connect to 127.0.0.1[127.0.0.1]:4001: Connection refused)")
+    wrote = ("Nov 28 10:00:01 mx postfix/smtp[2]: BBBB02: to=<u@qwe.test>, relay=127.0.0.1[127.0.0.1]:4002, delay=0.1, "
+             "delays=0/0/0/0.1, dsn=4.3.0, status=deferred (host 127.0.0.1[127.0.0.1] said: 451 4.3.0 Error: queue file "
+             "write error (in reply to end of DATA command))")  # fmt: skip
+    rep = _logs_report(refused + "\n" + wrote + "\n")
+    relocalize(rep, _config(), "logs")
+    got = {c["id"]: c for c in rep["causes"]}
+    assert set(got) == {"E02", "E28"}, [(c["id"], c.get("top_domains")) for c in rep["causes"]]
+    assert got["E02"]["title"].startswith("Connection refused") and "Local filter" not in got["E28"]["title"]
+    assert [d for d, _ in got["E28"]["top_domains"]] == ["qwe.test"] and "queue file write error" in got["E28"]["example"]
+    assert all("E32" not in (r.get("causes") or {}) for r in rep.get("relays", []))
+    queue: dict[str, Any] = {"groups": [{"cause_id": "E32", "cause_title": "Local filter ... is down", "domain": "refused.test",
+                                         "example_reason": "connect to 127.0.0.1[127.0.0.1]:4001: Connection refused"}]}  # fmt: skip
+    relocalize(queue, _config(), "queue")
+    assert queue["groups"][0]["cause_id"] == "E02" and queue["groups"][0]["cause_title"].startswith("Connection refused")
+
+
 def test_dns_problems_of_a_domain_routed_without_dns_are_information() -> None:
     from diagnose.dnsreport import _not_for_delivery
 
