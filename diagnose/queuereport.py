@@ -156,7 +156,7 @@ def queue_report(target: Target, config_dir: str | None, *, by: str = "recipient
     read.notes.extend(notes)
     if down:
         read.notes.insert(0, "Postfix is NOT running (master -t): nothing is delivered or retried until `postfix start`")
-    rep = builder.finish(read, settings, target, cfg.queue_directory if cfg else None)
+    rep = builder.finish(read, settings, target, cfg.queue_directory if cfg else None, cfg.config if cfg else None)
     from diagnose.correlate import relocalize  # E32 only for a configured local service, as the report says
 
     return relocalize(rep, cfg.config if cfg else None, "queue"), builder
@@ -330,9 +330,18 @@ class ReportBuilder:
         self._target: Target | None = None
         self._qfiles: QueueFiles | None = None
         self._pending: Batch[tuple[Any, ...]] | None = None  # (settings, ConfigReport | None, ...)
+        self._services: dict[str, str] | None = None  # the local services' parameters, once postconf answered
+        self._locals: dict[str, str] = {}  # E32 reason -> the cause the locality rule gives it
 
-    def configure(self, settings: RetrySettings, target: Target, queue_directory: str | None) -> None:
-        """From now on forecast deferred messages as they come; the waiting ones first."""
+    def configure(self, settings: RetrySettings, target: Target, queue_directory: str | None,
+                  config: Any = None) -> None:  # fmt: skip
+        """From now on forecast deferred messages as they come; the waiting ones first. ``config``
+        (a PostfixConfig): a recipient's E32 ("local service down", from the address alone) is
+        judged by the report engine's locality rule, as the groups are (correlate.relocalize)."""
+        if config is not None:
+            from diagnose.correlate import services_of
+
+            self._services = services_of(config)
         self._forecaster = Forecaster(self.now, settings)
         self._target, self._qfiles = target, QueueFiles(target, queue_directory)
         waiting, self.waiting = self.waiting, []
@@ -373,7 +382,7 @@ class ReportBuilder:
         assert self._pending is not None and self._target is not None
         settings, cfg = self._pending.wait()[0].unwrap()[:2]
         self._pending = None
-        self.configure(settings, self._target, cfg.queue_directory if cfg else None)
+        self.configure(settings, self._target, cfg.queue_directory if cfg else None, cfg.config if cfg else None)
 
     def _forecast(self, m: QueuedMessage, entry: dict[str, Any]) -> None:
         assert self._forecaster is not None and self._qfiles is not None
@@ -386,8 +395,23 @@ class ReportBuilder:
             "lifetime_ends": round(lifetime), "remaining_attempts": list(remaining),
             "overdue": overdue, "expiring": expiring,
         }  # fmt: skip
+        if self._services is not None:
+            for r in entry["recipients"]:
+                if r["cause_id"] == "E32" and r["delay_reason"]:
+                    r["cause_id"] = self._local_cause(r["delay_reason"])
         entry["fate"] = fate(m.queue_name, m.queue_id, first_cause([r["cause_id"] for r in entry["recipients"]]),
                              now=self.now, next_attempt=earliest, expires_at=expires, expiring=expiring)  # fmt: skip
+
+    def _local_cause(self, reason: str) -> str:
+        got = self._locals.get(reason)
+        if got is None:
+            from diagnose.correlate import local_verdict
+
+            assert self._services is not None
+            got = local_verdict(reason, self._services)[0]
+            if len(self._locals) < 4096:  # bounded: one entry per distinct reason text
+                self._locals[reason] = got
+        return got
 
     def add(self, m: QueuedMessage) -> None:
         domains = [domain_of(r.address) for r in m.recipients]  # once for both tallies
@@ -429,11 +453,12 @@ class ReportBuilder:
         if len(self.waiting) > WAIT_LIMIT and self._pending is not None and self._encoding:
             self._configure_from_job()  # postconf is slower than the listing: wait for it, not pile up
 
-    def finish(self, read: QueueRead, settings: RetrySettings, target: Target, queue_directory: str | None) -> dict[str, Any]:
-        """The report. settings and queue_directory are the ones configure() was given, if it was."""
+    def finish(self, read: QueueRead, settings: RetrySettings, target: Target, queue_directory: str | None,
+               config: Any = None) -> dict[str, Any]:  # fmt: skip
+        """The report. settings, queue_directory and config are the ones configure() was given, if it was."""
         now = self.now
         if self._forecaster is None:
-            self.configure(settings, target, queue_directory)
+            self.configure(settings, target, queue_directory, config)
         messages: list[dict[str, Any]] | SortedEntries
         if not self._crossed:  # by arrival; sort() is stable: listing order among equals
             self.entries.sort(key=lambda e: e["arrival_time"])

@@ -190,6 +190,10 @@ def test_mx_resolving_to_loopback_is_not_a_local_filter(dns_lab: DnsLab, mxloop:
     assert ids == {"E02"}, logs["causes"]
     rc, q = run_json(capsys, ["queue", "-f", "json", "-c", str(pf.config_dir)])
     assert {g["cause_id"] for g in q["groups"] if g["domain"] == "mxloop.test"} == {"E02"}, q["groups"]
+    assert all(g["cause_title"].startswith("Connection refused") for g in q["groups"] if g["domain"] == "mxloop.test")
+    # each message's own recipients (and so its fate) follow the same rule as the groups
+    mine = [r for m in q["messages"] for r in m["recipients"] if r["address"].endswith("@mxloop.test")]
+    assert mine and {r["cause_id"] for r in mine} == {"E02"}, mine
 
 
 def test_dns_of_a_domain_routed_by_transport_maps_is_no_failure(postfix_lab: PostfixLab, dns_server, capsys) -> None:  # noqa: ANN001
