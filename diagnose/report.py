@@ -17,7 +17,7 @@ from diagnose import __version__, outbreak
 from diagnose.correlate import (EOD_CAUSES, LOCAL_PARAMS, REMOTE_FAMILIES, RankedCause, confidence_label, per_destination,
                                 rank, services_of)
 from diagnose.engine import Facts
-from diagnose.fate import CLEARS_BY_ITSELF
+from diagnose.fate import CLEARS_BY_ITSELF, FUTILE
 from diagnose.textsafe import console, md_block, md_code, md_text, rich_markup, rich_text, visible
 
 SCHEMA = "pfdiag.report/1"
@@ -193,21 +193,28 @@ def _fixes(rc: RankedCause, values: Mapping[str, str | None] | None = None) -> l
 
 
 def _queue_actions(rc: RankedCause, domain: str | None = None) -> list[dict[str, Any]]:
-    """Guarded pfdiag queue commands for the mail of this cause (and domain), gentlest first."""
+    """Guarded pfdiag queue commands for the mail of this cause (and domain), in the order they are
+    used; only those that fit the cause (the wizard's rule, diagnose.fate.fitting_actions): mail
+    that every retry may deliver twice is held first and released after the fix; greylisted mail
+    is retried, never held; mail whose retries are futile is held."""
     if not rc.queued_recipients:
         return []
     sel = ["--cause", rc.id] + (["--domain", domain] if domain else [])
-    acts = [
-        {"action": "retry", "argv": ["pfdiag", "queue", "retry", *sel],
-         "why": "after the fix: try this mail now instead of waiting for the next retry (postqueue -i per message)"},
-        {"action": "hold", "argv": ["pfdiag", "queue", "hold", *sel],
-         "why": "while you fix it: keep the mail, stop the retries (release it later with pfdiag queue release)"},
-    ]  # fmt: skip
-    if rc.id in EOD_CAUSES:
-        acts.reverse()  # every retry may deliver a duplicate: hold first
-    if rc.id in CLEARS_BY_ITSELF:  # greylisting: holding would only delay the retry that clears it
-        acts = [a for a in acts if a["action"] != "hold"]
-    return acts
+
+    def act(action: str, why: str) -> dict[str, Any]:
+        return {"action": action, "argv": ["pfdiag", "queue", action, *sel], "why": why}
+
+    if rc.id in CLEARS_BY_ITSELF:  # holding would only delay the retry that clears it
+        return [act("retry", f"{CLEARS_BY_ITSELF[rc.id]} accepts a retry: try it now instead of at its next retry")]
+    if rc.id in FUTILE:
+        return [act("hold", "retrying cannot help: keep the mail until you decide (return it with pfdiag queue "
+                            "expire, or release it after a fix)")]  # fmt: skip
+    if rc.id in EOD_CAUSES:  # every retry may deliver a duplicate: hold first
+        return [act("hold", "now, while you fix it: every retry may deliver the message again"),
+                act("release", "after the fix: take the held mail off hold"),
+                act("retry", "then: try it at once instead of at its next retry (postqueue -i per message)")]  # fmt: skip
+    return [act("retry", "after the fix: try this mail now instead of waiting for the next retry (postqueue -i per message)"),
+            act("hold", "while you fix it: keep the mail, stop the retries (release it later with pfdiag queue release)")]  # fmt: skip
 
 
 def _evidence(rc: RankedCause, facts: Facts) -> list[dict[str, str]]:
@@ -237,8 +244,12 @@ def _cause_dict(i: int, rc: RankedCause, facts: Facts, domain: str | None = None
     if rc.id == "E33" and not any(w.startswith("soft_bounce = yes is set by") for w in rc.why):
         rc.why.append(f"soft_bounce = yes is set by {values['<soft-bounce-where>']}")
     if rc.id == "E09" and route is not None and not any(w.startswith("this destination's transport") for w in rc.why):
-        rc.why.append(f"this destination's transport: {route.get('transport')} ({route.get('source')}); its "
-                      f"smtp_data_done_timeout: {values['<timeout-where>']}")  # fmt: skip
+        origin = str((route.get("origins") or {}).get("smtp_data_done_timeout") or "")
+        wait = (route.get("timeouts") or {}).get("smtp_data_done_timeout")
+        said = origin or (f"{float(wait):g} s, Postfix's default (set nowhere)" if wait is not None
+                          else "Postfix's default (set nowhere)")  # fmt: skip
+        rc.why.append(f"this destination's transport: {route.get('transport')}, via {route.get('source')}; its "
+                      f"smtp_data_done_timeout: {said}")  # fmt: skip
     if rc.id == "E31":
         name, line = missing_transport(rc, facts, route)
         if name and not any(name in w for w in rc.why):

@@ -74,3 +74,24 @@ def test_a_long_command_is_continued_for_the_shell_never_split_inside_quotes() -
     lines = _shell_lines(cmd, 40)
     assert all(line.endswith(" \\") for line in lines[:-1]) and len(lines) == 3
     assert " ".join(line.removesuffix(" \\").strip() for line in lines) == cmd
+
+
+def test_queue_actions_fit_the_cause() -> None:
+    """The report lists only the queue actions that fit a cause, in the order they are used (the
+    wizard's rule): duplicates are held, released after the fix, then retried; greylisted mail is
+    retried, never held; a futile retry (soft_bounce-kept 5xx) is held; anything else: retry after
+    the fix, or hold meanwhile."""
+    from diagnose.causes import get_cause
+    from diagnose.correlate import RankedCause
+    from diagnose.report import _queue_actions
+
+    def acts(cid: str) -> list[str]:
+        return [a["action"] for a in _queue_actions(RankedCause(cid, get_cause(cid), queued_recipients=2), "b.test")]
+
+    assert acts("E09") == ["hold", "release", "retry"]
+    assert acts("E21") == ["retry"]
+    assert acts("E33") == ["hold"]
+    assert acts("E05") == ["retry", "hold"]
+    assert _queue_actions(RankedCause("E09", get_cause("E09")), None) == []  # nothing queued: nothing to act on
+    argv = _queue_actions(RankedCause("E21", get_cause("E21"), queued_recipients=1), "b.test")[0]["argv"]
+    assert argv == ["pfdiag", "queue", "retry", "--cause", "E21", "--domain", "b.test"]
