@@ -85,7 +85,10 @@ _CLIENT_FIELDS = frozenset({"client"})
 _LOGIN_CONTEXT = r"(?:doveadm auth test|doveadm kick|doveadm user|saslpasswd2 -d|password of|SASL login)[ \t]+'?"
 _LOGIN_IN_COMMAND = re.compile(rf"(?im)(?:({_LOGIN_CONTEXT})([^\s'.,;:)]+(?:\.[^\s'.,;:)]+)*)(?=['\s.,;:)]|$)"
                                r"|^()([^\s']+)(?=[ \t]+REJECT\b))")  # fmt: skip
-# a word a login may be (not inside a token, an address or a longer name)
+# a word a login may be (not inside a token, an address or a longer name); with up to _FEW_LOGINS logins,
+# an alternation of them finds them faster (4 MiB of log: 0.1 s for one login, 1.8 s for 200; per word: 0.4 s)
+_FEW_LOGINS = 20
+_NOTHING = re.compile(r"(?!)")  # no login to find anywhere (all of them are words of the report, or short)
 _WORD = re.compile(r"(?<![\w.@+-])\w[\w.+-]*(?![\w@+-])")
 
 
@@ -102,6 +105,7 @@ class Redactor:
         self._cache: dict[str, str] = {}
         self.clients: set[str] = set()  # addresses seen as clients: hidden everywhere, next-hop context or not
         self.logins: set[str] = set()  # bare logins seen (sasl_username=bobby): hidden wherever they appear
+        self._few_logins: re.Pattern[str] | None = None  # what finds them in text (None: not built yet)
 
     def learn(self, text: Any) -> None:
         """Note the client addresses and logins in text, so that the same address or login is hidden
@@ -144,6 +148,7 @@ class Redactor:
         x = _bare_login(value).lower()
         if x and "@" not in x and not _TOKEN.fullmatch(x) and not _is_ip(x) and x not in self.logins:
             self.logins.add(x)
+            self._few_logins = None
 
     def token(self, kind: str, value: str) -> str:
         k = f"{kind}\0{value.lower()}"
@@ -251,7 +256,11 @@ class Redactor:
             return m.group(0)
 
         s = _LOGIN_IN_COMMAND.sub(context, s)
-        return _WORD.sub(anywhere, s)
+        if self._few_logins is None:  # a few logins: one alternation is faster than a look-up per word
+            few = sorted((x for x in self.logins if len(x) >= 3 and x not in _PLAIN_WORDS), key=len, reverse=True)
+            self._few_logins = re.compile(rf"(?i)(?<![\w.@+-])(?:{'|'.join(map(re.escape, few))})(?![\w@+-]|\.\w)") \
+                if 0 < len(few) <= _FEW_LOGINS else _WORD if few else _NOTHING  # fmt: skip
+        return self._few_logins.sub(anywhere, s) if self._few_logins is not _NOTHING else s
 
     def _login(self, m: re.Match[str]) -> str:
         return f"{m.group(1)}={m.group(2)}{self._login_value(m.group(3))}"

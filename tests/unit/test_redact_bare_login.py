@@ -82,3 +82,12 @@ def test_a_traces_login_and_client_fields_are_hidden() -> None:
     assert zed.startswith("login-") and out["selection"]["sasl_user"] == zed
     assert out["selection"]["note"] == f"pfdiag queue hold --sasl-user={zed} --dry-run: 3 message(s) of {zed}"
     assert out["traces"][0]["client"].startswith("host-") and out["traces"][0]["queue_id"] == "4A1B2C3D4E"
+
+
+def test_many_logins_are_found_as_well_as_a_few() -> None:
+    few, many = Redactor(), Redactor()
+    few.learn("sasl_username=carol7")
+    many.learn("\n".join(f"client=h[192.0.2.{i}], sasl_username=carol{i}" for i in range(60)))  # past the alternation
+    for r in (few, many):
+        assert r.text("doveadm kick carol7; carol7 REJECT; carol70 stays") == (
+            f"doveadm kick {r.token('login', 'carol7')}; {r.token('login', 'carol7')} REJECT; carol70 stays")
