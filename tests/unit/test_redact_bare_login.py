@@ -13,7 +13,7 @@ from checks.targets.local import LocalTarget
 from diagnose import outbreak
 from diagnose.redact import Redactor
 
-from test_outbreak import _facts, flood_log
+from tests.unit.test_outbreak import _facts, flood_log
 
 
 @pytest.fixture
