@@ -26,7 +26,7 @@ from json import encoder as _json_encoder
 from typing import IO, TYPE_CHECKING, Any, Callable, Iterator, TextIO
 
 from checks.config import ConfigReport, read_config
-from checks.errors import InputError, PfdiagError
+from checks.errors import CheckSkipped, InputError, PfdiagError
 from checks.postfix.postqueue import QueuedMessage
 from checks.postfix.retry import DEFAULTS, RetrySettings
 from checks.queue import (
@@ -99,6 +99,9 @@ def read_settings(target: Target, config_dir: str | None, notes: list[str]) -> t
     try:
         report = read_config(target, config_dir)
         return report.settings, report
+    except CheckSkipped as exc:  # no configuration by design (pasted input): said as it is, not as a failure
+        notes.append(f"{exc} (forecasts too)")
+        return DEFAULTS, None
     except PfdiagError as exc:
         notes.append(f"retry settings not readable ({exc}): forecasts use Postfix's defaults")
         return DEFAULTS, None

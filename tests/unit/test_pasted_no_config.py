@@ -60,3 +60,9 @@ def test_the_wizard_names_pasted_lines_not_its_temporary_files() -> None:
         assert "read: pasted log lines (" in text or "**Read:** pasted log lines (" in text or '"pasted log lines"' in text
     # the commands to run on the mail host grep its log, not a file that was here
     assert "/var/log/mail.log" in " ".join(doc["causes"][0]["confirm_with"])
+
+
+def test_the_queue_of_a_pasted_listing_notes_it_plainly(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["queue", "--mailq", str(_listing()), "--now", "2018-08-01T12:00:00", "-f", "json"]) == 0
+    notes = json.loads(capsys.readouterr().out)["notes"]
+    assert f"{NO_CONFIG} (forecasts too)" in notes and not any("not readable" in n for n in notes), notes
