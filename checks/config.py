@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
-from checks.errors import CommandNotFound, InputError, PfdiagError
+from checks.errors import CheckSkipped, CommandNotFound, InputError, PfdiagError
 from checks.postfix.postconf import TIME_UNITS, PostfixConfig, parse_postconf, parse_postconf_h, parse_postconf_p, parse_time
 from checks.targets.base import Target
 
@@ -141,7 +141,9 @@ class ConfigReport:
 def _postconf(target: Target, argv: list[str]) -> tuple[str, str]:
     try:
         res = target.run(argv)
-    except CommandNotFound:
+    except CommandNotFound as exc:
+        if isinstance(exc, CheckSkipped):  # no configuration by design (pasted input): its own reason
+            raise
         raise CommandNotFound("postconf not found: is Postfix installed here?") from None
     if res.returncode != 0:
         msg = (res.stderr.strip() or res.stdout.strip()).splitlines()
@@ -311,6 +313,8 @@ def config_or_defaults(read: Callable[[], ConfigReport], where: str) -> tuple[Po
     apply): what a report of the logs reads its delays against."""
     try:
         return read().config, f"postconf on {where}"
+    except CheckSkipped as exc:  # no configuration by design (pasted input): said so
+        return None, str(getattr(exc, "timings", f"Postfix defaults ({exc})"))
     except CommandNotFound:
         return None, "Postfix defaults (no postconf here)"
     except PfdiagError:

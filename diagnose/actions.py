@@ -36,6 +36,7 @@ from diagnose.actionlog import (  # noqa: F401 - re-exported: the action log's n
 )
 
 BATCH = 100  # ids per postsuper call: argv stays far below ARG_MAX
+PLAN_WIDTH = 80  # columns of a printed plan (the queue command's dry run, the wizard's)
 COMMAND_TIMEOUT = 120.0  # seconds per postcat/postsuper/postqueue run
 
 
@@ -271,6 +272,23 @@ def build_plan(action: str, messages: Sequence[QueuedMessage], config_dir: str |
         for qid in ids:
             plan.commands.append(postfix_argv("postqueue", config_dir, "-i", qid))
     return plan
+
+
+def plan_lines(items: Iterable[str], width: int = PLAN_WIDTH, hang: int = 4) -> list[str]:
+    """The items of a printed plan (one line each, however long: a message, a command with its ids)
+    at ``width`` columns: an item's wrapped lines hang ``hang`` columns further in than its first,
+    never again at the margin. Words are not split (a queue id, an address, a path stays whole)."""
+    import textwrap
+
+    out: list[str] = []
+    for item in items:
+        lead = len(item) - len(item.lstrip(" "))
+        if len(item) <= width:
+            out.append(item)
+            continue
+        out += textwrap.wrap(item[lead:], width, initial_indent=" " * lead, subsequent_indent=" " * (lead + hang),
+                             break_long_words=False, break_on_hyphens=False) or [item]  # fmt: skip
+    return out
 
 
 # ------------------------------------------------------------------ confirmation

@@ -21,6 +21,7 @@ from checks.errors import CheckSkipped
 from checks.model import Evidence, Finding, Severity
 from checks.outbreak import Share, SubmitterEvidence, scan
 from checks.registry import Context, check
+from checks.targets.pasted import log_label, paste_file_label
 
 CAUSES = ("E22", "E23")  # rate-limited; blocked for reputation
 DOMINANT = 0.5  # share of the root-cause deferrals in the log that E22/E23 must reach
@@ -151,7 +152,8 @@ def plan(ob: Outbreak) -> dict[str, Any]:
              f"submission/smtps set -o {param}; then postfix reload."]  # fmt: skip
     stop["notes"] = notes
     q = shlex.quote(key)
-    log = ob.evidence.files[-1] if ob.evidence.files else "/var/log/mail.log"
+    # the log on the mail host (lines pasted into the wizard are in a temporary file here: its default log)
+    log = next((f for f in reversed(ob.evidence.files) if not paste_file_label(f)), "/var/log/mail.log")
     if kind == "sasl-user":
         notes += [
             f"Dovecot SASL: doveadm auth test {q} shows whether the login still authenticates; change its password "
@@ -197,7 +199,7 @@ def to_doc(ob: Outbreak) -> dict[str, Any]:
             "via": ob.via.key if ob.via else None},
         "top": {"logins": rows(ev.logins), "clients": rows(ev.clients), "senders": rows(ev.senders)},
         "plan": plan(ob) if ob.lead is not None else None,
-        "read": {"files": list(ev.files), "since": _iso(ev.since), "lines": ev.lines, "seconds": ev.seconds,
+        "read": {"files": [log_label(f) for f in ev.files], "since": _iso(ev.since), "lines": ev.lines, "seconds": ev.seconds,
                  "complete": ev.complete, "forgotten_ids": ev.forgotten, "dropped_keys": ev.dropped_keys},
     }  # fmt: skip
 

@@ -26,7 +26,7 @@ from json import encoder as _json_encoder
 from typing import IO, TYPE_CHECKING, Any, Callable, Iterator, TextIO
 
 from checks.config import ConfigReport, read_config
-from checks.errors import InputError, PfdiagError
+from checks.errors import CheckSkipped, InputError, PfdiagError
 from checks.postfix.postqueue import QueuedMessage
 from checks.postfix.retry import DEFAULTS, RetrySettings
 from checks.queue import (
@@ -99,6 +99,9 @@ def read_settings(target: Target, config_dir: str | None, notes: list[str]) -> t
     try:
         report = read_config(target, config_dir)
         return report.settings, report
+    except CheckSkipped as exc:  # no configuration by design (pasted input): said as it is, not as a failure
+        notes.append(f"{exc} (forecasts too)")
+        return DEFAULTS, None
     except PfdiagError as exc:
         notes.append(f"retry settings not readable ({exc}): forecasts use Postfix's defaults")
         return DEFAULTS, None
@@ -664,6 +667,16 @@ def _matrix_lines(mx: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _by_cause(groups: list[dict[str, Any]]) -> list[tuple[str, str, list[dict[str, Any]]]]:
+    """The deferred groups (one per cause and destination) per cause: (id, title, its destinations,
+    most recipients first); the cause with the most recipients first."""
+    causes: dict[str, list[dict[str, Any]]] = {}
+    for g in groups:
+        causes.setdefault(g["cause_id"], []).append(g)
+    ordered = sorted(causes.values(), key=lambda gs: -sum(g["recipients"] for g in gs))  # stable: ties as listed
+    return [(gs[0]["cause_id"], gs[0]["cause_title"], sorted(gs, key=lambda g: -g["recipients"])) for gs in ordered]
+
+
 def render_text(rep: dict[str, Any]) -> str:
     now = rep["now"]
     out = [f"Mail queue ({rep['source']}, {rep['where']}, {rep['generated_at']}): "
@@ -682,12 +695,13 @@ def render_text(rep: dict[str, Any]) -> str:
         out.append(f"  ... {mx['hidden_domains']} more domain(s) (--top)")
     if rep["groups"]:
         out += ["", "Deferred recipients by cause and destination"]
-        for g in rep["groups"]:
-            out.append(f"  {g['cause_id']:<12} {g['cause_title']}")
-            out.append(f"  {'':<12} {g['domain']}: {g['recipients']} recipient(s) in {len(g['messages'])} message(s), "
-                       f"oldest {human(now - g['oldest_arrival'])}")  # fmt: skip
-            if g["example_reason"]:
-                out.append(f"  {'':<12} ({g['example_reason'][:160]})")
+        for cause_id, title, dests in _by_cause(rep["groups"]):
+            out.append(f"  {cause_id:<12} {title}")
+            for g in dests:
+                out.append(f"  {'':<12} {g['domain']}: {g['recipients']} recipient(s) in {len(g['messages'])} message(s), "
+                           f"oldest {human(now - g['oldest_arrival'])}")  # fmt: skip
+                if g["example_reason"]:
+                    out.append(f"  {'':<12}   ({g['example_reason'][:160]})")
     o = rep["oldest"]
     if o:
         out += ["", f"Oldest: {o['queue_id']} ({o['queue_name']}) from {o['sender'] or '<>'}, "
@@ -727,12 +741,13 @@ def render_md(rep: dict[str, Any]) -> str:
                 "| domain | " + " | ".join(mx["headings"]) + " |", "|---" + "|---:" * len(mx["headings"]) + "|"]  # fmt: skip
         out += [f"| {md_code(r['domain'], table=True)} | {r['total']} | " + " | ".join(map(str, r["buckets"])) + " |" for r in mx["rows"]]
     if rep["groups"]:
-        out += ["", "## Deferred recipients by cause and destination", "",
-                "| cause | destination | recipients | messages | example reason |", "|---|---|---:|---:|---|"]  # fmt: skip
-        for g in rep["groups"]:
-            reason = md_text(g["example_reason"][:160])
-            out.append(f"| {md_text(g['cause_id'])} {md_text(g['cause_title'])} | {md_code(g['domain'], table=True)} | {g['recipients']} | "
-                       f"{len(g['messages'])} | {reason} |")  # fmt: skip
+        out += ["", "## Deferred recipients by cause and destination"]
+        for cause_id, title, dests in _by_cause(rep["groups"]):
+            out += ["", f"### {md_text(cause_id)} {md_text(title)}", "",
+                    "| destination | recipients | messages | example reason |", "|---|---:|---:|---|"]  # fmt: skip
+            for g in dests:
+                reason = md_text(g["example_reason"][:160])
+                out.append(f"| {md_code(g['domain'], table=True)} | {g['recipients']} | {len(g['messages'])} | {reason} |")
     deferred = (m for m in rep["messages"] if m["forecast"])  # read as written: a big queue's from its runs
     if rep["counts"].get("deferred"):
         out += ["", "## Deferred messages", "", "| queue id | age | next attempt | returned to sender | mtime | fate |",

@@ -239,7 +239,7 @@ def failure(action: str, result: act.Result, log_path: str) -> str | None:
     return None
 
 
-def render_plan(plan: act.Plan) -> str:
+def render_plan(plan: act.Plan, width: int = act.PLAN_WIDTH) -> str:
     spec = act.SPECS[plan.action]
     lines = [f"pfdiag queue {plan.action}: {spec.help}"]
     if plan.action != "flush":
@@ -260,7 +260,8 @@ def render_plan(plan: act.Plan) -> str:
     lines.append("commands:")
     lines += [f"  {' '.join(c)}" for c in plan.commands]
     lines += [f"warning: {w}" for w in plan.warnings]
-    return "\n".join(map(visible, lines)) + "\n"  # senders and recipients are outside text (textsafe)
+    # senders and recipients are outside text (textsafe); long items wrap with a hanging indent
+    return "\n".join(act.plan_lines(map(visible, lines), width)) + "\n"
 
 
 def render_result(result: act.Result, plan: act.Plan, log_path: str) -> str:

@@ -2,7 +2,8 @@
 
 Replaced: every address's local part (``user-3fa2c1``), the server's own domains
 (``domain-8b21e0.invalid``) and hostnames (``host-77aa01``), client IP addresses (``ip-5d0c9a``,
-v4 and v6) and the clients' reverse-DNS names (``host-...``), SASL and Dovecot logins (``login-...``),
+v4 and v6) and the clients' reverse-DNS names (``host-...``), SASL and Dovecot logins (``login-...``;
+a login the log names is hidden with the same token wherever it appears again, e.g. a report's outbreak keys),
 and passwords written into smtp/lmtp_sasl_password_maps itself (static:, inline:; ``secret-...``).
 Kept, because the diagnosis needs them and they identify no one of the customer's:
 status and enhanced codes, reason texts, queue ids, timestamps, other organisations' domains
@@ -19,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import json
 import os
 import re
 from typing import Any, Iterable
@@ -66,6 +68,28 @@ _DOVECOT_USER = re.compile(r"\b((?:passwd-file|passwd|shadow|pam|sql|ldap|checkp
 # (main.cf, master.cf -o, postconf output; continuation lines start with white space)
 _PASSWORD_MAPS = re.compile(r"(\b(?:smtp|lmtp)_sasl_password_maps\s*=[ \t]*)([^\n]*(?:\n[ \t]+[^\n]*)*)")
 _INLINE_SECRET = re.compile(r"(\b(?:static|inline):)(\{[^}]*\}?|[^\s,{}]+)")
+# a login the log named (sasl_username=bobby) is hidden wherever it appears again on its own: a report's
+# submitter keys, access map lines, doveadm commands. Logins that are words of the report itself (severity
+# "info", "login", Postfix's "mail") or of one or two characters ("a dry run") are hidden only where they
+# stand for the login: a whole field, a submitter's "key"/"via", and the commands pfdiag writes for a login.
+_PLAIN_WORDS = RESERVED | _ROLES | frozenset("""
+    info ok warning warn problem error critical notice debug fatal panic test admin root nobody guest login plain
+    user users sasl auth true false null yes no all any other example
+""".split())
+# fields that hold a login on its own (the outbreak's submitter rows, a trace's sasl_login, a selection)
+_LOGIN_FIELDS = frozenset({"login", "sasl_login", "sasl_user", "sasl_username", "sasl-user"})
+_LOGIN_ROWS = frozenset({"logins"})  # lists of {"key": LOGIN, ...}
+# fields that hold a client as smtpd names it, "name[address]" (a trace's client)
+_CLIENT_FIELDS = frozenset({"client"})
+# the commands pfdiag writes for a login (diagnose/outbreak.py), and an access map line
+_LOGIN_CONTEXT = r"(?:doveadm auth test|doveadm kick|doveadm user|saslpasswd2 -d|password of|SASL login)[ \t]+'?"
+_LOGIN_IN_COMMAND = re.compile(rf"(?im)(?:({_LOGIN_CONTEXT})([^\s'.,;:)]+(?:\.[^\s'.,;:)]+)*)(?=['\s.,;:)]|$)"
+                               r"|^()([^\s']+)(?=[ \t]+REJECT\b))")  # fmt: skip
+# a word a login may be (not inside a token, an address or a longer name); with up to _FEW_LOGINS logins,
+# an alternation of them finds them faster (4 MiB of log: 0.1 s for one login, 1.8 s for 200; per word: 0.4 s)
+_FEW_LOGINS = 20
+_NOTHING = re.compile(r"(?!)")  # no login to find anywhere (all of them are words of the report, or short)
+_WORD = re.compile(r"(?<![\w.@+-])\w[\w.+-]*(?![\w@+-])")
 
 
 class Redactor:
@@ -80,20 +104,51 @@ class Redactor:
         self.own_domains = sorted({d.lower().rstrip(".") for d in own_domains if d and d.strip()}, key=len, reverse=True)
         self._cache: dict[str, str] = {}
         self.clients: set[str] = set()  # addresses seen as clients: hidden everywhere, next-hop context or not
+        self.logins: set[str] = set()  # bare logins seen (sasl_username=bobby): hidden wherever they appear
+        self._few_logins: re.Pattern[str] | None = None  # what finds them in text (None: not built yet)
 
-    def learn(self, text: str) -> None:
-        """Note the client addresses in text, so that the same address is hidden wherever it
-        appears later (a client elsewhere may be a next hop here). Call on everything first."""
+    def learn(self, text: Any) -> None:
+        """Note the client addresses and logins in text, so that the same address or login is hidden
+        wherever it appears later (a client elsewhere may be a next hop here). Call on everything first;
+        a structure (a report) is walked, and its login fields (outbreak.top.logins[].key, a trace's
+        sasl_login) are learned as logins too."""
+        if not isinstance(text, str):
+            self._learn_fields(text)
+            text = json.dumps(text, default=str)
         for m in _CLIENT.finditer(text or ""):
             try:
                 self.clients.add(str(ipaddress.ip_address(m.group(1))))
             except ValueError:
                 continue
+        # a login without '@' (an address has its own token): hidden wherever it appears on its own
+        for m in _LOGIN.finditer(text or ""):
+            self._learn_login(m.group(3))
+        for m in _DOVECOT_USER.finditer(text or ""):
+            self._learn_login(m.group(2))
         # the machine's own name as syslog writes it in every line: hidden everywhere else too
         hosts = {m.group(2).lower() for m in _SYSLOG_HOST.finditer(text or "")} - RESERVED - set(self.own_hostnames)
         hosts = {h for h in hosts if not h.startswith("host-") and not _is_ip(h)}
         if hosts:
             self.own_hostnames = sorted(set(self.own_hostnames) | hosts, key=len, reverse=True)
+
+    def _learn_fields(self, obj: Any, rows: bool = False) -> None:
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                if isinstance(v, str) and (k in _LOGIN_FIELDS or (rows and k == "key")):
+                    self._learn_login(v)
+                elif isinstance(v, str) and k in _CLIENT_FIELDS:
+                    self.learn(f"client={v}")
+                else:
+                    self._learn_fields(v, k in _LOGIN_ROWS)
+        elif isinstance(obj, (list, tuple)):
+            for v in obj:
+                self._learn_fields(v, rows)
+
+    def _learn_login(self, value: str) -> None:
+        x = _bare_login(value).lower()
+        if x and "@" not in x and not _TOKEN.fullmatch(x) and not _is_ip(x) and x not in self.logins:
+            self.logins.add(x)
+            self._few_logins = None
 
     def token(self, kind: str, value: str) -> str:
         k = f"{kind}\0{value.lower()}"
@@ -138,6 +193,7 @@ class Redactor:
             s = re.sub(rf"(?<![\w.-]){re.escape(dom)}(?![\w-])", self.token("domain", dom) + ".invalid", s, flags=re.IGNORECASE)
         s = _LOGIN.sub(self._login, s)
         s = _DOVECOT_USER.sub(lambda m: f"{m.group(1)}{self._login_value(m.group(2))}", s)
+        s = self._learned_logins(s)
         s = _IPV4.sub(lambda m: self._ip(m, s), s)
         s = _IPV6.sub(lambda m: self._ip(m, s), s)
         return s
@@ -176,7 +232,35 @@ class Redactor:
 
     def _login_value(self, value: str) -> str:
         # an address was redacted already (its local part has its one token): not a second token
-        return value if "@" in value else self.token("login", value)
+        return value if "@" in value or _TOKEN.fullmatch(value) else self.token("login", value)
+
+    def _learned_logins(self, s: str) -> str:
+        """The logins learn() saw, where they appear on their own: a whole field, the commands pfdiag
+        writes for a login, and (unless a word of the report or shorter than 3) anywhere as a word.
+        Words are looked up in a set (no alternation of every login: a bundle's log may have thousands)."""
+        if not self.logins:
+            return s
+        low = s.strip().lower()
+        if low in self.logins and low not in _PLAIN_WORDS:
+            return s.replace(s.strip(), self.token("login", low))
+
+        def context(m: re.Match[str]) -> str:
+            word = (m.group(2) or m.group(4) or "").lower()
+            return (m.group(1) or "") + self.token("login", word) if word in self.logins else m.group(0)
+
+        def anywhere(m: re.Match[str]) -> str:
+            word = m.group(0).rstrip(".")
+            w = word.lower()
+            if w in self.logins and len(w) >= 3 and w not in _PLAIN_WORDS:
+                return self.token("login", w) + m.group(0)[len(word):]
+            return m.group(0)
+
+        s = _LOGIN_IN_COMMAND.sub(context, s)
+        if self._few_logins is None:  # a few logins: one alternation is faster than a look-up per word
+            few = sorted((x for x in self.logins if len(x) >= 3 and x not in _PLAIN_WORDS), key=len, reverse=True)
+            self._few_logins = re.compile(rf"(?i)(?<![\w.@+-])(?:{'|'.join(map(re.escape, few))})(?![\w@+-]|\.\w)") \
+                if 0 < len(few) <= _FEW_LOGINS else _WORD if few else _NOTHING  # fmt: skip
+        return self._few_logins.sub(anywhere, s) if self._few_logins is not _NOTHING else s
 
     def _login(self, m: re.Match[str]) -> str:
         return f"{m.group(1)}={m.group(2)}{self._login_value(m.group(3))}"
@@ -205,18 +289,33 @@ class Redactor:
             return text
         return self.token("ip", str(ip))
 
+    def _field(self, key: str, v: Any) -> Any:
+        if not isinstance(v, str):
+            return self.value(v)
+        if key in _LOGIN_FIELDS | {"key", "via"} and v.lower() in self.logins:
+            return self.token("login", v.lower())  # a submitter's key that is a login: its token, even a plain word
+        if key in _CLIENT_FIELDS and "[" in v:
+            return self.text("client=" + v)[len("client="):]  # a trace's "name[address]": both hidden
+        return self.text(v)
+
     def value(self, obj: Any) -> Any:
         """The same structure with every string redacted (dict keys are field names: kept)."""
         if isinstance(obj, str):
             return self.text(obj)
         if isinstance(obj, dict):
-            return {k: self.value(v) for k, v in obj.items()}
+            # a submitter's key that is a login (outbreak.top.logins[].key): its token, even a plain word
+            return {k: self._field(k, v) for k, v in obj.items()}
         if isinstance(obj, (list, tuple)):
             return [self.value(v) for v in obj]
         return obj
 
 
 _TOKEN = re.compile(r"(?:user|msgid|host|login|ip|text|domain|secret)-[0-9a-f]{6}(?:\.invalid)?")
+
+
+def _bare_login(value: str) -> str:
+    """A login as learn() found it in a JSON dump or a shell word: without the quotes after it."""
+    return value.rstrip("\"'\\)]}").lstrip("'\"")
 
 
 def _is_ip(text: str) -> bool:

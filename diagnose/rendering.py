@@ -3,7 +3,6 @@ redacted for a ticket: what `pfdiag report`, the fleet report and the wizard all
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 FORMATS = ("text", "md", "json", "html")
@@ -41,7 +40,7 @@ def redact(doc: dict[str, Any]) -> dict[str, Any]:
     domains: list[str] = [str(s["mydomain"]) for s in servers if s.get("mydomain")]
     domains += [str(d) for s in servers for d in s.get("mydestination") or [] if d != "localhost"]
     red = Redactor(own_hostnames=hosts, own_domains=domains)
-    red.learn(json.dumps(doc))
+    red.learn(doc)  # its texts, and its login fields (diagnose/redact.py)
     out: dict[str, Any] = red.value(doc)
     out["redacted"] = True
     return out

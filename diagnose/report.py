@@ -13,6 +13,7 @@ import time
 from typing import Any, Mapping
 
 from checks.model import Finding, Severity
+from checks.targets.pasted import log_label, paste_file_label
 from diagnose import __version__, outbreak
 from diagnose.correlate import (EOD_CAUSES, LOCAL_PARAMS, REMOTE_FAMILIES, RankedCause, confidence_label, per_destination,
                                 rank, services_of)
@@ -59,7 +60,8 @@ def _is_ip(text: str | None) -> bool:
 
 def log_read(facts: Facts) -> str | None:
     """The log file the diagnosis read (the newest of them, uncompressed), for grep commands."""
-    files = [f for f in ((facts.logs or {}).get("input") or {}).get("files") or [] if f and f != "-"]
+    # lines pasted into the wizard (a temporary file) are no file on the mail host: its default log then
+    files = [f for f in ((facts.logs or {}).get("input") or {}).get("files") or [] if f and f != "-" and not paste_file_label(f)]
     plain = [f for f in files if not f.endswith((".gz", ".bz2", ".xz", ".zst"))]
     return (plain or files or [None])[-1]
 
@@ -399,7 +401,7 @@ def build(facts: Facts, answers: Mapping[str, str], all_causes: bool = False) ->
         "generated": _iso(time.time()),
         "target": {"where": facts.where, "live": facts.live},
         "server": _server(facts),
-        "answers": dict(answers),
+        "answers": {k: paste_file_label(v) or v if isinstance(v, str) else v for k, v in answers.items()},  # no temp path
         "verdict": {"status": status, "exit_code": EXIT[status], "headline": headline,
                     "summary": summary},
         "live_evidence": live,
@@ -433,7 +435,7 @@ def _read(facts: Facts) -> dict[str, Any]:
     logs = facts.logs or {}
     window = logs.get("window") or {}
     return {
-        "logs": list(((logs.get("input") or {}).get("files")) or []),
+        "logs": [log_label(f) for f in ((logs.get("input") or {}).get("files")) or []],  # pasted lines: named so
         "log_window": [window.get("first_line"), window.get("last_line")] if window else None,
         "queue": (facts.queue or {}).get("source"),
         "config": ((logs.get("timeouts") or {}).get("source")),

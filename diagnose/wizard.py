@@ -227,15 +227,19 @@ def plan_queue_action(target: Target, action: str, cause_id: str, domain: str | 
 
 
 def _show_plan(out: Any, plan: act.Plan) -> None:
-    out.print(rich_markup("[dim]dry run[/]: {} message(s), {}", len(plan.messages), act.SPECS[plan.action].help))
+    """The dry run at 80 columns (act.PLAN_WIDTH): a wrapped item hangs, never back at the margin."""
+    from diagnose.report import hang
+
+    width = min(act.PLAN_WIDTH, out.width) + 1  # hang() keeps one column free
+    hang(out, width, rich_markup("[dim]dry run[/]: "), f"{len(plan.messages)} message(s), {act.SPECS[plan.action].help}", indent=0, hang=4)
     for m in plan.messages[:20]:
         rcpt = ", ".join(r.address for r in m.recipients[:2]) + (" ..." if len(m.recipients) > 2 else "")
-        out.print(rich_markup("  {} {} -> {}", f"{m.queue_id:<17}", m.sender or '<>', rcpt))
+        hang(out, width, None, f"{m.queue_id:<17} {m.sender or '<>'} -> {rcpt}", indent=2, hang=4)
     if len(plan.messages) > 20:
         out.print(f"  ... {len(plan.messages) - 20} more")
-    out.print(rich_markup("would run: {}", "; ".join(" ".join(c) for c in plan.commands)))
+    hang(out, width, rich_markup("would run: "), "; ".join(" ".join(c) for c in plan.commands), indent=0, hang=4)
     for w in plan.warnings:
-        out.print(rich_markup("[yellow]warning[/]: {}", w))
+        hang(out, width, rich_markup("[yellow]warning[/]: "), w, indent=0, hang=4)
 
 
 def offer_queue_actions(doc: Mapping[str, Any], outcome: session.Outcome, out: Any, config_dir: str | None = None,

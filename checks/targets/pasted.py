@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Sequence, TextIO
 
-from checks.errors import CommandNotFound, InputError
+from checks.errors import CheckSkipped, CommandNotFound, InputError
 from checks.model import CommandResult
 from checks.targets.base import DEFAULT_TIMEOUT, FileInfo, Target
 from checks.targets.local import LocalTarget
@@ -24,13 +24,48 @@ MAX_LISTING = 256 << 20  # bytes of a pasted listing: 100,000 queued messages ar
 _TAIL = 256 << 10  # bytes read from the end of each log to find its newest line
 
 
+NO_CONFIG = "no configuration given (pasted input): timings compared with Postfix's defaults"
+PASTED_LOG = "pasted log lines"  # how the report names log lines pasted into the wizard
+PASTED_LISTING = "mailq listing"
+
+
+class NoConfiguration(CheckSkipped, CommandNotFound):
+    """postconf on pasted input: there is no configuration by design. A skipped step with its reason
+    (checks/config.py passes it on as it is), not an error; code that expects a missing postconf
+    (CommandNotFound) still sees one."""
+
+    timings = "Postfix defaults (no configuration given: pasted input)"  # the report's "read: ... timings:"
+
+    def __init__(self) -> None:
+        super().__init__(NO_CONFIG)
+
+
+def paste_file_label(path: str) -> str | None:
+    """The name the report gives a file the wizard wrote pasted text to (diagnose/session.py
+    take_paste: a private temporary file ``pfdiag-<answer>-XXXX.txt``), or None for any other file:
+    a report names what the user gave, never a temporary path."""
+    import re
+    import tempfile
+
+    m = re.fullmatch(r"pfdiag-(pasted-log|mailq)-[\w-]+\.txt", os.path.basename(path))
+    if m is None or os.path.dirname(os.path.abspath(path)) != os.path.abspath(tempfile.gettempdir()):
+        return None
+    return PASTED_LOG if m.group(1) == "pasted-log" else PASTED_LISTING
+
+
+def log_label(path: str) -> str:
+    """A log file as the report's "read:" line names it: pasted lines as such, else the path as given."""
+    return paste_file_label(path) or path
+
+
 class PastedTarget(Target):
     kind = "pasted"
     live = False  # nothing to probe, resolve or change: a copy of what someone saw
 
     def __init__(self, mailq: str | None, *, now: float | None = None, logs: Sequence[str] = ()) -> None:
         self._files = LocalTarget()
-        self.where = "pasted:" + ("stdin" if mailq == "-" else os.path.basename(mailq or "") or "logs")
+        label = paste_file_label(mailq) if mailq and mailq != "-" else None
+        self.where = "pasted:" + ("stdin" if mailq == "-" else label or os.path.basename(mailq or "") or "logs")
         self._listing = None if mailq is None else _read_listing(mailq)
         self.warnings: list[str] = []
         if now is not None:
@@ -56,6 +91,8 @@ class PastedTarget(Target):
             words[0].endswith("mailq") or words[1:] == ["-p"]
         ):
             return CommandResult(tuple(argv), 0, self._listing, "", 0.0)
+        if words and os.path.basename(words[0]) == "postconf":
+            raise NoConfiguration()  # by design: said as a note, not as a failure
         raise CommandNotFound(f"{' '.join(argv)}: not in the pasted input ({self.where})")
 
     def default_logs(self) -> tuple[str, ...]:
