@@ -57,6 +57,7 @@ class Facts:
     findings: list[Finding] = field(default_factory=list)
     steps: list[StepStatus] = field(default_factory=list)
     live: bool = True  # False for snapshots: nothing can be probed
+    kind: str = "local"  # the target's kind: local, ssh, snapshot, pasted
     routes: dict[str, dict[str, Any]] = field(default_factory=dict)  # domain -> its transport (routes_of)
 
 
@@ -219,7 +220,7 @@ def collect(target: Target, *, budget: float = DEFAULT_BUDGET, config_dir: str |
     from checks.config import read_config
     from diagnose.correlate import probe_targets, rank
 
-    facts = Facts(where=target.where, live=target.live)
+    facts = Facts(where=target.where, live=target.live, kind=target.kind)
     for warning in target.warnings:  # a bundle whose entries its manifest does not vouch for
         facts.findings.append(Finding("snapshot.integrity", Severity.WARNING, f"snapshot bundle: {warning}",
                                       evidence=(Evidence("manifest.json sha256", warning, target.where),)))  # fmt: skip

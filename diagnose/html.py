@@ -18,7 +18,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping, Sequence
 
-from diagnose.report import _read_line
+from diagnose.report import _read_line, recorded_tag
 from diagnose.textsafe import html as _safe
 
 CSS = """
@@ -275,7 +275,7 @@ def _header(doc: Mapping[str, Any]) -> list[str]:
     target = doc.get("target") or {}
     status = str(v.get("status") or "undiagnosed")
     badge = ' <span class="badge redacted">redacted</span>' if doc.get("redacted") else ""
-    where = f"{_e(target.get('where'))}{'' if target.get('live', True) else ' (recorded snapshot)'}"
+    where = f"{_e(target.get('where'))}{_e(recorded_tag(target))}"
     return [
         "<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>",
         '<meta name="viewport" content="width=device-width, initial-scale=1">',

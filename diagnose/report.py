@@ -42,7 +42,14 @@ _PLACEHOLDER = re.compile(r"<(?:domain|addr|host|port|mx-host|rcpt|queue-id|log|
 # a fix whose evidence placeholder stays empty still says what to do, in words
 _IN_WORDS = {"<domain>": "the destination", "<addr>": "the next hop", "<host>": "the next hop", "<port>": "its port",
              "<mx-host>": "the MX host", "<rcpt>": "the recipient", "<queue-id>": "the queue id",
-             "<transport>": "the missing service"}  # fmt: skip
+             "<transport>": "NAME"}  # fmt: skip
+def recorded_tag(target: Mapping[str, Any]) -> str:
+    """' (recorded snapshot)' / ' (pasted text)' after where a report's evidence comes from; '' when live."""
+    if target.get("live", True):
+        return ""
+    return " (pasted text)" if target.get("kind") == "pasted" else " (recorded snapshot)"
+
+
 _RCPT = re.compile(r"\bto=<([^<>\s]+@[^<>\s]+)>")
 _QID = re.compile(r"\bpostfix/[\w/.-]+\[\d+\]: ([0-9A-F]{6,}|[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-z]{10,}): ")
 _TRANSPORT = re.compile(r"connect to transport private/([\w.-]+)")
@@ -399,7 +406,7 @@ def build(facts: Facts, answers: Mapping[str, str], all_causes: bool = False) ->
         "schema": SCHEMA,
         "pfdiag_version": __version__,
         "generated": _iso(time.time()),
-        "target": {"where": facts.where, "live": facts.live},
+        "target": {"where": facts.where, "live": facts.live, "kind": facts.kind},
         "server": _server(facts),
         "answers": {k: paste_file_label(v) or v if isinstance(v, str) else v for k, v in answers.items()},  # no temp path
         "verdict": {"status": status, "exit_code": EXIT[status], "headline": headline,
@@ -584,7 +591,7 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
     v = doc["verdict"]
     out = [f"# pfdiag report: {md_text(v['headline'])}", "",
            f"- **Verdict:** {md_text(v['status'])} (exit {v['exit_code']}) - {md_text(v['summary'])}",
-           f"- **Where:** {md_code(doc['target']['where'])}" + ("" if doc["target"]["live"] else " (recorded snapshot)"),
+           f"- **Where:** {md_code(doc['target']['where'])}" + recorded_tag(doc["target"]),
            f"- **Read:** {md_text(_read_line(doc).removeprefix('read: '))}",
            f"- **Generated:** {md_text(doc['generated'])} by pfdiag {md_text(doc['pfdiag_version'])}", ""]  # fmt: skip
     if doc.get("live_evidence"):
@@ -750,8 +757,7 @@ def render_text(doc: Mapping[str, Any], width: int = 100, color: bool = False) -
     if not _title_fits(title, width):  # a panel title is cut at the border: a short one, the whole headline in the body
         title = HEADLINES[v["status"]]
         body = rich_markup(f"[{style}]{{}}[/]\n", v["headline"]).append_text(body)
-    if not doc["target"]["live"]:
-        body.append(" (recorded snapshot)")
+    body.append(recorded_tag(doc["target"]))
     q = doc.get("queue")
     if q:
         counts = ", ".join(f"{k} {n}" for k, n in (q.get("counts") or {}).items() if n)
