@@ -468,9 +468,16 @@ def _split_fix(text: str, kind: str) -> tuple[str, str | None]:
     lead with what they are for; what follows the colon is the change itself. A fix that is not a
     change on this machine (contact, advice, wait) stays one sentence."""
     head, sep, rest = text.partition(": ")
-    if sep and len(head) <= 60 and rest and kind in ("postconf", "master.cf", "queue", "service", "network", "dns"):
+    if sep and len(head) <= 60 and rest and kind in ("postconf", "master.cf", "queue", "service", "network", "dns") \
+            and _COMMAND_START.match(rest) and ";" not in rest:  # fmt: skip
         return head, rest
     return text, None
+
+
+# what a pasteable command starts with; anything else after the colon is instructions in words ("add to
+# master.cf ..., then postconf -e ...; postmap ..."), shown as a sentence rather than as one shell command
+_COMMAND_START = re.compile(r"(?:postconf|postmap|postfix|postsuper|postqueue|pfdiag|systemctl|sysctl|ip|iptables|nft|"
+                            r"doveadm|dig|swaks|openssl|chmod|chown|install|mkdir|ln|cp|mv|sed) ")
 
 
 def _shell_lines(command: str, width: int) -> list[str]:

@@ -102,9 +102,6 @@ def test_the_report_names_the_login_and_offers_the_hold_by_sasl_user(postfix_lab
     rc = main(["report", "-c", str(lab.config_dir), "--log", str(lab.log_path), "--since", flood["since"], "--budget", "60"])
     text = capsys.readouterr().out
     assert f"Outbreak triage: 87 % of the {n} messages deferred by E22" in text and f"{BOB} REJECT account disabled" in text
-    with capsys.disabled():  # for the closing note (pytest -s)
-        print(text[text.index("Do this now"):text.index("Causes, most important first")])
-        print(text[text.index("Outbreak triage"):text.index("  then check:")])
 
 
 def test_the_suggested_access_line_stops_the_login_and_only_it(postfix_lab, flood, capsys):
