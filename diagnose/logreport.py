@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections import Counter
 
 import io
+import re
 import time
 from datetime import datetime, timezone
 from typing import Any
@@ -48,7 +49,11 @@ def postfix_said(report: dict[str, Any]) -> tuple[dict[str, list[tuple[str, int]
             by_cause.setdefault(cause, []).append((example, c["count"]))
         else:
             other.append((example, c["count"]))
+    other.sort(key=lambda ex_n: not _GAVE_UP.search(ex_n[0]))  # fatal/panic first: a daemon stopped (stable)
     return {k: v[:SAID_PER_CAUSE] for k, v in by_cause.items()}, other[:SAID_OTHER]
+
+
+_GAVE_UP = re.compile(r"\]: (?:fatal|panic): ")
 
 
 def _iso(ts: float | None) -> str | None:
@@ -336,7 +341,7 @@ def render_text(report: dict[str, Any], width: int = 120, color: bool = False) -
             con.print(rich_markup("  Postfix turned on its PIX firewall workarounds for: {}", _top(e["pix_workarounds"])))
     other = postfix_said(report)[1]
     if other:
-        con.print("\n[bold]Other Postfix warnings[/bold] (no deferral cause in this log; most frequent first):")
+        con.print("\n[bold]Other Postfix warnings[/bold] (no deferral cause in this log; a daemon's fatal/panic first, then most frequent):")
         for line, n in other:
             con.print(rich_markup("  {}  ({}x)", line, f"{n:,}"), soft_wrap=True)
     if inp["malformed"]:
@@ -435,7 +440,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         ]
     other = postfix_said(report)[1]
     if other:
-        out += ["", "### Other Postfix warnings", "", "No deferral cause in this log; most frequent first (count):", ""]
+        out += ["", "### Other Postfix warnings", "", "No deferral cause in this log; a daemon's fatal/panic first, then most frequent (count):", ""]
         out += md_block(f"{line}  ({n}x)" for line, n in other)
     if inp["malformed"]:
         out += ["", "Lines that could not be read as they are: " + ", ".join(f"{md_text(k)} {m['count']}" for k, m in inp["malformed"].items())]

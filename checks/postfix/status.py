@@ -212,4 +212,6 @@ COMPANION_PREFIXES = (
     "Verified TLS connection established to ",
     "Anonymous TLS connection established to ",
     "warning: smtp_connect_addr: bind",
+    "fatal: ",  # a delivery agent, qmgr or master gave up: one kind each, counted, the first line kept
+    "panic: ",
 )

@@ -65,3 +65,22 @@ def test_bounded_per_cause_and_at_the_end(tmp_path, capsys):
     said, other = postfix_said(report)
     assert len(said["E31"]) == SAID_PER_CAUSE and said["E31"][0][1] == SAID_PER_CAUSE + 4  # most frequent first
     assert len(other) == SAID_OTHER
+
+
+def test_a_daemons_fatal_line_is_shown_first_among_the_others(tmp_path, capsys):
+    """A delivery agent or qmgr that gave up (fatal:/panic:) is counted like the warnings and shown
+    first in the other warnings, however rare: pflogsumm lists fatal errors too."""
+    log = tmp_path / "mail.log"
+    tls = "Dec  6 10:00:05 mx postfix/smtp[102]: warning: TLS library problem: error:0A000086:SSL routines::x\n"
+    fatal = ("Dec  6 10:00:07 mx postfix/trivial-rewrite[104]: fatal: open database /etc/postfix/transport.db: "
+             "No such file or directory\n")  # fmt: skip
+    log.write_text(LOG.splitlines(keepends=True)[2] + tls * 3 + fatal)
+    assert main(["logs", str(log)]) == 0
+    other = _section(capsys.readouterr().out, "Other Postfix warnings")
+    lines = [ln for ln in other.splitlines()[1:] if ln.strip()]
+    assert "fatal: open database /etc/postfix/transport.db" in lines[0] and "(1x)" in lines[0], other
+    assert "TLS library problem" in lines[1] and "(3x)" in lines[1]
+    assert main(["logs", str(log), "-f", "json"]) == 0
+    import json
+
+    assert json.loads(capsys.readouterr().out)["companions"]["fatal"]["count"] == 1
