@@ -220,6 +220,8 @@ def test_demo_report_cannot_probe_a_snapshot(demo_doc: dict) -> None:
     assert states["logs"] == states["queue"] == states["config"] == "ok"
     step = next(s for s in demo_doc["steps"] if s["id"] == "smtp.nexthops")
     assert step["state"] == "skipped" and "recording cannot be probed" in step["detail"]  # not "ok": it did not run
+    dns = next(s for s in demo_doc["steps"] if s["id"] == "dns.destinations")  # nothing defers for DNS in the demo
+    assert dns["state"] == "skipped" and "no mail is deferred for a DNS reason" in dns["detail"]
 
 
 @pytest.mark.parametrize("fmt", ["md", "text"])
