@@ -276,6 +276,24 @@ def _next_line_start(fh: io.FileIO, start: int, limit: int) -> int | None:
     return None
 
 
+def _open_source(target: Target, source: str | Chunk, stats: ReadStats, since: float | None, tz: tzinfo | None,
+                 births: set[str] | None) -> tuple[Chunk, LineParser, TextIO, int]:  # fmt: skip
+    """One source opened for reading: its chunk (counted in stats.files at its start), a parser
+    dated by the file's mtime (a yearless stamp is never after it), the stream and its hole flag."""
+    chunk = source if isinstance(source, Chunk) else Chunk(source)
+    if chunk.start == 0:
+        stats.files.append(chunk.path)
+    reference = None
+    if chunk.path != STDIN:
+        try:
+            reference = target.file_info(chunk.path).mtime
+        except InputError:
+            reference = None
+    parser = LineParser(reference_time=reference, tz=tz, births=births)
+    stream, hole = _open_chunk(target, chunk, since)
+    return chunk, parser, stream, hole
+
+
 def _open_chunk(target: Target, chunk: Chunk, since: float | None = None) -> tuple[TextIO, int]:
     """The chunk's text, and the NUL bytes of a hole skipped at its start."""
     if chunk.path == STDIN:
@@ -354,18 +372,7 @@ def read_lines(
     read (a damaged .gz) keeps the lines read so far and adds a warning to stats."""
     latest = latest_time()
     for source in sources:
-        chunk = source if isinstance(source, Chunk) else Chunk(source)
-        path = chunk.path
-        if chunk.start == 0:
-            stats.files.append(path)
-        reference = None
-        if path != STDIN:
-            try:
-                reference = target.file_info(path).mtime
-            except InputError:
-                reference = None
-        parser = LineParser(reference_time=reference, tz=tz, births=births)
-        stream, hole = _open_chunk(target, chunk, since)
+        chunk, parser, stream, hole = _open_source(target, source, stats, since, tz, births)
         with stream:
             yield from _stream(chunk, stream, hole, parser, stats, since, until, skip_daemons, latest)
 
@@ -475,18 +482,7 @@ def read_batches(
     is counted in stats but the files, damage and what LineBatches drops.
     Use take() to read a line exactly as read_lines does."""
     for source in sources:
-        chunk = source if isinstance(source, Chunk) else Chunk(source)
-        path = chunk.path
-        if chunk.start == 0:
-            stats.files.append(path)
-        reference = None
-        if path != STDIN:
-            try:
-                reference = target.file_info(path).mtime
-            except InputError:
-                reference = None
-        parser = LineParser(reference_time=reference, tz=tz, births=births)
-        stream, hole = _open_chunk(target, chunk, since)
+        chunk, parser, stream, hole = _open_source(target, source, stats, since, tz, births)
         with stream:
             batches = LineBatches(stream, stats, hole)
             try:
