@@ -10,7 +10,6 @@ sendmail (pickup: no client=), and some to a healthy peer (delivered)."""
 from __future__ import annotations
 
 import json
-import smtplib
 import time
 from datetime import datetime
 from typing import Any, Iterator
@@ -19,7 +18,7 @@ import pytest
 
 from diagnose.cli import main
 from tests.lab.peers import RateLimitPeer
-from tests.lab.postfix import PostfixLab, build_message, make_message_id
+from tests.lab.postfix import PostfixLab
 
 pytestmark = pytest.mark.lab
 RL = "ratelimit.test"
@@ -29,14 +28,7 @@ FLOOD = 24
 
 def _smtp(lab: PostfixLab, source: str, sender: str, tags: list[str]) -> list[str]:
     """Send one message per tag over SMTP from `source`, in one session; their Message-IDs."""
-    mids = []
-    with smtplib.SMTP("127.0.0.1", lab.smtpd_port, timeout=30, source_address=(source, 0)) as c:
-        for tag in tags:
-            mid = make_message_id(tag)
-            rcpt = f"{tag}@{RL}"
-            c.sendmail(sender, [rcpt], build_message(sender, [rcpt], subject=tag, message_id=mid).replace(b"\n", b"\r\n"))
-            mids.append(mid)
-    return mids
+    return lab.submit(sender, [(f"{tag}@{RL}", tag) for tag in tags], source=source)
 
 
 @pytest.fixture(scope="module")

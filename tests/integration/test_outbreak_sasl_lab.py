@@ -18,7 +18,7 @@ import pytest
 
 from diagnose.cli import main
 from tests.lab.peers import RateLimitPeer
-from tests.lab.postfix import POSTMAP, PostfixLab, build_message, make_message_id
+from tests.lab.postfix import POSTMAP, PostfixLab
 from tests.lab.saslauth import DovecotAuth
 
 pytestmark = pytest.mark.lab
@@ -31,18 +31,8 @@ SET_BY_TEST = (*SASL, "smtpd_sasl_path", "smtpd_sender_restrictions")
 
 
 def _smtp(lab: PostfixLab, source: str, login: str | None, tags: list[str]) -> list[str]:
-    mids = []
-    sender = login or "carl@corp.test"
-    with smtplib.SMTP("127.0.0.1", lab.smtpd_port, timeout=30, source_address=(source, 0)) as c:
-        if login:
-            c.ehlo()
-            c.login(login, "secret-" + login)
-        for tag in tags:
-            mid = make_message_id(tag)
-            rcpt = f"{tag}@{RL}"
-            c.sendmail(sender, [rcpt], build_message(sender, [rcpt], subject=tag, message_id=mid).replace(b"\n", b"\r\n"))
-            mids.append(mid)
-    return mids
+    return lab.submit(login or "carl@corp.test", [(f"{tag}@{RL}", tag) for tag in tags], source=source,
+                      login=(login, "secret-" + login) if login else None)
 
 
 @pytest.fixture(scope="module")

@@ -10,14 +10,13 @@ Mail goes to the greylisting peer (451 on every attempt), so it all stays deferr
 from __future__ import annotations
 
 import json
-import smtplib
 import time
 from typing import Any, Callable
 
 import pytest
 
 from diagnose.cli import main
-from tests.lab.postfix import PostfixLab, build_message, make_message_id
+from tests.lab.postfix import PostfixLab
 
 pytestmark = pytest.mark.lab
 GL = "greylist.test"
@@ -43,10 +42,7 @@ def mail(postfix_lab: PostfixLab) -> dict[str, Any]:
              "c": lab.inject("bob@other.test", [f"c1@{GL}"], subject="sel c", size=200_000)}  # fmt: skip
     ids = {k: lab.wait_first_attempt(inj)[0].queue_id for k, inj in first.items()}
     time.sleep(4)
-    mid = make_message_id("sel d")
-    data = build_message("carol@corp.test", [f"d1@{GL}"], subject="sel d", message_id=mid).replace(b"\n", b"\r\n")
-    with smtplib.SMTP("127.0.0.1", lab.smtpd_port, timeout=30, source_address=(CLIENT_IP, 0)) as c:
-        c.sendmail("carol@corp.test", [f"d1@{GL}"], data)
+    mid = lab.submit("carol@corp.test", [(f"d1@{GL}", "sel d")], source=CLIENT_IP)[0]
     ids["d"] = lab.wait_first_attempt(lab.queue_id(mid, timeout=30), recipients=[f"d1@{GL}"])[0].queue_id
     e = lab.inject("bob@other.test", [f"e1@{GL}"], subject="sel e", size=60_000)
     ids["e"] = lab.wait_first_attempt(e)[0].queue_id

@@ -655,6 +655,24 @@ class PostfixLab:
             raise LabError(f"sendmail exited {proc.returncode}: {proc.stderr.decode(errors='replace').strip()}")
         return Injected(mid, sender, tuple(recipients), len(data), subject)
 
+    def submit(self, sender: str, mails: Sequence[tuple[str, str]], *, source: str = "127.0.0.1",
+               login: tuple[str, str] | None = None) -> list[str]:  # fmt: skip
+        """Send messages over SMTP to the lab's smtpd from `source` (a loopback address), in one
+        session, after SMTP AUTH when `login` is (user, password); mails: [(recipient, subject)].
+        Returns their Message-IDs. A refusal raises smtplib's exception."""
+        import smtplib
+
+        mids = []
+        with smtplib.SMTP("127.0.0.1", self.smtpd_port, timeout=30, source_address=(source, 0)) as c:
+            if login:
+                c.ehlo()
+                c.login(*login)
+            for rcpt, subject in mails:
+                mid = make_message_id(subject)
+                c.sendmail(sender, [rcpt], build_message(sender, [rcpt], subject=subject, message_id=mid).replace(b"\n", b"\r\n"))
+                mids.append(mid)
+        return mids
+
     def postqueue_json(self) -> list[dict[str, Any]]:
         """``postqueue -j``: one JSON object per queued message (nothing at all for an empty queue)."""
         import json
