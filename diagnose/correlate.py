@@ -564,7 +564,7 @@ def localize_inputs(logs: Mapping[str, Any] | None, queue: Mapping[str, Any] | N
                             "example": c["example"] if d.lower() == own_domain else mine})  # fmt: skip
             notes.setdefault(cid, []).append(why)
         new_logs["relays"] = [_resplit(r, split) for r in (logs or {}).get("relays", [])]
-    new_logs["causes"] = [_retitle(c) for c in causes.values()]
+    new_logs["causes"] = [_retitle(c, "logs") for c in causes.values()]
     rows = []
     for row in (logs or {}).get("domains", []):
         if "E32" in (row.get("causes") or {}):
@@ -579,24 +579,22 @@ def localize_inputs(logs: Mapping[str, Any] | None, queue: Mapping[str, Any] | N
     if logs is not None:
         new_logs["domains"] = rows
     if queue is not None:
-        new_queue["groups"] = [_retitle(g, "cause_id", "cause_title") for g in groups]
+        new_queue["groups"] = [_retitle(g, "queue") for g in groups]
     return new_logs, new_queue, {k: list(dict.fromkeys(v)) for k, v in notes.items()}
 
 
-def _retitle(entry: dict[str, Any], key: str = "id", title: str = "title") -> dict[str, Any]:
-    """An entry whose cause id was re-judged gets that cause's own title (and slug)."""
-    from diagnose.causes import get_cause
+def _retitle(entry: dict[str, Any], kind: str) -> dict[str, Any]:
+    """An entry whose cause id was re-judged gets that cause's own catalog fields, as its report
+    names them: a `pfdiag logs` cause (logreport._cause_meta: slug, title, root cause), a `pfdiag
+    queue` group (queuereport.cause_title)."""
+    if kind == "queue":
+        from diagnose.queuereport import cause_title
 
-    if title not in entry:
-        return entry
-    try:
-        cause = get_cause(str(entry[key]))
-    except (KeyError, ValueError):
-        return entry
-    out = {**entry, title: cause.title}
-    if "slug" in out:
-        out["slug"] = cause.slug
-    return out
+        return {**entry, "cause_title": cause_title(str(entry["cause_id"]))} if "cause_title" in entry else entry
+    from diagnose.logreport import _cause_meta
+
+    slug, title, root, _ = _cause_meta(str(entry["id"]))
+    return {**entry, "slug": slug, "title": title, "root_cause": root} if "title" in entry else entry
 
 
 def _resplit(row: Mapping[str, Any], split: Mapping[str, int]) -> dict[str, Any]:

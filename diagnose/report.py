@@ -15,7 +15,7 @@ from typing import Any, Mapping
 from checks.model import Finding, Severity
 from checks.targets.pasted import log_label, paste_file_label
 from diagnose import __version__, outbreak
-from diagnose.correlate import (EOD_CAUSES, LOCAL_PARAMS, REMOTE_FAMILIES, RankedCause, confidence_label, per_destination,
+from diagnose.correlate import (EOD_CAUSES, REMOTE_FAMILIES, RankedCause, confidence_label, per_destination,
                                 rank, services_of)
 from diagnose.engine import Facts
 from diagnose.fate import CLEARS_BY_ITSELF, FUTILE
