@@ -189,7 +189,8 @@ def _load_reply_rules() -> tuple[ReplyRule, ...]:
 def needle_gate(rules: tuple[ReplyRule, ...]) -> re.Pattern[str] | None:
     """One regex over every rule's needles: a reply it does not match can skip the whole rule
     loop. None when some rule has no needles (then every reply must run the loop). Shaped as a
-    trie (_trie_pattern): a flat alternation of ~100 needles costs 7 us per reply, this ~1 us."""
+    trie (_trie_pattern): on the benchmark log's replies a flat alternation of the ~100 needles
+    took 7-11 us per reply, the trie 2 us."""
     if not rules or any(r.needles is None for r in rules):
         return None
     return re.compile(_trie_pattern(n for r in rules for n in r.needles or ()))
