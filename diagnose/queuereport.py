@@ -53,6 +53,7 @@ DIGEST_SCHEMA = "pfdiag.queue-digest/1"
 COMPACT_ABOVE = 1000  # messages; a bigger report is written as compact JSON
 RUN = 8192  # a big report's entries per sorted run in a temporary file (some 6 MB of JSON)
 WAIT_LIMIT = 4096  # deferred entries waiting for the retry settings before the listing waits for postconf
+TEXT_SHOWN = 50  # deferred messages render_text lists (the rest: "... N more")
 ARRIVALS = 2000  # the digest keeps the arrivals of this many of the oldest messages (the report's timeline)
 ASSUMED_NOTE = ("next-attempt times marked 'assumed': the queue file's mtime could not be read, so the last attempt "
                 "is assumed to have ended just now (the latest possible next attempt; the earliest is now)")  # fmt: skip
@@ -129,19 +130,21 @@ def _settings_and_state(target: Target, config_dir: str | None, notes: list[str]
 
 def queue_report(target: Target, config_dir: str | None, *, by: str = "recipient", top: int = 20,
                  shape_queues: list[str] | None = None, encode: bool = False,
-                 keep: Callable[[QueuedMessage, float], bool] | None = None, said: str = "") -> tuple[dict[str, Any], ReportBuilder]:  # fmt: skip
+                 keep: Callable[[QueuedMessage, float], bool] | None = None, said: str = "",
+                 shown: int | None = None) -> tuple[dict[str, Any], ReportBuilder]:  # fmt: skip
     """`pfdiag queue`'s report, and its builder. encode: a big queue's entries are kept as
     sorted runs of JSON (ReportBuilder): memory bounded, "messages" a SortedEntries that
     builder.write_json streams and render_text/render_md read once.
     postqueue and the postconf/master runs wait on Postfix, not on us: they are asked at the
     same time, and the report is built from each message as postqueue lists it.
     keep(message, now): only the messages it accepts are in the report (the selectors of
-    `pfdiag queue`); `said` describes them in a note, with how many of the queued ones."""
+    `pfdiag queue`); `said` describes them in a note, with how many of the queued ones.
+    shown: the text report's summary only (ReportBuilder's shown; render_text needs TEXT_SHOWN)."""
     from checks.runner import start
 
     notes: list[str] = []
     now = listing_time(target)
-    builder = ReportBuilder(now, by=by, top=top, shape_queues=shape_queues, encode=encode)
+    builder = ReportBuilder(now, by=by, top=top, shape_queues=shape_queues, encode=encode, shown=shown)
     config_job = start("config", lambda _deadline: _settings_and_state(target, config_dir, notes))
     builder.configure_when_done(config_job, target)
     listed, wanted = [0], keep or (lambda m, t: True)
@@ -308,11 +311,20 @@ class ReportBuilder:
     postconf instead of piling them up."""
 
     def __init__(self, now: float, *, by: str = "recipient", top: int = 20, shape_queues: list[str] | None = None,
-                 encode: bool = False, run: int | None = None) -> None:  # fmt: skip
+                 encode: bool = False, run: int | None = None, shown: int | None = None) -> None:  # fmt: skip
         """encode: a big queue's entries become sorted runs of JSON texts on the way (see the
         class); finish()'s "messages" is then a SortedEntries. Without it every entry stays a
-        dict in a list (build_report, small inputs). run: entries per sorted run (RUN)."""
+        dict in a list (build_report, small inputs). run: entries per sorted run (RUN).
+        shown: the text report's summary instead (render_text, queueselect.other_fates): every
+        count, table and group, but entries only for the `shown` oldest deferred messages and
+        the `shown` first of the others in other_fates' order (held first, oldest first); the
+        report's "others_total" says how many others there are. The same text, without an
+        entry, a forecast or a JSON text per message (`pfdiag queue` in text, as qshape)."""
         self.now, self.top, self.shape_queues = now, top, shape_queues
+        self._shown = shown
+        # bounded max-heaps of the entries shown: (key negated, entry); the root is the last one shown
+        self._shown_deferred: list[tuple[tuple[float, int], dict[str, Any]]] = []
+        self._shown_others: list[tuple[tuple[int, float, float, int], dict[str, Any]]] = []
         self.ages = AgeTally(now, by=by, queues=shape_queues)
         self.causes = GroupTally(cause_of)
         self.queues: dict[str, int] = {}
@@ -327,7 +339,7 @@ class ReportBuilder:
         self._run: list[str] = []  # the current run's _line()s
         self._files: list[IO[str]] = []  # the spilled runs, each sorted
         self._spill_failed = False
-        self.waiting: list[tuple[QueuedMessage, dict[str, Any], int]] = []  # deferred entries not forecast yet
+        self.waiting: list[tuple[QueuedMessage, dict[str, Any] | None, int]] = []  # deferred entries not forecast yet
         self.sources: set[str] = set()  # mtime_source values used
         self._forecaster: Forecaster | None = None
         self._target: Target | None = None
@@ -349,6 +361,9 @@ class ReportBuilder:
         self._target, self._qfiles = target, QueueFiles(target, queue_directory)
         waiting, self.waiting = self.waiting, []
         for m, entry, seq in waiting:
+            if entry is None:  # a summary's message not shown: only whether its queue file's time is known
+                self._source(m)
+                continue
             self._forecast(m, entry)
             if self._crossed:  # before, the entry is in self.entries already
                 self._put(entry, seq)
@@ -416,6 +431,24 @@ class ReportBuilder:
                 self._locals[reason] = got
         return got
 
+    def _entry(self, m: QueuedMessage) -> dict[str, Any]:
+        """A message's entry of docs/queue-json.md, without its forecast and fate."""
+        cause = self.causes.cause
+        return {
+            "queue_id": m.queue_id, "queue_name": m.queue_name, "arrival_time": m.arrival_time,
+            "age_seconds": round(self.now - m.arrival_time, 1), "size": m.size, "sender": m.sender,
+            "forced_expire": m.forced_expire,
+            "recipients": [{"address": r.address, "delay_reason": r.delay_reason, "cause_id": cause(r.delay_reason)}
+                           for r in m.recipients],
+            "forecast": None, "fate": None,
+        }  # fmt: skip
+
+    def _source(self, m: QueuedMessage) -> None:
+        """What a forecast of m adds to self.sources (the "assumed" note), without the forecast."""
+        if len(self.sources) < 2:
+            assert self._qfiles is not None
+            self.sources.add("assumed" if self._qfiles.mtime(m) is None else "file")
+
     def add(self, m: QueuedMessage) -> None:
         domains = [domain_of(r.address) for r in m.recipients]  # once for both tallies
         self.ages.add(m, domains)
@@ -425,15 +458,10 @@ class ReportBuilder:
         self.recipients += len(m.recipients)
         if self.oldest is None or m.arrival_time < self.oldest.arrival_time:
             self.oldest = m
-        cause = self.causes.cause
-        entry: dict[str, Any] = {
-            "queue_id": m.queue_id, "queue_name": q, "arrival_time": m.arrival_time,
-            "age_seconds": round(self.now - m.arrival_time, 1), "size": m.size, "sender": m.sender,
-            "forced_expire": m.forced_expire,
-            "recipients": [{"address": r.address, "delay_reason": r.delay_reason, "cause_id": cause(r.delay_reason)}
-                           for r in m.recipients],
-            "forecast": None, "fate": None,
-        }  # fmt: skip
+        if self._shown is not None:
+            self._add_shown(m)
+            return
+        entry = self._entry(m)
         seq = self.count
         self.count += 1
         complete = True
@@ -456,6 +484,47 @@ class ReportBuilder:
         if len(self.waiting) > WAIT_LIMIT and self._pending is not None and self._encoding:
             self._configure_from_job()  # postconf is slower than the listing: wait for it, not pile up
 
+    def _add_shown(self, m: QueuedMessage) -> None:
+        """add()'s entry for a summary (shown): only when the message is among the shown so far.
+        The order of the full listing is (arrival, listing position); other_fates sorts the
+        others stably by (not held, -age_seconds): the keys below are those, negated, so that
+        the root of each max-heap is the entry that leaves first."""
+        seq = self.count
+        self.count += 1
+        q, a, limit = m.queue_name, m.arrival_time, self._shown
+        assert limit is not None
+        if q != "deferred":
+            okey = (-(q != "hold"), round(self.now - a, 1), -a, -seq)
+            others = self._shown_others
+            if len(others) >= limit and okey <= others[0][0]:
+                return
+            entry = self._entry(m)
+            entry["fate"] = fate(q, m.queue_id, None, now=self.now)
+            (heapq.heappush if len(others) < limit else heapq.heapreplace)(others, (okey, entry))
+            return
+        if self._forecaster is None and self._pending is not None and self._pending.ready():
+            self._configure_from_job()
+        dkey = (-a, -seq)
+        heap = self._shown_deferred
+        shown: dict[str, Any] | None = None
+        if len(heap) < limit or dkey > heap[0][0]:
+            shown = self._entry(m)
+            (heapq.heappush if len(heap) < limit else heapq.heapreplace)(heap, (dkey, shown))
+        if self._forecaster is None:
+            self.waiting.append((m, shown, seq))
+            if len(self.waiting) > WAIT_LIMIT and self._pending is not None:
+                self._configure_from_job()  # postconf is slower than the listing: wait for it, not pile up
+        elif shown is not None:
+            self._forecast(m, shown)
+        else:
+            self._source(m)
+
+    def _shown_entries(self) -> list[dict[str, Any]]:
+        """A summary's entries, in the order of the full listing (arrival, listing position)."""
+        kept = [(-k[0], -k[1], e) for k, e in self._shown_deferred] + [(-k[2], -k[3], e) for k, e in self._shown_others]
+        kept.sort(key=lambda t: (t[0], t[1]))
+        return [e for _, _, e in kept]
+
     def finish(self, read: QueueRead, settings: RetrySettings, target: Target, queue_directory: str | None,
                config: Any = None) -> dict[str, Any]:  # fmt: skip
         """The report. settings, queue_directory and config are the ones configure() was given, if it was."""
@@ -463,7 +532,9 @@ class ReportBuilder:
         if self._forecaster is None:
             self.configure(settings, target, queue_directory, config)
         messages: list[dict[str, Any]] | SortedEntries
-        if not self._crossed:  # by arrival; sort() is stable: listing order among equals
+        if self._shown is not None:
+            messages = self._shown_entries()
+        elif not self._crossed:  # by arrival; sort() is stable: listing order among equals
             self.entries.sort(key=lambda e: e["arrival_time"])
             messages = self.entries
         else:
@@ -485,7 +556,7 @@ class ReportBuilder:
             "settings": {k: getattr(settings, k) for k in settings.__dataclass_fields__},
             "messages": messages,
             "notes": _notes(read, self.sources),
-        }
+        } | ({"others_total": sum(n for q, n in self.queues.items() if q != "deferred")} if self._shown is not None else {})
 
     def json_text(self, report: dict[str, Any]) -> str:
         """write_json() as one string."""
@@ -706,8 +777,8 @@ def render_text(rep: dict[str, Any]) -> str:
     if o:
         out += ["", f"Oldest: {o['queue_id']} ({o['queue_name']}) from {o['sender'] or '<>'}, "
                     f"{human(o['age_seconds'])} old"]  # fmt: skip
-    # the first 50 only: a big queue's messages are read from its sorted runs (SortedEntries)
-    deferred = list(itertools.islice((m for m in rep["messages"] if m["forecast"]), 50))
+    # the first TEXT_SHOWN only: a big queue's messages are read from its sorted runs (SortedEntries)
+    deferred = list(itertools.islice((m for m in rep["messages"] if m["forecast"]), TEXT_SHOWN))
     if deferred:
         s = rep["settings"]
         out += ["", f"Deferred messages: next attempt and return to sender (if every attempt fails; "
