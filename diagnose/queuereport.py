@@ -72,6 +72,26 @@ def _entry_encoder() -> Callable[[Any], str]:
     return lambda o: "".join(chunks(o, 0))
 
 
+_encode_str = _json_encoder.encode_basestring  # ensure_ascii=False's, as the encoders use: the C one when there is one
+
+
+def _number(x: Any) -> str:
+    """The JSON text of an int or a float as json.dumps writes it (float.__repr__; NaN and the
+    infinities as it spells them); anything else through the encoder itself."""
+    t = type(x)
+    if t is float:
+        return repr(x) if x == x and x not in (_INF, -_INF) else _ENCODE(x)
+    return int.__repr__(x) if t is int else _ENCODE(x)
+
+
+_INF = float("inf")
+
+
+def _flag(x: Any) -> str:
+    """A bool's JSON text (anything else, e.g. the 1 of `forced_expire or ...`, as the encoder writes it)."""
+    return "true" if x is True else "false" if x is False else _ENCODE(x)
+
+
 def cause_of(reason: str) -> str:
     """The cause of a queued recipient's delay reason. A permanent (5xx) failure that is still in
     the queue was not bounced: soft_bounce kept it (main.cf or a transport's master.cf
@@ -347,6 +367,7 @@ class ReportBuilder:
         self._pending: Batch[tuple[Any, ...]] | None = None  # (settings, ConfigReport | None, ...)
         self._services: dict[str, str] | None = None  # the local services' parameters, once postconf answered
         self._locals: dict[str, str] = {}  # E32 reason -> the cause the locality rule gives it
+        self._memo: dict[str | None, str] = {}  # repeated strings -> their JSON text (_texts)
 
     def configure(self, settings: RetrySettings, target: Target, queue_directory: str | None,
                   config: Any = None) -> None:  # fmt: skip
@@ -370,8 +391,12 @@ class ReportBuilder:
 
     def _put(self, entry: dict[str, Any], seq: int) -> None:
         """A complete entry past the mark: into the current run, spilled when full."""
+        self._put_text(entry["arrival_time"], seq, self._encode_entry(entry))
+
+    def _put_text(self, arrival: float, seq: int, text: str) -> None:
+        """An entry's JSON text into the current run, spilled when full."""
         run = self._run
-        run.append(_line(entry["arrival_time"], seq, self._encode_entry(entry)))
+        run.append(_line(arrival, seq, text))
         if len(run) >= self._run_size and not self._spill_failed:
             fh = _spill_file()
             if fh is None:  # no temporary file: the runs stay in memory (correct, not bounded)
@@ -443,6 +468,49 @@ class ReportBuilder:
             "forecast": None, "fate": None,
         }  # fmt: skip
 
+    def _entry_text(self, m: QueuedMessage) -> str:
+        """The compact JSON text of m's complete entry, as _encode_entry() of the entry that
+        _entry() and _forecast() (or fate(), not deferred) build, written directly: the same
+        bytes (test_queue_report_stream.py) without a dict per message, recipient and forecast
+        for the encoder to walk. The settings are known when m is deferred."""
+        cause, q, now, enc, text = self.causes.cause, m.queue_name, self.now, _encode_str, self._texts
+        causes = [cause(r.delay_reason) for r in m.recipients]
+        if q != "deferred":
+            forecast, fate_text = "null", fate(q, m.queue_id, None, now=now)
+        else:
+            assert self._forecaster is not None and self._qfiles is not None
+            row = self._forecaster.row(m, self._qfiles.mtime(m))
+            source, earliest, latest, expires, expires_latest, lifetime, remaining, overdue, expiring = row
+            self.sources.add(source)
+            if self._services is not None and "E32" in causes:
+                causes = [self._local_cause(r.delay_reason) if c == "E32" and r.delay_reason else c
+                          for c, r in zip(causes, m.recipients)]  # fmt: skip
+            forecast = (f'{{"mtime_source": "{source}", "next_attempt_earliest": {round(earliest)}, '
+                        f'"next_attempt_latest": {round(latest)}, "expires_at": {round(expires)}, '
+                        f'"expires_at_latest": {round(expires_latest)}, "lifetime_ends": {round(lifetime)}, '
+                        f'"remaining_attempts": [{remaining[0]}, {remaining[1]}], '
+                        f'"overdue": {_flag(overdue)}, "expiring": {_flag(expiring)}}}')  # fmt: skip
+            fate_text = fate(q, m.queue_id, first_cause(causes), now=now, next_attempt=earliest, expires_at=expires,
+                             expiring=expiring)  # fmt: skip
+        rcpts = ", ".join([f'{{"address": {enc(r.address)}, "delay_reason": {text(r.delay_reason)}, '
+                           f'"cause_id": {"null" if c is None else text(c)}}}' for r, c in zip(m.recipients, causes)])  # fmt: skip
+        a = m.arrival_time
+        return (f'{{"queue_id": {enc(m.queue_id)}, "queue_name": {text(q)}, '
+                f'"arrival_time": {_number(a)}, "age_seconds": {_number(round(now - a, 1))}, '
+                f'"size": {_number(m.size)}, "sender": {text(m.sender)}, '
+                f'"forced_expire": {_flag(m.forced_expire)}, '
+                f'"recipients": [{rcpts}], "forecast": {forecast}, "fate": {enc(fate_text)}}}')  # fmt: skip
+
+    def _texts(self, value: str | None) -> str:
+        """A repeated string's JSON text (queue names, senders, reason texts, cause ids), memoised."""
+        memo = self._memo
+        got = memo.get(value)
+        if got is None:
+            if len(memo) >= 65536:  # reasons carry hosts and ids; bound the memo
+                memo.clear()
+            got = memo[value] = "null" if value is None else _encode_str(value)
+        return got
+
     def _source(self, m: QueuedMessage) -> None:
         """What a forecast of m adds to self.sources (the "assumed" note), without the forecast."""
         if len(self.sources) < 2:
@@ -461,6 +529,13 @@ class ReportBuilder:
         if self._shown is not None:
             self._add_shown(m)
             return
+        if q == "deferred" and self._forecaster is None and self._pending is not None and self._pending.ready():
+            self._configure_from_job()
+        if self._crossed and (q != "deferred" or self._forecaster is not None):  # complete now: straight to text
+            seq = self.count
+            self.count += 1
+            self._put_text(m.arrival_time, seq, self._entry_text(m))
+            return
         entry = self._entry(m)
         seq = self.count
         self.count += 1
@@ -468,8 +543,6 @@ class ReportBuilder:
         if q != "deferred":
             entry["fate"] = fate(q, m.queue_id, None, now=self.now)
         else:
-            if self._forecaster is None and self._pending is not None and self._pending.ready():
-                self._configure_from_job()
             if self._forecaster is not None:
                 self._forecast(m, entry)
             else:

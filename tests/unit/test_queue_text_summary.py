@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from checks.config import read_config
-from checks.queue import Forecaster, QueueRead, read_queue
+from checks.postfix.postqueue import QueuedMessage
+from checks.queue import Forecaster, ForecastRow, QueueRead, read_queue
 from checks.targets import SnapshotTarget
 from diagnose import queueselect
 from diagnose.queuereport import TEXT_SHOWN, ReportBuilder, queue_report, render_text
@@ -61,9 +62,14 @@ def build(listing, configured_after: int | None, **kw) -> dict:
 @pytest.mark.parametrize("configured_after", [0, 700, None])  # settings before, during, after the listing
 def test_the_summary_renders_the_same_text_as_the_full_report(listing, configured_after, monkeypatch) -> None:
     full = build(listing, configured_after, encode=True)
-    rows = []
+    rows: list[str] = []
     row = Forecaster.row
-    monkeypatch.setattr(Forecaster, "row", lambda self, m, mtime=None: rows.append(1) or row(self, m, mtime))
+
+    def counted(self: Forecaster, m: QueuedMessage, mtime: float | None = None) -> ForecastRow:
+        rows.append(m.queue_id)
+        return row(self, m, mtime)
+
+    monkeypatch.setattr(Forecaster, "row", counted)
     summary = build(listing, configured_after, encode=True, shown=SHOWN)
     text = text_of(summary)
     assert text == text_of(full)
