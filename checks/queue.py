@@ -369,8 +369,11 @@ class QueueFiles:
             return None
         base, qid = self._base, m.queue_id
         listing = self._listing(f"{base}/{qid[0]}")  # the default hash_queue_depth of 1
-        if listing is not None and qid in listing:
-            return listing[qid]
+        if listing is not None:
+            if qid in listing:
+                return listing[qid]
+        elif self._listing(base) is None:  # neither directory can be read (a snapshot without queue files):
+            return None  # no stat of a file in them would do better, and 10,000 failing ones cost time
         return _stat_mtime(self._info, base, qid)  # written since the listing, or another layout
 
 
