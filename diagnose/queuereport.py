@@ -151,7 +151,7 @@ def _settings_and_state(target: Target, config_dir: str | None, notes: list[str]
 def queue_report(target: Target, config_dir: str | None, *, by: str = "recipient", top: int = 20,
                  shape_queues: list[str] | None = None, encode: bool = False,
                  keep: Callable[[QueuedMessage, float], bool] | None = None, said: str = "",
-                 shown: int | None = None) -> tuple[dict[str, Any], ReportBuilder]:  # fmt: skip
+                 shown: int | None = None, md: bool = False) -> tuple[dict[str, Any], ReportBuilder]:  # fmt: skip
     """`pfdiag queue`'s report, and its builder. encode: a big queue's entries are kept as
     sorted runs of JSON (ReportBuilder): memory bounded, "messages" a SortedEntries that
     builder.write_json streams and render_text/render_md read once.
@@ -159,12 +159,13 @@ def queue_report(target: Target, config_dir: str | None, *, by: str = "recipient
     same time, and the report is built from each message as postqueue lists it.
     keep(message, now): only the messages it accepts are in the report (the selectors of
     `pfdiag queue`); `said` describes them in a note, with how many of the queued ones.
-    shown: the text report's summary only (ReportBuilder's shown; render_text needs TEXT_SHOWN)."""
+    shown: the text report's summary only (ReportBuilder's shown; render_text needs TEXT_SHOWN);
+    md: the Markdown report's rows instead of entries (ReportBuilder's md)."""
     from checks.runner import start
 
     notes: list[str] = []
     now = listing_time(target)
-    builder = ReportBuilder(now, by=by, top=top, shape_queues=shape_queues, encode=encode, shown=shown)
+    builder = ReportBuilder(now, by=by, top=top, shape_queues=shape_queues, encode=encode, shown=shown, md=md)
     config_job = start("config", lambda _deadline: _settings_and_state(target, config_dir, notes))
     builder.configure_when_done(config_job, target)
     listed, wanted = [0], keep or (lambda m, t: True)
@@ -331,7 +332,7 @@ class ReportBuilder:
     postconf instead of piling them up."""
 
     def __init__(self, now: float, *, by: str = "recipient", top: int = 20, shape_queues: list[str] | None = None,
-                 encode: bool = False, run: int | None = None, shown: int | None = None) -> None:  # fmt: skip
+                 encode: bool = False, run: int | None = None, shown: int | None = None, md: bool = False) -> None:  # fmt: skip
         """encode: a big queue's entries become sorted runs of JSON texts on the way (see the
         class); finish()'s "messages" is then a SortedEntries. Without it every entry stays a
         dict in a list (build_report, small inputs). run: entries per sorted run (RUN).
@@ -339,9 +340,13 @@ class ReportBuilder:
         count, table and group, but entries only for the `shown` oldest deferred messages and
         the `shown` first of the others in other_fates' order (held first, oldest first); the
         report's "others_total" says how many others there are. The same text, without an
-        entry, a forecast or a JSON text per message (`pfdiag queue` in text, as qshape)."""
+        entry, a forecast or a JSON text per message (`pfdiag queue` in text, as qshape).
+        md: the Markdown report's rows instead of entries: each deferred message's table row
+        (render_md's) in the sorted runs, nothing for the others; "messages" is then a
+        SortedEntries of those rows ("md_rows" in the report), which render_md writes as they are."""
         self.now, self.top, self.shape_queues = now, top, shape_queues
         self._shown = shown
+        self._md = md
         # bounded max-heaps of the entries shown: (key negated, entry); the root is the last one shown
         self._shown_deferred: list[tuple[tuple[float, int], dict[str, Any]]] = []
         self._shown_others: list[tuple[tuple[int, float, float, int], dict[str, Any]]] = []
@@ -368,6 +373,7 @@ class ReportBuilder:
         self._services: dict[str, str] | None = None  # the local services' parameters, once postconf answered
         self._locals: dict[str, str] = {}  # E32 reason -> the cause the locality rule gives it
         self._memo: dict[str | None, str] = {}  # repeated strings -> their JSON text (_texts)
+        self._rows = 0  # md: the rows in the runs
 
     def configure(self, settings: RetrySettings, target: Target, queue_directory: str | None,
                   config: Any = None) -> None:  # fmt: skip
@@ -382,6 +388,9 @@ class ReportBuilder:
         self._target, self._qfiles = target, QueueFiles(target, queue_directory)
         waiting, self.waiting = self.waiting, []
         for m, entry, seq in waiting:
+            if self._md:
+                self._put_md(m, seq)
+                continue
             if entry is None:  # a summary's message not shown: only whether its queue file's time is known
                 self._source(m)
                 continue
@@ -529,6 +538,9 @@ class ReportBuilder:
         if self._shown is not None:
             self._add_shown(m)
             return
+        if self._md:
+            self._add_md(m)
+            return
         if q == "deferred" and self._forecaster is None and self._pending is not None and self._pending.ready():
             self._configure_from_job()
         if self._crossed and (q != "deferred" or self._forecaster is not None):  # complete now: straight to text
@@ -592,6 +604,39 @@ class ReportBuilder:
         else:
             self._source(m)
 
+    def _add_md(self, m: QueuedMessage) -> None:
+        """add() for the Markdown rows (md): a deferred message's row once it can be forecast."""
+        seq = self.count
+        self.count += 1
+        if m.queue_name != "deferred":
+            return
+        if self._forecaster is None and self._pending is not None and self._pending.ready():
+            self._configure_from_job()
+        if self._forecaster is not None:
+            self._put_md(m, seq)
+            return
+        self.waiting.append((m, None, seq))
+        if len(self.waiting) > WAIT_LIMIT and self._pending is not None:
+            self._configure_from_job()  # postconf is slower than the listing: wait for it, not pile up
+
+    def _put_md(self, m: QueuedMessage, seq: int) -> None:
+        """A deferred message's row of render_md's table into the sorted runs: the numbers
+        _forecast() puts in its entry, rounded as there, and the same fate."""
+        assert self._forecaster is not None and self._qfiles is not None
+        source, earliest, latest, expires, _, _, _, _, expiring = self._forecaster.row(m, self._qfiles.mtime(m))
+        self.sources.add(source)
+        cause = self.causes.cause
+        causes = [cause(r.delay_reason) for r in m.recipients]
+        if self._services is not None and "E32" in causes:
+            causes = [self._local_cause(r.delay_reason) if c == "E32" and r.delay_reason else c
+                      for c, r in zip(causes, m.recipients)]  # fmt: skip
+        now, a = self.now, m.arrival_time
+        what = fate(m.queue_name, m.queue_id, first_cause(causes), now=now, next_attempt=earliest, expires_at=expires,
+                    expiring=expiring)  # fmt: skip
+        self._put_text(a, seq, _md_row(m.queue_id, round(now - a, 1), round(earliest), round(latest), round(expires),
+                                       source, what, now))  # fmt: skip
+        self._rows += 1
+
     def _shown_entries(self) -> list[dict[str, Any]]:
         """A summary's entries, in the order of the full listing (arrival, listing position)."""
         kept = [(-k[0], -k[1], e) for k, e in self._shown_deferred] + [(-k[2], -k[3], e) for k, e in self._shown_others]
@@ -607,6 +652,10 @@ class ReportBuilder:
         messages: list[dict[str, Any]] | SortedEntries
         if self._shown is not None:
             messages = self._shown_entries()
+        elif self._md:
+            self._run.sort()
+            messages = SortedEntries(self._files, self._run, self._rows)
+            self._files, self._run = [], []
         elif not self._crossed:  # by arrival; sort() is stable: listing order among equals
             self.entries.sort(key=lambda e: e["arrival_time"])
             messages = self.entries
@@ -629,7 +678,8 @@ class ReportBuilder:
             "settings": {k: getattr(settings, k) for k in settings.__dataclass_fields__},
             "messages": messages,
             "notes": _notes(read, self.sources),
-        } | ({"others_total": sum(n for q, n in self.queues.items() if q != "deferred")} if self._shown is not None else {})
+        } | ({"others_total": sum(n for q, n in self.queues.items() if q != "deferred")} if self._shown is not None else {}
+             ) | ({"md_rows": True} if self._md else {})
 
     def json_text(self, report: dict[str, Any]) -> str:
         """write_json() as one string."""
@@ -873,6 +923,25 @@ def render_text(rep: dict[str, Any]) -> str:
     return "\n".join(map(visible, out)) + "\n"  # senders, domains, reasons: control characters written out (textsafe)
 
 
+def _md_row(queue_id: str, age: float, earliest: float, latest: float, expires: float, source: str, what: str,
+            now: float) -> str:  # fmt: skip
+    """A deferred message's row of render_md's table (an entry's fields, as docs/queue-json.md names them)."""
+    return (f"| {md_text(queue_id)} | {human(age)} | {_when(earliest, now)} .. {_when(latest, now)} | "
+            f"{_when(expires, now)} | {source} | {_md_fate(what)} |")
+
+
+_MD_FATES: dict[str, str] = {}  # md_text of a fate: a big queue's deferred messages share a handful of phrases
+
+
+def _md_fate(what: str) -> str:
+    got = _MD_FATES.get(what)
+    if got is None:
+        if len(_MD_FATES) >= 4096:
+            _MD_FATES.clear()
+        got = _MD_FATES[what] = md_text(what)
+    return got
+
+
 def render_md(rep: dict[str, Any]) -> str:
     now = rep["now"]
     out = [f"# Mail queue ({md_text(rep['where'])})", "",  # outside text escaped or in code spans (textsafe)
@@ -892,15 +961,17 @@ def render_md(rep: dict[str, Any]) -> str:
             for g in dests:
                 reason = md_text(g["example_reason"][:160])
                 out.append(f"| {md_code(g['domain'], table=True)} | {g['recipients']} | {len(g['messages'])} | {reason} |")
-    deferred = (m for m in rep["messages"] if m["forecast"])  # read as written: a big queue's from its runs
     if rep["counts"].get("deferred"):
         out += ["", "## Deferred messages", "", "| queue id | age | next attempt | returned to sender | mtime | fate |",
                 "|---|---:|---|---|---|---|"]  # fmt: skip
-        for m in deferred:
-            f = m["forecast"]
-            out.append(f"| {md_text(m['queue_id'])} | {human(m['age_seconds'])} | {_when(f['next_attempt_earliest'], now)} .. "
-                       f"{_when(f['next_attempt_latest'], now)} | {_when(f['expires_at'], now)} | {f['mtime_source']} | "
-                       f"{md_text(m['fate'])} |")  # fmt: skip
+        if rep.get("md_rows"):  # ReportBuilder(md=True): the rows themselves, sorted, read from the runs
+            out.extend(rep["messages"].texts())
+        else:  # read as written: a big queue's from its runs
+            for m in rep["messages"]:
+                if m["forecast"]:
+                    f = m["forecast"]
+                    out.append(_md_row(m["queue_id"], m["age_seconds"], f["next_attempt_earliest"],
+                                       f["next_attempt_latest"], f["expires_at"], f["mtime_source"], m["fate"], now))  # fmt: skip
     if rep["notes"]:
         out += [""] + [f"- {md_text(n)}" for n in rep["notes"]]
     return "\n".join(out) + "\n"

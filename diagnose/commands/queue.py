@@ -153,10 +153,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         shape = None if args.shape_queues == "all" else [q.strip() for q in args.shape_queues.split(",") if q.strip()]
         # text: what it shows only (counts, table, groups, the oldest entries), as qshape prints a summary;
-        # json and md list every (deferred) message
+        # md: its rows of the deferred messages, not their entries; json: every message's entry
         shown = max(TEXT_SHOWN, queueselect.OTHER_SHOWN) if args.format == "text" else None
         report, builder = queue_report(target, args.config_dir, by=args.by, top=args.top, shape_queues=shape,
-                                       encode=True, keep=keep, said=said, shown=shown)  # fmt: skip
+                                       encode=True, keep=keep, said=said, shown=shown, md=args.format == "md")  # fmt: skip
         # a big queue's entries are sorted runs of JSON in temporary files (bounded memory), streamed out
         if args.format == "json":
             builder.write_json(report, sys.stdout)

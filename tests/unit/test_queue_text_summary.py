@@ -2,7 +2,9 @@
 shown: counts, the age table, the groups, the oldest deferred and the first held/active
 entries), not an entry, forecast and JSON text per message; its text is exactly the one
 rendered from the full report (every entry, sorted runs), whenever the retry settings arrive,
-with ties in age, with a selector, and on a 20,000-message snapshot bundle."""
+with ties in age, with a selector, and on a 20,000-message snapshot bundle. The same for
+`--format md` (ReportBuilder's md): the deferred messages' table rows in the sorted runs
+instead of every message's entry."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from checks.postfix.postqueue import QueuedMessage
 from checks.queue import Forecaster, ForecastRow, QueueRead, read_queue
 from checks.targets import SnapshotTarget
 from diagnose import queueselect
-from diagnose.queuereport import TEXT_SHOWN, ReportBuilder, queue_report, render_text
+from diagnose.queuereport import TEXT_SHOWN, ReportBuilder, SortedEntries, queue_report, render_md, render_text
 from diagnose.target_options import demo_path
 
 SHOWN = max(TEXT_SHOWN, queueselect.OTHER_SHOWN)  # as diagnose/commands/queue.py asks for text
@@ -82,12 +84,23 @@ def test_the_summary_renders_the_same_text_as_the_full_report(listing, configure
         k: v for k, v in full.items() if k != "messages"}  # fmt: skip
 
 
+@pytest.mark.parametrize("configured_after", [0, 700, None])
+def test_the_markdown_rows_render_the_same_markdown_as_the_full_report(listing, configured_after) -> None:
+    full = build(listing, configured_after, encode=True)
+    rows = build(listing, configured_after, encode=True, md=True, run=100)  # some runs spilled
+    assert isinstance(rows["messages"], SortedEntries) and len(rows["messages"]._files) > 2
+    assert len(rows["messages"]) == full["counts"]["deferred"]  # a row per deferred message, nothing for the others
+    assert render_md(rows) == render_md(full)
+
+
 def test_the_summary_of_a_small_queue_lists_what_it_has(listing) -> None:
     target, cfg, read = listing
     small = (target, cfg, replace(read, messages=read.messages[:30]))
     assert text_of(build(small, 0, shown=SHOWN)) == text_of(build(small, 0))
     empty = (target, cfg, replace(read, messages=[]))
     assert text_of(build(empty, None, shown=SHOWN)) == text_of(build(empty, None))
+    assert render_md(build(small, 0, md=True)) == render_md(build(small, 0))
+    assert render_md(build(empty, None, md=True)) == render_md(build(empty, None))
 
 
 def _bundle_module():
@@ -115,3 +128,5 @@ def test_queue_text_on_a_20k_snapshot_is_the_full_reports_text(bundle: Path, sel
     assert full["total_messages"] > 10_000 and len(summary["messages"]) <= 2 * SHOWN
     assert text_of(summary) == text_of(full)
     assert not builder.waiting and not builder._files
+    rows, _ = queue_report(SnapshotTarget(str(bundle)), None, encode=True, keep=keep, said=said, md=True)
+    assert render_md(rows) == render_md(full)
