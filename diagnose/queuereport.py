@@ -5,6 +5,8 @@ on_message), with the retry settings read at the same time:
 
 * ReportBuilder: the full report of docs/queue-json.md, an entry per message (the command
   lists them all); queue_report() runs it against a target, render_text/render_md show it.
+  For text it builds only what render_text shows (shown=: counts, table, groups and the 50
+  oldest entries, as qshape prints a summary), for Markdown only its table rows (md=).
 * QueueDigest: what the diagnosis needs (diagnose/engine.py's queue step, diagnose/correlate.py,
   diagnose/report.py), aggregated: counts, the deferred recipients grouped by (cause, domain)
   with their queue ids, the oldest message, the first next attempt and first expiry, and the
