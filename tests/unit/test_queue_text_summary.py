@@ -130,3 +130,32 @@ def test_queue_text_on_a_20k_snapshot_is_the_full_reports_text(bundle: Path, sel
     assert not builder.waiting and not builder._files
     rows, _ = queue_report(SnapshotTarget(str(bundle)), None, encode=True, keep=keep, said=said, md=True)
     assert render_md(rows) == render_md(full)
+
+
+@pytest.mark.parametrize("mode", [{"shown": SHOWN}, {"md": True}])
+def test_a_slow_postconf_makes_the_summary_and_rows_wait_too(listing, monkeypatch, mode) -> None:
+    """As the full report (test_queue_report_stream.py): past WAIT_LIMIT deferred messages
+    waiting for the retry settings, add() waits for postconf; the output is the same."""
+    import threading
+
+    from checks.runner import start
+    from diagnose import queuereport
+
+    monkeypatch.setattr(queuereport, "WAIT_LIMIT", 50)
+    target, cfg, read = listing
+    release = threading.Event()
+    job = start("config", lambda _deadline: (release.wait(30), (cfg.settings, cfg, False))[1])
+    threading.Timer(0.3, release.set).start()
+    b = ReportBuilder(read.taken_at, encode=True, run=200, **mode)
+    b.configure_when_done(job, target)
+    most = 0
+    for m in read.messages:
+        b.add(m)
+        most = max(most, len(b.waiting))
+    assert release.is_set() and most == 50
+    rep = b.finish(read, cfg.settings, target, cfg.queue_directory)
+    full = build(listing, None, encode=True)
+    if "md" in mode:
+        assert render_md(rep) == render_md(full)
+    else:
+        assert text_of(rep) == text_of(full)
