@@ -36,7 +36,7 @@ from checks.postfix.postqueue import (
     iter_postqueue_json,
     parse_mailq,
 )
-from checks.postfix.retry import Forecast, RetrySettings, forecast, next_delay
+from checks.postfix.retry import Forecast, RetrySettings, _first_step, forecast, next_delay
 from checks.targets import Target
 
 TICK_MINUTES = 5
@@ -369,8 +369,11 @@ class QueueFiles:
             return None
         base, qid = self._base, m.queue_id
         listing = self._listing(f"{base}/{qid[0]}")  # the default hash_queue_depth of 1
-        if listing is not None and qid in listing:
-            return listing[qid]
+        if listing is not None:
+            if qid in listing:
+                return listing[qid]
+        elif self._listing(base) is None:  # neither directory can be read (a snapshot without queue files):
+            return None  # no stat of a file in them would do better, and 10,000 failing ones cost time
         return _stat_mtime(self._info, base, qid)  # written since the listing, or another layout
 
 
@@ -415,7 +418,24 @@ class Forecaster:
 
     def __init__(self, now: float, settings: RetrySettings) -> None:
         self.now, self.settings = now, settings
-        self._memo: dict[tuple[float, float, bool, bool], Forecast] = {}
+        self._memo: dict[tuple[float, float, bool, bool], _Relative] = {}
+        self._checked = False  # forecast() accepted these settings (settings.check()): the steady path may run
+
+    def _relative(self, key: tuple[float, float, bool, bool]) -> _Relative:
+        """_relative_forecast(*key)'s numbers for a row. Once the backoff has stopped growing (a
+        message that has waited longer than maximal_backoff_time: nearly all of a queue that
+        has waited for hours or days, where each message has offsets of its own and a memo
+        does not help) computed as forecast() and timeline() compute them there, on the same
+        floats in the same order (_steady_relative); otherwise forecast() itself."""
+        mtime_offset, now_offset, null_sender, forced_expire = key
+        if self._checked:
+            got = _steady_relative(float(mtime_offset), float(now_offset), self.settings, null_sender, forced_expire)
+            if got is not None:
+                return got
+        f = _relative_forecast(mtime_offset, now_offset, self.settings, null_sender, forced_expire)
+        self._checked = True
+        return (f.next_attempt_earliest, f.next_attempt_latest, f.expires_at, f.expires_at_latest, f.lifetime_ends,
+                f.remaining_attempts, f.overdue, f.expiring)  # fmt: skip
 
     def next_earliest(self, m: QueuedMessage, mtime: float | None = None) -> float:
         """row(m, mtime).next_earliest without the schedule: the same arithmetic (forecast()'s
@@ -441,11 +461,65 @@ class Forecaster:
         if base is None:
             if len(self._memo) >= FORECASTS_MEMO:  # as the lru_cache below: bounded whatever the queue size
                 self._memo.clear()
-            base = self._memo[key] = _relative_forecast(*key[:2], self.settings, *key[2:])
-        earliest = now if mtime is None else base.next_attempt_earliest + a
-        return ForecastRow("assumed" if mtime is None else "file", earliest, base.next_attempt_latest + a,
-                           base.expires_at + a, base.expires_at_latest + a, base.lifetime_ends + a,
-                           base.remaining_attempts, base.overdue, base.expiring)  # fmt: skip
+            base = self._memo[key] = self._relative(key)
+        next_earliest, next_latest, expires, expires_latest, lifetime_ends, remaining, overdue, expiring = base
+        return ForecastRow("assumed" if mtime is None else "file", now if mtime is None else next_earliest + a,
+                           next_latest + a, expires + a, expires_latest + a, lifetime_ends + a, remaining, overdue,
+                           expiring)  # fmt: skip
+
+
+# A row's numbers relative to an arrival at 0: next attempt (earliest, latest), expiry (estimate,
+# latest), lifetime end, remaining attempts (fewest, most), overdue, expiring.
+_Relative = tuple[float, float, float, float, float, tuple[int, int], bool, bool]
+
+
+def _steady_end(at: float, lag: float, settings: RetrySettings, lifetime: float, forced_expire: bool,
+                steady: float) -> tuple[float, int] | None:  # fmt: skip
+    """timeline(settings, 0.0, first_attempt=at, lag=...)'s (expires_at, attempt_count) with no
+    attempt duration, when its first attempt already backs off by the steady (largest) delay:
+    then timeline() leaves its loop after that attempt and computes the rest; these are its
+    steps. lag: what _pickup adds (0.0 for "none", queue_run_delay for "max"). None when the
+    backoff still grows at `at` (timeline steps through those attempts: ask it)."""
+    ends = at + 0.0
+    expire_at = 0.0 + lifetime
+    if forced_expire or ends >= expire_at:
+        return ends, 1
+    delay = next_delay(ends - 0.0, settings)
+    if delay != steady:
+        return None
+    next_at = (ends + delay) + lag
+    period = next_at - at
+    last_step = _first_step(at, period, 0.0, expire_at)
+    return at + last_step * period + 0.0, 1 + last_step
+
+
+def _steady_relative(mtime: float, now: float, settings: RetrySettings, null_sender: bool,
+                     forced_expire: bool) -> _Relative | None:  # fmt: skip
+    """forecast(0.0, mtime, now, settings, ...)'s numbers of a row, step for step as forecast()
+    computes them, when both of its timelines start in the steady backoff (_steady_end);
+    else None. The settings must have passed settings.check() (forecast() checks them)."""
+    qrd = settings.queue_run_delay
+    overdue = False
+    if mtime > now:
+        earliest, latest = mtime, mtime + qrd
+    else:
+        earliest = now
+        latest = max(now, mtime + qrd)
+        overdue = now > mtime + qrd
+        if overdue:
+            latest = now + qrd
+    lifetime = settings.lifetime(null_sender)
+    steady = max(settings.minimal_backoff_time, settings.maximal_backoff_time)
+    early = _steady_end(earliest, 0.0, settings, lifetime, forced_expire, steady)
+    if early is None:
+        return None
+    late = _steady_end(latest, qrd, settings, lifetime, forced_expire, steady)
+    if late is None:
+        return None
+    lifetime_ends = 0.0 + lifetime
+    expiring = forced_expire or earliest + 0.0 >= lifetime_ends
+    expires_latest = latest + 0.0 if expiring else max(latest, lifetime_ends + steady + qrd) + 0.0
+    return earliest, latest, early[0], expires_latest, lifetime_ends, (late[1], early[1]), overdue, expiring
 
 
 def _forecast(arrival: float, mtime: float, now: float, settings: RetrySettings, null_sender: bool,

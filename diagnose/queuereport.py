@@ -5,6 +5,8 @@ on_message), with the retry settings read at the same time:
 
 * ReportBuilder: the full report of docs/queue-json.md, an entry per message (the command
   lists them all); queue_report() runs it against a target, render_text/render_md show it.
+  For text it builds only what render_text shows (shown=: counts, table, groups and the 50
+  oldest entries, as qshape prints a summary), for Markdown only its table rows (md=).
 * QueueDigest: what the diagnosis needs (diagnose/engine.py's queue step, diagnose/correlate.py,
   diagnose/report.py), aggregated: counts, the deferred recipients grouped by (cause, domain)
   with their queue ids, the oldest message, the first next attempt and first expiry, and the
@@ -53,6 +55,7 @@ DIGEST_SCHEMA = "pfdiag.queue-digest/1"
 COMPACT_ABOVE = 1000  # messages; a bigger report is written as compact JSON
 RUN = 8192  # a big report's entries per sorted run in a temporary file (some 6 MB of JSON)
 WAIT_LIMIT = 4096  # deferred entries waiting for the retry settings before the listing waits for postconf
+TEXT_SHOWN = 50  # deferred messages render_text lists (the rest: "... N more")
 ARRIVALS = 2000  # the digest keeps the arrivals of this many of the oldest messages (the report's timeline)
 ASSUMED_NOTE = ("next-attempt times marked 'assumed': the queue file's mtime could not be read, so the last attempt "
                 "is assumed to have ended just now (the latest possible next attempt; the earliest is now)")  # fmt: skip
@@ -69,6 +72,26 @@ def _entry_encoder() -> Callable[[Any], str]:
     # the arguments JSONEncoder(ensure_ascii=False, check_circular=False).iterencode passes
     chunks = make(None, _ENCODER.default, _json_encoder.encode_basestring, None, ": ", ", ", False, False, True)
     return lambda o: "".join(chunks(o, 0))
+
+
+_encode_str = _json_encoder.encode_basestring  # ensure_ascii=False's, as the encoders use: the C one when there is one
+
+
+def _number(x: Any) -> str:
+    """The JSON text of an int or a float as json.dumps writes it (float.__repr__; NaN and the
+    infinities as it spells them); anything else through the encoder itself."""
+    t = type(x)
+    if t is float:
+        return repr(x) if x == x and x not in (_INF, -_INF) else _ENCODE(x)
+    return int.__repr__(x) if t is int else _ENCODE(x)
+
+
+_INF = float("inf")
+
+
+def _flag(x: Any) -> str:
+    """A bool's JSON text (anything else, e.g. the 1 of `forced_expire or ...`, as the encoder writes it)."""
+    return "true" if x is True else "false" if x is False else _ENCODE(x)
 
 
 def cause_of(reason: str) -> str:
@@ -129,19 +152,22 @@ def _settings_and_state(target: Target, config_dir: str | None, notes: list[str]
 
 def queue_report(target: Target, config_dir: str | None, *, by: str = "recipient", top: int = 20,
                  shape_queues: list[str] | None = None, encode: bool = False,
-                 keep: Callable[[QueuedMessage, float], bool] | None = None, said: str = "") -> tuple[dict[str, Any], ReportBuilder]:  # fmt: skip
+                 keep: Callable[[QueuedMessage, float], bool] | None = None, said: str = "",
+                 shown: int | None = None, md: bool = False) -> tuple[dict[str, Any], ReportBuilder]:  # fmt: skip
     """`pfdiag queue`'s report, and its builder. encode: a big queue's entries are kept as
     sorted runs of JSON (ReportBuilder): memory bounded, "messages" a SortedEntries that
     builder.write_json streams and render_text/render_md read once.
     postqueue and the postconf/master runs wait on Postfix, not on us: they are asked at the
     same time, and the report is built from each message as postqueue lists it.
     keep(message, now): only the messages it accepts are in the report (the selectors of
-    `pfdiag queue`); `said` describes them in a note, with how many of the queued ones."""
+    `pfdiag queue`); `said` describes them in a note, with how many of the queued ones.
+    shown: the text report's summary only (ReportBuilder's shown; render_text needs TEXT_SHOWN);
+    md: the Markdown report's rows instead of entries (ReportBuilder's md)."""
     from checks.runner import start
 
     notes: list[str] = []
     now = listing_time(target)
-    builder = ReportBuilder(now, by=by, top=top, shape_queues=shape_queues, encode=encode)
+    builder = ReportBuilder(now, by=by, top=top, shape_queues=shape_queues, encode=encode, shown=shown, md=md)
     config_job = start("config", lambda _deadline: _settings_and_state(target, config_dir, notes))
     builder.configure_when_done(config_job, target)
     listed, wanted = [0], keep or (lambda m, t: True)
@@ -308,11 +334,24 @@ class ReportBuilder:
     postconf instead of piling them up."""
 
     def __init__(self, now: float, *, by: str = "recipient", top: int = 20, shape_queues: list[str] | None = None,
-                 encode: bool = False, run: int | None = None) -> None:  # fmt: skip
+                 encode: bool = False, run: int | None = None, shown: int | None = None, md: bool = False) -> None:  # fmt: skip
         """encode: a big queue's entries become sorted runs of JSON texts on the way (see the
         class); finish()'s "messages" is then a SortedEntries. Without it every entry stays a
-        dict in a list (build_report, small inputs). run: entries per sorted run (RUN)."""
+        dict in a list (build_report, small inputs). run: entries per sorted run (RUN).
+        shown: the text report's summary instead (render_text, queueselect.other_fates): every
+        count, table and group, but entries only for the `shown` oldest deferred messages and
+        the `shown` first of the others in other_fates' order (held first, oldest first); the
+        report's "others_total" says how many others there are. The same text, without an
+        entry, a forecast or a JSON text per message (`pfdiag queue` in text, as qshape).
+        md: the Markdown report's rows instead of entries: each deferred message's table row
+        (render_md's) in the sorted runs, nothing for the others; "messages" is then a
+        SortedEntries of those rows ("md_rows" in the report), which render_md writes as they are."""
         self.now, self.top, self.shape_queues = now, top, shape_queues
+        self._shown = shown
+        self._md = md
+        # bounded max-heaps of the entries shown: (key negated, entry); the root is the last one shown
+        self._shown_deferred: list[tuple[tuple[float, int], dict[str, Any]]] = []
+        self._shown_others: list[tuple[tuple[int, float, float, int], dict[str, Any]]] = []
         self.ages = AgeTally(now, by=by, queues=shape_queues)
         self.causes = GroupTally(cause_of)
         self.queues: dict[str, int] = {}
@@ -327,7 +366,7 @@ class ReportBuilder:
         self._run: list[str] = []  # the current run's _line()s
         self._files: list[IO[str]] = []  # the spilled runs, each sorted
         self._spill_failed = False
-        self.waiting: list[tuple[QueuedMessage, dict[str, Any], int]] = []  # deferred entries not forecast yet
+        self.waiting: list[tuple[QueuedMessage, dict[str, Any] | None, int]] = []  # deferred entries not forecast yet
         self.sources: set[str] = set()  # mtime_source values used
         self._forecaster: Forecaster | None = None
         self._target: Target | None = None
@@ -335,6 +374,8 @@ class ReportBuilder:
         self._pending: Batch[tuple[Any, ...]] | None = None  # (settings, ConfigReport | None, ...)
         self._services: dict[str, str] | None = None  # the local services' parameters, once postconf answered
         self._locals: dict[str, str] = {}  # E32 reason -> the cause the locality rule gives it
+        self._memo: dict[str | None, str] = {}  # repeated strings -> their JSON text (_texts)
+        self._rows = 0  # md: the rows in the runs
 
     def configure(self, settings: RetrySettings, target: Target, queue_directory: str | None,
                   config: Any = None) -> None:  # fmt: skip
@@ -349,14 +390,24 @@ class ReportBuilder:
         self._target, self._qfiles = target, QueueFiles(target, queue_directory)
         waiting, self.waiting = self.waiting, []
         for m, entry, seq in waiting:
+            if self._md:
+                self._put_md(m, seq)
+                continue
+            if entry is None:  # a summary's message not shown: only whether its queue file's time is known
+                self._source(m)
+                continue
             self._forecast(m, entry)
             if self._crossed:  # before, the entry is in self.entries already
                 self._put(entry, seq)
 
     def _put(self, entry: dict[str, Any], seq: int) -> None:
         """A complete entry past the mark: into the current run, spilled when full."""
+        self._put_text(entry["arrival_time"], seq, self._encode_entry(entry))
+
+    def _put_text(self, arrival: float, seq: int, text: str) -> None:
+        """An entry's JSON text into the current run, spilled when full."""
         run = self._run
-        run.append(_line(entry["arrival_time"], seq, self._encode_entry(entry)))
+        run.append(_line(arrival, seq, text))
         if len(run) >= self._run_size and not self._spill_failed:
             fh = _spill_file()
             if fh is None:  # no temporary file: the runs stay in memory (correct, not bounded)
@@ -416,6 +467,67 @@ class ReportBuilder:
                 self._locals[reason] = got
         return got
 
+    def _entry(self, m: QueuedMessage) -> dict[str, Any]:
+        """A message's entry of docs/queue-json.md, without its forecast and fate."""
+        cause = self.causes.cause
+        return {
+            "queue_id": m.queue_id, "queue_name": m.queue_name, "arrival_time": m.arrival_time,
+            "age_seconds": round(self.now - m.arrival_time, 1), "size": m.size, "sender": m.sender,
+            "forced_expire": m.forced_expire,
+            "recipients": [{"address": r.address, "delay_reason": r.delay_reason, "cause_id": cause(r.delay_reason)}
+                           for r in m.recipients],
+            "forecast": None, "fate": None,
+        }  # fmt: skip
+
+    def _entry_text(self, m: QueuedMessage) -> str:
+        """The compact JSON text of m's complete entry, as _encode_entry() of the entry that
+        _entry() and _forecast() (or fate(), not deferred) build, written directly: the same
+        bytes (test_queue_report_stream.py) without a dict per message, recipient and forecast
+        for the encoder to walk. The settings are known when m is deferred."""
+        cause, q, now, enc, text = self.causes.cause, m.queue_name, self.now, _encode_str, self._texts
+        causes = [cause(r.delay_reason) for r in m.recipients]
+        if q != "deferred":
+            forecast, fate_text = "null", fate(q, m.queue_id, None, now=now)
+        else:
+            assert self._forecaster is not None and self._qfiles is not None
+            row = self._forecaster.row(m, self._qfiles.mtime(m))
+            source, earliest, latest, expires, expires_latest, lifetime, remaining, overdue, expiring = row
+            self.sources.add(source)
+            if self._services is not None and "E32" in causes:
+                causes = [self._local_cause(r.delay_reason) if c == "E32" and r.delay_reason else c
+                          for c, r in zip(causes, m.recipients)]  # fmt: skip
+            forecast = (f'{{"mtime_source": "{source}", "next_attempt_earliest": {round(earliest)}, '
+                        f'"next_attempt_latest": {round(latest)}, "expires_at": {round(expires)}, '
+                        f'"expires_at_latest": {round(expires_latest)}, "lifetime_ends": {round(lifetime)}, '
+                        f'"remaining_attempts": [{remaining[0]}, {remaining[1]}], '
+                        f'"overdue": {_flag(overdue)}, "expiring": {_flag(expiring)}}}')  # fmt: skip
+            fate_text = fate(q, m.queue_id, first_cause(causes), now=now, next_attempt=earliest, expires_at=expires,
+                             expiring=expiring)  # fmt: skip
+        rcpts = ", ".join([f'{{"address": {enc(r.address)}, "delay_reason": {text(r.delay_reason)}, '
+                           f'"cause_id": {"null" if c is None else text(c)}}}' for r, c in zip(m.recipients, causes)])  # fmt: skip
+        a = m.arrival_time
+        return (f'{{"queue_id": {enc(m.queue_id)}, "queue_name": {text(q)}, '
+                f'"arrival_time": {_number(a)}, "age_seconds": {_number(round(now - a, 1))}, '
+                f'"size": {_number(m.size)}, "sender": {text(m.sender)}, '
+                f'"forced_expire": {_flag(m.forced_expire)}, '
+                f'"recipients": [{rcpts}], "forecast": {forecast}, "fate": {enc(fate_text)}}}')  # fmt: skip
+
+    def _texts(self, value: str | None) -> str:
+        """A repeated string's JSON text (queue names, senders, reason texts, cause ids), memoised."""
+        memo = self._memo
+        got = memo.get(value)
+        if got is None:
+            if len(memo) >= 65536:  # reasons carry hosts and ids; bound the memo
+                memo.clear()
+            got = memo[value] = "null" if value is None else _encode_str(value)
+        return got
+
+    def _source(self, m: QueuedMessage) -> None:
+        """What a forecast of m adds to self.sources (the "assumed" note), without the forecast."""
+        if len(self.sources) < 2:
+            assert self._qfiles is not None
+            self.sources.add("assumed" if self._qfiles.mtime(m) is None else "file")
+
     def add(self, m: QueuedMessage) -> None:
         domains = [domain_of(r.address) for r in m.recipients]  # once for both tallies
         self.ages.add(m, domains)
@@ -425,23 +537,26 @@ class ReportBuilder:
         self.recipients += len(m.recipients)
         if self.oldest is None or m.arrival_time < self.oldest.arrival_time:
             self.oldest = m
-        cause = self.causes.cause
-        entry: dict[str, Any] = {
-            "queue_id": m.queue_id, "queue_name": q, "arrival_time": m.arrival_time,
-            "age_seconds": round(self.now - m.arrival_time, 1), "size": m.size, "sender": m.sender,
-            "forced_expire": m.forced_expire,
-            "recipients": [{"address": r.address, "delay_reason": r.delay_reason, "cause_id": cause(r.delay_reason)}
-                           for r in m.recipients],
-            "forecast": None, "fate": None,
-        }  # fmt: skip
+        if self._shown is not None:
+            self._add_shown(m)
+            return
+        if self._md:
+            self._add_md(m)
+            return
+        if q == "deferred" and self._forecaster is None and self._pending is not None and self._pending.ready():
+            self._configure_from_job()
+        if self._crossed and (q != "deferred" or self._forecaster is not None):  # complete now: straight to text
+            seq = self.count
+            self.count += 1
+            self._put_text(m.arrival_time, seq, self._entry_text(m))
+            return
+        entry = self._entry(m)
         seq = self.count
         self.count += 1
         complete = True
         if q != "deferred":
             entry["fate"] = fate(q, m.queue_id, None, now=self.now)
         else:
-            if self._forecaster is None and self._pending is not None and self._pending.ready():
-                self._configure_from_job()
             if self._forecaster is not None:
                 self._forecast(m, entry)
             else:
@@ -456,6 +571,80 @@ class ReportBuilder:
         if len(self.waiting) > WAIT_LIMIT and self._pending is not None and self._encoding:
             self._configure_from_job()  # postconf is slower than the listing: wait for it, not pile up
 
+    def _add_shown(self, m: QueuedMessage) -> None:
+        """add()'s entry for a summary (shown): only when the message is among the shown so far.
+        The order of the full listing is (arrival, listing position); other_fates sorts the
+        others stably by (not held, -age_seconds): the keys below are those, negated, so that
+        the root of each max-heap is the entry that leaves first."""
+        seq = self.count
+        self.count += 1
+        q, a, limit = m.queue_name, m.arrival_time, self._shown
+        assert limit is not None
+        if q != "deferred":
+            okey = (-(q != "hold"), round(self.now - a, 1), -a, -seq)
+            others = self._shown_others
+            if len(others) >= limit and okey <= others[0][0]:
+                return
+            entry = self._entry(m)
+            entry["fate"] = fate(q, m.queue_id, None, now=self.now)
+            (heapq.heappush if len(others) < limit else heapq.heapreplace)(others, (okey, entry))
+            return
+        if self._forecaster is None and self._pending is not None and self._pending.ready():
+            self._configure_from_job()
+        dkey = (-a, -seq)
+        heap = self._shown_deferred
+        shown: dict[str, Any] | None = None
+        if len(heap) < limit or dkey > heap[0][0]:
+            shown = self._entry(m)
+            (heapq.heappush if len(heap) < limit else heapq.heapreplace)(heap, (dkey, shown))
+        if self._forecaster is None:
+            self.waiting.append((m, shown, seq))
+            if len(self.waiting) > WAIT_LIMIT and self._pending is not None:
+                self._configure_from_job()  # postconf is slower than the listing: wait for it, not pile up
+        elif shown is not None:
+            self._forecast(m, shown)
+        else:
+            self._source(m)
+
+    def _add_md(self, m: QueuedMessage) -> None:
+        """add() for the Markdown rows (md): a deferred message's row once it can be forecast."""
+        seq = self.count
+        self.count += 1
+        if m.queue_name != "deferred":
+            return
+        if self._forecaster is None and self._pending is not None and self._pending.ready():
+            self._configure_from_job()
+        if self._forecaster is not None:
+            self._put_md(m, seq)
+            return
+        self.waiting.append((m, None, seq))
+        if len(self.waiting) > WAIT_LIMIT and self._pending is not None:
+            self._configure_from_job()  # postconf is slower than the listing: wait for it, not pile up
+
+    def _put_md(self, m: QueuedMessage, seq: int) -> None:
+        """A deferred message's row of render_md's table into the sorted runs: the numbers
+        _forecast() puts in its entry, rounded as there, and the same fate."""
+        assert self._forecaster is not None and self._qfiles is not None
+        source, earliest, latest, expires, _, _, _, _, expiring = self._forecaster.row(m, self._qfiles.mtime(m))
+        self.sources.add(source)
+        cause = self.causes.cause
+        causes = [cause(r.delay_reason) for r in m.recipients]
+        if self._services is not None and "E32" in causes:
+            causes = [self._local_cause(r.delay_reason) if c == "E32" and r.delay_reason else c
+                      for c, r in zip(causes, m.recipients)]  # fmt: skip
+        now, a = self.now, m.arrival_time
+        what = fate(m.queue_name, m.queue_id, first_cause(causes), now=now, next_attempt=earliest, expires_at=expires,
+                    expiring=expiring)  # fmt: skip
+        self._put_text(a, seq, _md_row(m.queue_id, round(now - a, 1), round(earliest), round(latest), round(expires),
+                                       source, what, now))  # fmt: skip
+        self._rows += 1
+
+    def _shown_entries(self) -> list[dict[str, Any]]:
+        """A summary's entries, in the order of the full listing (arrival, listing position)."""
+        kept = [(-k[0], -k[1], e) for k, e in self._shown_deferred] + [(-k[2], -k[3], e) for k, e in self._shown_others]
+        kept.sort(key=lambda t: (t[0], t[1]))
+        return [e for _, _, e in kept]
+
     def finish(self, read: QueueRead, settings: RetrySettings, target: Target, queue_directory: str | None,
                config: Any = None) -> dict[str, Any]:  # fmt: skip
         """The report. settings, queue_directory and config are the ones configure() was given, if it was."""
@@ -463,7 +652,13 @@ class ReportBuilder:
         if self._forecaster is None:
             self.configure(settings, target, queue_directory, config)
         messages: list[dict[str, Any]] | SortedEntries
-        if not self._crossed:  # by arrival; sort() is stable: listing order among equals
+        if self._shown is not None:
+            messages = self._shown_entries()
+        elif self._md:
+            self._run.sort()
+            messages = SortedEntries(self._files, self._run, self._rows)
+            self._files, self._run = [], []
+        elif not self._crossed:  # by arrival; sort() is stable: listing order among equals
             self.entries.sort(key=lambda e: e["arrival_time"])
             messages = self.entries
         else:
@@ -485,7 +680,8 @@ class ReportBuilder:
             "settings": {k: getattr(settings, k) for k in settings.__dataclass_fields__},
             "messages": messages,
             "notes": _notes(read, self.sources),
-        }
+        } | ({"others_total": sum(n for q, n in self.queues.items() if q != "deferred")} if self._shown is not None else {}
+             ) | ({"md_rows": True} if self._md else {})
 
     def json_text(self, report: dict[str, Any]) -> str:
         """write_json() as one string."""
@@ -706,8 +902,8 @@ def render_text(rep: dict[str, Any]) -> str:
     if o:
         out += ["", f"Oldest: {o['queue_id']} ({o['queue_name']}) from {o['sender'] or '<>'}, "
                     f"{human(o['age_seconds'])} old"]  # fmt: skip
-    # the first 50 only: a big queue's messages are read from its sorted runs (SortedEntries)
-    deferred = list(itertools.islice((m for m in rep["messages"] if m["forecast"]), 50))
+    # the first TEXT_SHOWN only: a big queue's messages are read from its sorted runs (SortedEntries)
+    deferred = list(itertools.islice((m for m in rep["messages"] if m["forecast"]), TEXT_SHOWN))
     if deferred:
         s = rep["settings"]
         out += ["", f"Deferred messages: next attempt and return to sender (if every attempt fails; "
@@ -729,6 +925,25 @@ def render_text(rep: dict[str, Any]) -> str:
     return "\n".join(map(visible, out)) + "\n"  # senders, domains, reasons: control characters written out (textsafe)
 
 
+def _md_row(queue_id: str, age: float, earliest: float, latest: float, expires: float, source: str, what: str,
+            now: float) -> str:  # fmt: skip
+    """A deferred message's row of render_md's table (an entry's fields, as docs/queue-json.md names them)."""
+    return (f"| {md_text(queue_id)} | {human(age)} | {_when(earliest, now)} .. {_when(latest, now)} | "
+            f"{_when(expires, now)} | {source} | {_md_fate(what)} |")
+
+
+_MD_FATES: dict[str, str] = {}  # md_text of a fate: a big queue's deferred messages share a handful of phrases
+
+
+def _md_fate(what: str) -> str:
+    got = _MD_FATES.get(what)
+    if got is None:
+        if len(_MD_FATES) >= 4096:
+            _MD_FATES.clear()
+        got = _MD_FATES[what] = md_text(what)
+    return got
+
+
 def render_md(rep: dict[str, Any]) -> str:
     now = rep["now"]
     out = [f"# Mail queue ({md_text(rep['where'])})", "",  # outside text escaped or in code spans (textsafe)
@@ -748,15 +963,17 @@ def render_md(rep: dict[str, Any]) -> str:
             for g in dests:
                 reason = md_text(g["example_reason"][:160])
                 out.append(f"| {md_code(g['domain'], table=True)} | {g['recipients']} | {len(g['messages'])} | {reason} |")
-    deferred = (m for m in rep["messages"] if m["forecast"])  # read as written: a big queue's from its runs
     if rep["counts"].get("deferred"):
         out += ["", "## Deferred messages", "", "| queue id | age | next attempt | returned to sender | mtime | fate |",
                 "|---|---:|---|---|---|---|"]  # fmt: skip
-        for m in deferred:
-            f = m["forecast"]
-            out.append(f"| {md_text(m['queue_id'])} | {human(m['age_seconds'])} | {_when(f['next_attempt_earliest'], now)} .. "
-                       f"{_when(f['next_attempt_latest'], now)} | {_when(f['expires_at'], now)} | {f['mtime_source']} | "
-                       f"{md_text(m['fate'])} |")  # fmt: skip
+        if rep.get("md_rows"):  # ReportBuilder(md=True): the rows themselves, sorted, read from the runs
+            out.extend(rep["messages"].texts())
+        else:  # read as written: a big queue's from its runs
+            for m in rep["messages"]:
+                if m["forecast"]:
+                    f = m["forecast"]
+                    out.append(_md_row(m["queue_id"], m["age_seconds"], f["next_attempt_earliest"],
+                                       f["next_attempt_latest"], f["expires_at"], f["mtime_source"], m["fate"], now))  # fmt: skip
     if rep["notes"]:
         out += [""] + [f"- {md_text(n)}" for n in rep["notes"]]
     return "\n".join(out) + "\n"

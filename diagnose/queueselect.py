@@ -297,6 +297,7 @@ def other_fates(report: dict[str, Any]) -> list[str]:
     if not rows:
         return []
     rows.sort(key=lambda m: (m["queue_name"] != "hold", -m["age_seconds"]))  # held first, oldest first
+    total = report.get("others_total", len(rows))  # a summary (ReportBuilder(shown=...)) holds the first rows only
     out = ["", "Held and active messages: what happens to them"]
     out.append(f"  {'queue id':<17} {'queue':<9} {'age':>7}  {'sender':<30} fate")
     for m in rows[:OTHER_SHOWN]:
@@ -304,8 +305,8 @@ def other_fates(report: dict[str, Any]) -> list[str]:
         why = f" (last deferred: {causes})" if causes else ""
         out.append(f"  {m['queue_id']:<17} {m['queue_name']:<9} {human(m['age_seconds']):>7}  {m['sender'] or '<>':<30} "
                    f"{m['fate']}{why}")  # fmt: skip
-    if len(rows) > OTHER_SHOWN:
-        out.append(f"  ... {len(rows) - OTHER_SHOWN} more (--format json lists all)")
+    if total > OTHER_SHOWN:
+        out.append(f"  ... {total - OTHER_SHOWN} more (--format json lists all)")
     return [visible(line) for line in out]  # senders are outside text (textsafe)
 
 

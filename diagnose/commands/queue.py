@@ -125,7 +125,7 @@ def __getattr__(name: str) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from diagnose.queuereport import queue_report, render_md, render_text
+    from diagnose.queuereport import TEXT_SHOWN, queue_report, render_md, render_text
 
     if args.top < 1:
         raise UsageError("--top must be at least 1")
@@ -152,8 +152,11 @@ def run(args: argparse.Namespace) -> int:
     gc.disable()
     try:
         shape = None if args.shape_queues == "all" else [q.strip() for q in args.shape_queues.split(",") if q.strip()]
+        # text: what it shows only (counts, table, groups, the oldest entries), as qshape prints a summary;
+        # md: its rows of the deferred messages, not their entries; json: every message's entry
+        shown = max(TEXT_SHOWN, queueselect.OTHER_SHOWN) if args.format == "text" else None
         report, builder = queue_report(target, args.config_dir, by=args.by, top=args.top, shape_queues=shape,
-                                       encode=True, keep=keep, said=said)  # fmt: skip
+                                       encode=True, keep=keep, said=said, shown=shown, md=args.format == "md")  # fmt: skip
         # a big queue's entries are sorted runs of JSON in temporary files (bounded memory), streamed out
         if args.format == "json":
             builder.write_json(report, sys.stdout)

@@ -17,6 +17,7 @@ import pytest
 from checks.config import read_config
 from checks.queue import QueueRead, age_matrix, forecast_message, group_deferred, queue_file_mtime, read_queue
 from checks.targets import SnapshotTarget
+from diagnose.fate import fate
 from diagnose.queuereport import COMPACT_ABOVE, ReportBuilder, build_report, cause_of
 from diagnose.target_options import demo_path
 
@@ -102,8 +103,13 @@ def test_settings_arriving_with_the_message_past_the_mark_encode_each_entry_once
 
     target, cfg, read = listing
     b = ReportBuilder(read.taken_at, encode=True)
-    encode, calls = b._encode_entry, []
-    b._encode_entry = lambda e: calls.append(1) or encode(e)  # type: ignore[method-assign]
+    put, calls = b._put_text, list[int]()  # every entry's text goes into a run here (encoded from a dict or written directly)
+
+    def counted(a: float, seq: int, text: str) -> None:
+        calls.append(seq)
+        put(a, seq, text)
+
+    b._put_text = counted
     job = start("config", lambda _deadline: (cfg.settings, cfg, False))
     job.wait()  # finished before entry 1,001 is listed
     msgs = list(read.messages)
@@ -116,7 +122,7 @@ def test_settings_arriving_with_the_message_past_the_mark_encode_each_entry_once
         b.add(m)
     rep = b.finish(read, cfg.settings, target, cfg.queue_directory)
     assert b.json_text(rep) == json.dumps(build_report(read, cfg.settings, target, cfg.queue_directory), ensure_ascii=False)
-    assert len(calls) == len(msgs)
+    assert sorted(calls) == list(range(len(msgs)))
 
 
 @pytest.mark.parametrize("spill", [True, False])
@@ -183,3 +189,41 @@ def test_a_slow_postconf_makes_the_listing_wait_instead_of_piling_up_entries(lis
     as_list = {**rep, "messages": list(rep["messages"])}
     assert b.json_text(rep) == json.dumps(as_list, ensure_ascii=False)
     assert rep == build_report(read, cfg.settings, target, cfg.queue_directory)
+
+
+def test_entries_written_directly_are_the_encoders_text(listing):
+    """A complete entry past the mark is written as text directly (ReportBuilder._entry_text),
+    not as a dict for the encoder: byte for byte the encoder's text of the dict entry, for
+    outside text of every kind (quotes, backslashes, control characters, non-ASCII, a lone
+    surrogate), no reason, an int or NaN arrival, odd forced_expire values, and an E32 reason
+    that the local services' configuration re-judges."""
+    from checks.postfix.postqueue import QueuedMessage, QueuedRecipient
+
+    target, cfg, read = listing
+    b = ReportBuilder(read.taken_at, encode=True)
+    b.configure(cfg.settings, target, cfg.queue_directory, cfg.config)
+    b._services = {}  # as services_of() says when main.cf names no local service: loopback E32 is re-judged
+    odd = ['a "quoted" \\ reason', "tab\there\x1b[31m", "ünïcødé ✉ 📬", "lone \udc80 surrogate", "", "MAILER-DAEMON"]
+    local = "connect to 127.0.0.1[127.0.0.1]:10024: Connection refused"
+    base = read.messages
+    msgs = []
+    for i, m in enumerate(base[:300]):
+        rcpts = tuple(QueuedRecipient(f"{odd[(i + k) % len(odd)]}@d{k}.test", r.delay_reason if i % 4 else
+                                      (None, local, odd[i % len(odd)] or None)[i % 3])
+                      for k, r in enumerate(m.recipients))  # fmt: skip
+        arrival: float = m.arrival_time if i % 5 else int(m.arrival_time)
+        if i % 97 == 1 and m.queue_name != "deferred":
+            arrival = float("nan")
+        msgs.append(replace(m, sender=odd[i % len(odd)], recipients=rcpts, arrival_time=arrival,
+                            forced_expire=(True, False, 1, 0)[i % 4] if i % 7 == 0 else m.forced_expire))  # fmt: skip
+    msgs.append(QueuedMessage("ABCDEF12345", "deferred", read.taken_at - 4000, 10, "", (QueuedRecipient("x@y", local),)))
+    relocalized = 0
+    for m in msgs:
+        entry = b._entry(m)
+        if m.queue_name == "deferred":
+            b._forecast(m, entry)
+            relocalized += any(r["cause_id"] != cause_of(r["delay_reason"]) for r in entry["recipients"] if r["delay_reason"])
+        else:
+            entry["fate"] = fate(m.queue_name, m.queue_id, None, now=b.now)
+        assert b._entry_text(m) == b._encode_entry(entry) == json.dumps(entry, ensure_ascii=False)
+    assert relocalized  # the locality rule changed a cause: E32 -> another
