@@ -110,6 +110,7 @@ def domain_keys(domain: str) -> list[str]:
 
 @dataclass(frozen=True, slots=True)
 class ParamRow:
+    """One parameter of the configuration report: its value, default and where it is set."""
     name: str
     effective: str | None  # main.cf value (or the default); None: this Postfix does not know it
     default: str | None
@@ -119,6 +120,7 @@ class ParamRow:
 
 @dataclass
 class ConfigReport:
+    """The retry and timeout settings of this Postfix, with the risks found in them."""
     rows: list[ParamRow]
     config: PostfixConfig
     settings: RetrySettings  # the effective retry settings (main.cf; qmgr reads no -o for these normally)

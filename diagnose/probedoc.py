@@ -119,6 +119,7 @@ def read_postfix(target: Target, settings: Settings) -> PostfixView:
 
 @dataclass
 class Route:
+    """Where Postfix would send a destination: its addresses in order and the transport."""
     dest: Destination
     hops: list[tuple[str, int]]  # every (address, port) in the order Postfix tries them
     transport: str

@@ -25,6 +25,7 @@ _T = TypeVar("_T", bound="Target")
 
 @dataclass(frozen=True)
 class FileInfo:
+    """One file on a target: its path, size in bytes and mtime (epoch seconds)."""
     path: str
     size: int
     mtime: float
