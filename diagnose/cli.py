@@ -31,6 +31,7 @@ def _lazy_inspect() -> None:
         return getattr(inspect, name)
 
     stand_in.__getattr__ = load  # type: ignore[method-assign]
+    stand_in.__pfdiag_stand_in__ = True  # type: ignore[attr-defined]  # what tests/unit/test_imports_lazy.py looks for
     sys.modules["inspect"] = stand_in
 
 

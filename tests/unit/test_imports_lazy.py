@@ -50,7 +50,8 @@ try:
 except SystemExit as exc:  # --help
     code = exc.code
 sys.stdout.flush()
-sys.stderr.write("\\nMODULES " + json.dumps(sorted(sys.modules)) + " EXIT " + str(code))
+loaded = [n for n, m in sys.modules.items() if not vars(m).get("__pfdiag_stand_in__")]  # diagnose.cli's inspect
+sys.stderr.write("\\nMODULES " + json.dumps(sorted(loaded)) + " EXIT " + str(code))
 """
 
 
