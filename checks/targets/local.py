@@ -9,7 +9,7 @@ import os
 import socket
 import stat
 import time
-from typing import TYPE_CHECKING, BinaryIO, Iterator, Sequence, TextIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Iterator, Sequence, TextIO
 
 from checks import places
 from checks.errors import CommandNotFound, CommandTimeout, ConnectFailed, InputError, TargetError
@@ -135,7 +135,8 @@ class LocalTarget(Target):
         try:
             # the host as bytes: getaddrinfo would pass a str through the idna codec (encodings.idna
             # and stringprep loaded for an IP address); a name that is not ASCII keeps that path
-            return socket.create_connection((host.encode("ascii") if host.isascii() else host, port), timeout=timeout)
+            name: Any = host.encode("ascii") if host.isascii() else host  # typeshed says str; getaddrinfo takes bytes
+            return socket.create_connection((name, port), timeout=timeout)
         except OSError as exc:
             raise _connect_failed(exc, f"connect to {host}:{port}", timeout) from exc
 
