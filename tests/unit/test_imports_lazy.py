@@ -40,6 +40,10 @@ NOT_FOR_A_PROBE = (
     "checks.smtp.ladder", "checks.targets.ssh", "checks.targets.snapshot", "checks.dns", "diagnose.probe_render",
     "paramiko", "dns", "rich", "questionary", "yaml", "httpcore", "cryptography", "ssl", "importlib.metadata",
     "hashlib", "bz2", "lzma", "shutil", "pkgutil", "email",
+    # issue 18, start-up of a probe: dataclasses' inspect (ast, dis, tokenize: diagnose.cli's stand-in, every
+    # dataclass on the way has a docstring), subprocess (LocalTarget spawns postconf itself), the idna codec
+    # (an address is connected to as bytes), the config report's retry model
+    "inspect", "ast", "dis", "tokenize", "subprocess", "encodings.idna", "stringprep", "checks.postfix.retry",
 )  # fmt: skip
 
 _RUN = """
