@@ -180,7 +180,7 @@ def test_local_start_overlaps_and_behaves_as_run(tmp_path):
     assert "\ufffd" in t.run(["printf", "\\377ok"]).stdout
     # close(): a command no longer wanted is ended and reaped, not left running
     gone = t.start(["sleep", "30"], timeout=60)
-    pid = gone.pid  # type: ignore[attr-defined]
+    pid = gone.pid
     gone.close()
     with pytest.raises(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
