@@ -95,6 +95,16 @@ def test_a_probe_loads_only_what_a_probe_needs():
     assert not loaded(mods, NOT_FOR_A_PROBE), "a plain probe imported them"
 
 
+def test_a_probe_shown_as_text_loads_its_renderer_and_no_more():
+    """The text report of a probe is plain text (diagnose.probe_render): no rich, and otherwise
+    the same modules as the JSON one."""
+    with SmtpPeer() as peer:
+        mods, out, code = modules_after("probe", f"[{peer.host}]:{peer.port}", "--rcpt", "someone@peer.test",
+                                        "--timeouts", "short", "--helo", "client.test", "-f", "text")  # fmt: skip
+    assert code == 0 and "rcpt" in out and "diagnose.probe_render" in mods
+    assert not loaded(mods, tuple(m for m in NOT_FOR_A_PROBE if m != "diagnose.probe_render")), "a text probe imported them"
+
+
 def test_listing_the_checks_imports_no_plugin_machinery_without_plugins():
     """importlib.metadata (~35 ms: email, zipfile, csv) loads only when a distribution on sys.path
     declares pfdiag.checks entry points (test_registry.py installs one and finds it)."""
