@@ -213,18 +213,35 @@ class Spawned(Started):
         return self._result
 
     def _reap(self) -> int:
-        """The command's wait status once it has closed its output: by the deadline, or killed."""
+        """The command's wait status once it has closed its output: by the deadline, or killed.
+        Its exit is awaited on a pidfd (Linux >= 5.3) when there is one, else polled."""
+        import select
+
         assert self.pid is not None
-        pause = 0.0005
-        while True:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
-                self.pid = None
-                return status
-            if time.monotonic() >= self._deadline:
-                raise self._overrun()
-            time.sleep(pause)
-            pause = min(pause * 2, 0.05)
+        pidfd = None
+        pause = 0.0002
+        try:
+            while True:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+                if pid:
+                    self.pid = None
+                    return status
+                left = self._deadline - time.monotonic()
+                if left <= 0:
+                    raise self._overrun()
+                if pidfd is None and hasattr(os, "pidfd_open"):
+                    with contextlib.suppress(OSError):
+                        pidfd = os.pidfd_open(self.pid)
+                if pidfd is not None:
+                    poller = select.poll()
+                    poller.register(pidfd, select.POLLIN)
+                    poller.poll(left * 1000)  # readable when it has exited
+                else:
+                    time.sleep(min(pause, left))
+                    pause = min(pause * 2, 0.01)
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
 
     def _overrun(self) -> CommandTimeout:
         self._kill()
