@@ -116,14 +116,13 @@ def run(args: argparse.Namespace) -> int:
         if len(args.destination) > 50:
             raise UsageError("at most 50 destinations at once")
         target = _live_target(args)
-        started = _start_reading(target, args)
-        from diagnose.probedoc import probe_set, read_postfix
+        settings, view = _read_postfix(target, args)
+        from diagnose.probedoc import probe_set
         from diagnose.textsafe import visible
 
-        settings = _settings(args)
         progress = _progress(len(args.destination))
         try:
-            doc = probe_set(target, args.destination, settings, read_postfix(target, settings, started), progress)
+            doc = probe_set(target, args.destination, settings, view, progress)
         finally:
             if progress is not None:
                 progress.stop()
@@ -146,22 +145,29 @@ def run(args: argparse.Namespace) -> int:
         if not sys.stdin.isatty():
             raise UsageError("--send-test sends real mail: confirm on a terminal or pass --yes")
         raise PfdiagError("not confirmed: no test message was sent")
-    # Postfix's settings are read by two postconf processes: started now, they run while the SMTP
-    # code loads (most of a quick probe's start-up), and are collected by read_postfix
-    started = _start_reading(target, args)
-    from diagnose.probedoc import probe_one, read_postfix
+    settings, view = _read_postfix(target, args)
+    from diagnose.probedoc import probe_one
 
-    settings = _settings(args)
-    doc = probe_one(target, args.destination[0], settings, read_postfix(target, settings, started), deadline=deadline,
+    doc = probe_one(target, args.destination[0], settings, view, deadline=deadline,
                     ladder=(args.to.strip(), sizes) if args.send_test else None, compare_here=args.compare_here)  # fmt: skip
     _write(args, doc, {"md": _renderer("render_md"), "text": _renderer("render_text")})
     return EXIT_PROBLEM if doc["problem"] else 0
 
 
-def _start_reading(target: Any, args: argparse.Namespace) -> Any:
+def _read_postfix(target: Any, args: argparse.Namespace) -> tuple[Any, Any]:
+    """(probedoc.Settings, this Postfix's settings). They are read by two postconf processes,
+    started before the SMTP code loads (most of a quick probe's start-up), which they overlap."""
     from checks.config import start_probe_reading
 
-    return start_probe_reading(target, args.config_dir)
+    started = start_probe_reading(target, args.config_dir)
+    try:
+        from diagnose.probedoc import read_postfix
+
+        settings = _settings(args)
+        return settings, read_postfix(target, settings, started)
+    finally:
+        for command in started:
+            command.close()  # collected: nothing to do; not (an error on the way): ended
 
 
 def _settings(args: argparse.Namespace) -> Any:
