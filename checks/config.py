@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 from checks.errors import CheckSkipped, CommandNotFound, InputError, PfdiagError
 from checks.postfix.postconf import TIME_UNITS, PostfixConfig, parse_postconf, parse_postconf_h, parse_postconf_p, parse_time
-from checks.targets.base import Target
+from checks.targets.base import Started, Target
 
 if TYPE_CHECKING:  # retry and resolv.conf load where they are used: routing a probe (checks.nexthop) needs neither
     from checks.postfix.retry import RetrySettings
@@ -64,6 +64,28 @@ def postconf_x(target: Target, config_dir: str | None, *names: str) -> dict[str,
     """`postconf -x NAME...`: values with $names expanded; an empty dict when postconf fails."""
     res = target.run(postfix_argv("postconf", config_dir, "-x", *names), timeout=20)
     return parse_postconf(res.stdout) if res.ok else {}
+
+
+# What a probe reads besides the timeouts, source addresses and TLS policy: the names it greets with.
+PROBE_NAMES = ("smtp_helo_name", "myhostname", "mydomain")
+
+
+def start_probe_reading(target: Target, config_dir: str | None) -> tuple[Started, Started]:
+    """A probe's two postconf processes, started at once and now (Target.start): ``postconf -x``
+    of the smtp client's timeouts, names, source addresses and TLS policy, and ``postconf -P``
+    (master.cf -o overrides). diagnose.probedoc.read_postfix collects them; pfdiag probe starts
+    them before it loads the SMTP code, which they overlap."""
+    from checks.bind import BIND_NAMES
+    from checks.postfix.defaults import TIMEOUT_NAMES
+    from checks.tls import TLS_PARAMS
+
+    x = target.start(postfix_argv("postconf", config_dir, "-x", *TIMEOUT_NAMES, *PROBE_NAMES, *BIND_NAMES,
+                                  *TLS_PARAMS), timeout=20)  # fmt: skip
+    try:
+        return x, target.start(postfix_argv("postconf", config_dir, "-P"), timeout=20)
+    except BaseException:
+        x.close()
+        raise
 
 
 def with_overrides(values: Mapping[str, str], overrides: Mapping[tuple[str, str, str], str], service: str,
@@ -110,6 +132,7 @@ def domain_keys(domain: str) -> list[str]:
 
 @dataclass(frozen=True, slots=True)
 class ParamRow:
+    """One parameter of the configuration report: its value, default and where it is set."""
     name: str
     effective: str | None  # main.cf value (or the default); None: this Postfix does not know it
     default: str | None
@@ -119,6 +142,7 @@ class ParamRow:
 
 @dataclass
 class ConfigReport:
+    """The retry and timeout settings of this Postfix, with the risks found in them."""
     rows: list[ParamRow]
     config: PostfixConfig
     settings: RetrySettings  # the effective retry settings (main.cf; qmgr reads no -o for these normally)

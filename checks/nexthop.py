@@ -33,6 +33,7 @@ _DOMAIN = re.compile(r"^(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(?:\.(?!-)[A-Z
 
 @dataclass(frozen=True)
 class Address:
+    """One address Postfix would connect to, and where it was found."""
     host: str  # the name Postfix would log (MX host, or the IP for a literal)
     addr: str
     port: int
@@ -41,6 +42,7 @@ class Address:
 
 @dataclass
 class NextHop:
+    """How Postfix routes a domain: transport, next hop and the addresses it would try."""
     domain: str
     transport: str = "smtp"  # the master.cf service that delivers (its -o overrides apply)
     nexthop: str = ""  # as configured: "[host]:port", "host", "" (the domain)

@@ -56,6 +56,7 @@ class Failed:
 
 @dataclass(frozen=True)
 class Outcome(Generic[T]):
+    """A task's result (value), or why there is none (missing: Unfinished or Failed)."""
     label: str
     value: T | None  # None when not done: see `missing`
     missing: Unfinished | Failed | None = None

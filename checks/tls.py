@@ -33,6 +33,7 @@ LEVELS = ("none", "may", "encrypt", "dane", "dane-only", "fingerprint", "verify"
 
 @dataclass(frozen=True)
 class CertInfo:
+    """What a certificate says: names, issuer and validity."""
     subject: str
     issuer: str
     sans: tuple[str, ...]
@@ -185,6 +186,7 @@ TLS_PARAMS = ("smtp_tls_security_level", "smtp_tls_policy_maps", *_MATCH_PARAMS)
 
 @dataclass
 class Policy:
+    """The TLS security level Postfix applies to a destination, and where it comes from."""
     level: str
     source: str  # "smtp_tls_policy_maps hash:/etc/postfix/tls_policy: [mx]:25 verify", "smtp_tls_security_level"
     match: str = ""  # match= attribute of a policy entry
@@ -258,6 +260,7 @@ def policy_for(target: Target, nexthop: str, domain: str | None = None, config_d
 
 @dataclass
 class Judgement:
+    """Whether Postfix would deliver over the TLS it met, and why (not)."""
     accepted: bool
     why: str
     cause_id: str | None = None

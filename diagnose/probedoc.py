@@ -14,16 +14,17 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from checks.bind import BIND_NAMES, BindPlan, bind_plan
+from checks.bind import BindPlan, bind_plan
 from checks.errors import PfdiagError, UsageError
 from checks.model import Finding, Severity
 from checks.nexthop import Destination, is_reserved, nexthop_domain, parse_destination, resolver_for, route
 from checks.postfix.defaults import SHORT_TIMEOUTS as _SHORT
 from checks.postfix.defaults import TIMEOUT_NAMES
 from checks.probeset import Failed, Outcome, ProbeJob, run_probes, run_within
-from checks.runner import start
+from checks.config import start_probe_reading
 from checks.smtp import BODY, DATA, END_OF_DATA, SMTPS_PORTS, PhaseResult, PhaseTimeouts, ProbeResult, to_findings
 from checks.targets import Target
+from checks.targets.base import Started
 
 if TYPE_CHECKING:  # a plain probe never loads the size ladder's module
     from checks.smtp import LadderVerdict, MessageResult
@@ -31,7 +32,6 @@ if TYPE_CHECKING:  # a plain probe never loads the size ladder's module
 SCHEMA = "pfdiag.probe/1"
 SET_SCHEMA = "pfdiag.probe-set/1"
 SHORT_TIMEOUTS = PhaseTimeouts(**_SHORT)
-_NAMES = ("smtp_helo_name", "myhostname", "mydomain")
 
 
 @dataclass(frozen=True)
@@ -91,26 +91,31 @@ class PostfixView:
         return name
 
 
-def read_postfix(target: Target, settings: Settings) -> PostfixView:
+def read_postfix(target: Target, settings: Settings, started: tuple[Started, Started] | None = None) -> PostfixView:
     """One postconf -x (timeouts, names, source addresses, TLS policy) and one postconf -P (master.cf
-    -o overrides), at once: start-up of a quick probe is mostly these two processes."""
+    -o overrides), run at once (checks.config.start_probe_reading, or ``started``: the two begun
+    earlier by the caller): start-up of a quick probe is mostly these two processes."""
     from checks.postfix.postconf import parse_postconf, parse_postconf_p
-    from checks.tls import TLS_PARAMS
 
-    postconf = ["postconf", *(("-c", settings.config_dir) if settings.config_dir else ())]
+    values, master = started or start_probe_reading(target, settings.config_dir)
     view = PostfixView()
-    master = start("postconf -P", lambda _deadline: target.run([*postconf, "-P"], timeout=20), budget=25)
     try:
-        res = target.run([*postconf, "-x", *TIMEOUT_NAMES, *_NAMES, *BIND_NAMES, *TLS_PARAMS], timeout=20)
-        view.values, view.read = (parse_postconf(res.stdout), True) if res.ok else ({}, False)
-        if not res.ok:
-            view.notes.append(f"could not read this Postfix's settings (postconf: {res.stderr.strip()[:200]})")
-    except PfdiagError as exc:
-        view.notes.append(f"could not read this Postfix's settings ({exc})")
+        try:
+            res = values.result()
+            view.values, view.read = (parse_postconf(res.stdout), True) if res.ok else ({}, False)
+            if not res.ok:
+                view.notes.append(f"could not read this Postfix's settings (postconf: {res.stderr.strip()[:200]})")
+        except PfdiagError as exc:
+            view.notes.append(f"could not read this Postfix's settings ({exc})")
+        try:
+            over = master.result()  # within its 20 s; its PfdiagError (or not finishing) leaves no overrides
+            if over.ok:
+                view.overrides = parse_postconf_p(over.stdout)
+        except PfdiagError:
+            pass
     finally:
-        over = master.wait()[0]  # within its 25 s; its PfdiagError (or not finishing) leaves no overrides
-    if over.value is not None and over.value.ok:
-        view.overrides = parse_postconf_p(over.value.stdout)
+        values.close()
+        master.close()
     view.bind, view.can_bind = settings.bind, type(target).__name__ != "SSHTarget"
     view.plan, more = bind_plan(view.values, view.overrides, view.bind, view.can_bind)
     view.notes += more
@@ -119,6 +124,7 @@ def read_postfix(target: Target, settings: Settings) -> PostfixView:
 
 @dataclass
 class Route:
+    """Where Postfix would send a destination: its addresses in order and the transport."""
     dest: Destination
     hops: list[tuple[str, int]]  # every (address, port) in the order Postfix tries them
     transport: str

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark `pfdiag probe` against swaks, and a probe set against its slowest member.
 
-    python benchmarks/probe_vs_swaks/run.py [--runs 7] [--install] [--netem] [--no-set]
+    python benchmarks/probe_vs_swaks/run.py [--runs 7] [--install] [--netem] [--no-set] [--before PFDIAG]
 
 1. Starts SMTP peers on 127.0.0.1 (tests/peers.py): a healthy one, and a slow one that greets
    after 1 s (a greeting tarpit).
@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import select
 import socket
@@ -58,12 +59,19 @@ def swaks() -> str:
 
 
 def timed(argv: list[str], ok: tuple[int, ...] = (0, 4)) -> float:
+    return timed_cpu(argv, ok)[0]
+
+
+def timed_cpu(argv: list[str], ok: tuple[int, ...] = (0, 4)) -> tuple[float, float]:
+    """(wall seconds, CPU seconds: user + system of the command and the processes it waited for)."""
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(argv, capture_output=True, text=True, check=False)
     dt = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode not in ok:
         raise SystemExit(f"{' '.join(argv)} exited {proc.returncode}: {(proc.stderr or proc.stdout)[-600:]}")
-    return dt
+    return dt, r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime
 
 
 def installed_pfdiag() -> str:
@@ -79,15 +87,26 @@ def installed_pfdiag() -> str:
     return str(venv / "bin" / "pfdiag")
 
 
-def compare(s_argv: list[str], p_argv: list[str], runs: int) -> dict[str, float]:
-    """Median wall time of each, alternating, after one untimed run of each."""
-    timed(s_argv), timed(p_argv)  # warm-up
-    s_t, p_t = [], []
+def compare(s_argv: list[str], p_argv: list[str], runs: int, before: list[str] | None = None) -> dict[str, float]:
+    """Median wall (and CPU) time of each, alternating, after one untimed run of each; ``before``:
+    another pfdiag's command line (an install of an earlier commit) timed in the same rounds."""
+    argvs = {"swaks": s_argv, "pfdiag": p_argv, **({"before": before} if before else {})}
+    for argv in argvs.values():  # warm-up
+        timed(argv)
+    wall: dict[str, list[float]] = {k: [] for k in argvs}
+    cpu: dict[str, list[float]] = {k: [] for k in argvs}
     for _ in range(runs):
-        s_t.append(timed(s_argv))
-        p_t.append(timed(p_argv))
-    return {"swaks_s": round(statistics.median(s_t), 4), "pfdiag_s": round(statistics.median(p_t), 4),
-            "ratio": round(statistics.median(p_t) / statistics.median(s_t), 3)}  # fmt: skip
+        for k, argv in argvs.items():
+            w, c = timed_cpu(argv)
+            wall[k].append(w)
+            cpu[k].append(c)
+    out = {f"{k}_s": round(statistics.median(wall[k]), 4) for k in argvs}
+    out |= {f"{k}_cpu_ms": round(statistics.median(cpu[k]) * 1000, 1) for k in argvs}
+    out["ratio"] = round(statistics.median(wall["pfdiag"]) / statistics.median(wall["swaks"]), 3)
+    out["cpu_ratio"] = round(statistics.median(cpu["pfdiag"]) / statistics.median(cpu["swaks"]), 3)
+    if before:
+        out["before_ratio"] = round(statistics.median(wall["before"]) / statistics.median(wall["swaks"]), 3)
+    return out
 
 
 def argvs(sw: str, pfdiag: str, port: int) -> tuple[list[str], list[str]]:
@@ -208,6 +227,8 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--install", action="store_true", help="time a non-editable install in out/venv")
     ap.add_argument("--pfdiag", help="the pfdiag to time (default: next to this Python)")
+    ap.add_argument("--before", metavar="PFDIAG", help="another pfdiag (an earlier commit's install) timed in the same "
+                    "rounds in the healthy case, for a before/after in one run")
     ap.add_argument("--netem", action="store_true", help="also the 30 ms round-trip case in a network namespace")
     ap.add_argument("--no-set", action="store_true", help="skip the 10-destination set (about a minute)")
     ap.add_argument("--serve", type=float, metavar="DELAY", help=argparse.SUPPRESS)
@@ -236,7 +257,8 @@ def main() -> int:
     try:
         single: dict[str, dict[str, float]] = {}
         for name, peer in peers.items():
-            single[name] = compare(*argvs(sw, pfdiag, peer.port), args.runs)
+            before = argvs(sw, args.before, peer.port)[1] if args.before and name == "healthy" else None
+            single[name] = compare(*argvs(sw, pfdiag, peer.port), args.runs, before)
             checks.append((f"pfdiag/swaks, {name}", single[name]["ratio"], 1.2))
         results["single"] = single
         if args.netem:

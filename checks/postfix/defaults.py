@@ -51,6 +51,7 @@ SHORT_TIMEOUTS: dict[str, float] = {
 
 @dataclass(frozen=True)
 class Phase:
+    """One phase of Postfix's SMTP client: its timeout parameter, its words, its causes."""
     name: str  # the probe's phase name
     param: str  # Postfix's timeout parameter for it
     doing: str  # Postfix's own words: "... timed out while <doing>"

@@ -110,6 +110,7 @@ class PhaseTimeouts:
 
 @dataclass(frozen=True)
 class PhaseResult:
+    """One phase of a probe (connect, banner, ehlo...): how long it took, its verdict, its reply."""
     name: str
     seconds: float
     verdict: Verdict
@@ -124,6 +125,7 @@ class PhaseResult:
 
 @dataclass(frozen=True)
 class ProbeResult:
+    """One SMTP conversation: every phase in order, what the server said and offered."""
     host: str
     port: int
     where: str

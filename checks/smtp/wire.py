@@ -231,6 +231,7 @@ class _Reader:
 
 @dataclass(frozen=True)
 class TlsInfo:
+    """The TLS session a probe negotiated: protocol, cipher, the certificates the server sent."""
     protocol: str | None
     cipher: str | None
     bits: int | None

@@ -25,6 +25,7 @@ _T = TypeVar("_T", bound="Target")
 
 @dataclass(frozen=True)
 class FileInfo:
+    """One file on a target: its path, size in bytes and mtime (epoch seconds)."""
     path: str
     size: int
     mtime: float
@@ -93,6 +94,15 @@ class Target:
         Default: this target cannot open connections."""
         raise ConnectRefused(f"cannot connect to {host}:{port} from {self.where}: this target opens no connections")
 
+    def start(self, argv: Sequence[str], timeout: float = DEFAULT_TIMEOUT) -> Started:
+        """run() begun now and collected later (``.result()``), so that the caller works meanwhile.
+        Default: run() on a background thread (checks.runner.start), bounded by ``timeout``; a
+        target that can start a command itself overrides it (LocalTarget: no thread)."""
+        from checks.runner import start
+
+        return _OnThread(start(argv[0] if argv else "command", lambda _deadline: self.run(argv, timeout),
+                               budget=timeout + 5))  # fmt: skip
+
     def stream(self, argv: Sequence[str], timeout: float = DEFAULT_TIMEOUT) -> CommandStream:
         """run(), with stdout handed out line by line (checks/targets/streams.py). Default: the
         finished run()'s output; a target whose commands can be read while they run overrides it."""
@@ -146,6 +156,26 @@ class Target:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class Started:
+    """A command Target.start() began: ``result()`` waits for it (within its timeout) and gives what
+    run() would have (CommandNotFound, CommandTimeout... raised the same way); ``close()`` lets go
+    of one whose result is no longer wanted (a command still running is ended)."""
+
+    def result(self) -> CommandResult:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Default: nothing to let go of."""
+
+
+class _OnThread(Started):
+    def __init__(self, batch: Any) -> None:
+        self._batch = batch
+
+    def result(self) -> CommandResult:
+        return cast(CommandResult, self._batch.wait()[0].unwrap())
 
 
 class Connection(Protocol):

@@ -8,17 +8,21 @@ import ipaddress
 import os
 import socket
 import stat
-import subprocess
 import time
-from typing import BinaryIO, Iterator, Sequence, TextIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Iterator, Sequence, TextIO
 
 from checks import places
 from checks.errors import CommandNotFound, CommandTimeout, ConnectFailed, InputError, TargetError
 from checks.model import CommandResult
-from checks.targets.base import DEFAULT_TIMEOUT, Connection, FileInfo, Target, decode_stream
-from checks.targets.streams import ProcessStream
+from checks.targets.base import DEFAULT_TIMEOUT, Connection, FileInfo, Started, Target, decode_stream
 
+if TYPE_CHECKING:
+    from checks.targets.streams import ProcessStream
 
+# subprocess (with signal, threading, contextlib's helpers: ~4 ms of start-up) is imported by the
+# commands that need it (a sink, standard input, a stream); run() and start() spawn the command
+# themselves (os.posix_spawn and two pipes), which is all a probe's postconf needs.
+MAX_OUTPUT = 64 << 20  # bytes of stdout or stderr kept from one command run(): memory stays bounded
 
 class LocalTarget(Target):
     where = "local"
@@ -39,7 +43,12 @@ class LocalTarget(Target):
         return places.mail_logs()  # PFDIAG_MAIL_LOGS moves them (packagers, the test suite)
 
     def run(self, argv: Sequence[str], timeout: float = DEFAULT_TIMEOUT) -> CommandResult:
-        return self._run(argv, timeout, None)
+        return self.start(argv, timeout).result()
+
+    def start(self, argv: Sequence[str], timeout: float = DEFAULT_TIMEOUT) -> Spawned:
+        """The command started now (no thread): ``.result()`` reads its output and waits for it,
+        within ``timeout`` seconds from now."""
+        return Spawned(_checked_argv(argv), timeout, self._env)
 
     def run_into(self, argv: Sequence[str], sink: BinaryIO, timeout: float = DEFAULT_TIMEOUT) -> CommandResult:
         """run(), with stdout written byte for byte into `sink` (an open binary file) instead of
@@ -51,6 +60,8 @@ class LocalTarget(Target):
         return self._run(argv, timeout, None, data)
 
     def _run(self, argv: Sequence[str], timeout: float, sink: BinaryIO | None, data: bytes | None = None) -> CommandResult:
+        import subprocess
+
         argv = _checked_argv(argv)
         start = time.monotonic()
         with _starting(argv):
@@ -73,6 +84,10 @@ class LocalTarget(Target):
     def stream(self, argv: Sequence[str], timeout: float = DEFAULT_TIMEOUT) -> ProcessStream:
         """Like run(), but stdout is read line by line while the command still writes it
         (see checks/targets/streams.py): parsing overlaps a slow producer such as postqueue."""
+        import subprocess
+
+        from checks.targets.streams import ProcessStream
+
         argv = _checked_argv(argv)
         with _starting(argv):
             proc = subprocess.Popen(
@@ -118,9 +133,149 @@ class LocalTarget(Target):
         if source is not None:
             return _connect_from(host, port, timeout, source)
         try:
-            return socket.create_connection((host, port), timeout=timeout)
+            # the host as bytes: getaddrinfo would pass a str through the idna codec (encodings.idna
+            # and stringprep loaded for an IP address); a name that is not ASCII keeps that path
+            name: Any = host.encode("ascii") if host.isascii() else host  # typeshed says str; getaddrinfo takes bytes
+            return socket.create_connection((name, port), timeout=timeout)
         except OSError as exc:
             raise _connect_failed(exc, f"connect to {host}:{port}", timeout) from exc
+
+
+class Spawned(Started):
+    """A command LocalTarget.start() began with os.posix_spawn: stdin /dev/null, stdout and stderr
+    on pipes read by result() within the deadline (a command still running then is killed:
+    CommandTimeout), as subprocess.run(timeout=...) would, without subprocess or a thread."""
+
+    def __init__(self, argv: tuple[str, ...], timeout: float, env: dict[str, str]) -> None:
+        self.argv, self.timeout = argv, timeout
+        self._start = time.monotonic()
+        self._deadline = self._start + timeout
+        self.pid: int | None = None
+        program = _which(argv[0], env)
+        if program is None:
+            raise CommandNotFound(f"{argv[0]}: command not found on this machine")
+        fds: list[int] = []
+        try:
+            out_r, out_w = os.pipe()  # non-inheritable: only the dup2'd copies reach the command
+            fds += [out_r, out_w]
+            err_r, err_w = os.pipe()
+            fds += [err_r, err_w]
+            null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+            fds.append(null)
+            with _starting(argv):
+                import signal
+
+                self.pid = os.posix_spawn(program, list(argv), env, setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
+                                          file_actions=[(os.POSIX_SPAWN_DUP2, null, 0), (os.POSIX_SPAWN_DUP2, out_w, 1),
+                                                        (os.POSIX_SPAWN_DUP2, err_w, 2)])  # fmt: skip
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        for fd in (out_w, err_w, null):
+            os.close(fd)
+        self._fds = {out_r: bytearray(), err_r: bytearray()}
+        self._out, self._err = out_r, err_r
+        self._open = True
+        self._result: CommandResult | None = None
+
+    def result(self) -> CommandResult:
+        if self._result is not None:
+            return self._result
+        import select
+
+        poller = select.poll()
+        for fd in self._fds:
+            poller.register(fd, select.POLLIN)
+        open_fds = set(self._fds)
+        try:
+            while open_fds:
+                left = self._deadline - time.monotonic()
+                if left <= 0:
+                    raise self._overrun()
+                for fd, _ in poller.poll(left * 1000):
+                    chunk = os.read(fd, 1 << 16)
+                    if not chunk:
+                        poller.unregister(fd)
+                        open_fds.discard(fd)
+                    elif len(self._fds[fd]) + len(chunk) > MAX_OUTPUT:
+                        self._kill()
+                        raise TargetError(f"{' '.join(self.argv)}: more than {MAX_OUTPUT >> 20} MiB of output")
+                    else:
+                        self._fds[fd] += chunk
+            status = self._reap()
+        finally:
+            self._close_pipes()
+        self._result = CommandResult(argv=self.argv, returncode=os.waitstatus_to_exitcode(status),
+                                     stdout=self._fds[self._out].decode("utf-8", "replace"),
+                                     stderr=self._fds[self._err].decode("utf-8", "replace"),
+                                     duration=time.monotonic() - self._start)  # fmt: skip
+        return self._result
+
+    def _reap(self) -> int:
+        """The command's wait status once it has closed its output: by the deadline, or killed.
+        Its exit is awaited on a pidfd (Linux >= 5.3) when there is one, else polled."""
+        import select
+
+        assert self.pid is not None
+        pidfd = None
+        pause = 0.0002
+        try:
+            while True:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+                if pid:
+                    self.pid = None
+                    return status
+                left = self._deadline - time.monotonic()
+                if left <= 0:
+                    raise self._overrun()
+                if pidfd is None and hasattr(os, "pidfd_open"):
+                    with contextlib.suppress(OSError):
+                        pidfd = os.pidfd_open(self.pid)
+                if pidfd is not None:
+                    poller = select.poll()
+                    poller.register(pidfd, select.POLLIN)
+                    poller.poll(left * 1000)  # readable when it has exited
+                else:
+                    time.sleep(min(pause, left))
+                    pause = min(pause * 2, 0.01)
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
+
+    def _overrun(self) -> CommandTimeout:
+        self._kill()
+        return CommandTimeout(f"{' '.join(self.argv)}: no answer within {self.timeout:g} s")
+
+    def _kill(self) -> None:
+        if self.pid is not None:
+            with contextlib.suppress(OSError):
+                os.kill(self.pid, 9)  # SIGKILL, as subprocess.run does at its timeout
+                os.waitpid(self.pid, 0)
+            self.pid = None
+
+    def _close_pipes(self) -> None:
+        if self._open:
+            self._open = False
+            for fd in self._fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+    def close(self) -> None:
+        if self._result is None:
+            self._kill()
+            self._close_pipes()
+
+
+def _which(program: str, env: dict[str, str]) -> str | None:
+    """Where `program` is on env's PATH (as subprocess searches it), or itself when it has a slash."""
+    if os.sep in program:
+        return program  # posix_spawn says what is wrong with it
+    for directory in os.get_exec_path(env):
+        path = os.path.join(directory, program)
+        if os.access(path, os.X_OK) and not os.path.isdir(path):
+            return path
+    return None
 
 
 def open_file(path: str, label: str | None = None) -> io.FileIO:

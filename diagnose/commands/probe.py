@@ -104,27 +104,25 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from checks.nexthop import parse_destination
-    from diagnose.output import Output
-    from diagnose.probedoc import Settings, probe_one, probe_set, read_postfix
-    from diagnose.textsafe import visible
 
     deadline = time.monotonic() + (args.budget or 0)  # --budget: the wall time of the whole command
     for d in args.destination:  # usage errors before any connection
         parse_destination(d)
     if args.budget is None or not args.budget > 0 or args.budget > 86400:
         raise UsageError("--budget must be a number of seconds, 0 < SECONDS <= 86400")
-    settings = Settings(budget=args.budget, timeouts=args.timeouts, helo=args.helo, mail_from=args.mail_from,
-                        rcpt=args.rcpt, starttls="auto" if args.starttls == "auto" else args.starttls == "yes",
-                        config_dir=args.config_dir, bind=getattr(args, "bind", None), resolver=args.resolver)  # fmt: skip
     if len(args.destination) > 1:
         if args.send_test or args.compare_here:
             raise UsageError("--send-test and --compare-here take one destination")
         if len(args.destination) > 50:
             raise UsageError("at most 50 destinations at once")
         target = _live_target(args)
+        settings, view = _read_postfix(target, args)
+        from diagnose.probedoc import probe_set
+        from diagnose.textsafe import visible
+
         progress = _progress(len(args.destination))
         try:
-            doc = probe_set(target, args.destination, settings, read_postfix(target, settings), progress)
+            doc = probe_set(target, args.destination, settings, view, progress)
         finally:
             if progress is not None:
                 progress.stop()
@@ -132,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
             return lambda x: "\n".join(f"== {visible(d['destination'])}: {visible(d['error'])}\n" if d.get("error")
                                        else render(d) for d in x["probes"])  # fmt: skip
 
-        Output.from_args(args).write(doc, {"md": each(_renderer("render_md")), "text": each(_renderer("render_text"))})
+        _write(args, doc, {"md": each(_renderer("render_md")), "text": each(_renderer("render_text"))})
         return EXIT_PROBLEM if doc["problem"] else 0
     sizes = parse_sizes(args.sizes)
     if args.send_test and not (args.to and args.to.strip()):
@@ -147,10 +145,43 @@ def run(args: argparse.Namespace) -> int:
         if not sys.stdin.isatty():
             raise UsageError("--send-test sends real mail: confirm on a terminal or pass --yes")
         raise PfdiagError("not confirmed: no test message was sent")
-    doc = probe_one(target, args.destination[0], settings, read_postfix(target, settings), deadline=deadline,
+    settings, view = _read_postfix(target, args)
+    from diagnose.probedoc import probe_one
+
+    doc = probe_one(target, args.destination[0], settings, view, deadline=deadline,
                     ladder=(args.to.strip(), sizes) if args.send_test else None, compare_here=args.compare_here)  # fmt: skip
-    Output.from_args(args).write(doc, {"md": _renderer("render_md"), "text": _renderer("render_text")})
+    _write(args, doc, {"md": _renderer("render_md"), "text": _renderer("render_text")})
     return EXIT_PROBLEM if doc["problem"] else 0
+
+
+def _read_postfix(target: Any, args: argparse.Namespace) -> tuple[Any, Any]:
+    """(probedoc.Settings, this Postfix's settings). They are read by two postconf processes,
+    started before the SMTP code loads (most of a quick probe's start-up), which they overlap."""
+    from checks.config import start_probe_reading
+
+    started = start_probe_reading(target, args.config_dir)
+    try:
+        from diagnose.probedoc import read_postfix
+
+        settings = _settings(args)
+        return settings, read_postfix(target, settings, started)
+    finally:
+        for command in started:
+            command.close()  # collected: nothing to do; not (an error on the way): ended
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from diagnose.probedoc import Settings
+
+    return Settings(budget=args.budget, timeouts=args.timeouts, helo=args.helo, mail_from=args.mail_from,
+                    rcpt=args.rcpt, starttls="auto" if args.starttls == "auto" else args.starttls == "yes",
+                    config_dir=args.config_dir, bind=getattr(args, "bind", None), resolver=args.resolver)  # fmt: skip
+
+
+def _write(args: argparse.Namespace, doc: Any, renderers: Any) -> None:
+    from diagnose.output import Output
+
+    Output.from_args(args).write(doc, renderers)
 
 
 def _renderer(name: str) -> Any:

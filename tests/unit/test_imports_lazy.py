@@ -40,6 +40,10 @@ NOT_FOR_A_PROBE = (
     "checks.smtp.ladder", "checks.targets.ssh", "checks.targets.snapshot", "checks.dns", "diagnose.probe_render",
     "paramiko", "dns", "rich", "questionary", "yaml", "httpcore", "cryptography", "ssl", "importlib.metadata",
     "hashlib", "bz2", "lzma", "shutil", "pkgutil", "email",
+    # issue 18, start-up of a probe: dataclasses' inspect (ast, dis, tokenize: diagnose.cli's stand-in, every
+    # dataclass on the way has a docstring), subprocess (LocalTarget spawns postconf itself), the idna codec
+    # (an address is connected to as bytes), the config report's retry model
+    "inspect", "ast", "dis", "tokenize", "subprocess", "encodings.idna", "stringprep", "checks.postfix.retry",
 )  # fmt: skip
 
 _RUN = """
@@ -50,7 +54,8 @@ try:
 except SystemExit as exc:  # --help
     code = exc.code
 sys.stdout.flush()
-sys.stderr.write("\\nMODULES " + json.dumps(sorted(sys.modules)) + " EXIT " + str(code))
+loaded = [n for n, m in sys.modules.items() if not vars(m).get("__pfdiag_stand_in__")]  # diagnose.cli's inspect
+sys.stderr.write("\\nMODULES " + json.dumps(sorted(loaded)) + " EXIT " + str(code))
 """
 
 
@@ -88,6 +93,16 @@ def test_a_probe_loads_only_what_a_probe_needs():
     assert code == 0 and [p["phase"] for p in doc["probe"]["phases"]][:5] == ["connect", "banner", "ehlo", "mail", "rcpt"]
     assert {"checks.smtp.session", "checks.nexthop", "diagnose.probedoc"} <= mods  # the checker sees real imports
     assert not loaded(mods, NOT_FOR_A_PROBE), "a plain probe imported them"
+
+
+def test_a_probe_shown_as_text_loads_its_renderer_and_no_more():
+    """The text report of a probe is plain text (diagnose.probe_render): no rich, and otherwise
+    the same modules as the JSON one."""
+    with SmtpPeer() as peer:
+        mods, out, code = modules_after("probe", f"[{peer.host}]:{peer.port}", "--rcpt", "someone@peer.test",
+                                        "--timeouts", "short", "--helo", "client.test", "-f", "text")  # fmt: skip
+    assert code == 0 and "rcpt" in out and "diagnose.probe_render" in mods
+    assert not loaded(mods, tuple(m for m in NOT_FOR_A_PROBE if m != "diagnose.probe_render")), "a text probe imported them"
 
 
 def test_listing_the_checks_imports_no_plugin_machinery_without_plugins():

@@ -151,3 +151,66 @@ def test_run_into_copies_stdout_byte_for_byte(tmp_path) -> None:
     assert res.ok and res.stdout == "" and sink.read_bytes() == b"caf\xe9\n"
     with open(tmp_path / "x", "wb") as fh, pytest.raises(CommandNotFound):
         LocalTarget().run_into(["pfdiag-no-such-command"], fh)
+
+
+def test_local_start_overlaps_and_behaves_as_run(tmp_path):
+    """LocalTarget.start(): the command runs while the caller works (no thread: os.posix_spawn and
+    pipes); result() gives what run() gives, within the deadline counted from start()."""
+    import os
+    import time
+
+    t = LocalTarget()
+    marker = tmp_path / "ran"
+    t0 = time.monotonic()
+    started = t.start(["sh", "-c", f"sleep 0.3; echo out; echo err >&2; touch {marker}; exit 5"], timeout=5)
+    assert time.monotonic() - t0 < 0.25  # start() did not wait for it
+    time.sleep(0.4)  # the caller's own work: the command finishes meanwhile
+    assert marker.exists()
+    t1 = time.monotonic()
+    r = started.result()
+    assert time.monotonic() - t1 < 0.2 and (r.returncode, r.stdout, r.stderr) == (5, "out\n", "err\n")
+    assert r.argv[0] == "sh" and r.duration >= 0.3 and started.result() is r  # collected once
+    # the deadline runs from start(): waiting in result() for a command past it kills it
+    slow = t.start(["sleep", "5"], timeout=0.3)
+    with pytest.raises(CommandTimeout, match="no answer within 0.3 s"):
+        slow.result()
+    assert t.run(["sh", "-c", "kill -9 $$"]).returncode == -9  # a signal, as subprocess says it
+    assert t.run(["sh", "-c", "cat"]).stdout == ""  # stdin is /dev/null: nothing waits for input
+    # sbin on PATH, as run() always had it; bytes that are not UTF-8 are replaced, not raised
+    assert "\ufffd" in t.run(["printf", "\\377ok"]).stdout
+    # close(): a command no longer wanted is ended and reaped, not left running
+    gone = t.start(["sleep", "30"], timeout=60)
+    pid = gone.pid
+    gone.close()
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def test_local_run_output_is_bounded(monkeypatch):
+    from checks.errors import TargetError
+    from checks.targets import local
+
+    monkeypatch.setattr(local, "MAX_OUTPUT", 1000)
+    with pytest.raises(TargetError, match="more than"):
+        LocalTarget().run(["head", "-c", "5000", "/dev/zero"])
+
+
+def test_default_start_runs_on_a_thread_and_reraises():
+    """Target.start()'s default for a target without its own (SSH, a recording): run() on a thread."""
+    import threading
+
+    class Slow(Target):
+        def __init__(self) -> None:
+            self.threads: list[str] = []
+
+        def run(self, argv, timeout=30.0):
+            self.threads.append(threading.current_thread().name)
+            if argv[0] == "missing":
+                raise CommandNotFound("missing: command not found")
+            return CommandResult(tuple(argv), 0, "ok\n", "")
+
+    t = Slow()
+    assert t.start(["postconf", "-P"]).result().stdout == "ok\n"
+    assert t.threads[0] != threading.current_thread().name
+    with pytest.raises(CommandNotFound):
+        t.start(["missing"]).result()
