@@ -682,7 +682,7 @@ class DeferralAnalysis:
             if own is not None and own.example is None:
                 own.example, own.example_ts = line.raw, ts
             if delays is not None:
-                a, b, c2, d = (_two_digits(x) for x in delays)
+                a, b, c2, d = map(_delay_value, delays)
                 for parts in (stats.delays, own.delays if own is not None else None):
                     if parts is not None:
                         parts["a"][a] += 1
@@ -846,6 +846,23 @@ def _two_digits(seconds: float) -> float:
         return seconds
     scale = 10.0 ** (int(math.log10(seconds)) - 1)
     return round(seconds / scale) * scale
+
+
+# Delay value -> the value kept (_two_digits), one float object per distinct value kept: the
+# delays= counters of every cause and destination slice share their keys instead of holding
+# a float each (~25,000 keys in a worker at 2M lines; they grew with the log). The kept values
+# are few (two significant digits); the cap only guards against a log of odd delays.
+_DELAY_VALUES: dict[float, float] = {}
+MAX_DELAY_VALUES = 8192
+
+
+def _delay_value(seconds: float) -> float:
+    kept = _DELAY_VALUES.get(seconds)
+    if kept is None:
+        kept = _two_digits(seconds)
+        if len(_DELAY_VALUES) < MAX_DELAY_VALUES:
+            kept = _DELAY_VALUES[seconds] = _DELAY_VALUES.setdefault(kept, kept)
+    return kept
 
 
 def _size_bucket(size: int | None) -> str:
