@@ -64,18 +64,45 @@ def _work(
         return None
 
 
+# The parts of a worker's result sent as pickles of their own after the rest: one pickle of the
+# whole held a memo entry for each of its ~60,000 objects and the whole output at once (+4-6 MB
+# in each worker at its end, when the tree's memory peaks); in parts, the biggest part's.
+_PARTS = ("unborn", "domains", "relays", "causes")
+
+
 def _child(conn: Connection, chunk: Chunk, since: float | None, until: float | None, first: bool,
            tz: tzinfo | None) -> None:
     """A forked worker: its chunk's result (or the exception it met) down the pipe, then exit."""
     try:
-        reply: tuple[bool, object] = (True, _work(chunk, since, until, first, tz))
+        result = _work(chunk, since, until, first, tz)
+        parts = []
+        if result is not None:
+            for name in _PARTS:
+                parts.append(getattr(result[0], name))
+                setattr(result[0], name, None)
+        reply: tuple[bool, object] = (True, result)
     except BaseException as exc:  # noqa: BLE001 - handed to the parent, which raises it
-        reply = (False, exc)
+        reply, parts = (False, exc), []
     try:
         conn.send(reply)
     except Exception as exc:  # an unpicklable exception: its text still reaches the parent
         conn.send((False, RuntimeError(f"worker failed: {exc!r}")))
+        parts = []
+    while parts:
+        conn.send(parts.pop(0))
     conn.close()
+
+
+def _receive(conn: Connection) -> tuple[DeferralAnalysis, ReadStats] | None:
+    """What _child sent, put together again; the worker's exception raised here."""
+    ok, value = conn.recv()
+    if not ok:
+        assert isinstance(value, BaseException)
+        raise value
+    if value is not None:
+        for name in _PARTS:
+            setattr(value[0], name, conn.recv())
+    return value
 
 
 def _run_workers(
@@ -102,17 +129,13 @@ def _run_workers(
                 for k in [k for k, (conn, _) in running.items() if conn in ready]:
                     conn, proc = running.pop(k)
                     try:
-                        ok, value = conn.recv()
+                        done[k] = _receive(conn)
                     except EOFError:
                         proc.join()
                         raise RuntimeError(f"a log worker died (exit status {proc.exitcode})") from None
                     finally:
                         conn.close()
-                    proc.join()
-                    if not ok:
-                        assert isinstance(value, BaseException)
-                        raise value
-                    done[k] = value  # what _work returned
+                        proc.join()
             yield done.pop(want)
     finally:
         for conn, proc in running.values():  # an error or an abandoned merge: stop the rest
