@@ -437,6 +437,8 @@ class DeferralAnalysis:
         domains = self.domains
         relays = self.relays
         inf = float("inf")
+        earliest = EARLIEST
+        windowed = since is not None or until is not None
         for parser, lines in batches:
             stamp_of = parser.stamps.parse
             seen_stamps = parser.stamps.cache  # a hit needs no call (see StampParser.parse)
@@ -484,10 +486,10 @@ class DeferralAnalysis:
                                 and (qid is not None or line.find(": ", end, end + 22) <= 4)
                             ):
                                 ts = seen_stamps.get(stamp) or stamp_of(stamp)
-                                if ts is not None and EARLIEST <= ts <= latest:
+                                if ts is not None and earliest <= ts <= latest:
                                     # the line as parse() and admit() would take it: a LogLine only when needed
                                     taken += 1
-                                    if (since is not None and ts < since) or (until is not None and ts >= until):
+                                    if windowed and ((since is not None and ts < since) or (until is not None and ts >= until)):
                                         stats.outside_window += 1
                                         continue
                                     if births is None or qid is None or qid == "NOQUEUE" or qid in births:
@@ -513,44 +515,45 @@ class DeferralAnalysis:
                                                 if msgs and qid in msgs:
                                                     self._final_state(qid, to, "sent")
                                                 continue
-                                        elif qid is None or qid == "NOQUEUE":
-                                            if ts > hi:
-                                                hi = ts
-                                            if ts < lo:
-                                                lo = ts
-                                            if line.startswith(companion_prefixes, end):
-                                                text = line[end:]
-                                                kind = _companion_kind(text)
-                                                companions[kind] += 1
-                                                if kind not in companion_examples:
-                                                    companion_examples[kind] = line
-                                            continue
-                                        elif line.startswith("removed", end) and len(line) == end + 7:
-                                            if ts > hi:
-                                                hi = ts
-                                            if ts < lo:
-                                                lo = ts
-                                            if births is not None:
-                                                births.discard(qid)
-                                            sizes.pop(qid, None)
-                                            if msgs:
-                                                msg = msgs.pop(qid, None)
-                                                if msg is not None:
-                                                    self._finalise(msg, deleted=service.rpartition("/")[2] == "postsuper")
-                                            continue
-                                        elif line.startswith("from=<", end):
-                                            if ts > hi:
-                                                hi = ts
-                                            if ts < lo:
-                                                lo = ts
-                                            k = line.find(", size=", end)
-                                            if k > end:
-                                                size = line[k + 7 : line.find(",", k + 7)]
-                                                if size.isdigit():
-                                                    sizes[qid] = int(size)
-                                                    if len(sizes) > MAX_SIZES:
-                                                        del sizes[next(iter(sizes))]
-                                            continue
+                                        else:
+                                            text = line[end:]
+                                            if qid is None or qid == "NOQUEUE":
+                                                if ts > hi:
+                                                    hi = ts
+                                                if ts < lo:
+                                                    lo = ts
+                                                if text.startswith(companion_prefixes):
+                                                    kind = _companion_kind(text)
+                                                    companions[kind] += 1
+                                                    if kind not in companion_examples:
+                                                        companion_examples[kind] = line
+                                                continue
+                                            elif text == "removed":
+                                                if ts > hi:
+                                                    hi = ts
+                                                if ts < lo:
+                                                    lo = ts
+                                                if births is not None:
+                                                    births.discard(qid)
+                                                sizes.pop(qid, None)
+                                                if msgs:
+                                                    msg = msgs.pop(qid, None)
+                                                    if msg is not None:
+                                                        self._finalise(msg, deleted=service.rpartition("/")[2] == "postsuper")
+                                                continue
+                                            elif text.startswith("from=<"):
+                                                if ts > hi:
+                                                    hi = ts
+                                                if ts < lo:
+                                                    lo = ts
+                                                k = text.find(", size=")
+                                                if k > 0:
+                                                    size = text[k + 7 : text.find(",", k + 7)]
+                                                    if size.isdigit():
+                                                        sizes[qid] = int(size)
+                                                        if len(sizes) > MAX_SIZES:
+                                                            del sizes[next(iter(sizes))]
+                                                continue
                                     lo, hi = self._fold(lo, hi)
                                     e = full_envelope(line)  # the same match, with the fields a LogLine holds
                                     assert e is not None
