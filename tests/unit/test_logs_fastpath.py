@@ -155,10 +155,13 @@ CASES = {
     "long line": "a\n" + "x" * (logs.MAX_LINE + 5) + "\nb\n",
     "long last line": "a\n" + "y" * (logs.MAX_LINE + 1),
     "invalid utf-8": b"a\xff\xfeb\nc\n".decode("latin-1"),
+    "long line among short ones": "s\n" * 30000 + "x" * (logs.MAX_LINE + 1) + "\n" + "t\n" * 30000,
+    "lines of just MAX_LINE": ("s\n" * 20000 + "y" * logs.MAX_LINE + "\n") * 3 + "z" * logs.MAX_LINE,
+    "nul far into a line": "a\n" + "b" * 50000 + "\x00" + "c" * 100 + "\nd\n",
 }
 
 
-@pytest.mark.parametrize("batch", [1, 3, 64, 1 << 20])
+@pytest.mark.parametrize("batch", [1, 3, 64, 40000, 70000, 1 << 20])
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_line_batches_hand_out_what_bounded_lines_does(tmp_path, monkeypatch, name, batch):
     monkeypatch.setattr(logs, "BATCH", batch)
