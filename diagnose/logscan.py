@@ -84,13 +84,19 @@ def _child(conn: Connection, chunk: Chunk, since: float | None, until: float | N
     except BaseException as exc:  # noqa: BLE001 - handed to the parent, which raises it
         reply, parts = (False, exc), []
     try:
-        conn.send(reply)
-    except Exception as exc:  # an unpicklable exception: its text still reaches the parent
-        conn.send((False, RuntimeError(f"worker failed: {exc!r}")))
-        parts = []
-    while parts:
-        conn.send(parts.pop(0))
-    conn.close()
+        try:
+            conn.send(reply)
+        except (OSError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # an unpicklable exception: its text still reaches the parent
+            conn.send((False, RuntimeError(f"worker failed: {exc!r}")))
+            parts = []
+        while parts:
+            conn.send(parts.pop(0))
+    except (OSError, KeyboardInterrupt):  # the parent stopped listening (an error, Ctrl-C): nothing to tell
+        pass
+    finally:
+        conn.close()
 
 
 def _receive(conn: Connection) -> tuple[DeferralAnalysis, ReadStats] | None:
