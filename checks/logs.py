@@ -495,6 +495,21 @@ def read_batches(
 BATCH = 1 << 20  # characters per batch of LineBatches
 
 
+def _longest_over(lines: list[str], chunk: str) -> bool:
+    """Whether a line of `lines` (the split of `chunk`, its first line joined to the text
+    carried before it) is longer than MAX_LINE. A line that long holds a whole aligned
+    window of MAX_LINE // 2 characters of the chunk without a line end: a few finds over
+    the chunk rule that out, and only a batch with such a window has its lines measured."""
+    if len(lines[0]) > MAX_LINE:
+        return True
+    half = MAX_LINE // 2
+    find = chunk.find
+    for start in range(0, len(chunk) - half + 1, half):
+        if find("\n", start, start + half) < 0:
+            return max(map(len, lines)) > MAX_LINE
+    return False
+
+
 class LineBatches:
     """The lines of a text stream, as BoundedLines hands them out, in lists of whole
     lines of about BATCH characters: one decode and one split per batch instead of
@@ -522,23 +537,24 @@ class LineBatches:
         carry = ""  # the start of a line whose end has not been read yet
         while True:
             data = read1(BATCH)
-            text = carry + decode(data, final=not data)
+            chunk = decode(data, final=not data)
+            before = carry
+            # split the new text alone and join the carry to its first line: no copy of the batch
+            lines = chunk.split("\n")
+            lines[0] = carry + lines[0]
             if data:
-                end = text.rfind("\n")
-                carry = text[end + 1 :]
-                if end < 0:  # no line end yet: the current line goes on
+                carry = lines.pop()  # the text after the last line end (all of it when there is none)
+                if not lines:  # no line end yet: the current line goes on
                     if len(carry) > MAX_LINE:
-                        yield from self._rest(text, read1, decode)
+                        yield from self._rest(carry, read1, decode)
                         return
                     continue
-                lines = text[:end].split("\n")
             else:  # the end: what is left is the last lines (a last one without its line end too)
-                lines = text.split("\n")
                 if lines[-1] == "":
                     lines.pop()
                 carry = ""
-            if "\x00" in text or len(carry) > MAX_LINE or (lines and max(map(len, lines)) > MAX_LINE):
-                yield from self._rest(text, read1, decode)
+            if "\x00" in chunk or "\x00" in before or len(carry) > MAX_LINE or (lines and _longest_over(lines, chunk)):
+                yield from self._rest(before + chunk, read1, decode)
                 return
             if lines:
                 self.count += len(lines)

@@ -10,11 +10,13 @@ The result is the same as one pass, which the tests check.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 from datetime import tzinfo
-from concurrent.futures import ProcessPoolExecutor
-from typing import Sequence
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from typing import Generator, Sequence
 
 from checks.logs import STDIN, Chunk, ReadStats, plan_chunks, read_batches
 from checks.targets import Target
@@ -62,6 +64,92 @@ def _work(
         return None
 
 
+# The parts of a worker's result sent as pickles of their own after the rest: one pickle of the
+# whole held a memo entry for each of its ~60,000 objects and the whole output at once (+4-6 MB
+# in each worker at its end, when the tree's memory peaks); in parts, the biggest part's.
+_PARTS = ("unborn", "domains", "relays", "causes")
+
+
+def _child(conn: Connection, chunk: Chunk, since: float | None, until: float | None, first: bool,
+           tz: tzinfo | None) -> None:
+    """A forked worker: its chunk's result (or the exception it met) down the pipe, then exit."""
+    try:
+        result = _work(chunk, since, until, first, tz)
+        parts = []
+        if result is not None:
+            for name in _PARTS:
+                parts.append(getattr(result[0], name))
+                setattr(result[0], name, None)
+        reply: tuple[bool, object] = (True, result)
+    except BaseException as exc:  # noqa: BLE001 - handed to the parent, which raises it
+        reply, parts = (False, exc), []
+    try:
+        try:
+            conn.send(reply)
+        except (OSError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # an unpicklable exception: its text still reaches the parent
+            conn.send((False, RuntimeError(f"worker failed: {exc!r}")))
+            parts = []
+        while parts:
+            conn.send(parts.pop(0))
+    except (OSError, KeyboardInterrupt):  # the parent stopped listening (an error, Ctrl-C): nothing to tell
+        pass
+    finally:
+        conn.close()
+
+
+def _receive(conn: Connection) -> tuple[DeferralAnalysis, ReadStats] | None:
+    """What _child sent, put together again; the worker's exception raised here."""
+    ok, value = conn.recv()
+    if not ok:
+        assert isinstance(value, BaseException)
+        raise value
+    if value is not None:
+        for name in _PARTS:
+            setattr(value[0], name, conn.recv())
+    return value
+
+
+def _run_workers(
+    chunks: Sequence[Chunk], workers: int, since: float | None, until: float | None, tz: tzinfo | None
+) -> Generator[tuple[DeferralAnalysis, ReadStats] | None, None, None]:
+    """The workers' results in chunk order. Each chunk gets a forked process that exits as soon
+    as its result is sent (at most `workers` at once): a finished worker's memory is freed while
+    the others work and while this process merges, where a pool's idle workers kept theirs to the end."""
+    ctx = multiprocessing.get_context("fork")
+    running: dict[int, tuple[Connection, BaseProcess]] = {}
+    done: dict[int, tuple[DeferralAnalysis, ReadStats] | None] = {}
+    started = 0
+    try:
+        for want in range(len(chunks)):
+            while want not in done:
+                while started < len(chunks) and len(running) < workers:
+                    recv, send = ctx.Pipe(duplex=False)
+                    child = ctx.Process(target=_child, args=(send, chunks[started], since, until, started == 0, tz), daemon=True)
+                    child.start()
+                    send.close()
+                    running[started] = (recv, child)
+                    started += 1
+                ready = wait([conn for conn, _ in running.values()])
+                for k in [k for k, (conn, _) in running.items() if conn in ready]:
+                    conn, proc = running.pop(k)
+                    try:
+                        done[k] = _receive(conn)
+                    except EOFError:
+                        proc.join()
+                        raise RuntimeError(f"a log worker died (exit status {proc.exitcode})") from None
+                    finally:
+                        conn.close()
+                        proc.join()
+            yield done.pop(want)
+    finally:
+        for conn, proc in running.values():  # an error or an abandoned merge: stop the rest
+            proc.terminate()
+            proc.join()
+            conn.close()
+
+
 def analyse_logs(
     target: Target,
     sources: Sequence[str],
@@ -82,20 +170,22 @@ def analyse_logs(
         return analysis.finish(), stats
     global _TARGET
     _TARGET = target
+    gc.freeze()  # the collector would write to every object inherited at the fork: each worker would copy them
+    results = _run_workers(chunks, min(n, len(chunks)), since, until, tz)
     try:
-        with ProcessPoolExecutor(max_workers=min(n, len(chunks)), mp_context=multiprocessing.get_context("fork")) as pool:
-            futures = [pool.submit(_work, chunk, since, until, i == 0, tz) for i, chunk in enumerate(chunks)]
-            first = futures[0].result()
-            assert first is not None, "the first chunk keeps no lines for a merge"
-            analysis, stats = first
-            for chunk, future in zip(chunks[1:], futures[1:]):
-                result = future.result()
-                if result is None:  # read here, on the state of the chunks before it: one pass's result
-                    analysis.read(read_batches(target, [chunk], stats, since, None, tz), stats, since, until)
-                    continue
-                part, part_stats = result
-                analysis.merge(part)
-                stats.merge(part_stats)
+        first = next(results)
+        assert first is not None, "the first chunk keeps no lines for a merge"
+        analysis, stats = first
+        for chunk, result in zip(chunks[1:], results):
+            if result is None:  # read here, on the state of the chunks before it: one pass's result
+                analysis.read(read_batches(target, [chunk], stats, since, None, tz), stats, since, until)
+                continue
+            part, part_stats = result
+            analysis.merge(part)
+            del part, result  # the worker's counters are merged: free them before the next result arrives
+            stats.merge(part_stats)
     finally:
+        results.close()  # on an error here: the workers still running are stopped
         _TARGET = None
+        gc.unfreeze()
     return analysis.finish(), stats

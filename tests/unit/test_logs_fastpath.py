@@ -155,10 +155,13 @@ CASES = {
     "long line": "a\n" + "x" * (logs.MAX_LINE + 5) + "\nb\n",
     "long last line": "a\n" + "y" * (logs.MAX_LINE + 1),
     "invalid utf-8": b"a\xff\xfeb\nc\n".decode("latin-1"),
+    "long line among short ones": "s\n" * 30000 + "x" * (logs.MAX_LINE + 1) + "\n" + "t\n" * 30000,
+    "lines of just MAX_LINE": ("s\n" * 20000 + "y" * logs.MAX_LINE + "\n") * 3 + "z" * logs.MAX_LINE,
+    "nul far into a line": "a\n" + "b" * 50000 + "\x00" + "c" * 100 + "\nd\n",
 }
 
 
-@pytest.mark.parametrize("batch", [1, 3, 64, 1 << 20])
+@pytest.mark.parametrize("batch", [1, 3, 64, 40000, 70000, 1 << 20])
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_line_batches_hand_out_what_bounded_lines_does(tmp_path, monkeypatch, name, batch):
     monkeypatch.setattr(logs, "BATCH", batch)
@@ -175,3 +178,46 @@ def test_line_batches_hand_out_what_bounded_lines_does(tmp_path, monkeypatch, na
     assert got == expect
     assert batches.count == bounded.count
     assert json.dumps(vars(got_stats), sort_keys=True) == json.dumps(vars(expect_stats), sort_keys=True)
+
+
+ODD_STATUS_LINES = [
+    "Nov 28 10:00:09 mx postfix/smtp[104]: 5A2B3C4D5E: to=<a@b@C.Example>, relay=mx.c.example[198.51.100.5]:25, delay=0.4, delays=0/0/0.2/0.2, dsn=2.0.0, status=sent (250 ok (queued))",
+    "Nov 28 10:00:09 mx postfix/smtp[104]: 5A2B3C4D5E: to=<nobody>, relay=[198.51.100.5]:25, conn_use=2, delay=0.4, delays=0/0/0.2/0.2, tls=x, dsn=2.0.0, status=sent (forwarded as 1234)",
+    "Nov 28 10:00:09 mx postfix/smtp[104]: 5A2B3C4D5E: to=<>, relay=, delay=0.4, delays=0/0/0.2/0.2, dsn=2.0.0, status=sent ()",
+    "Nov 28 10:00:09 mx postfix/smtp[104]: 5A2B3C4D5E: to=<x@y>, relay=none, delay=1, delays=1/0/0/0, dsn=4.4.1, status=deferred (host said status=sent (250 ok))",
+    "Nov 28 10:00:09 mx postfix/smtp[104]: 5A2B3C4D5E: to=<x@y>, relay=a[b]c[d, delay=1, delays=1/0/0/0, dsn=2.0.0, status=sentx (ok)",
+    "Nov 28 10:00:09 mx postfix/smtp[104]: 5A2B3C4D5E: to=<x@y>, relay=a[b]c[d, delay=1, delays=1/0/0/0, dsn=2.0.0, status=sent (no close",
+]
+
+
+def test_read_regexes_are_the_per_line_ones_narrowed():
+    """deferrals._READ_ENVELOPE is FAST_ENVELOPE with fewer groups, _SENT is FAST_STATUS for
+    status=sent with fewer groups: on every corpus line, the same matches and the same fields."""
+    from checks.postfix.logline import FAST_ENVELOPE
+    from checks.postfix.status import FAST_STATUS
+    from diagnose.deferrals import _READ_ENVELOPE, _SENT
+
+    sent = 0
+    for path in [p for p in FILES if p.is_file()]:
+        for line in path.read_text(errors="replace").splitlines() + ODD_STATUS_LINES:
+            full, narrow = FAST_ENVELOPE.match(line), _READ_ENVELOPE.match(line)
+            assert (full is None) == (narrow is None), line
+            if full is None:
+                continue
+            assert narrow.end() == full.end() and narrow.groups() == (full[1], full[4], full[6]), line
+            end = full.end()
+            m, s = FAST_STATUS.match(line[end:]), _SENT.match(line, end)
+            assert (s is not None) == (m is not None and m[12] == "sent"), line
+            if s is not None:
+                sent += 1
+                assert s.groups() == (m[1], m[3], "forwarded as " if m[13].startswith("forwarded as ") else None), line
+    assert sent > 100
+
+
+def test_delay_values_are_shared_and_two_digits():
+    from diagnose.deferrals import _delay_value, _two_digits
+
+    for x in (0.0, 0.01, 0.35, 1.2, 45.0, 99.9, 100.0, 130780.0, 99999.0, 5e6, 0.35):
+        assert _delay_value(x) == _two_digits(x)
+        assert _two_digits(_delay_value(x)) == _delay_value(x)
+    assert _delay_value(130780.0) is _delay_value(129990.0) is _delay_value(130000.0)

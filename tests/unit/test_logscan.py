@@ -120,3 +120,99 @@ def test_worker_memory_is_capped_when_messages_are_born_elsewhere(tmp_path, monk
         assert fallbacks == []  # born in their chunks: only the few straddling messages are kept
     else:
         assert len(fallbacks) == 2 and all(isinstance(c, Chunk) and c.start > 0 for c in fallbacks)
+
+
+def _three_chunk_log(tmp_path):
+    log = tmp_path / "mail.log"
+    write_log(log)
+    return log, log.stat().st_size // 6
+
+
+def test_a_worker_exits_once_its_result_is_sent(tmp_path, monkeypatch):
+    """Each chunk's process ends when its result is in: while the second chunk's result is
+    merged, the first two workers are gone (a pool's idle workers held their memory to the end)."""
+    import multiprocessing
+
+    from diagnose.deferrals import DeferralAnalysis
+
+    log, min_bytes = _three_chunk_log(tmp_path)
+    alive = []
+    real = DeferralAnalysis.merge
+
+    def merge(self, other):
+        alive.append(len(multiprocessing.active_children()))
+        return real(self, other)
+
+    monkeypatch.setattr(DeferralAnalysis, "merge", merge)
+    serial = _report(log, 1, monkeypatch, log.stat().st_size)
+    assert alive == []
+    parallel = _report(log, 3, monkeypatch, min_bytes)
+    assert parallel == serial
+    assert len(alive) == 2 and alive[0] <= 1 and alive[1] == 0  # only the third chunk's may still run
+    assert multiprocessing.active_children() == []
+
+
+def test_more_chunks_than_workers(tmp_path, monkeypatch):
+    """A log rotated into four files, two workers: a process per file, two at a time, the
+    results merged in file order: the one-pass result."""
+    whole = tmp_path / "whole.log"
+    write_log(whole, messages=1600)
+    lines = whole.read_text().splitlines(True)
+    logs_ = []
+    for k in range(4):
+        path = tmp_path / f"mail.log.{k}"
+        path.write_text("".join(lines[k * len(lines) // 4 : (k + 1) * len(lines) // 4]))
+        logs_.append(str(path))
+    monkeypatch.setattr(logscan, "CHUNK_MIN_BYTES", 1 << 30)  # no file is split: one chunk each
+    assert len(plan_chunks(LocalTarget(), logs_, 2, 1 << 30)) == 4
+    import multiprocessing.context
+
+    running = []
+    real_start = multiprocessing.context.ForkProcess.start
+
+    def start(self):
+        real_start(self)
+        running.append(len(multiprocessing.active_children()))
+
+    monkeypatch.setattr(multiprocessing.context.ForkProcess, "start", start)
+    serial = to_dict(*logscan.analyse_logs(LocalTarget(), logs_, workers=1))
+    assert running == []
+    parallel = to_dict(*logscan.analyse_logs(LocalTarget(), logs_, workers=2))
+    assert len(running) == 4 and max(running) <= 2
+    for report in (serial, parallel):
+        report.pop("generated")
+    assert json.dumps(parallel, sort_keys=True) == json.dumps(serial, sort_keys=True)
+
+
+def test_a_workers_error_is_raised_here_and_the_others_stopped(tmp_path, monkeypatch):
+    import multiprocessing
+
+    from checks.errors import InputError
+
+    log, min_bytes = _three_chunk_log(tmp_path)
+    real = logscan._work
+
+    def work(chunk, *args):
+        if chunk.start > 0 and chunk.end == log.stat().st_size:
+            raise InputError(f"{chunk.path}: cannot read (test)")
+        return real(chunk, *args)
+
+    monkeypatch.setattr(logscan, "_work", work)
+    with pytest.raises(InputError, match="cannot read \\(test\\)"):
+        _report(log, 3, monkeypatch, min_bytes)
+    assert multiprocessing.active_children() == []
+
+
+def test_a_worker_that_dies_is_an_error_not_a_hang(tmp_path, monkeypatch):
+    import multiprocessing
+    import os
+
+    log, min_bytes = _three_chunk_log(tmp_path)
+
+    def work(chunk, *args):
+        os._exit(9)
+
+    monkeypatch.setattr(logscan, "_work", work)
+    with pytest.raises(RuntimeError, match="a log worker died \\(exit status 9\\)"):
+        _report(log, 3, monkeypatch, min_bytes)
+    assert multiprocessing.active_children() == []
