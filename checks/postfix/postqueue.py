@@ -225,51 +225,55 @@ def _opt_str(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _json_record(obj: object) -> QueuedMessage | str:
+def _json_record(obj: object, _r: Callable[..., QueuedRecipient] = _recipient,
+                 _m: tuple[Callable[[object, object], None], ...] = _M_SET) -> QueuedMessage | str:  # fmt: skip
     """One decoded object -> a record, or the reason it is not one. Hot (once per queue
-    file): the optional members are read inline rather than through _opt_str."""
-    if not isinstance(obj, dict):
+    file): the optional members are read inline rather than through _opt_str, and the
+    types are compared with type() is, not isinstance(): obj is what json decodes, whose
+    values are exactly dict, list, str, int, float, bool or None (a bool is not an int here)."""
+    if type(obj) is not dict:
         return "not a JSON object"
     get = obj.get
     qid = get("queue_id")
-    if not isinstance(qid, str) or _QUEUE_ID_MATCH(qid) is None:
+    if type(qid) is not str or _QUEUE_ID_MATCH(qid) is None:
         return "missing or invalid queue_id"
     rcpts = get("recipients", [])
-    if not isinstance(rcpts, list):
+    if type(rcpts) is not list:
         return "recipients is not a list"
     recipients = []
     for r in rcpts:
-        if not isinstance(r, dict):
+        if type(r) is not dict:
             return "recipient without an address"
         address = r.get("address")
-        if not isinstance(address, str):
+        if type(address) is not str:
             return "recipient without an address"
         delay = r.get("delay_reason")
         if len(r) == 2 and delay is not None:  # the common shape: address and delay_reason only
-            recipients.append(_recipient(address, delay if isinstance(delay, str) and delay else None))
+            recipients.append(_r(address, delay if type(delay) is str and delay else None))
             continue
-        recipients.append(_recipient(address, _opt_str(delay), _opt_str(r.get("orig_address")),
-                                     _opt_str(r.get("bounce_reason")), _opt_str(r.get("other_reason"))))  # fmt: skip
+        recipients.append(_r(address, _opt_str(delay), _opt_str(r.get("orig_address")),
+                             _opt_str(r.get("bounce_reason")), _opt_str(r.get("other_reason"))))  # fmt: skip
     arrival = get("arrival_time", 0)
     size = get("message_size", 0)
     sender = get("sender", "")
-    if isinstance(arrival, bool) or not isinstance(arrival, (int, float)):
+    t = type(arrival)
+    if t is not int and t is not float:
         return "arrival_time is not a number"
-    if isinstance(size, bool) or not isinstance(size, int):
+    if type(size) is not int:
         return "message_size is not an integer"
-    if not isinstance(sender, str):
+    if type(sender) is not str:
         return "sender is not a string"
     queue_name = get("queue_name")
     expire = obj["forced_expire"] if "forced_expire" in obj else get("force_expired", False)
-    return _message(
-        qid,
-        queue_name if isinstance(queue_name, str) and queue_name else UNKNOWN_QUEUE,
-        float(arrival),
-        size,
-        sender,
-        tuple(recipients),
-        expire is True or (type(expire) is int and expire != 0),
-    )
+    m: QueuedMessage = _new(QueuedMessage)  # _message(...), inline
+    _m[0](m, qid)
+    _m[1](m, queue_name if type(queue_name) is str and queue_name else UNKNOWN_QUEUE)
+    _m[2](m, float(arrival))
+    _m[3](m, size)
+    _m[4](m, sender)
+    _m[5](m, tuple(recipients))
+    _m[6](m, expire is True or (type(expire) is int and expire != 0))
+    return m
 
 
 def _iter_json(lines: Iterable[str], stats: ParseStats) -> Iterator[QueuedMessage]:
