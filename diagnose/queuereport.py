@@ -22,6 +22,7 @@ import heapq
 import io
 import itertools
 import json
+import operator
 import struct
 import time
 from json import encoder as _json_encoder
@@ -273,8 +274,7 @@ class SortedEntries:
     def texts(self) -> Iterator[str]:
         # the lines (_line) compare as their (arrival, listing position) keys, which are unique: the
         # merge compares strings in C, and the texts after the keys are never what decides
-        for line in heapq.merge(*map(self._rewound, self._files), self._last):
-            yield line[_KEY_LEN:-1]
+        return map(_text_of_line, heapq.merge(*map(self._rewound, self._files), self._last))
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return map(json.loads, self.texts())
@@ -293,6 +293,7 @@ class SortedEntries:
 
 
 _KEY_LEN = 29  # _line()'s key: 17 hex digits of the arrival, 12 of the listing position
+_text_of_line = operator.itemgetter(slice(_KEY_LEN, -1))  # a run's line -> its text: line[_KEY_LEN:-1]
 _pack_double = struct.Struct(">d").pack
 _unpack_u64 = struct.Struct(">Q").unpack
 
@@ -542,14 +543,14 @@ class ReportBuilder:
         key = (reason, cause_id)
         got = memo.get(key)
         if got is None:
-            if len(memo) >= 65536:  # reasons carry hosts and ids; bound the memo
+            if len(memo) >= 16384:  # reasons carry hosts and ids; bound the memo (the only one holding reasons)
                 memo.clear()
-            got = memo[key] = (f', "delay_reason": {self._texts(reason)}, '
+            got = memo[key] = (f', "delay_reason": {"null" if reason is None else _encode_str(reason)}, '
                                f'"cause_id": {"null" if cause_id is None else self._texts(cause_id)}}}')  # fmt: skip
         return got
 
     def _texts(self, value: str | None) -> str:
-        """A repeated string's JSON text (queue names, senders, reason texts, cause ids), memoised."""
+        """A repeated string's JSON text (queue names, senders, cause ids), memoised."""
         memo = self._memo
         got = memo.get(value)
         if got is None:
