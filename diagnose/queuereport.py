@@ -490,7 +490,8 @@ class ReportBuilder:
         are written inline, the rest through _number/_flag/first_cause as before."""
         cause, q, now, enc, rtail = self.causes.cause, m.queue_name, self.now, _encode_str, self._rtail
         recipients = m.recipients
-        causes = [cause(r.delay_reason) for r in recipients]
+        # one recipient (most messages) without a list comprehension's call
+        causes = [cause(recipients[0].delay_reason)] if len(recipients) == 1 else [cause(r.delay_reason) for r in recipients]
         if q != "deferred":
             forecast, fate_text = "null", fate(q, m.queue_id, None, now=now)
         else:
@@ -566,7 +567,8 @@ class ReportBuilder:
             self.sources.add("assumed" if self._qfiles.mtime(m) is None else "file")
 
     def add(self, m: QueuedMessage) -> None:
-        domains = [domain_of(r.address) for r in m.recipients]  # once for both tallies
+        rcpts = m.recipients  # their domains once for both tallies (one recipient: no list comprehension's call)
+        domains = [domain_of(rcpts[0].address)] if len(rcpts) == 1 else [domain_of(r.address) for r in rcpts]
         self.ages.add(m, domains)
         self.causes.add(m, domains)
         q = m.queue_name
