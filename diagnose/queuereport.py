@@ -22,6 +22,7 @@ import heapq
 import io
 import itertools
 import json
+import operator
 import struct
 import time
 from json import encoder as _json_encoder
@@ -273,8 +274,7 @@ class SortedEntries:
     def texts(self) -> Iterator[str]:
         # the lines (_line) compare as their (arrival, listing position) keys, which are unique: the
         # merge compares strings in C, and the texts after the keys are never what decides
-        for line in heapq.merge(*map(self._rewound, self._files), self._last):
-            yield line[_KEY_LEN:-1]
+        return map(_text_of_line, heapq.merge(*map(self._rewound, self._files), self._last))
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return map(json.loads, self.texts())
@@ -293,6 +293,7 @@ class SortedEntries:
 
 
 _KEY_LEN = 29  # _line()'s key: 17 hex digits of the arrival, 12 of the listing position
+_text_of_line = operator.itemgetter(slice(_KEY_LEN, -1))  # a run's line -> its text: line[_KEY_LEN:-1]
 _pack_double = struct.Struct(">d").pack
 _unpack_u64 = struct.Struct(">Q").unpack
 
@@ -375,6 +376,7 @@ class ReportBuilder:
         self._services: dict[str, str] | None = None  # the local services' parameters, once postconf answered
         self._locals: dict[str, str] = {}  # E32 reason -> the cause the locality rule gives it
         self._memo: dict[str | None, str] = {}  # repeated strings -> their JSON text (_texts)
+        self._rtails: dict[tuple[str | None, str | None], str] = {}  # (reason, cause) -> _rtail's text
         self._rows = 0  # md: the rows in the runs
 
     def configure(self, settings: RetrySettings, target: Target, queue_directory: str | None,
@@ -483,9 +485,13 @@ class ReportBuilder:
         """The compact JSON text of m's complete entry, as _encode_entry() of the entry that
         _entry() and _forecast() (or fate(), not deferred) build, written directly: the same
         bytes (test_queue_report_stream.py) without a dict per message, recipient and forecast
-        for the encoder to walk. The settings are known when m is deferred."""
-        cause, q, now, enc, text = self.causes.cause, m.queue_name, self.now, _encode_str, self._texts
-        causes = [cause(r.delay_reason) for r in m.recipients]
+        for the encoder to walk. The settings are known when m is deferred. Hot (once per
+        message of a big queue): the common values (finite floats, ints, bools, one recipient)
+        are written inline, the rest through _number/_flag/first_cause as before."""
+        cause, q, now, enc, rtail = self.causes.cause, m.queue_name, self.now, _encode_str, self._rtail
+        recipients = m.recipients
+        # one recipient (most messages) without a list comprehension's call
+        causes = [cause(recipients[0].delay_reason)] if len(recipients) == 1 else [cause(r.delay_reason) for r in recipients]
         if q != "deferred":
             forecast, fate_text = "null", fate(q, m.queue_id, None, now=now)
         else:
@@ -495,25 +501,57 @@ class ReportBuilder:
             self.sources.add(source)
             if self._services is not None and "E32" in causes:
                 causes = [self._local_cause(r.delay_reason) if c == "E32" and r.delay_reason else c
-                          for c, r in zip(causes, m.recipients)]  # fmt: skip
+                          for c, r in zip(causes, recipients)]  # fmt: skip
             forecast = (f'{{"mtime_source": "{source}", "next_attempt_earliest": {round(earliest)}, '
                         f'"next_attempt_latest": {round(latest)}, "expires_at": {round(expires)}, '
                         f'"expires_at_latest": {round(expires_latest)}, "lifetime_ends": {round(lifetime)}, '
                         f'"remaining_attempts": [{remaining[0]}, {remaining[1]}], '
-                        f'"overdue": {_flag(overdue)}, "expiring": {_flag(expiring)}}}')  # fmt: skip
-            fate_text = fate(q, m.queue_id, first_cause(causes), now=now, next_attempt=earliest, expires_at=expires,
+                        f'"overdue": {"true" if overdue is True else "false" if overdue is False else _flag(overdue)}, '
+                        f'"expiring": {"true" if expiring is True else "false" if expiring is False else _flag(expiring)}}}')  # fmt: skip
+            if len(causes) == 1:  # first_cause([c]), without the lists
+                first = causes[0]
+                if not first or first == "no-reason":
+                    first = None
+            else:
+                first = first_cause(causes)
+            fate_text = fate(q, m.queue_id, first, now=now, next_attempt=earliest, expires_at=expires,
                              expiring=expiring)  # fmt: skip
-        rcpts = ", ".join([f'{{"address": {enc(r.address)}, "delay_reason": {text(r.delay_reason)}, '
-                           f'"cause_id": {"null" if c is None else text(c)}}}' for r, c in zip(m.recipients, causes)])  # fmt: skip
-        a = m.arrival_time
+        if len(recipients) == 1:
+            r = recipients[0]
+            rcpts = f'{{"address": {enc(r.address)}{rtail(r.delay_reason, causes[0])}'
+        else:
+            rcpts = ", ".join([f'{{"address": {enc(r.address)}{rtail(r.delay_reason, c)}'
+                               for r, c in zip(recipients, causes)])  # fmt: skip
+        a, size, forced = m.arrival_time, m.size, m.forced_expire
+        age_s = now - a
+        if type(a) is float and type(age_s) is float and a - a == 0.0 and -1e15 < age_s < 1e15:
+            # finite: its JSON is its repr; repr(round(x, 1)) is x's correctly rounded one-decimal
+            # form, which format spec .1f writes too (the same dtoa rounding) below 1e15 (no exponent)
+            arrival, age = repr(a), f"{age_s:.1f}"
+        else:
+            arrival, age = _number(a), _number(round(now - a, 1))
+        text = self._texts
         return (f'{{"queue_id": {enc(m.queue_id)}, "queue_name": {text(q)}, '
-                f'"arrival_time": {_number(a)}, "age_seconds": {_number(round(now - a, 1))}, '
-                f'"size": {_number(m.size)}, "sender": {text(m.sender)}, '
-                f'"forced_expire": {_flag(m.forced_expire)}, '
+                f'"arrival_time": {arrival}, "age_seconds": {age}, '
+                f'"size": {int.__repr__(size) if type(size) is int else _number(size)}, "sender": {text(m.sender)}, '
+                f'"forced_expire": {"false" if forced is False else "true" if forced is True else _flag(forced)}, '
                 f'"recipients": [{rcpts}], "forecast": {forecast}, "fate": {enc(fate_text)}}}')  # fmt: skip
 
+    def _rtail(self, reason: str | None, cause_id: str | None) -> str:
+        """A recipient's JSON text after its address: its delay_reason, cause_id and the closing
+        brace, memoised per (reason, cause): a stuck queue repeats a few reasons."""
+        memo = self._rtails
+        key = (reason, cause_id)
+        got = memo.get(key)
+        if got is None:
+            if len(memo) >= 16384:  # reasons carry hosts and ids; bound the memo (the only one holding reasons)
+                memo.clear()
+            got = memo[key] = (f', "delay_reason": {"null" if reason is None else _encode_str(reason)}, '
+                               f'"cause_id": {"null" if cause_id is None else self._texts(cause_id)}}}')  # fmt: skip
+        return got
+
     def _texts(self, value: str | None) -> str:
-        """A repeated string's JSON text (queue names, senders, reason texts, cause ids), memoised."""
+        """A repeated string's JSON text (queue names, senders, cause ids), memoised."""
         memo = self._memo
         got = memo.get(value)
         if got is None:
@@ -529,7 +567,8 @@ class ReportBuilder:
             self.sources.add("assumed" if self._qfiles.mtime(m) is None else "file")
 
     def add(self, m: QueuedMessage) -> None:
-        domains = [domain_of(r.address) for r in m.recipients]  # once for both tallies
+        rcpts = m.recipients  # their domains once for both tallies (one recipient: no list comprehension's call)
+        domains = [domain_of(rcpts[0].address)] if len(rcpts) == 1 else [domain_of(r.address) for r in rcpts]
         self.ages.add(m, domains)
         self.causes.add(m, domains)
         q = m.queue_name

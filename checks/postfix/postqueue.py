@@ -180,56 +180,100 @@ class QueueListing(Iterator[QueuedMessage]):
 
 # ---------------------------------------------------------------- postqueue -j
 
+# The parser's constructors of the two frozen dataclasses: the same objects (==, hash, frozen)
+# as QueuedRecipient(...) / QueuedMessage(...), each slot set through its descriptor instead of
+# the generated __init__'s object.__setattr__ per field: 0.66 -> 0.36 us a recipient and 1.23 ->
+# 0.47 us a message, once per queue file (tests/unit/test_postqueue_json_fast.py compares them).
+_new = object.__new__
+_R_SET = tuple(getattr(QueuedRecipient, f).__set__ for f in QueuedRecipient.__slots__)
+_M_SET = tuple(getattr(QueuedMessage, f).__set__ for f in QueuedMessage.__slots__)
+assert QueuedRecipient.__slots__ == ("address", "delay_reason", "orig_address", "bounce_reason", "other_reason")
+assert QueuedMessage.__slots__ == ("queue_id", "queue_name", "arrival_time", "size", "sender", "recipients",
+                                   "forced_expire")  # fmt: skip
+
+
+def _recipient(address: str, delay_reason: str | None, orig_address: str | None = None,
+               bounce_reason: str | None = None, other_reason: str | None = None,
+               _set: tuple[Callable[[object, object], None], ...] = _R_SET) -> QueuedRecipient:  # fmt: skip
+    """QueuedRecipient(address, delay_reason, ...), built faster (see above)."""
+    r: QueuedRecipient = _new(QueuedRecipient)
+    _set[0](r, address)
+    _set[1](r, delay_reason)
+    _set[2](r, orig_address)
+    _set[3](r, bounce_reason)
+    _set[4](r, other_reason)
+    return r
+
+
+def _message(queue_id: str, queue_name: str, arrival_time: float, size: int, sender: str,
+             recipients: tuple[QueuedRecipient, ...], forced_expire: bool,
+             _set: tuple[Callable[[object, object], None], ...] = _M_SET) -> QueuedMessage:  # fmt: skip
+    """QueuedMessage(...) with every field, built faster (see above)."""
+    m: QueuedMessage = _new(QueuedMessage)
+    _set[0](m, queue_id)
+    _set[1](m, queue_name)
+    _set[2](m, arrival_time)
+    _set[3](m, size)
+    _set[4](m, sender)
+    _set[5](m, recipients)
+    _set[6](m, forced_expire)
+    return m
+
+
 
 def _opt_str(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _json_record(obj: object) -> QueuedMessage | str:
+def _json_record(obj: object, _r: Callable[..., QueuedRecipient] = _recipient,
+                 _m: tuple[Callable[[object, object], None], ...] = _M_SET) -> QueuedMessage | str:  # fmt: skip
     """One decoded object -> a record, or the reason it is not one. Hot (once per queue
-    file): the optional members are read inline rather than through _opt_str."""
-    if not isinstance(obj, dict):
+    file): the optional members are read inline rather than through _opt_str, and the
+    types are compared with type() is, not isinstance(): obj is what json decodes, whose
+    values are exactly dict, list, str, int, float, bool or None (a bool is not an int here)."""
+    if type(obj) is not dict:
         return "not a JSON object"
     get = obj.get
     qid = get("queue_id")
-    if not isinstance(qid, str) or _QUEUE_ID_MATCH(qid) is None:
+    if type(qid) is not str or _QUEUE_ID_MATCH(qid) is None:
         return "missing or invalid queue_id"
     rcpts = get("recipients", [])
-    if not isinstance(rcpts, list):
+    if type(rcpts) is not list:
         return "recipients is not a list"
     recipients = []
     for r in rcpts:
-        if not isinstance(r, dict):
+        if type(r) is not dict:
             return "recipient without an address"
         address = r.get("address")
-        if not isinstance(address, str):
+        if type(address) is not str:
             return "recipient without an address"
         delay = r.get("delay_reason")
         if len(r) == 2 and delay is not None:  # the common shape: address and delay_reason only
-            recipients.append(QueuedRecipient(address, delay if isinstance(delay, str) and delay else None))
+            recipients.append(_r(address, delay if type(delay) is str and delay else None))
             continue
-        recipients.append(QueuedRecipient(address, _opt_str(delay), _opt_str(r.get("orig_address")),
-                                          _opt_str(r.get("bounce_reason")), _opt_str(r.get("other_reason"))))  # fmt: skip
+        recipients.append(_r(address, _opt_str(delay), _opt_str(r.get("orig_address")),
+                             _opt_str(r.get("bounce_reason")), _opt_str(r.get("other_reason"))))  # fmt: skip
     arrival = get("arrival_time", 0)
     size = get("message_size", 0)
     sender = get("sender", "")
-    if isinstance(arrival, bool) or not isinstance(arrival, (int, float)):
+    t = type(arrival)
+    if t is not int and t is not float:
         return "arrival_time is not a number"
-    if isinstance(size, bool) or not isinstance(size, int):
+    if type(size) is not int:
         return "message_size is not an integer"
-    if not isinstance(sender, str):
+    if type(sender) is not str:
         return "sender is not a string"
     queue_name = get("queue_name")
     expire = obj["forced_expire"] if "forced_expire" in obj else get("force_expired", False)
-    return QueuedMessage(
-        qid,
-        queue_name if isinstance(queue_name, str) and queue_name else UNKNOWN_QUEUE,
-        float(arrival),
-        size,
-        sender,
-        tuple(recipients),
-        expire is True or (type(expire) is int and expire != 0),
-    )
+    m: QueuedMessage = _new(QueuedMessage)  # _message(...), inline
+    _m[0](m, qid)
+    _m[1](m, queue_name if type(queue_name) is str and queue_name else UNKNOWN_QUEUE)
+    _m[2](m, float(arrival))
+    _m[3](m, size)
+    _m[4](m, sender)
+    _m[5](m, tuple(recipients))
+    _m[6](m, expire is True or (type(expire) is int and expire != 0))
+    return m
 
 
 def _iter_json(lines: Iterable[str], stats: ParseStats) -> Iterator[QueuedMessage]:

@@ -245,6 +245,14 @@ MALFORMED_JSON = [
     ('{"queue_id": "ABCDEF1", "arrival_time": "yesterday", "recipients": []}', "arrival_time is not a number"),
     ('{"queue_id": "ABCDEF1", "message_size": 1.5, "recipients": []}', "message_size is not an integer"),
     ('{"queue_id": "ABCDEF1", "sender": null, "recipients": []}', "sender is not a string"),
+    # JSON's true/false are not numbers here (the parser compares exact types: a bool is no int)
+    ('{"queue_id": "ABCDEF1", "arrival_time": true, "recipients": []}', "arrival_time is not a number"),
+    ('{"queue_id": "ABCDEF1", "message_size": false, "recipients": []}', "message_size is not an integer"),
+    ('{"queue_id": "ABCDEF1", "arrival_time": [1], "recipients": []}', "arrival_time is not a number"),
+    ('{"queue_id": 123456, "recipients": []}', "missing or invalid queue_id"),
+    ('{"queue_id": "ABCDEF1", "recipients": ["x@y"]}', "recipient without an address"),
+    ('{"queue_id": "ABCDEF1", "recipients": [{"address": null, "delay_reason": "x"}]}', "recipient without an address"),
+    ('{"queue_id": "ABCDEF1", "sender": 5, "recipients": []}', "sender is not a string"),
     ("[" * 100_000, "not JSON"),  # deep nesting: RecursionError, not a traceback
 ]
 
@@ -256,6 +264,22 @@ def test_malformed_json_lines_are_counted_not_fatal(line, why):
     assert len(list(listing)) == 2
     assert listing.malformed == 1
     assert listing.examples[0][:2] == (2, why)
+
+
+def test_json_odd_member_types_read_as_before():
+    """Members of an unexpected type that a record survives: each read as it always was."""
+    line = ('{"queue_id": "ABCDEF1", "queue_name": 5, "arrival_time": 1.5e9, "message_size": 7, "forced_expire": 2, '
+            '"recipients": [{"address": "a@x", "delay_reason": 5}, {"address": "b@x", "delay_reason": ""}, '
+            '{"address": "c@x", "orig_address": 1, "bounce_reason": "gone", "other_reason": ""}]}')  # fmt: skip
+    (m,) = parse_postqueue_json(line)
+    assert m == QueuedMessage("ABCDEF1", UNKNOWN_QUEUE, 1.5e9, 7, "",
+                              (QueuedRecipient("a@x"), QueuedRecipient("b@x"), QueuedRecipient("c@x", None, None, "gone")),
+                              True)  # fmt: skip
+    for expire, forced in (("1.0", False), ("true", True), ("0", False), ('"yes"', False), ("null", False)):
+        (m,) = parse_postqueue_json('{"queue_id": "ABCDEF1", "forced_expire": %s}' % expire)
+        assert m.forced_expire is forced, expire
+    (m,) = parse_postqueue_json('{"queue_id": "ABCDEF1", "arrival_time": 17}')
+    assert type(m.arrival_time) is float and m.arrival_time == 17.0 and m.recipients == ()
 
 
 def test_json_inputs_bytes_file_and_warnings():

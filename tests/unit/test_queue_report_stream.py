@@ -227,3 +227,41 @@ def test_entries_written_directly_are_the_encoders_text(listing):
             entry["fate"] = fate(m.queue_name, m.queue_id, None, now=b.now)
         assert b._entry_text(m) == b._encode_entry(entry) == json.dumps(entry, ensure_ascii=False)
     assert relocalized  # the locality rule changed a cause: E32 -> another
+
+
+def test_entry_text_numbers_and_recipients_at_the_edges(listing):
+    """_entry_text's inline paths (a finite float arrival's repr and its age written with .1f,
+    one recipient without a list, the memoised recipient tails) against the encoder: ages and
+    arrivals of every size and sign, fractions that round either way, huge values past the
+    inline range, no/one/three recipients sharing a reason, and causes '', None, 'no-reason'."""
+    from checks.postfix.postqueue import QueuedMessage, QueuedRecipient
+
+    target, cfg, read = listing
+    b = ReportBuilder(read.taken_at, encode=True)
+    b.configure(cfg.settings, target, cfg.queue_directory, cfg.config)
+    now = b.now
+    rnd = random.Random(11)
+    reason = "host mx.example[192.0.2.1] said: 450 4.2.0 try later (in reply to RCPT TO command)"
+    rcpt_sets = [(), (QueuedRecipient("a@x.test", reason),), (QueuedRecipient("b@x.test"),),
+                 tuple(QueuedRecipient(f"{k}@y.test", reason if k != 1 else None) for k in range(3))]  # fmt: skip
+    arrivals: list[float] = [now, now - 0.05, now - 0.15, now + 0.05, now - 0.25, now - 86400.45, 0.0, -0.0, 1.0, -1.0,
+                             now * 1000, 1e15, -1e15, 1e16, -1e16, 1e300, now - 1e15 + 0.5, now + 1e15 - 0.5,
+                             float("inf"), float("-inf"), float("nan"), int(now) - 7, 10**20]  # fmt: skip
+    arrivals += [now - rnd.uniform(0, 10 * 86400) for _ in range(300)] + [round(now) - rnd.randrange(0, 10**6) + 0.05
+                                                                          for _ in range(300)]  # fmt: skip
+    checked = 0
+    for i, a in enumerate(arrivals):
+        for rcpts in rcpt_sets:
+            sane = isinstance(a, float) and abs(now - a) < 30 * 86400
+            for q in (("deferred", "hold", "active") if sane else ("hold", "active")):
+                m = QueuedMessage(f"ABCDEF{i:05X}", q, a, i, "s@x.test", rcpts, i % 3 == 0)
+                entry = b._entry(m)
+                if q == "deferred":
+                    b._forecast(m, entry)
+                else:
+                    entry["fate"] = fate(q, m.queue_id, None, now=now)
+                assert b._entry_text(m) == json.dumps(entry, ensure_ascii=False), (a, q, rcpts)
+                checked += 1
+    assert checked > 4000
+    # the recipient tails are memoised per (reason, cause): a cause of its own gets a tail of its own
+    assert b._rtail(reason, "E22") != b._rtail(reason, "E21") and b._rtail(None, None).endswith('"cause_id": null}')
