@@ -78,6 +78,16 @@ def _explain_failure(argv: Sequence[str], stderr: str, stdout: str, rc: int) -> 
     return f"{' '.join(argv)} failed (exit {rc}): {last}"
 
 
+def queue_answers(target: Target, config_dir: str | None = None, timeout: float = 20) -> bool:
+    """Whether `postqueue -j` lists the queue here (Postfix's showq answers): its first line is
+    enough, so a queue of a million messages is neither waited for nor held (the rest of the
+    listing is not read; the command is stopped)."""
+    with target.stream(postfix_argv("postqueue", config_dir, "-j"), timeout) as out:
+        for _line in out:
+            return True  # showq answered; closing the stream stops postqueue
+        return out.result().ok
+
+
 def read_queue(
     target: Target, config_dir: str | None = None, now: float | None = None,
     on_message: Callable[[QueuedMessage], None] | None = None, keep: bool = True,

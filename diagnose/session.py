@@ -198,7 +198,6 @@ def open_with_fallback(answers: dict[str, str], opts: Options) -> tuple[Target, 
     installed Postfix that has no log and is not running (so no queue either) - gets the demo
     snapshot instead, with a notice that says so (and answers["target"] becomes "demo").
     A Postfix with a queue or a log is diagnosed."""
-    from checks.config import postfix_argv
     from checks.logs import default_sources, resolve_sources
 
     target, notice = open_from_answers(answers, opts)
@@ -212,11 +211,13 @@ def open_with_fallback(answers: dict[str, str], opts: Options) -> tuple[Target, 
     except InputError as exc:
         why = str(exc)
     if _postfix_on_path():
+        from checks.queue import queue_answers
+
         try:
-            queue = target.run(postfix_argv("postqueue", opts.config_dir, "-j"), timeout=20)
+            answers_here = queue_answers(target, opts.config_dir)
         except PfdiagError:
-            queue = None
-        if queue is not None and queue.ok:
+            answers_here = False
+        if answers_here:
             return target, notice  # a live queue to look at, even without a log file (journald)
         why += "; and Postfix is not running here (postqueue -j fails), so there is no queue to read either"
     if opts.interactive:  # the wizard asks what the user has instead: pasted text, a host, a bundle, the demo
