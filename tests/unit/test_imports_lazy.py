@@ -140,3 +140,23 @@ def test_lazy_exports_resolve():
     assert callable(probe.render_md) and callable(queue.render_text) and config.SEED and callable(config.proposal)
     with pytest.raises(AttributeError):
         getattr(smtp, "no_such_name")
+
+
+def test_the_inspect_stand_in_answers_find_spec_like_the_module():
+    """diagnose.cli's stand-in for inspect is a module as importlib sees it: find_spec("inspect")
+    gives inspect's own spec (it raised ValueError: __spec__ None) without loading it, and the
+    first attribute read loads the real module."""
+    code = (
+        "import sys, importlib.util\n"
+        "import diagnose.cli\n"
+        "stand_in = sys.modules['inspect']\n"
+        "assert vars(stand_in).get('__pfdiag_stand_in__')\n"
+        "spec = importlib.util.find_spec('inspect')\n"
+        "assert spec.name == 'inspect' and spec.origin.endswith('inspect.py'), spec\n"
+        "assert sys.modules['inspect'] is stand_in and 'ast' not in sys.modules\n"
+        "import inspect\n"
+        "assert inspect.signature(len) is not None and sys.modules['inspect'] is not stand_in\n"
+        "assert importlib.util.find_spec('inspect').origin == spec.origin\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
