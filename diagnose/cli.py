@@ -18,6 +18,7 @@ def _lazy_inspect() -> None:
     statement itself reads the module's __spec__, which loads it."""
     if "inspect" in sys.modules or "dataclasses" in sys.modules:
         return
+    import _thread
     import types
 
     stand_in = types.ModuleType("inspect", "inspect, imported on first use (diagnose.cli)")
@@ -26,10 +27,13 @@ def _lazy_inspect() -> None:
     stand_in.__spec__ = next(filter(None, (getattr(f, "find_spec", lambda *a: None)("inspect", None)
                                            for f in sys.meta_path)), None)  # fmt: skip
 
+    lock = _thread.RLock()  # two threads' first reads: one looks, deletes and imports, the other waits
+
     def load(name: str) -> object:
-        if sys.modules.get("inspect") is stand_in:
-            del sys.modules["inspect"]
-        import inspect
+        with lock:
+            if sys.modules.get("inspect") is stand_in:
+                del sys.modules["inspect"]
+            import inspect
 
         vars(stand_in).update((k, v) for k, v in vars(inspect).items() if k != "__getattr__")
         return getattr(inspect, name)

@@ -160,3 +160,44 @@ def test_the_inspect_stand_in_answers_find_spec_like_the_module():
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_inspect_stand_in_loads_once_when_two_threads_race():
+    """Two threads reading the stand-in's first attribute at once (runner jobs importing
+    dataclasses): the second to look at sys.modules must not delete or import it again. Made
+    deterministic: the first thread's look at sys.modules lets the second thread run its whole
+    load before going on (it deleted the entry the other had already deleted: KeyError)."""
+    code = (
+        "import sys, threading\n"
+        "import diagnose.cli\n"
+        "stand_in, real_modules = sys.modules['inspect'], sys.modules\n"
+        "errors = []\n"
+        "def use():\n"
+        "    try:\n"
+        "        stand_in.signature(len)\n"
+        "    except BaseException as exc:\n"
+        "        errors.append(repr(exc))\n"
+        "class Modules(dict):\n"
+        "    raced = False\n"
+        "    def get(self, key, default=None):\n"
+        "        got = real_modules.get(key, default)\n"
+        "        if key == 'inspect' and not Modules.raced:\n"
+        "            Modules.raced = True\n"
+        "            other = threading.Thread(target=use)\n"
+        "            other.start()\n"
+        "            other.join(1.0)  # its whole load, unless it waits for this one\n"
+        "        return got\n"
+        "    def __delitem__(self, key):\n"
+        "        del real_modules[key]\n"
+        "sys.modules = Modules()  # what load() reads; the import system keeps using the real dict\n"
+        "use()\n"
+        "sys.modules = real_modules\n"
+        "for t in threading.enumerate():\n"
+        "    if t is not threading.main_thread():\n"
+        "        t.join(5)\n"
+        "assert not errors, errors\n"
+        "import inspect\n"
+        "assert inspect is not stand_in and stand_in.signature is inspect.signature\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
