@@ -166,21 +166,22 @@ def test_the_inspect_stand_in_loads_once_when_two_threads_race():
     """Two threads reading the stand-in's first attribute at once (runner jobs importing
     dataclasses): the second to look at sys.modules must not delete or import it again. Made
     deterministic: the first thread's look at sys.modules lets the second thread run its whole
-    load before going on (it deleted the entry the other had already deleted: KeyError)."""
+    load before going on: the first then deleted the real inspect and imported a second copy (two
+    inspect modules, two Parameter classes), or, the other way round, its del raised KeyError."""
     code = (
         "import sys, threading\n"
         "import diagnose.cli\n"
-        "stand_in, real_modules = sys.modules['inspect'], sys.modules\n"
-        "errors = []\n"
+        "stand_in = sys.modules['inspect']\n"
+        "errors, seen = [], []\n"
         "def use():\n"
         "    try:\n"
-        "        stand_in.signature(len)\n"
+        "        seen.append(stand_in.signature)\n"
         "    except BaseException as exc:\n"
         "        errors.append(repr(exc))\n"
-        "class Modules(dict):\n"
+        "class Modules:\n"
         "    raced = False\n"
         "    def get(self, key, default=None):\n"
-        "        got = real_modules.get(key, default)\n"
+        "        got = sys.modules.get(key, default)\n"
         "        if key == 'inspect' and not Modules.raced:\n"
         "            Modules.raced = True\n"
         "            other = threading.Thread(target=use)\n"
@@ -188,16 +189,19 @@ def test_the_inspect_stand_in_loads_once_when_two_threads_race():
         "            other.join(1.0)  # its whole load, unless it waits for this one\n"
         "        return got\n"
         "    def __delitem__(self, key):\n"
-        "        del real_modules[key]\n"
-        "sys.modules = Modules()  # what load() reads; the import system keeps using the real dict\n"
+        "        del sys.modules[key]\n"
+        "class Sys:  # diagnose.cli's sys for its stand-in's look at sys.modules; the import system keeps the real one\n"
+        "    modules = Modules()\n"
+        "diagnose.cli.sys = Sys()\n"
         "use()\n"
-        "sys.modules = real_modules\n"
+        "diagnose.cli.sys = sys\n"
         "for t in threading.enumerate():\n"
         "    if t is not threading.main_thread():\n"
         "        t.join(5)\n"
         "assert not errors, errors\n"
         "import inspect\n"
         "assert inspect is not stand_in and stand_in.signature is inspect.signature\n"
+        "assert len(seen) == 2 and seen[0] is seen[1] is inspect.signature, 'inspect imported twice'\n"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
