@@ -258,6 +258,10 @@ MALFORMED_JSON = [
     ('{"queue_id": "ABCDEF1", "arrival_time": 1%s, "recipients": []}' % ("0" * 400), "arrival_time is out of range"),
     ('{"queue_id": "ABCDEF1", "arrival_time": -1%s, "recipients": []}' % ("0" * 309), "arrival_time is out of range"),
     ('{"queue_id": "ABCDEF1", "arrival_time": %d, "recipients": []}' % (2**1024 - 2**970), "arrival_time is out of range"),
+    # json reads NaN, Infinity and 1e400 (inf) as floats: no arrival (a deferred one's forecast raised in round())
+    ('{"queue_id": "ABCDEF1", "arrival_time": NaN, "recipients": []}', "arrival_time is out of range"),
+    ('{"queue_id": "ABCDEF1", "arrival_time": -Infinity, "recipients": []}', "arrival_time is out of range"),
+    ('{"queue_id": "ABCDEF1", "arrival_time": 1e400, "recipients": []}', "arrival_time is out of range"),
 ]
 
 
