@@ -18,13 +18,25 @@ def _lazy_inspect() -> None:
     statement itself reads the module's __spec__, which loads it."""
     if "inspect" in sys.modules or "dataclasses" in sys.modules:
         return
+    import _imp
     import types
 
     stand_in = types.ModuleType("inspect", "inspect, imported on first use (diagnose.cli)")
+    # the spec that importing it will use (the import system's finders, ~60 us, no import):
+    # importlib.util.find_spec("inspect") answers from sys.modules' __spec__ (ValueError on None)
+    stand_in.__spec__ = next(filter(None, (getattr(f, "find_spec", lambda *a: None)("inspect", None)
+                                           for f in sys.meta_path)), None)  # fmt: skip
 
     def load(name: str) -> object:
-        if sys.modules.get("inspect") is stand_in:
-            del sys.modules["inspect"]
+        # two threads' first reads: only one may see the stand-in and delete it (the other's del
+        # raised KeyError); the import system's own lock, held for the look only (it is reset in a
+        # forked child), then `import inspect` runs once under inspect's module lock
+        _imp.acquire_lock()
+        try:
+            if sys.modules.get("inspect") is stand_in:
+                del sys.modules["inspect"]
+        finally:
+            _imp.release_lock()
         import inspect
 
         vars(stand_in).update((k, v) for k, v in vars(inspect).items() if k != "__getattr__")

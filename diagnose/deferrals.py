@@ -348,7 +348,11 @@ class DeferralAnalysis:
             if m is not None:  # the common full form: no Delivery object on the hot path
                 to, _, relay, _, _, a, b, c, d, _, dsn, status, reason = m.groups()
                 if status in DEFERRED:
-                    delays = (float(a), float(b), float(c), float(d))
+                    delays: tuple[float, float, float, float] | None
+                    try:
+                        delays = (float(a), float(b), float(c), float(d))
+                    except ValueError:  # [\d.]+ that is no number ("1..2"): no delays, as parse_delivery reads it
+                        delays = None
                     self._deferral(line, qid, to, status, relay, dsn, delays, reason, False)
                 else:
                     self._final(qid, to, status, relay, reason)
@@ -684,7 +688,7 @@ class DeferralAnalysis:
             own = stats.slice(domain)
             if own is not None and own.example is None:
                 own.example, own.example_ts = line.raw, ts
-            if delays is not None:
+            if delays is not None and _INF not in delays:  # 400 digits: float() gives inf, no delay
                 a, b, c2, d = map(_delay_value, delays)
                 for parts in (stats.delays, own.delays if own is not None else None):
                     if parts is not None:
@@ -856,6 +860,7 @@ def _two_digits(seconds: float) -> float:
 # a float each (~25,000 keys in a worker at 2M lines; they grew with the log). The kept values
 # are few (two significant digits); the cap only guards against a log of odd delays.
 _DELAY_VALUES: dict[float, float] = {}
+_INF = math.inf
 MAX_DELAY_VALUES = 8192
 
 

@@ -221,6 +221,10 @@ def _message(queue_id: str, queue_name: str, arrival_time: float, size: int, sen
 
 
 
+_INF = float("inf")
+_FLOAT_INT = 2**1024 - 2**970  # the smallest int that float() cannot convert (rounds up to 2**1024: OverflowError)
+
+
 def _opt_str(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
@@ -259,6 +263,8 @@ def _json_record(obj: object, _r: Callable[..., QueuedRecipient] = _recipient,
     t = type(arrival)
     if t is not int and t is not float:
         return "arrival_time is not a number"
+    if not (-_FLOAT_INT < arrival < _FLOAT_INT if t is int else -_INF < arrival < _INF):
+        return "arrival_time is out of range"  # an int float() cannot convert; NaN, Infinity, 1e400
     if type(size) is not int:
         return "message_size is not an integer"
     if type(sender) is not str:

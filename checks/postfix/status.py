@@ -80,18 +80,21 @@ def parse_delivery(text: str) -> Delivery | Expiry | None:
     """Parse a status line's message (after the queue id). None when it is not one."""
     m = FAST_STATUS.match(text)
     if m is not None:
-        return Delivery(
-            to=m[1],
-            status=m[12],
-            reason=m[13],
-            orig_to=m[2],
-            relay=m[3] or None,
-            conn_use=int(m[4]) if m[4] else None,
-            delay=float(m[5]),
-            delays=(float(m[6]), float(m[7]), float(m[8]), float(m[9])),
-            tls=m[10],
-            dsn=m[11],
-        )
+        try:
+            return Delivery(
+                to=m[1],
+                status=m[12],
+                reason=m[13],
+                orig_to=m[2],
+                relay=m[3] or None,
+                conn_use=int(m[4]) if m[4] else None,
+                delay=float(m[5]),
+                delays=(float(m[6]), float(m[7]), float(m[8]), float(m[9])),
+                tls=m[10],
+                dsn=m[11],
+            )
+        except ValueError:  # a [\d.]+ that is no number ("1..2"): read below, as any other odd line
+            pass
     idx = text.find("status=")
     if idx < 0 or (idx and text[idx - 1] not in " ,"):
         return None

@@ -221,3 +221,22 @@ def test_delay_values_are_shared_and_two_digits():
         assert _delay_value(x) == _two_digits(x)
         assert _two_digits(_delay_value(x)) == _delay_value(x)
     assert _delay_value(130780.0) is _delay_value(129990.0) is _delay_value(130000.0)
+
+
+@pytest.mark.parametrize("delays", ["1..2/0/0/0", "0/0/0/" + "9" * 400, "1e/0/0/0"])
+def test_a_deferral_with_unreadable_delays_is_counted_without_them(tmp_path, delays):
+    """delays= of the fast regex's [\\d.]+ that is no finite number ("1..2", 400 digits: float()
+    raises or gives inf, _two_digits then fails): the deferral is read and counted, with no delays
+    kept for it, on the batched and the per-line path (was an internal error, exit 3)."""
+    log = tmp_path / "mail.log"
+    log.write_text(
+        f"Nov 28 10:00:11 mx postfix/smtp[104]: 6A2B3C4D5E: to=<u@d.example>, relay=none, delay=1.5, delays={delays}, "
+        "dsn=4.4.1, status=deferred (connect to mx.d.example[198.51.100.6]:25: Connection timed out)\n"
+        "Nov 28 10:00:12 mx postfix/smtp[104]: 7A2B3C4D5E: to=<v@d.example>, relay=none, delay=300, delays=0/0/300/0, "
+        "dsn=4.4.1, status=deferred (connect to mx.d.example[198.51.100.6]:25: Connection timed out)\n"
+    )
+    for report in (_batched(str(log)), _line_by_line(str(log))):
+        text = json.dumps(report)
+        assert "Infinity" not in text and "NaN" not in text
+        (cause,) = report["causes"]
+        assert cause["deferrals"] == 2, cause

@@ -111,3 +111,16 @@ def test_no_text_crashes_the_status_parser(text):
     parse_delivery("to=<a@b>, status=" + text)
     parse_qmgr_from(text)
     parse_pix("enabling PIX workarounds: " + text)
+
+
+@pytest.mark.parametrize("delay, delays", [("1.2.3", "0/0/0/0"), ("1.5", "1..2/0/0/0"), ("1.", "./0/0/0")])
+def test_a_status_line_with_unreadable_delays_is_read_without_them(delay, delays):
+    """[\\d.]+ of the fast regex that is no number: the line is still a Delivery (read as the
+    general path reads it: no such delay), not a ValueError (`pfdiag trace` exited 3)."""
+    text = (f"to=<u@d.example>, relay=none, delay={delay}, delays={delays}, dsn=4.4.1, "
+            "status=deferred (connect to mx.d.example[198.51.100.6]:25: Connection timed out)")
+    d = parse_delivery(text)
+    assert isinstance(d, Delivery) and d.status == "deferred" and d.to == "u@d.example" and d.dsn == "4.4.1"
+    assert d.reason.endswith("Connection timed out")
+    assert d.delay == {"1.2.3": None, "1.5": 1.5, "1.": 1.0}[delay]
+    assert d.delays == ((0.0, 0.0, 0.0, 0.0) if delays == "0/0/0/0" else None)
