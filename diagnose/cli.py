@@ -6,55 +6,13 @@ Exit codes: 0 ok, 1 a PfdiagError (one clear line), 2 usage error,
 
 from __future__ import annotations
 
+import argparse
 import sys
+from typing import NoReturn, Sequence
 
-
-def _lazy_inspect() -> None:
-    """dataclasses imports inspect (with ast, dis, tokenize: ~9 ms of every start-up) only to
-    describe a class that has no docstring. Until someone uses it, sys.modules holds a stand-in
-    whose first attribute read imports the real inspect (and puts it in sys.modules): every
-    dataclass on a command's way has a docstring, so a probe never loads it
-    (tests/unit/test_imports_lazy.py). importlib.util.LazyLoader would not do: in 3.11 the import
-    statement itself reads the module's __spec__, which loads it."""
-    if "inspect" in sys.modules or "dataclasses" in sys.modules:
-        return
-    import _imp
-    import types
-
-    stand_in = types.ModuleType("inspect", "inspect, imported on first use (diagnose.cli)")
-    # the spec that importing it will use (the import system's finders, ~60 us, no import):
-    # importlib.util.find_spec("inspect") answers from sys.modules' __spec__ (ValueError on None)
-    stand_in.__spec__ = next(filter(None, (getattr(f, "find_spec", lambda *a: None)("inspect", None)
-                                           for f in sys.meta_path)), None)  # fmt: skip
-
-    def load(name: str) -> object:
-        # two threads' first reads: only one may see the stand-in and delete it (the other's del
-        # raised KeyError); the import system's own lock, held for the look only (it is reset in a
-        # forked child), then `import inspect` runs once under inspect's module lock
-        _imp.acquire_lock()
-        try:
-            if sys.modules.get("inspect") is stand_in:
-                del sys.modules["inspect"]
-        finally:
-            _imp.release_lock()
-        import inspect
-
-        vars(stand_in).update((k, v) for k, v in vars(inspect).items() if k != "__getattr__")
-        return getattr(inspect, name)
-
-    stand_in.__getattr__ = load  # type: ignore[method-assign]
-    stand_in.__pfdiag_stand_in__ = True  # type: ignore[attr-defined]  # what tests/unit/test_imports_lazy.py looks for
-    sys.modules["inspect"] = stand_in
-
-
-_lazy_inspect()
-
-import argparse  # noqa: E402  (after _lazy_inspect: nothing below may load inspect eagerly)
-from typing import NoReturn, Sequence  # noqa: E402
-
-from checks.errors import PfdiagError, UsageError  # noqa: E402
-from diagnose import __version__  # noqa: E402
-from diagnose.textsafe import visible  # noqa: E402
+from checks.errors import PfdiagError, UsageError
+from diagnose import __version__
+from diagnose.textsafe import visible
 
 EPILOG = """\
 examples:

@@ -40,10 +40,10 @@ NOT_FOR_A_PROBE = (
     "checks.smtp.ladder", "checks.targets.ssh", "checks.targets.snapshot", "checks.dns", "diagnose.probe_render",
     "paramiko", "dns", "rich", "questionary", "yaml", "httpcore", "cryptography", "ssl", "importlib.metadata",
     "hashlib", "bz2", "lzma", "shutil", "pkgutil", "email",
-    # issue 18, start-up of a probe: dataclasses' inspect (ast, dis, tokenize: diagnose.cli's stand-in, every
-    # dataclass on the way has a docstring), subprocess (LocalTarget spawns postconf itself), the idna codec
-    # (an address is connected to as bytes), the config report's retry model
-    "inspect", "ast", "dis", "tokenize", "subprocess", "encodings.idna", "stringprep", "checks.postfix.retry",
+    # issue 18, start-up of a probe: subprocess (LocalTarget spawns postconf itself), the idna codec (an
+    # address is connected to as bytes), the config report's retry model. (inspect, ast and dis come with
+    # the standard library's dataclasses: a stand-in module that deferred them saved ~9 ms and was removed)
+    "subprocess", "encodings.idna", "stringprep", "checks.postfix.retry",
 )  # fmt: skip
 
 _RUN = """
@@ -54,8 +54,7 @@ try:
 except SystemExit as exc:  # --help
     code = exc.code
 sys.stdout.flush()
-loaded = [n for n, m in sys.modules.items() if not vars(m).get("__pfdiag_stand_in__")]  # diagnose.cli's inspect
-sys.stderr.write("\\nMODULES " + json.dumps(sorted(loaded)) + " EXIT " + str(code))
+sys.stderr.write("\\nMODULES " + json.dumps(sorted(sys.modules)) + " EXIT " + str(code))
 """
 
 
@@ -142,66 +141,3 @@ def test_lazy_exports_resolve():
         getattr(smtp, "no_such_name")
 
 
-def test_the_inspect_stand_in_answers_find_spec_like_the_module():
-    """diagnose.cli's stand-in for inspect is a module as importlib sees it: find_spec("inspect")
-    gives inspect's own spec (it raised ValueError: __spec__ None) without loading it, and the
-    first attribute read loads the real module."""
-    code = (
-        "import sys, importlib.util\n"
-        "import diagnose.cli\n"
-        "stand_in = sys.modules['inspect']\n"
-        "assert vars(stand_in).get('__pfdiag_stand_in__')\n"
-        "spec = importlib.util.find_spec('inspect')\n"
-        "assert spec.name == 'inspect' and spec.origin.endswith('inspect.py'), spec\n"
-        "assert sys.modules['inspect'] is stand_in and 'ast' not in sys.modules\n"
-        "import inspect\n"
-        "assert inspect.signature(len) is not None and sys.modules['inspect'] is not stand_in\n"
-        "assert importlib.util.find_spec('inspect').origin == spec.origin\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-
-
-def test_the_inspect_stand_in_loads_once_when_two_threads_race():
-    """Two threads reading the stand-in's first attribute at once (runner jobs importing
-    dataclasses): the second to look at sys.modules must not delete or import it again. Made
-    deterministic: the first thread's look at sys.modules lets the second thread run its whole
-    load before going on: the first then deleted the real inspect and imported a second copy (two
-    inspect modules, two Parameter classes), or, the other way round, its del raised KeyError."""
-    code = (
-        "import sys, threading\n"
-        "import diagnose.cli\n"
-        "stand_in = sys.modules['inspect']\n"
-        "errors, seen = [], []\n"
-        "def use():\n"
-        "    try:\n"
-        "        seen.append(stand_in.signature)\n"
-        "    except BaseException as exc:\n"
-        "        errors.append(repr(exc))\n"
-        "class Modules:\n"
-        "    raced = False\n"
-        "    def get(self, key, default=None):\n"
-        "        got = sys.modules.get(key, default)\n"
-        "        if key == 'inspect' and not Modules.raced:\n"
-        "            Modules.raced = True\n"
-        "            other = threading.Thread(target=use)\n"
-        "            other.start()\n"
-        "            other.join(1.0)  # its whole load, unless it waits for this one\n"
-        "        return got\n"
-        "    def __delitem__(self, key):\n"
-        "        del sys.modules[key]\n"
-        "class Sys:  # diagnose.cli's sys for its stand-in's look at sys.modules; the import system keeps the real one\n"
-        "    modules = Modules()\n"
-        "diagnose.cli.sys = Sys()\n"
-        "use()\n"
-        "diagnose.cli.sys = sys\n"
-        "for t in threading.enumerate():\n"
-        "    if t is not threading.main_thread():\n"
-        "        t.join(5)\n"
-        "assert not errors, errors\n"
-        "import inspect\n"
-        "assert inspect is not stand_in and stand_in.signature is inspect.signature\n"
-        "assert len(seen) == 2 and seen[0] is seen[1] is inspect.signature, 'inspect imported twice'\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
