@@ -126,9 +126,14 @@ def _run_workers(
             while want not in done:
                 while started < len(chunks) and len(running) < workers:
                     recv, send = ctx.Pipe(duplex=False)
-                    child = ctx.Process(target=_child, args=(send, chunks[started], since, until, started == 0, tz), daemon=True)
-                    child.start()
-                    send.close()
+                    try:
+                        child = ctx.Process(target=_child, args=(send, chunks[started], since, until, started == 0, tz), daemon=True)
+                        child.start()
+                    except BaseException:  # no process to be had (EAGAIN): the pipe is not left open
+                        recv.close()
+                        raise
+                    finally:
+                        send.close()
                     running[started] = (recv, child)
                     started += 1
                 ready = wait([conn for conn, _ in running.values()])
@@ -142,11 +147,13 @@ def _run_workers(
                     finally:
                         conn.close()
                         proc.join()
+                        proc.close()  # its two sentinel pipe ends now, not when the collector finds it
             yield done.pop(want)
     finally:
         for conn, proc in running.values():  # an error or an abandoned merge: stop the rest
             proc.terminate()
             proc.join()
+            proc.close()
             conn.close()
 
 

@@ -54,3 +54,28 @@ def test_ctrl_c_in_the_parent_leaves_no_worker(tmp_path, monkeypatch):
     assert time.monotonic() - t0 < 10
     assert multiprocessing.active_children() == []
     assert gc.get_freeze_count() == 0
+
+
+def test_no_process_to_be_had_leaves_no_pipe_open(tmp_path, monkeypatch):
+    """fork() failing (EAGAIN: the machine is out of processes) for the second worker: the error
+    reaches the caller, the first worker is stopped and neither worker's pipe stays open."""
+    from multiprocessing.process import BaseProcess
+
+    log, min_bytes = _three_chunk_log(tmp_path)
+    real_start = BaseProcess.start
+    started = []
+
+    def start(self):
+        if started:
+            raise BlockingIOError(11, "Resource temporarily unavailable (test)")
+        started.append(self)
+        return real_start(self)
+
+    monkeypatch.setattr(BaseProcess, "start", start)
+    fds_before = set(os.listdir("/proc/self/fd"))
+    with pytest.raises(BlockingIOError):
+        _report(log, 3, monkeypatch, min_bytes)
+    assert multiprocessing.active_children() == []
+    # no cycle collection first: what is still open here is open until the collector happens to run
+    left = set(os.listdir("/proc/self/fd")) - fds_before
+    assert left == set(), [os.readlink(f"/proc/self/fd/{fd}") for fd in left]
