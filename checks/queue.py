@@ -36,7 +36,7 @@ from checks.postfix.postqueue import (
     iter_postqueue_json,
     parse_mailq,
 )
-from checks.postfix.retry import Forecast, RetrySettings, _first_step, forecast, next_delay
+from checks.postfix.retry import Forecast, RetrySettings, _first_step, forecast, next_delay, next_scan
 from checks.targets import Target
 
 TICK_MINUTES = 5
@@ -509,15 +509,7 @@ def _steady_relative(mtime: float, now: float, settings: RetrySettings, null_sen
     computes them, when both of its timelines start in the steady backoff (_steady_end);
     else None. The settings must have passed settings.check() (forecast() checks them)."""
     qrd = settings.queue_run_delay
-    overdue = False
-    if mtime > now:
-        earliest, latest = mtime, mtime + qrd
-    else:
-        earliest = now
-        latest = max(now, mtime + qrd)
-        overdue = now > mtime + qrd
-        if overdue:
-            latest = now + qrd
+    earliest, latest, overdue = next_scan(mtime, now, qrd)
     lifetime = settings.lifetime(null_sender)
     steady = max(settings.minimal_backoff_time, settings.maximal_backoff_time)
     early = _steady_end(earliest, 0.0, settings, lifetime, forced_expire, steady)

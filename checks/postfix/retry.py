@@ -61,6 +61,7 @@ __all__ = [
     "forecast",
     "last_attempt_from_mtime",
     "next_delay",
+    "next_scan",
     "risky_settings",
     "timeline",
 ]
@@ -326,6 +327,16 @@ class Forecast:
     latest: Timeline = field(repr=False)  # the chain with a full scan of lag before every attempt
 
 
+def next_scan(mtime: float, now: float, queue_run_delay: float) -> tuple[float, float, bool]:
+    """(earliest, latest, overdue): when a queue scan takes a deferred message whose queue file's
+    mtime is `mtime` (eligible from then on), seen at `now`."""
+    if mtime > now:
+        return mtime, mtime + queue_run_delay, False
+    # Eligible already: the next scan takes it, unless one should have done so by now.
+    overdue = now > mtime + queue_run_delay
+    return now, (now + queue_run_delay if overdue else max(now, mtime + queue_run_delay)), overdue
+
+
 def forecast(
     message_arrival: float,
     mtime: float,
@@ -341,16 +352,7 @@ def forecast(
     its queue file's mtime (the time qmgr made it eligible again) and the current time."""
     settings.check()
     qrd = settings.queue_run_delay
-    overdue = False
-    if mtime > now:
-        earliest, latest = mtime, mtime + qrd
-    else:
-        # Eligible already: the next scan takes it, unless one should have done so by now.
-        earliest = now
-        latest = max(now, mtime + qrd)
-        overdue = now > mtime + qrd
-        if overdue:
-            latest = now + qrd
+    earliest, latest, overdue = next_scan(mtime, now, qrd)
     estimate = last_attempt_from_mtime(message_arrival, mtime, settings)
     last = estimate if estimate >= message_arrival else None  # else mtime was not set by a deferral
     warn_time = message_arrival + settings.delay_warning_time
