@@ -26,11 +26,11 @@ import operator
 import struct
 import time
 from json import encoder as _json_encoder
-from typing import IO, TYPE_CHECKING, Any, Callable, Iterator, TextIO
+from typing import IO, TYPE_CHECKING, Any, Callable, Iterator, Sequence, TextIO
 
 from checks.config import ConfigReport, read_config
 from checks.errors import CheckSkipped, InputError, PfdiagError
-from checks.postfix.postqueue import QueuedMessage
+from checks.postfix.postqueue import QueuedMessage, QueuedRecipient
 from checks.postfix.retry import DEFAULTS, RetrySettings
 from checks.queue import (
     AgeTally,
@@ -458,6 +458,25 @@ class ReportBuilder:
         entry["fate"] = fate(m.queue_name, m.queue_id, first_cause([r["cause_id"] for r in entry["recipients"]]),
                              now=self.now, next_attempt=earliest, expires_at=expires, expiring=expiring)  # fmt: skip
 
+    def _configure_if_ready(self) -> None:
+        """configure() as soon as postconf's answer is there (looked at per deferred message)."""
+        if self._forecaster is None and self._pending is not None and self._pending.ready():
+            self._configure_from_job()
+
+    def _wait_for_settings(self, m: QueuedMessage, entry: dict[str, Any] | None, seq: int) -> None:
+        """A deferred message kept until the retry settings arrive (a summary's or md's: bounded)."""
+        self.waiting.append((m, entry, seq))
+        if len(self.waiting) > WAIT_LIMIT and self._pending is not None:
+            self._configure_from_job()  # postconf is slower than the listing: wait for it, not pile up
+
+    def _localized(self, causes: list[str | None], recipients: Sequence[QueuedRecipient]) -> list[str | None]:
+        """The recipients' causes with each E32 judged by the locality rule, once the
+        configuration is known (as _forecast() does to an entry's recipients)."""
+        if self._services is None or "E32" not in causes:
+            return causes
+        return [self._local_cause(r.delay_reason) if c == "E32" and r.delay_reason else c
+                for c, r in zip(causes, recipients)]  # fmt: skip
+
     def _local_cause(self, reason: str) -> str:
         got = self._locals.get(reason)
         if got is None:
@@ -499,9 +518,7 @@ class ReportBuilder:
             row = self._forecaster.row(m, self._qfiles.mtime(m))
             source, earliest, latest, expires, expires_latest, lifetime, remaining, overdue, expiring = row
             self.sources.add(source)
-            if self._services is not None and "E32" in causes:
-                causes = [self._local_cause(r.delay_reason) if c == "E32" and r.delay_reason else c
-                          for c, r in zip(causes, recipients)]  # fmt: skip
+            causes = self._localized(causes, recipients)
             forecast = (f'{{"mtime_source": "{source}", "next_attempt_earliest": {round(earliest)}, '
                         f'"next_attempt_latest": {round(latest)}, "expires_at": {round(expires)}, '
                         f'"expires_at_latest": {round(expires_latest)}, "lifetime_ends": {round(lifetime)}, '
@@ -582,8 +599,8 @@ class ReportBuilder:
         if self._md:
             self._add_md(m)
             return
-        if q == "deferred" and self._forecaster is None and self._pending is not None and self._pending.ready():
-            self._configure_from_job()
+        if q == "deferred":
+            self._configure_if_ready()
         if self._crossed and (q != "deferred" or self._forecaster is not None):  # complete now: straight to text
             seq = self.count
             self.count += 1
@@ -628,8 +645,7 @@ class ReportBuilder:
             entry["fate"] = fate(q, m.queue_id, None, now=self.now)
             (heapq.heappush if len(others) < limit else heapq.heapreplace)(others, (okey, entry))
             return
-        if self._forecaster is None and self._pending is not None and self._pending.ready():
-            self._configure_from_job()
+        self._configure_if_ready()
         dkey = (-a, -seq)
         heap = self._shown_deferred
         shown: dict[str, Any] | None = None
@@ -637,9 +653,7 @@ class ReportBuilder:
             shown = self._entry(m)
             (heapq.heappush if len(heap) < limit else heapq.heapreplace)(heap, (dkey, shown))
         if self._forecaster is None:
-            self.waiting.append((m, shown, seq))
-            if len(self.waiting) > WAIT_LIMIT and self._pending is not None:
-                self._configure_from_job()  # postconf is slower than the listing: wait for it, not pile up
+            self._wait_for_settings(m, shown, seq)
         elif shown is not None:
             self._forecast(m, shown)
         else:
@@ -651,14 +665,11 @@ class ReportBuilder:
         self.count += 1
         if m.queue_name != "deferred":
             return
-        if self._forecaster is None and self._pending is not None and self._pending.ready():
-            self._configure_from_job()
+        self._configure_if_ready()
         if self._forecaster is not None:
             self._put_md(m, seq)
             return
-        self.waiting.append((m, None, seq))
-        if len(self.waiting) > WAIT_LIMIT and self._pending is not None:
-            self._configure_from_job()  # postconf is slower than the listing: wait for it, not pile up
+        self._wait_for_settings(m, None, seq)
 
     def _put_md(self, m: QueuedMessage, seq: int) -> None:
         """A deferred message's row of render_md's table into the sorted runs: the numbers
@@ -668,9 +679,7 @@ class ReportBuilder:
         self.sources.add(source)
         cause = self.causes.cause
         causes = [cause(r.delay_reason) for r in m.recipients]
-        if self._services is not None and "E32" in causes:
-            causes = [self._local_cause(r.delay_reason) if c == "E32" and r.delay_reason else c
-                      for c, r in zip(causes, m.recipients)]  # fmt: skip
+        causes = self._localized(causes, m.recipients)
         now, a = self.now, m.arrival_time
         what = fate(m.queue_name, m.queue_id, first_cause(causes), now=now, next_attempt=earliest, expires_at=expires,
                     expiring=expiring)  # fmt: skip
