@@ -7,7 +7,6 @@ with no Postfix (benchmarks/big_queue/bundle.py makes it from the demo snapshot)
 from __future__ import annotations
 
 import ast
-import importlib.util
 import os
 import random
 import threading
@@ -24,16 +23,9 @@ from diagnose import engine, report
 from diagnose.correlate import rank
 from diagnose.queuereport import ARRIVALS, DIGEST_SCHEMA, QueueDigest, build_report
 from diagnose.target_options import demo_path
+from tests.big_queue import make_bundle
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _bundle_module():
-    spec = importlib.util.spec_from_file_location("big_queue_bundle", REPO / "benchmarks/big_queue/bundle.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +130,7 @@ def test_rank_is_linear_in_the_queue_ids() -> None:
 
 @pytest.fixture(scope="module")
 def big_bundle(tmp_path_factory) -> Path:
-    return _bundle_module().make_bundle(tmp_path_factory.mktemp("big") / "b20k", 20_000)
+    return make_bundle(tmp_path_factory.mktemp("big") / "b20k", 20_000)
 
 
 def test_report_on_a_20k_message_snapshot_keeps_no_entry_per_message(big_bundle: Path) -> None:

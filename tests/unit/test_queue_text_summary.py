@@ -8,7 +8,6 @@ instead of every message's entry."""
 
 from __future__ import annotations
 
-import importlib.util
 import random
 from dataclasses import replace
 from pathlib import Path
@@ -22,9 +21,9 @@ from checks.targets import SnapshotTarget
 from diagnose import queueselect
 from diagnose.queuereport import TEXT_SHOWN, ReportBuilder, SortedEntries, queue_report, render_md, render_text
 from diagnose.target_options import demo_path
+from tests.big_queue import make_bundle
 
 SHOWN = max(TEXT_SHOWN, queueselect.OTHER_SHOWN)  # as diagnose/commands/queue.py asks for text
-REPO = Path(__file__).resolve().parents[2]
 
 
 def text_of(rep: dict) -> str:
@@ -103,17 +102,9 @@ def test_the_summary_of_a_small_queue_lists_what_it_has(listing) -> None:
     assert render_md(build(empty, None, md=True)) == render_md(build(empty, None))
 
 
-def _bundle_module():
-    spec = importlib.util.spec_from_file_location("bq_bundle", REPO / "benchmarks/big_queue/bundle.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory) -> Path:
-    return _bundle_module().make_bundle(tmp_path_factory.mktemp("big") / "b20k", 20_000)
+    return make_bundle(tmp_path_factory.mktemp("big") / "b20k", 20_000)
 
 
 @pytest.mark.parametrize("select", [False, True])
